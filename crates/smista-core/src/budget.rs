@@ -1,0 +1,178 @@
+//! The budget admission interface the router consults, and simple implementations.
+//!
+//! Routing asks a [`BudgetGate`] before a contact may reach an operator paid from a capped budget.
+//! A reservation granted here is later either released (the contact ended without being handled by
+//! that budget's operators) or settled (completed by them). The gate owns the money; the router only
+//! makes sure every grant is matched by exactly one release or settle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::model::{Channel, Segment};
+use crate::time::Millis;
+
+/// What the router tells the gate about a contact it wants to fund.
+#[derive(Clone, Copy, Debug)]
+pub struct FundingRequest<'a> {
+    /// The budget asked to pay.
+    pub budget: &'a str,
+    /// The contact.
+    pub contact_id: &'a str,
+    /// The queue it is routed through.
+    pub queue: &'a str,
+    /// Its channel.
+    pub channel: Channel,
+    /// Its effective business priority (queue + contact).
+    pub priority: u32,
+    /// Its segment.
+    pub segment: Segment,
+    /// When.
+    pub now: Millis,
+}
+
+/// How a funded contact ended, for the gate to settle.
+#[derive(Clone, Copy, Debug)]
+pub struct Settlement<'a> {
+    /// The budget that reserved.
+    pub budget: &'a str,
+    /// The contact.
+    pub contact_id: &'a str,
+    /// The queue it was handled in.
+    pub queue: &'a str,
+    /// The operator group that handled it.
+    pub group: &'a str,
+    /// Its channel.
+    pub channel: Channel,
+    /// Handle time in milliseconds.
+    pub handle_ms: u64,
+    /// When it was accepted.
+    pub accepted_at: Millis,
+    /// When it completed.
+    pub now: Millis,
+}
+
+/// Budget admission, consulted on the routing hot path: implementations must be cheap and must
+/// make `reserve` atomic (no check-then-debit race between concurrent callers).
+pub trait BudgetGate: Send + Sync + std::fmt::Debug {
+    /// Reserve the contact's expected cost on `req.budget`; `false` when it cannot be funded
+    /// (extra budget). A `true` must later be matched by exactly one `release` or `settle`.
+    fn reserve(&self, req: &FundingRequest<'_>) -> bool;
+    /// Give back a reservation: the contact ended unhandled by this budget's operators.
+    fn release(&self, budget: &str, contact_id: &str);
+    /// The contact was handled by this budget's operators: charge its actual cost.
+    fn settle(&self, s: &Settlement<'_>);
+}
+
+/// A gate for deployments without capped budgets: funds everything, records nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unlimited;
+
+impl BudgetGate for Unlimited {
+    fn reserve(&self, _req: &FundingRequest<'_>) -> bool {
+        true
+    }
+    fn release(&self, _budget: &str, _contact_id: &str) {}
+    fn settle(&self, _s: &Settlement<'_>) {}
+}
+
+/// A test double that counts contacts instead of money: each budget may hold at most `limit`
+/// reservations at once, and refuses everything while switched off. It tracks which contacts hold
+/// reservations so tests can check every grant was released or settled exactly once.
+#[derive(Debug, Default)]
+pub struct CountingGate {
+    limits: Mutex<HashMap<String, i64>>,
+    held: Mutex<HashMap<(String, String), ()>>,
+    in_use: AtomicI64,
+    settled: AtomicI64,
+    refuse_all: AtomicBool,
+    violations: Mutex<Vec<String>>,
+}
+
+impl CountingGate {
+    /// A gate where `budget` may hold `limit` reservations at once; unknown budgets are refused.
+    #[must_use]
+    pub fn with_limits(limits: &[(&str, i64)]) -> Self {
+        let g = CountingGate::default();
+        {
+            let mut l = g.limits.lock();
+            for (b, n) in limits {
+                l.insert((*b).to_owned(), *n);
+            }
+        }
+        g
+    }
+
+    /// Refuse (`true`) or allow (`false`) every new reservation.
+    pub fn set_refuse_all(&self, refuse: bool) {
+        self.refuse_all.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Reservations currently held.
+    #[must_use]
+    pub fn held(&self) -> i64 {
+        self.in_use.load(Ordering::SeqCst)
+    }
+
+    /// Contacts settled so far.
+    #[must_use]
+    pub fn settled(&self) -> i64 {
+        self.settled.load(Ordering::SeqCst)
+    }
+
+    /// Whether `contact` holds a reservation on `budget`.
+    #[must_use]
+    pub fn holds(&self, budget: &str, contact: &str) -> bool {
+        self.held.lock().contains_key(&(budget.to_owned(), contact.to_owned()))
+    }
+
+    /// Double releases, releases of unknown reservations and the like.
+    #[must_use]
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().clone()
+    }
+
+    fn drop_hold(&self, budget: &str, contact: &str, what: &str) {
+        if self.held.lock().remove(&(budget.to_owned(), contact.to_owned())).is_some() {
+            let mut l = self.limits.lock();
+            if let Some(n) = l.get_mut(budget) {
+                *n += 1;
+            }
+            self.in_use.fetch_sub(1, Ordering::SeqCst);
+        } else {
+            self.violations.lock().push(format!("{what} of {contact} on {budget} without reservation"));
+        }
+    }
+}
+
+impl BudgetGate for CountingGate {
+    fn reserve(&self, req: &FundingRequest<'_>) -> bool {
+        if self.refuse_all.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut l = self.limits.lock();
+        match l.get_mut(req.budget) {
+            Some(n) if *n > 0 => {
+                let mut held = self.held.lock();
+                if held.insert((req.budget.to_owned(), req.contact_id.to_owned()), ()).is_some() {
+                    self.violations.lock().push(format!("double reservation of {} on {}", req.contact_id, req.budget));
+                    return true;
+                }
+                *n -= 1;
+                self.in_use.fetch_add(1, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn release(&self, budget: &str, contact_id: &str) {
+        self.drop_hold(budget, contact_id, "release");
+    }
+
+    fn settle(&self, s: &Settlement<'_>) {
+        self.drop_hold(s.budget, s.contact_id, "settle");
+        self.settled.fetch_add(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,284 @@
+//! Static configuration of the engine: queues (service lines) and operator groups.
+//!
+//! The server reads it from TOML (the types derive `serde::Deserialize`); [`EngineConfig::validate`]
+//! reports the first problem with the offending key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::model::Fallback;
+
+/// How a queue picks among several operators free to take a contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The operator free for the longest time (fairest to operators; the default).
+    #[default]
+    LongestIdle,
+    /// The highest level on the queue's skills, then longest idle.
+    MostSkilled,
+    /// Rotate through the queue's operators.
+    RoundRobin,
+    /// The fewest contacts in hand relative to capacity, then longest idle.
+    LeastOccupied,
+}
+
+/// After a contact has waited `after_ms`, operators `level_drop` levels below the queue's minimum
+/// are accepted too (skill expansion). The first step also drops the contact's language wish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpansionStep {
+    /// Wait after which the step applies.
+    pub after_ms: u64,
+    /// Levels below the minimum now accepted (cumulative, not added to earlier steps).
+    pub level_drop: u8,
+}
+
+/// A required skill with its minimum level.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkillRequirement {
+    /// Skill name.
+    pub skill: String,
+    /// Minimum level 1..=10.
+    pub min_level: u8,
+}
+
+/// One queue (service line).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Unique name, e.g. `pensions`.
+    pub name: String,
+    /// Skills an operator needs to serve the queue.
+    #[serde(default)]
+    pub skills: Vec<SkillRequirement>,
+    /// Priority added to every contact of the queue (0..=100).
+    #[serde(default)]
+    pub priority: u32,
+    /// Milliseconds of waiting worth one priority level (aging); 0 disables aging.
+    #[serde(default = "default_aging_ms")]
+    pub aging_ms_per_level: u64,
+    /// Service-level target share, e.g. 0.8.
+    #[serde(default = "default_sl_target")]
+    pub service_level_target: f64,
+    /// Service-level threshold in milliseconds, e.g. 20000.
+    #[serde(default = "default_sl_threshold")]
+    pub service_level_threshold_ms: u64,
+    /// Most contacts that may wait (0: unbounded).
+    #[serde(default)]
+    pub max_length: u32,
+    /// Longest wait before overflow or diversion (0: unbounded).
+    #[serde(default)]
+    pub max_wait_ms: u64,
+    /// Queues tried, in order, when this one is full or a contact reached its maximum wait.
+    #[serde(default)]
+    pub overflow: Vec<String>,
+    /// Skill expansion steps, by increasing `after_ms`.
+    #[serde(default)]
+    pub expansion: Vec<ExpansionStep>,
+    /// Whether the queue accepts new contacts at start-up.
+    #[serde(default = "yes")]
+    pub open: bool,
+    /// After-call work given to operators after each contact of the queue.
+    #[serde(default)]
+    pub wrap_up_ms: u64,
+    /// How long an operator has to accept an offer.
+    #[serde(default = "default_offer_timeout")]
+    pub offer_timeout_ms: u64,
+    /// Operator selection strategy.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Try operators not paid from a capped budget (internal staff) before budgeted suppliers.
+    #[serde(default)]
+    pub prefer_unbudgeted: bool,
+    /// The budget that pays this queue's supplier operators, consulted when a contact arrives.
+    #[serde(default)]
+    pub budget: Option<String>,
+    /// What diverted contacts of this queue should get.
+    #[serde(default)]
+    pub fallback: Fallback,
+    /// Handle time assumed before any has been observed, for wait estimates.
+    #[serde(default = "default_aht")]
+    pub default_aht_ms: u64,
+}
+
+fn default_aging_ms() -> u64 {
+    60_000
+}
+fn default_sl_target() -> f64 {
+    0.8
+}
+fn default_sl_threshold() -> u64 {
+    20_000
+}
+fn default_offer_timeout() -> u64 {
+    15_000
+}
+fn default_aht() -> u64 {
+    300_000
+}
+fn yes() -> bool {
+    true
+}
+
+impl QueueConfig {
+    /// A queue named `name` with the given skills and every other setting at its default.
+    #[must_use]
+    pub fn new(name: &str, skills: &[(&str, u8)]) -> Self {
+        QueueConfig {
+            name: name.to_owned(),
+            skills: skills.iter().map(|(s, l)| SkillRequirement { skill: (*s).to_owned(), min_level: *l }).collect(),
+            priority: 0,
+            aging_ms_per_level: default_aging_ms(),
+            service_level_target: default_sl_target(),
+            service_level_threshold_ms: default_sl_threshold(),
+            max_length: 0,
+            max_wait_ms: 0,
+            overflow: Vec::new(),
+            expansion: Vec::new(),
+            open: true,
+            wrap_up_ms: 0,
+            offer_timeout_ms: default_offer_timeout(),
+            strategy: Strategy::LongestIdle,
+            prefer_unbudgeted: false,
+            budget: None,
+            fallback: Fallback::SelfServiceIvr,
+            default_aht_ms: default_aht(),
+        }
+    }
+}
+
+/// A group of operators: a supplier's team paid from a budget, or internal staff.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Unique name, e.g. `supplier-a`.
+    pub name: String,
+    /// The supplier that employs the group (none for internal staff).
+    #[serde(default)]
+    pub supplier: Option<String>,
+    /// The capped budget that pays the group's work (none: not paid from a capped budget).
+    #[serde(default)]
+    pub budget: Option<String>,
+}
+
+/// Everything the engine needs to start.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Queues.
+    pub queues: Vec<QueueConfig>,
+    /// Operator groups.
+    pub groups: Vec<GroupConfig>,
+    /// Most distinct operator ids the engine will ever see (slots are preallocated).
+    #[serde(default = "default_max_operators")]
+    pub max_operators: u32,
+    /// How long finished contacts are remembered for idempotent retries.
+    #[serde(default = "default_retention")]
+    pub finished_retention_ms: u64,
+}
+
+fn default_max_operators() -> u32 {
+    20_000
+}
+fn default_retention() -> u64 {
+    600_000
+}
+
+/// Upper bound of `max_operators` (slot indices must fit the candidate tables).
+pub const MAX_OPERATORS: u32 = 1 << 20;
+/// Upper bound of a contact's or a queue's priority.
+pub const MAX_PRIORITY: u32 = 100;
+
+impl EngineConfig {
+    /// Checks names, references and ranges; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, problem: &str| ConfigError { key, problem: problem.to_owned() };
+        if self.queues.is_empty() {
+            return Err(bad("queues".into(), "at least one queue is required"));
+        }
+        if self.max_operators == 0 || self.max_operators > MAX_OPERATORS {
+            return Err(bad("max_operators".into(), &format!("must be between 1 and {MAX_OPERATORS}")));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if !valid_name(&g.name) {
+                return Err(bad(format!("groups[{i}].name"), "must be 1 to 64 characters of [A-Za-z0-9_.-]"));
+            }
+            if !names.insert(g.name.as_str()) {
+                return Err(bad(format!("groups[{i}].name"), &format!("duplicate group `{}`", g.name)));
+            }
+        }
+        names.clear();
+        for (i, q) in self.queues.iter().enumerate() {
+            if !valid_name(&q.name) {
+                return Err(bad(format!("queues[{i}].name"), "must be 1 to 64 characters of [A-Za-z0-9_.-]"));
+            }
+            if !names.insert(q.name.as_str()) {
+                return Err(bad(format!("queues[{i}].name"), &format!("duplicate queue `{}`", q.name)));
+            }
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            let key = |k: &str| format!("queues[{i}].{k}");
+            if q.priority > MAX_PRIORITY {
+                return Err(bad(key("priority"), "must be 0..=100"));
+            }
+            if !(0.0..=1.0).contains(&q.service_level_target) || q.service_level_target.is_nan() {
+                return Err(bad(key("service_level_target"), "must be between 0 and 1"));
+            }
+            if q.service_level_threshold_ms == 0 {
+                return Err(bad(key("service_level_threshold_ms"), "must be positive"));
+            }
+            if q.offer_timeout_ms == 0 {
+                return Err(bad(key("offer_timeout_ms"), "must be positive"));
+            }
+            if q.default_aht_ms == 0 {
+                return Err(bad(key("default_aht_ms"), "must be positive"));
+            }
+            for (j, s) in q.skills.iter().enumerate() {
+                if !valid_name(&s.skill) {
+                    return Err(bad(
+                        key(&format!("skills[{j}].skill")),
+                        "must be 1 to 64 characters of [A-Za-z0-9_.-]",
+                    ));
+                }
+                if !(1..=10).contains(&s.min_level) {
+                    return Err(bad(key(&format!("skills[{j}].min_level")), "must be 1..=10"));
+                }
+            }
+            let mut last = 0;
+            for (j, e) in q.expansion.iter().enumerate() {
+                if e.after_ms <= last && j > 0 {
+                    return Err(bad(key(&format!("expansion[{j}].after_ms")), "steps must have increasing after_ms"));
+                }
+                if e.level_drop > 9 {
+                    return Err(bad(key(&format!("expansion[{j}].level_drop")), "must be 0..=9"));
+                }
+                last = e.after_ms;
+            }
+            for (j, o) in q.overflow.iter().enumerate() {
+                if o == &q.name {
+                    return Err(bad(key(&format!("overflow[{j}]")), "a queue cannot overflow to itself"));
+                }
+                if !self.queues.iter().any(|x| &x.name == o) {
+                    return Err(bad(key(&format!("overflow[{j}]")), &format!("unknown queue `{o}`")));
+                }
+            }
+            if let Some(b) = &q.budget {
+                if !valid_name(b) {
+                    return Err(bad(key("budget"), "must be 1 to 64 characters of [A-Za-z0-9_.-]"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names of queues, groups, skills and budgets: 1 to 64 characters of `[A-Za-z0-9_.-]`.
+#[must_use]
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}

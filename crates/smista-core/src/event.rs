@@ -1,0 +1,139 @@
+//! What happens to contacts and operators, returned as data by every engine operation so the
+//! transport can publish it (event stream, operator offers, metrics) without the core doing IO.
+
+use std::sync::Arc;
+
+use crate::model::{Channel, DivertReason, Fallback, OperatorStatus, Outcome, Segment};
+use crate::time::Millis;
+
+/// One thing that happened. Contact and operator ids are shared strings; queue names too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A contact entered a queue (arrival, return after decline/time-out, or overflow).
+    Queued {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue.
+        queue: Arc<str>,
+        /// 1-based position at the time.
+        position: u32,
+    },
+    /// A contact was offered to an operator.
+    Offered {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue it was taken from.
+        queue: Arc<str>,
+        /// Operator.
+        operator: Arc<str>,
+        /// Channel.
+        channel: Channel,
+        /// Effective priority (queue + contact).
+        priority: u32,
+        /// Segment.
+        segment: Segment,
+        /// Language wish.
+        language: Arc<str>,
+        /// Accept deadline.
+        deadline: Millis,
+        /// Wait so far, in milliseconds.
+        waited_ms: u64,
+    },
+    /// The operator did not accept in time: contact back at the head, operator paused.
+    OfferTimedOut {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue.
+        queue: Arc<str>,
+        /// Operator who did not answer.
+        operator: Arc<str>,
+    },
+    /// The operator declined: contact back at the head of its queue.
+    OfferDeclined {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue.
+        queue: Arc<str>,
+        /// Operator.
+        operator: Arc<str>,
+    },
+    /// The operator accepted: in service.
+    Accepted {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue.
+        queue: Arc<str>,
+        /// Operator.
+        operator: Arc<str>,
+        /// Channel.
+        channel: Channel,
+        /// Wait from arrival to acceptance.
+        waited_ms: u64,
+    },
+    /// Moved to the next queue of the overflow chain.
+    Overflowed {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue left.
+        from: Arc<str>,
+        /// Queue entered.
+        to: Arc<str>,
+    },
+    /// Diverted (at arrival or after the maximum wait).
+    Diverted {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue whose policy decided.
+        queue: Arc<str>,
+        /// Channel.
+        channel: Channel,
+        /// Why.
+        reason: DivertReason,
+        /// What instead.
+        fallback: Fallback,
+    },
+    /// The contact ended. Exactly one per contact.
+    Finished {
+        /// Contact.
+        contact: Arc<str>,
+        /// Last queue.
+        queue: Arc<str>,
+        /// Channel.
+        channel: Channel,
+        /// Outcome.
+        outcome: Outcome,
+        /// Wait from arrival until acceptance or end.
+        waited_ms: u64,
+        /// Handle time for completed contacts, else 0.
+        handle_ms: u64,
+    },
+    /// An operator's status changed.
+    OperatorStatus {
+        /// Operator.
+        operator: Arc<str>,
+        /// Operator group.
+        group: Arc<str>,
+        /// Previous status.
+        from: OperatorStatus,
+        /// New status.
+        to: OperatorStatus,
+    },
+}
+
+impl Event {
+    /// The contact the event is about, if any.
+    #[must_use]
+    pub fn contact(&self) -> Option<&Arc<str>> {
+        match self {
+            Event::Queued { contact, .. }
+            | Event::Offered { contact, .. }
+            | Event::OfferTimedOut { contact, .. }
+            | Event::OfferDeclined { contact, .. }
+            | Event::Accepted { contact, .. }
+            | Event::Overflowed { contact, .. }
+            | Event::Diverted { contact, .. }
+            | Event::Finished { contact, .. } => Some(contact),
+            Event::OperatorStatus { .. } => None,
+        }
+    }
+}

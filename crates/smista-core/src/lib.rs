@@ -1,0 +1,38 @@
+//! # smista-core
+//!
+//! The domain model and routing engine of smista, a contact-centre call router. Pure: no IO, no
+//! async runtime, no clock — time comes in as [`Millis`] arguments, and side effects go out as
+//! [`Event`]s the caller publishes.
+//!
+//! - [`Engine`] routes contacts to operators: queues with skills, priorities and aging, overflow,
+//!   skill expansion, offer time-outs, wrap-up, multichannel capacity, four selection strategies.
+//! - [`budget::BudgetGate`] is the budget admission interface consulted before a contact reaches an
+//!   operator paid from a capped budget.
+//! - [`config::EngineConfig`] describes queues and operator groups.
+//!
+//! Invariants the engine guarantees (and its tests check under random interleavings and threads):
+//! an operator never holds two exclusive (voice/video/callback) contacts or more than its capacity;
+//! an operator paused, in wrap-up or logged out is never offered a contact; a contact is in exactly
+//! one place at a time and ends in exactly one [`Outcome`]; every claim on an operator ends.
+
+#![forbid(unsafe_code)]
+
+pub mod budget;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod event;
+pub mod model;
+mod operator;
+mod queue;
+pub mod snapshot;
+pub mod time;
+
+pub use engine::Engine;
+pub use error::{ConfigError, RoutingError};
+pub use event::Event;
+pub use model::{
+    Channel, Completion, Decision, DivertReason, Fallback, LoginRequest, OfferRequest, OperatorStatus, Outcome,
+    RequestedState, Segment, Skill,
+};
+pub use time::Millis;

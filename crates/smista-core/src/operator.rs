@@ -1,0 +1,364 @@
+//! Operator state: one packed atomic word per operator, changed only by compare-and-swap.
+//!
+//! The word holds the status, the contacts in hand per channel, the login generation and an epoch
+//! bumped on every status change (so a stale read can never win a CAS: no ABA). Claiming capacity
+//! for a contact is a single CAS that succeeds only if the operator is available, not in wrap-up or
+//! paused, and has room on that channel — so two voice contacts can never land on one operator,
+//! whatever the interleaving.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::model::{Channel, OperatorStatus};
+use crate::time::Millis;
+
+const STATUS_BITS: u64 = 0b11;
+const LOAD_SHIFT: u32 = 8;
+const LOAD_MASK: u64 = 0xF;
+const CAP_SHIFT: u32 = 24; // 4 x 4 bits of capacity
+const GEN_SHIFT: u32 = 40; // 8 bits of login generation
+const GEN_MASK: u64 = 0xFF;
+const EPOCH_SHIFT: u32 = 48; // 16 bits of epoch
+
+/// A decoded operator word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Word(u64);
+
+impl std::fmt::Debug for Word {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} load={:?} cap={:?} gen={}",
+            self.status(),
+            Channel::ALL.map(|c| self.load(c)),
+            Channel::ALL.map(|c| self.cap(c)),
+            self.generation()
+        )
+    }
+}
+
+impl Word {
+    pub(crate) fn status(self) -> OperatorStatus {
+        match self.0 & STATUS_BITS {
+            0 => OperatorStatus::LoggedOut,
+            1 => OperatorStatus::Available,
+            2 => OperatorStatus::Paused,
+            _ => OperatorStatus::WrapUp,
+        }
+    }
+    pub(crate) fn load(self, ch: Channel) -> u8 {
+        ((self.0 >> (LOAD_SHIFT + 4 * ch.index() as u32)) & LOAD_MASK) as u8
+    }
+    pub(crate) fn cap(self, ch: Channel) -> u8 {
+        ((self.0 >> (CAP_SHIFT + 4 * ch.index() as u32)) & LOAD_MASK) as u8
+    }
+    pub(crate) fn generation(self) -> u8 {
+        ((self.0 >> GEN_SHIFT) & GEN_MASK) as u8
+    }
+    pub(crate) fn total_load(self) -> u8 {
+        Channel::ALL.iter().map(|c| self.load(*c)).sum()
+    }
+    pub(crate) fn total_cap(self) -> u8 {
+        Channel::ALL.iter().map(|c| self.cap(*c)).sum()
+    }
+    fn exclusive_busy(self) -> bool {
+        Channel::ALL.iter().any(|c| c.is_exclusive() && self.load(*c) > 0)
+    }
+    /// Room for one more contact on `ch`, ignoring status.
+    pub(crate) fn has_room(self, ch: Channel) -> bool {
+        let cap = self.cap(ch);
+        if cap == 0 || self.load(ch) >= cap {
+            return false;
+        }
+        if ch.is_exclusive() {
+            self.total_load() == 0
+        } else {
+            !self.exclusive_busy()
+        }
+    }
+    fn with_status(self, s: OperatorStatus) -> Word {
+        let code = match s {
+            OperatorStatus::LoggedOut => 0,
+            OperatorStatus::Available => 1,
+            OperatorStatus::Paused => 2,
+            OperatorStatus::WrapUp => 3,
+        };
+        let epoch = ((self.0 >> EPOCH_SHIFT) + 1) & 0xFFFF;
+        Word((self.0 & !STATUS_BITS & !(0xFFFF << EPOCH_SHIFT)) | code | (epoch << EPOCH_SHIFT))
+    }
+    fn with_load(self, ch: Channel, load: u8) -> Word {
+        let shift = LOAD_SHIFT + 4 * ch.index() as u32;
+        Word((self.0 & !(LOAD_MASK << shift)) | ((u64::from(load) & LOAD_MASK) << shift))
+    }
+    fn fresh_session(self, caps: [u8; 4]) -> Word {
+        let gen = (u64::from(self.generation()) + 1) & GEN_MASK;
+        let epoch = self.0 & (0xFFFF << EPOCH_SHIFT);
+        let mut w = epoch | (gen << GEN_SHIFT);
+        for c in Channel::ALL {
+            w |= (u64::from(caps[c.index()]) & LOAD_MASK) << (CAP_SHIFT + 4 * c.index() as u32);
+        }
+        Word(w).with_status(OperatorStatus::Available)
+    }
+}
+
+/// Static facts of one login session, read when building events and snapshots.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub(crate) id: Arc<str>,
+    pub(crate) group: Arc<str>,
+    pub(crate) budget: Option<Arc<str>>,
+    pub(crate) session_id: String,
+    pub(crate) gen: u8,
+    /// Queues served, with this operator's skill margin on each.
+    pub(crate) queues: Vec<(u32, i8)>,
+    /// Skill name -> level.
+    pub(crate) skills: Vec<(String, u8)>,
+}
+
+/// Contacts an operator holds (offered or in service), for logout and invariant checks.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) contacts: Vec<Arc<str>>,
+}
+
+/// One operator's slot. Slots are never reused for another operator id; a new login of the same
+/// id bumps the generation so late events of an earlier session cannot touch the new one.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    word: AtomicU64,
+    /// When the operator last became free (longest-idle ordering).
+    free_since: AtomicU64,
+    /// When the current wrap-up ends.
+    wrap_until: AtomicU64,
+    /// When the status last changed (snapshots).
+    status_since: AtomicU64,
+    pub(crate) session: Mutex<Option<Arc<Session>>>,
+    pub(crate) pause_reason: Mutex<String>,
+    pub(crate) held: Mutex<Held>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            word: AtomicU64::new(0),
+            free_since: AtomicU64::new(0),
+            wrap_until: AtomicU64::new(0),
+            status_since: AtomicU64::new(0),
+            session: Mutex::new(None),
+            pause_reason: Mutex::new(String::new()),
+            held: Mutex::new(Held::default()),
+        }
+    }
+}
+
+/// Result of a status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transition {
+    pub(crate) from: OperatorStatus,
+    pub(crate) to: OperatorStatus,
+}
+
+impl Slot {
+    pub(crate) fn word(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn free_since(&self) -> u64 {
+        self.free_since.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn status_since(&self) -> u64 {
+        self.status_since.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn wrap_until(&self) -> Millis {
+        Millis(self.wrap_until.load(Ordering::Acquire))
+    }
+
+    fn cas(&self, old: Word, new: Word) -> bool {
+        self.word.compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Starts a new session with these capacities; returns the new generation. Fails if logged in.
+    pub(crate) fn start_session(&self, caps: [u8; 4], now: Millis) -> Option<u8> {
+        loop {
+            let w = self.word();
+            if w.status() != OperatorStatus::LoggedOut || w.total_load() != 0 {
+                return None;
+            }
+            let n = w.fresh_session(caps);
+            if self.cas(w, n) {
+                self.free_since.store(now.0, Ordering::Relaxed);
+                self.status_since.store(now.0, Ordering::Relaxed);
+                return Some(n.generation());
+            }
+        }
+    }
+
+    /// Effective "can take `ch` now": available, or in a wrap-up that has ended by `now`.
+    pub(crate) fn can_take(&self, w: Word, ch: Channel, now: Millis) -> bool {
+        let ready = match w.status() {
+            OperatorStatus::Available => true,
+            OperatorStatus::WrapUp => self.wrap_until() <= now,
+            _ => false,
+        };
+        ready && w.has_room(ch)
+    }
+
+    /// Claims one unit of `ch` capacity for session `gen`. The single place where an operator gets
+    /// work: fails unless available (or wrap-up over), same session, and room on the channel.
+    pub(crate) fn try_claim(&self, gen: u8, ch: Channel, now: Millis) -> Option<Option<Transition>> {
+        loop {
+            let w = self.word();
+            if w.generation() != gen || !self.can_take(w, ch, now) {
+                return None;
+            }
+            let mut n = w.with_load(ch, w.load(ch) + 1);
+            let mut t = None;
+            if w.status() == OperatorStatus::WrapUp {
+                n = n.with_status(OperatorStatus::Available);
+                t = Some(Transition { from: OperatorStatus::WrapUp, to: OperatorStatus::Available });
+            }
+            if self.cas(w, n) {
+                if t.is_some() {
+                    self.status_since.store(now.0, Ordering::Relaxed);
+                }
+                return Some(t);
+            }
+        }
+    }
+
+    /// Gives back one unit of `ch` capacity of session `gen` (a claim that did not become an
+    /// offer, or a contact that ended). Returns false when there was nothing to release.
+    pub(crate) fn release(&self, gen: u8, ch: Channel, now: Millis) -> bool {
+        loop {
+            let w = self.word();
+            if w.generation() != gen || w.load(ch) == 0 {
+                return false;
+            }
+            let n = w.with_load(ch, w.load(ch) - 1);
+            if self.cas(w, n) {
+                if n.total_load() == 0 {
+                    self.free_since.store(now.0, Ordering::Relaxed);
+                }
+                return true;
+            }
+        }
+    }
+
+    /// Moves session `gen` to `to` if the current status is one of `from`. For `WrapUp`, sets the
+    /// wrap-up end first.
+    pub(crate) fn transition(
+        &self,
+        gen: u8,
+        from: &[OperatorStatus],
+        to: OperatorStatus,
+        wrap_until: Option<Millis>,
+        now: Millis,
+    ) -> Option<Transition> {
+        loop {
+            let w = self.word();
+            if w.generation() != gen || !from.contains(&w.status()) {
+                return None;
+            }
+            if let Some(u) = wrap_until {
+                self.wrap_until.store(u.0, Ordering::Release);
+            }
+            let n = w.with_status(to);
+            if self.cas(w, n) {
+                self.status_since.store(now.0, Ordering::Relaxed);
+                if to == OperatorStatus::Available && n.total_load() == 0 {
+                    self.free_since.store(now.0, Ordering::Relaxed);
+                }
+                return Some(Transition { from: w.status(), to });
+            }
+        }
+    }
+
+    /// The status as seen by supervisors at `now` (an expired wrap-up reads as available).
+    pub(crate) fn visible_status(&self, now: Millis) -> OperatorStatus {
+        let w = self.word();
+        match w.status() {
+            OperatorStatus::WrapUp if self.wrap_until() <= now => OperatorStatus::Available,
+            s => s,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(voice: u8, chat: u8) -> [u8; 4] {
+        [voice, 0, 0, chat]
+    }
+
+    #[test]
+    fn voice_is_exclusive_and_single() {
+        let s = Slot::default();
+        let g = s.start_session(caps(1, 3), Millis(0)).expect("login");
+        assert!(s.try_claim(g, Channel::Voice, Millis(1)).is_some());
+        assert!(s.try_claim(g, Channel::Voice, Millis(1)).is_none(), "second voice");
+        assert!(s.try_claim(g, Channel::Chat, Millis(1)).is_none(), "chat during voice");
+        assert!(s.release(g, Channel::Voice, Millis(2)));
+        assert!(s.try_claim(g, Channel::Chat, Millis(3)).is_some());
+        assert!(s.try_claim(g, Channel::Voice, Millis(3)).is_none(), "voice during chat");
+        assert!(s.try_claim(g, Channel::Chat, Millis(3)).is_some());
+        assert!(s.try_claim(g, Channel::Chat, Millis(3)).is_some());
+        assert!(s.try_claim(g, Channel::Chat, Millis(3)).is_none(), "fourth chat");
+    }
+
+    #[test]
+    fn paused_and_wrap_up_refuse_claims() {
+        let s = Slot::default();
+        let g = s.start_session(caps(1, 0), Millis(0)).expect("login");
+        s.transition(g, &[OperatorStatus::Available], OperatorStatus::Paused, None, Millis(1)).expect("pause");
+        assert!(s.try_claim(g, Channel::Voice, Millis(2)).is_none());
+        s.transition(g, &[OperatorStatus::Paused], OperatorStatus::WrapUp, Some(Millis(10)), Millis(2)).expect("wrap");
+        assert!(s.try_claim(g, Channel::Voice, Millis(9)).is_none(), "during wrap-up");
+        let t = s.try_claim(g, Channel::Voice, Millis(10)).expect("after wrap-up");
+        assert_eq!(t.map(|t| t.to), Some(OperatorStatus::Available));
+    }
+
+    #[test]
+    fn stale_generation_cannot_claim_or_release() {
+        let s = Slot::default();
+        let g = s.start_session(caps(1, 0), Millis(0)).expect("login");
+        s.transition(g, &[OperatorStatus::Available], OperatorStatus::LoggedOut, None, Millis(1)).expect("logout");
+        let g2 = s.start_session(caps(1, 0), Millis(2)).expect("relogin");
+        assert_ne!(g, g2);
+        assert!(s.try_claim(g, Channel::Voice, Millis(3)).is_none());
+        assert!(s.try_claim(g2, Channel::Voice, Millis(3)).is_some());
+        assert!(!s.release(g, Channel::Voice, Millis(3)));
+        assert_eq!(s.word().load(Channel::Voice), 1);
+    }
+
+    #[test]
+    fn concurrent_claims_never_exceed_capacity() {
+        let s = Arc::new(Slot::default());
+        let g = s.start_session(caps(1, 0), Millis(0)).expect("login");
+        let wins = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                let wins = wins.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        if s.try_claim(g, Channel::Voice, Millis(1)).is_some() {
+                            wins.fetch_add(1, Ordering::SeqCst);
+                            assert_eq!(s.word().load(Channel::Voice), 1);
+                            assert!(s.release(g, Channel::Voice, Millis(1)));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert!(wins.load(Ordering::SeqCst) > 0);
+        assert_eq!(s.word().load(Channel::Voice), 0);
+    }
+}

@@ -1,0 +1,257 @@
+//! One queue's runtime state: its waiting contacts per channel in routing order, the deadlines it
+//! watches (maximum wait, offer time-out) and the counters behind service level and wait estimates.
+//!
+//! Each queue has its own lock; nothing here is shared between queues, so offers to different
+//! queues never contend. Matching an operator to a contact takes at most one queue lock at a time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::{ExpansionStep, QueueConfig, Strategy};
+use crate::model::{Channel, Fallback};
+use crate::operator::Session;
+use crate::time::Millis;
+
+/// Routing order inside a queue: contacts returned after a decline or time-out first (class 0),
+/// then by score (priority with aging, then arrival), then by arrival sequence.
+///
+/// With linear aging, `priority + wait / aging` orders two contacts of one queue the same way at
+/// every instant, so the order is fixed at insertion: `neg_score = arrival - priority * aging`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct RankKey {
+    pub(crate) class: u8,
+    pub(crate) neg_score: i64,
+    pub(crate) seq: u64,
+}
+
+/// A waiting contact, with what eligibility checks need without touching the contact table.
+#[derive(Clone, Debug)]
+pub(crate) struct Waiting {
+    pub(crate) contact: Arc<str>,
+    pub(crate) arrived: Millis,
+    pub(crate) priority: u32,
+    pub(crate) language: Arc<str>,
+    pub(crate) declined: Vec<u32>,
+    pub(crate) funding: Option<Arc<str>>,
+    pub(crate) expiry: Option<(Millis, u64)>,
+}
+
+/// Parameters an admin may change at run time (read under the queue lock).
+#[derive(Clone, Debug)]
+pub(crate) struct Params {
+    pub(crate) max_length: u32,
+    pub(crate) max_wait_ms: u64,
+    pub(crate) wrap_up_ms: u64,
+    pub(crate) offer_timeout_ms: u64,
+    pub(crate) fallback: Fallback,
+}
+
+/// The locked part of a queue.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) params: Params,
+    pub(crate) waiting: [BTreeMap<RankKey, Waiting>; 4],
+    /// (expires_at, seq) -> (channel, rank) for maximum wait / patience.
+    pub(crate) expiry: BTreeMap<(Millis, u64), (Channel, RankKey)>,
+    /// (deadline, seq) -> contact, for offers not yet accepted.
+    pub(crate) offered: BTreeMap<(Millis, u64), Arc<str>>,
+    /// Recent acceptance instants, for the service rate behind wait estimates.
+    pub(crate) accepts: VecDeque<Millis>,
+}
+
+impl State {
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.iter().map(BTreeMap::len).sum()
+    }
+
+    /// 1-based position of `rank` among the channel's contacts. O(1) for the usual case of a
+    /// contact joining at the tail.
+    pub(crate) fn position(&self, ch: Channel, rank: &RankKey) -> u32 {
+        let m = &self.waiting[ch.index()];
+        let n = match m.last_key_value() {
+            Some((last, _)) if last == rank => m.len(),
+            _ => m.range(..=rank).count(),
+        };
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+/// An operator who can serve the queue, as seen from the queue.
+#[derive(Clone, Debug)]
+pub(crate) struct Candidate {
+    pub(crate) slot: u32,
+    pub(crate) gen: u8,
+    /// Lowest (level - minimum) over the queue's skills; negative only within expansion reach.
+    pub(crate) margin: i8,
+    pub(crate) session: Arc<Session>,
+}
+
+/// Recent-acceptance window kept for the service rate.
+const RATE_WINDOW: usize = 64;
+
+/// A queue at run time.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    pub(crate) idx: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) priority: u32,
+    pub(crate) aging_ms: u64,
+    pub(crate) skills: Vec<(String, u8)>,
+    pub(crate) expansion: Vec<ExpansionStep>,
+    pub(crate) strategy: Strategy,
+    pub(crate) prefer_unbudgeted: bool,
+    pub(crate) budget: Option<Arc<str>>,
+    pub(crate) overflow: Vec<u32>,
+    pub(crate) sl_target: f64,
+    pub(crate) sl_threshold_ms: u64,
+    pub(crate) default_aht_ms: u64,
+    pub(crate) open: AtomicBool,
+    pub(crate) candidates: RwLock<Vec<Candidate>>,
+    pub(crate) rr_cursor: AtomicUsize,
+    pub(crate) state: Mutex<State>,
+    /// Contacts waiting (mirrors `state`, readable without the lock).
+    pub(crate) waiting: AtomicU32,
+    pub(crate) offered: AtomicU32,
+    pub(crate) in_service: AtomicU32,
+    pub(crate) answered: AtomicU64,
+    pub(crate) answered_in_sl: AtomicU64,
+    pub(crate) abandoned_after_sl: AtomicU64,
+}
+
+impl Queue {
+    pub(crate) fn new(idx: u32, cfg: &QueueConfig, overflow: Vec<u32>) -> Queue {
+        Queue {
+            idx,
+            name: Arc::from(cfg.name.as_str()),
+            priority: cfg.priority,
+            aging_ms: if cfg.aging_ms_per_level == 0 { u64::from(u32::MAX) } else { cfg.aging_ms_per_level },
+            skills: cfg.skills.iter().map(|s| (s.skill.clone(), s.min_level)).collect(),
+            expansion: cfg.expansion.clone(),
+            strategy: cfg.strategy,
+            prefer_unbudgeted: cfg.prefer_unbudgeted,
+            budget: cfg.budget.as_deref().map(Arc::from),
+            overflow,
+            sl_target: cfg.service_level_target,
+            sl_threshold_ms: cfg.service_level_threshold_ms,
+            default_aht_ms: cfg.default_aht_ms,
+            open: AtomicBool::new(cfg.open),
+            candidates: RwLock::new(Vec::new()),
+            rr_cursor: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                params: Params {
+                    max_length: cfg.max_length,
+                    max_wait_ms: cfg.max_wait_ms,
+                    wrap_up_ms: cfg.wrap_up_ms,
+                    offer_timeout_ms: cfg.offer_timeout_ms,
+                    fallback: cfg.fallback,
+                },
+                waiting: Default::default(),
+                expiry: BTreeMap::new(),
+                offered: BTreeMap::new(),
+                accepts: VecDeque::with_capacity(RATE_WINDOW),
+            }),
+            waiting: AtomicU32::new(0),
+            offered: AtomicU32::new(0),
+            in_service: AtomicU32::new(0),
+            answered: AtomicU64::new(0),
+            answered_in_sl: AtomicU64::new(0),
+            abandoned_after_sl: AtomicU64::new(0),
+        }
+    }
+
+    /// The furthest any expansion step lowers the minimum level.
+    pub(crate) fn max_drop(&self) -> i8 {
+        self.expansion.iter().map(|e| e.level_drop as i8).max().unwrap_or(0)
+    }
+
+    /// Levels below the minimum accepted after waiting `wait_ms`.
+    pub(crate) fn level_drop(&self, wait_ms: u64) -> i8 {
+        self.expansion.iter().take_while(|e| e.after_ms <= wait_ms).last().map_or(0, |e| e.level_drop as i8)
+    }
+
+    /// Whether a contact's language wish still binds after waiting `wait_ms`.
+    pub(crate) fn language_binds(&self, wait_ms: u64) -> bool {
+        self.expansion.first().is_none_or(|e| wait_ms < e.after_ms)
+    }
+
+    /// An operator's margin on this queue, or `None` if they can never serve it.
+    pub(crate) fn margin_for(&self, skills: &[(String, u8)]) -> Option<i8> {
+        let mut margin: i8 = 9;
+        for (name, min) in &self.skills {
+            let level = skills.iter().find(|(n, _)| n == name).map(|(_, l)| *l)?;
+            margin = margin.min(level as i8 - *min as i8);
+        }
+        (margin >= -self.max_drop()).then_some(margin)
+    }
+
+    /// Whether a waiting contact may go to an operator with `margin` and skills `session`.
+    pub(crate) fn eligible(&self, w: &Waiting, margin: i8, session: &Session, slot: u32, now: Millis) -> bool {
+        let wait = now.since(w.arrived);
+        if margin + self.level_drop(wait) < 0 || w.declined.contains(&slot) {
+            return false;
+        }
+        if !w.language.is_empty() && self.language_binds(wait) {
+            return session.skills.iter().any(|(n, _)| **n == *w.language);
+        }
+        true
+    }
+
+    /// Routing rank of a new entry.
+    pub(crate) fn rank(&self, head: bool, arrived: Millis, priority: u32, seq: u64) -> RankKey {
+        let boost = i64::from(priority).saturating_mul(i64::try_from(self.aging_ms).unwrap_or(i64::MAX));
+        RankKey {
+            class: u8::from(!head),
+            neg_score: i64::try_from(arrived.0).unwrap_or(i64::MAX).saturating_sub(boost),
+            seq,
+        }
+    }
+
+    /// Effective priority in thousandths of a level at `now`, for comparing across queues.
+    pub(crate) fn effective_priority(&self, rank: &RankKey, w: &Waiting, now: Millis) -> u64 {
+        let aged = u64::from(w.priority) * 1000 + now.since(w.arrived).saturating_mul(1000) / self.aging_ms;
+        if rank.class == 0 {
+            aged + (1 << 50)
+        } else {
+            aged
+        }
+    }
+
+    /// Estimated wait for `position`, from recent acceptances or, before there are any, from the
+    /// default handle time shared among the operators able to serve the queue.
+    pub(crate) fn estimated_wait(&self, st: &State, position: u32, now: Millis) -> u64 {
+        let pos = u64::from(position);
+        if st.accepts.len() >= 2 {
+            let (first, last) = (st.accepts[0], st.accepts[st.accepts.len() - 1]);
+            // Include the time since the last acceptance so a stalled queue's estimate grows.
+            let span = now.max(last).since(first).max(1);
+            let n = (st.accepts.len() - 1) as u64;
+            return pos.saturating_mul(span) / n;
+        }
+        let servers = self.candidates.read().len().max(1) as u64;
+        pos.saturating_mul(self.default_aht_ms) / servers
+    }
+
+    pub(crate) fn record_accept(&self, st: &mut State, waited_ms: u64, now: Millis) {
+        if st.accepts.len() == RATE_WINDOW {
+            st.accepts.pop_front();
+        }
+        st.accepts.push_back(now);
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        if waited_ms <= self.sl_threshold_ms {
+            self.answered_in_sl.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Share of contacts answered within the threshold, counting abandonments after it.
+    pub(crate) fn service_level(&self) -> f64 {
+        let a = self.answered.load(Ordering::Relaxed);
+        let ab = self.abandoned_after_sl.load(Ordering::Relaxed);
+        if a + ab == 0 {
+            return 1.0;
+        }
+        self.answered_in_sl.load(Ordering::Relaxed) as f64 / (a + ab) as f64
+    }
+}
