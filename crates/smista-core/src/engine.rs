@@ -290,15 +290,10 @@ impl Engine {
         let mut chain = Vec::with_capacity(1 + q.overflow.len());
         chain.push(q0);
         chain.extend_from_slice(&q.overflow);
+        // The decision is the one made during this call: queued at placement, or assigned by this
+        // call's dispatch. What happens afterwards (maybe at once, on another thread) is an event.
         match self.place(&id, &chain, now, out) {
-            Ok(qi) => {
-                self.dispatch_contact(qi, &id, now, out);
-                let (state, qi) = match self.contacts.get(&id) {
-                    Some(r) => (r.state, r.queue),
-                    None => (CState::Done, qi),
-                };
-                self.current_decision(&id, qi, state, now)
-            }
+            Ok(queued) => Ok(self.dispatch_contact(queued.0, &id, now, out).unwrap_or(queued.1)),
             Err((reason, qi)) => Ok(self.divert_arriving(&id, qi, reason, now, out)),
         }
     }
@@ -347,7 +342,7 @@ impl Engine {
         chain: &[u32],
         now: Millis,
         out: &mut Vec<Event>,
-    ) -> Result<u32, (DivertReason, u32)> {
+    ) -> Result<(u32, Decision), (DivertReason, u32)> {
         let mut last = (DivertReason::NoOperators, chain.first().copied().unwrap_or(0));
         let Some((channel, priority, segment, funded)) =
             self.contacts.get(id).map(|r| (r.channel, r.priority, r.segment, r.funding.is_some()))
@@ -410,9 +405,10 @@ impl Engine {
             }
             let position = self.enqueue_locked(q, &mut st, id, &mut rec, false, now);
             drop(rec);
+            let estimated_wait_ms = q.estimated_wait(&st, position, now);
             drop(st);
             out.push(Event::Queued { contact: id.clone(), queue: q.name.clone(), position });
-            return Ok(qi);
+            return Ok((qi, Decision::Queued { queue: q.name.clone(), position, estimated_wait_ms }));
         }
         Err(last)
     }
@@ -547,16 +543,17 @@ impl Engine {
     }
 
     /// Finds an operator for a queued contact, as long as one can be claimed.
-    fn dispatch_contact(&self, qi: u32, id: &Arc<str>, now: Millis, out: &mut Vec<Event>) {
+    /// Returns the assignment if this call made one.
+    fn dispatch_contact(&self, qi: u32, id: &Arc<str>, now: Millis, out: &mut Vec<Event>) -> Option<Decision> {
         let q = &self.queues[qi as usize];
         let mut excluded_budgets: Vec<Arc<str>> = Vec::new();
         let mut excluded_slots: Vec<u32> = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
             let (rank, ch, view) = {
-                let Some(rec) = self.contacts.get(id) else { return };
-                let CState::Queued { rank } = rec.state else { return };
+                let rec = self.contacts.get(id)?;
+                let CState::Queued { rank } = rec.state else { return None };
                 if rec.queue != qi {
-                    return;
+                    return None;
                 }
                 let view = Waiting {
                     contact: id.clone(),
@@ -569,9 +566,7 @@ impl Engine {
                 };
                 (rank, rec.channel, view)
             };
-            let Some(c) = self.pick_operator(q, &view, ch, now, &excluded_budgets, &excluded_slots) else {
-                return;
-            };
+            let c = self.pick_operator(q, &view, ch, now, &excluded_budgets, &excluded_slots)?;
             let slot = self.slot(c.slot);
             match slot.try_claim(c.gen, ch, now) {
                 Some(t) => self.status_event(&c.session, t, out),
@@ -593,8 +588,8 @@ impl Engine {
                 }
                 _ => None,
             };
-            if self.take(q, id, rank, &c.session, c.slot, new_funding.clone(), now, out) {
-                return;
+            if let Some(deadline) = self.take(q, id, rank, &c.session, c.slot, new_funding.clone(), now, out) {
+                return Some(Decision::Assigned { operator: c.session.id.clone(), queue: q.name.clone(), deadline });
             }
             if let Some(b) = new_funding {
                 self.gate.release(&b, id);
@@ -602,6 +597,7 @@ impl Engine {
             slot.release(c.gen, ch, now);
             self.find_work(c.slot, now, out);
         }
+        None
     }
 
     fn reserve_for(&self, budget: &str, id: &str, q: &Queue, ch: Channel, priority: u32, now: Millis) -> bool {
@@ -682,17 +678,17 @@ impl Engine {
         new_funding: Option<Arc<str>>,
         now: Millis,
         out: &mut Vec<Event>,
-    ) -> bool {
+    ) -> Option<Millis> {
         let mut st = q.state.lock();
-        let Some(mut rec) = self.contacts.get_mut(id) else { return false };
+        let mut rec = self.contacts.get_mut(id)?;
         match rec.state {
             CState::Queued { rank: r } if r == rank && rec.queue == q.idx => {}
-            _ => return false,
+            _ => return None,
         }
         let ch = rec.channel;
         let Some(w) = st.waiting[ch.index()].remove(&rank) else {
             debug_assert!(false, "queued contact missing from its queue");
-            return false;
+            return None;
         };
         if let Some(e) = w.expiry {
             st.expiry.remove(&e);
@@ -719,7 +715,7 @@ impl Engine {
             deadline: deadline.0,
             waited_ms: now.since(rec.arrived),
         });
-        true
+        Some(deadline.0)
     }
 
     /// Gives a free operator the best waiting contacts it can take, across its queues, until its
@@ -790,7 +786,7 @@ impl Engine {
                 }
                 _ => None,
             };
-            if !self.take(q, &contact, rank, &session, slot_idx, new_funding.clone(), now, out) {
+            if self.take(q, &contact, rank, &session, slot_idx, new_funding.clone(), now, out).is_none() {
                 if let Some(b) = new_funding {
                     self.gate.release(&b, &contact);
                 }
@@ -1258,21 +1254,29 @@ impl Engine {
         let id = rec.key().clone();
         let q = &self.queues[rec.queue as usize];
         let wrap = if wrap_up_ms > 0 { wrap_up_ms } else { queue_wrap };
-        let completion = Completion { handle_ms: now.since(accepted_at), wrap_up_ms: wrap };
         let session = self.slot(slot).session.lock().clone();
         let operator_slot = self.slot(slot);
-        // Wrap-up starts before capacity is released, so no offer slips in between.
-        let t = if wrap > 0 {
-            operator_slot.transition(
+        // Wrap-up starts before capacity is released, so no offer slips in between. A completion
+        // during a wrap-up extends it, never shortens it; a paused operator stays paused.
+        let (t, wrap_applied) = if wrap > 0 {
+            let until = match operator_slot.word().status() {
+                OperatorStatus::WrapUp => operator_slot.wrap_until().max(now.plus(wrap)),
+                _ => now.plus(wrap),
+            };
+            match operator_slot.transition(
                 gen,
-                &[OperatorStatus::Available],
+                &[OperatorStatus::Available, OperatorStatus::WrapUp],
                 OperatorStatus::WrapUp,
-                Some(now.plus(wrap)),
+                Some(until),
                 now,
-            )
+            ) {
+                Some(t) => (Some(t), until.since(now)),
+                None => (None, 0),
+            }
         } else {
-            None
+            (None, 0)
         };
+        let completion = Completion { handle_ms: now.since(accepted_at), wrap_up_ms: wrap_applied };
         q.in_service.fetch_sub(1, Ordering::Relaxed);
         self.drop_held(slot, &id);
         operator_slot.release(gen, rec.channel, now);
@@ -1384,7 +1388,7 @@ impl Engine {
         let q = &self.queues[from as usize];
         let chain = q.overflow.clone();
         match self.place(id, &chain, now, out) {
-            Ok(to) => {
+            Ok((to, _)) => {
                 out.push(Event::Overflowed {
                     contact: id.clone(),
                     from: q.name.clone(),

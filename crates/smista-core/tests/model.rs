@@ -1,0 +1,399 @@
+//! Model-based property test: random interleavings of offers, cancels, logins, logouts, state
+//! changes, accepts, declines, completions, budget refusals and clock advances. A simple
+//! sequential reference model of every contact's and operator's lifecycle replays each event the
+//! engine emits and rejects any transition the specification forbids; after every step the
+//! engine's own audit must be clean; at the end every contact has exactly one outcome and every
+//! budget reservation was released or settled exactly once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::*;
+use proptest::prelude::*;
+use smista_core::budget::CountingGate;
+use smista_core::config::{ExpansionStep, QueueConfig, Strategy as Pick};
+use smista_core::{Channel, Decision, Engine, Event, Millis, OperatorStatus, Outcome, RequestedState, RoutingError};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Login { op: usize, group: usize, level: u8, chats: u8 },
+    Logout { op: usize, force: bool },
+    Pause { op: usize },
+    Available { op: usize },
+    Offer { contact: usize, queue: usize, chat: bool, priority: u32 },
+    Cancel { contact: usize },
+    Accept { pick: usize },
+    AcceptWrong { op: usize, contact: usize },
+    Decline { pick: usize },
+    Complete { pick: usize, wrap: u64 },
+    Advance { ms: u64 },
+    Refuse { on: bool },
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0..6usize, 0..3usize, 1..=10u8, 0..=3u8).prop_map(|(op, group, level, chats)| Op::Login { op, group, level, chats }),
+        1 => (0..6usize, any::<bool>()).prop_map(|(op, force)| Op::Logout { op, force }),
+        1 => (0..6usize).prop_map(|op| Op::Pause { op }),
+        2 => (0..6usize).prop_map(|op| Op::Available { op }),
+        5 => (0..40usize, 0..3usize, any::<bool>(), 0..=10u32).prop_map(|(contact, queue, chat, priority)| Op::Offer { contact, queue, chat, priority }),
+        1 => (0..40usize).prop_map(|contact| Op::Cancel { contact }),
+        4 => any::<usize>().prop_map(|pick| Op::Accept { pick }),
+        1 => (0..6usize, 0..40usize).prop_map(|(op, contact)| Op::AcceptWrong { op, contact }),
+        1 => any::<usize>().prop_map(|pick| Op::Decline { pick }),
+        4 => (any::<usize>(), prop_oneof![Just(0u64), Just(1u64), 1..20_000u64]).prop_map(|(pick, wrap)| Op::Complete { pick, wrap }),
+        3 => (0..25_000u64).prop_map(|ms| Op::Advance { ms }),
+        1 => any::<bool>().prop_map(|on| Op::Refuse { on }),
+    ]
+}
+
+const GROUPS: [&str; 3] = ["internal", "supplier-a", "supplier-b"];
+const QUEUES: [&str; 3] = ["pensions", "naspi", "isee"];
+
+fn queues() -> Vec<QueueConfig> {
+    let mut p = QueueConfig::new("pensions", &[("pensions", 5)]);
+    p.wrap_up_ms = 5_000;
+    p.offer_timeout_ms = 8_000;
+    p.max_wait_ms = 40_000;
+    p.overflow = vec!["isee".into()];
+    p.budget = Some("contract-a".into());
+    p.expansion = vec![ExpansionStep { after_ms: 15_000, level_drop: 3 }];
+    let mut n = QueueConfig::new("naspi", &[("naspi", 3)]);
+    n.strategy = Pick::MostSkilled;
+    n.max_length = 5;
+    n.offer_timeout_ms = 12_000;
+    n.prefer_unbudgeted = true;
+    n.budget = Some("contract-b".into());
+    let mut i = QueueConfig::new("isee", &[]);
+    i.strategy = Pick::LeastOccupied;
+    i.max_wait_ms = 60_000;
+    i.offer_timeout_ms = 10_000;
+    vec![p, n, i]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MContact {
+    Waiting,
+    Offered(usize, Channel),
+    InService(usize, Channel),
+    Finished(Outcome),
+}
+
+#[derive(Clone, Debug)]
+struct MOperator {
+    status: OperatorStatus,
+    wrap_until: Millis,
+    load: [u8; 4],
+    caps: [u8; 4],
+}
+
+/// The reference model: what the specification allows, replayed from the engine's events.
+#[derive(Default)]
+struct Model {
+    now: Millis,
+    contacts: HashMap<String, MContact>,
+    ops: HashMap<String, MOperator>,
+    finished_events: HashMap<String, usize>,
+}
+
+fn op_index(name: &str) -> usize {
+    name.trim_start_matches("op").parse().expect("operator name")
+}
+
+impl Model {
+    fn apply(&mut self, events: &[Event]) -> Result<(), String> {
+        for ev in events {
+            self.apply_one(ev).map_err(|e| format!("{e}\n  at event {ev:?}\n  events {events:#?}"))?;
+        }
+        Ok(())
+    }
+
+    fn apply_one(&mut self, ev: &Event) -> Result<(), String> {
+        match ev {
+            Event::Queued { contact, .. } => {
+                let c = self.contacts.entry(contact.to_string()).or_insert(MContact::Waiting);
+                if matches!(c, MContact::Finished(_) | MContact::InService(..)) {
+                    return Err(format!("{contact} queued from {c:?}"));
+                }
+                *c = MContact::Waiting;
+            }
+            Event::Offered { contact, operator, channel, .. } => {
+                let c = self.contacts.get(&**contact).copied();
+                if c != Some(MContact::Waiting) {
+                    return Err(format!("{contact} offered while {c:?}"));
+                }
+                let o = self.ops.get_mut(&**operator).ok_or("offer to unknown operator")?;
+                if o.status != OperatorStatus::Available {
+                    return Err(format!("{contact} offered to {operator} while {:?}", o.status));
+                }
+                let ch = channel.index();
+                let total: u8 = o.load.iter().sum();
+                let exclusive_busy = Channel::ALL.iter().any(|c| c.is_exclusive() && o.load[c.index()] > 0);
+                let room = o.load[ch] < o.caps[ch] && if channel.is_exclusive() { total == 0 } else { !exclusive_busy };
+                if !room {
+                    return Err(format!(
+                        "{contact} offered to {operator} without room: load {:?} caps {:?}",
+                        o.load, o.caps
+                    ));
+                }
+                o.load[ch] += 1;
+                self.contacts.insert(contact.to_string(), MContact::Offered(op_index(operator), *channel));
+            }
+            Event::OfferTimedOut { contact, operator, .. } | Event::OfferDeclined { contact, operator, .. } => {
+                let c = self.contacts.get(&**contact).copied();
+                let Some(MContact::Offered(o, ch)) = c else { return Err(format!("{contact} returned while {c:?}")) };
+                if o != op_index(operator) {
+                    return Err(format!("{contact} returned by {operator} but offered to op{o}"));
+                }
+                self.ops.get_mut(&**operator).ok_or("unknown operator")?.load[ch.index()] -= 1;
+                self.contacts.insert(contact.to_string(), MContact::Waiting);
+            }
+            Event::Accepted { contact, operator, .. } => {
+                let c = self.contacts.get(&**contact).copied();
+                let Some(MContact::Offered(o, ch)) = c else { return Err(format!("{contact} accepted while {c:?}")) };
+                if o != op_index(operator) {
+                    return Err(format!("{contact} accepted by {operator} but offered to op{o}"));
+                }
+                self.contacts.insert(contact.to_string(), MContact::InService(o, ch));
+            }
+            Event::Overflowed { contact, .. } | Event::Diverted { contact, .. } => {
+                let c = self.contacts.get(&**contact).copied();
+                if !matches!(c, Some(MContact::Waiting) | None) {
+                    return Err(format!("{contact} overflowed/diverted while {c:?}"));
+                }
+            }
+            Event::Finished { contact, outcome, .. } => {
+                *self.finished_events.entry(contact.to_string()).or_default() += 1;
+                let c = self.contacts.get(&**contact).copied();
+                let ok = match (c, outcome) {
+                    (None | Some(MContact::Waiting), Outcome::Diverted | Outcome::Abandoned) => true,
+                    (Some(MContact::Offered(..)), Outcome::Abandoned) => true,
+                    (Some(MContact::InService(..)), Outcome::Completed | Outcome::CancelledInService) => true,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!("{contact} finished {outcome:?} from {c:?}"));
+                }
+                if let Some(MContact::Offered(o, ch) | MContact::InService(o, ch)) = c {
+                    self.ops.get_mut(&format!("op{o}")).ok_or("unknown operator")?.load[ch.index()] -= 1;
+                }
+                self.contacts.insert(contact.to_string(), MContact::Finished(*outcome));
+            }
+            Event::OperatorStatus { operator, from, to, .. } => {
+                let o = self.ops.entry(operator.to_string()).or_insert(MOperator {
+                    status: OperatorStatus::LoggedOut,
+                    wrap_until: Millis(0),
+                    load: [0; 4],
+                    caps: [0; 4],
+                });
+                if o.status != *from {
+                    return Err(format!("{operator} moved {from:?}->{to:?} but model has {:?}", o.status));
+                }
+                if *from == OperatorStatus::WrapUp && *to == OperatorStatus::Available && self.now < o.wrap_until {
+                    return Err(format!(
+                        "{operator} left wrap-up at {:?}, before its end {:?}",
+                        self.now, o.wrap_until
+                    ));
+                }
+                o.status = *to;
+            }
+        }
+        Ok(())
+    }
+
+    fn offered(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = self
+            .contacts
+            .iter()
+            .filter_map(|(c, s)| match s {
+                MContact::Offered(o, _) => Some((c.clone(), *o)),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn in_service(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = self
+            .contacts
+            .iter()
+            .filter_map(|(c, s)| match s {
+                MContact::InService(o, _) => Some((c.clone(), *o)),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let gate = Arc::new(CountingGate::with_limits(&[("contract-a", 4), ("contract-b", 3)]));
+    let e: Engine = engine_with_gate(queues(), gate.clone());
+    let mut m = Model::default();
+    let mut now = Millis(0);
+    let mut ev = Vec::new();
+    for op in ops {
+        ev.clear();
+        if let Op::Advance { ms } = &op {
+            m.now = now.plus(*ms);
+        }
+        let result: Result<(), RoutingError> = match &op {
+            Op::Login { op, group, level, chats } => {
+                let name = format!("op{op}");
+                let mut l = login(&name, GROUPS[*group], &[("pensions", *level), ("naspi", 11 - *level)]);
+                l.channels = vec![(Channel::Voice, 1)];
+                if *chats > 0 {
+                    l.channels.push((Channel::Chat, *chats));
+                }
+                let was_out = m.ops.get(&name).is_none_or(|o| o.status == OperatorStatus::LoggedOut);
+                let r = e.login(&l, now, &mut ev).map(|_| ());
+                if r.is_ok() && was_out {
+                    let o = m.ops.entry(name).or_insert(MOperator {
+                        status: OperatorStatus::LoggedOut,
+                        wrap_until: Millis(0),
+                        load: [0; 4],
+                        caps: [0; 4],
+                    });
+                    o.caps = [1, 0, 0, *chats];
+                }
+                r
+            }
+            Op::Logout { op, force } => e.logout(&format!("op{op}"), *force, now, &mut ev),
+            Op::Pause { op } => {
+                e.set_state(&format!("op{op}"), &RequestedState::Paused("break".into()), now, &mut ev).map(|_| ())
+            }
+            Op::Available { op } => {
+                e.set_state(&format!("op{op}"), &RequestedState::Available, now, &mut ev).map(|_| ())
+            }
+            Op::Offer { contact, queue, chat, priority } => {
+                let mut o = offer(&format!("c{contact}"), QUEUES[*queue]);
+                o.priority = *priority;
+                if *chat {
+                    o.channel = Channel::Chat;
+                }
+                match e.offer(&o, now, &mut ev) {
+                    Ok(d) => {
+                        // The decision must agree with the events.
+                        m.apply(&ev).map_err(TestCaseError::fail)?;
+                        let id = format!("c{contact}");
+                        let st = m.contacts.get(&id).copied();
+                        let consistent = match &d {
+                            Decision::Assigned { operator, .. } => {
+                                matches!(st, Some(MContact::Offered(o, _) | MContact::InService(o, _)) if o == op_index(operator))
+                            }
+                            Decision::Queued { .. } => st == Some(MContact::Waiting),
+                            Decision::Diverted { .. } => st == Some(MContact::Finished(Outcome::Diverted)),
+                        };
+                        prop_assert!(consistent, "decision {d:?} but model has {st:?}");
+                        ev.clear();
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Cancel { contact } => e.cancel(&format!("c{contact}"), now, &mut ev).map(|_| ()),
+            Op::Accept { pick } => {
+                let offered = m.offered();
+                if offered.is_empty() {
+                    Ok(())
+                } else {
+                    let (c, o) = &offered[pick % offered.len()];
+                    let r = e.accept(&format!("op{o}"), c, now, &mut ev);
+                    prop_assert!(r.is_ok(), "accepting a pending offer failed: {r:?}");
+                    r
+                }
+            }
+            Op::AcceptWrong { op, contact } => {
+                let c = format!("c{contact}");
+                let expected_ok =
+                    matches!(m.contacts.get(&c), Some(MContact::Offered(o, _) | MContact::InService(o, _)) if o == op);
+                let r = e.accept(&format!("op{op}"), &c, now, &mut ev);
+                prop_assert_eq!(r.is_ok(), expected_ok, "accept({}, {}) = {:?}", op, c, r);
+                r
+            }
+            Op::Decline { pick } => {
+                let offered = m.offered();
+                if offered.is_empty() {
+                    Ok(())
+                } else {
+                    let (c, o) = &offered[pick % offered.len()];
+                    e.decline(&format!("op{o}"), c, now, &mut ev)
+                }
+            }
+            Op::Complete { pick, wrap } => {
+                let busy = m.in_service();
+                if busy.is_empty() {
+                    Ok(())
+                } else {
+                    let (c, o) = &busy[pick % busy.len()];
+                    let r = e.complete(&format!("op{o}"), c, *wrap, now, &mut ev);
+                    prop_assert!(r.is_ok(), "completing a contact in service failed: {r:?}");
+                    if let (Ok(done), Some(mo)) = (&r, m.ops.get_mut(&format!("op{o}"))) {
+                        mo.wrap_until = mo.wrap_until.max(now.plus(done.wrap_up_ms));
+                    }
+                    r.map(|_| ())
+                }
+            }
+            Op::Advance { ms } => {
+                now = now.plus(*ms);
+                e.tick(now, &mut ev);
+                Ok(())
+            }
+            Op::Refuse { on } => {
+                gate.set_refuse_all(*on);
+                Ok(())
+            }
+        };
+        if let Err(err) = &result {
+            // Errors must be typed refusals without side effects.
+            prop_assert!(
+                ev.is_empty() || matches!(err, RoutingError::WrongState(_)),
+                "{op:?} failed with {err:?} yet emitted {ev:?}"
+            );
+        }
+        m.apply(&ev).map_err(TestCaseError::fail)?;
+        let audit = e.audit(now);
+        prop_assert!(audit.is_empty(), "after {op:?}: {audit:#?}");
+    }
+    // Drain: every contact must end in exactly one outcome and every reservation must be returned.
+    ev.clear();
+    gate.set_refuse_all(false);
+    let live: Vec<String> =
+        m.contacts.iter().filter(|(_, s)| !matches!(s, MContact::Finished(_))).map(|(c, _)| c.clone()).collect();
+    for c in &live {
+        let r = e.cancel(c, now, &mut ev);
+        prop_assert!(r.is_ok(), "cancel {c}: {r:?}");
+    }
+    for i in 0..6 {
+        let _ = e.logout(&format!("op{i}"), true, now, &mut ev);
+    }
+    m.apply(&ev).map_err(TestCaseError::fail)?;
+    prop_assert_eq!(e.live_contacts(), 0);
+    for (c, s) in &m.contacts {
+        prop_assert!(matches!(s, MContact::Finished(_)), "{c} left {s:?}");
+        prop_assert_eq!(
+            m.finished_events.get(c).copied(),
+            Some(1),
+            "{} finished {:?} times",
+            c,
+            m.finished_events.get(c)
+        );
+    }
+    prop_assert_eq!(gate.held(), 0, "reservations left behind");
+    prop_assert!(gate.violations().is_empty(), "{:?}", gate.violations());
+    prop_assert!(e.audit(now).is_empty());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_follows_the_lifecycle_model(ops in proptest::collection::vec(op_strategy(), 1..120)) {
+        run(ops)?;
+    }
+}

@@ -1,0 +1,193 @@
+//! Several threads hammer one engine with offers, cancels, accepts, declines, completions, state
+//! changes, logins and ticks. A monitor thread watches that no operator ever holds more than its
+//! capacity (two voice contacts) while it runs; afterwards the engine's audit is clean, every
+//! contact finished exactly once and every budget reservation came back.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use smista_core::budget::CountingGate;
+use smista_core::config::QueueConfig;
+use smista_core::{Decision, Event, Millis, RequestedState, RoutingError};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const THREADS: usize = 4;
+const OPS_PER_THREAD: usize = 3;
+const STEPS: usize = 20_000;
+
+#[test]
+fn concurrent_hammering_keeps_every_invariant() {
+    let mut a = QueueConfig::new("pensions", &[("pensions", 3)]);
+    a.offer_timeout_ms = 50;
+    a.wrap_up_ms = 5;
+    a.max_wait_ms = 400;
+    a.overflow = vec!["general".into()];
+    a.budget = Some("contract-a".into());
+    let mut g = QueueConfig::new("general", &[]);
+    g.offer_timeout_ms = 80;
+    g.max_length = 30;
+    let gate = Arc::new(CountingGate::with_limits(&[("contract-a", 6)]));
+    let e = Arc::new(engine_with_gate(vec![a, g], gate.clone()));
+    let clock = Arc::new(AtomicU64::new(1));
+    let offers: Arc<DashMap<String, Vec<String>>> = Arc::new(DashMap::new());
+    let log: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
+    let decided: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let record = |offers: &DashMap<String, Vec<String>>, log: &Mutex<Vec<Event>>, ev: &mut Vec<Event>| {
+        for x in ev.iter() {
+            if let Event::Offered { contact, operator, .. } = x {
+                offers.entry(operator.to_string()).or_default().push(contact.to_string());
+            }
+        }
+        log.lock().append(ev);
+    };
+
+    let monitor = {
+        let e = e.clone();
+        let stop = stop.clone();
+        let clock = clock.clone();
+        std::thread::spawn(move || {
+            let mut samples = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let snap = e.snapshot(Millis(clock.load(Ordering::Relaxed)));
+                for o in &snap.operators {
+                    // Operators log in with one voice slot only: never two contacts at once.
+                    assert!(o.active_contacts <= 1, "operator {} holds {} contacts", o.id, o.active_contacts);
+                }
+                samples += 1;
+            }
+            samples
+        })
+    };
+
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (e, clock, offers, log, decided) =
+                (e.clone(), clock.clone(), offers.clone(), log.clone(), decided.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) * 0x1234_5678);
+                let mut ev = Vec::new();
+                let mine: Vec<String> = (0..OPS_PER_THREAD).map(|i| format!("t{t}op{i}")).collect();
+                let groups = ["internal", "supplier-a"];
+                for (i, op) in mine.iter().enumerate() {
+                    let now = Millis(clock.load(Ordering::Relaxed));
+                    e.login(&login(op, groups[i % 2], &[("pensions", 5)]), now, &mut ev).expect("login");
+                }
+                record(&offers, &log, &mut ev);
+                let mut next_contact = 0u64;
+                let mut my_contacts: Vec<String> = Vec::new();
+                for _ in 0..STEPS {
+                    let now = Millis(clock.fetch_add(rng.below(2), Ordering::Relaxed));
+                    let op = &mine[rng.below(mine.len() as u64) as usize];
+                    let r: Result<(), RoutingError> = match rng.below(100) {
+                        0..=29 => {
+                            let id = format!("t{t}c{next_contact}");
+                            next_contact += 1;
+                            let q = if rng.below(3) == 0 { "general" } else { "pensions" };
+                            let d = e.offer(&offer(&id, q), now, &mut ev);
+                            if let Ok(d) = &d {
+                                decided.lock().push(id.clone());
+                                if !matches!(d, Decision::Diverted { .. }) {
+                                    my_contacts.push(id);
+                                }
+                            }
+                            d.map(|_| ())
+                        }
+                        30..=36 => match my_contacts.get(rng.below(my_contacts.len().max(1) as u64) as usize) {
+                            Some(c) => e.cancel(c, now, &mut ev).map(|_| ()),
+                            None => Ok(()),
+                        },
+                        37..=59 => {
+                            let c = offers.get_mut(op).and_then(|mut v| v.pop());
+                            match c {
+                                Some(c) => {
+                                    let r = e.accept(op, &c, now, &mut ev);
+                                    if r.is_ok() {
+                                        offers.entry(format!("{op}/busy")).or_default().push(c);
+                                    }
+                                    r
+                                }
+                                None => Ok(()),
+                            }
+                        }
+                        60..=62 => match offers.get_mut(op).and_then(|mut v| v.pop()) {
+                            Some(c) => e.decline(op, &c, now, &mut ev),
+                            None => Ok(()),
+                        },
+                        63..=84 => match offers.get_mut(&format!("{op}/busy")).and_then(|mut v| v.pop()) {
+                            Some(c) => e.complete(op, &c, 0, now, &mut ev).map(|_| ()),
+                            None => Ok(()),
+                        },
+                        85..=88 => e.set_state(op, &RequestedState::Paused("break".into()), now, &mut ev).map(|_| ()),
+                        89..=94 => e.set_state(op, &RequestedState::Available, now, &mut ev).map(|_| ()),
+                        _ => {
+                            e.tick(now, &mut ev);
+                            Ok(())
+                        }
+                    };
+                    match r {
+                        Ok(()) | Err(RoutingError::WrongState(_) | RoutingError::Busy(_)) => {}
+                        Err(other) => panic!("unexpected error {other:?}"),
+                    }
+                    record(&offers, &log, &mut ev);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker panicked");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let samples = monitor.join().expect("monitor saw an operator over capacity");
+    assert!(samples > 0);
+
+    // Quiesce: let every offer time out, then end everything.
+    let mut ev = Vec::new();
+    let mut now = Millis(clock.load(Ordering::Relaxed));
+    assert!(e.audit(now).iter().all(|v| v.contains("idles")), "{:#?}", e.audit(now));
+    now = now.plus(10_000);
+    e.tick(now, &mut ev);
+    let ids: Vec<String> = decided.lock().clone();
+    for c in &ids {
+        e.cancel(c, now, &mut ev).expect("cancel at quiescence");
+    }
+    for t in 0..THREADS {
+        for i in 0..OPS_PER_THREAD {
+            e.logout(&format!("t{t}op{i}"), true, now, &mut ev).expect("logout");
+        }
+    }
+    log.lock().append(&mut ev);
+    assert_clean(&e, now);
+    assert_eq!(e.live_contacts(), 0);
+    let mut finished: HashMap<String, usize> = HashMap::new();
+    for x in log.lock().iter() {
+        if let Event::Finished { contact, .. } = x {
+            *finished.entry(contact.to_string()).or_default() += 1;
+        }
+    }
+    for c in &ids {
+        assert_eq!(finished.get(c), Some(&1), "{c} finished {:?} times", finished.get(c));
+    }
+    assert_eq!(finished.len(), ids.len(), "finished events for contacts never decided");
+    assert_eq!(gate.held(), 0);
+    assert!(gate.violations().is_empty(), "{:?}", gate.violations());
+}
