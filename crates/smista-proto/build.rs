@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // A build script is single-threaded: setting the variable prost-build reads is safe here.
+    #[allow(clippy::disallowed_methods)]
     std::env::set_var("PROTOC", protoc);
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");

@@ -167,12 +167,12 @@ impl Model {
             Event::Finished { contact, outcome, .. } => {
                 *self.finished_events.entry(contact.to_string()).or_default() += 1;
                 let c = self.contacts.get(&**contact).copied();
-                let ok = match (c, outcome) {
-                    (None | Some(MContact::Waiting), Outcome::Diverted | Outcome::Abandoned) => true,
-                    (Some(MContact::Offered(..)), Outcome::Abandoned) => true,
-                    (Some(MContact::InService(..)), Outcome::Completed | Outcome::CancelledInService) => true,
-                    _ => false,
-                };
+                let ok = matches!(
+                    (c, outcome),
+                    (None | Some(MContact::Waiting), Outcome::Diverted | Outcome::Abandoned)
+                        | (Some(MContact::Offered(..)), Outcome::Abandoned)
+                        | (Some(MContact::InService(..)), Outcome::Completed | Outcome::CancelledInService)
+                );
                 if !ok {
                     return Err(format!("{contact} finished {outcome:?} from {c:?}"));
                 }

@@ -84,7 +84,7 @@ fn concurrent_hammering_keeps_every_invariant() {
             let (e, clock, offers, log, decided) =
                 (e.clone(), clock.clone(), offers.clone(), log.clone(), decided.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) * 0x1234_5678);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 0x1234_5678));
                 let mut ev = Vec::new();
                 let mine: Vec<String> = (0..OPS_PER_THREAD).map(|i| format!("t{t}op{i}")).collect();
                 let groups = ["internal", "supplier-a"];
