@@ -39,7 +39,8 @@ pub enum Event {
         /// Wait so far, in milliseconds.
         waited_ms: u64,
     },
-    /// The operator did not accept in time: contact back at the head, operator paused.
+    /// The offer lapsed: the operator did not accept in time (and was paused "no answer") or
+    /// logged out. The contact is back at the head of its queue.
     OfferTimedOut {
         /// Contact.
         contact: Arc<str>,
