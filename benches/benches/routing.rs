@@ -51,6 +51,10 @@ fn cycle(e: &Engine, n: u64, thread: u64, ev: &mut Vec<smista_core::Event>, queu
         Decision::Diverted { .. } => {}
     }
     black_box(&d);
+    // The server ticks every 100 ms; here every 1,024 cycles, so finished contacts are forgotten.
+    if n % 1024 == 0 {
+        e.tick(now, ev);
+    }
     ev.clear();
 }
 

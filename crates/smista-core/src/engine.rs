@@ -104,8 +104,14 @@ struct Pick {
     rank: RankKey,
     ch: Channel,
     contact: Arc<str>,
-    funding: Option<Arc<str>>,
-    priority: u32,
+}
+
+/// Why a take did not turn into an offer.
+enum Missed {
+    /// The contact is no longer waiting with that rank.
+    Gone,
+    /// The operator's budget refused to fund it.
+    Unfunded(Arc<str>),
 }
 
 /// A contact as seen by an operator acting on it.
@@ -355,11 +361,7 @@ impl Engine {
                 last = (DivertReason::Closed, qi);
                 continue;
             }
-            let (any, other_payer) = {
-                let c = q.candidates.read();
-                (!c.is_empty(), c.iter().any(|c| c.session.budget != q.budget))
-            };
-            if !any {
+            if q.candidates.read().is_empty() {
                 last = (DivertReason::NoOperators, qi);
                 continue;
             }
@@ -374,9 +376,10 @@ impl Engine {
                     segment,
                     now,
                 };
+                let other_payer = || q.candidates.read().iter().any(|c| c.session.budget != q.budget);
                 if self.gate.reserve(&req) {
                     reserved = Some(b.clone());
-                } else if !other_payer {
+                } else if !other_payer() {
                     last = (DivertReason::ExtraBudget, qi);
                     continue;
                 }
@@ -575,42 +578,17 @@ impl Engine {
                     continue;
                 }
             }
-            let new_funding = match &c.session.budget {
-                Some(b) if view.funding.as_ref() != Some(b) => {
-                    if self.reserve_for(b, id, q, ch, view.priority, now) {
-                        Some(b.clone())
-                    } else {
-                        slot.release(c.gen, ch, now);
-                        excluded_budgets.push(b.clone());
-                        self.find_work(c.slot, now, out);
-                        continue;
-                    }
+            match self.take(q, id, rank, &c.session, c.slot, now, out) {
+                Ok(deadline) => {
+                    return Some(Decision::Assigned { operator: c.session.id.clone(), queue: q.name.clone(), deadline })
                 }
-                _ => None,
-            };
-            if let Some(deadline) = self.take(q, id, rank, &c.session, c.slot, new_funding.clone(), now, out) {
-                return Some(Decision::Assigned { operator: c.session.id.clone(), queue: q.name.clone(), deadline });
-            }
-            if let Some(b) = new_funding {
-                self.gate.release(&b, id);
+                Err(Missed::Unfunded(b)) => excluded_budgets.push(b),
+                Err(Missed::Gone) => {}
             }
             slot.release(c.gen, ch, now);
             self.find_work(c.slot, now, out);
         }
         None
-    }
-
-    fn reserve_for(&self, budget: &str, id: &str, q: &Queue, ch: Channel, priority: u32, now: Millis) -> bool {
-        let segment = self.contacts.get(id).map(|r| r.segment).unwrap_or_default();
-        self.gate.reserve(&FundingRequest {
-            budget,
-            contact_id: id,
-            queue: &q.name,
-            channel: ch,
-            priority,
-            segment,
-            now,
-        })
     }
 
     /// The best operator able to take `w` now, by the queue's strategy; does not claim.
@@ -623,6 +601,9 @@ impl Engine {
         excluded_budgets: &[Arc<str>],
         excluded_slots: &[u32],
     ) -> Option<Candidate> {
+        if q.strategy == Strategy::LongestIdle {
+            return self.pick_longest_idle(q, w, ch, now, excluded_budgets, excluded_slots);
+        }
         let cands = q.candidates.read();
         let n = cands.len();
         if n == 0 {
@@ -665,6 +646,77 @@ impl Engine {
         Some(cands[i].clone())
     }
 
+    /// Longest-idle selection through the queue's free-operator index: the first entry that is
+    /// still valid and can take `w` wins. Entries of operators who are busy, paused, logged out
+    /// or freed again since (a newer entry exists) are dropped on the way.
+    fn pick_longest_idle(
+        &self,
+        q: &Queue,
+        w: &Waiting,
+        ch: Channel,
+        now: Millis,
+        excluded_budgets: &[Arc<str>],
+        excluded_slots: &[u32],
+    ) -> Option<Candidate> {
+        let mut idle = q.idle.lock();
+        let mut stale: Vec<crate::queue::IdleKey> = Vec::new();
+        let mut found = None;
+        for (key, c) in idle.iter() {
+            let slot = self.slot(c.slot);
+            let word = slot.word();
+            if word.generation() != c.gen || slot.free_since() != key.1 || !Self::may_work(word) {
+                stale.push(*key);
+                continue;
+            }
+            if excluded_slots.contains(&c.slot)
+                || !slot.can_take(word, ch, now)
+                || !q.eligible(w, c.margin, &c.session, c.slot, now)
+            {
+                continue;
+            }
+            if let Some(b) = &c.session.budget {
+                if w.funding.as_ref() != Some(b) && excluded_budgets.contains(b) {
+                    continue;
+                }
+            }
+            found = Some(c.clone());
+            break;
+        }
+        for k in stale {
+            idle.remove(&k);
+        }
+        found
+    }
+
+    /// Whether an operator word may take work now or later without anyone else acting: available
+    /// or in wrap-up, with room on some channel.
+    fn may_work(word: crate::operator::Word) -> bool {
+        matches!(word.status(), OperatorStatus::Available | OperatorStatus::WrapUp)
+            && Channel::ALL.iter().any(|c| word.has_room(*c))
+    }
+
+    /// Enters a free operator in the free-operator index of each longest-idle queue it serves.
+    fn mark_free(&self, slot_idx: u32) {
+        let slot = self.slot(slot_idx);
+        let Some(session) = slot.session.lock().clone() else { return };
+        let word = slot.word();
+        if word.generation() != session.gen || !Self::may_work(word) {
+            return;
+        }
+        let since = slot.free_since();
+        for &(qi, margin) in &session.queues {
+            let q = &self.queues[qi as usize];
+            if q.strategy != Strategy::LongestIdle {
+                continue;
+            }
+            let tier = u8::from(q.prefer_unbudgeted && session.budget.is_some());
+            q.idle.lock().insert(
+                (tier, since, slot_idx, session.gen),
+                Candidate { slot: slot_idx, gen: session.gen, margin, session: session.clone() },
+            );
+        }
+    }
+
     /// Turns a claimed operator and a waiting contact into an offer, if the contact is still
     /// waiting with rank `rank`. The operator's capacity must already be claimed.
     #[allow(clippy::too_many_arguments)]
@@ -675,20 +727,42 @@ impl Engine {
         rank: RankKey,
         session: &Arc<Session>,
         slot: u32,
-        new_funding: Option<Arc<str>>,
         now: Millis,
         out: &mut Vec<Event>,
-    ) -> Option<Millis> {
+    ) -> Result<Millis, Missed> {
         let mut st = q.state.lock();
-        let mut rec = self.contacts.get_mut(id)?;
+        let Some(mut rec) = self.contacts.get_mut(id) else { return Err(Missed::Gone) };
         match rec.state {
             CState::Queued { rank: r } if r == rank && rec.queue == q.idx => {}
-            _ => return None,
+            _ => return Err(Missed::Gone),
         }
         let ch = rec.channel;
+        // Funding by the operator's budget is asked here, under the queue lock with the contact
+        // still waiting, so two operators racing for one contact never both hold a reservation.
+        let mut new_funding = None;
+        if let Some(b) = &session.budget {
+            if rec.funding.as_ref() != Some(b) {
+                let req = FundingRequest {
+                    budget: b,
+                    contact_id: id,
+                    queue: &q.name,
+                    channel: ch,
+                    priority: q.priority + rec.priority,
+                    segment: rec.segment,
+                    now,
+                };
+                if !self.gate.reserve(&req) {
+                    return Err(Missed::Unfunded(b.clone()));
+                }
+                new_funding = Some(b.clone());
+            }
+        }
         let Some(w) = st.waiting[ch.index()].remove(&rank) else {
             debug_assert!(false, "queued contact missing from its queue");
-            return None;
+            if let Some(b) = new_funding {
+                self.gate.release(&b, id);
+            }
+            return Err(Missed::Gone);
         };
         if let Some(e) = w.expiry {
             st.expiry.remove(&e);
@@ -715,12 +789,18 @@ impl Engine {
             deadline: deadline.0,
             waited_ms: now.since(rec.arrived),
         });
-        Some(deadline.0)
+        Ok(deadline.0)
     }
 
     /// Gives a free operator the best waiting contacts it can take, across its queues, until its
     /// capacity is used or nothing eligible waits.
     fn find_work(&self, slot_idx: u32, now: Millis, out: &mut Vec<Event>) {
+        self.find_work_inner(slot_idx, now, out);
+        // Whatever capacity is left is now visible to arriving contacts.
+        self.mark_free(slot_idx);
+    }
+
+    fn find_work_inner(&self, slot_idx: u32, now: Millis, out: &mut Vec<Event>) {
         let slot = self.slot(slot_idx);
         let Some(session) = slot.session.lock().clone() else { return };
         let mut excluded_budgets: Vec<Arc<str>> = Vec::new();
@@ -753,44 +833,26 @@ impl Engine {
                         let eff = q.effective_priority(rank, w, now);
                         let wait = now.since(w.arrived);
                         if best.as_ref().is_none_or(|b| (eff, wait) > (b.eff, b.wait)) {
-                            best = Some(Pick {
-                                eff,
-                                wait,
-                                qi,
-                                rank: *rank,
-                                ch,
-                                contact: w.contact.clone(),
-                                funding: w.funding.clone(),
-                                priority: w.priority,
-                            });
+                            best = Some(Pick { eff, wait, qi, rank: *rank, ch, contact: w.contact.clone() });
                         }
                         break;
                     }
                 }
             }
-            let Some(Pick { qi, rank, ch, contact, funding, priority, .. }) = best else { return };
+            let Some(Pick { qi, rank, ch, contact, .. }) = best else { return };
             match slot.try_claim(session.gen, ch, now) {
                 Some(t) => self.status_event(&session, t, out),
                 None => continue,
             }
             let q = &self.queues[qi as usize];
-            let new_funding = match &session.budget {
-                Some(b) if funding.as_ref() != Some(b) => {
-                    if self.reserve_for(b, &contact, q, ch, priority, now) {
-                        Some(b.clone())
-                    } else {
-                        slot.release(session.gen, ch, now);
-                        excluded_budgets.push(b.clone());
-                        continue;
+            match self.take(q, &contact, rank, &session, slot_idx, now, out) {
+                Ok(_) => {}
+                Err(missed) => {
+                    if let Missed::Unfunded(b) = missed {
+                        excluded_budgets.push(b);
                     }
+                    slot.release(session.gen, ch, now);
                 }
-                _ => None,
-            };
-            if self.take(q, &contact, rank, &session, slot_idx, new_funding.clone(), now, out).is_none() {
-                if let Some(b) = new_funding {
-                    self.gate.release(&b, &contact);
-                }
-                slot.release(session.gen, ch, now);
             }
         }
     }
@@ -1370,6 +1432,7 @@ impl Engine {
                 if let Some(s) = slot.session.lock().clone() {
                     self.status_event(&s, t, out);
                 }
+                self.mark_free(i);
             }
             if slot.visible_status(now) != OperatorStatus::Available {
                 continue;

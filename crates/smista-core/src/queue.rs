@@ -89,6 +89,9 @@ pub(crate) struct Candidate {
     pub(crate) session: Arc<Session>,
 }
 
+/// Key of the free-operator index: (tier, free since, slot, generation). Lowest is best.
+pub(crate) type IdleKey = (u8, u64, u32, u8);
+
 /// Recent-acceptance window kept for the service rate.
 const RATE_WINDOW: usize = 64;
 
@@ -110,6 +113,10 @@ pub(crate) struct Queue {
     pub(crate) default_aht_ms: u64,
     pub(crate) open: AtomicBool,
     pub(crate) candidates: RwLock<Vec<Candidate>>,
+    /// Free operators by how long they have been free, for the longest-idle strategy. A hint
+    /// with lazy deletion: entries are checked against the operator's word when read, and the
+    /// claim itself is still the operator's CAS.
+    pub(crate) idle: Mutex<BTreeMap<IdleKey, Candidate>>,
     pub(crate) rr_cursor: AtomicUsize,
     pub(crate) state: Mutex<State>,
     /// Contacts waiting (mirrors `state`, readable without the lock).
@@ -139,6 +146,7 @@ impl Queue {
             default_aht_ms: cfg.default_aht_ms,
             open: AtomicBool::new(cfg.open),
             candidates: RwLock::new(Vec::new()),
+            idle: Mutex::new(BTreeMap::new()),
             rr_cursor: AtomicUsize::new(0),
             state: Mutex::new(State {
                 params: Params {
