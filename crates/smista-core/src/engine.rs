@@ -154,6 +154,12 @@ pub struct Engine {
     gate: Arc<dyn BudgetGate>,
 }
 
+/// Whether an operator paid by `payer` must be skipped for a contact funded by `funding`: its
+/// budget needs to fund the contact and already refused during this matching attempt.
+fn refused_here(payer: &Option<Arc<str>>, funding: &Option<Arc<str>>, refused: &[Arc<str>]) -> bool {
+    payer.as_ref().is_some_and(|b| funding.as_ref() != Some(b) && refused.contains(b))
+}
+
 fn validate_id(field: &'static str, s: &str) -> Result<(), RoutingError> {
     if s.is_empty() {
         return Err(RoutingError::invalid(field, "must not be empty"));
@@ -620,10 +626,8 @@ impl Engine {
             if word.generation() != c.gen || !slot.can_take(word, ch, now) {
                 continue;
             }
-            if let Some(b) = &c.session.budget {
-                if w.funding.as_ref() != Some(b) && excluded_budgets.contains(b) {
-                    continue;
-                }
+            if refused_here(&c.session.budget, &w.funding, excluded_budgets) {
+                continue;
             }
             let tier = u8::from(q.prefer_unbudgeted && c.session.budget.is_some());
             let idle = slot.free_since();
@@ -674,10 +678,8 @@ impl Engine {
             {
                 continue;
             }
-            if let Some(b) = &c.session.budget {
-                if w.funding.as_ref() != Some(b) && excluded_budgets.contains(b) {
-                    continue;
-                }
+            if refused_here(&c.session.budget, &w.funding, excluded_budgets) {
+                continue;
             }
             found = Some(c.clone());
             break;
@@ -825,10 +827,8 @@ impl Engine {
                         if !q.eligible(w, margin, &session, slot_idx, now) {
                             continue;
                         }
-                        if let Some(b) = &session.budget {
-                            if w.funding.as_ref() != Some(b) && excluded_budgets.contains(b) {
-                                continue;
-                            }
+                        if refused_here(&session.budget, &w.funding, &excluded_budgets) {
+                            continue;
                         }
                         let eff = q.effective_priority(rank, w, now);
                         let wait = now.since(w.arrived);
