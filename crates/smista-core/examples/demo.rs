@@ -22,7 +22,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut naspi = QueueConfig::new("naspi", &[("naspi", 4)]);
     naspi.budget = Some("ccm-2026-11".into());
     naspi.max_wait_ms = 120_000;
-    naspi.overflow = vec!["pensions".into()];
     naspi.fallback = Fallback::SelfServiceIvr;
     let isee = QueueConfig::new("isee", &[("isee", 2)]);
     let cfg = EngineConfig {
@@ -35,8 +34,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_operators: 16,
         finished_retention_ms: 600_000,
     };
-    // The budget funds six contacts at a time in this demo (the real ledger counts money).
-    let gate = Arc::new(CountingGate::with_limits(&[("ccm-2026-11", 6)]));
+    // The budget funds three contacts at a time in this demo (the real ledger counts money).
+    let gate = Arc::new(CountingGate::with_limits(&[("ccm-2026-11", 3)]));
     let engine = Engine::new(&cfg, gate.clone())?;
     let mut events = Vec::new();
     let operators = [
