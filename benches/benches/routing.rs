@@ -5,6 +5,10 @@
 //!   engine's state stays bounded however long criterion runs.
 //! - `queue_cycle`: every operator paused; offer -> QUEUED -> cancel.
 //!
+//! - `offers`: offer decisions alone, timed in batches of 1,000 offers; between batches (untimed)
+//!   every assigned contact is accepted and completed and every queued one cancelled. With 3,300
+//!   free operators most decisions are ASSIGNED.
+//!
 //! Run: `cargo bench -p smista-benches --bench routing`. Throughput is printed as elements/s,
 //! one element being one offer decision (with its follow-up operations).
 
@@ -81,7 +85,73 @@ fn run_threads(e: &Arc<Engine>, threads: u64, iters: u64, counter: &Arc<AtomicU6
     start.elapsed()
 }
 
+/// Times `batch`-offer batches on `threads` threads; cleanup between batches is not timed.
+fn offers_only(e: &Arc<Engine>, threads: u64, iters: u64, counter: &Arc<AtomicU64>) -> Duration {
+    const BATCH: u64 = 1_000;
+    let queues: Arc<Vec<String>> = Arc::new(e.queue_names().map(str::to_owned).collect());
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let per_thread = (BATCH / threads).min((iters - done).div_ceil(threads)).max(1);
+        let barrier = Arc::new(std::sync::Barrier::new(threads as usize));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (e, queues, counter, barrier) = (e.clone(), queues.clone(), counter.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let reqs: Vec<_> = (0..per_thread)
+                        .map(|_| {
+                            let n = counter.fetch_add(1, Ordering::Relaxed);
+                            (n, voice_offer(format!("t{t}-o{n}"), queues[(n as usize) % queues.len()].clone()))
+                        })
+                        .collect();
+                    let mut ev = Vec::with_capacity(16 * per_thread as usize);
+                    let mut decided = Vec::with_capacity(reqs.len());
+                    barrier.wait();
+                    let start = Instant::now();
+                    for (n, r) in &reqs {
+                        decided.push(e.offer(r, Millis(*n), &mut ev).expect("offer"));
+                    }
+                    let elapsed = start.elapsed();
+                    for ((n, r), d) in reqs.iter().zip(decided) {
+                        let now = Millis(*n);
+                        match black_box(d) {
+                            Decision::Assigned { operator, .. } => {
+                                e.accept(&operator, &r.contact_id, now, &mut ev).expect("accept");
+                                e.complete(&operator, &r.contact_id, 1, now, &mut ev).expect("complete");
+                            }
+                            Decision::Queued { .. } => {
+                                let _ = e.cancel(&r.contact_id, now, &mut ev);
+                            }
+                            Decision::Diverted { .. } => {}
+                        }
+                        ev.clear();
+                    }
+                    elapsed
+                })
+            })
+            .collect();
+        let slowest = handles.into_iter().map(|h| h.join().expect("bench thread")).max().unwrap_or_default();
+        total += slowest;
+        done += per_thread * threads;
+        e.tick(Millis(counter.load(Ordering::Relaxed)), &mut Vec::new());
+    }
+    total
+}
+
 fn bench(c: &mut Criterion) {
+    {
+        let e = engine(false);
+        let counter = Arc::new(AtomicU64::new(1));
+        let mut g = c.benchmark_group("routing/offers/3300ops-40queues");
+        g.throughput(Throughput::Elements(1));
+        g.measurement_time(Duration::from_secs(5));
+        for threads in [1, 2] {
+            g.bench_function(BenchmarkId::new("threads", threads), |b| {
+                b.iter_custom(|iters| offers_only(&e, threads, iters, &counter));
+            });
+        }
+        g.finish();
+    }
     for (name, paused) in [("assign_cycle", false), ("queue_cycle", true)] {
         let e = engine(paused);
         let counter = Arc::new(AtomicU64::new(1));
