@@ -471,3 +471,24 @@ fn logout_returns_pending_offers_and_refuses_with_calls_in_service() {
     assert!(ev.iter().any(|x| matches!(x, Event::Finished { outcome: Outcome::CancelledInService, .. })));
     assert_clean(&e, t(7));
 }
+
+#[test]
+fn a_timed_out_offer_keeps_the_contacts_maximum_wait() {
+    let mut q = pensions();
+    q.max_wait_ms = 600_000;
+    q.offer_timeout_ms = 15_000;
+    let e = engine(vec![q]);
+    let mut ev = vec![];
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&offer("c1", "pensions"), t(0), &mut ev).unwrap();
+    ev.clear();
+    e.tick(t(15_000), &mut ev);
+    assert!(ev.iter().any(|x| matches!(x, Event::OfferTimedOut { .. })));
+    ev.clear();
+    e.tick(t(16_000), &mut ev);
+    e.tick(t(599_999), &mut ev);
+    assert!(!ev.iter().any(|x| matches!(x, Event::Diverted { .. })), "diverted before its maximum wait: {ev:?}");
+    e.tick(t(600_000), &mut ev);
+    assert!(ev.iter().any(|x| matches!(x, Event::Diverted { reason: DivertReason::MaxWait, .. })));
+    assert_clean(&e, t(600_000));
+}

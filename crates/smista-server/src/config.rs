@@ -1,0 +1,213 @@
+//! The server's configuration: one TOML file (or the embedded demo), overridden by environment
+//! variables and flags (see `main.rs`).
+//!
+//! ```toml
+//! [server]               # all optional
+//! grpc_addr = "127.0.0.1:50051"
+//! metrics_addr = "127.0.0.1:9464"
+//! data_dir = "./smista-data"
+//! log_format = "human"   # or "json"
+//! tick_ms = 100          # how often time-based routing runs
+//! max_offers_per_second = 0   # 0: no limit; above it OfferContact gets RESOURCE_EXHAUSTED
+//! admin_token = ""       # when set, mutating admin RPCs need `authorization: Bearer <token>`
+//!
+//! [engine]               # optional
+//! max_operators = 20000
+//! finished_retention_ms = 600000
+//!
+//! [[groups]]             # operator groups; `budget` names the capped budget paying them
+//! [[queues]]             # service lines: see smista_core::config::QueueConfig
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use smista_core::config::{EngineConfig, GroupConfig, QueueConfig};
+use thiserror::Error;
+
+/// The embedded demo configuration, used when no file is given.
+pub const DEMO: &str = include_str!("../demo.toml");
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// gRPC listen address (port 0 picks a free port).
+    pub grpc_addr: SocketAddr,
+    /// Prometheus listen address (port 0 picks a free port).
+    pub metrics_addr: SocketAddr,
+    /// Where durable state lives.
+    pub data_dir: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Period of the routing clock tick, in milliseconds (10..=1000).
+    pub tick_ms: u64,
+    /// Admission limit on OfferContact (0: none).
+    pub max_offers_per_second: u32,
+    /// Token required by mutating admin RPCs (empty: none).
+    pub admin_token: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            data_dir: PathBuf::from("./smista-data"),
+            log_format: LogFormat::Human,
+            tick_ms: 100,
+            max_offers_per_second: 0,
+            admin_token: String::new(),
+        }
+    }
+}
+
+/// `[engine]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Most distinct operator ids.
+    pub max_operators: u32,
+    /// How long finished contacts are remembered for idempotent retries.
+    pub finished_retention_ms: u64,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection { max_operators: 20_000, finished_retention_ms: 600_000 }
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[engine]`.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// `[[groups]]`.
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    /// `[[queues]]`.
+    #[serde(default)]
+    pub queues: Vec<QueueConfig>,
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a key of the wrong type or unknown (the message names it).
+    #[error("{origin}: {message}")]
+    Parse {
+        /// File name or "embedded demo".
+        origin: String,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// Parsed, but inconsistent (e.g. an overflow to an unknown queue).
+    #[error("{origin}: {source}")]
+    Invalid {
+        /// File name or "embedded demo".
+        origin: String,
+        /// The offending key and problem.
+        source: smista_core::ConfigError,
+    },
+}
+
+impl Config {
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigFileError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigFileError::Parse { origin: origin.to_owned(), message: e.to_string() })?;
+        cfg.validate().map_err(|source| ConfigFileError::Invalid { origin: origin.to_owned(), source })?;
+        Ok(cfg)
+    }
+
+    /// Reads `path`, or the embedded demo when `None`.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigFileError> {
+        match path {
+            None => Config::parse(DEMO, "embedded demo"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigFileError::Read { path: p.to_owned(), source })?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// The routing engine's part.
+    #[must_use]
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            queues: self.queues.clone(),
+            groups: self.groups.clone(),
+            max_operators: self.engine.max_operators,
+            finished_retention_ms: self.engine.finished_retention_ms,
+        }
+    }
+
+    fn validate(&self) -> Result<(), smista_core::ConfigError> {
+        let bad = |key: &str, problem: &str| smista_core::ConfigError { key: key.into(), problem: problem.into() };
+        if !(10..=1000).contains(&self.server.tick_ms) {
+            return Err(bad("server.tick_ms", "must be 10..=1000"));
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            if let Some(b) = &q.budget {
+                if !self.groups.iter().any(|g| g.budget.as_ref() == Some(b)) {
+                    return Err(bad(
+                        &format!("queues[{i}].budget"),
+                        &format!("no operator group is paid by budget `{b}`"),
+                    ));
+                }
+            }
+        }
+        self.engine_config().validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_is_valid() {
+        let c = Config::load(None).expect("demo parses");
+        assert_eq!(c.queues.len(), 6);
+        assert!(c.groups.iter().any(|g| g.budget.is_none()));
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let e = Config::parse("[[queues]]\nname = \"a\"\nmax_wait = 3\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("max_wait") && e.contains("t.toml"), "{e}");
+        let e = Config::parse("[[queues]]\nname = \"a\"\noverflow = [\"zzz\"]\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("queues[0].overflow[0]") && e.contains("zzz"), "{e}");
+        let e = Config::parse("[server]\ntick_ms = 0\n[[queues]]\nname = \"a\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("server.tick_ms"), "{e}");
+        let e = Config::parse("[[queues]]\nname = \"a\"\nbudget = \"nobody\"\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("queues[0].budget"), "{e}");
+    }
+}

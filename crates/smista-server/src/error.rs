@@ -1,0 +1,39 @@
+//! The one place where routing errors become gRPC statuses. Every variant is matched without a
+//! wildcard, so a new variant does not compile until someone picks its code.
+
+use smista_core::RoutingError;
+use tonic::{Code, Status};
+
+/// Maps a routing error to its gRPC status. Client errors are logged at debug level by the caller.
+#[must_use]
+pub fn status(e: RoutingError) -> Status {
+    let code = match &e {
+        RoutingError::InvalidArgument { .. } => Code::InvalidArgument,
+        RoutingError::UnknownQueue(_)
+        | RoutingError::UnknownGroup(_)
+        | RoutingError::UnknownOperator(_)
+        | RoutingError::UnknownContact(_) => Code::NotFound,
+        RoutingError::AlreadyLoggedIn(_) | RoutingError::ContactFinished(_) => Code::AlreadyExists,
+        RoutingError::WrongState(_) => Code::FailedPrecondition,
+        RoutingError::Busy(_) => Code::Aborted,
+        RoutingError::OperatorCapacity(_) => Code::ResourceExhausted,
+    };
+    Status::new(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_status_guide() {
+        assert_eq!(status(RoutingError::UnknownQueue("x".into())).code(), Code::NotFound);
+        assert_eq!(status(RoutingError::WrongState("x".into())).code(), Code::FailedPrecondition);
+        assert_eq!(status(RoutingError::AlreadyLoggedIn("x".into())).code(), Code::AlreadyExists);
+        assert_eq!(status(RoutingError::Busy("x".into())).code(), Code::Aborted);
+        assert_eq!(
+            status(RoutingError::InvalidArgument { field: "priority", problem: "too high".into() }).code(),
+            Code::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The `smista` binary: `serve`, `check-config`, and a small `client` for the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use smista_server::config::{Config, LogFormat};
+use smista_server::server::{serve, Listeners};
+
+mod client;
+
+/// smista: contact-centre routing with a budget ceiling.
+#[derive(Debug, Parser)]
+#[command(name = "smista", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the gRPC server and the Prometheus endpoint.
+    Serve(ServeArgs),
+    /// Validate a configuration file and print precise errors.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Talk to a running server (for the quick tour and for operators' scripts).
+    Client(client::ClientArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Configuration file (default: the embedded demo).
+    #[arg(long, env = "SMISTA_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address; port 0 picks a free port.
+    #[arg(long, env = "SMISTA_GRPC_ADDR")]
+    grpc_addr: Option<SocketAddr>,
+    /// Prometheus listen address; port 0 picks a free port.
+    #[arg(long, env = "SMISTA_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Directory for durable state.
+    #[arg(long, env = "SMISTA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "SMISTA_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Token required by mutating admin RPCs.
+    #[arg(long, env = "SMISTA_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// How long to keep answering (with UNAVAILABLE for offers) after SIGTERM before stopping.
+    #[arg(long, env = "SMISTA_DRAIN_MS", default_value_t = 500)]
+    drain_ms: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::CheckConfig { file } => match Config::load(Some(&file)) {
+            Ok(c) => {
+                println!("{}: ok ({} queues, {} operator groups)", file.display(), c.queues.len(), c.groups.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Serve(args) => run_serve(args),
+        Cmd::Client(args) => client::run(args),
+    }
+}
+
+fn run_serve(args: ServeArgs) -> ExitCode {
+    let mut cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(a) = args.grpc_addr {
+        cfg.server.grpc_addr = a;
+    }
+    if let Some(a) = args.metrics_addr {
+        cfg.server.metrics_addr = a;
+    }
+    if let Some(d) = args.data_dir {
+        cfg.server.data_dir = d;
+    }
+    if let Some(f) = args.log_format {
+        cfg.server.log_format = f;
+    }
+    if let Some(t) = args.admin_token {
+        cfg.server.admin_token = t;
+    }
+    init_tracing(cfg.server.log_format);
+    if let Err(e) = std::fs::create_dir_all(&cfg.server.data_dir) {
+        tracing::error!(dir = %cfg.server.data_dir.display(), error = %e, "cannot create the data directory");
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let listeners = Listeners::bind(cfg.server.grpc_addr, cfg.server.metrics_addr).await?;
+        let (grpc, metrics) = listeners.addrs()?;
+        tracing::info!(grpc = %grpc, metrics = %metrics, config = %args.config.as_ref().map_or("embedded demo".into(), |p| p.display().to_string()), "smista listening");
+        serve(&cfg, listeners, shutdown_signal(), Duration::from_millis(args.drain_ms)).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "smista stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
+        _ = term => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}

@@ -1,0 +1,228 @@
+//! Prometheus metrics: names, help and buckets in one place, recording from engine events, and
+//! the `/metrics` endpoint.
+//!
+//! Labels are bounded sets only — queue, channel, decision, outcome, reason, state, method, code —
+//! never a contact, caller or operator id.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use smista_core::{Decision, Engine, Event, Millis, OperatorStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Offer decisions, by queue, channel and decision (assigned, queued, diverted).
+pub const OFFERS: &str = "smista_offers_total";
+/// Diversions by queue and reason (extra_budget, queue_full, closed, no_operators, max_wait).
+pub const DIVERSIONS: &str = "smista_diversions_total";
+/// Contacts ended, by queue and outcome.
+pub const FINISHED: &str = "smista_contacts_finished_total";
+/// Offers not accepted in time, by queue.
+pub const OFFER_TIMEOUTS: &str = "smista_offer_timeouts_total";
+/// Wait from arrival to acceptance, by queue.
+pub const WAIT: &str = "smista_wait_seconds";
+/// Handle time of completed contacts, by queue.
+pub const HANDLE: &str = "smista_handle_seconds";
+/// Contacts waiting, by queue.
+pub const QUEUE_WAITING: &str = "smista_queue_waiting";
+/// Contacts in service, by queue.
+pub const QUEUE_IN_SERVICE: &str = "smista_queue_in_service";
+/// Longest current wait, by queue.
+pub const QUEUE_OLDEST: &str = "smista_queue_oldest_wait_seconds";
+/// Service level achieved since start, by queue.
+pub const SERVICE_LEVEL: &str = "smista_service_level_ratio";
+/// Service level target, by queue.
+pub const SERVICE_LEVEL_TARGET: &str = "smista_service_level_target_ratio";
+/// Operators by state.
+pub const OPERATORS: &str = "smista_operators";
+/// RPC latency by method.
+pub const RPC_DURATION: &str = "smista_rpc_duration_seconds";
+/// RPC failures by method and gRPC code.
+pub const RPC_ERRORS: &str = "smista_rpc_errors_total";
+
+const WAIT_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0];
+const HANDLE_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
+const RPC_BUCKETS: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn install() -> Result<PrometheusHandle, String> {
+    static HANDLE_CELL: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE_CELL
+        .get_or_init(|| {
+            let b = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(WAIT.into()), WAIT_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(HANDLE.into()), HANDLE_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(RPC_DURATION.into()), RPC_BUCKETS))
+                .map_err(|e| e.to_string())?;
+            let handle = b.install_recorder().map_err(|e| e.to_string())?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(OFFERS, Unit::Count, "Offer decisions by queue, channel and decision.");
+    describe_counter!(DIVERSIONS, Unit::Count, "Contacts diverted, by queue and reason.");
+    describe_counter!(FINISHED, Unit::Count, "Contacts ended, by queue and outcome.");
+    describe_counter!(OFFER_TIMEOUTS, Unit::Count, "Offers not accepted before their deadline, by queue.");
+    describe_histogram!(WAIT, Unit::Seconds, "Wait from arrival to acceptance by an operator.");
+    describe_histogram!(HANDLE, Unit::Seconds, "Handle time of completed contacts.");
+    describe_gauge!(QUEUE_WAITING, Unit::Count, "Contacts waiting in the queue.");
+    describe_gauge!(QUEUE_IN_SERVICE, Unit::Count, "Contacts of the queue in service.");
+    describe_gauge!(QUEUE_OLDEST, Unit::Seconds, "Longest current wait in the queue.");
+    describe_gauge!(SERVICE_LEVEL, "Share of contacts answered within the threshold since start.");
+    describe_gauge!(SERVICE_LEVEL_TARGET, "Service-level target share of the queue.");
+    describe_gauge!(OPERATORS, Unit::Count, "Operators by state.");
+    describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC handling time by method.");
+    describe_counter!(RPC_ERRORS, Unit::Count, "gRPC requests that failed, by method and code.");
+}
+
+/// Counts an offer decision.
+pub fn record_decision(queue: &str, channel: &'static str, d: &Decision) {
+    let decision = match d {
+        Decision::Assigned { .. } => "assigned",
+        Decision::Queued { .. } => "queued",
+        Decision::Diverted { .. } => "diverted",
+    };
+    counter!(OFFERS, "queue" => queue.to_owned(), "channel" => channel, "decision" => decision).increment(1);
+}
+
+/// Records what the engine reported.
+pub fn record_events(events: &[Event]) {
+    for e in events {
+        match e {
+            Event::Diverted { queue, reason, .. } => {
+                counter!(DIVERSIONS, "queue" => queue.to_string(), "reason" => reason.as_str()).increment(1);
+            }
+            Event::Finished { queue, outcome, handle_ms, .. } => {
+                counter!(FINISHED, "queue" => queue.to_string(), "outcome" => outcome.as_str()).increment(1);
+                if *outcome == smista_core::Outcome::Completed {
+                    histogram!(HANDLE, "queue" => queue.to_string()).record(*handle_ms as f64 / 1000.0);
+                }
+            }
+            Event::OfferTimedOut { queue, .. } => {
+                counter!(OFFER_TIMEOUTS, "queue" => queue.to_string()).increment(1);
+            }
+            Event::Accepted { queue, waited_ms, .. } => {
+                histogram!(WAIT, "queue" => queue.to_string()).record(*waited_ms as f64 / 1000.0);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Refreshes the gauges from the engine (called on the tick, about once a second).
+pub fn refresh_gauges(engine: &Engine, now: Millis) {
+    let snap = engine.snapshot(now);
+    for q in &snap.queues {
+        gauge!(QUEUE_WAITING, "queue" => q.name.clone()).set(f64::from(q.waiting));
+        gauge!(QUEUE_IN_SERVICE, "queue" => q.name.clone()).set(f64::from(q.in_service));
+        gauge!(QUEUE_OLDEST, "queue" => q.name.clone()).set(q.oldest_wait_ms as f64 / 1000.0);
+        gauge!(SERVICE_LEVEL, "queue" => q.name.clone()).set(q.service_level);
+        gauge!(SERVICE_LEVEL_TARGET, "queue" => q.name.clone()).set(q.service_level_target);
+    }
+    for (status, n) in engine.operator_counts(now) {
+        if status != OperatorStatus::LoggedOut {
+            gauge!(OPERATORS, "state" => status.as_str()).set(f64::from(n));
+        }
+    }
+}
+
+/// Times one RPC; records latency (and the error code, if any) when finished.
+#[derive(Debug)]
+pub struct RpcTimer {
+    method: &'static str,
+    start: Instant,
+}
+
+impl RpcTimer {
+    /// Starts timing `method`.
+    #[must_use]
+    pub fn start(method: &'static str) -> Self {
+        RpcTimer { method, start: Instant::now() }
+    }
+
+    /// Records the outcome.
+    pub fn finish<T>(self, r: &Result<T, tonic::Status>) {
+        histogram!(RPC_DURATION, "method" => self.method).record(self.start.elapsed().as_secs_f64());
+        if let Err(s) = r {
+            counter!(RPC_ERRORS, "method" => self.method, "code" => code_name(s.code())).increment(1);
+        }
+    }
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match c {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) until `shutdown` flips.
+pub async fn serve_http(listener: TcpListener, handle: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((mut sock, _)) = accepted else { continue };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            while n < buf.len() {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(k)) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let line = head.lines().next().unwrap_or_default();
+            let mut parts = line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+                handle.run_upkeep();
+                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", handle.render())
+            } else {
+                ("404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics\n".to_owned())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+/// The address a metrics listener is bound to, for the start-up line.
+#[must_use]
+pub fn local(listener: &TcpListener) -> Option<SocketAddr> {
+    listener.local_addr().ok()
+}

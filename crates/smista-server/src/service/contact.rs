@@ -1,0 +1,88 @@
+//! `ContactService`: the telephony platform's API.
+
+use std::sync::Arc;
+
+use smista_core::OfferRequest;
+use smista_proto::v1 as pb;
+use smista_proto::v1::contact_service_server::ContactService;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{client_error, Shared};
+use crate::convert;
+use crate::metrics::{record_decision, RpcTimer};
+
+/// The telephony platform's service.
+#[derive(Debug, Clone)]
+pub struct ContactSvc(pub Arc<Shared>);
+
+#[tonic::async_trait]
+impl ContactService for ContactSvc {
+    async fn offer_contact(
+        &self,
+        request: Request<pb::OfferContactRequest>,
+    ) -> Result<Response<pb::OfferContactResponse>, Status> {
+        let t = RpcTimer::start("OfferContact");
+        let r = self.offer(request.into_inner());
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn cancel_contact(
+        &self,
+        request: Request<pb::CancelContactRequest>,
+    ) -> Result<Response<pb::CancelContactResponse>, Status> {
+        let t = RpcTimer::start("CancelContact");
+        let s = &self.0;
+        let now = s.clock.now();
+        let mut ev = Vec::new();
+        let r = s.engine.cancel(&request.get_ref().contact_id, now, &mut ev).map_err(client_error);
+        s.publish(&ev, now);
+        let r = r.map(|o| pb::CancelContactResponse { outcome: convert::outcome_pb(o) as i32 });
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    type StreamEventsStream = ReceiverStream<Result<pb::ContactEvent, Status>>;
+
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let req = request.into_inner();
+        let s = &self.0;
+        s.log.subscribe(req.after_sequence, req.queues, s.shutdown.clone()).map(Response::new)
+    }
+}
+
+impl ContactSvc {
+    fn offer(&self, req: pb::OfferContactRequest) -> Result<pb::OfferContactResponse, Status> {
+        let s = &self.0;
+        if s.is_draining() {
+            return Err(Status::unavailable("smista is shutting down; offer the contact elsewhere"));
+        }
+        if let Some(l) = &s.limiter {
+            if l.check().is_err() {
+                return Err(Status::resource_exhausted("offer rate above the configured limit"));
+            }
+        }
+        let channel = convert::channel(req.channel)?;
+        let segment = convert::segment(req.segment)?;
+        let offer = OfferRequest {
+            contact_id: req.contact_id,
+            queue: req.queue,
+            channel,
+            priority: req.priority,
+            language: req.language,
+            segment,
+            max_patience_ms: req.max_patience_ms,
+        };
+        let now = s.clock.now();
+        let mut ev = Vec::new();
+        let r = s.engine.offer(&offer, now, &mut ev).map_err(client_error);
+        s.publish(&ev, now);
+        let d = r?;
+        record_decision(&offer.queue, channel.as_str(), &d);
+        Ok(convert::decision(offer.contact_id, &d, now))
+    }
+}

@@ -1,0 +1,134 @@
+//! The gRPC services of `smista.v1`, thin wrappers over the engine: validate and convert the
+//! request, call the engine, publish its events, convert the answer.
+
+pub mod admin;
+pub mod contact;
+pub mod operator;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use smista_core::{Engine, Event, Millis};
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::hub::{EventLog, OfferBoard};
+
+/// Engine time for the server: milliseconds since start-up on a monotonic clock, plus the wall
+/// time of start-up for timestamps on the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    start_unix_ms: u64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Clock { start: Instant::now(), start_unix_ms: unix }
+    }
+}
+
+impl Clock {
+    /// Now, in engine time.
+    #[must_use]
+    pub fn now(&self) -> Millis {
+        Millis(self.start.elapsed().as_millis() as u64)
+    }
+
+    /// Engine time as milliseconds since the Unix epoch.
+    #[must_use]
+    pub fn unix_ms(&self, t: Millis) -> u64 {
+        self.start_unix_ms + t.0
+    }
+}
+
+/// What every service shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The routing engine.
+    pub engine: Arc<Engine>,
+    /// Engine time.
+    pub clock: Clock,
+    /// Contact events for `StreamEvents`.
+    pub log: Arc<EventLog>,
+    /// Offers for `WatchOffers`.
+    pub board: OfferBoard,
+    /// Set when shutting down: new offers get UNAVAILABLE.
+    pub draining: AtomicBool,
+    /// Flips to true at shutdown; streams end.
+    pub shutdown: watch::Receiver<bool>,
+    /// Admission limit on offers.
+    pub limiter: Option<DefaultDirectRateLimiter>,
+    /// Token for mutating admin RPCs (empty: none).
+    pub admin_token: String,
+}
+
+impl Shared {
+    /// Shared state around `engine`.
+    #[must_use]
+    pub fn new(
+        engine: Arc<Engine>,
+        max_offers_per_second: u32,
+        admin_token: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let limiter =
+            std::num::NonZeroU32::new(max_offers_per_second).map(|n| RateLimiter::direct(Quota::per_second(n)));
+        Shared {
+            engine,
+            clock: Clock::default(),
+            log: Arc::new(EventLog::new(100_000)),
+            board: OfferBoard::default(),
+            draining: AtomicBool::new(false),
+            shutdown,
+            limiter,
+            admin_token,
+        }
+    }
+
+    /// Publishes what an engine call reported: metrics, offer board, event log.
+    pub fn publish(&self, events: &[Event], now: Millis) {
+        if events.is_empty() {
+            return;
+        }
+        crate::metrics::record_events(events);
+        self.board.apply(events, now);
+        self.log.publish(events, now, self.clock.unix_ms(now));
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Checks the admin token of a mutating admin request.
+    pub fn authorize<T>(&self, req: &tonic::Request<T>) -> Result<(), Status> {
+        if self.admin_token.is_empty() {
+            return Ok(());
+        }
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare without an early exit on the first differing byte.
+        let same = given.len() == self.admin_token.len()
+            && given.bytes().zip(self.admin_token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("a valid admin token is required (authorization: Bearer <token>)"))
+        }
+    }
+}
+
+/// A client error, logged at debug level, counted, returned.
+pub(crate) fn client_error(e: smista_core::RoutingError) -> Status {
+    let s = crate::error::status(e);
+    tracing::debug!(code = ?s.code(), message = s.message(), "request refused");
+    s
+}
