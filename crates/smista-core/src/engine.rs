@@ -309,7 +309,7 @@ impl Engine {
         chain.extend_from_slice(&q.overflow);
         // The decision is the one made during this call: queued at placement, or assigned by this
         // call's dispatch. What happens afterwards (maybe at once, on another thread) is an event.
-        match self.place(&id, &chain, now, out) {
+        match self.place(&id, &chain, now, out, true) {
             Ok(queued) => Ok(self.dispatch_contact(queued.0, &id, now, out).unwrap_or(queued.1)),
             Err((reason, qi)) => Ok(self.divert_arriving(&id, qi, reason, now, out)),
         }
@@ -352,13 +352,14 @@ impl Engine {
     }
 
     /// Puts an `Arriving` contact in the first queue of `chain` that will take it. On refusal,
-    /// returns the last queue's reason.
+    /// returns the last queue's reason. For a new `arrival`, a closed first queue is final.
     fn place(
         &self,
         id: &Arc<str>,
         chain: &[u32],
         now: Millis,
         out: &mut Vec<Event>,
+        arrival: bool,
     ) -> Result<(u32, Decision), (DivertReason, u32)> {
         let mut last = (DivertReason::NoOperators, chain.first().copied().unwrap_or(0));
         let Some((channel, priority, segment, funded)) =
@@ -366,10 +367,15 @@ impl Engine {
         else {
             return Err(last);
         };
-        for &qi in chain {
+        for (i, &qi) in chain.iter().enumerate() {
             let q = &self.queues[qi as usize];
             if !q.open.load(Ordering::Acquire) {
                 last = (DivertReason::Closed, qi);
+                // A closed line is closed: its callers get its fallback, not another line.
+                // A closed queue further down a chain is just skipped.
+                if i == 0 && arrival {
+                    return Err(last);
+                }
                 continue;
             }
             if q.candidates.read().is_empty() {
@@ -1455,7 +1461,7 @@ impl Engine {
     fn overflow_or_divert(&self, from: u32, id: &Arc<str>, now: Millis, out: &mut Vec<Event>) {
         let q = &self.queues[from as usize];
         let chain = q.overflow.clone();
-        match self.place(id, &chain, now, out) {
+        match self.place(id, &chain, now, out, false) {
             Ok((to, _)) => {
                 out.push(Event::Overflowed {
                     contact: id.clone(),
@@ -1519,21 +1525,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Operators per visible status, without allocating per operator (for metrics).
+    /// Logged-in operators by activity — `idle` (available, nothing in hand), `busy` (available
+    /// with contacts offered or in service), `paused`, `wrap_up` — without allocating (for metrics).
     #[must_use]
-    pub fn operator_counts(&self, now: Millis) -> [(OperatorStatus, u32); 4] {
-        let mut counts = [
-            (OperatorStatus::Available, 0),
-            (OperatorStatus::Paused, 0),
-            (OperatorStatus::WrapUp, 0),
-            (OperatorStatus::LoggedOut, 0),
-        ];
+    pub fn operator_counts(&self, now: Millis) -> [(&'static str, u32); 4] {
+        let mut counts = [("idle", 0), ("busy", 0), ("paused", 0), ("wrap_up", 0)];
         let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
         for slot in &self.slots[..n] {
-            let s = slot.visible_status(now);
-            if let Some(c) = counts.iter_mut().find(|(k, _)| *k == s) {
-                c.1 += 1;
-            }
+            let k = match slot.visible_status(now) {
+                OperatorStatus::Available if slot.word().total_load() == 0 => 0,
+                OperatorStatus::Available => 1,
+                OperatorStatus::Paused => 2,
+                OperatorStatus::WrapUp => 3,
+                OperatorStatus::LoggedOut => continue,
+            };
+            counts[k].1 += 1;
         }
         counts
     }

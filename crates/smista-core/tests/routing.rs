@@ -492,3 +492,24 @@ fn a_timed_out_offer_keeps_the_contacts_maximum_wait() {
     assert!(ev.iter().any(|x| matches!(x, Event::Diverted { reason: DivertReason::MaxWait, .. })));
     assert_clean(&e, t(600_000));
 }
+
+#[test]
+fn a_closed_line_diverts_with_its_own_fallback_instead_of_overflowing() {
+    let mut p = pensions();
+    p.overflow = vec!["general".into()];
+    p.fallback = Fallback::Announcement;
+    let e = engine(vec![p, QueueConfig::new("general", &[])]);
+    let mut ev = vec![];
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.set_queue_open("pensions", false).unwrap();
+    let d = e.offer(&offer("c1", "pensions"), t(1), &mut ev).unwrap();
+    assert_eq!(
+        d,
+        Decision::Diverted { reason: DivertReason::Closed, fallback: Fallback::Announcement, queue: "pensions".into() }
+    );
+    // A closed queue further down a chain is skipped.
+    e.set_queue_open("pensions", true).unwrap();
+    e.set_queue_open("general", false).unwrap();
+    e.set_state("op1", &RequestedState::Paused("x".into()), t(2), &mut ev).unwrap();
+    assert!(matches!(e.offer(&offer("c2", "pensions"), t(3), &mut ev).unwrap(), Decision::Queued { .. }));
+}

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use smista_core::{Decision, Engine, Event, Millis, OperatorStatus};
+use smista_core::{Decision, Engine, Event, Millis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -37,7 +37,7 @@ pub const QUEUE_OLDEST: &str = "smista_queue_oldest_wait_seconds";
 pub const SERVICE_LEVEL: &str = "smista_service_level_ratio";
 /// Service level target, by queue.
 pub const SERVICE_LEVEL_TARGET: &str = "smista_service_level_target_ratio";
-/// Operators by state.
+/// Logged-in operators by state: idle, busy, paused, wrap_up.
 pub const OPERATORS: &str = "smista_operators";
 /// RPC latency by method.
 pub const RPC_DURATION: &str = "smista_rpc_duration_seconds";
@@ -127,10 +127,8 @@ pub fn refresh_gauges(engine: &Engine, now: Millis) {
         gauge!(SERVICE_LEVEL, "queue" => q.name.clone()).set(q.service_level);
         gauge!(SERVICE_LEVEL_TARGET, "queue" => q.name.clone()).set(q.service_level_target);
     }
-    for (status, n) in engine.operator_counts(now) {
-        if status != OperatorStatus::LoggedOut {
-            gauge!(OPERATORS, "state" => status.as_str()).set(f64::from(n));
-        }
+    for (state, n) in engine.operator_counts(now) {
+        gauge!(OPERATORS, "state" => state).set(f64::from(n));
     }
 }
 

@@ -1,0 +1,118 @@
+//! Starts a real smista server in-process on ephemeral ports and gives clients for it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use smista_proto::v1 as pb;
+use smista_proto::v1::admin_service_client::AdminServiceClient;
+use smista_proto::v1::contact_service_client::ContactServiceClient;
+use smista_proto::v1::operator_service_client::OperatorServiceClient;
+use smista_server::config::Config;
+use smista_server::server::{serve, Listeners};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub struct Server {
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(Config::load(None).expect("demo config")).await
+    }
+
+    pub async fn start_with(mut cfg: Config) -> Server {
+        cfg.server.tick_ms = 20;
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners = Listeners::bind(any, any).await.expect("bind");
+        let (grpc, metrics) = listeners.addrs().expect("addrs");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            serve(
+                &cfg,
+                listeners,
+                async {
+                    let _ = rx.await;
+                },
+                Duration::from_millis(50),
+            )
+            .await
+            .expect("serve");
+        });
+        Server { grpc, metrics, stop: Some(tx), task: Some(task) }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc)).expect("uri").connect().await.expect("connect")
+    }
+
+    pub async fn contacts(&self) -> ContactServiceClient<Channel> {
+        ContactServiceClient::new(self.channel().await)
+    }
+
+    pub async fn operators(&self) -> OperatorServiceClient<Channel> {
+        OperatorServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t).await.expect("server stops").expect("server task");
+        }
+    }
+
+    /// GET /metrics over a plain TCP connection.
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics).await.expect("metrics connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
+    }
+}
+
+pub fn voice(contact: &str, queue: &str) -> pb::OfferContactRequest {
+    pb::OfferContactRequest {
+        contact_id: contact.into(),
+        queue: queue.into(),
+        channel: pb::Channel::Voice as i32,
+        ..Default::default()
+    }
+}
+
+pub fn login(op: &str, group: &str, skills: &[(&str, u32)]) -> pb::LoginRequest {
+    pb::LoginRequest {
+        operator_id: op.into(),
+        group: group.into(),
+        skills: skills.iter().map(|(n, l)| pb::Skill { name: (*n).into(), level: *l }).collect(),
+        channels: vec![],
+        session_id: format!("desk-{op}"),
+    }
+}
+
+pub fn assigned(r: &pb::OfferContactResponse) -> Option<String> {
+    match &r.decision {
+        Some(pb::offer_contact_response::Decision::Assigned(a)) => Some(a.operator_id.clone()),
+        _ => None,
+    }
+}
+
+/// The next message of a stream, failing the test after `secs`.
+pub async fn next<T>(s: &mut tonic::Streaming<T>, secs: u64) -> Option<T> {
+    tokio::time::timeout(Duration::from_secs(secs), s.message())
+        .await
+        .expect("stream message in time")
+        .expect("stream ok")
+}
