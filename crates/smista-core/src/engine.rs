@@ -310,7 +310,19 @@ impl Engine {
         // The decision is the one made during this call: queued at placement, or assigned by this
         // call's dispatch. What happens afterwards (maybe at once, on another thread) is an event.
         match self.place(&id, &chain, now, out, true) {
-            Ok(queued) => Ok(self.dispatch_contact(queued.0, &id, now, out).unwrap_or(queued.1)),
+            Ok((_, d @ Decision::Assigned { .. })) => Ok(d),
+            Ok((qi, queued)) => match self.dispatch_contact(qi, &id, now, out) {
+                Some(assigned) => Ok(assigned),
+                // Taken at once by an operator this call freed (see `place`): report the offer.
+                None => match self.contacts.get(&id).map(|r| r.state) {
+                    Some(CState::Offered { slot, deadline, .. }) => Ok(Decision::Assigned {
+                        operator: self.operator_name(slot),
+                        queue: self.queues[qi as usize].name.clone(),
+                        deadline: deadline.0,
+                    }),
+                    _ => Ok(queued),
+                },
+            },
             Err((reason, qi)) => Ok(self.divert_arriving(&id, qi, reason, now, out)),
         }
     }
@@ -423,14 +435,60 @@ impl Engine {
             if reserved.is_some() {
                 rec.funding = reserved;
             }
+            // Fast path: the contact is not published yet, so nobody else can take it; if an
+            // operator can be claimed now, offer directly. Otherwise publish, then look (dispatch).
+            let mut revisit = None;
+            if arrival {
+                match self.offer_unpublished(q, &mut st, &mut rec, id, now, out) {
+                    Ok(d) => return Ok((qi, d)),
+                    Err(slot) => revisit = slot,
+                }
+            }
             let position = self.enqueue_locked(q, &mut st, id, &mut rec, false, now);
             drop(rec);
             let estimated_wait_ms = q.estimated_wait(&st, position, now);
             drop(st);
+            if let Some(slot) = revisit {
+                self.find_work(slot, now, out);
+            }
             out.push(Event::Queued { contact: id.clone(), queue: q.name.clone(), position });
             return Ok((qi, Decision::Queued { queue: q.name.clone(), position, estimated_wait_ms }));
         }
         Err(last)
+    }
+
+    /// The arrival fast path: claims a free operator for a contact that is in no waiting list
+    /// yet and offers it directly. `None` when no operator could be claimed and funded; the
+    /// caller then publishes the contact in its queue.
+    fn offer_unpublished(
+        &self,
+        q: &Queue,
+        st: &mut State,
+        rec: &mut Contact,
+        id: &Arc<str>,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<Decision, Option<u32>> {
+        let view = Waiting {
+            contact: id.clone(),
+            arrived: rec.arrived,
+            priority: q.priority + rec.priority,
+            language: rec.language.clone(),
+            declined: Vec::new(),
+            funding: rec.funding.clone(),
+            expiry: None,
+        };
+        let c = self.pick_operator(q, &view, rec.channel, now, &[], &[]).ok_or(None)?;
+        let t = self.slot(c.slot).try_claim(c.gen, rec.channel, now).ok_or(None)?;
+        self.status_event(&c.session, t, out);
+        let Ok(new_funding) = self.fund_for(q, id, rec, &c.session, now) else {
+            // Released; the caller must look for work for this operator once the queue lock is
+            // dropped, since a contact may have seen them busy meanwhile.
+            self.slot(c.slot).release(c.gen, rec.channel, now);
+            return Err(Some(c.slot));
+        };
+        let deadline = self.offer_locked(q, st, rec, id, &c.session, c.slot, new_funding, now, out);
+        Ok(Decision::Assigned { operator: c.session.id.clone(), queue: q.name.clone(), deadline })
     }
 
     /// Inserts the contact of `rec` in `q` (whose lock is held); returns its position.
@@ -752,24 +810,7 @@ impl Engine {
         let ch = rec.channel;
         // Funding by the operator's budget is asked here, under the queue lock with the contact
         // still waiting, so two operators racing for one contact never both hold a reservation.
-        let mut new_funding = None;
-        if let Some(b) = &session.budget {
-            if rec.funding.as_ref() != Some(b) {
-                let req = FundingRequest {
-                    budget: b,
-                    contact_id: id,
-                    queue: &q.name,
-                    channel: ch,
-                    priority: q.priority + rec.priority,
-                    segment: rec.segment,
-                    now,
-                };
-                if !self.gate.reserve(&req) {
-                    return Err(Missed::Unfunded(b.clone()));
-                }
-                new_funding = Some(b.clone());
-            }
-        }
+        let new_funding = self.fund_for(q, id, &rec, session, now)?;
         let Some(w) = st.waiting[ch.index()].remove(&rank) else {
             debug_assert!(false, "queued contact missing from its queue");
             if let Some(b) = new_funding {
@@ -781,6 +822,53 @@ impl Engine {
             st.expiry.remove(&e);
         }
         q.waiting.fetch_sub(1, Ordering::Relaxed);
+        Ok(self.offer_locked(q, &mut st, &mut rec, id, session, slot, new_funding, now, out))
+    }
+
+    /// Asks the operator's budget to fund the contact, if it is not funded by it already.
+    fn fund_for(
+        &self,
+        q: &Queue,
+        id: &Arc<str>,
+        rec: &Contact,
+        session: &Session,
+        now: Millis,
+    ) -> Result<Option<Arc<str>>, Missed> {
+        let Some(b) = &session.budget else { return Ok(None) };
+        if rec.funding.as_ref() == Some(b) {
+            return Ok(None);
+        }
+        let req = FundingRequest {
+            budget: b,
+            contact_id: id,
+            queue: &q.name,
+            channel: rec.channel,
+            priority: q.priority + rec.priority,
+            segment: rec.segment,
+            now,
+        };
+        if self.gate.reserve(&req) {
+            Ok(Some(b.clone()))
+        } else {
+            Err(Missed::Unfunded(b.clone()))
+        }
+    }
+
+    /// Makes the contact of `rec` (not in any waiting list, queue lock held) an offer to the
+    /// claimed operator `slot`; returns the accept deadline.
+    #[allow(clippy::too_many_arguments)]
+    fn offer_locked(
+        &self,
+        q: &Queue,
+        st: &mut State,
+        rec: &mut Contact,
+        id: &Arc<str>,
+        session: &Session,
+        slot: u32,
+        new_funding: Option<Arc<str>>,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Millis {
         if let Some(b) = new_funding {
             if let Some(old) = rec.funding.replace(b) {
                 self.gate.release(&old, id);
@@ -795,14 +883,14 @@ impl Engine {
             contact: id.clone(),
             queue: q.name.clone(),
             operator: session.id.clone(),
-            channel: ch,
-            priority: w.priority,
+            channel: rec.channel,
+            priority: q.priority + rec.priority,
             segment: rec.segment,
             language: rec.language.clone(),
             deadline: deadline.0,
             waited_ms: now.since(rec.arrived),
         });
-        Ok(deadline.0)
+        deadline.0
     }
 
     /// Gives a free operator the best waiting contacts it can take, across its queues, until its

@@ -120,8 +120,9 @@ impl Model {
                 *c = MContact::Waiting;
             }
             Event::Offered { contact, operator, channel, .. } => {
+                // A new contact may be offered directly, without waiting first.
                 let c = self.contacts.get(&**contact).copied();
-                if c != Some(MContact::Waiting) {
+                if !matches!(c, None | Some(MContact::Waiting)) {
                     return Err(format!("{contact} offered while {c:?}"));
                 }
                 let o = self.ops.get_mut(&**operator).ok_or("offer to unknown operator")?;
