@@ -7,7 +7,8 @@
 //! - [`Engine`] routes contacts to operators: queues with skills, priorities and aging, overflow,
 //!   skill expansion, offer time-outs, wrap-up, multichannel capacity, four selection strategies.
 //! - [`budget::BudgetGate`] is the budget admission interface consulted before a contact reaches an
-//!   operator paid from a capped budget.
+//!   operator paid from a capped budget; [`book::BudgetBook`] implements it with ceilings,
+//!   tariffs, pacing and a protected reserve.
 //! - [`config::EngineConfig`] describes queues and operator groups.
 //!
 //! Invariants the engine guarantees (and its tests check under random interleavings and threads):
@@ -17,7 +18,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod book;
 pub mod budget;
+mod calendar;
 pub mod config;
 mod engine;
 pub mod error;

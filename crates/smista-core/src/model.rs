@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::time::Millis;
 
 /// The medium of a contact. Operator capacity is counted per channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Channel {
     /// Inbound phone call; exclusive (blocks every other channel on the operator).
     Voice,
@@ -57,7 +58,8 @@ impl Channel {
 }
 
 /// Who the citizen is, as far as routing cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Segment {
     /// An ordinary citizen.
     #[default]

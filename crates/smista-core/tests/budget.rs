@@ -1,0 +1,348 @@
+//! The budget ceiling: cost = tariff applied to handle time, the hard ceiling under random streams
+//! and under concurrent admissions, reservation conservation, pacing that makes the money last,
+//! the protected reserve, amendments with an audit trail, and the engine diverting extra-budget
+//! contacts.
+
+mod common;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use parking_lot::Mutex;
+use proptest::prelude::*;
+use smista_core::book::{
+    BudgetBook, BudgetConfig, ChannelTariff, CostRecord, PacingConfig, PeriodConfig, SettlementSink, Tariff,
+};
+use smista_core::budget::{BudgetGate, FundingRequest, Settlement};
+use smista_core::config::QueueConfig;
+use smista_core::{Channel, Decision, DivertReason, Engine, Millis, Segment};
+
+const DAY: i64 = 86_400_000;
+
+fn voice_tariff() -> Vec<ChannelTariff> {
+    // 50 cents per call plus 1.5 cents per second, billed per started 10 seconds.
+    vec![ChannelTariff {
+        channel: Channel::Voice,
+        tariff: Tariff { fee_per_contact_cents: 50, rate_per_second_centicents: 150, billing_increment_seconds: 10 },
+    }]
+}
+
+fn budget(ceiling: i64, pacing: PacingConfig) -> BudgetConfig {
+    BudgetConfig {
+        id: "ccm".into(),
+        ceiling_cents: ceiling,
+        period: PeriodConfig::Fixed { start_unix_ms: 0, length_ms: 30 * DAY },
+        tariffs: voice_tariff(),
+        pacing,
+        protected_reserve_bp: 0,
+        protected_min_priority: None,
+        protected_segments: vec![],
+        default_handle_ms: 300_000,
+        expected_handle: vec![],
+    }
+}
+
+fn req<'a>(contact: &'a str, now: i64) -> FundingRequest<'a> {
+    FundingRequest {
+        budget: "ccm",
+        contact_id: contact,
+        queue: "pensions",
+        channel: Channel::Voice,
+        priority: 0,
+        segment: Segment::General,
+        now: Millis(now as u64),
+    }
+}
+
+fn settle(b: &BudgetBook, contact: &str, handle_ms: u64, now: i64) {
+    b.settle(&Settlement {
+        budget: "ccm",
+        contact_id: contact,
+        queue: "pensions",
+        group: "supplier-a",
+        channel: Channel::Voice,
+        handle_ms,
+        accepted_at: Millis(now as u64),
+        now: Millis(now as u64 + handle_ms),
+    });
+}
+
+#[test]
+fn cost_is_the_tariff_applied_to_handle_time() {
+    let t = voice_tariff()[0].tariff;
+    assert_eq!(t.cost_cents(0), 50);
+    assert_eq!(t.cost_cents(1), 50 + 15); // one started increment of 10 s at 1.5 c/s
+    assert_eq!(t.cost_cents(10_000), 50 + 15);
+    assert_eq!(t.cost_cents(10_001), 50 + 30);
+    assert_eq!(t.cost_cents(300_000), 50 + 450);
+    let odd = Tariff { fee_per_contact_cents: 0, rate_per_second_centicents: 1, billing_increment_seconds: 1 };
+    assert_eq!(odd.cost_cents(1_000), 1, "a fraction of a cent rounds up");
+}
+
+proptest! {
+    #[test]
+    fn cost_is_monotone_and_bounded(a in 0u64..10_000_000, b in 0u64..10_000_000) {
+        let t = voice_tariff()[0].tariff;
+        let (lo, hi) = (a.min(b), a.max(b));
+        prop_assert!(t.cost_cents(lo) <= t.cost_cents(hi));
+        // Never more than one extra increment above the exact price.
+        let exact = 50.0 + hi as f64 / 1000.0 * 1.5;
+        prop_assert!((t.cost_cents(hi) as f64) <= exact + 15.0 + 1.0);
+        prop_assert!((t.cost_cents(hi) as f64) >= exact - 1e-9);
+    }
+
+    /// Random streams of admissions, releases and settlements: every admission keeps
+    /// settled + reserved within the ceiling, the settled total equals the sum of tariffs, and
+    /// reservations return to zero when all contacts end.
+    #[test]
+    fn the_hard_ceiling_holds_and_money_is_conserved(
+        ops in proptest::collection::vec((0u8..3, 0usize..30, 0u64..900_000), 1..300),
+        ceiling in 0i64..20_000,
+    ) {
+        let book = BudgetBook::new(&[budget(ceiling, PacingConfig::None)], 0).unwrap();
+        let mut open: Vec<String> = Vec::new();
+        let mut expected_settled = 0i64;
+        for (i, (kind, pick, handle)) in ops.iter().enumerate() {
+            let now = i as i64 * 1000;
+            match kind {
+                0 => {
+                    let id = format!("c{i}");
+                    let before = book.views(Millis(now as u64))[0].clone();
+                    if book.reserve(&req(&id, now)) {
+                        let after = book.views(Millis(now as u64))[0].clone();
+                        // The admission itself never crosses the ceiling.
+                        let admitted = after.reserved_cents - before.reserved_cents;
+                        // settled + reserved is what is committed (overruns included).
+                        prop_assert!(admitted > 0 || voice_tariff()[0].tariff.cost_cents(300_000) == 0);
+                        prop_assert!(
+                            before.settled_cents + before.reserved_cents + admitted <= ceiling,
+                            "admitted past the ceiling: {:?} + {}", before, admitted
+                        );
+                        open.push(id);
+                    }
+                }
+                1 if !open.is_empty() => {
+                    let id = open.swap_remove(pick % open.len());
+                    book.release("ccm", &id);
+                }
+                2 if !open.is_empty() => {
+                    let id = open.swap_remove(pick % open.len());
+                    settle(&book, &id, *handle, now);
+                    expected_settled += voice_tariff()[0].tariff.cost_cents(*handle);
+                }
+                _ => {}
+            }
+        }
+        for id in open.drain(..) {
+            book.release("ccm", &id);
+        }
+        let v = book.views(Millis(ops.len() as u64 * 1000))[0].clone();
+        prop_assert_eq!(v.reserved_cents, 0);
+        prop_assert_eq!(v.settled_cents, expected_settled);
+        prop_assert_eq!(book.open_reservations(), 0);
+    }
+}
+
+#[test]
+fn concurrent_admissions_never_overspend() {
+    // 4 threads race to reserve 500-cent contacts against a 100,000-cent ceiling.
+    let book = Arc::new(BudgetBook::new(&[budget(100_000, PacingConfig::None)], 0).unwrap());
+    let admitted = Arc::new(AtomicI64::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (book, admitted) = (book.clone(), admitted.clone());
+            std::thread::spawn(move || {
+                for i in 0..5_000 {
+                    if book.reserve(&req(&format!("t{t}-{i}"), 0)) {
+                        admitted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let v = book.views(Millis(0))[0].clone();
+    let per_contact = voice_tariff()[0].tariff.cost_cents(300_000);
+    assert_eq!(admitted.load(Ordering::SeqCst), 100_000 / per_contact, "exactly as many as fit");
+    assert!(v.reserved_cents <= 100_000);
+    assert_eq!(v.reserved_cents, admitted.load(Ordering::SeqCst) * per_contact);
+}
+
+#[test]
+fn an_overrun_is_charged_and_reported_not_cut_off() {
+    let book = BudgetBook::new(&[budget(10_000, PacingConfig::None)], 0).unwrap();
+    assert!(book.reserve(&req("long", 0)));
+    settle(&book, "long", 1_800_000, 0); // 30 minutes against 5 reserved
+    let v = book.views(Millis(0))[0].clone();
+    assert_eq!(v.settled_cents, 50 + 2_700);
+    assert_eq!(v.overrun_cents, 50 + 2_700 - (50 + 450));
+    assert_eq!(v.reserved_cents, 0);
+}
+
+/// Demand above the budget, the same arrivals every day: unpaced money runs out in the first days
+/// of the period; paced money lasts until the end and diversions are spread over it.
+#[test]
+fn pacing_makes_the_money_last_the_period() {
+    let run = |pacing: PacingConfig| {
+        let book = BudgetBook::new(&[budget(300_000, pacing)], 0).unwrap();
+        let (mut first_refusal, mut last_admission) = (None, 0i64);
+        let mut n = 0;
+        for minute in 0..(30 * 24 * 60) {
+            let now = minute as i64 * 60_000;
+            // One call every 4 minutes, each settled at its expected 5 minutes.
+            if minute % 4 != 0 {
+                continue;
+            }
+            let id = format!("c{n}");
+            n += 1;
+            if book.reserve(&req(&id, now)) {
+                last_admission = now;
+                settle(&book, &id, 300_000, now);
+            } else if first_refusal.is_none() {
+                first_refusal = Some(now);
+            }
+        }
+        (first_refusal.unwrap_or(i64::MAX), last_admission, book.views(Millis(30 * DAY as u64 - 1))[0].clone())
+    };
+    let (unpaced_refused, unpaced_last, unpaced) = run(PacingConfig::None);
+    let (paced_refused, paced_last, paced) = run(PacingConfig::Even { lookahead_ms: 3_600_000 });
+    assert!(
+        unpaced_refused < 3 * DAY,
+        "unpaced money should run out early, refused first at day {}",
+        unpaced_refused / DAY
+    );
+    assert!(unpaced_last < 3 * DAY, "unpaced admitted until day {}", unpaced_last / DAY);
+    assert!(paced_last > 29 * DAY, "paced money should last the period, last admission day {}", paced_last / DAY);
+    assert!(paced_refused < 30 * DAY, "demand is above budget: some refusals must happen");
+    for v in [unpaced, paced] {
+        assert!(v.settled_cents <= 300_000, "settled {} above the ceiling", v.settled_cents);
+        assert!(v.settled_cents > 290_000, "the budget should be nearly used: {}", v.settled_cents);
+    }
+}
+
+#[test]
+fn the_protected_reserve_keeps_room_for_vulnerable_citizens() {
+    let mut cfg = budget(10_000, PacingConfig::None);
+    cfg.protected_reserve_bp = 2_000; // 20% = 2,000 cents
+    cfg.protected_segments = vec![Segment::Vulnerable];
+    cfg.protected_min_priority = Some(50);
+    let book = BudgetBook::new(&[cfg], 0).unwrap();
+    let mut general = 0;
+    while book.reserve(&req(&format!("g{general}"), 0)) {
+        general += 1;
+    }
+    assert_eq!(general, 8_000 / 500, "general contacts stop at ceiling minus reserve");
+    let mut vulnerable = req("v1", 0);
+    vulnerable.segment = Segment::Vulnerable;
+    assert!(book.reserve(&vulnerable), "a vulnerable citizen still gets through");
+    let mut urgent = req("u1", 0);
+    urgent.priority = 60;
+    assert!(book.reserve(&urgent));
+    let mut more = 0;
+    loop {
+        let id = format!("v-more-{more}");
+        let mut r = req(&id, 0);
+        r.segment = Segment::Vulnerable;
+        if !book.reserve(&r) {
+            break;
+        }
+        more += 1;
+    }
+    assert_eq!(general + 2 + more, 10_000 / 500, "the reserve is used up to the ceiling, never past it");
+}
+
+#[test]
+fn amendments_are_audited_and_lowering_the_ceiling_stops_admissions_only() {
+    let book = BudgetBook::new(&[budget(10_000, PacingConfig::None)], 1_000).unwrap();
+    assert!(book.reserve(&req("a", 0)));
+    assert!(book.reserve(&req("b", 0)));
+    let v = book.amend("ccm", Some(600), &[], "dirigente-ccm", "amendment 3/2026", Millis(5)).unwrap();
+    assert_eq!(v.ceiling_cents, 600);
+    assert!(!book.reserve(&req("c", 0)), "new admissions stop");
+    settle(&book, "a", 60_000, 0); // calls in progress still complete and are charged
+    assert!(book.views(Millis(0))[0].settled_cents > 0);
+    let t = Tariff { fee_per_contact_cents: 60, rate_per_second_centicents: 150, billing_increment_seconds: 10 };
+    book.amend(
+        "ccm",
+        None,
+        &[ChannelTariff { channel: Channel::Voice, tariff: t }],
+        "dirigente-ccm",
+        "new fee",
+        Millis(6),
+    )
+    .unwrap();
+    let trail = book.audit("ccm").unwrap();
+    assert_eq!(trail.len(), 2);
+    assert_eq!(
+        (trail[0].field.as_str(), trail[0].old_value.as_str(), trail[0].new_value.as_str()),
+        ("ceiling_cents", "10000", "600")
+    );
+    assert_eq!(trail[0].actor, "dirigente-ccm");
+    assert_eq!(trail[0].at_unix_ms, 1_005);
+    assert_eq!(trail[1].field, "tariff.voice");
+    assert!(book.amend("ccm", Some(-1), &[], "x", "y", Millis(7)).is_err());
+    assert!(book.amend("nope", Some(1), &[], "x", "y", Millis(7)).is_err());
+    assert!(book.amend("ccm", Some(1), &[], " ", "y", Millis(7)).is_err());
+}
+
+#[test]
+fn periods_roll_over_and_reservations_settle_against_their_own_period() {
+    let book = BudgetBook::new(&[budget(900, PacingConfig::None)], 0).unwrap(); // one 500-cent call
+    assert!(book.reserve(&req("late", 30 * DAY - 1)));
+    assert!(!book.reserve(&req("more", 30 * DAY - 1)), "period full");
+    assert!(book.reserve(&req("fresh", 30 * DAY)), "a new period has a new ceiling");
+    settle(&book, "late", 300_000, 30 * DAY + 1);
+    let v = book.views(Millis(30 * DAY as u64 + 2))[0].clone();
+    assert_eq!(v.period, "P1");
+    assert_eq!(v.settled_cents, 0, "the late call is charged to the period that admitted it");
+    assert_eq!(v.reserved_cents, 500);
+}
+
+#[derive(Debug, Default)]
+struct Sink(Mutex<Vec<CostRecord>>);
+impl SettlementSink for Sink {
+    fn record(&self, r: &CostRecord) {
+        self.0.lock().push(r.clone());
+    }
+}
+
+#[test]
+fn the_engine_diverts_extra_budget_contacts_and_settles_the_rest() {
+    let sink = Arc::new(Sink::default());
+    let mut cfg = budget(1_000, PacingConfig::None); // two 5-minute calls
+    cfg.period = PeriodConfig::Monthly;
+    let book = Arc::new(BudgetBook::new(&[cfg], 1_780_000_000_000).unwrap().with_sink(sink.clone()));
+    let mut q = QueueConfig::new("pensions", &[("pensions", 3)]);
+    q.budget = Some("ccm".into());
+    let mut config = config(vec![q]);
+    config.groups[1].budget = Some("ccm".into());
+    let e = Engine::new(&config, book.clone()).unwrap();
+    let mut ev = vec![];
+    for op in ["s1", "s2", "s3"] {
+        e.login(&login(op, "supplier-a", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    }
+    let mut assigned = vec![];
+    for i in 0..3 {
+        let id = format!("c{i}");
+        match e.offer(&offer(&id, "pensions"), t(1), &mut ev).unwrap() {
+            Decision::Assigned { operator, .. } => assigned.push((operator.to_string(), id)),
+            Decision::Diverted { reason, .. } => assert_eq!(reason, DivertReason::ExtraBudget),
+            d => panic!("unexpected {d:?}"),
+        }
+    }
+    assert_eq!(assigned.len(), 2, "the third contact is extra budget");
+    for (op, c) in &assigned {
+        e.accept(op, c, t(2), &mut ev).unwrap();
+        e.complete(op, c, 0, t(2 + 120_000), &mut ev).unwrap();
+    }
+    let v = book.views(t(200_000))[0].clone();
+    assert_eq!(v.reserved_cents, 0);
+    assert_eq!(v.settled_cents, 2 * (50 + 180));
+    let records = sink.0.lock().clone();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r.cost_cents == 230 && r.handle_ms == 120_000 && r.period == "2026-05"));
+    assert_eq!(book.open_reservations(), 0);
+}
