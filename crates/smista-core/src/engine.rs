@@ -364,7 +364,8 @@ impl Engine {
     }
 
     /// Puts an `Arriving` contact in the first queue of `chain` that will take it. On refusal,
-    /// returns the last queue's reason. For a new `arrival`, a closed first queue is final.
+    /// returns the reason of the last queue that had operators (extra budget, full), or if none
+    /// had, of the last queue of the chain. For a new `arrival`, a closed first queue is final.
     fn place(
         &self,
         id: &Arc<str>,
@@ -373,6 +374,7 @@ impl Engine {
         out: &mut Vec<Event>,
         arrival: bool,
     ) -> Result<(u32, Decision), (DivertReason, u32)> {
+        let mut staffed = false;
         let mut last = (DivertReason::NoOperators, chain.first().copied().unwrap_or(0));
         let Some((channel, priority, segment, funded)) =
             self.contacts.get(id).map(|r| (r.channel, r.priority, r.segment, r.funding.is_some()))
@@ -382,7 +384,9 @@ impl Engine {
         for (i, &qi) in chain.iter().enumerate() {
             let q = &self.queues[qi as usize];
             if !q.open.load(Ordering::Acquire) {
-                last = (DivertReason::Closed, qi);
+                if !staffed {
+                    last = (DivertReason::Closed, qi);
+                }
                 // A closed line is closed: its callers get its fallback, not another line.
                 // A closed queue further down a chain is just skipped.
                 if i == 0 && arrival {
@@ -391,7 +395,9 @@ impl Engine {
                 continue;
             }
             if q.candidates.read().is_empty() {
-                last = (DivertReason::NoOperators, qi);
+                if !staffed {
+                    last = (DivertReason::NoOperators, qi);
+                }
                 continue;
             }
             let mut reserved = None;
@@ -410,6 +416,7 @@ impl Engine {
                     reserved = Some(b.clone());
                 } else if !other_payer() {
                     last = (DivertReason::ExtraBudget, qi);
+                    staffed = true;
                     continue;
                 }
             }
@@ -420,6 +427,7 @@ impl Engine {
                     self.gate.release(&b, id);
                 }
                 last = (DivertReason::QueueFull, qi);
+                staffed = true;
                 continue;
             }
             let Some(mut rec) = self.contacts.get_mut(id) else {

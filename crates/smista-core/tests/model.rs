@@ -260,6 +260,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         caps: [0; 4],
                     });
                     o.caps = [1, 0, 0, *chats];
+                    o.wrap_until = Millis(0); // a new session starts without wrap-up
                 }
                 r
             }

@@ -17,12 +17,14 @@
 //!
 //! [[groups]]             # operator groups; `budget` names the capped budget paying them
 //! [[queues]]             # service lines: see smista_core::config::QueueConfig
+//! [[budgets]]            # capped budgets: see smista_core::book::BudgetConfig
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use smista_core::book::BudgetConfig;
 use smista_core::config::{EngineConfig, GroupConfig, QueueConfig};
 use thiserror::Error;
 
@@ -106,6 +108,9 @@ pub struct Config {
     /// `[[queues]]`.
     #[serde(default)]
     pub queues: Vec<QueueConfig>,
+    /// `[[budgets]]`: capped budgets (see smista_core::book::BudgetConfig).
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -174,14 +179,34 @@ impl Config {
         if !(10..=1000).contains(&self.server.tick_ms) {
             return Err(bad("server.tick_ms", "must be 10..=1000"));
         }
+        let known = |b: &str| self.budgets.iter().any(|x| x.id == b);
+        for (i, g) in self.groups.iter().enumerate() {
+            if let Some(b) = &g.budget {
+                if !known(b) {
+                    return Err(bad(&format!("groups[{i}].budget"), &format!("no [[budgets]] entry with id `{b}`")));
+                }
+            }
+        }
         for (i, q) in self.queues.iter().enumerate() {
             if let Some(b) = &q.budget {
+                if !known(b) {
+                    return Err(bad(&format!("queues[{i}].budget"), &format!("no [[budgets]] entry with id `{b}`")));
+                }
                 if !self.groups.iter().any(|g| g.budget.as_ref() == Some(b)) {
                     return Err(bad(
                         &format!("queues[{i}].budget"),
                         &format!("no operator group is paid by budget `{b}`"),
                     ));
                 }
+            }
+        }
+        for (i, b) in self.budgets.iter().enumerate() {
+            b.validate(&format!("budgets[{i}]")).map_err(|e| match e {
+                smista_core::book::BudgetError::Invalid { key, problem } => bad(&key, &problem),
+                other => bad(&format!("budgets[{i}]"), &other.to_string()),
+            })?;
+            if self.budgets[..i].iter().any(|x| x.id == b.id) {
+                return Err(bad(&format!("budgets[{i}].id"), &format!("duplicate budget `{}`", b.id)));
             }
         }
         self.engine_config().validate()
@@ -209,5 +234,8 @@ mod tests {
         assert!(e.contains("server.tick_ms"), "{e}");
         let e = Config::parse("[[queues]]\nname = \"a\"\nbudget = \"nobody\"\n", "t.toml").unwrap_err().to_string();
         assert!(e.contains("queues[0].budget"), "{e}");
+        let bad_budget = "[[groups]]\nname = \"s\"\nbudget = \"b\"\n[[budgets]]\nid = \"b\"\nceiling_cents = -1\nperiod = { kind = \"monthly\" }\n[[queues]]\nname = \"a\"\n";
+        let e = Config::parse(bad_budget, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("budgets[0].ceiling_cents"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! The one place where routing errors become gRPC statuses. Every variant is matched without a
 //! wildcard, so a new variant does not compile until someone picks its code.
 
+use smista_core::book::BudgetError;
 use smista_core::RoutingError;
 use tonic::{Code, Status};
 
@@ -17,6 +18,16 @@ pub fn status(e: RoutingError) -> Status {
         RoutingError::WrongState(_) => Code::FailedPrecondition,
         RoutingError::Busy(_) => Code::Aborted,
         RoutingError::OperatorCapacity(_) => Code::ResourceExhausted,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// Maps a budget error to its gRPC status.
+#[must_use]
+pub fn budget_status(e: BudgetError) -> Status {
+    let code = match &e {
+        BudgetError::UnknownBudget(_) => Code::NotFound,
+        BudgetError::Invalid { .. } => Code::InvalidArgument,
     };
     Status::new(code, e.to_string())
 }

@@ -39,6 +39,18 @@ pub const SERVICE_LEVEL: &str = "smista_service_level_ratio";
 pub const SERVICE_LEVEL_TARGET: &str = "smista_service_level_target_ratio";
 /// Logged-in operators by state: idle, busy, paused, wrap_up.
 pub const OPERATORS: &str = "smista_operators";
+/// Budget ceiling for the current period, by budget.
+pub const BUDGET_CEILING: &str = "smista_budget_ceiling_cents";
+/// Cost of completed contacts in the current period, by budget.
+pub const BUDGET_SETTLED: &str = "smista_budget_settled_cents";
+/// Expected cost reserved by admitted contacts not yet ended, by budget.
+pub const BUDGET_RESERVED: &str = "smista_budget_reserved_cents";
+/// What general contacts may commit by now under pacing, by budget.
+pub const BUDGET_PACED: &str = "smista_budget_paced_allowance_cents";
+/// Cost charged beyond reservations in the current period, by budget.
+pub const BUDGET_OVERRUN: &str = "smista_budget_overrun_cents";
+/// Admissions refused for lack of budget in the current period, by budget.
+pub const BUDGET_REFUSALS: &str = "smista_budget_refused_admissions";
 /// RPC latency by method.
 pub const RPC_DURATION: &str = "smista_rpc_duration_seconds";
 /// RPC failures by method and gRPC code.
@@ -79,6 +91,12 @@ fn describe() {
     describe_gauge!(SERVICE_LEVEL, "Share of contacts answered within the threshold since start.");
     describe_gauge!(SERVICE_LEVEL_TARGET, "Service-level target share of the queue.");
     describe_gauge!(OPERATORS, Unit::Count, "Operators by state.");
+    describe_gauge!(BUDGET_CEILING, "Budget ceiling of the current period, in euro cents.");
+    describe_gauge!(BUDGET_SETTLED, "Cost of completed contacts in the current period, in euro cents.");
+    describe_gauge!(BUDGET_RESERVED, "Expected cost reserved by admitted contacts not yet ended, in euro cents.");
+    describe_gauge!(BUDGET_PACED, "Spend general contacts may commit by now under pacing, in euro cents.");
+    describe_gauge!(BUDGET_OVERRUN, "Cost charged beyond reservations in the current period, in euro cents.");
+    describe_gauge!(BUDGET_REFUSALS, "Admissions refused for lack of budget in the current period.");
     describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC handling time by method.");
     describe_counter!(RPC_ERRORS, Unit::Count, "gRPC requests that failed, by method and code.");
 }
@@ -129,6 +147,18 @@ pub fn refresh_gauges(engine: &Engine, now: Millis) {
     }
     for (state, n) in engine.operator_counts(now) {
         gauge!(OPERATORS, "state" => state).set(f64::from(n));
+    }
+}
+
+/// Refreshes the per-budget gauges.
+pub fn refresh_budget_gauges(book: &smista_core::book::BudgetBook, now: Millis) {
+    for v in book.views(now) {
+        gauge!(BUDGET_CEILING, "budget" => v.id.clone()).set(v.ceiling_cents as f64);
+        gauge!(BUDGET_SETTLED, "budget" => v.id.clone()).set(v.settled_cents as f64);
+        gauge!(BUDGET_RESERVED, "budget" => v.id.clone()).set(v.reserved_cents as f64);
+        gauge!(BUDGET_PACED, "budget" => v.id.clone()).set(v.paced_allowance_cents as f64);
+        gauge!(BUDGET_OVERRUN, "budget" => v.id.clone()).set(v.overrun_cents as f64);
+        gauge!(BUDGET_REFUSALS, "budget" => v.id.clone()).set(v.refusals as f64);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smista_core::budget::Unlimited;
+use smista_core::book::BudgetBook;
 use smista_core::Engine;
 use smista_proto::v1::admin_service_server::AdminServiceServer;
 use smista_proto::v1::contact_service_server::ContactServiceServer;
@@ -33,6 +33,9 @@ pub enum ServeError {
     /// The engine refused the configuration.
     #[error("configuration: {0}")]
     Config(#[from] smista_core::ConfigError),
+    /// The budgets are invalid.
+    #[error("budgets: {0}")]
+    Budget(#[from] smista_core::book::BudgetError),
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -74,14 +77,11 @@ pub async fn serve(
     drain: Duration,
 ) -> Result<(), ServeError> {
     let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
-    let engine = Arc::new(Engine::new(&cfg.engine_config(), Arc::new(Unlimited))?);
+    let clock = crate::service::Clock::default();
+    let book = Arc::new(BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?);
+    let engine = Arc::new(Engine::new(&cfg.engine_config(), book.clone())?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(
-        engine,
-        cfg.server.max_offers_per_second,
-        cfg.server.admin_token.clone(),
-        stop_rx.clone(),
-    ));
+    let shared = Arc::new(Shared::new(engine, book, clock, cfg, stop_rx.clone()));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ContactServiceServer<ContactSvc>>().await;
@@ -148,6 +148,7 @@ async fn tick_loop(shared: Arc<Shared>, period: Duration, mut stop: watch::Recei
         ev.clear();
         if n % every == 0 {
             crate::metrics::refresh_gauges(&shared.engine, now);
+            crate::metrics::refresh_budget_gauges(&shared.book, now);
         }
         n += 1;
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use smista_core::book::{BudgetView, ChannelTariff, Tariff};
 use smista_core::snapshot::QueueUpdate;
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_server::AdminService;
@@ -15,7 +16,19 @@ use crate::metrics::RpcTimer;
 #[derive(Debug, Clone)]
 pub struct AdminSvc(pub Arc<Shared>);
 
-const NO_LEDGER: &str = "budget administration needs the budget ledger, which this build does not have yet";
+fn budget_pb(s: &Shared, v: BudgetView) -> pb::BudgetSnapshot {
+    let extra = s.extra_budget_diversions(&v.id, &v.period);
+    pb::BudgetSnapshot {
+        budget_id: v.id,
+        period: v.period,
+        ceiling_cents: v.ceiling_cents,
+        settled_cents: v.settled_cents,
+        reserved_cents: v.reserved_cents,
+        paced_allowance_cents: v.paced_allowance_cents,
+        overrun_cents: v.overrun_cents,
+        extra_budget_diversions: extra,
+    }
+}
 
 #[tonic::async_trait]
 impl AdminService for AdminSvc {
@@ -28,7 +41,7 @@ impl AdminService for AdminSvc {
             timestamp_ms: s.clock.unix_ms(now),
             queues: snap.queues.iter().map(convert::queue_snapshot).collect(),
             operators: snap.operators.iter().map(convert::operator_snapshot).collect(),
-            budgets: Vec::new(),
+            budgets: s.book.views(now).into_iter().map(|v| budget_pb(s, v)).collect(),
         });
         t.finish(&r);
         r.map(Response::new)
@@ -75,14 +88,59 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<pb::UpdateBudgetRequest>,
     ) -> Result<Response<pb::UpdateBudgetResponse>, Status> {
-        self.0.authorize(&request)?;
-        Err(Status::unimplemented(NO_LEDGER))
+        let t = RpcTimer::start("UpdateBudget");
+        let r = self.0.authorize(&request).and_then(|()| {
+            let req = request.get_ref();
+            let tariffs = req
+                .tariffs
+                .iter()
+                .map(|t| {
+                    Ok(ChannelTariff {
+                        channel: convert::channel(t.channel)?,
+                        tariff: Tariff {
+                            fee_per_contact_cents: t.fee_per_contact_cents,
+                            rate_per_second_centicents: t.rate_per_second_centicents,
+                            billing_increment_seconds: t.billing_increment_seconds,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, Status>>()?;
+            let s = &self.0;
+            let now = s.clock.now();
+            let v = s
+                .book
+                .amend(&req.budget_id, req.ceiling_cents, &tariffs, &req.actor, &req.reason, now)
+                .map_err(crate::error::budget_status)?;
+            tracing::info!(budget = %req.budget_id, actor = %req.actor, reason = %req.reason, ceiling_cents = ?req.ceiling_cents, tariffs = tariffs.len(), "budget amended");
+            crate::metrics::refresh_budget_gauges(&s.book, now);
+            Ok(pb::UpdateBudgetResponse { budget: Some(budget_pb(s, v)) })
+        });
+        t.finish(&r);
+        r.map(Response::new)
     }
 
     async fn list_budget_audit(
         &self,
-        _request: Request<pb::ListBudgetAuditRequest>,
+        request: Request<pb::ListBudgetAuditRequest>,
     ) -> Result<Response<pb::ListBudgetAuditResponse>, Status> {
-        Err(Status::unimplemented(NO_LEDGER))
+        let t = RpcTimer::start("ListBudgetAudit");
+        let r = self.0.book.audit(&request.get_ref().budget_id).map_err(crate::error::budget_status).map(|records| {
+            pb::ListBudgetAuditResponse {
+                records: records
+                    .into_iter()
+                    .map(|a| pb::BudgetAuditRecord {
+                        timestamp_ms: u64::try_from(a.at_unix_ms).unwrap_or(0),
+                        budget_id: a.budget,
+                        actor: a.actor,
+                        field: a.field,
+                        old_value: a.old_value,
+                        new_value: a.new_value,
+                        reason: a.reason,
+                    })
+                    .collect(),
+            }
+        });
+        t.finish(&r);
+        r.map(Response::new)
     }
 }

@@ -9,8 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use std::collections::HashMap;
+
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use smista_core::{Engine, Event, Millis};
+use parking_lot::Mutex;
+use smista_core::book::BudgetBook;
+use smista_core::{DivertReason, Engine, Event, Millis};
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -43,6 +47,12 @@ impl Clock {
     pub fn unix_ms(&self, t: Millis) -> u64 {
         self.start_unix_ms + t.0
     }
+
+    /// The wall time of engine time zero, Unix ms.
+    #[must_use]
+    pub fn epoch_unix_ms(&self) -> i64 {
+        i64::try_from(self.start_unix_ms).unwrap_or(i64::MAX)
+    }
 }
 
 /// What every service shares.
@@ -50,6 +60,12 @@ impl Clock {
 pub struct Shared {
     /// The routing engine.
     pub engine: Arc<Engine>,
+    /// The budgets the engine consults.
+    pub book: Arc<BudgetBook>,
+    /// Queue -> the budget paying its operators.
+    pub queue_budget: HashMap<String, String>,
+    /// Extra-budget diversions per budget in its current period: (period label, count).
+    pub extra_budget: Mutex<HashMap<String, (String, u64)>>,
     /// Engine time.
     pub clock: Clock,
     /// Contact events for `StreamEvents`.
@@ -71,21 +87,26 @@ impl Shared {
     #[must_use]
     pub fn new(
         engine: Arc<Engine>,
-        max_offers_per_second: u32,
-        admin_token: String,
+        book: Arc<BudgetBook>,
+        clock: Clock,
+        cfg: &crate::config::Config,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let limiter =
-            std::num::NonZeroU32::new(max_offers_per_second).map(|n| RateLimiter::direct(Quota::per_second(n)));
+        let limiter = std::num::NonZeroU32::new(cfg.server.max_offers_per_second)
+            .map(|n| RateLimiter::direct(Quota::per_second(n)));
+        let queue_budget = cfg.queues.iter().filter_map(|q| q.budget.clone().map(|b| (q.name.clone(), b))).collect();
         Shared {
             engine,
-            clock: Clock::default(),
+            book,
+            queue_budget,
+            extra_budget: Mutex::new(HashMap::new()),
+            clock,
             log: Arc::new(EventLog::new(100_000)),
             board: OfferBoard::default(),
             draining: AtomicBool::new(false),
             shutdown,
             limiter,
-            admin_token,
+            admin_token: cfg.server.admin_token.clone(),
         }
     }
 
@@ -95,8 +116,27 @@ impl Shared {
             return;
         }
         crate::metrics::record_events(events);
+        for e in events {
+            if let Event::Diverted { queue, reason: DivertReason::ExtraBudget, .. } = e {
+                if let Some(b) = self.queue_budget.get(&**queue) {
+                    let period =
+                        self.book.views(now).into_iter().find(|v| &v.id == b).map(|v| v.period).unwrap_or_default();
+                    let mut m = self.extra_budget.lock();
+                    let entry = m.entry(b.clone()).or_insert_with(|| (period.clone(), 0));
+                    if entry.0 != period {
+                        *entry = (period, 0);
+                    }
+                    entry.1 += 1;
+                }
+            }
+        }
         self.board.apply(events, now);
         self.log.publish(events, now, self.clock.unix_ms(now));
+    }
+
+    /// Extra-budget diversions of `budget` in `period`.
+    pub fn extra_budget_diversions(&self, budget: &str, period: &str) -> u64 {
+        self.extra_budget.lock().get(budget).filter(|(p, _)| p == period).map_or(0, |(_, n)| *n)
     }
 
     /// Whether the server is draining.
