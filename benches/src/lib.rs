@@ -1,4 +1,7 @@
-//! Fixtures shared by smista's benches: a contact centre of a given size.
+//! smista's measuring tools: fixtures for the criterion benches (a contact centre of a given
+//! size) and the `smista-load` load generator ([`load`]).
+
+pub mod load;
 
 use smista_core::config::{EngineConfig, GroupConfig, QueueConfig};
 use smista_core::{Channel, LoginRequest, OfferRequest, Segment, Skill};

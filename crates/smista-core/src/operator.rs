@@ -197,35 +197,23 @@ impl Slot {
         }
     }
 
-    /// Effective "can take `ch` now": available, or in a wrap-up that has ended by `now`.
-    pub(crate) fn can_take(&self, w: Word, ch: Channel, now: Millis) -> bool {
-        let ready = match w.status() {
-            OperatorStatus::Available => true,
-            OperatorStatus::WrapUp => self.wrap_until() <= now,
-            _ => false,
-        };
-        ready && w.has_room(ch)
+    /// Whether the operator can take a contact on `ch`: available with room. A wrap-up ends only
+    /// through [`Slot::transition`] (the engine's tick), which then serves waiting contacts first;
+    /// were it to end lazily here, a new arrival could take the operator ahead of them.
+    pub(crate) fn can_take(&self, w: Word, ch: Channel, _now: Millis) -> bool {
+        w.status() == OperatorStatus::Available && w.has_room(ch)
     }
 
     /// Claims one unit of `ch` capacity for session `gen`. The single place where an operator gets
-    /// work: fails unless available (or wrap-up over), same session, and room on the channel.
+    /// work: fails unless available, same session, and room on the channel.
     pub(crate) fn try_claim(&self, gen: u8, ch: Channel, now: Millis) -> Option<Option<Transition>> {
         loop {
             let w = self.word();
             if w.generation() != gen || !self.can_take(w, ch, now) {
                 return None;
             }
-            let mut n = w.with_load(ch, w.load(ch) + 1);
-            let mut t = None;
-            if w.status() == OperatorStatus::WrapUp {
-                n = n.with_status(OperatorStatus::Available);
-                t = Some(Transition { from: OperatorStatus::WrapUp, to: OperatorStatus::Available });
-            }
-            if self.cas(w, n) {
-                if t.is_some() {
-                    self.status_since.store(now.0, Ordering::Relaxed);
-                }
-                return Some(t);
+            if self.cas(w, w.with_load(ch, w.load(ch) + 1)) {
+                return Some(None);
             }
         }
     }
@@ -277,13 +265,9 @@ impl Slot {
         }
     }
 
-    /// The status as seen by supervisors at `now` (an expired wrap-up reads as available).
-    pub(crate) fn visible_status(&self, now: Millis) -> OperatorStatus {
-        let w = self.word();
-        match w.status() {
-            OperatorStatus::WrapUp if self.wrap_until() <= now => OperatorStatus::Available,
-            s => s,
-        }
+    /// The status as seen by supervisors (a wrap-up lasts until the tick that ends it).
+    pub(crate) fn visible_status(&self, _now: Millis) -> OperatorStatus {
+        self.word().status()
     }
 }
 
@@ -318,8 +302,9 @@ mod tests {
         assert!(s.try_claim(g, Channel::Voice, Millis(2)).is_none());
         s.transition(g, &[OperatorStatus::Paused], OperatorStatus::WrapUp, Some(Millis(10)), Millis(2)).expect("wrap");
         assert!(s.try_claim(g, Channel::Voice, Millis(9)).is_none(), "during wrap-up");
-        let t = s.try_claim(g, Channel::Voice, Millis(10)).expect("after wrap-up");
-        assert_eq!(t.map(|t| t.to), Some(OperatorStatus::Available));
+        assert!(s.try_claim(g, Channel::Voice, Millis(10)).is_none(), "a wrap-up ends by transition only");
+        s.transition(g, &[OperatorStatus::WrapUp], OperatorStatus::Available, None, Millis(10)).expect("end");
+        assert!(s.try_claim(g, Channel::Voice, Millis(10)).is_some());
     }
 
     #[test]

@@ -513,3 +513,22 @@ fn a_closed_line_diverts_with_its_own_fallback_instead_of_overflowing() {
     e.set_state("op1", &RequestedState::Paused("x".into()), t(2), &mut ev).unwrap();
     assert!(matches!(e.offer(&offer("c2", "pensions"), t(3), &mut ev).unwrap(), Decision::Queued { .. }));
 }
+
+#[test]
+fn a_newcomer_never_jumps_a_waiting_contact_when_a_wrap_up_ends() {
+    let mut q = pensions();
+    q.wrap_up_ms = 10_000;
+    let e = engine(vec![q]);
+    let mut ev = vec![];
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&offer("c0", "pensions"), t(0), &mut ev).unwrap();
+    e.accept("op1", "c0", t(0), &mut ev).unwrap();
+    e.complete("op1", "c0", 0, t(0), &mut ev).unwrap(); // wrap-up until 10 s
+    assert!(matches!(e.offer(&offer("waiting", "pensions"), t(5_000), &mut ev).unwrap(), Decision::Queued { .. }));
+    // The wrap-up has ended but no tick has run yet: the newcomer must not take the operator.
+    let d = e.offer(&offer("newcomer", "pensions"), t(10_050), &mut ev).unwrap();
+    assert!(matches!(d, Decision::Queued { position: 2, .. }), "newcomer jumped the queue: {d:?}");
+    ev.clear();
+    e.tick(t(10_100), &mut ev);
+    assert_eq!(offered(&ev), vec![("waiting".into(), "op1".into())]);
+}

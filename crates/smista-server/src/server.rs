@@ -109,13 +109,21 @@ pub async fn serve(
         tokio::time::sleep(drain).await;
     };
 
+    // Small request/response messages: disable Nagle on every accepted connection (tonic's own
+    // `tcp_nodelay` only applies when it binds the listener itself).
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listeners.grpc), |s| {
+        s.and_then(|s| {
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+    });
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(ContactServiceServer::new(ContactSvc(shared.clone())))
         .add_service(OperatorServiceServer::new(OperatorSvc(shared.clone())))
         .add_service(AdminServiceServer::new(AdminSvc(shared.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stop)
+        .serve_with_incoming_shutdown(incoming, stop)
         .await?;
 
     let _ = ticker.await;

@@ -1,0 +1,115 @@
+//! `smista-load`: load tests against a running smista. See `benches/README.md`.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+use smista_benches::load::{run, LoadConfig, Report};
+
+/// Drive a running smista like a telephony platform and an operator floor, and report.
+#[derive(Debug, Parser)]
+#[command(name = "smista-load", version, about)]
+struct Cli {
+    #[command(flatten)]
+    load: LoadConfig,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let report = rt.block_on(async {
+        let s = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("stopping: reporting what was measured so far");
+                s.store(true, Ordering::Relaxed);
+            }
+        });
+        run(&cli.load, stop.clone()).await
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_table(&report);
+    if let Some(path) = &cli.json {
+        let text = match serde_json::to_string_pretty(&report) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot encode the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_table(r: &Report) {
+    println!("scenario             {}", r.scenario);
+    if r.latency_us.count > 0 {
+        println!(
+            "offers/s             {:.1} (target {:.1}) over {:.1} s",
+            r.offers_per_second, r.target_rate, r.elapsed_seconds
+        );
+        let l = &r.latency_us;
+        println!("offer latency (us)   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}", l.p50, l.p90, l.p99, l.p999, l.max);
+        println!("outcomes             {:?}", r.outcomes);
+        if !r.divert_reasons.is_empty() {
+            println!("diversions           {:?}", r.divert_reasons);
+        }
+        println!(
+            "P(wait) {:.3}  ASA {:.2} s  service level {:.3}  abandon {:.3}  occupancy {:.3}",
+            r.p_wait, r.asa_seconds, r.service_level, r.abandon_rate, r.occupancy
+        );
+        if let Some(t) = &r.theory {
+            println!(
+                "Erlang C             P(wait) {:.3}  ASA {:.2} s  service level {:.3}  occupancy {:.3} (load {:.2} E)",
+                t.p_wait, t.asa_seconds, t.service_level, t.occupancy, t.load_erlangs
+            );
+        }
+        let c = &r.consistency;
+        println!(
+            "every contact ended  {} of {} exactly once ({} missing, {} twice)",
+            c.finished_once, c.contacts, c.missing, c.duplicated
+        );
+        for b in &r.budgets {
+            println!(
+                "budget {:<12} ceiling {} settled {} reserved {} overrun {} paced {} extra-budget diversions {}",
+                b.budget,
+                b.ceiling_cents,
+                b.settled_cents,
+                b.reserved_cents,
+                b.overrun_cents,
+                b.paced_allowance_cents,
+                b.extra_budget_diversions
+            );
+        }
+    }
+    if let Some(m) = r.max_rate {
+        println!("max rate within p99 bound  {m:.0}/s");
+    }
+    if let Some(f) = r.floor_rps {
+        println!("floor (empty RPC)/s  {f:.0}");
+    }
+    if let (Some(o), Some(x)) = (r.offer_rps, r.ratio_to_floor) {
+        println!("offers/s closed loop {o:.0}  ratio to floor {x:.3}");
+    }
+}

@@ -1,0 +1,847 @@
+//! `smista-load`: drives a running smista over gRPC like a telephony platform plus an operator
+//! floor, and reports what it measured.
+//!
+//! Arrivals are open-loop Poisson: each contact has an intended send time drawn in advance and its
+//! offer latency is measured from that intended time, so a slow server shows as latency instead of
+//! silently lowering the offered rate (no coordinated omission). Virtual operators log in, watch
+//! their offers, accept at once, handle for a drawn time and complete. Callers hang up after a
+//! drawn patience. Every contact's final outcome is read from `StreamEvents`.
+
+pub mod theory;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use smista_proto::v1 as pb;
+use smista_proto::v1::admin_service_client::AdminServiceClient;
+use smista_proto::v1::contact_service_client::ContactServiceClient;
+use smista_proto::v1::offer_contact_response::Decision;
+use smista_proto::v1::operator_service_client::OperatorServiceClient;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// Which load to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// One queue, one skill: M/M/c, compared with Erlang C.
+    Erlang,
+    /// The demo contact centre's mix of service lines and operator groups.
+    Mix,
+    /// Demand above a budget ceiling (start smista with `benches/scenarios/budget.toml`).
+    Budget,
+    /// The highest offer rate whose p99 latency stays under `--p99-bound-us`.
+    Max,
+    /// Empty RPCs (`grpc.health.v1/Check`) as fast as possible: the transport's floor.
+    Floor,
+}
+
+/// Handle-time distribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandleDist {
+    /// Exponential with the given mean (M/M/c).
+    Exponential,
+    /// Lognormal with the given mean and a coefficient of variation of 1.
+    Lognormal,
+    /// Always the mean.
+    Fixed,
+}
+
+/// What to run.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoadConfig {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub target: String,
+    /// Scenario.
+    #[arg(long, value_enum, default_value = "erlang")]
+    pub scenario: Scenario,
+    /// Offers per second (mean of the Poisson arrivals).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Virtual operators.
+    #[arg(long, default_value_t = 20)]
+    pub operators: u32,
+    /// Mean handle time, seconds.
+    #[arg(long, default_value_t = 1.5)]
+    pub aht: f64,
+    /// Handle-time distribution.
+    #[arg(long, value_enum, default_value = "exponential")]
+    pub handle: HandleDist,
+    /// Mean caller patience, seconds (exponential); 0: callers never hang up.
+    #[arg(long, default_value_t = 0.0)]
+    pub patience: f64,
+    /// How long arrivals run, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Service-level threshold, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub sl_threshold: f64,
+    /// Closed-loop callers for `floor` and `--vs-floor`.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u32,
+    /// Queue for `erlang`, `budget` and `max`.
+    #[arg(long, default_value = "general")]
+    pub queue: String,
+    /// Operator group for `erlang` and `max` (`budget` uses the budgeted `supplier`).
+    #[arg(long, default_value = "internal")]
+    pub group: String,
+    /// p99 bound for `max`, microseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub p99_bound_us: u64,
+    /// Also measure offers against empty RPCs, alternating, in the same run.
+    #[arg(long)]
+    pub vs_floor: bool,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Prefix of contact and operator ids, to keep runs apart on one server.
+    #[arg(long, default_value = "load")]
+    pub prefix: String,
+}
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+    /// Samples.
+    pub count: u64,
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    Latency {
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+        count: h.len(),
+    }
+}
+
+/// Does every offered contact end exactly once?
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Consistency {
+    /// Contacts that got a decision.
+    pub contacts: u64,
+    /// Of those, with exactly one final outcome.
+    pub finished_once: u64,
+    /// With no final outcome seen.
+    pub missing: u64,
+    /// With more than one.
+    pub duplicated: u64,
+}
+
+/// Budget figures read from the server at the end.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BudgetFigures {
+    /// Budget id.
+    pub budget: String,
+    /// Ceiling, cents.
+    pub ceiling_cents: i64,
+    /// Settled, cents.
+    pub settled_cents: i64,
+    /// Reserved, cents.
+    pub reserved_cents: i64,
+    /// Overrun, cents.
+    pub overrun_cents: i64,
+    /// Paced allowance, cents.
+    pub paced_allowance_cents: i64,
+    /// Extra-budget diversions in the period.
+    pub extra_budget_diversions: u64,
+}
+
+/// The report, printed as a table and written as JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Scenario run.
+    pub scenario: String,
+    /// Intended offers per second.
+    pub target_rate: f64,
+    /// Offers decided per second of arrivals.
+    pub offers_per_second: f64,
+    /// Offer RPC latency from intended send time.
+    pub latency_us: Latency,
+    /// Counts by decision and by final outcome.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Diversions by reason (at decision and later).
+    pub divert_reasons: BTreeMap<String, u64>,
+    /// Share of answered contacts that had to wait in a queue.
+    pub p_wait: f64,
+    /// Average speed of answer, seconds (answered contacts).
+    pub asa_seconds: f64,
+    /// Answered within the threshold / (answered + abandoned after it).
+    pub service_level: f64,
+    /// Abandoned / offered.
+    pub abandon_rate: f64,
+    /// Operators' busy time / (operators x elapsed).
+    pub occupancy: f64,
+    /// Every contact ends exactly once.
+    pub consistency: Consistency,
+    /// Budgets at the end.
+    pub budgets: Vec<BudgetFigures>,
+    /// Erlang C prediction (erlang scenario).
+    pub theory: Option<theory::ErlangC>,
+    /// Empty RPCs per second (floor, --vs-floor).
+    pub floor_rps: Option<f64>,
+    /// Closed-loop offers per second (--vs-floor).
+    pub offer_rps: Option<f64>,
+    /// offer_rps / floor_rps.
+    pub ratio_to_floor: Option<f64>,
+    /// Highest rate meeting the p99 bound (max).
+    pub max_rate: Option<f64>,
+    /// Seconds the arrivals ran.
+    pub elapsed_seconds: f64,
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not reachable.
+    #[error("cannot reach smista at {target}: {source}")]
+    Unreachable {
+        /// Target.
+        target: String,
+        /// Cause.
+        source: tonic::transport::Error,
+    },
+    /// A setup RPC failed.
+    #[error("{what}: {status}")]
+    Rpc {
+        /// What was being done.
+        what: String,
+        /// The status.
+        status: tonic::Status,
+    },
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn rpc(what: impl Into<String>) -> impl FnOnce(tonic::Status) -> LoadError {
+    let what = what.into();
+    move |status| LoadError::Rpc { what, status }
+}
+
+#[derive(Debug, Default)]
+struct Tracker {
+    latency: Mutex<Option<Histogram<u64>>>,
+    /// Contacts of this run (inserted before their offer is sent).
+    mine: DashMap<String, ()>,
+    decided: DashMap<String, u8>,
+    finished: DashMap<String, u32>,
+    waiting_for_answer: DashMap<String, oneshot::Sender<u64>>,
+    outcomes: Mutex<BTreeMap<String, u64>>,
+    reasons: Mutex<BTreeMap<String, u64>>,
+    answered: AtomicU64,
+    answered_after_queue: AtomicU64,
+    answered_in_sl: AtomicU64,
+    waited_ms_sum: AtomicU64,
+    abandoned: AtomicU64,
+    abandoned_after_sl: AtomicU64,
+    busy_ms: AtomicU64,
+    offers: AtomicU64,
+}
+
+impl Tracker {
+    fn count(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
+        *map.lock().entry(key.to_owned()).or_default() += 1;
+    }
+}
+
+/// A small pool of channels, used round-robin.
+#[derive(Clone, Debug)]
+struct Pool {
+    channels: Arc<Vec<Channel>>,
+    next: Arc<AtomicU64>,
+}
+
+impl Pool {
+    async fn connect(target: &str, n: usize) -> Result<Pool, LoadError> {
+        let mut channels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ch = Channel::from_shared(target.to_owned())
+                .map_err(|e| LoadError::Usage(format!("bad --target {target}: {e}")))?
+                .connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|source| LoadError::Unreachable { target: target.to_owned(), source })?;
+            channels.push(ch);
+        }
+        Ok(Pool { channels: Arc::new(channels), next: Arc::new(AtomicU64::new(0)) })
+    }
+
+    fn get(&self) -> Channel {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.channels.len();
+        self.channels[i].clone()
+    }
+}
+
+fn draw_exp(rng: &mut SmallRng, mean: f64) -> f64 {
+    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+    -u.ln() * mean
+}
+
+fn draw_handle(rng: &mut SmallRng, dist: HandleDist, mean: f64) -> f64 {
+    match dist {
+        HandleDist::Fixed => mean,
+        HandleDist::Exponential => draw_exp(rng, mean),
+        HandleDist::Lognormal => {
+            // CV = 1: sigma^2 = ln 2, mu = ln(mean) - sigma^2 / 2. Box-Muller for the normal.
+            let s2 = std::f64::consts::LN_2;
+            let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+            let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+            (mean.ln() - s2 / 2.0 + s2.sqrt() * z).exp()
+        }
+    }
+}
+
+/// Service lines of the demo configuration with their share of demand (for `mix`).
+const MIX: [(&str, &str, f64); 5] = [
+    ("pensions", "pensions", 0.30),
+    ("naspi", "naspi", 0.25),
+    ("family-allowance", "family", 0.20),
+    ("isee", "isee", 0.15),
+    ("disability", "disability", 0.10),
+];
+
+fn operator_setup(cfg: &LoadConfig, i: u32) -> (String, Vec<(String, u32)>) {
+    match cfg.scenario {
+        Scenario::Mix => {
+            let groups = ["internal", "supplier-a", "supplier-b"];
+            let a = MIX[i as usize % MIX.len()].1;
+            let b = MIX[(i as usize + 1) % MIX.len()].1;
+            (groups[i as usize % 3].to_owned(), vec![(a.to_owned(), 7), (b.to_owned(), 6), ("general".to_owned(), 5)])
+        }
+        Scenario::Budget => ("supplier".to_owned(), vec![(cfg.queue.clone(), 5)]),
+        _ => (cfg.group.clone(), vec![(cfg.queue.clone(), 5)]),
+    }
+}
+
+/// Runs a scenario and returns its report. `stop` ends arrivals early (Ctrl-C).
+pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, LoadError> {
+    if cfg.rate <= 0.0 || cfg.duration <= 0.0 || cfg.aht <= 0.0 {
+        return Err(LoadError::Usage("--rate, --duration and --aht must be positive".into()));
+    }
+    let pool = Pool::connect(&cfg.target, 4).await?;
+    let mut report = match cfg.scenario {
+        Scenario::Floor => {
+            let rps = floor(&pool, cfg.concurrency, Duration::from_secs_f64(cfg.duration), &stop).await;
+            Report { scenario: "floor".into(), floor_rps: Some(rps), ..Report::default() }
+        }
+        Scenario::Max => max_rate(cfg, &pool, &stop).await?,
+        _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
+    };
+    if cfg.vs_floor && cfg.scenario != Scenario::Floor {
+        let (floor_rps, offer_rps) = vs_floor(cfg, &pool, &stop).await?;
+        report.floor_rps = Some(floor_rps);
+        report.offer_rps = Some(offer_rps);
+        report.ratio_to_floor = Some(if floor_rps > 0.0 { offer_rps / floor_rps } else { 0.0 });
+    }
+    Ok(report)
+}
+
+async fn login_operators(
+    cfg: &LoadConfig,
+    pool: &Pool,
+    prefix: &str,
+    n: u32,
+    with_watch: bool,
+    tracker: &Arc<Tracker>,
+) -> Result<Vec<String>, LoadError> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}-op-{i}");
+        let (group, skills) = operator_setup(cfg, i);
+        let mut ops = OperatorServiceClient::new(pool.get());
+        ops.login(pb::LoginRequest {
+            operator_id: id.clone(),
+            group,
+            skills: skills.into_iter().map(|(name, level)| pb::Skill { name, level }).collect(),
+            channels: vec![],
+            session_id: format!("{id}-desk"),
+        })
+        .await
+        .map_err(rpc(format!("login {id}")))?;
+        if with_watch {
+            let mut stream = ops
+                .watch_offers(pb::WatchOffersRequest { operator_id: id.clone() })
+                .await
+                .map_err(rpc(format!("watch offers of {id}")))?
+                .into_inner();
+            let (pool, tracker, id2) = (pool.clone(), tracker.clone(), id.clone());
+            let (dist, aht) = (cfg.handle, cfg.aht);
+            let mut rng = SmallRng::seed_from_u64(cfg.seed ^ (u64::from(i) << 20));
+            tokio::spawn(async move {
+                while let Ok(Some(offer)) = stream.message().await {
+                    let handle = draw_handle(&mut rng, dist, aht);
+                    let (pool, tracker, op) = (pool.clone(), tracker.clone(), id2.clone());
+                    tokio::spawn(async move {
+                        let mut ops = OperatorServiceClient::new(pool.get());
+                        let c = offer.contact_id;
+                        if ops
+                            .accept_offer(pb::AcceptOfferRequest { operator_id: op.clone(), contact_id: c.clone() })
+                            .await
+                            .is_err()
+                        {
+                            return; // the caller hung up, or the offer went elsewhere
+                        }
+                        tokio::time::sleep(Duration::from_secs_f64(handle)).await;
+                        let done = ops
+                            .complete_contact(pb::CompleteContactRequest {
+                                operator_id: op,
+                                contact_id: c,
+                                wrap_up_ms: 1,
+                            })
+                            .await;
+                        if let Ok(d) = done {
+                            tracker.busy_ms.fetch_add(d.into_inner().handle_ms, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+async fn follow_events(pool: &Pool, tracker: Arc<Tracker>, sl_ms: u64) -> Result<(), LoadError> {
+    let mut stream = ContactServiceClient::new(pool.get())
+        .stream_events(pb::StreamEventsRequest::default())
+        .await
+        .map_err(rpc("stream events"))?
+        .into_inner();
+    tokio::spawn(async move {
+        use pb::contact_event::Kind;
+        while let Ok(Some(ev)) = stream.message().await {
+            // Contacts of other clients on the same server are ignored.
+            if !tracker.mine.contains_key(&ev.contact_id) {
+                continue;
+            }
+            match ev.kind {
+                Some(Kind::Accepted(a)) => {
+                    tracker.answered.fetch_add(1, Ordering::Relaxed);
+                    tracker.waited_ms_sum.fetch_add(a.waited_ms, Ordering::Relaxed);
+                    if a.waited_ms <= sl_ms {
+                        tracker.answered_in_sl.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some((_, tx)) = tracker.waiting_for_answer.remove(&ev.contact_id) {
+                        let _ = tx.send(a.waited_ms);
+                    }
+                }
+                Some(Kind::Diverted(d)) => {
+                    let reason = pb::DivertReason::try_from(d.reason)
+                        .map_or("unknown".into(), |r| short_name(r.as_str_name(), "DIVERT_REASON_"));
+                    Tracker::count(&tracker.reasons, &format!("later_{reason}"));
+                }
+                Some(Kind::Finished(f)) => {
+                    let outcome = pb::Outcome::try_from(f.outcome)
+                        .map_or("unknown".into(), |o| short_name(o.as_str_name(), "OUTCOME_"));
+                    Tracker::count(&tracker.outcomes, &outcome);
+                    *tracker.finished.entry(ev.contact_id.clone()).or_default() += 1;
+                    tracker.waiting_for_answer.remove(&ev.contact_id);
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn open_loop(
+    cfg: &LoadConfig,
+    pool: &Pool,
+    rate: f64,
+    stop: &Arc<AtomicBool>,
+    prefix: &str,
+) -> Result<Report, LoadError> {
+    let tracker = Arc::new(Tracker { latency: Mutex::new(Histogram::new(3).ok()), ..Tracker::default() });
+    let sl_ms = (cfg.sl_threshold * 1000.0) as u64;
+    let ops = login_operators(cfg, pool, prefix, cfg.operators, true, &tracker).await?;
+    follow_events(pool, tracker.clone(), sl_ms).await?;
+    let mut rng = SmallRng::seed_from_u64(cfg.seed);
+    let start = Instant::now();
+    let horizon = Duration::from_secs_f64(cfg.duration);
+    let mut t = 0.0;
+    let mut n = 0u64;
+    let mut last_progress = Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    loop {
+        t += draw_exp(&mut rng, 1.0 / rate);
+        let at = start + Duration::from_secs_f64(t);
+        if at > start + horizon || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        wait_until(at).await;
+        let id = format!("{prefix}-c{n}");
+        n += 1;
+        let queue = match cfg.scenario {
+            Scenario::Mix => {
+                let x: f64 = rng.random();
+                let mut acc = 0.0;
+                MIX.iter()
+                    .find(|(_, _, w)| {
+                        acc += w;
+                        x < acc
+                    })
+                    .map_or(MIX[0].0, |m| m.0)
+                    .to_owned()
+            }
+            _ => cfg.queue.clone(),
+        };
+        let patience = (cfg.patience > 0.0).then(|| draw_exp(&mut rng, cfg.patience));
+        callers.spawn(caller(pool.clone(), tracker.clone(), id, queue, at, patience, sl_ms));
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!(
+                "[{:>5.1}s] offered {:>7}  answered {:>7}  in flight {:>5}",
+                start.elapsed().as_secs_f64(),
+                tracker.offers.load(Ordering::Relaxed),
+                tracker.answered.load(Ordering::Relaxed),
+                callers.len()
+            );
+        }
+        while callers.try_join_next().is_some() {}
+    }
+    let elapsed = start.elapsed().as_secs_f64().min(cfg.duration).max(1e-9);
+    // Drain: let operators finish what they hold, then end whatever is left.
+    let grace = Instant::now() + Duration::from_secs_f64((cfg.aht * 4.0 + 2.0).min(30.0));
+    while Instant::now() < grace && unfinished(&tracker) > 0 && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    callers.abort_all();
+    let mut contacts = ContactServiceClient::new(pool.get());
+    let leftovers: Vec<String> =
+        tracker.decided.iter().filter(|e| !tracker.finished.contains_key(e.key())).map(|e| e.key().clone()).collect();
+    for c in leftovers {
+        let _ = contacts.cancel_contact(pb::CancelContactRequest { contact_id: c }).await;
+    }
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle && unfinished(&tracker) > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut admin = AdminServiceClient::new(pool.get());
+    let snapshot = admin.get_snapshot(pb::GetSnapshotRequest {}).await.map_err(rpc("snapshot"))?.into_inner();
+    let mut opsc = OperatorServiceClient::new(pool.get());
+    for id in &ops {
+        let _ = opsc.logout(pb::LogoutRequest { operator_id: id.clone(), force: true }).await;
+    }
+    Ok(build_report(cfg, rate, &tracker, elapsed, &snapshot))
+}
+
+/// Waits for `at` more precisely than tokio's millisecond timer: sleeps until just before, then
+/// yields until the instant, so arrivals are not systematically late.
+async fn wait_until(at: Instant) {
+    let early = Duration::from_micros(1500);
+    if let Some(lead) = at.checked_duration_since(Instant::now()) {
+        if lead > early {
+            tokio::time::sleep_until((at - early).into()).await;
+        }
+    }
+    while Instant::now() < at {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// `OUTCOME_COMPLETED` -> `completed`.
+fn short_name(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_lowercase()
+}
+
+fn unfinished(t: &Tracker) -> usize {
+    t.decided.iter().filter(|e| !t.finished.contains_key(e.key())).count()
+}
+
+async fn caller(
+    pool: Pool,
+    tracker: Arc<Tracker>,
+    id: String,
+    queue: String,
+    intended: Instant,
+    patience: Option<f64>,
+    sl_ms: u64,
+) {
+    let (tx, rx) = oneshot::channel();
+    tracker.mine.insert(id.clone(), ());
+    tracker.waiting_for_answer.insert(id.clone(), tx);
+    let mut contacts = ContactServiceClient::new(pool.get());
+    let r = contacts
+        .offer_contact(pb::OfferContactRequest {
+            contact_id: id.clone(),
+            queue,
+            channel: pb::Channel::Voice as i32,
+            ..Default::default()
+        })
+        .await;
+    let us = intended.elapsed().as_micros() as u64;
+    if let Some(h) = tracker.latency.lock().as_mut() {
+        let _ = h.record(us.max(1));
+    }
+    tracker.offers.fetch_add(1, Ordering::Relaxed);
+    let decision = match r {
+        Ok(r) => r.into_inner().decision,
+        Err(s) => {
+            Tracker::count(&tracker.outcomes, &format!("error_{:?}", s.code()).to_lowercase());
+            tracker.waiting_for_answer.remove(&id);
+            return;
+        }
+    };
+    let queued = match decision {
+        Some(Decision::Assigned(_)) => {
+            Tracker::count(&tracker.outcomes, "decision_assigned");
+            false
+        }
+        Some(Decision::Queued(_)) => {
+            Tracker::count(&tracker.outcomes, "decision_queued");
+            true
+        }
+        Some(Decision::Diverted(d)) => {
+            Tracker::count(&tracker.outcomes, "decision_diverted");
+            Tracker::count(&tracker.reasons, &short_name(d.reason().as_str_name(), "DIVERT_REASON_"));
+            tracker.decided.insert(id.clone(), 2);
+            tracker.waiting_for_answer.remove(&id);
+            return;
+        }
+        None => return,
+    };
+    tracker.decided.insert(id.clone(), u8::from(queued));
+    match patience {
+        None => {
+            if rx.await.is_ok() && queued {
+                tracker.answered_after_queue.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Some(p) => {
+            let left = Duration::from_secs_f64(p).saturating_sub(intended.elapsed());
+            match tokio::time::timeout(left, rx).await {
+                Ok(Ok(_)) => {
+                    if queued {
+                        tracker.answered_after_queue.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    let r = contacts.cancel_contact(pb::CancelContactRequest { contact_id: id.clone() }).await;
+                    if r.is_ok_and(|r| r.into_inner().outcome() == pb::Outcome::Abandoned) {
+                        tracker.abandoned.fetch_add(1, Ordering::Relaxed);
+                        if intended.elapsed().as_millis() as u64 > sl_ms {
+                            tracker.abandoned_after_sl.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn build_report(cfg: &LoadConfig, rate: f64, t: &Tracker, elapsed: f64, snap: &pb::Snapshot) -> Report {
+    let answered = t.answered.load(Ordering::Relaxed);
+    let offers = t.offers.load(Ordering::Relaxed);
+    let abandoned = t.abandoned.load(Ordering::Relaxed);
+    let after_sl = t.abandoned_after_sl.load(Ordering::Relaxed);
+    let mut consistency = Consistency { contacts: t.decided.len() as u64, ..Consistency::default() };
+    for e in &t.decided {
+        match t.finished.get(e.key()).map(|n| *n) {
+            None => consistency.missing += 1,
+            Some(1) => consistency.finished_once += 1,
+            Some(_) => consistency.duplicated += 1,
+        }
+    }
+    let lat = t.latency.lock().as_ref().map(latency).unwrap_or_default();
+    // Compare with Erlang C at the realised arrival rate and mean handle time: near high occupancy
+    // P(wait) is very sensitive to the load actually offered.
+    let completed = t.outcomes.lock().get("completed").copied().unwrap_or(0);
+    let mean_handle =
+        if completed > 0 { t.busy_ms.load(Ordering::Relaxed) as f64 / 1000.0 / completed as f64 } else { cfg.aht };
+    let theory = (cfg.scenario == Scenario::Erlang)
+        .then(|| theory::erlang_c(cfg.operators, offers as f64 / elapsed, mean_handle, cfg.sl_threshold))
+        .flatten();
+    Report {
+        scenario: format!("{:?}", cfg.scenario).to_lowercase(),
+        target_rate: rate,
+        offers_per_second: offers as f64 / elapsed,
+        latency_us: lat,
+        outcomes: t.outcomes.lock().clone(),
+        divert_reasons: t.reasons.lock().clone(),
+        p_wait: if answered > 0 {
+            t.answered_after_queue.load(Ordering::Relaxed) as f64 / answered as f64
+        } else {
+            0.0
+        },
+        asa_seconds: if answered > 0 {
+            t.waited_ms_sum.load(Ordering::Relaxed) as f64 / answered as f64 / 1000.0
+        } else {
+            0.0
+        },
+        service_level: if answered + after_sl > 0 {
+            t.answered_in_sl.load(Ordering::Relaxed) as f64 / (answered + after_sl) as f64
+        } else {
+            1.0
+        },
+        abandon_rate: if offers > 0 { abandoned as f64 / offers as f64 } else { 0.0 },
+        occupancy: t.busy_ms.load(Ordering::Relaxed) as f64 / 1000.0 / (f64::from(cfg.operators.max(1)) * elapsed),
+        consistency,
+        budgets: snap
+            .budgets
+            .iter()
+            .map(|b| BudgetFigures {
+                budget: b.budget_id.clone(),
+                ceiling_cents: b.ceiling_cents,
+                settled_cents: b.settled_cents,
+                reserved_cents: b.reserved_cents,
+                overrun_cents: b.overrun_cents,
+                paced_allowance_cents: b.paced_allowance_cents,
+                extra_budget_diversions: b.extra_budget_diversions,
+            })
+            .collect(),
+        theory,
+        elapsed_seconds: elapsed,
+        ..Report::default()
+    }
+}
+
+/// Closed-loop empty RPCs with `concurrency` callers for `d`: requests per second.
+async fn floor(pool: &Pool, concurrency: u32, d: Duration, stop: &Arc<AtomicBool>) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + d;
+    let mut set = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..concurrency {
+        let (pool, done, stop) = (pool.clone(), done.clone(), stop.clone());
+        set.spawn(async move {
+            let mut h = tonic_health::pb::health_client::HealthClient::new(pool.get());
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                if h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Closed-loop offers with `concurrency` callers for `d`, each offer a real one: an assigned
+/// contact is accepted and completed by the caller acting as the operator, a queued one cancelled.
+/// Returns offers per second.
+async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, stop: &Arc<AtomicBool>) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + d;
+    let mut set = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for w in 0..cfg.concurrency {
+        let (pool, done, stop, queue, prefix) =
+            (pool.clone(), done.clone(), stop.clone(), cfg.queue.clone(), cfg.prefix.clone());
+        set.spawn(async move {
+            let ch = pool.get();
+            let mut c = ContactServiceClient::new(ch.clone());
+            let mut o = OperatorServiceClient::new(ch);
+            let mut n = 0u64;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                let id = format!("{prefix}-vf{round}-{w}-{n}");
+                n += 1;
+                let r = c
+                    .offer_contact(pb::OfferContactRequest {
+                        contact_id: id.clone(),
+                        queue: queue.clone(),
+                        channel: pb::Channel::Voice as i32,
+                        ..Default::default()
+                    })
+                    .await;
+                let Ok(r) = r else { continue };
+                done.fetch_add(1, Ordering::Relaxed);
+                match r.into_inner().decision {
+                    Some(Decision::Assigned(a)) => {
+                        let _ = o
+                            .accept_offer(pb::AcceptOfferRequest {
+                                operator_id: a.operator_id.clone(),
+                                contact_id: id.clone(),
+                            })
+                            .await;
+                        let _ = o
+                            .complete_contact(pb::CompleteContactRequest {
+                                operator_id: a.operator_id,
+                                contact_id: id,
+                                wrap_up_ms: 1,
+                            })
+                            .await;
+                    }
+                    Some(Decision::Queued(_)) => {
+                        let _ = c.cancel_contact(pb::CancelContactRequest { contact_id: id }).await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Alternates floor and offer phases; returns the best of each (floor rps, offer rps).
+async fn vs_floor(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Result<(f64, f64), LoadError> {
+    let tracker = Arc::new(Tracker::default());
+    let ops =
+        login_operators(cfg, pool, &format!("{}-vf", cfg.prefix), cfg.concurrency.max(1), false, &tracker).await?;
+    let phase = Duration::from_secs(2);
+    let (mut best_floor, mut best_offers) = (0.0f64, 0.0f64);
+    for round in 0..3 {
+        best_floor = best_floor.max(floor(pool, cfg.concurrency, phase, stop).await);
+        best_offers = best_offers.max(closed_offers(pool, cfg, round, phase, stop).await);
+        eprintln!("[vs-floor round {round}] floor {best_floor:.0}/s, offers {best_offers:.0}/s");
+    }
+    let mut o = OperatorServiceClient::new(pool.get());
+    for id in ops {
+        let _ = o.logout(pb::LogoutRequest { operator_id: id, force: true }).await;
+    }
+    Ok((best_floor, best_offers))
+}
+
+/// Doubles the rate from `--rate` until p99 exceeds the bound, then bisects four times.
+async fn max_rate(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Result<Report, LoadError> {
+    let (mut good, mut bad): (Option<(f64, Report)>, Option<f64>) = (None, None);
+    let mut rate = cfg.rate;
+    for step in 0..16 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let r = open_loop(cfg, pool, rate, stop, &format!("{}-max{step}", cfg.prefix)).await?;
+        let ok = r.latency_us.p99 <= cfg.p99_bound_us && r.outcomes.keys().all(|k| !k.starts_with("error"));
+        eprintln!("[max] {rate:.0}/s: p99 {} us -> {}", r.latency_us.p99, if ok { "within bound" } else { "over" });
+        if ok {
+            good = Some((rate, r));
+        } else {
+            bad = Some(rate);
+        }
+        rate = match (good.as_ref().map(|g| g.0), bad) {
+            (Some(g), None) => g * 2.0,
+            (None, Some(b)) => b / 2.0,
+            (Some(g), Some(b)) if b / g > 1.1 => (g + b) / 2.0,
+            _ => break,
+        };
+    }
+    let (rate, mut report) = good.ok_or_else(|| LoadError::Usage("no rate met the p99 bound; lower --rate".into()))?;
+    report.scenario = "max".into();
+    report.max_rate = Some(rate);
+    Ok(report)
+}
