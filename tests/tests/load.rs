@@ -1,0 +1,104 @@
+//! Short `smista-load` runs end to end against a real server on the load-test configuration: the
+//! report must be internally consistent — counts add up, every offered contact has exactly one
+//! final outcome, spend stays within the ceiling.
+
+mod support;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use smista_benches::load::{run, HandleDist, LoadConfig, Report, Scenario};
+use smista_server::config::Config;
+use support::Server;
+
+fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
+    LoadConfig {
+        target,
+        scenario,
+        rate: 25.0,
+        operators: 12,
+        aht: 0.3,
+        handle: HandleDist::Exponential,
+        patience: 2.0,
+        duration: 3.0,
+        sl_threshold: 0.2,
+        concurrency: 8,
+        queue: queue.into(),
+        group: "internal".into(),
+        p99_bound_us: 1000,
+        vs_floor: false,
+        seed: 7,
+        prefix: format!("{scenario:?}").to_lowercase(),
+    }
+}
+
+fn check_consistency(r: &Report) {
+    let c = &r.consistency;
+    assert!(c.contacts > 20, "too few contacts to judge: {r:#?}");
+    assert_eq!(c.finished_once, c.contacts, "every contact ends exactly once: {c:?}");
+    assert_eq!((c.missing, c.duplicated), (0, 0));
+    let decided: u64 = ["decision_assigned", "decision_queued", "decision_diverted"]
+        .iter()
+        .map(|k| r.outcomes.get(*k).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(decided, c.contacts, "decisions add up: {:?}", r.outcomes);
+    let ended: u64 = ["completed", "abandoned", "diverted", "cancelled_in_service"]
+        .iter()
+        .map(|k| r.outcomes.get(*k).copied().unwrap_or(0))
+        .sum();
+    assert_eq!(ended, c.contacts, "final outcomes add up: {:?}", r.outcomes);
+    assert!(
+        r.latency_us.count == c.contacts
+            && r.latency_us.p50 <= r.latency_us.p99
+            && r.latency_us.p99 <= r.latency_us.max
+    );
+    assert!(
+        (0.0..=1.0).contains(&r.p_wait)
+            && (0.0..=1.0).contains(&r.service_level)
+            && (0.0..=1.0).contains(&r.abandon_rate)
+    );
+}
+
+fn loadtest_config() -> Config {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/scenarios/loadtest.toml"))
+        .expect("load-test config");
+    Config::parse(&text, "loadtest.toml").expect("valid")
+}
+
+async fn server() -> Server {
+    Server::start_with(loadtest_config()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erlang_scenario_report_is_consistent() {
+    let srv = server().await;
+    let cfg = config(format!("http://{}", srv.grpc), Scenario::Erlang, "general");
+    let r = run(&cfg, Arc::new(AtomicBool::new(false))).await.expect("run");
+    check_consistency(&r);
+    assert!(r.outcomes.get("completed").copied().unwrap_or(0) > 0);
+    assert!(r.theory.is_some(), "Erlang C prediction for the erlang scenario");
+    assert!(r.occupancy > 0.0 && r.occupancy <= 1.05, "{}", r.occupancy);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_scenario_diverts_extra_budget_and_stays_within_the_ceiling() {
+    // The shipped config paces a 60-second period, so what a 3-second run can spend depends on
+    // where in the period it starts. Here: 1,000 cents per hour, unpaced, against ~120 contacts
+    // of 35 cents -- more than two periods could fund, so diversions are certain.
+    let mut server_cfg = loadtest_config();
+    let b = &mut server_cfg.budgets[0];
+    b.ceiling_cents = 1_000;
+    b.pacing = smista_core::book::PacingConfig::None;
+    b.period = smista_core::book::PeriodConfig::Fixed { start_unix_ms: 0, length_ms: 3_600_000 };
+    let srv = Server::start_with(server_cfg).await;
+    let mut cfg = config(format!("http://{}", srv.grpc), Scenario::Budget, "budgeted");
+    cfg.rate = 40.0; // about four times what the paced budget funds
+    let r = run(&cfg, Arc::new(AtomicBool::new(false))).await.expect("run");
+    check_consistency(&r);
+    assert!(r.divert_reasons.get("extra_budget").copied().unwrap_or(0) > 0, "demand above budget: {r:#?}");
+    let b = r.budgets.iter().find(|b| b.budget == "contract").expect("budget figures");
+    assert!(b.settled_cents + b.reserved_cents <= b.ceiling_cents + b.overrun_cents, "{b:?}");
+    assert_eq!(b.reserved_cents, 0, "every reservation released or settled at the end: {b:?}");
+    srv.stop().await;
+}
