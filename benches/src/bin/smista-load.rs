@@ -112,4 +112,7 @@ fn print_table(r: &Report) {
     if let (Some(o), Some(x)) = (r.offer_rps, r.ratio_to_floor) {
         println!("offers/s closed loop {o:.0}  ratio to floor {x:.3}");
     }
+    if let (Some(o), Some(x)) = (r.offer_phase_rpc_rps, r.rpc_ratio_to_floor) {
+        println!("all RPCs/s in the offer phase {o:.0}  ratio to floor {x:.3}");
+    }
 }

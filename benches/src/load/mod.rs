@@ -206,6 +206,10 @@ pub struct Report {
     pub offer_rps: Option<f64>,
     /// offer_rps / floor_rps.
     pub ratio_to_floor: Option<f64>,
+    /// All RPCs per second during the offer phase (offer plus accept and complete, or cancel).
+    pub offer_phase_rpc_rps: Option<f64>,
+    /// offer_phase_rpc_rps / floor_rps: the per-RPC cost of routing against an empty RPC.
+    pub rpc_ratio_to_floor: Option<f64>,
     /// Highest rate meeting the p99 bound (max).
     pub max_rate: Option<f64>,
     /// Seconds the arrivals ran.
@@ -352,10 +356,13 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
     };
     if cfg.vs_floor && cfg.scenario != Scenario::Floor {
-        let (floor_rps, offer_rps) = vs_floor(cfg, &pool, &stop).await?;
+        let (floor_rps, offer_rps, rpc_rps) = vs_floor(cfg, &pool, &stop).await?;
+        let ratio = |x: f64| if floor_rps > 0.0 { x / floor_rps } else { 0.0 };
         report.floor_rps = Some(floor_rps);
         report.offer_rps = Some(offer_rps);
-        report.ratio_to_floor = Some(if floor_rps > 0.0 { offer_rps / floor_rps } else { 0.0 });
+        report.ratio_to_floor = Some(ratio(offer_rps));
+        report.offer_phase_rpc_rps = Some(rpc_rps);
+        report.rpc_ratio_to_floor = Some(ratio(rpc_rps));
     }
     Ok(report)
 }
@@ -743,15 +750,17 @@ async fn floor(pool: &Pool, concurrency: u32, d: Duration, stop: &Arc<AtomicBool
 
 /// Closed-loop offers with `concurrency` callers for `d`, each offer a real one: an assigned
 /// contact is accepted and completed by the caller acting as the operator, a queued one cancelled.
-/// Returns offers per second.
-async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, stop: &Arc<AtomicBool>) -> f64 {
+/// Returns (offers per second, all RPCs per second).
+async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, stop: &Arc<AtomicBool>) -> (f64, f64) {
     let done = Arc::new(AtomicU64::new(0));
+    let rpcs = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + d;
     let mut set = tokio::task::JoinSet::new();
     let start = Instant::now();
     for w in 0..cfg.concurrency {
         let (pool, done, stop, queue, prefix) =
             (pool.clone(), done.clone(), stop.clone(), cfg.queue.clone(), cfg.prefix.clone());
+        let rpcs = rpcs.clone();
         set.spawn(async move {
             let ch = pool.get();
             let mut c = ContactServiceClient::new(ch.clone());
@@ -770,8 +779,10 @@ async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, s
                     .await;
                 let Ok(r) = r else { continue };
                 done.fetch_add(1, Ordering::Relaxed);
+                rpcs.fetch_add(1, Ordering::Relaxed);
                 match r.into_inner().decision {
                     Some(Decision::Assigned(a)) => {
+                        rpcs.fetch_add(2, Ordering::Relaxed);
                         let _ = o
                             .accept_offer(pb::AcceptOfferRequest {
                                 operator_id: a.operator_id.clone(),
@@ -787,6 +798,7 @@ async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, s
                             .await;
                     }
                     Some(Decision::Queued(_)) => {
+                        rpcs.fetch_add(1, Ordering::Relaxed);
                         let _ = c.cancel_contact(pb::CancelContactRequest { contact_id: id }).await;
                     }
                     _ => {}
@@ -795,26 +807,32 @@ async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, s
         });
     }
     while set.join_next().await.is_some() {}
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let secs = start.elapsed().as_secs_f64();
+    (done.load(Ordering::Relaxed) as f64 / secs, rpcs.load(Ordering::Relaxed) as f64 / secs)
 }
 
-/// Alternates floor and offer phases; returns the best of each (floor rps, offer rps).
-async fn vs_floor(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Result<(f64, f64), LoadError> {
+/// Alternates floor and offer phases; returns the best of each (floor rps, offer rps, offer-phase
+/// RPC rps).
+async fn vs_floor(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Result<(f64, f64, f64), LoadError> {
     let tracker = Arc::new(Tracker::default());
     let ops =
         login_operators(cfg, pool, &format!("{}-vf", cfg.prefix), cfg.concurrency.max(1), false, &tracker).await?;
     let phase = Duration::from_secs(2);
-    let (mut best_floor, mut best_offers) = (0.0f64, 0.0f64);
+    let (mut best_floor, mut best_offers, mut best_rpcs) = (0.0f64, 0.0f64, 0.0f64);
     for round in 0..3 {
-        best_floor = best_floor.max(floor(pool, cfg.concurrency, phase, stop).await);
-        best_offers = best_offers.max(closed_offers(pool, cfg, round, phase, stop).await);
-        eprintln!("[vs-floor round {round}] floor {best_floor:.0}/s, offers {best_offers:.0}/s");
+        let f = floor(pool, cfg.concurrency, phase, stop).await;
+        let (o, r) = closed_offers(pool, cfg, round, phase, stop).await;
+        eprintln!("[vs-floor round {round}] floor {f:.0}/s, offers {o:.0}/s ({r:.0} RPC/s)");
+        best_floor = best_floor.max(f);
+        if o > best_offers {
+            (best_offers, best_rpcs) = (o, r);
+        }
     }
     let mut o = OperatorServiceClient::new(pool.get());
     for id in ops {
         let _ = o.logout(pb::LogoutRequest { operator_id: id, force: true }).await;
     }
-    Ok((best_floor, best_offers))
+    Ok((best_floor, best_offers, best_rpcs))
 }
 
 /// Doubles the rate from `--rate` until p99 exceeds the bound, then bisects four times.
