@@ -182,7 +182,8 @@ pub struct Report {
     pub latency_us: Latency,
     /// Counts by decision and by final outcome.
     pub outcomes: BTreeMap<String, u64>,
-    /// Diversions by reason (at decision and later).
+    /// Diversions at decision, by reason (diversions after waiting, e.g. maximum wait, are the
+    /// `diverted` outcomes beyond `decision_diverted`).
     pub divert_reasons: BTreeMap<String, u64>,
     /// Share of answered contacts that had to wait in a queue.
     pub p_wait: f64,
@@ -455,11 +456,6 @@ async fn follow_events(pool: &Pool, tracker: Arc<Tracker>, sl_ms: u64) -> Result
                     if let Some((_, tx)) = tracker.waiting_for_answer.remove(&ev.contact_id) {
                         let _ = tx.send(a.waited_ms);
                     }
-                }
-                Some(Kind::Diverted(d)) => {
-                    let reason = pb::DivertReason::try_from(d.reason)
-                        .map_or("unknown".into(), |r| short_name(r.as_str_name(), "DIVERT_REASON_"));
-                    Tracker::count(&tracker.reasons, &format!("later_{reason}"));
                 }
                 Some(Kind::Finished(f)) => {
                     let outcome = pb::Outcome::try_from(f.outcome)
