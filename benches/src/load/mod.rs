@@ -433,13 +433,17 @@ async fn login_operators(
     Ok(ids)
 }
 
-async fn follow_events(pool: &Pool, tracker: Arc<Tracker>, sl_ms: u64) -> Result<(), LoadError> {
+async fn follow_events(
+    pool: &Pool,
+    tracker: Arc<Tracker>,
+    sl_ms: u64,
+) -> Result<tokio::task::JoinHandle<()>, LoadError> {
     let mut stream = ContactServiceClient::new(pool.get())
         .stream_events(pb::StreamEventsRequest::default())
         .await
         .map_err(rpc("stream events"))?
         .into_inner();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         use pb::contact_event::Kind;
         while let Ok(Some(ev)) = stream.message().await {
             // Contacts of other clients on the same server are ignored.
@@ -467,8 +471,7 @@ async fn follow_events(pool: &Pool, tracker: Arc<Tracker>, sl_ms: u64) -> Result
                 _ => {}
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn open_loop(
@@ -481,7 +484,7 @@ async fn open_loop(
     let tracker = Arc::new(Tracker { latency: Mutex::new(Histogram::new(3).ok()), ..Tracker::default() });
     let sl_ms = (cfg.sl_threshold * 1000.0) as u64;
     let ops = login_operators(cfg, pool, prefix, cfg.operators, true, &tracker).await?;
-    follow_events(pool, tracker.clone(), sl_ms).await?;
+    let events = follow_events(pool, tracker.clone(), sl_ms).await?;
     let mut rng = SmallRng::seed_from_u64(cfg.seed);
     let start = Instant::now();
     let horizon = Duration::from_secs_f64(cfg.duration);
@@ -549,6 +552,8 @@ async fn open_loop(
     for id in &ops {
         let _ = opsc.logout(pb::LogoutRequest { operator_id: id.clone(), force: true }).await;
     }
+    // Close the event stream so later phases (--vs-floor) do not pay for it.
+    events.abort();
     Ok(build_report(cfg, rate, &tracker, elapsed, &snapshot))
 }
 
