@@ -165,6 +165,19 @@ fn refused_here(payer: &Option<Arc<str>>, funding: &Option<Arc<str>>, refused: &
     payer.as_ref().is_some_and(|b| funding.as_ref() != Some(b) && refused.contains(b))
 }
 
+/// What eligibility checks need to know of a contact, as kept in its queue's waiting list.
+fn waiting_of(q: &Queue, id: &Arc<str>, rec: &Contact, expiry: Option<(Millis, u64)>) -> Waiting {
+    Waiting {
+        contact: id.clone(),
+        arrived: rec.arrived,
+        priority: q.priority + rec.priority,
+        language: rec.language.clone(),
+        declined: rec.declined.clone(),
+        funding: rec.funding.clone(),
+        expiry,
+    }
+}
+
 fn validate_id(field: &'static str, s: &str) -> Result<(), RoutingError> {
     if s.is_empty() {
         return Err(RoutingError::invalid(field, "must not be empty"));
@@ -477,18 +490,11 @@ impl Engine {
         now: Millis,
         out: &mut Vec<Event>,
     ) -> Result<Decision, Option<u32>> {
-        let view = Waiting {
-            contact: id.clone(),
-            arrived: rec.arrived,
-            priority: q.priority + rec.priority,
-            language: rec.language.clone(),
-            declined: Vec::new(),
-            funding: rec.funding.clone(),
-            expiry: None,
-        };
+        let view = waiting_of(q, id, rec, None);
         let c = self.pick_operator(q, &view, rec.channel, now, &[], &[]).ok_or(None)?;
-        let t = self.slot(c.slot).try_claim(c.gen, rec.channel, now).ok_or(None)?;
-        self.status_event(&c.session, t, out);
+        if !self.slot(c.slot).try_claim(c.gen, rec.channel, now) {
+            return Err(None);
+        }
         let Ok(new_funding) = self.fund_for(q, id, rec, &c.session, now) else {
             // Released; the caller must look for work for this operator once the queue lock is
             // dropped, since a contact may have seen them busy meanwhile.
@@ -521,18 +527,7 @@ impl Engine {
         if let Some(e) = expiry {
             st.expiry.insert(e, (rec.channel, rank));
         }
-        st.waiting[rec.channel.index()].insert(
-            rank,
-            Waiting {
-                contact: id.clone(),
-                arrived: rec.arrived,
-                priority: q.priority + rec.priority,
-                language: rec.language.clone(),
-                declined: rec.declined.clone(),
-                funding: rec.funding.clone(),
-                expiry,
-            },
-        );
+        st.waiting[rec.channel.index()].insert(rank, waiting_of(q, id, rec, expiry));
         q.waiting.fetch_add(1, Ordering::Relaxed);
         rec.state = CState::Queued { rank };
         st.position(rec.channel, &rank)
@@ -641,25 +636,14 @@ impl Engine {
                 if rec.queue != qi {
                     return None;
                 }
-                let view = Waiting {
-                    contact: id.clone(),
-                    arrived: rec.arrived,
-                    priority: q.priority + rec.priority,
-                    language: rec.language.clone(),
-                    declined: rec.declined.clone(),
-                    funding: rec.funding.clone(),
-                    expiry: None,
-                };
+                let view = waiting_of(q, id, &rec, None);
                 (rank, rec.channel, view)
             };
             let c = self.pick_operator(q, &view, ch, now, &excluded_budgets, &excluded_slots)?;
             let slot = self.slot(c.slot);
-            match slot.try_claim(c.gen, ch, now) {
-                Some(t) => self.status_event(&c.session, t, out),
-                None => {
-                    excluded_slots.push(c.slot);
-                    continue;
-                }
+            if !slot.try_claim(c.gen, ch, now) {
+                excluded_slots.push(c.slot);
+                continue;
             }
             match self.take(q, id, rank, &c.session, c.slot, now, out) {
                 Ok(deadline) => {
@@ -947,9 +931,8 @@ impl Engine {
                 }
             }
             let Some(Pick { qi, rank, ch, contact, .. }) = best else { return };
-            match slot.try_claim(session.gen, ch, now) {
-                Some(t) => self.status_event(&session, t, out),
-                None => continue,
+            if !slot.try_claim(session.gen, ch, now) {
+                continue;
             }
             let q = &self.queues[qi as usize];
             match self.take(q, &contact, rank, &session, slot_idx, now, out) {

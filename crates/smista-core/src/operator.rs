@@ -206,14 +206,14 @@ impl Slot {
 
     /// Claims one unit of `ch` capacity for session `gen`. The single place where an operator gets
     /// work: fails unless available, same session, and room on the channel.
-    pub(crate) fn try_claim(&self, gen: u8, ch: Channel, now: Millis) -> Option<Option<Transition>> {
+    pub(crate) fn try_claim(&self, gen: u8, ch: Channel, now: Millis) -> bool {
         loop {
             let w = self.word();
             if w.generation() != gen || !self.can_take(w, ch, now) {
-                return None;
+                return false;
             }
             if self.cas(w, w.with_load(ch, w.load(ch) + 1)) {
-                return Some(None);
+                return true;
             }
         }
     }
@@ -283,15 +283,15 @@ mod tests {
     fn voice_is_exclusive_and_single() {
         let s = Slot::default();
         let g = s.start_session(caps(1, 3), Millis(0)).expect("login");
-        assert!(s.try_claim(g, Channel::Voice, Millis(1)).is_some());
-        assert!(s.try_claim(g, Channel::Voice, Millis(1)).is_none(), "second voice");
-        assert!(s.try_claim(g, Channel::Chat, Millis(1)).is_none(), "chat during voice");
+        assert!(s.try_claim(g, Channel::Voice, Millis(1)));
+        assert!(!s.try_claim(g, Channel::Voice, Millis(1)), "second voice");
+        assert!(!s.try_claim(g, Channel::Chat, Millis(1)), "chat during voice");
         assert!(s.release(g, Channel::Voice, Millis(2)));
-        assert!(s.try_claim(g, Channel::Chat, Millis(3)).is_some());
-        assert!(s.try_claim(g, Channel::Voice, Millis(3)).is_none(), "voice during chat");
-        assert!(s.try_claim(g, Channel::Chat, Millis(3)).is_some());
-        assert!(s.try_claim(g, Channel::Chat, Millis(3)).is_some());
-        assert!(s.try_claim(g, Channel::Chat, Millis(3)).is_none(), "fourth chat");
+        assert!(s.try_claim(g, Channel::Chat, Millis(3)));
+        assert!(!s.try_claim(g, Channel::Voice, Millis(3)), "voice during chat");
+        assert!(s.try_claim(g, Channel::Chat, Millis(3)));
+        assert!(s.try_claim(g, Channel::Chat, Millis(3)));
+        assert!(!s.try_claim(g, Channel::Chat, Millis(3)), "fourth chat");
     }
 
     #[test]
@@ -299,12 +299,12 @@ mod tests {
         let s = Slot::default();
         let g = s.start_session(caps(1, 0), Millis(0)).expect("login");
         s.transition(g, &[OperatorStatus::Available], OperatorStatus::Paused, None, Millis(1)).expect("pause");
-        assert!(s.try_claim(g, Channel::Voice, Millis(2)).is_none());
+        assert!(!s.try_claim(g, Channel::Voice, Millis(2)));
         s.transition(g, &[OperatorStatus::Paused], OperatorStatus::WrapUp, Some(Millis(10)), Millis(2)).expect("wrap");
-        assert!(s.try_claim(g, Channel::Voice, Millis(9)).is_none(), "during wrap-up");
-        assert!(s.try_claim(g, Channel::Voice, Millis(10)).is_none(), "a wrap-up ends by transition only");
+        assert!(!s.try_claim(g, Channel::Voice, Millis(9)), "during wrap-up");
+        assert!(!s.try_claim(g, Channel::Voice, Millis(10)), "a wrap-up ends by transition only");
         s.transition(g, &[OperatorStatus::WrapUp], OperatorStatus::Available, None, Millis(10)).expect("end");
-        assert!(s.try_claim(g, Channel::Voice, Millis(10)).is_some());
+        assert!(s.try_claim(g, Channel::Voice, Millis(10)));
     }
 
     #[test]
@@ -314,8 +314,8 @@ mod tests {
         s.transition(g, &[OperatorStatus::Available], OperatorStatus::LoggedOut, None, Millis(1)).expect("logout");
         let g2 = s.start_session(caps(1, 0), Millis(2)).expect("relogin");
         assert_ne!(g, g2);
-        assert!(s.try_claim(g, Channel::Voice, Millis(3)).is_none());
-        assert!(s.try_claim(g2, Channel::Voice, Millis(3)).is_some());
+        assert!(!s.try_claim(g, Channel::Voice, Millis(3)));
+        assert!(s.try_claim(g2, Channel::Voice, Millis(3)));
         assert!(!s.release(g, Channel::Voice, Millis(3)));
         assert_eq!(s.word().load(Channel::Voice), 1);
     }
@@ -331,7 +331,7 @@ mod tests {
                 let wins = wins.clone();
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
-                        if s.try_claim(g, Channel::Voice, Millis(1)).is_some() {
+                        if s.try_claim(g, Channel::Voice, Millis(1)) {
                             wins.fetch_add(1, Ordering::SeqCst);
                             assert_eq!(s.word().load(Channel::Voice), 1);
                             assert!(s.release(g, Channel::Voice, Millis(1)));
