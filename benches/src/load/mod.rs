@@ -264,6 +264,8 @@ struct Tracker {
     abandoned_after_sl: AtomicU64,
     busy_ms: AtomicU64,
     offers: AtomicU64,
+    /// Offer RPCs sent and not yet answered.
+    in_flight: AtomicU64,
 }
 
 impl Tracker {
@@ -530,7 +532,12 @@ async fn open_loop(
         while callers.try_join_next().is_some() {}
     }
     let elapsed = start.elapsed().as_secs_f64().min(cfg.duration).max(1e-9);
-    // Drain: let operators finish what they hold, then end whatever is left.
+    // Drain: first every offer in flight gets its answer (aborting a caller mid-RPC would lose a
+    // decision the server made), then operators finish what they hold, then the rest is ended.
+    let answered_by = Instant::now() + Duration::from_secs(10);
+    while tracker.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < answered_by {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let grace = Instant::now() + Duration::from_secs_f64((cfg.aht * 4.0 + 2.0).min(30.0));
     while Instant::now() < grace && unfinished(&tracker) > 0 && !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -555,6 +562,15 @@ async fn open_loop(
     // Close the event stream so later phases (--vs-floor) do not pay for it.
     events.abort();
     Ok(build_report(cfg, rate, &tracker, elapsed, &snapshot))
+}
+
+/// Marks an offer answered when dropped, after its decision was recorded.
+struct InFlight<'a>(&'a Tracker);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Waits for `at` more precisely than tokio's millisecond timer: sleeps until just before, then
@@ -593,6 +609,7 @@ async fn caller(
     tracker.mine.insert(id.clone(), ());
     tracker.waiting_for_answer.insert(id.clone(), tx);
     let mut contacts = ContactServiceClient::new(pool.get());
+    tracker.in_flight.fetch_add(1, Ordering::SeqCst);
     let r = contacts
         .offer_contact(pb::OfferContactRequest {
             contact_id: id.clone(),
@@ -606,6 +623,8 @@ async fn caller(
         let _ = h.record(us.max(1));
     }
     tracker.offers.fetch_add(1, Ordering::Relaxed);
+    // Counted as answered once its decision is recorded below (the guard runs on every path).
+    let answered = InFlight(&tracker);
     let decision = match r {
         Ok(r) => r.into_inner().decision,
         Err(s) => {
@@ -633,6 +652,7 @@ async fn caller(
         None => return,
     };
     tracker.decided.insert(id.clone(), u8::from(queued));
+    drop(answered);
     match patience {
         None => {
             if rx.await.is_ok() && queued {
