@@ -68,6 +68,16 @@ impl Listeners {
     }
 }
 
+/// The routing state every service shares, built from the configuration: budget book, engine,
+/// event log, offer board. Streams end when `stop` flips to true. The services are thin wrappers
+/// around it (`ContactSvc(shared.clone())`...), so benches can call them without a network.
+pub fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<Arc<Shared>, ServeError> {
+    let clock = crate::service::Clock::default();
+    let book = Arc::new(BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?);
+    let engine = Arc::new(Engine::new(&cfg.engine_config(), book.clone())?);
+    Ok(Arc::new(Shared::new(engine, book, clock, cfg, stop)))
+}
+
 /// Runs until `shutdown` resolves, then drains: health goes NOT_SERVING, new offers get
 /// UNAVAILABLE, streams end, and after `drain` the transport stops.
 pub async fn serve(
@@ -77,11 +87,8 @@ pub async fn serve(
     drain: Duration,
 ) -> Result<(), ServeError> {
     let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
-    let clock = crate::service::Clock::default();
-    let book = Arc::new(BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?);
-    let engine = Arc::new(Engine::new(&cfg.engine_config(), book.clone())?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(engine, book, clock, cfg, stop_rx.clone()));
+    let shared = build_shared(cfg, stop_rx.clone())?;
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ContactServiceServer<ContactSvc>>().await;
