@@ -1207,7 +1207,10 @@ impl Engine {
         let slot = self.slot(idx);
         match state {
             RequestedState::Available => {
-                let t = slot.transition(session.gen, &[OperatorStatus::Paused], OperatorStatus::Available, None, now);
+                // Back from a pause taken during a wrap-up that is still running: the wrap-up
+                // resumes (AVAILABLE never cuts a wrap-up short).
+                let back_to = if slot.wrap_until() > now { OperatorStatus::WrapUp } else { OperatorStatus::Available };
+                let t = slot.transition(session.gen, &[OperatorStatus::Paused], back_to, None, now);
                 if t.is_none() && slot.word().status() == OperatorStatus::WrapUp && slot.wrap_until() <= now {
                     let t =
                         slot.transition(session.gen, &[OperatorStatus::WrapUp], OperatorStatus::Available, None, now);

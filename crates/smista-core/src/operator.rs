@@ -189,6 +189,8 @@ impl Slot {
                 return None;
             }
             let n = w.fresh_session(caps);
+            // A new session starts without the previous one's wrap-up.
+            self.wrap_until.store(0, Ordering::Release);
             if self.cas(w, n) {
                 self.free_since.store(now.0, Ordering::Relaxed);
                 self.status_since.store(now.0, Ordering::Relaxed);

@@ -532,3 +532,25 @@ fn a_newcomer_never_jumps_a_waiting_contact_when_a_wrap_up_ends() {
     e.tick(t(10_100), &mut ev);
     assert_eq!(offered(&ev), vec![("waiting".into(), "op1".into())]);
 }
+
+#[test]
+fn a_pause_taken_during_wrap_up_does_not_cut_the_wrap_up_short() {
+    let mut q = pensions();
+    q.wrap_up_ms = 5_000;
+    let e = engine(vec![q]);
+    let mut ev = vec![];
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&offer("c1", "pensions"), t(0), &mut ev).unwrap();
+    e.accept("op1", "c1", t(0), &mut ev).unwrap();
+    e.complete("op1", "c1", 0, t(100), &mut ev).unwrap(); // wrap-up until 5.1 s
+    e.set_state("op1", &RequestedState::Paused("coffee".into()), t(200), &mut ev).unwrap();
+    e.offer(&offer("c2", "pensions"), t(300), &mut ev).unwrap();
+    ev.clear();
+    let st = e.set_state("op1", &RequestedState::Available, t(400), &mut ev).unwrap();
+    assert_eq!(st, OperatorStatus::WrapUp, "back to the wrap-up, not available");
+    assert!(offered(&ev).is_empty(), "offered during wrap-up after a pause");
+    e.tick(t(5_099), &mut ev);
+    assert!(offered(&ev).is_empty());
+    e.tick(t(5_100), &mut ev);
+    assert_eq!(offered(&ev), vec![("c2".into(), "op1".into())]);
+}
