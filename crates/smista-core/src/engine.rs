@@ -492,7 +492,7 @@ impl Engine {
     ) -> Result<Decision, Option<u32>> {
         let view = waiting_of(q, id, rec, None);
         let c = self.pick_operator(q, &view, rec.channel, now, &[], &[]).ok_or(None)?;
-        if !self.slot(c.slot).try_claim(c.gen, rec.channel, now) {
+        if !self.slot(c.slot).try_claim(c.gen, rec.channel) {
             return Err(None);
         }
         let Ok(new_funding) = self.fund_for(q, id, rec, &c.session, now) else {
@@ -641,7 +641,7 @@ impl Engine {
             };
             let c = self.pick_operator(q, &view, ch, now, &excluded_budgets, &excluded_slots)?;
             let slot = self.slot(c.slot);
-            if !slot.try_claim(c.gen, ch, now) {
+            if !slot.try_claim(c.gen, ch) {
                 excluded_slots.push(c.slot);
                 continue;
             }
@@ -684,7 +684,7 @@ impl Engine {
             }
             let slot = self.slot(c.slot);
             let word = slot.word();
-            if word.generation() != c.gen || !slot.can_take(word, ch, now) {
+            if word.generation() != c.gen || !slot.can_take(word, ch) {
                 continue;
             }
             if refused_here(&c.session.budget, &w.funding, excluded_budgets) {
@@ -734,7 +734,7 @@ impl Engine {
                 continue;
             }
             if excluded_slots.contains(&c.slot)
-                || !slot.can_take(word, ch, now)
+                || !slot.can_take(word, ch)
                 || !q.eligible(w, c.margin, &c.session, c.slot, now)
             {
                 continue;
@@ -902,7 +902,7 @@ impl Engine {
             if word.generation() != session.gen {
                 return;
             }
-            let channels: Vec<Channel> = Channel::ALL.into_iter().filter(|c| slot.can_take(word, *c, now)).collect();
+            let channels: Vec<Channel> = Channel::ALL.into_iter().filter(|c| slot.can_take(word, *c)).collect();
             if channels.is_empty() {
                 return;
             }
@@ -931,7 +931,7 @@ impl Engine {
                 }
             }
             let Some(Pick { qi, rank, ch, contact, .. }) = best else { return };
-            if !slot.try_claim(session.gen, ch, now) {
+            if !slot.try_claim(session.gen, ch) {
                 continue;
             }
             let q = &self.queues[qi as usize];
@@ -1237,7 +1237,7 @@ impl Engine {
                 self.status_event(&session, t, out);
             }
         }
-        Ok(slot.visible_status(now))
+        Ok(slot.visible_status())
     }
 
     fn offered_to(&self, operator_id: &str, contact_id: &str) -> Result<OfferRef, RoutingError> {
@@ -1527,10 +1527,10 @@ impl Engine {
                 }
                 self.mark_free(i);
             }
-            if slot.visible_status(now) != OperatorStatus::Available {
+            if slot.visible_status() != OperatorStatus::Available {
                 continue;
             }
-            let has_room = Channel::ALL.iter().any(|c| slot.can_take(slot.word(), *c, now));
+            let has_room = Channel::ALL.iter().any(|c| slot.can_take(slot.word(), *c));
             let work_waits = slot.session.lock().as_ref().is_some_and(|s| {
                 s.queues.iter().any(|(q, _)| self.queues[*q as usize].waiting.load(Ordering::Relaxed) > 0)
             });
@@ -1610,11 +1610,11 @@ impl Engine {
     /// Logged-in operators by activity — `idle` (available, nothing in hand), `busy` (available
     /// with contacts offered or in service), `paused`, `wrap_up` — without allocating (for metrics).
     #[must_use]
-    pub fn operator_counts(&self, now: Millis) -> [(&'static str, u32); 4] {
+    pub fn operator_counts(&self) -> [(&'static str, u32); 4] {
         let mut counts = [("idle", 0), ("busy", 0), ("paused", 0), ("wrap_up", 0)];
         let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
         for slot in &self.slots[..n] {
-            let k = match slot.visible_status(now) {
+            let k = match slot.visible_status() {
                 OperatorStatus::Available if slot.word().total_load() == 0 => 0,
                 OperatorStatus::Available => 1,
                 OperatorStatus::Paused => 2,
@@ -1666,7 +1666,7 @@ impl Engine {
                 Some(OperatorSnapshot {
                     id: session.id.to_string(),
                     group: session.group.to_string(),
-                    status: slot.visible_status(now),
+                    status: slot.visible_status(),
                     pause_reason: slot.pause_reason.lock().clone(),
                     active_contacts: u32::from(w.total_load()),
                     status_since_ms: slot.status_since(),
@@ -1789,7 +1789,7 @@ impl Engine {
                 let q = &self.queues[qi as usize];
                 let st = q.state.lock();
                 for ch in Channel::ALL {
-                    if !slot.can_take(w, ch, now) {
+                    if !slot.can_take(w, ch) {
                         continue;
                     }
                     let fundable =

@@ -202,16 +202,16 @@ impl Slot {
     /// Whether the operator can take a contact on `ch`: available with room. A wrap-up ends only
     /// through [`Slot::transition`] (the engine's tick), which then serves waiting contacts first;
     /// were it to end lazily here, a new arrival could take the operator ahead of them.
-    pub(crate) fn can_take(&self, w: Word, ch: Channel, _now: Millis) -> bool {
+    pub(crate) fn can_take(&self, w: Word, ch: Channel) -> bool {
         w.status() == OperatorStatus::Available && w.has_room(ch)
     }
 
     /// Claims one unit of `ch` capacity for session `gen`. The single place where an operator gets
     /// work: fails unless available, same session, and room on the channel.
-    pub(crate) fn try_claim(&self, gen: u8, ch: Channel, now: Millis) -> bool {
+    pub(crate) fn try_claim(&self, gen: u8, ch: Channel) -> bool {
         loop {
             let w = self.word();
-            if w.generation() != gen || !self.can_take(w, ch, now) {
+            if w.generation() != gen || !self.can_take(w, ch) {
                 return false;
             }
             if self.cas(w, w.with_load(ch, w.load(ch) + 1)) {
@@ -268,7 +268,7 @@ impl Slot {
     }
 
     /// The status as seen by supervisors (a wrap-up lasts until the tick that ends it).
-    pub(crate) fn visible_status(&self, _now: Millis) -> OperatorStatus {
+    pub(crate) fn visible_status(&self) -> OperatorStatus {
         self.word().status()
     }
 }
@@ -285,15 +285,15 @@ mod tests {
     fn voice_is_exclusive_and_single() {
         let s = Slot::default();
         let g = s.start_session(caps(1, 3), Millis(0)).expect("login");
-        assert!(s.try_claim(g, Channel::Voice, Millis(1)));
-        assert!(!s.try_claim(g, Channel::Voice, Millis(1)), "second voice");
-        assert!(!s.try_claim(g, Channel::Chat, Millis(1)), "chat during voice");
+        assert!(s.try_claim(g, Channel::Voice));
+        assert!(!s.try_claim(g, Channel::Voice), "second voice");
+        assert!(!s.try_claim(g, Channel::Chat), "chat during voice");
         assert!(s.release(g, Channel::Voice, Millis(2)));
-        assert!(s.try_claim(g, Channel::Chat, Millis(3)));
-        assert!(!s.try_claim(g, Channel::Voice, Millis(3)), "voice during chat");
-        assert!(s.try_claim(g, Channel::Chat, Millis(3)));
-        assert!(s.try_claim(g, Channel::Chat, Millis(3)));
-        assert!(!s.try_claim(g, Channel::Chat, Millis(3)), "fourth chat");
+        assert!(s.try_claim(g, Channel::Chat));
+        assert!(!s.try_claim(g, Channel::Voice), "voice during chat");
+        assert!(s.try_claim(g, Channel::Chat));
+        assert!(s.try_claim(g, Channel::Chat));
+        assert!(!s.try_claim(g, Channel::Chat), "fourth chat");
     }
 
     #[test]
@@ -301,12 +301,12 @@ mod tests {
         let s = Slot::default();
         let g = s.start_session(caps(1, 0), Millis(0)).expect("login");
         s.transition(g, &[OperatorStatus::Available], OperatorStatus::Paused, None, Millis(1)).expect("pause");
-        assert!(!s.try_claim(g, Channel::Voice, Millis(2)));
+        assert!(!s.try_claim(g, Channel::Voice));
         s.transition(g, &[OperatorStatus::Paused], OperatorStatus::WrapUp, Some(Millis(10)), Millis(2)).expect("wrap");
-        assert!(!s.try_claim(g, Channel::Voice, Millis(9)), "during wrap-up");
-        assert!(!s.try_claim(g, Channel::Voice, Millis(10)), "a wrap-up ends by transition only");
+        assert!(!s.try_claim(g, Channel::Voice), "during wrap-up");
+        assert!(!s.try_claim(g, Channel::Voice), "a wrap-up ends by transition only");
         s.transition(g, &[OperatorStatus::WrapUp], OperatorStatus::Available, None, Millis(10)).expect("end");
-        assert!(s.try_claim(g, Channel::Voice, Millis(10)));
+        assert!(s.try_claim(g, Channel::Voice));
     }
 
     #[test]
@@ -316,8 +316,8 @@ mod tests {
         s.transition(g, &[OperatorStatus::Available], OperatorStatus::LoggedOut, None, Millis(1)).expect("logout");
         let g2 = s.start_session(caps(1, 0), Millis(2)).expect("relogin");
         assert_ne!(g, g2);
-        assert!(!s.try_claim(g, Channel::Voice, Millis(3)));
-        assert!(s.try_claim(g2, Channel::Voice, Millis(3)));
+        assert!(!s.try_claim(g, Channel::Voice));
+        assert!(s.try_claim(g2, Channel::Voice));
         assert!(!s.release(g, Channel::Voice, Millis(3)));
         assert_eq!(s.word().load(Channel::Voice), 1);
     }
@@ -333,7 +333,7 @@ mod tests {
                 let wins = wins.clone();
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
-                        if s.try_claim(g, Channel::Voice, Millis(1)) {
+                        if s.try_claim(g, Channel::Voice) {
                             wins.fetch_add(1, Ordering::SeqCst);
                             assert_eq!(s.word().load(Channel::Voice), 1);
                             assert!(s.release(g, Channel::Voice, Millis(1)));

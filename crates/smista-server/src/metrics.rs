@@ -4,7 +4,6 @@
 //! Labels are bounded sets only — queue, channel, decision, outcome, reason, state, method, code —
 //! never a contact, caller or operator id.
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -145,7 +144,7 @@ pub fn refresh_gauges(engine: &Engine, now: Millis) {
         gauge!(SERVICE_LEVEL, "queue" => q.name.clone()).set(q.service_level);
         gauge!(SERVICE_LEVEL_TARGET, "queue" => q.name.clone()).set(q.service_level_target);
     }
-    for (state, n) in engine.operator_counts(now) {
+    for (state, n) in engine.operator_counts() {
         gauge!(OPERATORS, "state" => state).set(f64::from(n));
     }
 }
@@ -247,10 +246,4 @@ pub async fn serve_http(listener: TcpListener, handle: PrometheusHandle, mut shu
             let _ = sock.shutdown().await;
         });
     }
-}
-
-/// The address a metrics listener is bound to, for the start-up line.
-#[must_use]
-pub fn local(listener: &TcpListener) -> Option<SocketAddr> {
-    listener.local_addr().ok()
 }
