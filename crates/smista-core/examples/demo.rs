@@ -52,6 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 skills: skills.iter().map(|(n, l)| Skill { name: (*n).into(), level: *l }).collect(),
                 channels: vec![(Channel::Voice, 1)],
                 session_id: format!("desk-{id}"),
+                paused: None,
             },
             Millis(0),
             &mut events,

@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::budget::{BudgetGate, FundingRequest, Settlement};
+use crate::budget::{BudgetGate, FundingRequest, Settlement, Started};
 use crate::calendar;
 use crate::config::valid_name;
 use crate::model::{Channel, Segment};
@@ -58,6 +58,36 @@ impl Tariff {
         let centicents = billed_s * i128::from(self.rate_per_second_centicents);
         let cents = (centicents + 99).div_euclid(100);
         i64::try_from(i128::from(self.fee_per_contact_cents) + cents).unwrap_or(i64::MAX)
+    }
+}
+
+impl std::fmt::Display for Tariff {
+    /// `fee_per_contact_cents=50 rate_per_second_centicents=150 billing_increment_seconds=10`:
+    /// the form audit records use, read back by [`Tariff::parse`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fee_per_contact_cents={} rate_per_second_centicents={} billing_increment_seconds={}",
+            self.fee_per_contact_cents, self.rate_per_second_centicents, self.billing_increment_seconds
+        )
+    }
+}
+
+impl Tariff {
+    /// Reads the [`Display`](std::fmt::Display) form back; `None` if malformed.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Tariff> {
+        let mut t = Tariff { fee_per_contact_cents: -1, rate_per_second_centicents: -1, billing_increment_seconds: 0 };
+        for part in text.split_whitespace() {
+            let (k, v) = part.split_once('=')?;
+            match k {
+                "fee_per_contact_cents" => t.fee_per_contact_cents = v.parse().ok()?,
+                "rate_per_second_centicents" => t.rate_per_second_centicents = v.parse().ok()?,
+                "billing_increment_seconds" => t.billing_increment_seconds = v.parse().ok()?,
+                _ => return None,
+            }
+        }
+        validate_tariff(&t, "tariff").ok().map(|()| t)
     }
 }
 
@@ -319,6 +349,8 @@ pub struct CostRecord {
     pub queue: String,
     /// Operator group.
     pub group: String,
+    /// The operator who handled it.
+    pub operator: String,
     /// Channel.
     pub channel: Channel,
     /// Accepted, Unix ms.
@@ -333,10 +365,94 @@ pub struct CostRecord {
     pub reserved_cents: i64,
 }
 
-/// Receives every settled contact (the durable ledger implements it).
+/// A reservation of a contact in service with an operator its budget pays: written down so a
+/// completion that arrives after a restart settles against it, and so the money stays committed
+/// meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRecord {
+    /// Contact.
+    pub contact: String,
+    /// Budget.
+    pub budget: String,
+    /// Period label of the reservation.
+    pub period: String,
+    /// Amount reserved, cents.
+    pub amount_cents: i64,
+    /// Queue.
+    pub queue: String,
+    /// Operator group.
+    pub group: String,
+    /// The operator handling it.
+    pub operator: String,
+    /// Channel.
+    pub channel: Channel,
+    /// Accepted, Unix ms.
+    pub accepted_unix_ms: i64,
+}
+
+/// Receives what must outlive the process (the durable ledger implements it). Calls come from
+/// inside routing operations and must not block: a durable sink queues the write and lets the
+/// caller wait for it outside the engine.
 pub trait SettlementSink: Send + Sync + std::fmt::Debug {
-    /// Records one settled contact.
+    /// One settled contact; it also ends the contact's hold, if any.
     fn record(&self, r: &CostRecord);
+    /// A funded contact went into service with an operator its budget pays.
+    fn hold(&self, _h: &HoldRecord) {}
+    /// A hold ended without a settlement.
+    fn release(&self, _budget: &str, _contact: &str) {}
+    /// A contract amendment.
+    fn amended(&self, _a: &AuditRecord) {}
+}
+
+/// Totals of one budget in one period, as derived from the durable records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeriodTotals {
+    /// Budget.
+    pub budget: String,
+    /// Period label.
+    pub period: String,
+    /// Cost of settled contacts, cents.
+    pub settled_cents: i64,
+    /// Of which charged beyond their reservations, cents.
+    pub overrun_cents: i64,
+}
+
+/// What a restart reads back from the durable ledger, applied by [`BudgetBook::restore`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Contract amendments, oldest first.
+    pub amendments: Vec<AuditRecord>,
+    /// Settled totals per budget and period.
+    pub periods: Vec<PeriodTotals>,
+    /// Contacts that were in service with a budgeted operator when the process stopped.
+    pub holds: Vec<HoldRecord>,
+}
+
+/// What [`BudgetBook::restore`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Amendments re-applied.
+    pub amendments: usize,
+    /// Holds re-established (their money is committed again).
+    pub holds: usize,
+    /// Settled cents restored into current periods.
+    pub settled_cents: i64,
+    /// Records that name budgets no longer configured, or values that cannot be read: skipped.
+    pub skipped: Vec<String>,
+}
+
+/// Why a completion of a contact recovered after a restart was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RecoveredError {
+    /// No recovered hold for that contact.
+    #[error("no recovered contact `{0}`")]
+    Unknown(String),
+    /// Another operator had the contact.
+    #[error("contact `{contact}` was in service with another operator")]
+    OtherOperator {
+        /// The contact.
+        contact: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -344,6 +460,8 @@ struct Reservation {
     budget: Arc<str>,
     period: Arc<Period>,
     amount: i64,
+    /// In service with an operator the budget pays (and written down as a hold).
+    started: bool,
 }
 
 /// Every capped budget of the contract. Implements [`BudgetGate`].
@@ -352,6 +470,8 @@ pub struct BudgetBook {
     budgets: HashMap<String, Budget>,
     epoch_unix_ms: i64,
     reservations: DashMap<Arc<str>, Vec<Reservation>, foldhash::fast::RandomState>,
+    /// Holds read back at restart, whose contacts the engine does not know.
+    recovered: DashMap<String, HoldRecord>,
     sink: Option<Arc<dyn SettlementSink>>,
 }
 
@@ -382,7 +502,13 @@ impl BudgetBook {
                 },
             );
         }
-        Ok(BudgetBook { budgets: map, epoch_unix_ms, reservations: DashMap::default(), sink: None })
+        Ok(BudgetBook {
+            budgets: map,
+            epoch_unix_ms,
+            reservations: DashMap::default(),
+            recovered: DashMap::new(),
+            sink: None,
+        })
     }
 
     /// Sends every settled contact to `sink` (the durable ledger).
@@ -474,6 +600,13 @@ impl BudgetBook {
         cur.clone()
     }
 
+    /// The label of `budget`'s current period at `now` (`None`: no such budget).
+    #[must_use]
+    pub fn period_label(&self, budget: &str, now: Millis) -> Option<String> {
+        let b = self.budgets.get(budget)?;
+        Some(Self::period_at(b, self.unix(now)).label.clone())
+    }
+
     /// Totals of every budget in its current period at `now`.
     #[must_use]
     pub fn views(&self, now: Millis) -> Vec<BudgetView> {
@@ -522,8 +655,9 @@ impl BudgetBook {
         }
         let unix = self.unix(now);
         let mut audit = b.audit.lock();
+        let sink = self.sink.as_deref();
         let mut record = |field: String, old: String, new: String| {
-            audit.push(AuditRecord {
+            let a = AuditRecord {
                 at_unix_ms: unix,
                 budget: id.to_owned(),
                 actor: actor.to_owned(),
@@ -531,7 +665,11 @@ impl BudgetBook {
                 old_value: old,
                 new_value: new,
                 reason: reason.to_owned(),
-            });
+            };
+            if let Some(sink) = sink {
+                sink.amended(&a);
+            }
+            audit.push(a);
         };
         if let Some(c) = ceiling_cents {
             let old = b.ceiling.swap(c, Ordering::AcqRel);
@@ -542,7 +680,7 @@ impl BudgetBook {
             for ct in tariffs {
                 let old = t[ct.channel.index()];
                 t[ct.channel.index()] = ct.tariff;
-                record(format!("tariff.{}", ct.channel.as_str()), format!("{old:?}"), format!("{:?}", ct.tariff));
+                record(format!("tariff.{}", ct.channel.as_str()), old.to_string(), ct.tariff.to_string());
             }
         }
         drop(audit);
@@ -624,7 +762,7 @@ impl BudgetGate for BudgetBook {
             return false;
         }
         p.reserved.fetch_add(expected, Ordering::AcqRel);
-        held.push(Reservation { budget: Arc::from(req.budget), period: p, amount: expected });
+        held.push(Reservation { budget: Arc::from(req.budget), period: p, amount: expected, started: false });
         true
     }
 
@@ -632,12 +770,70 @@ impl BudgetGate for BudgetBook {
         let Some(r) = take_reservation(&self.reservations, budget, contact_id) else { return };
         r.period.reserved.fetch_sub(r.amount, Ordering::AcqRel);
         r.period.committed.fetch_sub(r.amount, Ordering::AcqRel);
+        if r.started {
+            if let Some(sink) = &self.sink {
+                sink.release(budget, contact_id);
+            }
+        }
     }
 
     fn settle(&self, s: &Settlement<'_>) {
         let Some(r) = take_reservation(&self.reservations, s.budget, s.contact_id) else { return };
         let Some(b) = self.budgets.get(s.budget) else { return };
-        let cost = b.tariffs.read()[s.channel.index()].cost_cents(s.handle_ms);
+        self.charge(
+            b,
+            &r,
+            s.contact_id,
+            s.queue,
+            s.group,
+            s.operator,
+            s.channel,
+            s.handle_ms,
+            self.unix(s.accepted_at),
+            self.unix(s.now),
+        );
+    }
+
+    fn started(&self, s: &Started<'_>) {
+        let Some(mut held) = self.reservations.get_mut(s.contact_id) else { return };
+        let Some(r) = held.iter_mut().find(|r| &*r.budget == s.budget) else { return };
+        r.started = true;
+        let hold = HoldRecord {
+            contact: s.contact_id.to_owned(),
+            budget: s.budget.to_owned(),
+            period: r.period.label.clone(),
+            amount_cents: r.amount,
+            queue: s.queue.to_owned(),
+            group: s.group.to_owned(),
+            operator: s.operator.to_owned(),
+            channel: s.channel,
+            accepted_unix_ms: self.unix(s.now),
+        };
+        drop(held);
+        if let Some(sink) = &self.sink {
+            sink.hold(&hold);
+        }
+    }
+}
+
+impl BudgetBook {
+    /// Charges a contact's actual cost against its reservation `r` (already taken out of the
+    /// map), learns the queue's handle time and hands the record to the sink.
+    #[allow(clippy::too_many_arguments)]
+    fn charge(
+        &self,
+        b: &Budget,
+        r: &Reservation,
+        contact: &str,
+        queue: &str,
+        group: &str,
+        operator: &str,
+        channel: Channel,
+        handle_ms: u64,
+        accepted_unix_ms: i64,
+        completed_unix_ms: i64,
+    ) -> CostRecord {
+        let cost = b.tariffs.read()[channel.index()].cost_cents(handle_ms);
         let p = &r.period;
         p.reserved.fetch_sub(r.amount, Ordering::AcqRel);
         p.settled.fetch_add(cost, Ordering::AcqRel);
@@ -647,24 +843,177 @@ impl BudgetGate for BudgetBook {
             p.overrun.fetch_add(cost - r.amount, Ordering::AcqRel);
         }
         // Learn the queue's handle time (exponential average, weight 1/8).
-        let mut h = b.learned_handle.entry(s.queue.to_owned()).or_insert(b.cfg.default_handle_ms);
-        *h = (*h * 7 + s.handle_ms) / 8;
+        let mut h = b.learned_handle.entry(queue.to_owned()).or_insert(b.cfg.default_handle_ms);
+        *h = (*h * 7 + handle_ms) / 8;
         drop(h);
+        let record = CostRecord {
+            contact: contact.to_owned(),
+            budget: b.cfg.id.clone(),
+            period: p.label.clone(),
+            queue: queue.to_owned(),
+            group: group.to_owned(),
+            operator: operator.to_owned(),
+            channel,
+            accepted_unix_ms,
+            completed_unix_ms,
+            handle_ms,
+            cost_cents: cost,
+            reserved_cents: r.amount,
+        };
         if let Some(sink) = &self.sink {
-            sink.record(&CostRecord {
-                contact: s.contact_id.to_owned(),
-                budget: s.budget.to_owned(),
-                period: p.label.clone(),
-                queue: s.queue.to_owned(),
-                group: s.group.to_owned(),
-                channel: s.channel,
-                accepted_unix_ms: self.unix(s.accepted_at),
-                completed_unix_ms: self.unix(s.now),
-                handle_ms: s.handle_ms,
-                cost_cents: cost,
-                reserved_cents: r.amount,
-            });
+            sink.record(&record);
         }
+        record
+    }
+
+    /// Re-applies what the durable ledger holds after a restart, before any contact is routed:
+    /// amendments (in order), the settled totals of current periods, and the holds of contacts
+    /// that were in service, whose money is committed again until they complete or are expired.
+    pub fn restore(&self, r: &Recovery, now: Millis) -> Restored {
+        let unix = self.unix(now);
+        let mut done = Restored::default();
+        for a in &r.amendments {
+            let Some(b) = self.budgets.get(&a.budget) else {
+                done.skipped.push(format!("amendment of unknown budget `{}`", a.budget));
+                continue;
+            };
+            let applied = match a.field.as_str() {
+                "ceiling_cents" => a.new_value.parse::<i64>().ok().filter(|c| *c >= 0).map(|c| {
+                    b.ceiling.store(c, Ordering::Release);
+                }),
+                f => f
+                    .strip_prefix("tariff.")
+                    .and_then(Channel::parse)
+                    .zip(Tariff::parse(&a.new_value))
+                    .map(|(ch, t)| b.tariffs.write()[ch.index()] = t),
+            };
+            match applied {
+                Some(()) => {
+                    b.audit.lock().push(a.clone());
+                    done.amendments += 1;
+                }
+                None => done.skipped.push(format!("unreadable amendment of `{}`: {}", a.budget, a.field)),
+            }
+        }
+        for t in &r.periods {
+            let Some(b) = self.budgets.get(&t.budget) else {
+                done.skipped.push(format!("spend of unknown budget `{}`", t.budget));
+                continue;
+            };
+            let p = Self::period_at(b, unix);
+            if p.label == t.period {
+                p.settled.fetch_add(t.settled_cents, Ordering::AcqRel);
+                p.overrun.fetch_add(t.overrun_cents, Ordering::AcqRel);
+                p.committed.fetch_add(t.settled_cents, Ordering::AcqRel);
+                done.settled_cents += t.settled_cents;
+            }
+        }
+        for h in &r.holds {
+            let Some(b) = self.budgets.get(&h.budget) else {
+                done.skipped.push(format!("hold of contact on unknown budget `{}`", h.budget));
+                continue;
+            };
+            let current = Self::period_at(b, unix);
+            let period = if current.label == h.period {
+                current
+            } else {
+                let mut past = b.past.lock();
+                match past.iter().find(|p| p.label == h.period) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = Arc::new(new_period(&b.cfg, h.accepted_unix_ms));
+                        past.push(p.clone());
+                        p
+                    }
+                }
+            };
+            let mut held = self.reservations.entry(Arc::from(h.contact.as_str())).or_default();
+            if held.iter().any(|r| *r.budget == *h.budget) {
+                continue;
+            }
+            period.reserved.fetch_add(h.amount_cents, Ordering::AcqRel);
+            period.committed.fetch_add(h.amount_cents, Ordering::AcqRel);
+            held.push(Reservation {
+                budget: Arc::from(h.budget.as_str()),
+                period,
+                amount: h.amount_cents,
+                started: true,
+            });
+            drop(held);
+            self.recovered.insert(h.contact.clone(), h.clone());
+            done.holds += 1;
+        }
+        done
+    }
+
+    /// The hold of a contact that was in service when the process stopped, if any.
+    #[must_use]
+    pub fn recovered(&self, contact: &str) -> Option<HoldRecord> {
+        self.recovered.get(contact).map(|h| h.clone())
+    }
+
+    /// Contacts recovered at restart still in service with `operator`.
+    #[must_use]
+    pub fn recovered_with(&self, operator: &str) -> usize {
+        if self.recovered.is_empty() {
+            return 0;
+        }
+        self.recovered.iter().filter(|h| h.operator == operator).count()
+    }
+
+    /// Holds recovered at restart and not yet completed.
+    #[must_use]
+    pub fn recovered_count(&self) -> usize {
+        self.recovered.len()
+    }
+
+    /// Completes a contact recovered at restart (by `operator`, who must be the one it was
+    /// with; `None` when the caller hung up): its handle time runs from its recorded acceptance
+    /// to `now`, its cost is settled against the recovered reservation.
+    pub fn complete_recovered(
+        &self,
+        contact: &str,
+        operator: Option<&str>,
+        now: Millis,
+    ) -> Result<CostRecord, RecoveredError> {
+        let unknown = || RecoveredError::Unknown(contact.to_owned());
+        let h = self.recovered.get(contact).map(|h| h.clone()).ok_or_else(unknown)?;
+        if operator.is_some_and(|o| o != h.operator) {
+            return Err(RecoveredError::OtherOperator { contact: contact.to_owned() });
+        }
+        let (_, h) = self.recovered.remove(contact).ok_or_else(unknown)?;
+        let b = self.budgets.get(&h.budget).ok_or_else(unknown)?;
+        let r = take_reservation(&self.reservations, &h.budget, contact).ok_or_else(unknown)?;
+        let completed = self.unix(now);
+        let handle_ms = u64::try_from(completed - h.accepted_unix_ms).unwrap_or(0);
+        Ok(self.charge(
+            b,
+            &r,
+            contact,
+            &h.queue,
+            &h.group,
+            &h.operator,
+            h.channel,
+            handle_ms,
+            h.accepted_unix_ms,
+            completed,
+        ))
+    }
+
+    /// Releases recovered holds accepted more than `max_age_ms` before `now` (contacts whose
+    /// completion will never come); returns them.
+    pub fn expire_recovered(&self, now: Millis, max_age_ms: i64) -> Vec<HoldRecord> {
+        let cutoff = self.unix(now).saturating_sub(max_age_ms);
+        let old: Vec<String> =
+            self.recovered.iter().filter(|h| h.accepted_unix_ms < cutoff).map(|h| h.key().clone()).collect();
+        let mut out = Vec::new();
+        for c in old {
+            if let Some((_, h)) = self.recovered.remove(&c) {
+                self.release(&h.budget, &c);
+                out.push(h);
+            }
+        }
+        out
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Settlement<'a> {
     pub queue: &'a str,
     /// The operator group that handled it.
     pub group: &'a str,
+    /// The operator who handled it.
+    pub operator: &'a str,
     /// Its channel.
     pub channel: Channel,
     /// Handle time in milliseconds.
@@ -50,6 +52,25 @@ pub struct Settlement<'a> {
     /// When it was accepted.
     pub accepted_at: Millis,
     /// When it completed.
+    pub now: Millis,
+}
+
+/// A funded contact was accepted by an operator its budget pays: money starts being spent.
+#[derive(Clone, Copy, Debug)]
+pub struct Started<'a> {
+    /// The budget that reserved.
+    pub budget: &'a str,
+    /// The contact.
+    pub contact_id: &'a str,
+    /// Its queue.
+    pub queue: &'a str,
+    /// The operator's group.
+    pub group: &'a str,
+    /// The operator.
+    pub operator: &'a str,
+    /// Its channel.
+    pub channel: Channel,
+    /// When it was accepted.
     pub now: Millis,
 }
 
@@ -63,6 +84,10 @@ pub trait BudgetGate: Send + Sync + std::fmt::Debug {
     fn release(&self, budget: &str, contact_id: &str);
     /// The contact was handled by this budget's operators: charge its actual cost.
     fn settle(&self, s: &Settlement<'_>);
+    /// The contact was accepted by an operator this budget pays (its reservation will end in
+    /// `settle`, or in `release` if the contact is taken away). A durable gate writes the
+    /// reservation down here, so a completion arriving after a restart still finds it.
+    fn started(&self, _s: &Started<'_>) {}
 }
 
 /// A gate for deployments without capped budgets: funds everything, records nothing.

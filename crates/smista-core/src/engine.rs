@@ -30,7 +30,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
-use crate::budget::{BudgetGate, FundingRequest, Settlement};
+use crate::budget::{BudgetGate, FundingRequest, Settlement, Started};
 use crate::config::{EngineConfig, Strategy, MAX_PRIORITY};
 use crate::error::{ConfigError, RoutingError};
 use crate::event::Event;
@@ -585,6 +585,7 @@ impl Engine {
                     contact_id: id,
                     queue: &q.name,
                     group: &s.group,
+                    operator: &s.id,
                     channel: rec.channel,
                     handle_ms: c.handle_ms,
                     accepted_at,
@@ -1117,6 +1118,18 @@ impl Engine {
                 Err(RoutingError::AlreadyLoggedIn(req.operator_id.clone()))
             };
         };
+        // Paused before anyone can see the session, so no offer slips in first.
+        let first = match &req.paused {
+            Some(reason) => {
+                slot.transition(gen, &[OperatorStatus::Available], OperatorStatus::Paused, None, now);
+                *slot.pause_reason.lock() = reason.clone();
+                OperatorStatus::Paused
+            }
+            None => {
+                slot.pause_reason.lock().clear();
+                OperatorStatus::Available
+            }
+        };
         let session = Arc::new(Session {
             id: id.clone(),
             group: group.name.clone(),
@@ -1127,18 +1140,15 @@ impl Engine {
             skills,
         });
         *slot.session.lock() = Some(session.clone());
-        slot.pause_reason.lock().clear();
         for (qi, margin) in &queues {
             let mut c = self.queues[*qi as usize].candidates.write();
             c.retain(|c| c.slot != idx);
             c.push(Candidate { slot: idx, gen, margin: *margin, session: session.clone() });
         }
-        self.status_event(
-            &session,
-            Some(Transition { from: OperatorStatus::LoggedOut, to: OperatorStatus::Available }),
-            out,
-        );
-        self.find_work(idx, now, out);
+        self.status_event(&session, Some(Transition { from: OperatorStatus::LoggedOut, to: first }), out);
+        if first == OperatorStatus::Available {
+            self.find_work(idx, now, out);
+        }
         Ok(names)
     }
 
@@ -1288,6 +1298,17 @@ impl Engine {
         let waited_ms = now.since(rec.arrived);
         q.record_accept(&mut st, waited_ms, now);
         rec.state = CState::InService { slot, gen, accepted_at: now };
+        if let Some(b) = rec.funding.as_ref().filter(|b| session.budget.as_ref() == Some(*b)) {
+            self.gate.started(&Started {
+                budget: b,
+                contact_id: &id,
+                queue: &q.name,
+                group: &session.group,
+                operator: &session.id,
+                channel: rec.channel,
+                now,
+            });
+        }
         out.push(Event::Accepted {
             contact: id.clone(),
             queue: q.name.clone(),

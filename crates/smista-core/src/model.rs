@@ -55,6 +55,12 @@ impl Channel {
             Channel::Chat => "chat",
         }
     }
+
+    /// The channel named `name` (its [`as_str`](Channel::as_str) form).
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Channel> {
+        [Channel::Voice, Channel::Video, Channel::Callback, Channel::Chat].into_iter().find(|c| c.as_str() == name)
+    }
 }
 
 /// Who the citizen is, as far as routing cares.
@@ -254,6 +260,9 @@ pub struct LoginRequest {
     pub channels: Vec<(Channel, u8)>,
     /// Desktop session id, for idempotent retries.
     pub session_id: String,
+    /// Start paused with this reason instead of available: no offer until the operator asks for
+    /// AVAILABLE.
+    pub paused: Option<String>,
 }
 
 /// The state an operator asks for.

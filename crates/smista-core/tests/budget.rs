@@ -12,7 +12,8 @@ use common::*;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use smista_core::book::{
-    BudgetBook, BudgetConfig, ChannelTariff, CostRecord, PacingConfig, PeriodConfig, SettlementSink, Tariff,
+    AuditRecord, BudgetBook, BudgetConfig, ChannelTariff, CostRecord, HoldRecord, PacingConfig, PeriodConfig,
+    PeriodTotals, RecoveredError, Recovery, SettlementSink, Tariff,
 };
 use smista_core::budget::{BudgetGate, FundingRequest, Settlement};
 use smista_core::config::QueueConfig;
@@ -61,6 +62,7 @@ fn settle(b: &BudgetBook, contact: &str, handle_ms: u64, now: i64) {
         contact_id: contact,
         queue: "pensions",
         group: "supplier-a",
+        operator: "op-1",
         channel: Channel::Voice,
         handle_ms,
         accepted_at: Millis(now as u64),
@@ -301,6 +303,21 @@ fn periods_roll_over_and_reservations_settle_against_their_own_period() {
     assert_eq!(v.reserved_cents, 500);
 }
 
+/// An engine whose `pensions` queue and `supplier-a` group are paid by budget `ccm` of `book`,
+/// with supplier operators s1, s2 and s3 logged in at time 0.
+fn supplier_engine(book: &Arc<BudgetBook>) -> (Engine, Vec<smista_core::Event>) {
+    let mut q = QueueConfig::new("pensions", &[("pensions", 3)]);
+    q.budget = Some("ccm".into());
+    let mut config = config(vec![q]);
+    config.groups[1].budget = Some("ccm".into());
+    let e = Engine::new(&config, book.clone()).expect("valid config");
+    let mut ev = vec![];
+    for op in ["s1", "s2", "s3"] {
+        e.login(&login(op, "supplier-a", &[("pensions", 5)]), t(0), &mut ev).expect("login");
+    }
+    (e, ev)
+}
+
 #[derive(Debug, Default)]
 struct Sink(Mutex<Vec<CostRecord>>);
 impl SettlementSink for Sink {
@@ -315,15 +332,7 @@ fn the_engine_diverts_extra_budget_contacts_and_settles_the_rest() {
     let mut cfg = budget(1_000, PacingConfig::None); // two 5-minute calls
     cfg.period = PeriodConfig::Monthly;
     let book = Arc::new(BudgetBook::new(&[cfg], 1_780_000_000_000).unwrap().with_sink(sink.clone()));
-    let mut q = QueueConfig::new("pensions", &[("pensions", 3)]);
-    q.budget = Some("ccm".into());
-    let mut config = config(vec![q]);
-    config.groups[1].budget = Some("ccm".into());
-    let e = Engine::new(&config, book.clone()).unwrap();
-    let mut ev = vec![];
-    for op in ["s1", "s2", "s3"] {
-        e.login(&login(op, "supplier-a", &[("pensions", 5)]), t(0), &mut ev).unwrap();
-    }
+    let (e, mut ev) = supplier_engine(&book);
     let mut assigned = vec![];
     for i in 0..3 {
         let id = format!("c{i}");
@@ -345,4 +354,161 @@ fn the_engine_diverts_extra_budget_contacts_and_settles_the_rest() {
     assert_eq!(records.len(), 2);
     assert!(records.iter().all(|r| r.cost_cents == 230 && r.handle_ms == 120_000 && r.period == "2026-05"));
     assert_eq!(book.open_reservations(), 0);
+}
+
+/// A sink that keeps what a durable ledger would: records, open holds, amendments.
+#[derive(Debug, Default)]
+struct Durable {
+    records: Mutex<Vec<CostRecord>>,
+    holds: Mutex<Vec<HoldRecord>>,
+    amendments: Mutex<Vec<AuditRecord>>,
+}
+
+impl SettlementSink for Durable {
+    fn record(&self, r: &CostRecord) {
+        self.holds.lock().retain(|h| !(h.budget == r.budget && h.contact == r.contact));
+        self.records.lock().push(r.clone());
+    }
+    fn hold(&self, h: &HoldRecord) {
+        self.holds.lock().push(h.clone());
+    }
+    fn release(&self, budget: &str, contact: &str) {
+        self.holds.lock().retain(|h| !(h.budget == budget && h.contact == contact));
+    }
+    fn amended(&self, a: &AuditRecord) {
+        self.amendments.lock().push(a.clone());
+    }
+}
+
+impl Durable {
+    /// What a restart would read back.
+    fn recovery(&self) -> Recovery {
+        let records = self.records.lock();
+        let mut periods: Vec<PeriodTotals> = Vec::new();
+        for r in records.iter() {
+            match periods.iter_mut().find(|p| p.budget == r.budget && p.period == r.period) {
+                Some(p) => {
+                    p.settled_cents += r.cost_cents;
+                    p.overrun_cents += (r.cost_cents - r.reserved_cents).max(0);
+                }
+                None => periods.push(PeriodTotals {
+                    budget: r.budget.clone(),
+                    period: r.period.clone(),
+                    settled_cents: r.cost_cents,
+                    overrun_cents: (r.cost_cents - r.reserved_cents).max(0),
+                }),
+            }
+        }
+        Recovery { amendments: self.amendments.lock().clone(), periods, holds: self.holds.lock().clone() }
+    }
+}
+
+#[test]
+fn a_restart_rebuilds_spend_holds_and_amendments_from_the_durable_records() {
+    const EPOCH: i64 = 1_780_000_000_000;
+    let cfg = budget(1_500, PacingConfig::None); // three 5-minute calls of 500
+    let sink = Arc::new(Durable::default());
+    let book = Arc::new(BudgetBook::new(std::slice::from_ref(&cfg), EPOCH).unwrap().with_sink(sink.clone()));
+    let (e, mut ev) = supplier_engine(&book);
+    let mut assigned = vec![];
+    for i in 0..3 {
+        let Decision::Assigned { operator, .. } = e.offer(&offer(&format!("c{i}"), "pensions"), t(1), &mut ev).unwrap()
+        else {
+            panic!("c{i} not assigned")
+        };
+        assigned.push(operator.to_string());
+    }
+    // c0 completed (2 minutes: 230), c1 in service, c2 only offered.
+    e.accept(&assigned[0], "c0", t(2), &mut ev).unwrap();
+    e.accept(&assigned[1], "c1", t(2), &mut ev).unwrap();
+    e.complete(&assigned[0], "c0", 0, t(2 + 120_000), &mut ev).unwrap();
+    assert_eq!(sink.holds.lock().len(), 1, "only the contact in service is held");
+    let raised = ChannelTariff {
+        channel: Channel::Voice,
+        tariff: Tariff { fee_per_contact_cents: 60, rate_per_second_centicents: 150, billing_increment_seconds: 10 },
+    };
+    book.amend("ccm", Some(2_000), &[raised], "ops@inps", "amendment 3", t(130_000)).unwrap();
+
+    // The process dies; a new one starts ten minutes later and reads the ledger back.
+    let restart = EPOCH + 600_000;
+    let sink2 = Arc::new(Durable::default());
+    let book2 = BudgetBook::new(&[cfg], restart).unwrap().with_sink(sink2.clone());
+    let done = book2.restore(&sink.recovery(), Millis(0));
+    assert_eq!((done.amendments, done.holds, done.settled_cents), (2, 1, 230));
+    assert!(done.skipped.is_empty(), "{:?}", done.skipped);
+    let v = book2.views(Millis(0))[0].clone();
+    assert_eq!((v.ceiling_cents, v.settled_cents, v.reserved_cents), (2_000, 230, 500));
+    assert_eq!(book2.audit("ccm").unwrap().len(), 2);
+
+    // Headroom is 2000 - 230 - 500 = 1270: two calls of 510 under the amended tariff, not three.
+    let admitted = (0..3).filter(|i| book2.reserve(&req(&format!("n{i}"), 600_000))).count();
+    assert_eq!(admitted, 2);
+
+    // The contact in service completes after the restart, with its own operator only.
+    assert_eq!(
+        book2.complete_recovered("c1", Some("intruder"), Millis(1_000)),
+        Err(RecoveredError::OtherOperator { contact: "c1".into() })
+    );
+    let r = book2.complete_recovered("c1", Some(&assigned[1]), Millis(1_000)).unwrap();
+    let handle = (restart + 1_000 - (EPOCH + 2)) as u64;
+    assert_eq!(r.handle_ms, handle);
+    assert_eq!(r.cost_cents, raised.tariff.cost_cents(handle));
+    assert_eq!(r.reserved_cents, 500);
+    assert_eq!(sink2.records.lock().len(), 1, "the settlement goes to the new ledger");
+    assert!(book2.complete_recovered("c1", Some(&assigned[1]), Millis(2_000)).is_err(), "settled once");
+    let v = book2.views(Millis(2_000))[0].clone();
+    assert_eq!(v.settled_cents, 230 + r.cost_cents);
+    assert_eq!(v.reserved_cents, 2 * 510, "only the two new admissions remain reserved");
+    assert!(v.settled_cents + v.reserved_cents <= v.ceiling_cents + v.overrun_cents);
+}
+
+#[test]
+fn recovered_holds_without_a_completion_expire_and_free_their_money() {
+    let cfg = budget(10_000, PacingConfig::None);
+    let book = BudgetBook::new(&[cfg], 1_000_000).unwrap();
+    let hold = |contact: &str, accepted: i64| HoldRecord {
+        contact: contact.into(),
+        budget: "ccm".into(),
+        period: "P0".into(),
+        amount_cents: 500,
+        queue: "pensions".into(),
+        group: "supplier-a".into(),
+        operator: "s1".into(),
+        channel: Channel::Voice,
+        accepted_unix_ms: accepted,
+    };
+    let done = book.restore(
+        &Recovery {
+            holds: vec![hold("old", 0), hold("recent", 900_000), hold("gone", 1)],
+            periods: vec![PeriodTotals {
+                budget: "nobody".into(),
+                period: "P0".into(),
+                settled_cents: 5,
+                overrun_cents: 0,
+            }],
+            amendments: vec![],
+        },
+        Millis(0),
+    );
+    assert_eq!(done.holds, 3);
+    assert_eq!(done.skipped.len(), 1, "a budget no longer configured is reported, not applied");
+    assert_eq!(book.views(Millis(0))[0].reserved_cents, 1_500);
+    let expired = book.expire_recovered(Millis(0), 500_000);
+    let mut gone: Vec<String> = expired.into_iter().map(|h| h.contact).collect();
+    gone.sort();
+    assert_eq!(gone, ["gone", "old"]);
+    assert_eq!(book.views(Millis(0))[0].reserved_cents, 500);
+    assert_eq!(book.recovered_count(), 1);
+    assert!(book.recovered("recent").is_some());
+}
+
+#[test]
+fn tariffs_in_audit_records_read_back() {
+    let t = Tariff { fee_per_contact_cents: 60, rate_per_second_centicents: 150, billing_increment_seconds: 10 };
+    assert_eq!(Tariff::parse(&t.to_string()), Some(t));
+    assert_eq!(
+        Tariff::parse("fee_per_contact_cents=-1 rate_per_second_centicents=1 billing_increment_seconds=1"),
+        None
+    );
+    assert_eq!(Tariff::parse("nonsense"), None);
 }

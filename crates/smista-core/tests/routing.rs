@@ -77,6 +77,29 @@ fn no_offer_during_wrap_up_or_pause() {
 }
 
 #[test]
+fn an_operator_logging_in_paused_gets_nothing_until_available() {
+    let e = engine(vec![pensions()]);
+    let mut ev = vec![];
+    e.login(&login("op0", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.set_state("op0", &RequestedState::Paused("lunch".into()), t(1), &mut ev).unwrap();
+    let d = e.offer(&offer("c2", "pensions"), t(2), &mut ev).unwrap();
+    assert!(matches!(d, Decision::Queued { .. }), "{d:?}");
+    ev.clear();
+    let mut req = login("op1", "internal", &[("pensions", 5)]);
+    req.paused = Some("call from before a restart".into());
+    e.login(&req, t(10), &mut ev).unwrap();
+    assert!(offered(&ev).is_empty(), "offered at a paused login: {ev:?}");
+    e.tick(t(20), &mut ev);
+    assert!(offered(&ev).is_empty(), "offered while paused");
+    let snap = e.snapshot(t(20));
+    let op1 = snap.operators.iter().find(|o| o.id == "op1").unwrap();
+    assert_eq!((op1.status, op1.pause_reason.as_str()), (OperatorStatus::Paused, "call from before a restart"));
+    e.set_state("op1", &RequestedState::Available, t(30), &mut ev).unwrap();
+    assert_eq!(offered(&ev), vec![("c2".into(), "op1".into())]);
+    assert_clean(&e, t(30));
+}
+
+#[test]
 fn unanswered_offer_returns_to_head_and_pauses_the_operator() {
     let mut q = pensions();
     q.offer_timeout_ms = 10_000;

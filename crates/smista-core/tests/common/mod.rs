@@ -47,6 +47,7 @@ pub fn login(id: &str, group: &str, skills: &[(&str, u8)]) -> LoginRequest {
         skills: skills.iter().map(|(n, l)| Skill { name: (*n).into(), level: *l }).collect(),
         channels: vec![],
         session_id: format!("desk-{id}"),
+        paused: None,
     }
 }
 
