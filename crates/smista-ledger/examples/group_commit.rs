@@ -33,6 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     period: "2026-11".into(),
                     queue: "pensions".into(),
                     group: "supplier-a".into(),
+                    operator: "op-1".into(),
                     channel: Channel::Voice,
                     accepted_unix_ms: 0,
                     completed_unix_ms: 180_000,

@@ -2,18 +2,24 @@
 //!
 //! The durable record of what the budgets paid: one row per settled contact (contact, budget,
 //! period, queue, operator group, channel, times, handle time, cost), from which every total is
-//! derived, so spend is auditable.
+//! derived, so spend is auditable. Beside it, the *holds* (reservations of contacts in service
+//! with a budgeted operator) and the contract *amendments*, so a restart rebuilds the budgets:
+//! see [`SqliteLedger::recovery`].
 //!
-//! - **Durable before acknowledged**: [`SqliteLedger::record`] returns only once the row is
-//!   committed with `synchronous = FULL` in WAL mode.
-//! - **Group commit**: a single writer task takes every record waiting in its channel and commits
-//!   them in one transaction, so many completions share one fsync.
-//! - **Idempotent**: the key is (budget, contact); recording a contact again charges nothing and
-//!   reports that it was already there.
+//! - **Durable before acknowledged**: every write is committed with `synchronous = FULL` in WAL
+//!   mode before its waiter is told ([`SqliteLedger::record`], [`SqliteLedger::durable`]).
+//! - **Group commit**: a single writer task takes every write waiting in its queue and commits
+//!   them in one transaction, so many completions share one fsync. A failed commit is retried
+//!   (with back-off) rather than dropped: a write accepted here is never silently lost while the
+//!   process lives, and its waiters wait.
+//! - **Idempotent**: a settled contact's key is (budget, contact); recording it again charges
+//!   nothing and reports that it was already there.
 //! - **Portable schema**: [`SCHEMA`] is plain SQL that SQLite and PostgreSQL both accept, so a
 //!   PostgreSQL backend (several nodes sharing a budget) can follow behind the same API.
 //!
-//! Not wired into the server yet: see the README's status.
+//! The ledger plugs into the budget book as its [`SettlementSink`]: the book's calls only queue a
+//! write (they run inside routing operations and must not block); the server then waits, outside
+//! the engine, for [`SqliteLedger::durable`] before it acknowledges the RPC.
 
 #![forbid(unsafe_code)]
 
@@ -22,11 +28,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use smista_core::book::CostRecord;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use smista_core::book::{AuditRecord, CostRecord, HoldRecord, PeriodTotals, Recovery, SettlementSink};
+use smista_core::Channel;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The ledger's tables, valid for SQLite and PostgreSQL.
 pub const SCHEMA: &str = "
@@ -36,6 +45,7 @@ CREATE TABLE IF NOT EXISTS cost_records (
     period             TEXT    NOT NULL,
     queue              TEXT    NOT NULL,
     operator_group     TEXT    NOT NULL,
+    operator_id        TEXT    NOT NULL,
     channel            TEXT    NOT NULL,
     accepted_unix_ms   BIGINT  NOT NULL,
     completed_unix_ms  BIGINT  NOT NULL,
@@ -45,23 +55,55 @@ CREATE TABLE IF NOT EXISTS cost_records (
     PRIMARY KEY (budget_id, contact_id)
 );
 CREATE INDEX IF NOT EXISTS cost_records_by_period ON cost_records (budget_id, period);
+CREATE INDEX IF NOT EXISTS cost_records_by_contact ON cost_records (contact_id);
+CREATE TABLE IF NOT EXISTS holds (
+    budget_id          TEXT    NOT NULL,
+    contact_id         TEXT    NOT NULL,
+    period             TEXT    NOT NULL,
+    amount_cents       BIGINT  NOT NULL,
+    queue              TEXT    NOT NULL,
+    operator_group     TEXT    NOT NULL,
+    operator_id        TEXT    NOT NULL,
+    channel            TEXT    NOT NULL,
+    accepted_unix_ms   BIGINT  NOT NULL,
+    PRIMARY KEY (budget_id, contact_id)
+);
+CREATE TABLE IF NOT EXISTS amendments (
+    seq                BIGINT  NOT NULL PRIMARY KEY,
+    at_unix_ms         BIGINT  NOT NULL,
+    budget_id          TEXT    NOT NULL,
+    actor              TEXT    NOT NULL,
+    field              TEXT    NOT NULL,
+    old_value          TEXT    NOT NULL,
+    new_value          TEXT    NOT NULL,
+    reason             TEXT    NOT NULL
+);
 ";
 
-/// Most records committed in one transaction.
+/// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
 /// Why the ledger could not do something.
-#[derive(Debug, Error)]
+#[derive(Debug, Error, Clone)]
 pub enum LedgerError {
     /// The database refused or failed.
     #[error("ledger storage: {0}")]
-    Storage(#[from] sqlx::Error),
-    /// The batch this record was in failed to commit; nothing of it was recorded.
-    #[error("ledger commit failed: {0}")]
-    Commit(String),
-    /// The writer has stopped (the ledger is closing).
+    Storage(String),
+    /// No ledger file where one was expected.
+    #[error("no ledger at {0}")]
+    Missing(String),
+    /// A stored value cannot be read back.
+    #[error("ledger data: {0}")]
+    Corrupt(String),
+    /// The writer has stopped (the ledger is closing) before the write was committed.
     #[error("the ledger writer has stopped")]
     Closed,
+}
+
+impl From<sqlx::Error> for LedgerError {
+    fn from(e: sqlx::Error) -> Self {
+        LedgerError::Storage(e.to_string())
+    }
 }
 
 /// Totals of one budget in one period, derived from the records.
@@ -92,46 +134,178 @@ pub struct ReportRow {
     pub handle_ms: i64,
 }
 
-type Job = (CostRecord, oneshot::Sender<Result<bool, LedgerError>>);
+/// Counters of the writer, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LedgerStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Writes committed (records, holds, releases, amendments).
+    pub writes: u64,
+    /// Failed commit attempts (each retried).
+    pub errors: u64,
+}
+
+/// What a waiter is waiting for: the writes about one contact, or one budget's amendments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// Holds and records of a contact.
+    Contact(String),
+    /// Amendments of a budget.
+    Budget(String),
+}
+
+#[derive(Debug)]
+enum Op {
+    Settle(CostRecord),
+    Hold(HoldRecord),
+    Release { budget: String, contact: String },
+    Amend(AuditRecord),
+}
+
+#[derive(Debug)]
+enum Reply {
+    None,
+    Record(oneshot::Sender<Result<bool, LedgerError>>),
+    Keyed(Key, u64, watch::Sender<Option<bool>>),
+}
+
+type Job = (Op, Reply);
+
+/// The last write queued per key, until committed: its sequence number and a receiver that turns
+/// `Some(true)` once it is committed (`Some(false)`: it never will be).
+type Pending = DashMap<Key, (u64, watch::Receiver<Option<bool>>)>;
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    errors: AtomicU64,
+}
 
 /// The embedded ledger: one SQLite file in WAL mode.
 #[derive(Debug)]
 pub struct SqliteLedger {
     pool: SqlitePool,
-    jobs: mpsc::Sender<Job>,
-    commits: Arc<AtomicU64>,
-    writer: tokio::task::JoinHandle<()>,
+    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    pending: Arc<Pending>,
+    seq: AtomicU64,
+    counters: Arc<Counters>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl SqliteLedger {
     /// Opens (or creates) the ledger at `path` and starts its writer.
     pub async fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        Self::open_with(path, true).await
+    }
+
+    /// Opens an existing ledger (for reports); [`LedgerError::Missing`] if there is none.
+    pub async fn open_existing(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        if !path.is_file() {
+            return Err(LedgerError::Missing(path.display().to_string()));
+        }
+        Self::open_with(path, false).await
+    }
+
+    async fn open_with(path: &Path, create: bool) -> Result<SqliteLedger, LedgerError> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
-        let commits = Arc::new(AtomicU64::new(0));
-        let writer = tokio::spawn(group_commit(pool.clone(), rx, commits.clone()));
-        Ok(SqliteLedger { pool, jobs, commits, writer })
+        let next_seq: i64 =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments").fetch_one(&pool).await?.try_get("s")?;
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let last_error = Arc::new(Mutex::new(None));
+        let pending = Arc::new(DashMap::new());
+        let writer = tokio::spawn(group_commit(
+            pool.clone(),
+            rx,
+            counters.clone(),
+            pending.clone(),
+            last_error.clone(),
+            next_seq + 1,
+        ));
+        Ok(SqliteLedger {
+            pool,
+            jobs: Mutex::new(Some(jobs)),
+            pending,
+            seq: AtomicU64::new(1),
+            counters,
+            writer: Mutex::new(Some(writer)),
+            last_error,
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<(), LedgerError> {
+        match &*self.jobs.lock() {
+            Some(tx) => tx.send(job).map_err(|_| LedgerError::Closed),
+            None => Err(LedgerError::Closed),
+        }
     }
 
     /// Records a settled contact and returns once it is durable: `true` if it was new, `false`
     /// if this (budget, contact) was already recorded (and is not charged again).
     pub async fn record(&self, r: CostRecord) -> Result<bool, LedgerError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send((r, tx)).await.map_err(|_| LedgerError::Closed)?;
+        self.send((Op::Settle(r), Reply::Record(tx)))?;
         rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Queues `op` and remembers it as the last write about `key`.
+    fn submit(&self, key: Key, op: Op) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        self.pending.insert(key.clone(), (seq, rx));
+        if self.send((op, Reply::Keyed(key.clone(), seq, tx))).is_err() {
+            // Closed: the dropped sender makes waiters see `Closed`; nothing more to do here.
+            self.pending.remove_if(&key, |_, (s, _)| *s == seq);
+        }
+    }
+
+    /// Waits until every write queued so far about `key` is durable. Returns at once if none is
+    /// pending; [`LedgerError::Closed`] if the ledger closed first.
+    pub async fn durable(&self, key: &Key) -> Result<(), LedgerError> {
+        let Some(mut rx) = self.pending.get(key).map(|e| e.1.clone()) else { return Ok(()) };
+        let committed = rx.wait_for(Option::is_some).await.map(|v| *v == Some(true)).unwrap_or(false);
+        if committed {
+            Ok(())
+        } else {
+            Err(LedgerError::Closed)
+        }
+    }
+
+    /// Writes waiting to be committed, by key.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     /// Transactions committed so far (each may hold many records).
     #[must_use]
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.counters.commits.load(Ordering::Relaxed)
+    }
+
+    /// The writer's counters.
+    #[must_use]
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+            errors: self.counters.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The last commit error, if the writer is retrying one.
+    #[must_use]
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
     }
 
     /// Totals of `budget` in `period`, from the records.
@@ -144,6 +318,88 @@ impl SqliteLedger {
         .fetch_one(&self.pool)
         .await?;
         Ok(Totals { contacts: row.try_get("n")?, cost_cents: row.try_get("cost")? })
+    }
+
+    /// The settled record of `contact`, if any (for an idempotent completion after a restart).
+    pub async fn settled(&self, contact: &str) -> Result<Option<CostRecord>, LedgerError> {
+        let row = sqlx::query("SELECT * FROM cost_records WHERE contact_id = ? LIMIT 1")
+            .bind(contact)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(CostRecord {
+                contact: r.try_get("contact_id")?,
+                budget: r.try_get("budget_id")?,
+                period: r.try_get("period")?,
+                queue: r.try_get("queue")?,
+                group: r.try_get("operator_group")?,
+                operator: r.try_get("operator_id")?,
+                channel: channel(&r.try_get::<String, _>("channel")?)?,
+                accepted_unix_ms: r.try_get("accepted_unix_ms")?,
+                completed_unix_ms: r.try_get("completed_unix_ms")?,
+                handle_ms: u64::try_from(r.try_get::<i64, _>("handle_ms")?).unwrap_or(0),
+                cost_cents: r.try_get("cost_cents")?,
+                reserved_cents: r.try_get("reserved_cents")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// What a restart needs to rebuild the budgets: amendments in order, settled totals per
+    /// budget and period (with overrun), and the holds of contacts still in service.
+    pub async fn recovery(&self) -> Result<Recovery, LedgerError> {
+        let amendments = sqlx::query("SELECT * FROM amendments ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    at_unix_ms: r.try_get("at_unix_ms")?,
+                    budget: r.try_get("budget_id")?,
+                    actor: r.try_get("actor")?,
+                    field: r.try_get("field")?,
+                    old_value: r.try_get("old_value")?,
+                    new_value: r.try_get("new_value")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        let periods = sqlx::query(
+            "SELECT budget_id, period, SUM(cost_cents) AS settled,
+                    SUM(CASE WHEN cost_cents > reserved_cents THEN cost_cents - reserved_cents ELSE 0 END) AS overrun
+             FROM cost_records GROUP BY budget_id, period ORDER BY budget_id, period",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PeriodTotals {
+                budget: r.try_get("budget_id")?,
+                period: r.try_get("period")?,
+                settled_cents: r.try_get("settled")?,
+                overrun_cents: r.try_get("overrun")?,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+        let holds = sqlx::query("SELECT * FROM holds ORDER BY accepted_unix_ms")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(HoldRecord {
+                    contact: r.try_get("contact_id")?,
+                    budget: r.try_get("budget_id")?,
+                    period: r.try_get("period")?,
+                    amount_cents: r.try_get("amount_cents")?,
+                    queue: r.try_get("queue")?,
+                    group: r.try_get("operator_group")?,
+                    operator: r.try_get("operator_id")?,
+                    channel: channel(&r.try_get::<String, _>("channel")?)?,
+                    accepted_unix_ms: r.try_get("accepted_unix_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        Ok(Recovery { amendments, periods, holds })
     }
 
     /// Spend per budget, period, queue and operator group.
@@ -170,15 +426,48 @@ impl SqliteLedger {
             .collect()
     }
 
-    /// Stops accepting records, waits for the writer to commit what it has, closes the file.
-    pub async fn close(self) {
-        drop(self.jobs);
-        let _ = self.writer.await;
+    /// Stops accepting writes, waits for the writer to commit what it has, closes the file.
+    pub async fn close(&self) {
+        drop(self.jobs.lock().take());
+        let writer = self.writer.lock().take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
         self.pool.close().await;
     }
 }
 
-async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+impl SettlementSink for SqliteLedger {
+    fn record(&self, r: &CostRecord) {
+        self.submit(Key::Contact(r.contact.clone()), Op::Settle(r.clone()));
+    }
+
+    fn hold(&self, h: &HoldRecord) {
+        self.submit(Key::Contact(h.contact.clone()), Op::Hold(h.clone()));
+    }
+
+    fn release(&self, budget: &str, contact: &str) {
+        // Nobody waits for a release: if it is lost in a crash the hold is recovered and expires.
+        let _ = self.send((Op::Release { budget: budget.to_owned(), contact: contact.to_owned() }, Reply::None));
+    }
+
+    fn amended(&self, a: &AuditRecord) {
+        self.submit(Key::Budget(a.budget.clone()), Op::Amend(a.clone()));
+    }
+}
+
+fn channel(name: &str) -> Result<Channel, LedgerError> {
+    Channel::parse(name).ok_or_else(|| LedgerError::Corrupt(format!("unknown channel `{name}`")))
+}
+
+async fn group_commit(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    counters: Arc<Counters>,
+    pending: Arc<Pending>,
+    last_error: Arc<Mutex<Option<String>>>,
+    mut next_seq: i64,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -187,48 +476,144 @@ async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, commits: Ar
                 Err(_) => break,
             }
         }
-        match write_batch(&pool, &batch).await {
-            Ok(fresh) => {
-                commits.fetch_add(1, Ordering::Relaxed);
+        let mut backoff = Duration::from_millis(20);
+        let outcome = loop {
+            match write_batch(&pool, &batch, next_seq).await {
+                Ok(fresh) => break Ok(fresh),
+                Err(e) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    *last_error.lock() = Some(e.to_string());
+                    // Keep trying while anyone may still submit; once closing, give up.
+                    if rx.is_closed() {
+                        break Err(e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        match outcome {
+            Ok((fresh, seq)) => {
+                next_seq = seq;
+                *last_error.lock() = None;
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 for ((_, reply), new) in batch.into_iter().zip(fresh) {
-                    let _ = reply.send(Ok(new));
+                    match reply {
+                        Reply::None => {}
+                        Reply::Record(tx) => {
+                            let _ = tx.send(Ok(new));
+                        }
+                        Reply::Keyed(key, seq, tx) => {
+                            let _ = tx.send(Some(true));
+                            pending.remove_if(&key, |_, (s, _)| *s == seq);
+                        }
+                    }
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
+                let err = LedgerError::Storage(e.to_string());
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(LedgerError::Commit(msg.clone())));
+                    match reply {
+                        Reply::None => {}
+                        Reply::Record(tx) => {
+                            let _ = tx.send(Err(err.clone()));
+                        }
+                        Reply::Keyed(key, seq, tx) => {
+                            let _ = tx.send(Some(false));
+                            pending.remove_if(&key, |_, (s, _)| *s == seq);
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-async fn write_batch(pool: &SqlitePool, batch: &[Job]) -> Result<Vec<bool>, sqlx::Error> {
+/// Writes a batch in one transaction; returns, per write, whether it changed anything, and the
+/// next amendment sequence number.
+async fn write_batch(pool: &SqlitePool, batch: &[Job], mut seq: i64) -> Result<(Vec<bool>, i64), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut fresh = Vec::with_capacity(batch.len());
-    for (r, _) in batch {
-        let done = sqlx::query(
-            "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group, channel,
-                 accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (budget_id, contact_id) DO NOTHING",
-        )
-        .bind(&r.budget)
-        .bind(&r.contact)
-        .bind(&r.period)
-        .bind(&r.queue)
-        .bind(&r.group)
-        .bind(r.channel.as_str())
-        .bind(r.accepted_unix_ms)
-        .bind(r.completed_unix_ms)
-        .bind(i64::try_from(r.handle_ms).unwrap_or(i64::MAX))
-        .bind(r.cost_cents)
-        .bind(r.reserved_cents)
-        .execute(&mut *tx)
-        .await?;
-        fresh.push(done.rows_affected() == 1);
+    for (op, _) in batch {
+        let changed = match op {
+            Op::Settle(r) => {
+                let done = sqlx::query(
+                    "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group, operator_id,
+                         channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (budget_id, contact_id) DO NOTHING",
+                )
+                .bind(&r.budget)
+                .bind(&r.contact)
+                .bind(&r.period)
+                .bind(&r.queue)
+                .bind(&r.group)
+                .bind(&r.operator)
+                .bind(r.channel.as_str())
+                .bind(r.accepted_unix_ms)
+                .bind(r.completed_unix_ms)
+                .bind(i64::try_from(r.handle_ms).unwrap_or(i64::MAX))
+                .bind(r.cost_cents)
+                .bind(r.reserved_cents)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM holds WHERE budget_id = ? AND contact_id = ?")
+                    .bind(&r.budget)
+                    .bind(&r.contact)
+                    .execute(&mut *tx)
+                    .await?;
+                done.rows_affected() == 1
+            }
+            Op::Hold(h) => {
+                let done = sqlx::query(
+                    "INSERT INTO holds (budget_id, contact_id, period, amount_cents, queue, operator_group,
+                         operator_id, channel, accepted_unix_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (budget_id, contact_id) DO NOTHING",
+                )
+                .bind(&h.budget)
+                .bind(&h.contact)
+                .bind(&h.period)
+                .bind(h.amount_cents)
+                .bind(&h.queue)
+                .bind(&h.group)
+                .bind(&h.operator)
+                .bind(h.channel.as_str())
+                .bind(h.accepted_unix_ms)
+                .execute(&mut *tx)
+                .await?;
+                done.rows_affected() == 1
+            }
+            Op::Release { budget, contact } => {
+                let done = sqlx::query("DELETE FROM holds WHERE budget_id = ? AND contact_id = ?")
+                    .bind(budget)
+                    .bind(contact)
+                    .execute(&mut *tx)
+                    .await?;
+                done.rows_affected() == 1
+            }
+            Op::Amend(a) => {
+                sqlx::query(
+                    "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, field, old_value, new_value, reason)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(seq)
+                .bind(a.at_unix_ms)
+                .bind(&a.budget)
+                .bind(&a.actor)
+                .bind(&a.field)
+                .bind(&a.old_value)
+                .bind(&a.new_value)
+                .bind(&a.reason)
+                .execute(&mut *tx)
+                .await?;
+                seq += 1;
+                true
+            }
+        };
+        fresh.push(changed);
     }
     tx.commit().await?;
-    Ok(fresh)
+    Ok((fresh, seq))
 }

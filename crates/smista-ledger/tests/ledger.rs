@@ -1,9 +1,9 @@
 //! The SQLite ledger: what it acknowledged survives reopening, a repeated contact is not charged
 //! twice, concurrent completions share commits, and totals and reports derive from the records.
 
-use smista_core::book::CostRecord;
+use smista_core::book::{AuditRecord, CostRecord, HoldRecord, SettlementSink};
 use smista_core::Channel;
-use smista_ledger::{SqliteLedger, Totals};
+use smista_ledger::{Key, SqliteLedger, Totals};
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
     CostRecord {
@@ -12,6 +12,7 @@ fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
         period: "2026-11".into(),
         queue: queue.into(),
         group: group.into(),
+        operator: "op-1".into(),
         channel: Channel::Voice,
         accepted_unix_ms: 1_795_000_000_000,
         completed_unix_ms: 1_795_000_180_000,
@@ -63,7 +64,6 @@ async fn concurrent_completions_share_commits_and_all_become_durable() {
     }
     let commits = l.commits();
     assert!(commits < 2_000, "2,000 concurrent completions took {commits} commits: no grouping");
-    let l = std::sync::Arc::try_unwrap(l).expect("sole owner");
     l.close().await;
     let l = SqliteLedger::open(&path).await.expect("reopen");
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 2_000, cost_cents: 200_000 });
@@ -88,4 +88,69 @@ async fn the_report_groups_spend_by_budget_period_queue_and_supplier() {
     );
     assert_eq!(rows[1].handle_ms, 360_000);
     l.close().await;
+}
+
+fn hold(contact: &str) -> HoldRecord {
+    HoldRecord {
+        contact: contact.into(),
+        budget: "ccm-2026".into(),
+        period: "2026-11".into(),
+        amount_cents: 410,
+        queue: "pensions".into(),
+        group: "supplier-a".into(),
+        operator: "op-1".into(),
+        channel: Channel::Voice,
+        accepted_unix_ms: 1_795_000_000_000,
+    }
+}
+
+#[tokio::test]
+async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them() {
+    let path = temp_db("recovery");
+    let l = SqliteLedger::open(&path).await.expect("open");
+    // Three contacts go into service; one completes (with an overrun), one is taken away.
+    for c in ["c1", "c2", "c3"] {
+        SettlementSink::hold(&l, &hold(c));
+    }
+    let mut done = record("c1", "pensions", "supplier-a", 500);
+    done.reserved_cents = 410;
+    SettlementSink::record(&l, &done);
+    SettlementSink::release(&l, "ccm-2026", "c2");
+    let amendment = |field: &str, new: &str| AuditRecord {
+        at_unix_ms: 1,
+        budget: "ccm-2026".into(),
+        actor: "ops".into(),
+        field: field.into(),
+        old_value: "x".into(),
+        new_value: new.into(),
+        reason: "amendment 3".into(),
+    };
+    SettlementSink::amended(&l, &amendment("ceiling_cents", "900"));
+    SettlementSink::amended(&l, &amendment("ceiling_cents", "800"));
+    // Waiting on the last write of each key waits for everything before it.
+    l.durable(&Key::Contact("c1".into())).await.expect("durable");
+    l.durable(&Key::Budget("ccm-2026".into())).await.expect("durable");
+    assert_eq!(l.pending(), 0, "committed writes leave no waiter behind");
+    l.close().await;
+
+    let l = SqliteLedger::open(&path).await.expect("reopen");
+    let r = l.recovery().await.expect("recovery");
+    assert_eq!(r.holds, vec![hold("c3")], "settled and released contacts hold nothing");
+    assert_eq!(r.periods.len(), 1);
+    assert_eq!((r.periods[0].settled_cents, r.periods[0].overrun_cents), (500, 90));
+    let news: Vec<&str> = r.amendments.iter().map(|a| a.new_value.as_str()).collect();
+    assert_eq!(news, ["900", "800"], "amendments come back in the order they were made");
+    let settled = l.settled("c1").await.expect("lookup").expect("c1 settled");
+    assert_eq!((settled.cost_cents, settled.operator.as_str()), (500, "op-1"));
+    assert!(l.settled("c3").await.expect("lookup").is_none());
+    // Amendment numbering continues after a reopen.
+    SettlementSink::amended(&l, &amendment("ceiling_cents", "700"));
+    l.durable(&Key::Budget("ccm-2026".into())).await.expect("durable");
+    let news: Vec<String> = l.recovery().await.expect("recovery").amendments.into_iter().map(|a| a.new_value).collect();
+    assert_eq!(news, ["900", "800", "700"]);
+    l.close().await;
+    assert!(matches!(
+        SqliteLedger::open_existing(&path.with_extension("nope")).await,
+        Err(smista_ledger::LedgerError::Missing(_))
+    ));
 }
