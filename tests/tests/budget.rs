@@ -1,5 +1,6 @@
 //! The budget ceiling through the server: extra-budget contacts are diverted with their queue's
-//! fallback, the snapshot and /metrics show the budget, and amendments are audited.
+//! fallback, the snapshot and /metrics show the budget, amendments are audited, and spend and
+//! amendments survive a restart on the same data directory.
 
 mod support;
 
@@ -16,7 +17,8 @@ async fn extra_budget_contacts_never_reach_supplier_operators() {
     b.ceiling_cents = 1_000;
     b.pacing = PacingConfig::None;
     b.protected_reserve_bp = 0;
-    let srv = Server::start_with(cfg).await;
+    cfg.server.data_dir = temp_dir("budget");
+    let srv = Server::start_in(cfg.clone()).await;
     let mut c = srv.contacts().await;
     let mut o = srv.operators().await;
     let mut a = srv.admin().await;
@@ -107,5 +109,22 @@ async fn extra_budget_contacts_never_reach_supplier_operators() {
     ] {
         assert!(m.lines().any(|l| l.starts_with(needle)), "missing {needle} in\n{m}");
     }
+    srv.stop().await;
+
+    // A restart on the same data directory: the amended ceiling (not the configured one), the
+    // settled spend and the audit trail come back from the ledger. Offers never accepted held
+    // no money that must survive: the telephony platform re-offers those calls.
+    let srv = Server::start_in(cfg).await;
+    let mut a = srv.admin().await;
+    let snap = a.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+    let bs = snap.budgets.iter().find(|b| b.budget_id == "ccm-2026").expect("budget");
+    assert_eq!((bs.ceiling_cents, bs.settled_cents, bs.reserved_cents), (2_000, 62, 0));
+    let trail = a
+        .list_budget_audit(pb::ListBudgetAuditRequest { budget_id: "ccm-2026".into() })
+        .await
+        .expect("audit")
+        .into_inner();
+    assert_eq!(trail.records.len(), 1);
+    assert_eq!(trail.records[0].reason, "amendment 7/2026");
     srv.stop().await;
 }

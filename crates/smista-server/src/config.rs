@@ -11,6 +11,10 @@
 //! max_offers_per_second = 0   # 0: no limit; above it OfferContact gets RESOURCE_EXHAUSTED
 //! admin_token = ""       # when set, mutating admin RPCs need `authorization: Bearer <token>`
 //!
+//! [ledger]               # optional: where budget spend is made durable
+//! kind = "sqlite"        # <data_dir>/ledger.db; "none" keeps spend in memory only (not durable)
+//! recovered_hold_max_age_ms = 14400000   # see LedgerSection
+//!
 //! [engine]               # optional
 //! max_operators = 20000
 //! finished_retention_ms = 600000
@@ -76,6 +80,35 @@ impl Default for ServerSection {
     }
 }
 
+/// Which ledger backend stores budget spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// SQLite file `ledger.db` in the data directory (WAL, group commit).
+    #[default]
+    Sqlite,
+    /// Nothing durable: spend lives in memory and is lost on restart (benchmarks, demos).
+    None,
+}
+
+/// `[ledger]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    /// Backend.
+    pub kind: LedgerKind,
+    /// A contact found in service at restart keeps its reservation until its completion arrives,
+    /// or until this long after it was accepted (its completion is then presumed lost and the
+    /// reservation released).
+    pub recovered_hold_max_age_ms: u64,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection { kind: LedgerKind::Sqlite, recovered_hold_max_age_ms: 4 * 3_600_000 }
+    }
+}
+
 /// `[engine]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -102,6 +135,9 @@ pub struct Config {
     /// `[engine]`.
     #[serde(default)]
     pub engine: EngineSection,
+    /// `[ledger]`.
+    #[serde(default)]
+    pub ledger: LedgerSection,
     /// `[[groups]]`.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,

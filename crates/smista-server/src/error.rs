@@ -1,7 +1,7 @@
 //! The one place where routing errors become gRPC statuses. Every variant is matched without a
 //! wildcard, so a new variant does not compile until someone picks its code.
 
-use smista_core::book::BudgetError;
+use smista_core::book::{BudgetError, RecoveredError};
 use smista_core::RoutingError;
 use tonic::{Code, Status};
 
@@ -30,6 +30,24 @@ pub fn budget_status(e: BudgetError) -> Status {
         BudgetError::Invalid { .. } => Code::InvalidArgument,
     };
     Status::new(code, e.to_string())
+}
+
+/// Maps a refused completion of a contact recovered at restart.
+#[must_use]
+pub fn recovered_status(e: RecoveredError) -> Status {
+    let code = match &e {
+        RecoveredError::Unknown(_) => Code::NotFound,
+        RecoveredError::OtherOperator { .. } => Code::FailedPrecondition,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// The ledger could not make a write durable (or read back): UNAVAILABLE, so the client retries
+/// the (idempotent) request.
+#[must_use]
+pub fn ledger_status(e: smista_ledger::LedgerError) -> Status {
+    tracing::error!(error = %e, "ledger unavailable");
+    Status::unavailable(format!("{e}; the request may be retried"))
 }
 
 #[cfg(test)]

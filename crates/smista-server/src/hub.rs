@@ -21,11 +21,29 @@ use crate::convert;
 /// Events buffered per stream between the ring and the network.
 const STREAM_BUFFER: usize = 256;
 
+/// An engine event as published: converted to the wire form only when a stream reads it, so
+/// publishing on the routing path copies no strings.
+#[derive(Debug, Clone)]
+struct Stored {
+    seq: u64,
+    event: Event,
+    now: Millis,
+    unix_ms: u64,
+}
+
+impl Stored {
+    fn to_pb(&self) -> Option<pb::ContactEvent> {
+        let mut ce = convert::contact_event(&self.event, self.now, self.unix_ms)?;
+        ce.sequence = self.seq;
+        Some(ce)
+    }
+}
+
 #[derive(Debug)]
 struct Ring {
     /// Sequence of the next event to publish (the first is 1).
     next: u64,
-    buf: VecDeque<Arc<pb::ContactEvent>>,
+    buf: VecDeque<Stored>,
     cap: usize,
 }
 
@@ -57,16 +75,14 @@ impl EventLog {
         let mut last = None;
         {
             let mut ring = self.ring.lock();
-            for e in events {
-                if let Some(mut ce) = convert::contact_event(e, now, unix_ms) {
-                    ce.sequence = ring.next;
-                    last = Some(ring.next);
-                    ring.next += 1;
-                    if ring.buf.len() == ring.cap {
-                        ring.buf.pop_front();
-                    }
-                    ring.buf.push_back(Arc::new(ce));
+            for e in events.iter().filter(|e| e.contact().is_some()) {
+                let seq = ring.next;
+                last = Some(seq);
+                ring.next += 1;
+                if ring.buf.len() == ring.cap {
+                    ring.buf.pop_front();
                 }
+                ring.buf.push_back(Stored { seq, event: e.clone(), now, unix_ms });
             }
         }
         if let Some(seq) = last {
@@ -81,7 +97,7 @@ impl EventLog {
     }
 
     /// Events after `after`, at most `max`; `Err(first retained)` if some were evicted.
-    fn read_after(&self, after: u64, max: usize) -> Result<Vec<Arc<pb::ContactEvent>>, u64> {
+    fn read_after(&self, after: u64, max: usize) -> Result<Vec<Stored>, u64> {
         let ring = self.ring.lock();
         let first = ring.first_seq();
         if after + 1 < first {
@@ -128,13 +144,14 @@ impl EventLog {
                         }
                     }
                     Ok(batch) => {
-                        for ev in batch {
-                            cursor = ev.sequence;
-                            if !queues.is_empty() && !queues.iter().any(|q| *q == ev.queue) {
+                        for stored in batch {
+                            cursor = stored.seq;
+                            let Some(ev) = stored.to_pb() else { continue };
+                            if !queues.is_empty() && !queues.contains(&ev.queue) {
                                 continue;
                             }
                             tokio::select! {
-                                sent = tx.send(Ok((*ev).clone())) => if sent.is_err() { return },
+                                sent = tx.send(Ok(ev)) => if sent.is_err() { return },
                                 _ = shutdown.changed() => return,
                             }
                         }
@@ -239,7 +256,7 @@ mod tests {
         log.publish(&[finished("a"), finished("b")], Millis(0), 0);
         log.publish(&[finished("c"), finished("d")], Millis(0), 0);
         assert_eq!(log.latest(), 4);
-        let got: Vec<u64> = log.read_after(1, 10).expect("retained").iter().map(|e| e.sequence).collect();
+        let got: Vec<u64> = log.read_after(1, 10).expect("retained").iter().map(|e| e.seq).collect();
         assert_eq!(got, vec![2, 3, 4]);
         assert_eq!(log.read_after(0, 10).unwrap_err(), 2);
         assert!(log.read_after(4, 10).expect("empty").is_empty());

@@ -10,6 +10,7 @@ use smista_server::config::{Config, LogFormat};
 use smista_server::server::{serve, Listeners};
 
 mod client;
+mod report;
 
 /// smista: contact-centre routing with a budget ceiling.
 #[derive(Debug, Parser)]
@@ -30,6 +31,8 @@ enum Cmd {
     },
     /// Talk to a running server (for the quick tour and for operators' scripts).
     Client(client::ClientArgs),
+    /// Read the budget ledger: `smista ledger report [--format table|csv|json]`.
+    Ledger(report::LedgerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         },
         Cmd::Serve(args) => run_serve(args),
         Cmd::Client(args) => client::run(args),
+        Cmd::Ledger(args) => report::run(args),
     }
 }
 

@@ -50,6 +50,16 @@ pub const BUDGET_PACED: &str = "smista_budget_paced_allowance_cents";
 pub const BUDGET_OVERRUN: &str = "smista_budget_overrun_cents";
 /// Admissions refused for lack of budget in the current period, by budget.
 pub const BUDGET_REFUSALS: &str = "smista_budget_refused_admissions";
+/// Contacts recovered in service at restart whose completion has not arrived yet.
+pub const LEDGER_RECOVERED: &str = "smista_ledger_recovered_in_service";
+/// Ledger transactions committed (each may hold many writes).
+pub const LEDGER_COMMITS: &str = "smista_ledger_commits_total";
+/// Ledger writes committed: cost records, holds, releases, amendments.
+pub const LEDGER_WRITES: &str = "smista_ledger_writes_total";
+/// Failed ledger commit attempts (retried); any increase needs attention.
+pub const LEDGER_ERRORS: &str = "smista_ledger_commit_errors_total";
+/// Ledger writes waiting for their commit.
+pub const LEDGER_PENDING: &str = "smista_ledger_pending_writes";
 /// RPC latency by method.
 pub const RPC_DURATION: &str = "smista_rpc_duration_seconds";
 /// RPC failures by method and gRPC code.
@@ -96,6 +106,15 @@ fn describe() {
     describe_gauge!(BUDGET_PACED, "Spend general contacts may commit by now under pacing, in euro cents.");
     describe_gauge!(BUDGET_OVERRUN, "Cost charged beyond reservations in the current period, in euro cents.");
     describe_gauge!(BUDGET_REFUSALS, "Admissions refused for lack of budget in the current period.");
+    describe_gauge!(LEDGER_RECOVERED, "Contacts found in service at restart whose completion has not arrived yet.");
+    describe_counter!(LEDGER_COMMITS, Unit::Count, "Ledger transactions committed (group commit).");
+    describe_counter!(
+        LEDGER_WRITES,
+        Unit::Count,
+        "Ledger writes committed: cost records, holds, releases, amendments."
+    );
+    describe_counter!(LEDGER_ERRORS, Unit::Count, "Failed ledger commit attempts; each is retried.");
+    describe_gauge!(LEDGER_PENDING, "Ledger writes waiting for their commit.");
     describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC handling time by method.");
     describe_counter!(RPC_ERRORS, Unit::Count, "gRPC requests that failed, by method and code.");
 }
@@ -158,6 +177,18 @@ pub fn refresh_budget_gauges(book: &smista_core::book::BudgetBook, now: Millis) 
         gauge!(BUDGET_PACED, "budget" => v.id.clone()).set(v.paced_allowance_cents as f64);
         gauge!(BUDGET_OVERRUN, "budget" => v.id.clone()).set(v.overrun_cents as f64);
         gauge!(BUDGET_REFUSALS, "budget" => v.id.clone()).set(v.refusals as f64);
+    }
+}
+
+/// Sets the ledger's counters and gauges.
+pub fn refresh_ledger(ledger: Option<&smista_ledger::SqliteLedger>, book: &smista_core::book::BudgetBook) {
+    gauge!(LEDGER_RECOVERED).set(book.recovered_count() as f64);
+    if let Some(l) = ledger {
+        let st = l.stats();
+        counter!(LEDGER_COMMITS).absolute(st.commits);
+        counter!(LEDGER_WRITES).absolute(st.writes);
+        counter!(LEDGER_ERRORS).absolute(st.errors);
+        gauge!(LEDGER_PENDING).set(l.pending() as f64);
     }
 }
 

@@ -18,11 +18,12 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::config::Config;
+use crate::config::{Config, LedgerKind};
 use crate::service::admin::AdminSvc;
 use crate::service::contact::ContactSvc;
 use crate::service::operator::OperatorSvc;
 use crate::service::Shared;
+use smista_ledger::SqliteLedger;
 
 /// Why the server could not run.
 #[derive(Debug, Error)]
@@ -36,6 +37,9 @@ pub enum ServeError {
     /// The budgets are invalid.
     #[error("budgets: {0}")]
     Budget(#[from] smista_core::book::BudgetError),
+    /// The budget ledger could not be opened or read.
+    #[error("ledger: {0}")]
+    Ledger(#[from] smista_ledger::LedgerError),
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -68,15 +72,47 @@ impl Listeners {
     }
 }
 
-/// The routing state every service shares, built from the configuration: budget book, engine,
-/// event log, offer board. Streams end when `stop` flips to true. The services are thin wrappers
-/// around it (`ContactSvc(shared.clone())`...), so benches can call them without a network.
-pub fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<Arc<Shared>, ServeError> {
+/// The routing state every service shares, built from the configuration: budget book (with its
+/// durable ledger, from which a restart rebuilds the spend), engine, event log, offer board.
+/// Streams end when `stop` flips to true. The services are thin wrappers around it
+/// (`ContactSvc(shared.clone())`...), so benches can call them without a network.
+pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<Arc<Shared>, ServeError> {
     let clock = crate::service::Clock::default();
-    let book = Arc::new(BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?);
+    let mut book = BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?;
+    let ledger = match cfg.ledger.kind {
+        LedgerKind::Sqlite => {
+            std::fs::create_dir_all(&cfg.server.data_dir)?;
+            let path = cfg.server.data_dir.join(LEDGER_FILE);
+            let ledger = Arc::new(SqliteLedger::open(&path).await?);
+            let recovery = ledger.recovery().await?;
+            book = book.with_sink(ledger.clone());
+            let done = book.restore(&recovery, clock.now());
+            for s in &done.skipped {
+                tracing::warn!(what = %s, "ledger entry not restored");
+            }
+            tracing::info!(
+                ledger = %path.display(),
+                amendments = done.amendments,
+                settled_cents = done.settled_cents,
+                contacts_in_service = done.holds,
+                "budgets restored from the ledger"
+            );
+            Some(ledger)
+        }
+        LedgerKind::None => {
+            if !cfg.budgets.is_empty() {
+                tracing::warn!("[ledger] kind = \"none\": budget spend is kept in memory only and lost on restart");
+            }
+            None
+        }
+    };
+    let book = Arc::new(book);
     let engine = Arc::new(Engine::new(&cfg.engine_config(), book.clone())?);
-    Ok(Arc::new(Shared::new(engine, book, clock, cfg, stop)))
+    Ok(Arc::new(Shared::new(engine, book, ledger, clock, cfg, stop)))
 }
+
+/// The ledger's file name in the data directory.
+pub const LEDGER_FILE: &str = "ledger.db";
 
 /// Runs until `shutdown` resolves, then drains: health goes NOT_SERVING, new offers get
 /// UNAVAILABLE, streams end, and after `drain` the transport stops.
@@ -88,7 +124,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = build_shared(cfg, stop_rx.clone())?;
+    let shared = build_shared(cfg, stop_rx.clone()).await?;
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ContactServiceServer<ContactSvc>>().await;
@@ -99,7 +135,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(smista_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let ticker = tokio::spawn(tick_loop(shared.clone(), Duration::from_millis(cfg.server.tick_ms), stop_rx.clone()));
+    let ticker = tokio::spawn(tick_loop(
+        shared.clone(),
+        Duration::from_millis(cfg.server.tick_ms),
+        i64::try_from(cfg.ledger.recovered_hold_max_age_ms).unwrap_or(i64::MAX),
+        stop_rx.clone(),
+    ));
     let metrics_http = tokio::spawn(crate::metrics::serve_http(listeners.metrics, handle, stop_rx.clone()));
 
     let draining = shared.clone();
@@ -135,7 +176,10 @@ pub async fn serve(
 
     let _ = ticker.await;
     let _ = metrics_http.await;
-    // Nothing is durable in this build (the budget ledger will be): report what is left in memory.
+    // Every acknowledged completion is already durable; commit what is still queued and close.
+    if let Some(l) = &shared.ledger {
+        l.close().await;
+    }
     let now = shared.clock.now();
     let snap = shared.engine.snapshot(now);
     let waiting: u32 = snap.queues.iter().map(|q| q.waiting).sum();
@@ -146,7 +190,7 @@ pub async fn serve(
 
 /// Runs the engine's clock: offer time-outs, maximum waits, wrap-up ends, skill expansion; and
 /// refreshes the gauges about once a second.
-async fn tick_loop(shared: Arc<Shared>, period: Duration, mut stop: watch::Receiver<bool>) {
+async fn tick_loop(shared: Arc<Shared>, period: Duration, hold_max_age_ms: i64, mut stop: watch::Receiver<bool>) {
     let mut iv = tokio::time::interval(period);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let every = (1000 / period.as_millis().max(1)).max(1) as u64;
@@ -163,7 +207,12 @@ async fn tick_loop(shared: Arc<Shared>, period: Duration, mut stop: watch::Recei
         ev.clear();
         if n % every == 0 {
             crate::metrics::refresh_gauges(&shared.engine, now);
+            for h in shared.book.expire_recovered(now, hold_max_age_ms) {
+                tracing::warn!(budget = %h.budget, queue = %h.queue, amount_cents = h.amount_cents, accepted_unix_ms = h.accepted_unix_ms, "no completion arrived for a contact recovered at restart: reservation released");
+                shared.release_recovering(&h.operator, now);
+            }
             crate::metrics::refresh_budget_gauges(&shared.book, now);
+            crate::metrics::refresh_ledger(shared.ledger.as_deref(), &shared.book);
         }
         n += 1;
     }

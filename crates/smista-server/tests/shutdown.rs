@@ -1,14 +1,15 @@
 //! SIGTERM on a running `smista serve`: health turns NOT_SERVING, new offers get UNAVAILABLE,
 //! streams end cleanly, and the process exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::Duration;
 
 use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-use tonic::transport::Channel;
+use support::Smista;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -16,30 +17,9 @@ use tonic_health::pb::HealthCheckRequest;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {
     let data = std::env::temp_dir().join(format!("smista-shutdown-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smista"))
-        .args(["serve", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--drain-ms", "1500"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn smista serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let grpc = loop {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("start-up line");
-        log.push(line.clone());
-        if let Some(rest) = line.split("grpc=").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    let ch = Channel::from_shared(format!("http://{grpc}")).expect("uri").connect().await.expect("connect");
+    let mut smista = Smista::start(&["--drain-ms".as_ref(), "1500".as_ref(), "--data-dir".as_ref(), data.as_os_str()]);
+    let mut log = std::mem::take(&mut smista.startup);
+    let ch = smista.channel().await;
     let mut contacts = ContactServiceClient::new(ch.clone());
     let mut ops = OperatorServiceClient::new(ch.clone());
     let mut health = HealthClient::new(ch);
@@ -56,7 +36,7 @@ async fn sigterm_drains_and_exits_zero() {
     let mut offers =
         ops.watch_offers(pb::WatchOffersRequest { operator_id: "op-1".into() }).await.expect("offers").into_inner();
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill").args(["-TERM", &smista.child.id().to_string()]).status().expect("kill");
     assert!(status.success());
 
     // Health goes NOT_SERVING while the server still answers.
@@ -85,8 +65,8 @@ async fn sigterm_drains_and_exits_zero() {
     let end = tokio::time::timeout(Duration::from_secs(5), offers.message()).await.expect("offer stream ends");
     assert!(matches!(end, Ok(None)), "{end:?}");
 
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
-    while let Ok(l) = rx.try_recv() {
+    let exit = tokio::task::block_in_place(|| smista.child.wait()).expect("wait");
+    while let Ok(l) = smista.log.try_recv() {
         log.push(l);
     }
     assert!(exit.success(), "exit {exit:?}; log:\n{}", log.join("\n"));

@@ -25,7 +25,14 @@ impl Server {
         Self::start_with(Config::load(None).expect("demo config")).await
     }
 
+    /// Starts a server with `cfg`, its data directory a fresh temporary one.
     pub async fn start_with(mut cfg: Config) -> Server {
+        cfg.server.data_dir = temp_dir("server");
+        Self::start_in(cfg).await
+    }
+
+    /// Starts a server with `cfg` as given (data directory included).
+    pub async fn start_in(mut cfg: Config) -> Server {
         cfg.server.tick_ms = 20;
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listeners = Listeners::bind(any, any).await.expect("bind");
@@ -115,4 +122,18 @@ pub async fn next<T>(s: &mut tonic::Streaming<T>, secs: u64) -> Option<T> {
         .await
         .expect("stream message in time")
         .expect("stream ok")
+}
+
+/// A fresh, empty directory under the system temp dir, unique to this process and call.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "smista-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }

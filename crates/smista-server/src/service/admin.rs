@@ -115,6 +115,15 @@ impl AdminService for AdminSvc {
             crate::metrics::refresh_budget_gauges(&s.book, now);
             Ok(pb::UpdateBudgetResponse { budget: Some(budget_pb(s, v)) })
         });
+        // Acknowledged once the amendment is durable: a restart re-applies it.
+        let r = match (r, &self.0.ledger) {
+            (Ok(v), Some(l)) => l
+                .durable(&smista_ledger::Key::Budget(request.get_ref().budget_id.clone()))
+                .await
+                .map(|()| v)
+                .map_err(crate::error::ledger_status),
+            (r, _) => r,
+        };
         t.finish(&r);
         r.map(Response::new)
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use smista_core::OfferRequest;
+use smista_core::{OfferRequest, Outcome};
 use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_server::ContactService;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,10 +34,26 @@ impl ContactService for ContactSvc {
     ) -> Result<Response<pb::CancelContactResponse>, Status> {
         let t = RpcTimer::start("CancelContact");
         let s = &self.0;
+        let id = &request.get_ref().contact_id;
         let now = s.clock.now();
-        let mut ev = Vec::new();
-        let r = s.engine.cancel(&request.get_ref().contact_id, now, &mut ev).map_err(client_error);
-        s.publish(&ev, now);
+        let r = if s.book.recovered(id).is_some() {
+            // In service with a budgeted operator when the process stopped: the caller hung up.
+            s.end_after_restart(id, None, now).await.map(|_| Outcome::CancelledInService)
+        } else {
+            let mut ev = Vec::new();
+            let r = s.engine.cancel(id, now, &mut ev).map_err(client_error);
+            s.publish(&ev, now);
+            match r {
+                Ok(o) => s.persist(&ev).await.map(|()| o),
+                // Unknown to the engine: settled before a restart (reported as handled)?
+                Err(e) if e.code() == tonic::Code::NotFound => match s.end_after_restart(id, None, now).await {
+                    Ok(Some(_)) => Ok(Outcome::Completed),
+                    Ok(None) => Err(e),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        };
         let r = r.map(|o| pb::CancelContactResponse { outcome: convert::outcome_pb(o) as i32 });
         t.finish(&r);
         r.map(Response::new)

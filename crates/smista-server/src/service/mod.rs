@@ -11,12 +11,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use std::collections::HashMap;
 
+use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
-use smista_core::book::BudgetBook;
+use smista_core::book::{BudgetBook, CostRecord, RecoveredError};
 use smista_core::{DivertReason, Engine, Event, Millis};
 use tokio::sync::watch;
 use tonic::Status;
+
+use smista_ledger::{Key, SqliteLedger};
 
 use crate::hub::{EventLog, OfferBoard};
 
@@ -62,6 +65,8 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     /// The budgets the engine consults.
     pub book: Arc<BudgetBook>,
+    /// The durable ledger behind the book (`None`: `[ledger] kind = "none"`).
+    pub ledger: Option<Arc<SqliteLedger>>,
     /// Queue -> the budget paying its operators.
     pub queue_budget: HashMap<String, String>,
     /// Extra-budget diversions per budget in its current period: (period label, count).
@@ -80,7 +85,13 @@ pub struct Shared {
     pub limiter: Option<DefaultDirectRateLimiter>,
     /// Token for mutating admin RPCs (empty: none).
     pub admin_token: String,
+    /// Operators logged in paused because a contact of theirs from before a restart is still in
+    /// service; made available again when the last one ends.
+    pub recovering: DashMap<String, ()>,
 }
+
+/// Why an operator is paused at login after a restart.
+pub const RECOVERY_PAUSE: &str = "contact in service from before a restart";
 
 impl Shared {
     /// Shared state around `engine`.
@@ -88,6 +99,7 @@ impl Shared {
     pub fn new(
         engine: Arc<Engine>,
         book: Arc<BudgetBook>,
+        ledger: Option<Arc<SqliteLedger>>,
         clock: Clock,
         cfg: &crate::config::Config,
         shutdown: watch::Receiver<bool>,
@@ -98,6 +110,7 @@ impl Shared {
         Shared {
             engine,
             book,
+            ledger,
             queue_budget,
             extra_budget: Mutex::new(HashMap::new()),
             clock,
@@ -107,6 +120,7 @@ impl Shared {
             shutdown,
             limiter,
             admin_token: cfg.server.admin_token.clone(),
+            recovering: DashMap::new(),
         }
     }
 
@@ -119,8 +133,7 @@ impl Shared {
         for e in events {
             if let Event::Diverted { queue, reason: DivertReason::ExtraBudget, .. } = e {
                 if let Some(b) = self.queue_budget.get(&**queue) {
-                    let period =
-                        self.book.views(now).into_iter().find(|v| &v.id == b).map(|v| v.period).unwrap_or_default();
+                    let period = self.book.period_label(b, now).unwrap_or_default();
                     let mut m = self.extra_budget.lock();
                     let entry = m.entry(b.clone()).or_insert_with(|| (period.clone(), 0));
                     if entry.0 != period {
@@ -132,6 +145,67 @@ impl Shared {
         }
         self.board.apply(events, now);
         self.log.publish(events, now, self.clock.unix_ms(now));
+    }
+
+    /// Waits until what the engine call that reported `events` gave the ledger is durable: the
+    /// holds of accepted contacts and the cost records of finished ones. An RPC that changed
+    /// money is acknowledged only after this; if the ledger has stopped it gets UNAVAILABLE and
+    /// the client retries (every such RPC is idempotent).
+    pub async fn persist(&self, events: &[Event]) -> Result<(), Status> {
+        let Some(ledger) = &self.ledger else { return Ok(()) };
+        for e in events {
+            if let Event::Accepted { contact, .. } | Event::Finished { contact, .. } = e {
+                ledger.durable(&Key::Contact(contact.to_string())).await.map_err(crate::error::ledger_status)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a contact the engine does not know, after a restart: one that was in service with a
+    /// budgeted operator when the process stopped (its recovered hold is settled now; `operator`
+    /// must be the one it was with, `None` when the caller hung up), or one settled before the
+    /// restart (a replayed completion: nothing is charged again). `None` if neither.
+    pub async fn end_after_restart(
+        &self,
+        contact: &str,
+        operator: Option<&str>,
+        now: Millis,
+    ) -> Result<Option<CostRecord>, Status> {
+        let Some(ledger) = &self.ledger else { return Ok(None) };
+        let key = Key::Contact(contact.to_owned());
+        if self.book.recovered(contact).is_some() {
+            match self.book.complete_recovered(contact, operator, now) {
+                Ok(rec) => {
+                    tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");
+                    ledger.durable(&key).await.map_err(crate::error::ledger_status)?;
+                    self.release_recovering(&rec.operator, now);
+                    return Ok(Some(rec));
+                }
+                // Settled meanwhile by a concurrent request: fall through to the record.
+                Err(RecoveredError::Unknown(_)) => {}
+                Err(e) => return Err(crate::error::recovered_status(e)),
+            }
+        }
+        ledger.durable(&key).await.map_err(crate::error::ledger_status)?;
+        match ledger.settled(contact).await.map_err(crate::error::ledger_status)? {
+            Some(rec) if operator.is_some_and(|o| o != rec.operator) => {
+                Err(Status::failed_precondition(format!("contact `{contact}` was completed by another operator")))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Makes `operator` available again if the server paused them at login for contacts from
+    /// before a restart and the last of those has ended.
+    pub(crate) fn release_recovering(&self, operator: &str, now: Millis) {
+        if self.book.recovered_with(operator) > 0 || self.recovering.remove(operator).is_none() {
+            return;
+        }
+        let mut ev = Vec::new();
+        match self.engine.set_state(operator, &smista_core::RequestedState::Available, now, &mut ev) {
+            Ok(_) => self.publish(&ev, now),
+            Err(e) => tracing::debug!(error = %e, "operator paused for recovery not made available"),
+        }
     }
 
     /// Extra-budget diversions of `budget` in `period`.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use smista_core::{LoginRequest, RequestedState, Skill};
+use smista_core::{LoginRequest, RequestedState, RoutingError, Skill};
 use smista_proto::v1 as pb;
 use smista_proto::v1::operator_service_server::OperatorService;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,20 +17,33 @@ use crate::metrics::RpcTimer;
 pub struct OperatorSvc(pub Arc<Shared>);
 
 impl OperatorSvc {
-    /// Runs an engine call with the current time, publishes its events, times it.
-    fn call<T>(
+    /// Runs an engine call with the current time, publishes its events, waits until what it
+    /// changed in the budget ledger is durable, times it.
+    async fn call<T>(
         &self,
         method: &'static str,
         f: impl FnOnce(&Shared, smista_core::Millis, &mut Vec<smista_core::Event>) -> Result<T, Status>,
     ) -> Result<Response<T>, Status> {
         let t = RpcTimer::start(method);
+        let r = self.run(f).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    /// [`call`](Self::call) without the timing.
+    async fn run<T>(
+        &self,
+        f: impl FnOnce(&Shared, smista_core::Millis, &mut Vec<smista_core::Event>) -> Result<T, Status>,
+    ) -> Result<T, Status> {
         let s = &self.0;
         let now = s.clock.now();
         let mut ev = Vec::new();
         let r = f(s, now, &mut ev);
         s.publish(&ev, now);
-        t.finish(&r);
-        r.map(Response::new)
+        match r {
+            Ok(v) => s.persist(&ev).await.map(|()| v),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -54,25 +67,46 @@ fn login_request(req: pb::LoginRequest) -> Result<LoginRequest, Status> {
             Ok((ch, n))
         })
         .collect::<Result<Vec<_>, Status>>()?;
-    Ok(LoginRequest { operator_id: req.operator_id, group: req.group, skills, channels, session_id: req.session_id })
+    Ok(LoginRequest {
+        operator_id: req.operator_id,
+        group: req.group,
+        skills,
+        channels,
+        session_id: req.session_id,
+        paused: None,
+    })
 }
 
 #[tonic::async_trait]
 impl OperatorService for OperatorSvc {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
-        let req = login_request(request.into_inner());
+        let req = login_request(request.into_inner()).map(|mut r| {
+            // A contact of theirs from before a restart may still be in service: no offer until
+            // it ends (it is unknown to the engine, which would otherwise see them free).
+            if self.0.book.recovered_with(&r.operator_id) > 0 {
+                r.paused = Some(super::RECOVERY_PAUSE.to_owned());
+            }
+            r
+        });
         self.call("Login", |s, now, ev| {
-            let queues = s.engine.login(&req?, now, ev).map_err(client_error)?;
+            let req = req?;
+            let queues = s.engine.login(&req, now, ev).map_err(client_error)?;
+            if req.paused.is_some() {
+                s.recovering.insert(req.operator_id.clone(), ());
+            }
             Ok(pb::LoginResponse { queues: queues.iter().map(|q| q.to_string()).collect() })
         })
+        .await
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
         let req = request.into_inner();
         self.call("Logout", |s, now, ev| {
             s.engine.logout(&req.operator_id, req.force, now, ev).map_err(client_error)?;
+            s.recovering.remove(&req.operator_id);
             Ok(pb::LogoutResponse {})
         })
+        .await
     }
 
     async fn set_state(&self, request: Request<pb::SetStateRequest>) -> Result<Response<pb::SetStateResponse>, Status> {
@@ -83,9 +117,18 @@ impl OperatorService for OperatorSvc {
             _ => Err(Status::invalid_argument("status must be AVAILABLE or PAUSED")),
         };
         self.call("SetState", |s, now, ev| {
-            let st = s.engine.set_state(&req.operator_id, &state?, now, ev).map_err(client_error)?;
+            let state = state?;
+            if state == RequestedState::Available && s.book.recovered_with(&req.operator_id) > 0 {
+                return Err(Status::failed_precondition(format!(
+                    "operator `{}` still has a contact from before the restart in service: complete it first",
+                    req.operator_id
+                )));
+            }
+            s.recovering.remove(&req.operator_id);
+            let st = s.engine.set_state(&req.operator_id, &state, now, ev).map_err(client_error)?;
             Ok(pb::SetStateResponse { status: convert::status_pb(st) as i32 })
         })
+        .await
     }
 
     type WatchOffersStream = ReceiverStream<Result<pb::Offer, Status>>;
@@ -114,9 +157,19 @@ impl OperatorService for OperatorSvc {
     ) -> Result<Response<pb::AcceptOfferResponse>, Status> {
         let req = request.into_inner();
         self.call("AcceptOffer", |s, now, ev| {
-            s.engine.accept(&req.operator_id, &req.contact_id, now, ev).map_err(client_error)?;
-            Ok(pb::AcceptOfferResponse {})
+            match s.engine.accept(&req.operator_id, &req.contact_id, now, ev) {
+                Ok(()) => Ok(pb::AcceptOfferResponse {}),
+                // A retried accept of a call that was already in service with this operator
+                // when the process stopped (its hold was recovered): idempotent.
+                Err(RoutingError::UnknownContact(_) | RoutingError::UnknownOperator(_))
+                    if s.book.recovered(&req.contact_id).is_some_and(|h| h.operator == req.operator_id) =>
+                {
+                    Ok(pb::AcceptOfferResponse {})
+                }
+                Err(e) => Err(client_error(e)),
+            }
         })
+        .await
     }
 
     async fn decline_offer(
@@ -128,6 +181,7 @@ impl OperatorService for OperatorSvc {
             s.engine.decline(&req.operator_id, &req.contact_id, now, ev).map_err(client_error)?;
             Ok(pb::DeclineOfferResponse {})
         })
+        .await
     }
 
     async fn complete_contact(
@@ -135,10 +189,35 @@ impl OperatorService for OperatorSvc {
         request: Request<pb::CompleteContactRequest>,
     ) -> Result<Response<pb::CompleteContactResponse>, Status> {
         let req = request.into_inner();
-        self.call("CompleteContact", |s, now, ev| {
-            let c =
-                s.engine.complete(&req.operator_id, &req.contact_id, req.wrap_up_ms, now, ev).map_err(client_error)?;
-            Ok(pb::CompleteContactResponse { handle_ms: c.handle_ms, wrap_up_ms: c.wrap_up_ms })
-        })
+        let s = &self.0;
+        let t = RpcTimer::start("CompleteContact");
+        let mut unknown = None;
+        if s.book.recovered(&req.contact_id).is_none() {
+            let r = self
+                .run(|s, now, ev| {
+                    let c = s
+                        .engine
+                        .complete(&req.operator_id, &req.contact_id, req.wrap_up_ms, now, ev)
+                        .map_err(client_error)?;
+                    Ok(pb::CompleteContactResponse { handle_ms: c.handle_ms, wrap_up_ms: c.wrap_up_ms })
+                })
+                .await;
+            match r {
+                Err(e) if e.code() == tonic::Code::NotFound => unknown = Some(e),
+                other => {
+                    t.finish(&other);
+                    return other.map(Response::new);
+                }
+            }
+        }
+        // Unknown to the engine: a contact from before a restart (in service then, or settled);
+        // otherwise the engine's own NOT_FOUND (unknown operator or contact) stands.
+        let r = s.end_after_restart(&req.contact_id, Some(&req.operator_id), s.clock.now()).await.and_then(|rec| {
+            rec.map(|rec| pb::CompleteContactResponse { handle_ms: rec.handle_ms, wrap_up_ms: 0 }).ok_or_else(|| {
+                unknown.unwrap_or_else(|| Status::not_found(format!("unknown contact `{}`", req.contact_id)))
+            })
+        });
+        t.finish(&r);
+        r.map(Response::new)
     }
 }
