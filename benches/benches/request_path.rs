@@ -15,7 +15,7 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_server::ContactService;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_server::OperatorService;
-use smista_server::config::Config;
+use smista_server::config::{Config, LedgerKind};
 use smista_server::server::build_shared;
 use smista_server::service::contact::ContactSvc;
 use smista_server::service::operator::OperatorSvc;
@@ -25,11 +25,13 @@ const OPERATORS: u32 = 70;
 
 fn bench(c: &mut Criterion) {
     let text = include_str!("../scenarios/loadtest.toml");
-    let cfg = Config::parse(text, "loadtest.toml").expect("valid config");
+    let mut cfg = Config::parse(text, "loadtest.toml").expect("valid config");
+    // The `general` queue is served by internal staff: no budget, nothing for a ledger to write.
+    cfg.ledger.kind = LedgerKind::None;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let _ = smista_server::metrics::install();
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let shared = build_shared(&cfg, stop_rx).expect("shared state");
+    let shared = rt.block_on(build_shared(&cfg, stop_rx)).expect("shared state");
     let contacts = ContactSvc(shared.clone());
     let ops = OperatorSvc(shared.clone());
     rt.block_on(async {

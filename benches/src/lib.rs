@@ -35,6 +35,7 @@ pub fn centre(queues: usize, operators: usize) -> (EngineConfig, Vec<LoginReques
             skills: (0..3).map(|k| Skill { name: format!("s-{}", (o + k) % queues), level: 5 }).collect(),
             channels: vec![(Channel::Voice, 1)],
             session_id: format!("desk-{o}"),
+            paused: None,
         })
         .collect();
     (cfg, logins)

@@ -303,6 +303,18 @@ impl Pool {
     }
 }
 
+/// The seed of random stream `k` of a run: arrivals are stream 0, operator `i` stream `i + 1`,
+/// queue and patience draws the last. Streams must not share a seed: when operator 0 drew its
+/// handle times from the same sequence as the arrival gaps, long services came right after long
+/// gaps and short ones in bursts, and waits were a third of what M/M/1 predicts.
+fn stream_seed(seed: u64, k: u64) -> u64 {
+    // SplitMix64 of (seed, k): distinct, well-mixed seeds for distinct k.
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn draw_exp(rng: &mut SmallRng, mean: f64) -> f64 {
     let u: f64 = rng.random_range(f64::EPSILON..1.0);
     -u.ln() * mean
@@ -400,7 +412,7 @@ async fn login_operators(
                 .into_inner();
             let (pool, tracker, id2) = (pool.clone(), tracker.clone(), id.clone());
             let (dist, aht) = (cfg.handle, cfg.aht);
-            let mut rng = SmallRng::seed_from_u64(cfg.seed ^ (u64::from(i) << 20));
+            let mut rng = SmallRng::seed_from_u64(stream_seed(cfg.seed, 1 + u64::from(i)));
             tokio::spawn(async move {
                 while let Ok(Some(offer)) = stream.message().await {
                     let handle = draw_handle(&mut rng, dist, aht);
@@ -420,7 +432,7 @@ async fn login_operators(
                             .complete_contact(pb::CompleteContactRequest {
                                 operator_id: op,
                                 contact_id: c,
-                                wrap_up_ms: 1,
+                                wrap_up_ms: 0,
                             })
                             .await;
                         if let Ok(d) = done {
@@ -487,21 +499,15 @@ async fn open_loop(
     let sl_ms = (cfg.sl_threshold * 1000.0) as u64;
     let ops = login_operators(cfg, pool, prefix, cfg.operators, true, &tracker).await?;
     let events = follow_events(pool, tracker.clone(), sl_ms).await?;
-    let mut rng = SmallRng::seed_from_u64(cfg.seed);
+    let mut rng = SmallRng::seed_from_u64(stream_seed(cfg.seed, u64::MAX));
     let start = Instant::now();
     let horizon = Duration::from_secs_f64(cfg.duration);
-    let mut t = 0.0;
+    let mut arrivals = pace(start, horizon, rate, stream_seed(cfg.seed, 0), stop.clone());
     let mut n = 0u64;
     let mut last_progress = Instant::now();
     let mut callers = tokio::task::JoinSet::new();
-    loop {
-        t += draw_exp(&mut rng, 1.0 / rate);
-        let at = start + Duration::from_secs_f64(t);
-        if at > start + horizon || stop.load(Ordering::Relaxed) {
-            break;
-        }
-        wait_until(at).await;
-        let id = format!("{prefix}-c{n}");
+    while let Some(at) = arrivals.recv().await {
+        let id = format!("{prefix}-{}-c{n}", run_nonce());
         n += 1;
         let queue = match cfg.scenario {
             Scenario::Mix => {
@@ -518,7 +524,10 @@ async fn open_loop(
             _ => cfg.queue.clone(),
         };
         let patience = (cfg.patience > 0.0).then(|| draw_exp(&mut rng, cfg.patience));
-        callers.spawn(caller(pool.clone(), tracker.clone(), id, queue, at, patience, sl_ms));
+        // Counted in flight here, before the task first runs: the drain below must not see zero
+        // while a caller that is spawned but not yet polled is about to send its offer.
+        let answered = InFlight::new(tracker.clone());
+        callers.spawn(caller(pool.clone(), tracker.clone(), answered, id, queue, at, patience, sl_ms));
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             eprintln!(
@@ -564,27 +573,52 @@ async fn open_loop(
     Ok(build_report(cfg, rate, &tracker, elapsed, &snapshot))
 }
 
-/// Marks an offer answered when dropped, after its decision was recorded.
-struct InFlight<'a>(&'a Tracker);
+/// One offer from the moment its caller is spawned until its decision is recorded (or its RPC
+/// failed): the drain waits for none to be left before it may abort callers.
+struct InFlight(Arc<Tracker>);
 
-impl Drop for InFlight<'_> {
+impl InFlight {
+    fn new(tracker: Arc<Tracker>) -> Self {
+        Self(tracker)
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// Waits for `at` more precisely than tokio's millisecond timer: sleeps until just before, then
-/// yields until the instant, so arrivals are not systematically late.
-async fn wait_until(at: Instant) {
-    let early = Duration::from_micros(1500);
-    if let Some(lead) = at.checked_duration_since(Instant::now()) {
-        if lead > early {
-            tokio::time::sleep_until((at - early).into()).await;
+/// The Poisson arrival instants of an open-loop run, each sent when it is due. A dedicated thread
+/// sleeps until each instant (the OS timer is precise to tens of microseconds, tokio's to a
+/// millisecond), so the runtime never spins waiting and arrivals are not systematically late;
+/// whatever lateness remains counts in the offer latency, which is measured from these instants.
+fn pace(
+    start: Instant,
+    horizon: Duration,
+    rate: f64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Instant> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut t = 0.0;
+        loop {
+            t += draw_exp(&mut rng, 1.0 / rate);
+            let at = start + Duration::from_secs_f64(t);
+            if at > start + horizon || stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Some(lead) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(lead);
+            }
+            if tx.send(at).is_err() {
+                return;
+            }
         }
-    }
-    while Instant::now() < at {
-        tokio::task::yield_now().await;
-    }
+    });
+    rx
 }
 
 /// `OUTCOME_COMPLETED` -> `completed`.
@@ -596,9 +630,11 @@ fn unfinished(t: &Tracker) -> usize {
     t.decided.iter().filter(|e| !t.finished.contains_key(e.key())).count()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn caller(
     pool: Pool,
     tracker: Arc<Tracker>,
+    answered: InFlight,
     id: String,
     queue: String,
     intended: Instant,
@@ -609,7 +645,6 @@ async fn caller(
     tracker.mine.insert(id.clone(), ());
     tracker.waiting_for_answer.insert(id.clone(), tx);
     let mut contacts = ContactServiceClient::new(pool.get());
-    tracker.in_flight.fetch_add(1, Ordering::SeqCst);
     let r = contacts
         .offer_contact(pb::OfferContactRequest {
             contact_id: id.clone(),
@@ -623,8 +658,7 @@ async fn caller(
         let _ = h.record(us.max(1));
     }
     tracker.offers.fetch_add(1, Ordering::Relaxed);
-    // Counted as answered once its decision is recorded below (the guard runs on every path).
-    let answered = InFlight(&tracker);
+    // `answered` is dropped once the decision is recorded below (on every path).
     let decision = match r {
         Ok(r) => r.into_inner().decision,
         Err(s) => {
@@ -748,6 +782,17 @@ fn build_report(cfg: &LoadConfig, rate: f64, t: &Tracker, elapsed: f64, snap: &p
     }
 }
 
+/// A tag unique to this process, in every contact id: a server remembers finished contacts (for
+/// idempotent retries), so a second run with the same ids would only replay old decisions.
+/// Operator ids stay stable across runs, like a real floor's staff.
+fn run_nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        format!("{:x}{:x}", t, std::process::id())
+    })
+}
+
 /// Closed-loop empty RPCs with `concurrency` callers for `d`: requests per second.
 async fn floor(pool: &Pool, concurrency: u32, d: Duration, stop: &Arc<AtomicBool>) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
@@ -788,7 +833,7 @@ async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, s
             let mut o = OperatorServiceClient::new(ch);
             let mut n = 0u64;
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                let id = format!("{prefix}-vf{round}-{w}-{n}");
+                let id = format!("{prefix}-{}-vf{round}-{w}-{n}", run_nonce());
                 n += 1;
                 let r = c
                     .offer_contact(pb::OfferContactRequest {
@@ -814,7 +859,7 @@ async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, s
                             .complete_contact(pb::CompleteContactRequest {
                                 operator_id: a.operator_id,
                                 contact_id: id,
-                                wrap_up_ms: 1,
+                                wrap_up_ms: 0,
                             })
                             .await;
                     }
