@@ -25,7 +25,7 @@ use thiserror::Error;
 use crate::budget::{BudgetGate, FundingRequest, Settlement, Started};
 use crate::calendar;
 use crate::config::valid_name;
-use crate::model::{Channel, Segment};
+use crate::model::{Channel, Outcome, Segment};
 use crate::time::Millis;
 
 /// Price of handled contacts of one channel.
@@ -363,6 +363,8 @@ pub struct CostRecord {
     pub cost_cents: i64,
     /// What had been reserved.
     pub reserved_cents: i64,
+    /// How the contact ended: completed, or the caller hung up while in service.
+    pub outcome: Outcome,
 }
 
 /// A reservation of a contact in service with an operator its budget pays: written down so a
@@ -791,6 +793,7 @@ impl BudgetGate for BudgetBook {
             s.handle_ms,
             self.unix(s.accepted_at),
             self.unix(s.now),
+            s.outcome,
         );
     }
 
@@ -832,6 +835,7 @@ impl BudgetBook {
         handle_ms: u64,
         accepted_unix_ms: i64,
         completed_unix_ms: i64,
+        outcome: Outcome,
     ) -> CostRecord {
         let cost = b.tariffs.read()[channel.index()].cost_cents(handle_ms);
         let p = &r.period;
@@ -859,6 +863,7 @@ impl BudgetBook {
             handle_ms,
             cost_cents: cost,
             reserved_cents: r.amount,
+            outcome,
         };
         if let Some(sink) = &self.sink {
             sink.record(&record);
@@ -967,13 +972,14 @@ impl BudgetBook {
         self.recovered.len()
     }
 
-    /// Completes a contact recovered at restart (by `operator`, who must be the one it was
-    /// with; `None` when the caller hung up): its handle time runs from its recorded acceptance
-    /// to `now`, its cost is settled against the recovered reservation.
+    /// Ends a contact recovered at restart with `outcome` (completed by `operator`, who must be
+    /// the one it was with, or `None` when the caller hung up): its handle time runs from its
+    /// recorded acceptance to `now`, its cost is settled against the recovered reservation.
     pub fn complete_recovered(
         &self,
         contact: &str,
         operator: Option<&str>,
+        outcome: Outcome,
         now: Millis,
     ) -> Result<CostRecord, RecoveredError> {
         let unknown = || RecoveredError::Unknown(contact.to_owned());
@@ -997,6 +1003,7 @@ impl BudgetBook {
             handle_ms,
             h.accepted_unix_ms,
             completed,
+            outcome,
         ))
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::model::{Channel, Segment};
+use crate::model::{Channel, Outcome, Segment};
 use crate::time::Millis;
 
 /// What the router tells the gate about a contact it wants to fund.
@@ -53,6 +53,8 @@ pub struct Settlement<'a> {
     pub accepted_at: Millis,
     /// When it completed.
     pub now: Millis,
+    /// How it ended: completed, or the caller hung up in service.
+    pub outcome: Outcome,
 }
 
 /// A funded contact was accepted by an operator its budget pays: money starts being spent.

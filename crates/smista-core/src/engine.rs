@@ -590,6 +590,7 @@ impl Engine {
                     handle_ms: c.handle_ms,
                     accepted_at,
                     now,
+                    outcome,
                 }),
                 _ => self.gate.release(&b, id),
             }

@@ -159,6 +159,14 @@ impl Outcome {
             Outcome::CancelledInService => "cancelled_in_service",
         }
     }
+
+    /// The outcome named by [`Outcome::as_str`], as written in the ledger.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        [Outcome::Completed, Outcome::Diverted, Outcome::Abandoned, Outcome::CancelledInService]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
 }
 
 /// What an operator is doing.

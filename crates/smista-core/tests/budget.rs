@@ -17,7 +17,7 @@ use smista_core::book::{
 };
 use smista_core::budget::{BudgetGate, FundingRequest, Settlement};
 use smista_core::config::QueueConfig;
-use smista_core::{Channel, Decision, DivertReason, Engine, Millis, Segment};
+use smista_core::{Channel, Decision, DivertReason, Engine, Millis, Outcome, Segment};
 
 const DAY: i64 = 86_400_000;
 
@@ -67,6 +67,7 @@ fn settle(b: &BudgetBook, contact: &str, handle_ms: u64, now: i64) {
         handle_ms,
         accepted_at: Millis(now as u64),
         now: Millis(now as u64 + handle_ms),
+        outcome: Outcome::Completed,
     });
 }
 
@@ -343,9 +344,15 @@ fn the_engine_diverts_extra_budget_contacts_and_settles_the_rest() {
         }
     }
     assert_eq!(assigned.len(), 2, "the third contact is extra budget");
-    for (op, c) in &assigned {
+    // The first is completed by its operator; the caller of the second hangs up in service,
+    // which is charged the same way (the operator's time was spent) and recorded as such.
+    for (i, (op, c)) in assigned.iter().enumerate() {
         e.accept(op, c, t(2), &mut ev).unwrap();
-        e.complete(op, c, 0, t(2 + 120_000), &mut ev).unwrap();
+        if i == 0 {
+            e.complete(op, c, 0, t(2 + 120_000), &mut ev).unwrap();
+        } else {
+            assert_eq!(e.cancel(c, t(2 + 120_000), &mut ev).unwrap(), Outcome::CancelledInService);
+        }
     }
     let v = book.views(t(200_000))[0].clone();
     assert_eq!(v.reserved_cents, 0);
@@ -353,6 +360,8 @@ fn the_engine_diverts_extra_budget_contacts_and_settles_the_rest() {
     let records = sink.0.lock().clone();
     assert_eq!(records.len(), 2);
     assert!(records.iter().all(|r| r.cost_cents == 230 && r.handle_ms == 120_000 && r.period == "2026-05"));
+    let outcomes: Vec<Outcome> = records.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Completed, Outcome::CancelledInService]);
     assert_eq!(book.open_reservations(), 0);
 }
 
@@ -446,16 +455,20 @@ fn a_restart_rebuilds_spend_holds_and_amendments_from_the_durable_records() {
 
     // The contact in service completes after the restart, with its own operator only.
     assert_eq!(
-        book2.complete_recovered("c1", Some("intruder"), Millis(1_000)),
+        book2.complete_recovered("c1", Some("intruder"), Outcome::Completed, Millis(1_000)),
         Err(RecoveredError::OtherOperator { contact: "c1".into() })
     );
-    let r = book2.complete_recovered("c1", Some(&assigned[1]), Millis(1_000)).unwrap();
+    let r = book2.complete_recovered("c1", Some(&assigned[1]), Outcome::Completed, Millis(1_000)).unwrap();
+    assert_eq!(r.outcome, Outcome::Completed);
     let handle = (restart + 1_000 - (EPOCH + 2)) as u64;
     assert_eq!(r.handle_ms, handle);
     assert_eq!(r.cost_cents, raised.tariff.cost_cents(handle));
     assert_eq!(r.reserved_cents, 500);
     assert_eq!(sink2.records.lock().len(), 1, "the settlement goes to the new ledger");
-    assert!(book2.complete_recovered("c1", Some(&assigned[1]), Millis(2_000)).is_err(), "settled once");
+    assert!(
+        book2.complete_recovered("c1", Some(&assigned[1]), Outcome::Completed, Millis(2_000)).is_err(),
+        "settled once"
+    );
     let v = book2.views(Millis(2_000))[0].clone();
     assert_eq!(v.settled_cents, 230 + r.cost_cents);
     assert_eq!(v.reserved_cents, 2 * 510, "only the two new admissions remain reserved");

@@ -40,6 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     handle_ms: 180_000,
                     cost_cents: 266,
                     reserved_cents: 410,
+                    outcome: smista_core::Outcome::Completed,
                 };
                 if ledger.record(r).await.is_ok() {
                     done.fetch_add(1, Ordering::Relaxed);

@@ -31,7 +31,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use smista_core::book::{AuditRecord, CostRecord, HoldRecord, PeriodTotals, Recovery, SettlementSink};
-use smista_core::Channel;
+use smista_core::{Channel, Outcome};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
 use thiserror::Error;
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS cost_records (
     handle_ms          BIGINT  NOT NULL,
     cost_cents         BIGINT  NOT NULL,
     reserved_cents     BIGINT  NOT NULL,
+    outcome            TEXT    NOT NULL DEFAULT 'completed',
     PRIMARY KEY (budget_id, contact_id)
 );
 CREATE INDEX IF NOT EXISTS cost_records_by_period ON cost_records (budget_id, period);
@@ -128,6 +129,9 @@ pub struct ReportRow {
     pub operator_group: String,
     /// Contacts settled.
     pub contacts: i64,
+    /// Of those, the ones whose caller hung up while in service (charged like the others: the
+    /// operator's time was spent).
+    pub hung_up: i64,
     /// Their cost, cents.
     pub cost_cents: i64,
     /// Handle time, ms.
@@ -217,6 +221,7 @@ impl SqliteLedger {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        migrate(&pool).await?;
         let next_seq: i64 =
             sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments").fetch_one(&pool).await?.try_get("s")?;
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -340,6 +345,7 @@ impl SqliteLedger {
                 handle_ms: u64::try_from(r.try_get::<i64, _>("handle_ms")?).unwrap_or(0),
                 cost_cents: r.try_get("cost_cents")?,
                 reserved_cents: r.try_get("reserved_cents")?,
+                outcome: outcome(&r.try_get::<String, _>("outcome")?)?,
             })
         })
         .transpose()
@@ -405,7 +411,9 @@ impl SqliteLedger {
     /// Spend per budget, period, queue and operator group.
     pub async fn report(&self) -> Result<Vec<ReportRow>, LedgerError> {
         let rows = sqlx::query(
-            "SELECT budget_id, period, queue, operator_group, COUNT(*) AS n, SUM(cost_cents) AS cost, SUM(handle_ms) AS handle
+            "SELECT budget_id, period, queue, operator_group, COUNT(*) AS n,
+                    SUM(CASE WHEN outcome = 'cancelled_in_service' THEN 1 ELSE 0 END) AS hung_up,
+                    SUM(cost_cents) AS cost, SUM(handle_ms) AS handle
              FROM cost_records GROUP BY budget_id, period, queue, operator_group
              ORDER BY budget_id, period, queue, operator_group",
         )
@@ -419,6 +427,7 @@ impl SqliteLedger {
                     queue: r.try_get("queue")?,
                     operator_group: r.try_get("operator_group")?,
                     contacts: r.try_get("n")?,
+                    hung_up: r.try_get("hung_up")?,
                     cost_cents: r.try_get("cost")?,
                     handle_ms: r.try_get("handle")?,
                 })
@@ -454,6 +463,28 @@ impl SettlementSink for SqliteLedger {
     fn amended(&self, a: &AuditRecord) {
         self.submit(Key::Budget(a.budget.clone()), Op::Amend(a.clone()));
     }
+}
+
+/// Brings a ledger written by an earlier smista up to [`SCHEMA`] (columns added since; their
+/// defaults describe the old rows truthfully). Idempotent.
+async fn migrate(pool: &SqlitePool) -> Result<(), LedgerError> {
+    let has_outcome: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info('cost_records') WHERE name = 'outcome'")
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?;
+    if has_outcome == 0 {
+        // Ledgers before the column settled only contacts their operator completed or whose
+        // caller hung up in service, without telling which: `completed` is what they reported.
+        sqlx::query("ALTER TABLE cost_records ADD COLUMN outcome TEXT NOT NULL DEFAULT 'completed'")
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+fn outcome(name: &str) -> Result<Outcome, LedgerError> {
+    Outcome::parse(name).ok_or_else(|| LedgerError::Corrupt(format!("unknown outcome `{name}`")))
 }
 
 fn channel(name: &str) -> Result<Channel, LedgerError> {
@@ -540,8 +571,9 @@ async fn write_batch(pool: &SqlitePool, batch: &[Job], mut seq: i64) -> Result<(
             Op::Settle(r) => {
                 let done = sqlx::query(
                     "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group, operator_id,
-                         channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents,
+                         outcome)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (budget_id, contact_id) DO NOTHING",
                 )
                 .bind(&r.budget)
@@ -556,6 +588,7 @@ async fn write_batch(pool: &SqlitePool, batch: &[Job], mut seq: i64) -> Result<(
                 .bind(i64::try_from(r.handle_ms).unwrap_or(i64::MAX))
                 .bind(r.cost_cents)
                 .bind(r.reserved_cents)
+                .bind(r.outcome.as_str())
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("DELETE FROM holds WHERE budget_id = ? AND contact_id = ?")

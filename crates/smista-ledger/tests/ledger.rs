@@ -2,7 +2,7 @@
 //! twice, concurrent completions share commits, and totals and reports derive from the records.
 
 use smista_core::book::{AuditRecord, CostRecord, HoldRecord, SettlementSink};
-use smista_core::Channel;
+use smista_core::{Channel, Outcome};
 use smista_ledger::{Key, SqliteLedger, Totals};
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -19,6 +19,7 @@ fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
         handle_ms: 180_000,
         cost_cents: cost,
         reserved_cents: 410,
+        outcome: Outcome::Completed,
     }
 }
 
@@ -34,11 +35,13 @@ async fn acknowledged_records_survive_reopening_and_are_never_charged_twice() {
     let path = temp_db("reopen");
     let l = SqliteLedger::open(&path).await.expect("open");
     assert!(l.record(record("c1", "pensions", "supplier-a", 266)).await.expect("record"));
-    assert!(l.record(record("c2", "naspi", "supplier-b", 300)).await.expect("record"));
+    let hung_up = CostRecord { outcome: Outcome::CancelledInService, ..record("c2", "naspi", "supplier-b", 300) };
+    assert!(l.record(hung_up.clone()).await.expect("record"));
     assert!(!l.record(record("c1", "pensions", "supplier-a", 266)).await.expect("repeat"), "repeat is not new");
     l.close().await;
 
     let l = SqliteLedger::open(&path).await.expect("reopen");
+    assert_eq!(l.settled("c2").await.expect("read"), Some(hung_up), "the record reads back whole, outcome too");
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 2, cost_cents: 566 });
     assert!(!l.record(record("c2", "naspi", "supplier-b", 300)).await.expect("repeat after restart"));
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals").cost_cents, 566);
@@ -153,4 +156,36 @@ async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them()
         SqliteLedger::open_existing(&path.with_extension("nope")).await,
         Err(smista_ledger::LedgerError::Missing(_))
     ));
+}
+
+#[tokio::test]
+async fn a_ledger_written_before_the_outcome_column_opens_and_keeps_its_records() {
+    let path = temp_db("migrate");
+    {
+        // The cost_records table as smista wrote it before outcomes were recorded.
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("create");
+        sqlx::raw_sql(
+            "CREATE TABLE cost_records (budget_id TEXT NOT NULL, contact_id TEXT NOT NULL, period TEXT NOT NULL,
+                queue TEXT NOT NULL, operator_group TEXT NOT NULL, operator_id TEXT NOT NULL, channel TEXT NOT NULL,
+                accepted_unix_ms BIGINT NOT NULL, completed_unix_ms BIGINT NOT NULL, handle_ms BIGINT NOT NULL,
+                cost_cents BIGINT NOT NULL, reserved_cents BIGINT NOT NULL, PRIMARY KEY (budget_id, contact_id));
+             INSERT INTO cost_records VALUES ('ccm-2026', 'old', '2026-11', 'pensions', 'supplier-a', 'op-1',
+                'voice', 1795000000000, 1795000180000, 180000, 266, 410);",
+        )
+        .execute(&pool)
+        .await
+        .expect("old schema");
+        pool.close().await;
+    }
+    let l = SqliteLedger::open(&path).await.expect("open migrates");
+    let old = l.settled("old").await.expect("read").expect("the old record is kept");
+    assert_eq!((old.cost_cents, old.outcome), (266, Outcome::Completed));
+    let hung_up = CostRecord { outcome: Outcome::CancelledInService, ..record("new", "pensions", "supplier-a", 100) };
+    assert!(l.record(hung_up.clone()).await.expect("record"));
+    assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 2, cost_cents: 366 });
+    l.close().await;
+    let l = SqliteLedger::open(&path).await.expect("reopening a migrated ledger changes nothing");
+    assert_eq!(l.settled("new").await.expect("read"), Some(hung_up));
+    l.close().await;
 }

@@ -50,6 +50,7 @@ struct Line {
     operator_group: String,
     supplier: String,
     contacts: i64,
+    hung_up: i64,
     cost_cents: i64,
     handle_seconds: i64,
 }
@@ -133,6 +134,7 @@ fn build(rows: Vec<ReportRow>, suppliers: &HashMap<&str, &str>) -> Report {
                 queue: r.queue,
                 operator_group: r.operator_group,
                 contacts: r.contacts,
+                hung_up: r.hung_up,
                 cost_cents: r.cost_cents,
                 handle_seconds: r.handle_ms / 1000,
             }
@@ -154,19 +156,20 @@ fn table(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<14} {:<16} {:<18} {:<22} {:>9} {:>14} {:>12}",
-        "BUDGET", "PERIOD", "QUEUE", "GROUP", "SUPPLIER", "CONTACTS", "COST (EUR)", "HANDLE (h)"
+        "{:<16} {:<14} {:<16} {:<18} {:<22} {:>9} {:>8} {:>14} {:>12}",
+        "BUDGET", "PERIOD", "QUEUE", "GROUP", "SUPPLIER", "CONTACTS", "HUNG UP", "COST (EUR)", "HANDLE (h)"
     );
     for l in &r.lines {
         let _ = writeln!(
             out,
-            "{:<16} {:<14} {:<16} {:<18} {:<22} {:>9} {:>14} {:>12.1}",
+            "{:<16} {:<14} {:<16} {:<18} {:<22} {:>9} {:>8} {:>14} {:>12.1}",
             l.budget,
             l.period,
             l.queue,
             l.operator_group,
             l.supplier,
             l.contacts,
+            l.hung_up,
             euros(l.cost_cents),
             l.handle_seconds as f64 / 3600.0
         );
@@ -174,13 +177,14 @@ fn table(r: &Report) -> String {
     for t in &r.totals {
         let _ = writeln!(
             out,
-            "{:<16} {:<14} {:<16} {:<18} {:<22} {:>9} {:>14}",
+            "{:<16} {:<14} {:<16} {:<18} {:<22} {:>9} {:>8} {:>14}",
             t.budget,
             t.period,
             "TOTAL",
             "",
             "",
             t.contacts,
+            "",
             euros(t.cost_cents)
         );
     }
@@ -199,17 +203,19 @@ fn csv_field(s: &str) -> String {
 }
 
 fn csv(r: &Report) -> String {
-    let mut out = String::from("budget,period,queue,operator_group,supplier,contacts,cost_cents,handle_seconds\n");
+    let mut out =
+        String::from("budget,period,queue,operator_group,supplier,contacts,hung_up,cost_cents,handle_seconds\n");
     for l in &r.lines {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             csv_field(&l.budget),
             csv_field(&l.period),
             csv_field(&l.queue),
             csv_field(&l.operator_group),
             csv_field(&l.supplier),
             l.contacts,
+            l.hung_up,
             l.cost_cents,
             l.handle_seconds
         );

@@ -221,9 +221,22 @@ async fn sigkill_during_completions_loses_no_acknowledged_money() {
         contacts.cancel_contact(pb::CancelContactRequest { contact_id: c.clone() }).await.expect("cancel");
     }
 
+    // The caller of another call from before the crash (the last desk's second-to-last: its
+    // completion was never sent either) hangs up: settled, and recorded as a hang-up in
+    // service, which a replayed cancel reads back from the ledger.
+    let (_, hung_up) = pairs[CONTACTS - 1 - 16].clone();
+    assert!(!acked.contains(&hung_up));
+    for attempt in ["cancel", "replayed cancel"] {
+        let r = contacts.cancel_contact(pb::CancelContactRequest { contact_id: hung_up.clone() }).await.expect(attempt);
+        assert_eq!(r.into_inner().outcome(), pb::Outcome::CancelledInService, "{attempt}");
+    }
+
     // The desks replay every completion they have no acknowledgement for, and a few they have.
     let mut replayed_acked = 0;
     for (op, contact) in &pairs {
+        if *contact == hung_up {
+            continue;
+        }
         if !acked.contains(contact) {
             let r = ops.complete_contact(complete(op, contact)).await.expect("replayed completion");
             assert_eq!(r.into_inner().wrap_up_ms, 0);
@@ -261,5 +274,6 @@ async fn sigkill_during_completions_loses_no_acknowledged_money() {
     assert!(text.contains(&format!("\"contacts\":{CONTACTS}")), "{text}");
     assert!(text.contains(&format!("\"cost_cents\":{}", COST * CONTACTS as i64)), "{text}");
     assert!(text.contains("\"supplier\":\"acme\""), "{text}");
+    assert!(text.contains("\"hung_up\":1,"), "the hang-up is told apart: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -38,16 +38,16 @@ impl ContactService for ContactSvc {
         let now = s.clock.now();
         let r = if s.book.recovered(id).is_some() {
             // In service with a budgeted operator when the process stopped: the caller hung up.
-            s.end_after_restart(id, None, now).await.map(|_| Outcome::CancelledInService)
+            s.end_after_restart(id, None, now).await.map(|rec| rec.map_or(Outcome::CancelledInService, |r| r.outcome))
         } else {
             let mut ev = Vec::new();
             let r = s.engine.cancel(id, now, &mut ev).map_err(client_error);
             s.publish(&ev, now);
             match r {
                 Ok(o) => s.persist(&ev).await.map(|()| o),
-                // Unknown to the engine: settled before a restart (reported as handled)?
+                // Unknown to the engine: settled before a restart? Its record tells how it ended.
                 Err(e) if e.code() == tonic::Code::NotFound => match s.end_after_restart(id, None, now).await {
-                    Ok(Some(_)) => Ok(Outcome::Completed),
+                    Ok(Some(rec)) => Ok(rec.outcome),
                     Ok(None) => Err(e),
                     Err(e) => Err(e),
                 },

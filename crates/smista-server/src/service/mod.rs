@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use smista_core::book::{BudgetBook, CostRecord, RecoveredError};
-use smista_core::{DivertReason, Engine, Event, Millis};
+use smista_core::{DivertReason, Engine, Event, Millis, Outcome};
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -163,8 +163,9 @@ impl Shared {
 
     /// Ends a contact the engine does not know, after a restart: one that was in service with a
     /// budgeted operator when the process stopped (its recovered hold is settled now; `operator`
-    /// must be the one it was with, `None` when the caller hung up), or one settled before the
-    /// restart (a replayed completion: nothing is charged again). `None` if neither.
+    /// must be the one it was with and completes it, `None` when the caller hung up), or one
+    /// settled before the restart (a replayed request: nothing is charged again, the record
+    /// tells how it ended). `None` if neither.
     pub async fn end_after_restart(
         &self,
         contact: &str,
@@ -174,7 +175,8 @@ impl Shared {
         let Some(ledger) = &self.ledger else { return Ok(None) };
         let key = Key::Contact(contact.to_owned());
         if self.book.recovered(contact).is_some() {
-            match self.book.complete_recovered(contact, operator, now) {
+            let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
+            match self.book.complete_recovered(contact, operator, outcome, now) {
                 Ok(rec) => {
                     tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");
                     ledger.durable(&key).await.map_err(crate::error::ledger_status)?;
