@@ -1,0 +1,245 @@
+//! Random contact streams through the routing engine with the real budget book behind it (not a
+//! test double): offers, hang-ups, logins, forced logouts, accepts, declines, completions and clock
+//! advances that time offers out and divert contacts after their maximum wait. After every step:
+//! admitted spend never passes the ceiling, the durable sink holds exactly the contacts in service
+//! with a budgeted operator, and its cost records add up to the settled total, each one the tariff
+//! applied to its handle time. When every contact has ended, nothing is reserved and nothing held:
+//! the reservation was released or settled on every path.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::*;
+use parking_lot::Mutex;
+use proptest::prelude::*;
+use smista_core::book::{
+    BudgetBook, BudgetConfig, ChannelTariff, CostRecord, HoldRecord, PacingConfig, PeriodConfig, SettlementSink, Tariff,
+};
+use smista_core::config::QueueConfig;
+use smista_core::{Channel, Engine, Event, Millis, Outcome};
+
+const TARIFF: Tariff =
+    Tariff { fee_per_contact_cents: 50, rate_per_second_centicents: 150, billing_increment_seconds: 10 };
+
+/// What a durable ledger would hold, checked as it is written.
+#[derive(Debug, Default)]
+struct Ledger {
+    records: Mutex<Vec<CostRecord>>,
+    holds: Mutex<HashMap<String, HoldRecord>>,
+}
+
+impl SettlementSink for Ledger {
+    fn record(&self, r: &CostRecord) {
+        self.holds.lock().remove(&r.contact);
+        self.records.lock().push(r.clone());
+    }
+    fn hold(&self, h: &HoldRecord) {
+        self.holds.lock().insert(h.contact.clone(), h.clone());
+    }
+    fn release(&self, _budget: &str, contact: &str) {
+        self.holds.lock().remove(contact);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Login { op: usize },
+    Logout { op: usize, force: bool },
+    Offer { contact: usize, priority: u32 },
+    Cancel { contact: usize },
+    Accept { pick: usize },
+    Decline { pick: usize },
+    Complete { pick: usize },
+    Advance { ms: u64 },
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0..OPERATORS.len()).prop_map(|op| Op::Login { op }),
+        1 => (0..OPERATORS.len(), any::<bool>()).prop_map(|(op, force)| Op::Logout { op, force }),
+        5 => (0..30usize, 0..=5u32).prop_map(|(contact, priority)| Op::Offer { contact, priority }),
+        1 => (0..30usize).prop_map(|contact| Op::Cancel { contact }),
+        4 => any::<usize>().prop_map(|pick| Op::Accept { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Decline { pick }),
+        4 => any::<usize>().prop_map(|pick| Op::Complete { pick }),
+        3 => (0..400_000u64).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+/// Supplier operators paid by the budget, and two internal ones.
+const OPERATORS: [(&str, &str); 6] = [
+    ("s0", "supplier-a"),
+    ("s1", "supplier-a"),
+    ("s2", "supplier-a"),
+    ("s3", "supplier-a"),
+    ("i0", "internal"),
+    ("i1", "internal"),
+];
+
+fn setup(ceiling: i64, prefer_internal: bool) -> (Engine, Arc<BudgetBook>, Arc<Ledger>) {
+    let ledger = Arc::new(Ledger::default());
+    let budget = BudgetConfig {
+        id: "ccm".into(),
+        ceiling_cents: ceiling,
+        period: PeriodConfig::Fixed { start_unix_ms: 0, length_ms: 365 * 86_400_000 },
+        tariffs: vec![ChannelTariff { channel: Channel::Voice, tariff: TARIFF }],
+        pacing: PacingConfig::None,
+        protected_reserve_bp: 0,
+        protected_min_priority: None,
+        protected_segments: vec![],
+        default_handle_ms: 300_000,
+        expected_handle: vec![],
+    };
+    let book = Arc::new(BudgetBook::new(&[budget], 0).expect("valid budget").with_sink(ledger.clone()));
+    let mut q = QueueConfig::new("pensions", &[("pensions", 3)]);
+    q.budget = Some("ccm".into());
+    q.prefer_unbudgeted = prefer_internal;
+    q.wrap_up_ms = 30_000;
+    q.offer_timeout_ms = 60_000;
+    q.max_wait_ms = 600_000;
+    let mut cfg = config(vec![q]);
+    cfg.groups[1].budget = Some("ccm".into());
+    // Longer than any run: a contact id is never reused for a new contact (which the engine
+    // allows once it has forgotten the old one), so each id has one life to check.
+    cfg.finished_retention_ms = 30 * 86_400_000;
+    let e = Engine::new(&cfg, book.clone()).expect("valid config");
+    (e, book, ledger)
+}
+
+/// What the events say: contacts offered and in service, with their operator, and final outcomes.
+#[derive(Default)]
+struct Seen {
+    offered: Vec<(String, String)>,
+    in_service: Vec<(String, String)>,
+    outcomes: HashMap<String, Outcome>,
+}
+
+impl Seen {
+    fn apply(&mut self, events: &[Event]) {
+        for e in events {
+            match e {
+                Event::Offered { contact, operator, .. } => {
+                    self.offered.push((contact.to_string(), operator.to_string()));
+                }
+                Event::OfferTimedOut { contact, .. } | Event::OfferDeclined { contact, .. } => {
+                    self.offered.retain(|(c, _)| **c != **contact);
+                }
+                Event::Accepted { contact, operator, .. } => {
+                    self.offered.retain(|(c, _)| **c != **contact);
+                    self.in_service.push((contact.to_string(), operator.to_string()));
+                }
+                Event::Finished { contact, outcome, .. } => {
+                    self.offered.retain(|(c, _)| **c != **contact);
+                    self.in_service.retain(|(c, _)| **c != **contact);
+                    self.outcomes.insert(contact.to_string(), *outcome);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn check(e: &Engine, book: &BudgetBook, ledger: &Ledger, seen: &Seen, now: Millis) -> Result<(), TestCaseError> {
+    let audit = e.audit(now);
+    prop_assert!(audit.is_empty(), "engine invariants: {:?}", audit);
+    let v = book.views(now)[0].clone();
+    prop_assert!(
+        v.settled_cents + v.reserved_cents <= v.ceiling_cents + v.overrun_cents,
+        "admitted spend past the ceiling: {:?}",
+        v
+    );
+    let records = ledger.records.lock();
+    prop_assert_eq!(records.iter().map(|r| r.cost_cents).sum::<i64>(), v.settled_cents, "records add up");
+    for r in records.iter() {
+        prop_assert_eq!(r.cost_cents, TARIFF.cost_cents(r.handle_ms), "cost = tariff(handle time): {:?}", r);
+        prop_assert!(r.group == "supplier-a", "only budgeted operators' contacts are charged: {:?}", r);
+        prop_assert_eq!(Some(&r.outcome), seen.outcomes.get(&r.contact), "the record tells how it ended");
+        prop_assert!(records.iter().filter(|o| o.contact == r.contact).count() == 1, "charged twice: {:?}", r);
+    }
+    let mut held: Vec<String> = ledger.holds.lock().keys().cloned().collect();
+    held.sort_unstable();
+    let mut supplier_calls: Vec<String> =
+        seen.in_service.iter().filter(|(_, op)| op.starts_with('s')).map(|(c, _)| c.clone()).collect();
+    supplier_calls.sort_unstable();
+    prop_assert_eq!(held, supplier_calls, "held = in service with a budgeted operator");
+    Ok(())
+}
+
+fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseError> {
+    let (e, book, ledger) = setup(ceiling, prefer_internal);
+    let mut seen = Seen::default();
+    let mut now = Millis(1);
+    let mut ev = Vec::new();
+    for op in ops {
+        ev.clear();
+        match *op {
+            Op::Login { op } => {
+                let (id, group) = OPERATORS[op];
+                let _ = e.login(&login(id, group, &[("pensions", 5)]), now, &mut ev);
+            }
+            Op::Logout { op, force } => {
+                let _ = e.logout(OPERATORS[op].0, force, now, &mut ev);
+            }
+            Op::Offer { contact, priority } => {
+                let mut req = offer(&format!("c{contact}"), "pensions");
+                req.priority = priority;
+                let _ = e.offer(&req, now, &mut ev);
+            }
+            Op::Cancel { contact } => {
+                let _ = e.cancel(&format!("c{contact}"), now, &mut ev);
+            }
+            Op::Accept { pick } if !seen.offered.is_empty() => {
+                let (c, o) = seen.offered[pick % seen.offered.len()].clone();
+                e.accept(&o, &c, now, &mut ev).map_err(|err| TestCaseError::fail(format!("accept {c}: {err}")))?;
+            }
+            Op::Decline { pick } if !seen.offered.is_empty() => {
+                let (c, o) = seen.offered[pick % seen.offered.len()].clone();
+                e.decline(&o, &c, now, &mut ev).map_err(|err| TestCaseError::fail(format!("decline {c}: {err}")))?;
+            }
+            Op::Complete { pick } if !seen.in_service.is_empty() => {
+                let (c, o) = seen.in_service[pick % seen.in_service.len()].clone();
+                e.complete(&o, &c, 0, now, &mut ev)
+                    .map_err(|err| TestCaseError::fail(format!("complete {c}: {err}")))?;
+            }
+            Op::Advance { ms } => {
+                now = Millis(now.0 + ms);
+                e.tick(now, &mut ev);
+            }
+            _ => {}
+        }
+        seen.apply(&ev);
+        check(&e, &book, &ledger, &seen, now)?;
+    }
+    // Every caller hangs up and every operator leaves: every reservation must come back.
+    ev.clear();
+    for c in 0..30 {
+        let _ = e.cancel(&format!("c{c}"), now, &mut ev);
+    }
+    for (id, _) in OPERATORS {
+        let _ = e.logout(id, true, now, &mut ev);
+    }
+    now = Millis(now.0 + 1);
+    e.tick(now, &mut ev);
+    seen.apply(&ev);
+    check(&e, &book, &ledger, &seen, now)?;
+    let v = book.views(now)[0].clone();
+    prop_assert_eq!(v.reserved_cents, 0, "reservations left after every contact ended: {:?}", v);
+    prop_assert_eq!(book.open_reservations(), 0);
+    prop_assert!(ledger.holds.lock().is_empty());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn spend_stays_under_the_ceiling_and_every_reservation_comes_back(
+        ops in proptest::collection::vec(op_strategy(), 1..250),
+        ceiling in 0i64..4_000,
+        prefer_internal in any::<bool>(),
+    ) {
+        run(&ops, ceiling, prefer_internal)?;
+    }
+}
