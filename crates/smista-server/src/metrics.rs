@@ -242,7 +242,7 @@ fn code_name(c: tonic::Code) -> &'static str {
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves `GET /metrics` (Prometheus text format) until `shutdown` flips, and folds histogram
-/// samples into their buckets every [`UPKEEP_EVERY`]: the recorder keeps every raw sample until
+/// samples into their buckets every second: the recorder keeps every raw sample until
 /// then, so without it a server nobody scrapes would grow by a few samples per RPC, forever
 /// (and did: the offer rate fell round after round in `smista-load --vs-floor`).
 pub async fn serve_http(listener: TcpListener, handle: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
