@@ -7,9 +7,12 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use dashmap::DashMap;
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use smista_core::{Decision, Engine, Event, Millis};
+use smista_core::{Channel, Decision, DivertReason, Engine, Event, Millis, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -70,10 +73,12 @@ const HANDLE_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 
 const RPC_BUCKETS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
+/// The recorder [`install`] put in place (or why it could not).
+static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install() -> Result<PrometheusHandle, String> {
-    static HANDLE_CELL: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
-    HANDLE_CELL
+    RECORDER
         .get_or_init(|| {
             let b = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(WAIT.into()), WAIT_BUCKETS)
@@ -119,35 +124,102 @@ fn describe() {
     describe_counter!(RPC_ERRORS, Unit::Count, "gRPC requests that failed, by method and code.");
 }
 
+/// The handles of one queue's per-event series, each registered on first use: afterwards an
+/// event costs an atomic add or a histogram push, not a label allocation and a registry lookup
+/// (which was about a tenth of the server's own CPU per contact, see `benches/README.md`).
+#[derive(Default)]
+struct QueueSeries {
+    /// By channel, then decision (assigned, queued, diverted).
+    offers: [[OnceLock<Counter>; 3]; 4],
+    /// By reason, in [`reason_index`] order.
+    diversions: [OnceLock<Counter>; 5],
+    /// By outcome, in [`outcome_index`] order.
+    finished: [OnceLock<Counter>; 4],
+    timeouts: OnceLock<Counter>,
+    wait: OnceLock<Histogram>,
+    handle: OnceLock<Histogram>,
+}
+
+/// Per-queue series, by queue name. Empty until [`install`] succeeds: a handle registered
+/// before the recorder exists would stay a no-op for good.
+static QUEUE_SERIES: OnceLock<DashMap<Box<str>, QueueSeries>> = OnceLock::new();
+
+/// Runs `f` on the series of `queue`, if smista's recorder is installed (otherwise there is
+/// nothing to record to).
+fn with_queue(queue: &str, f: impl FnOnce(&QueueSeries)) {
+    if !matches!(RECORDER.get(), Some(Ok(_))) {
+        return;
+    }
+    let map = QUEUE_SERIES.get_or_init(DashMap::new);
+    if let Some(s) = map.get(queue) {
+        f(&s);
+        return;
+    }
+    f(&map.entry(queue.into()).or_default());
+}
+
+fn reason_index(r: DivertReason) -> usize {
+    match r {
+        DivertReason::ExtraBudget => 0,
+        DivertReason::QueueFull => 1,
+        DivertReason::Closed => 2,
+        DivertReason::NoOperators => 3,
+        DivertReason::MaxWait => 4,
+    }
+}
+
+fn outcome_index(o: Outcome) -> usize {
+    match o {
+        Outcome::Completed => 0,
+        Outcome::Diverted => 1,
+        Outcome::Abandoned => 2,
+        Outcome::CancelledInService => 3,
+    }
+}
+
 /// Counts an offer decision.
-pub fn record_decision(queue: &str, channel: &'static str, d: &Decision) {
-    let decision = match d {
-        Decision::Assigned { .. } => "assigned",
-        Decision::Queued { .. } => "queued",
-        Decision::Diverted { .. } => "diverted",
+pub fn record_decision(queue: &str, channel: Channel, d: &Decision) {
+    let (i, decision) = match d {
+        Decision::Assigned { .. } => (0, "assigned"),
+        Decision::Queued { .. } => (1, "queued"),
+        Decision::Diverted { .. } => (2, "diverted"),
     };
-    counter!(OFFERS, "queue" => queue.to_owned(), "channel" => channel, "decision" => decision).increment(1);
+    with_queue(queue, |s| {
+        s.offers[channel.index()][i]
+            .get_or_init(
+                || counter!(OFFERS, "queue" => queue.to_owned(), "channel" => channel.as_str(), "decision" => decision),
+            )
+            .increment(1);
+    });
 }
 
 /// Records what the engine reported.
 pub fn record_events(events: &[Event]) {
     for e in events {
         match e {
-            Event::Diverted { queue, reason, .. } => {
-                counter!(DIVERSIONS, "queue" => queue.to_string(), "reason" => reason.as_str()).increment(1);
-            }
-            Event::Finished { queue, outcome, handle_ms, .. } => {
-                counter!(FINISHED, "queue" => queue.to_string(), "outcome" => outcome.as_str()).increment(1);
-                if *outcome == smista_core::Outcome::Completed {
-                    histogram!(HANDLE, "queue" => queue.to_string()).record(*handle_ms as f64 / 1000.0);
+            Event::Diverted { queue, reason, .. } => with_queue(queue, |s| {
+                s.diversions[reason_index(*reason)]
+                    .get_or_init(|| counter!(DIVERSIONS, "queue" => queue.to_string(), "reason" => reason.as_str()))
+                    .increment(1);
+            }),
+            Event::Finished { queue, outcome, handle_ms, .. } => with_queue(queue, |s| {
+                s.finished[outcome_index(*outcome)]
+                    .get_or_init(|| counter!(FINISHED, "queue" => queue.to_string(), "outcome" => outcome.as_str()))
+                    .increment(1);
+                if *outcome == Outcome::Completed {
+                    s.handle
+                        .get_or_init(|| histogram!(HANDLE, "queue" => queue.to_string()))
+                        .record(*handle_ms as f64 / 1000.0);
                 }
-            }
-            Event::OfferTimedOut { queue, .. } => {
-                counter!(OFFER_TIMEOUTS, "queue" => queue.to_string()).increment(1);
-            }
-            Event::Accepted { queue, waited_ms, .. } => {
-                histogram!(WAIT, "queue" => queue.to_string()).record(*waited_ms as f64 / 1000.0);
-            }
+            }),
+            Event::OfferTimedOut { queue, .. } => with_queue(queue, |s| {
+                s.timeouts.get_or_init(|| counter!(OFFER_TIMEOUTS, "queue" => queue.to_string())).increment(1);
+            }),
+            Event::Accepted { queue, waited_ms, .. } => with_queue(queue, |s| {
+                s.wait
+                    .get_or_init(|| histogram!(WAIT, "queue" => queue.to_string()))
+                    .record(*waited_ms as f64 / 1000.0);
+            }),
             _ => {}
         }
     }
@@ -208,7 +280,18 @@ impl RpcTimer {
 
     /// Records the outcome.
     pub fn finish<T>(self, r: &Result<T, tonic::Status>) {
-        histogram!(RPC_DURATION, "method" => self.method).record(self.start.elapsed().as_secs_f64());
+        static BY_METHOD: OnceLock<DashMap<&'static str, Histogram>> = OnceLock::new();
+        let elapsed = self.start.elapsed().as_secs_f64();
+        if matches!(RECORDER.get(), Some(Ok(_))) {
+            let map = BY_METHOD.get_or_init(DashMap::new);
+            match map.get(self.method) {
+                Some(h) => h.record(elapsed),
+                None => map
+                    .entry(self.method)
+                    .or_insert_with(|| histogram!(RPC_DURATION, "method" => self.method))
+                    .record(elapsed),
+            }
+        }
         if let Err(s) = r {
             counter!(RPC_ERRORS, "method" => self.method, "code" => code_name(s.code())).increment(1);
         }

@@ -98,7 +98,7 @@ impl ContactSvc {
         let r = s.engine.offer(&offer, now, &mut ev).map_err(client_error);
         s.publish(&ev, now);
         let d = r?;
-        record_decision(&offer.queue, channel.as_str(), &d);
+        record_decision(&offer.queue, channel, &d);
         Ok(convert::decision(offer.contact_id, &d, now))
     }
 }
