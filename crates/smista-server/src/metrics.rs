@@ -140,22 +140,31 @@ struct QueueSeries {
     handle: OnceLock<Histogram>,
 }
 
-/// Per-queue series, by queue name. Empty until [`install`] succeeds: a handle registered
-/// before the recorder exists would stay a no-op for good.
-static QUEUE_SERIES: OnceLock<DashMap<Box<str>, QueueSeries>> = OnceLock::new();
+/// Series handles by a label value (a queue, an RPC method).
+type Cache<V> = OnceLock<DashMap<Box<str>, V>>;
 
-/// Runs `f` on the series of `queue`, if smista's recorder is installed (otherwise there is
-/// nothing to record to).
-fn with_queue(queue: &str, f: impl FnOnce(&QueueSeries)) {
+/// Per-queue series, by queue name.
+static QUEUE_SERIES: Cache<QueueSeries> = OnceLock::new();
+/// RPC latency histograms, by method.
+static RPC_SERIES: Cache<OnceLock<Histogram>> = OnceLock::new();
+
+/// Runs `f` on the handles cached for `key`, created empty on first use, if smista's recorder is
+/// installed: there is nothing to record to otherwise, and a handle registered before the
+/// recorder exists would stay a no-op for good.
+fn with_cached<V: Default>(cache: &'static Cache<V>, key: &str, f: impl FnOnce(&V)) {
     if !matches!(RECORDER.get(), Some(Ok(_))) {
         return;
     }
-    let map = QUEUE_SERIES.get_or_init(DashMap::new);
-    if let Some(s) = map.get(queue) {
-        f(&s);
+    let map = cache.get_or_init(DashMap::new);
+    if let Some(v) = map.get(key) {
+        f(&v);
         return;
     }
-    f(&map.entry(queue.into()).or_default());
+    f(&map.entry(key.into()).or_default());
+}
+
+fn with_queue(queue: &str, f: impl FnOnce(&QueueSeries)) {
+    with_cached(&QUEUE_SERIES, queue, f);
 }
 
 fn reason_index(r: DivertReason) -> usize {
@@ -280,18 +289,10 @@ impl RpcTimer {
 
     /// Records the outcome.
     pub fn finish<T>(self, r: &Result<T, tonic::Status>) {
-        static BY_METHOD: OnceLock<DashMap<&'static str, Histogram>> = OnceLock::new();
         let elapsed = self.start.elapsed().as_secs_f64();
-        if matches!(RECORDER.get(), Some(Ok(_))) {
-            let map = BY_METHOD.get_or_init(DashMap::new);
-            match map.get(self.method) {
-                Some(h) => h.record(elapsed),
-                None => map
-                    .entry(self.method)
-                    .or_insert_with(|| histogram!(RPC_DURATION, "method" => self.method))
-                    .record(elapsed),
-            }
-        }
+        with_cached(&RPC_SERIES, self.method, |h| {
+            h.get_or_init(|| histogram!(RPC_DURATION, "method" => self.method)).record(elapsed);
+        });
         if let Err(s) = r {
             counter!(RPC_ERRORS, "method" => self.method, "code" => code_name(s.code())).increment(1);
         }
@@ -326,8 +327,7 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves `GET /metrics` (Prometheus text format) until `shutdown` flips, and folds histogram
 /// samples into their buckets every second: the recorder keeps every raw sample until
-/// then, so without it a server nobody scrapes would grow by a few samples per RPC, forever
-/// (and did: the offer rate fell round after round in `smista-load --vs-floor`).
+/// then, so without it a server nobody scrapes would grow by a few samples per RPC, forever.
 pub async fn serve_http(listener: TcpListener, handle: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
     let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
