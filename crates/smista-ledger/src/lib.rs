@@ -1,8 +1,8 @@
 //! # smista-ledger
 //!
 //! The durable record of what the budgets paid: one row per settled contact (contact, budget,
-//! period, queue, operator group, channel, times, handle time, cost), from which every total is
-//! derived, so spend is auditable. Beside it, the *holds* (reservations of contacts in service
+//! period, queue, operator group, channel, times, handle time, cost, outcome), from which every
+//! total is derived, so spend is auditable. Beside it, the *holds* (reservations of contacts in service
 //! with a budgeted operator) and the contract *amendments*, so a restart rebuilds the budgets:
 //! see [`SqliteLedger::recovery`].
 //!
