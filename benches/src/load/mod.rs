@@ -193,7 +193,8 @@ pub struct Report {
     pub service_level: f64,
     /// Abandoned / offered.
     pub abandon_rate: f64,
-    /// Operators' busy time / (operators x elapsed).
+    /// Share of the operators' time during the arrivals spent on calls (each call's time clipped
+    /// to that window; calls finished in the drain count for their part inside it).
     pub occupancy: f64,
     /// Every contact ends exactly once.
     pub consistency: Consistency,
@@ -263,6 +264,8 @@ struct Tracker {
     abandoned: AtomicU64,
     abandoned_after_sl: AtomicU64,
     busy_ms: AtomicU64,
+    /// Each completed call's time with its virtual operator: (accepted, completed).
+    busy: Mutex<Vec<(Instant, Instant)>>,
     offers: AtomicU64,
     /// Offer RPCs sent and not yet answered.
     in_flight: AtomicU64,
@@ -427,6 +430,7 @@ async fn login_operators(
                         {
                             return; // the caller hung up, or the offer went elsewhere
                         }
+                        let accepted = Instant::now();
                         tokio::time::sleep(Duration::from_secs_f64(handle)).await;
                         let done = ops
                             .complete_contact(pb::CompleteContactRequest {
@@ -437,6 +441,7 @@ async fn login_operators(
                             .await;
                         if let Ok(d) = done {
                             tracker.busy_ms.fetch_add(d.into_inner().handle_ms, Ordering::Relaxed);
+                            tracker.busy.lock().push((accepted, Instant::now()));
                         }
                     });
                 }
@@ -570,7 +575,7 @@ async fn open_loop(
     }
     // Close the event stream so later phases (--vs-floor) do not pay for it.
     events.abort();
-    Ok(build_report(cfg, rate, &tracker, elapsed, &snapshot))
+    Ok(build_report(cfg, rate, &tracker, (start, elapsed), &snapshot))
 }
 
 /// One offer from the moment its caller is spawned until its decision is recorded (or its RPC
@@ -716,7 +721,23 @@ async fn caller(
     }
 }
 
-fn build_report(cfg: &LoadConfig, rate: f64, t: &Tracker, elapsed: f64, snap: &pb::Snapshot) -> Report {
+/// The share of the operators' time in `[start, start + elapsed]` spent on calls: each call's
+/// time with its operator clipped to that window. Calls finished during the drain after the
+/// arrivals stopped count only for their part inside it, so occupancy stays a share (at most 1)
+/// even when a run is stopped early with a backlog.
+fn occupancy(busy: &[(Instant, Instant)], start: Instant, elapsed: f64, operators: u32) -> f64 {
+    let end = start + Duration::from_secs_f64(elapsed);
+    let inside: f64 = busy.iter().map(|&(a, c)| c.min(end).saturating_duration_since(a.max(start)).as_secs_f64()).sum();
+    inside / (f64::from(operators.max(1)) * elapsed)
+}
+
+fn build_report(
+    cfg: &LoadConfig,
+    rate: f64,
+    t: &Tracker,
+    (start, elapsed): (Instant, f64),
+    snap: &pb::Snapshot,
+) -> Report {
     let answered = t.answered.load(Ordering::Relaxed);
     let offers = t.offers.load(Ordering::Relaxed);
     let abandoned = t.abandoned.load(Ordering::Relaxed);
@@ -761,7 +782,7 @@ fn build_report(cfg: &LoadConfig, rate: f64, t: &Tracker, elapsed: f64, snap: &p
             1.0
         },
         abandon_rate: if offers > 0 { abandoned as f64 / offers as f64 } else { 0.0 },
-        occupancy: t.busy_ms.load(Ordering::Relaxed) as f64 / 1000.0 / (f64::from(cfg.operators.max(1)) * elapsed),
+        occupancy: occupancy(&t.busy.lock(), start, elapsed, cfg.operators),
         consistency,
         budgets: snap
             .budgets
@@ -928,4 +949,24 @@ async fn max_rate(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Resu
     report.scenario = "max".into();
     report.max_rate = Some(rate);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn occupancy_counts_only_the_time_inside_the_window() {
+        let start = Instant::now();
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        // Two operators over 10 s: one call fully inside (5 s), one running past the end (2 s of
+        // it inside).
+        let busy = [(at(0.0), at(5.0)), (at(8.0), at(14.0))];
+        assert!((occupancy(&busy, start, 10.0, 2) - 0.35).abs() < 1e-9);
+        // A backlog drained after an early stop: both operators busy the whole window and long
+        // after it. Occupancy is 1, not the 2.4 that total busy time / window gave.
+        let backlog: Vec<_> = (0..20).map(|i| (at(f64::from(i) * 0.5), at(f64::from(i) * 0.5 + 0.5))).collect();
+        let both: Vec<_> = backlog.iter().chain(backlog.iter()).copied().collect();
+        assert!((occupancy(&both, start, 3.0, 2) - 1.0).abs() < 1e-9);
+    }
 }
