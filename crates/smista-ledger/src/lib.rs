@@ -32,10 +32,8 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use smista_core::book::{AuditRecord, CostRecord, HoldRecord, PeriodTotals, Recovery, SettlementSink};
 use smista_core::{Channel, Outcome};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Connection, Row};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -224,10 +222,12 @@ impl SqliteLedger {
         // Schema and migrations on a connection of their own, closed before the pool opens: a
         // pooled connection that prepared a statement before an ALTER TABLE would describe the
         // old columns and then read rows of the new ones (sqlx panics on the extra column).
-        let mut conn = SqliteConnection::connect_with(&opts).await?;
-        sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
-        migrate(&mut conn).await?;
-        conn.close().await?;
+        // (A pool of one rather than a bare connection: futures holding `&mut SqliteConnection`
+        // across awaits are not provably `Send`, and the server spawns this one.)
+        let setup = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        sqlx::raw_sql(SCHEMA).execute(&setup).await?;
+        migrate(&setup).await?;
+        setup.close().await;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         let next_seq: i64 =
             sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments").fetch_one(&pool).await?.try_get("s")?;
@@ -474,17 +474,17 @@ impl SettlementSink for SqliteLedger {
 
 /// Brings a ledger written by an earlier smista up to [`SCHEMA`] (columns added since; their
 /// defaults describe the old rows truthfully). Idempotent.
-async fn migrate(conn: &mut SqliteConnection) -> Result<(), LedgerError> {
+async fn migrate(pool: &SqlitePool) -> Result<(), LedgerError> {
     let has_outcome: i64 =
         sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info('cost_records') WHERE name = 'outcome'")
-            .fetch_one(&mut *conn)
+            .fetch_one(pool)
             .await?
             .try_get("n")?;
     if has_outcome == 0 {
         // Ledgers before the column settled only contacts their operator completed or whose
         // caller hung up in service, without telling which: `completed` is what they reported.
         sqlx::query("ALTER TABLE cost_records ADD COLUMN outcome TEXT NOT NULL DEFAULT 'completed'")
-            .execute(&mut *conn)
+            .execute(pool)
             .await?;
     }
     Ok(())
