@@ -3,6 +3,11 @@
 
 pub mod load;
 
+/// Every bench, example and the load generator run on the allocator the `smista` binary uses
+/// (a global allocator declared in a library applies to whatever links it).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use smista_core::config::{EngineConfig, GroupConfig, QueueConfig};
 use smista_core::{Channel, LoginRequest, OfferRequest, Segment, Skill};
 

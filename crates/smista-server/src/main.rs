@@ -12,6 +12,14 @@ use smista_server::server::{serve, Listeners};
 mod client;
 mod report;
 
+/// jemalloc rather than glibc's allocator: routing and the gRPC stack allocate small objects on
+/// every request. Measured side by side on the reference machine (`benches/README.md`): about
+/// 10% more RPCs per second in the offer phase, lower median latency, the same p99, 9% less
+/// memory per waiting contact. mimalloc was faster still in throughput but its p99 at 5,000
+/// offers/s was four times glibc's, so it was not taken.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// smista: contact-centre routing with a budget ceiling.
 #[derive(Debug, Parser)]
 #[command(name = "smista", version, about)]
