@@ -7,7 +7,21 @@ mod support;
 use smista_core::book::PacingConfig;
 use smista_proto::v1 as pb;
 use support::*;
+use tonic::transport::Channel;
 use tonic::Code;
+
+type Admin = smista_proto::v1::admin_service_client::AdminServiceClient<Channel>;
+
+/// The `ccm-2026` budget as the snapshot shows it.
+async fn contract(a: &mut Admin) -> pb::BudgetSnapshot {
+    let snap = a.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+    snap.budgets.into_iter().find(|b| b.budget_id == "ccm-2026").expect("budget in snapshot")
+}
+
+/// The audit trail of `ccm-2026`.
+async fn audit(a: &mut Admin) -> pb::ListBudgetAuditResponse {
+    a.list_budget_audit(pb::ListBudgetAuditRequest { budget_id: "ccm-2026".into() }).await.expect("audit").into_inner()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_budget_contacts_never_reach_supplier_operators() {
@@ -38,8 +52,7 @@ async fn extra_budget_contacts_never_reach_supplier_operators() {
         }
         other => panic!("expected an extra-budget diversion, got {other:?}"),
     }
-    let snap = a.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
-    let bs = snap.budgets.iter().find(|b| b.budget_id == "ccm-2026").expect("budget in snapshot");
+    let bs = &contract(&mut a).await;
     assert_eq!(bs.ceiling_cents, 1_000);
     assert_eq!(bs.reserved_cents, 820);
     assert_eq!(bs.extra_budget_diversions, 1);
@@ -78,11 +91,7 @@ async fn extra_budget_contacts_never_reach_supplier_operators() {
     assert_eq!(r.budget.expect("budget").ceiling_cents, 2_000);
     let d = c.offer_contact(voice("n-3", "naspi")).await.expect("offer").into_inner();
     assert!(assigned(&d).is_some(), "admissions resume after the amendment: {d:?}");
-    let trail = a
-        .list_budget_audit(pb::ListBudgetAuditRequest { budget_id: "ccm-2026".into() })
-        .await
-        .expect("audit")
-        .into_inner();
+    let trail = audit(&mut a).await;
     assert_eq!(trail.records.len(), 1);
     let rec = &trail.records[0];
     assert_eq!((rec.field.as_str(), rec.old_value.as_str(), rec.new_value.as_str()), ("ceiling_cents", "1000", "2000"));
@@ -94,8 +103,7 @@ async fn extra_budget_contacts_never_reach_supplier_operators() {
     o.complete_contact(pb::CompleteContactRequest { operator_id: op, contact_id: "n-0".into(), wrap_up_ms: 1 })
         .await
         .expect("complete");
-    let snap = a.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
-    let bs = snap.budgets.iter().find(|b| b.budget_id == "ccm-2026").expect("budget");
+    let bs = &contract(&mut a).await;
     assert_eq!(bs.settled_cents, 50 + 12, "a call of under 10 s costs the fee plus one 10-second increment");
     assert_eq!(bs.reserved_cents, 820);
 
@@ -116,14 +124,9 @@ async fn extra_budget_contacts_never_reach_supplier_operators() {
     // no money that must survive: the telephony platform re-offers those calls.
     let srv = Server::start_in(cfg).await;
     let mut a = srv.admin().await;
-    let snap = a.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
-    let bs = snap.budgets.iter().find(|b| b.budget_id == "ccm-2026").expect("budget");
+    let bs = &contract(&mut a).await;
     assert_eq!((bs.ceiling_cents, bs.settled_cents, bs.reserved_cents), (2_000, 62, 0));
-    let trail = a
-        .list_budget_audit(pb::ListBudgetAuditRequest { budget_id: "ccm-2026".into() })
-        .await
-        .expect("audit")
-        .into_inner();
+    let trail = audit(&mut a).await;
     assert_eq!(trail.records.len(), 1);
     assert_eq!(trail.records[0].reason, "amendment 7/2026");
     srv.stop().await;
