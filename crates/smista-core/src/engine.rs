@@ -22,13 +22,13 @@
 //! mutex. Never two queue locks at once. The budget gate may be called under these locks and must
 //! not call back into the engine.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::budget::{BudgetGate, FundingRequest, Settlement, Started};
 use crate::config::{EngineConfig, Strategy, MAX_PRIORITY};
@@ -150,6 +150,9 @@ pub struct Engine {
     groups: HashMap<String, Group>,
     slots: Box<[Slot]>,
     next_slot: AtomicU32,
+    /// Slots whose operator logged out, oldest first: reused for new operator ids once every
+    /// slot has been handed out (see `allocate_slot`).
+    logged_out: Mutex<VecDeque<u32>>,
     operator_ids: Map<u32>,
     contacts: Map<Contact>,
     finished: RwLock<FinishedGens>,
@@ -220,6 +223,7 @@ impl Engine {
             groups,
             slots,
             next_slot: AtomicU32::new(0),
+            logged_out: Mutex::new(VecDeque::new()),
             operator_ids: Map::default(),
             contacts: Map::default(),
             finished: RwLock::new(FinishedGens { current: Map::default(), previous: Map::default() }),
@@ -1035,6 +1039,68 @@ impl Engine {
     // Operators
     // ----------------------------------------------------------------------------------------
 
+    /// The slot of operator `id`, allocating one on first login, with its owner lock held. Retries
+    /// when the slot found in the map was reclaimed for another id in between.
+    fn owned_slot(&self, id: &Arc<str>) -> Result<(u32, MutexGuard<'_, Option<Arc<str>>>), RoutingError> {
+        loop {
+            let known = self.operator_ids.get(&**id).map(|r| *r.value());
+            let idx = match known {
+                Some(i) => i,
+                None => {
+                    let fresh = self.allocate_slot(id)?;
+                    let existing = match self.operator_ids.entry(id.clone()) {
+                        Entry::Vacant(v) => {
+                            v.insert(fresh);
+                            None
+                        }
+                        Entry::Occupied(e) => Some(*e.get()),
+                    };
+                    if let Some(i) = existing {
+                        // A concurrent first login of the same id won: give the slot back.
+                        *self.slot(fresh).owner.lock() = None;
+                        self.logged_out.lock().push_front(fresh);
+                        i
+                    } else {
+                        fresh
+                    }
+                }
+            };
+            let owner = self.slot(idx).owner.lock();
+            if owner.as_deref() == Some(&**id) {
+                return Ok((idx, owner));
+            }
+        }
+    }
+
+    /// A slot for a new operator id: a never-used one while there are, then the one whose
+    /// operator logged out longest ago (its id is forgotten: it gets a slot again at its next
+    /// login). `OperatorCapacity` when every slot holds a logged-in operator.
+    fn allocate_slot(&self, id: &Arc<str>) -> Result<u32, RoutingError> {
+        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        if (idx as usize) < self.slots.len() {
+            *self.slot(idx).owner.lock() = Some(id.clone());
+            return Ok(idx);
+        }
+        self.next_slot.fetch_sub(1, Ordering::Relaxed);
+        loop {
+            let Some(idx) = self.logged_out.lock().pop_front() else {
+                return Err(RoutingError::OperatorCapacity(self.slots.len() as u32));
+            };
+            let slot = self.slot(idx);
+            let mut owner = slot.owner.lock();
+            let w = slot.word();
+            // Logged in again since (its logout is queued again when it ends), or still holding
+            // a contact: not free.
+            if w.status() != OperatorStatus::LoggedOut || w.total_load() != 0 || !slot.held.lock().contacts.is_empty() {
+                continue;
+            }
+            if let Some(old) = owner.replace(id.clone()) {
+                self.operator_ids.remove_if(&*old, |_, v| *v == idx);
+            }
+            return Ok(idx);
+        }
+    }
+
     fn logged_in(&self, operator_id: &str) -> Result<(u32, Arc<Session>), RoutingError> {
         validate_id("operator_id", operator_id)?;
         let idx = self
@@ -1046,7 +1112,9 @@ impl Engine {
         let session =
             slot.session.lock().clone().ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
         let w = slot.word();
-        if w.status() == OperatorStatus::LoggedOut || w.generation() != session.gen {
+        // `*session.id != *operator_id`: the slot was reclaimed for another id after this one
+        // logged out, between the map lookup and here.
+        if w.status() == OperatorStatus::LoggedOut || w.generation() != session.gen || *session.id != *operator_id {
             return Err(RoutingError::UnknownOperator(operator_id.to_owned()));
         }
         Ok((idx, session))
@@ -1090,33 +1158,33 @@ impl Engine {
             caps[ch.index()] = *n;
         }
         let id: Arc<str> = Arc::from(req.operator_id.as_str());
-        let idx = match self.operator_ids.entry(id.clone()) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(v) => {
-                let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
-                if idx as usize >= self.slots.len() {
-                    self.next_slot.fetch_sub(1, Ordering::Relaxed);
-                    return Err(RoutingError::OperatorCapacity(self.slots.len() as u32));
-                }
-                v.insert(idx);
-                idx
-            }
-        };
-        let slot = self.slot(idx);
+        skills.sort_unstable();
         let queues: Vec<(u32, i8)> =
             self.queues.iter().filter_map(|q| q.margin_for(&skills).map(|m| (q.idx, m))).collect();
         let names: Vec<Arc<str>> = queues.iter().map(|(q, _)| self.queues[*q as usize].name.clone()).collect();
+        // The slot's owner lock is held until the session is visible: a reclaim (see
+        // `allocate_slot`) cannot hand the slot to another id meanwhile.
+        let (idx, owner) = self.owned_slot(&id)?;
+        let slot = self.slot(idx);
         let Some(gen) = slot.start_session(caps, now) else {
-            let same =
-                slot.session.lock().as_ref().is_some_and(|s| {
-                    s.session_id == req.session_id && slot.word().status() != OperatorStatus::LoggedOut
-                });
-            return if same {
-                Ok(names)
-            } else if slot.word().status() == OperatorStatus::LoggedOut {
-                Err(RoutingError::Busy(req.operator_id.clone()))
-            } else {
-                Err(RoutingError::AlreadyLoggedIn(req.operator_id.clone()))
+            let current = slot.session.lock().clone();
+            let logged_out = slot.word().status() == OperatorStatus::LoggedOut;
+            return match current {
+                Some(s) if !logged_out && s.session_id == req.session_id => {
+                    // A retry of the same login must ask for the same thing; a different group,
+                    // skills or capacities under the same session would be answered with one
+                    // set and routed with the other.
+                    if *s.group != *group.name || s.skills != skills || s.caps != caps {
+                        Err(RoutingError::WrongState(format!(
+                            "operator `{}` is logged in with another group, skills or channels in this session: log out first",
+                            req.operator_id
+                        )))
+                    } else {
+                        Ok(names)
+                    }
+                }
+                _ if logged_out => Err(RoutingError::Busy(req.operator_id.clone())),
+                _ => Err(RoutingError::AlreadyLoggedIn(req.operator_id.clone())),
             };
         };
         // Paused before anyone can see the session, so no offer slips in first.
@@ -1139,6 +1207,7 @@ impl Engine {
             gen,
             queues: queues.clone(),
             skills,
+            caps,
         });
         *slot.session.lock() = Some(session.clone());
         for (qi, margin) in &queues {
@@ -1146,6 +1215,7 @@ impl Engine {
             c.retain(|c| c.slot != idx);
             c.push(Candidate { slot: idx, gen, margin: *margin, session: session.clone() });
         }
+        drop(owner);
         self.status_event(&session, Some(Transition { from: OperatorStatus::LoggedOut, to: first }), out);
         if first == OperatorStatus::Available {
             self.find_work(idx, now, out);
@@ -1190,6 +1260,7 @@ impl Engine {
         for (qi, _) in &session.queues {
             self.queues[*qi as usize].candidates.write().retain(|c| c.slot != idx);
         }
+        self.logged_out.lock().push_back(idx);
         for c in held {
             let Some((qi, state)) = self.contacts.get(&c).map(|r| (r.queue, r.state)) else { continue };
             match state {

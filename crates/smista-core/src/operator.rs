@@ -113,8 +113,10 @@ pub(crate) struct Session {
     pub(crate) gen: u8,
     /// Queues served, with this operator's skill margin on each.
     pub(crate) queues: Vec<(u32, i8)>,
-    /// Skill name -> level.
+    /// Skill name -> level, sorted by name.
     pub(crate) skills: Vec<(String, u8)>,
+    /// Capacity per channel (`Channel::index`).
+    pub(crate) caps: [u8; 4],
 }
 
 /// Contacts an operator holds (offered or in service), for logout and invariant checks.
@@ -123,8 +125,9 @@ pub(crate) struct Held {
     pub(crate) contacts: Vec<Arc<str>>,
 }
 
-/// One operator's slot. Slots are never reused for another operator id; a new login of the same
-/// id bumps the generation so late events of an earlier session cannot touch the new one.
+/// One operator's slot. A new login of the same id bumps the generation so late events of an
+/// earlier session cannot touch the new one. Once every slot has been handed out, the slot of an
+/// operator who logged out is reused for a new id (`owner` changes under its lock).
 #[derive(Debug)]
 pub(crate) struct Slot {
     word: AtomicU64,
@@ -135,6 +138,8 @@ pub(crate) struct Slot {
     /// When the status last changed (snapshots).
     status_since: AtomicU64,
     pub(crate) session: Mutex<Option<Arc<Session>>>,
+    /// The operator id the slot belongs to (`None`: free). Held while a session starts.
+    pub(crate) owner: Mutex<Option<Arc<str>>>,
     pub(crate) pause_reason: Mutex<String>,
     pub(crate) held: Mutex<Held>,
 }
@@ -147,6 +152,7 @@ impl Default for Slot {
             wrap_until: AtomicU64::new(0),
             status_since: AtomicU64::new(0),
             session: Mutex::new(None),
+            owner: Mutex::new(None),
             pause_reason: Mutex::new(String::new()),
             held: Mutex::new(Held::default()),
         }

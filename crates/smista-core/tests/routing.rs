@@ -577,3 +577,51 @@ fn a_pause_taken_during_wrap_up_does_not_cut_the_wrap_up_short() {
     e.tick(t(5_100), &mut ev);
     assert_eq!(offered(&ev), vec![("c2".into(), "op1".into())]);
 }
+
+#[test]
+fn slots_of_logged_out_operators_are_reused_once_all_are_taken() {
+    // 64 slots (common::config). Invented ids fill them, log out, and real operators still get in.
+    let e = engine(vec![pensions()]);
+    let mut ev = Vec::new();
+    for round in 0..5 {
+        for i in 0..64 {
+            let id = format!("bogus-{round}-{i}");
+            e.login(&login(&id, "internal", &[("pensions", 5)]), t(round), &mut ev).expect("a free or reclaimed slot");
+            e.logout(&id, false, t(round), &mut ev).expect("logout");
+        }
+    }
+    for i in 0..64 {
+        e.login(&login(&format!("op-{i}"), "internal", &[("pensions", 5)]), t(10), &mut ev).expect("real operator");
+    }
+    // Every slot now holds a logged-in operator: the 65th is refused, nobody is evicted.
+    let err = e.login(&login("op-64", "internal", &[("pensions", 5)]), t(10), &mut ev).unwrap_err();
+    assert!(matches!(err, RoutingError::OperatorCapacity(64)), "{err:?}");
+    // A reclaimed id is simply unknown, and may log in again when a slot frees up.
+    assert!(matches!(e.logout("bogus-0-0", false, t(11), &mut ev), Err(RoutingError::UnknownOperator(_))));
+    e.logout("op-3", false, t(11), &mut ev).expect("logout");
+    e.login(&login("bogus-0-0", "internal", &[("pensions", 5)]), t(12), &mut ev).expect("the freed slot");
+    // The reused slot serves its new operator, and the old one's requests cannot reach it.
+    let d = e.offer(&offer("c1", "pensions"), t(13), &mut ev).expect("offer");
+    let to = assigned_to(&d).expect("assigned").to_owned();
+    assert!(matches!(e.accept("op-3", "c1", t(14), &mut ev), Err(RoutingError::UnknownOperator(_))));
+    e.accept(&to, "c1", t(14), &mut ev).expect("accept by the assignee");
+    assert_clean(&e, t(15));
+}
+
+#[test]
+fn a_repeated_login_must_ask_for_the_same_group_skills_and_channels() {
+    let e = engine(vec![pensions()]);
+    let mut ev = Vec::new();
+    let first = e.login(&login("op-1", "internal", &[("pensions", 5), ("isee", 3)]), t(0), &mut ev).expect("login");
+    // Same session, same request (skills in another order): idempotent.
+    let again = e.login(&login("op-1", "internal", &[("isee", 3), ("pensions", 5)]), t(1), &mut ev).expect("retry");
+    assert_eq!(first, again);
+    // Same session, another group: refused, not half applied.
+    let err = e.login(&login("op-1", "supplier-a", &[("pensions", 5), ("isee", 3)]), t(2), &mut ev).unwrap_err();
+    assert!(matches!(err, RoutingError::WrongState(_)), "{err:?}");
+    let err = e.login(&login("op-1", "internal", &[("pensions", 6)]), t(2), &mut ev).unwrap_err();
+    assert!(matches!(err, RoutingError::WrongState(_)), "{err:?}");
+    let snap = e.snapshot(t(3));
+    let op = snap.operators.iter().find(|o| o.id == "op-1").expect("listed");
+    assert_eq!(&*op.group, "internal");
+}
