@@ -303,8 +303,11 @@ pub struct AuditRecord {
     pub at_unix_ms: i64,
     /// Budget.
     pub budget: String,
-    /// Who.
+    /// Who: the authenticated principal that made the change.
     pub actor: String,
+    /// Free text the client gave with the change (e.g. the person's name at the admin console);
+    /// never trusted as the actor.
+    pub note: String,
     /// Which value, e.g. `ceiling_cents` or `tariff.voice`.
     pub field: String,
     /// Before.
@@ -631,7 +634,8 @@ impl BudgetBook {
         }
     }
 
-    /// Changes a ceiling and/or tariffs (a contract amendment), recording who, when and why.
+    /// Changes a ceiling and/or tariffs (a contract amendment), recording who (`actor`, the
+    /// authenticated principal), when and why, with the client's free-text `note`.
     /// Lowering the ceiling below what is committed stops new admissions; nothing in progress is
     /// cancelled.
     pub fn amend(
@@ -640,6 +644,7 @@ impl BudgetBook {
         ceiling_cents: Option<i64>,
         tariffs: &[ChannelTariff],
         actor: &str,
+        note: &str,
         reason: &str,
         now: Millis,
     ) -> Result<BudgetView, BudgetError> {
@@ -663,6 +668,7 @@ impl BudgetBook {
                 at_unix_ms: unix,
                 budget: id.to_owned(),
                 actor: actor.to_owned(),
+                note: note.to_owned(),
                 field,
                 old_value: old,
                 new_value: new,

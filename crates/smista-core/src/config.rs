@@ -65,10 +65,10 @@ pub struct QueueConfig {
     /// Service-level threshold in milliseconds, e.g. 20000.
     #[serde(default = "default_sl_threshold")]
     pub service_level_threshold_ms: u64,
-    /// Most contacts that may wait (0: unbounded).
-    #[serde(default)]
+    /// Most contacts that may wait, 1..=[`MAX_QUEUE_LENGTH`] (default [`DEFAULT_MAX_LENGTH`]).
+    #[serde(default = "default_max_length")]
     pub max_length: u32,
-    /// Longest wait before overflow or diversion (0: unbounded).
+    /// Longest wait before overflow or diversion (0: unbounded), at most [`MAX_DURATION_MS`].
     #[serde(default)]
     pub max_wait_ms: u64,
     /// Queues tried, in order, when this one is full or a contact reached its maximum wait.
@@ -103,6 +103,9 @@ pub struct QueueConfig {
     pub default_aht_ms: u64,
 }
 
+fn default_max_length() -> u32 {
+    DEFAULT_MAX_LENGTH
+}
 fn default_aging_ms() -> u64 {
     60_000
 }
@@ -133,7 +136,7 @@ impl QueueConfig {
             aging_ms_per_level: default_aging_ms(),
             service_level_target: default_sl_target(),
             service_level_threshold_ms: default_sl_threshold(),
-            max_length: 0,
+            max_length: DEFAULT_MAX_LENGTH,
             max_wait_ms: 0,
             overflow: Vec::new(),
             expansion: Vec::new(),
@@ -191,6 +194,46 @@ pub const MAX_OPERATORS: u32 = 1 << 20;
 /// Upper bound of a contact's or a queue's priority.
 pub const MAX_PRIORITY: u32 = 100;
 
+/// Contacts a queue holds when its configuration says nothing.
+pub const DEFAULT_MAX_LENGTH: u32 = 10_000;
+/// The longest a queue may be configured to hold.
+pub const MAX_QUEUE_LENGTH: u32 = 1_000_000;
+/// The longest duration any wait, patience or time-out may be given: one day.
+pub const MAX_DURATION_MS: u64 = 86_400_000;
+/// The longest offer time-out or wrap-up: one hour.
+pub const MAX_SHORT_DURATION_MS: u64 = 3_600_000;
+
+/// Checks the bounds every queue length and duration must keep, wherever it comes from (the
+/// configuration file or an admin's update): `Err((field, problem))`.
+pub fn check_queue_bounds(
+    max_length: Option<u32>,
+    max_wait_ms: Option<u64>,
+    wrap_up_ms: Option<u64>,
+    offer_timeout_ms: Option<u64>,
+) -> Result<(), (&'static str, String)> {
+    if let Some(n) = max_length {
+        if n == 0 || n > MAX_QUEUE_LENGTH {
+            return Err(("max_length", format!("{n} is not 1..={MAX_QUEUE_LENGTH}")));
+        }
+    }
+    if let Some(ms) = max_wait_ms {
+        if ms > MAX_DURATION_MS {
+            return Err(("max_wait_ms", format!("{ms} is above one day ({MAX_DURATION_MS})")));
+        }
+    }
+    if let Some(ms) = wrap_up_ms {
+        if ms > MAX_SHORT_DURATION_MS {
+            return Err(("wrap_up_ms", format!("{ms} is above one hour ({MAX_SHORT_DURATION_MS})")));
+        }
+    }
+    if let Some(ms) = offer_timeout_ms {
+        if ms == 0 || ms > MAX_SHORT_DURATION_MS {
+            return Err(("offer_timeout_ms", format!("{ms} is not 1..={MAX_SHORT_DURATION_MS}")));
+        }
+    }
+    Ok(())
+}
+
 impl EngineConfig {
     /// Checks names, references and ranges; the error names the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -230,9 +273,13 @@ impl EngineConfig {
             if q.service_level_threshold_ms == 0 {
                 return Err(bad(key("service_level_threshold_ms"), "must be positive"));
             }
-            if q.offer_timeout_ms == 0 {
-                return Err(bad(key("offer_timeout_ms"), "must be positive"));
-            }
+            check_queue_bounds(
+                Some(q.max_length),
+                Some(q.max_wait_ms),
+                Some(q.wrap_up_ms),
+                Some(q.offer_timeout_ms),
+            )
+            .map_err(|(field, problem)| bad(key(field), &problem))?;
             if q.default_aht_ms == 0 {
                 return Err(bad(key("default_aht_ms"), "must be positive"));
             }

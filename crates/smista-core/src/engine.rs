@@ -250,7 +250,7 @@ impl Engine {
     }
 
     fn queue_idx(&self, name: &str) -> Result<u32, RoutingError> {
-        self.queue_by_name.get(name).copied().ok_or_else(|| RoutingError::UnknownQueue(name.to_owned()))
+        self.queue_by_name.get(name).copied().ok_or_else(|| RoutingError::UnknownQueue(crate::error::clip(name)))
     }
 
     fn slot(&self, idx: u32) -> &Slot {
@@ -283,6 +283,9 @@ impl Engine {
         }
         if req.language.len() > 64 {
             return Err(RoutingError::invalid("language", "longer than 64 bytes"));
+        }
+        if req.max_patience_ms > crate::config::MAX_DURATION_MS {
+            return Err(RoutingError::invalid("max_patience_ms", "above one day"));
         }
         let q0 = self.queue_idx(&req.queue)?;
         let id: Arc<str> = Arc::from(req.contact_id.as_str());
@@ -438,7 +441,7 @@ impl Engine {
                 }
             }
             let mut st = q.state.lock();
-            if st.params.max_length > 0 && st.len() >= st.params.max_length as usize {
+            if st.len() >= st.params.max_length as usize {
                 drop(st);
                 if let Some(b) = reserved {
                     self.gate.release(&b, id);
@@ -1124,11 +1127,14 @@ impl Engine {
     pub fn login(&self, req: &LoginRequest, now: Millis, out: &mut Vec<Event>) -> Result<Vec<Arc<str>>, RoutingError> {
         validate_id("operator_id", &req.operator_id)?;
         validate_id("session_id", &req.session_id)?;
-        let group = self.groups.get(&req.group).ok_or_else(|| RoutingError::UnknownGroup(req.group.clone()))?;
+        let group = self.groups.get(&req.group).ok_or_else(|| RoutingError::UnknownGroup(crate::error::clip(&req.group)))?;
         let mut skills: Vec<(String, u8)> = Vec::with_capacity(req.skills.len());
         for s in &req.skills {
             if !crate::config::valid_name(&s.name) {
-                return Err(RoutingError::invalid("skills.name", format!("`{}` is not a valid skill name", s.name)));
+                return Err(RoutingError::invalid(
+                    "skills.name",
+                    format!("`{}` is not a valid skill name", crate::error::clip(&s.name)),
+                ));
             }
             if !(1..=10).contains(&s.level) {
                 return Err(RoutingError::invalid(
@@ -1677,9 +1683,13 @@ impl Engine {
     /// Changes a queue's run-time parameters; `None` keeps a value.
     pub fn update_queue(&self, queue: &str, update: &crate::snapshot::QueueUpdate) -> Result<(), RoutingError> {
         let qi = self.queue_idx(queue)?;
-        if update.offer_timeout_ms == Some(0) {
-            return Err(RoutingError::invalid("offer_timeout_ms", "must be positive"));
-        }
+        crate::config::check_queue_bounds(
+            update.max_length,
+            update.max_wait_ms,
+            update.wrap_up_ms,
+            update.offer_timeout_ms,
+        )
+        .map_err(|(field, problem)| RoutingError::invalid(field, problem))?;
         let mut st = self.queues[qi as usize].state.lock();
         let p = &mut st.params;
         if let Some(v) = update.max_length {

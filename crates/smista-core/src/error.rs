@@ -57,3 +57,20 @@ impl RoutingError {
         RoutingError::InvalidArgument { field, problem: problem.into() }
     }
 }
+
+/// Most bytes of a client-supplied string quoted in an error message.
+pub const MAX_QUOTED: usize = 128;
+
+/// `s` cut to at most [`MAX_QUOTED`] bytes (on a character boundary, marked with `…`), so that an
+/// error never echoes a huge or hostile input back to the client or into a log.
+#[must_use]
+pub fn clip(s: &str) -> String {
+    if s.len() <= MAX_QUOTED {
+        return s.to_owned();
+    }
+    let mut end = MAX_QUOTED;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

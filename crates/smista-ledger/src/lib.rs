@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS amendments (
     at_unix_ms         BIGINT  NOT NULL,
     budget_id          TEXT    NOT NULL,
     actor              TEXT    NOT NULL,
+    note               TEXT    NOT NULL DEFAULT '',
     field              TEXT    NOT NULL,
     old_value          TEXT    NOT NULL,
     new_value          TEXT    NOT NULL,
@@ -370,6 +371,7 @@ impl SqliteLedger {
                     at_unix_ms: r.try_get("at_unix_ms")?,
                     budget: r.try_get("budget_id")?,
                     actor: r.try_get("actor")?,
+                    note: r.try_get("note")?,
                     field: r.try_get("field")?,
                     old_value: r.try_get("old_value")?,
                     new_value: r.try_get("new_value")?,
@@ -475,12 +477,20 @@ impl SettlementSink for SqliteLedger {
 /// Brings a ledger written by an earlier smista up to [`SCHEMA`] (columns added since; their
 /// defaults describe the old rows truthfully). Idempotent.
 async fn migrate(pool: &SqlitePool) -> Result<(), LedgerError> {
-    let has_outcome: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info('cost_records') WHERE name = 'outcome'")
+    let has = |table: &'static str, column: &'static str| async move {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info(?) WHERE name = ?")
+            .bind(table)
+            .bind(column)
             .fetch_one(pool)
             .await?
             .try_get("n")?;
-    if has_outcome == 0 {
+        Ok::<bool, LedgerError>(n > 0)
+    };
+    if !has("amendments", "note").await? {
+        // Before the column the actor was whatever the client typed, and there was no note.
+        sqlx::query("ALTER TABLE amendments ADD COLUMN note TEXT NOT NULL DEFAULT ''").execute(pool).await?;
+    }
+    if !has("cost_records", "outcome").await? {
         // Ledgers before the column settled only contacts their operator completed or whose
         // caller hung up in service, without telling which: `completed` is what they reported.
         sqlx::query("ALTER TABLE cost_records ADD COLUMN outcome TEXT NOT NULL DEFAULT 'completed'")
@@ -635,13 +645,14 @@ async fn write_batch(pool: &SqlitePool, batch: &[Job], mut seq: i64) -> Result<(
             }
             Op::Amend(a) => {
                 sqlx::query(
-                    "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, field, old_value, new_value, reason)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, note, field, old_value, new_value, reason)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(seq)
                 .bind(a.at_unix_ms)
                 .bind(&a.budget)
                 .bind(&a.actor)
+                .bind(&a.note)
                 .bind(&a.field)
                 .bind(&a.old_value)
                 .bind(&a.new_value)

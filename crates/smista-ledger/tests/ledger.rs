@@ -123,6 +123,7 @@ async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them()
         at_unix_ms: 1,
         budget: "ccm-2026".into(),
         actor: "ops".into(),
+        note: "M. Rossi, ufficio contratti".into(),
         field: field.into(),
         old_value: "x".into(),
         new_value: new.into(),
@@ -143,6 +144,7 @@ async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them()
     assert_eq!((r.periods[0].settled_cents, r.periods[0].overrun_cents), (500, 90));
     let news: Vec<&str> = r.amendments.iter().map(|a| a.new_value.as_str()).collect();
     assert_eq!(news, ["900", "800"], "amendments come back in the order they were made");
+    assert_eq!((r.amendments[0].actor.as_str(), r.amendments[0].note.as_str()), ("ops", "M. Rossi, ufficio contratti"));
     let settled = l.settled("c1").await.expect("lookup").expect("c1 settled");
     assert_eq!((settled.cost_cents, settled.operator.as_str()), (500, "op-1"));
     assert!(l.settled("c3").await.expect("lookup").is_none());
@@ -159,7 +161,7 @@ async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them()
 }
 
 #[tokio::test]
-async fn a_ledger_written_before_the_outcome_column_opens_and_keeps_its_records() {
+async fn a_ledger_written_before_the_outcome_and_note_columns_opens_and_keeps_its_records() {
     let path = temp_db("migrate");
     {
         // The cost_records table as smista wrote it before outcomes were recorded.
@@ -171,7 +173,12 @@ async fn a_ledger_written_before_the_outcome_column_opens_and_keeps_its_records(
                 accepted_unix_ms BIGINT NOT NULL, completed_unix_ms BIGINT NOT NULL, handle_ms BIGINT NOT NULL,
                 cost_cents BIGINT NOT NULL, reserved_cents BIGINT NOT NULL, PRIMARY KEY (budget_id, contact_id));
              INSERT INTO cost_records VALUES ('ccm-2026', 'old', '2026-11', 'pensions', 'supplier-a', 'op-1',
-                'voice', 1795000000000, 1795000180000, 180000, 266, 410);",
+                'voice', 1795000000000, 1795000180000, 180000, 266, 410);
+             CREATE TABLE amendments (seq BIGINT NOT NULL PRIMARY KEY, at_unix_ms BIGINT NOT NULL,
+                budget_id TEXT NOT NULL, actor TEXT NOT NULL, field TEXT NOT NULL, old_value TEXT NOT NULL,
+                new_value TEXT NOT NULL, reason TEXT NOT NULL);
+             INSERT INTO amendments VALUES (1, 1795000000000, 'ccm-2026', 'typed by a client', 'ceiling_cents',
+                '100', '200', 'amendment 1');",
         )
         .execute(&pool)
         .await
@@ -181,6 +188,8 @@ async fn a_ledger_written_before_the_outcome_column_opens_and_keeps_its_records(
     let l = SqliteLedger::open(&path).await.expect("open migrates");
     let old = l.settled("old").await.expect("read").expect("the old record is kept");
     assert_eq!((old.cost_cents, old.outcome), (266, Outcome::Completed));
+    let a = &l.recovery().await.expect("recovery").amendments[0];
+    assert_eq!((a.actor.as_str(), a.note.as_str(), a.new_value.as_str()), ("typed by a client", "", "200"));
     let hung_up = CostRecord { outcome: Outcome::CancelledInService, ..record("new", "pensions", "supplier-a", 100) };
     assert!(l.record(hung_up.clone()).await.expect("record"));
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 2, cost_cents: 366 });
