@@ -137,4 +137,20 @@ impl Event {
             Event::OperatorStatus { .. } => None,
         }
     }
+
+    /// The queue a contact event is reported under (for an overflow, the queue it left), if any.
+    #[must_use]
+    pub fn queue(&self) -> Option<&Arc<str>> {
+        match self {
+            Event::Queued { queue, .. }
+            | Event::Offered { queue, .. }
+            | Event::OfferTimedOut { queue, .. }
+            | Event::OfferDeclined { queue, .. }
+            | Event::Accepted { queue, .. }
+            | Event::Diverted { queue, .. }
+            | Event::Finished { queue, .. } => Some(queue),
+            Event::Overflowed { from, .. } => Some(from),
+            Event::OperatorStatus { .. } => None,
+        }
+    }
 }

@@ -8,7 +8,6 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-use tonic::transport::Channel;
 
 /// `smista client`.
 #[derive(Debug, clap::Args)]
@@ -16,6 +15,8 @@ pub(crate) struct ClientArgs {
     /// The server.
     #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051", global = true)]
     target: String,
+    #[command(flatten)]
+    creds: smista_server::connect::Credentials,
     #[command(subcommand)]
     call: Call,
 }
@@ -117,13 +118,11 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
 }
 
 async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let ch = Channel::from_shared(args.target.clone())?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.target))?;
-    let mut contacts = ContactServiceClient::new(ch.clone());
-    let mut ops = OperatorServiceClient::new(ch.clone());
-    let mut admin = AdminServiceClient::new(ch);
+    let ch = args.creds.channel(&args.target).await?;
+    let bearer = args.creds.bearer()?;
+    let mut contacts = ContactServiceClient::with_interceptor(ch.clone(), bearer.clone());
+    let mut ops = OperatorServiceClient::with_interceptor(ch.clone(), bearer.clone());
+    let mut admin = AdminServiceClient::with_interceptor(ch, bearer);
     match args.call {
         Call::Offer { contact, queue, channel: c, priority } => {
             let r = contacts

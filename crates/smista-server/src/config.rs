@@ -9,7 +9,18 @@
 //! log_format = "human"   # or "json"
 //! tick_ms = 100          # how often time-based routing runs
 //! max_offers_per_second = 0   # 0: no limit; above it OfferContact gets RESOURCE_EXHAUSTED
-//! admin_token = ""       # when set, mutating admin RPCs need `authorization: Bearer <token>`
+//!
+//! [tls]                  # optional: gRPC over TLS (see transport::TlsSection)
+//! cert_file = "server.pem"
+//! key_file = "server.key"
+//! client_ca_file = "ca.pem"      # optional: mutual TLS
+//!
+//! [auth]                 # optional: without it the server is open (loopback only, or --insecure)
+//! [auth.jwt]             # JWTs of the identity provider (see auth::JwtSection)
+//! [[auth.api_keys]]      # static keys, stored as SHA-256 (see auth::ApiKey)
+//! [[auth.client_certs]]  # client certificate subject -> principal (see auth::CertRule)
+//!
+//! [limits]               # optional: every bound the server keeps (see limits::LimitsSection)
 //!
 //! [ledger]               # optional: where budget spend is made durable
 //! kind = "sqlite"        # <data_dir>/ledger.db; "none" keeps spend in memory only (not durable)
@@ -60,10 +71,12 @@ pub struct ServerSection {
     pub log_format: LogFormat,
     /// Period of the routing clock tick, in milliseconds (10..=1000).
     pub tick_ms: u64,
-    /// Admission limit on OfferContact (0: none).
+    /// Admission limit on OfferContact, for the whole server (0: none).
     pub max_offers_per_second: u32,
-    /// Token required by mutating admin RPCs (empty: none).
-    pub admin_token: String,
+    /// Serve without TLS or authentication on a non-loopback address (set by `--insecure`, not
+    /// by the file).
+    #[serde(skip)]
+    pub insecure: bool,
 }
 
 impl Default for ServerSection {
@@ -75,7 +88,7 @@ impl Default for ServerSection {
             log_format: LogFormat::Human,
             tick_ms: 100,
             max_offers_per_second: 0,
-            admin_token: String::new(),
+            insecure: false,
         }
     }
 }
@@ -147,6 +160,15 @@ pub struct Config {
     /// `[[budgets]]`: capped budgets (see smista_core::book::BudgetConfig).
     #[serde(default)]
     pub budgets: Vec<BudgetConfig>,
+    /// `[tls]`.
+    #[serde(default)]
+    pub tls: Option<crate::transport::TlsSection>,
+    /// `[auth]`.
+    #[serde(default)]
+    pub auth: crate::auth::AuthSection,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsSection,
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -214,6 +236,11 @@ impl Config {
         let bad = |key: &str, problem: &str| smista_core::ConfigError { key: key.into(), problem: problem.into() };
         if !(10..=1000).contains(&self.server.tick_ms) {
             return Err(bad("server.tick_ms", "must be 10..=1000"));
+        }
+        self.auth.validate().map_err(|(k, p)| bad(&k, &p))?;
+        self.limits.validate().map_err(|(k, p)| bad(&k, &p))?;
+        if !self.auth.client_certs.is_empty() && self.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
+            return Err(bad("auth.client_certs", "client certificates need [tls] client_ca_file"));
         }
         let known = |b: &str| self.budgets.iter().any(|x| x.id == b);
         for (i, g) in self.groups.iter().enumerate() {

@@ -4,9 +4,16 @@
 //! Routing never waits on a client: publishing appends to a bounded ring and wakes readers. Each
 //! stream has its own task copying from the ring into a bounded channel; a reader that falls
 //! further behind than the ring holds gets OUT_OF_RANGE and must resynchronise with a snapshot.
+//!
+//! Readers wait on one notification channel per queue (and one for all): a stream filtered to
+//! some queues is woken only by events of those queues, so idle wallboards of quiet queues cost a
+//! publish nothing. Every stream holds a [`StreamGuard`] that counts it under the stream caps.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -14,9 +21,50 @@ use smista_core::{Event, Millis};
 use smista_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::Status;
 
 use crate::convert;
+use crate::limits::StreamGuard;
+
+/// Most queue names one StreamEvents filter may list.
+pub const MAX_FILTER_QUEUES: usize = 64;
+
+/// A response stream that holds its place under the stream caps until it is dropped, and ends
+/// with ABORTED when `superseded` was set (a newer WatchOffers of the same operator).
+#[derive(Debug)]
+pub struct Guarded<T> {
+    rx: ReceiverStream<Result<T, Status>>,
+    superseded: Option<Arc<AtomicBool>>,
+    done: bool,
+    _guard: StreamGuard,
+}
+
+impl<T> Guarded<T> {
+    fn new(rx: ReceiverStream<Result<T, Status>>, superseded: Option<Arc<AtomicBool>>, guard: StreamGuard) -> Self {
+        Guarded { rx, superseded, done: false, _guard: guard }
+    }
+}
+
+impl<T> Stream for Guarded<T> {
+    type Item = Result<T, Status>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.rx).poll_next(cx) {
+            Poll::Ready(None) => {
+                this.done = true;
+                if this.superseded.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+                    return Poll::Ready(Some(Err(Status::aborted("superseded by another watch of this operator"))));
+                }
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
 
 /// Events buffered per stream between the ring and the network.
 const STREAM_BUFFER: usize = 256;
@@ -57,22 +105,32 @@ impl Ring {
 #[derive(Debug)]
 pub struct EventLog {
     ring: Mutex<Ring>,
+    /// Wakes unfiltered readers: the last sequence published.
     latest: watch::Sender<u64>,
+    /// Wakes readers filtered to a queue: the last sequence of an event of that queue.
+    by_queue: Vec<watch::Sender<u64>>,
+    queue_idx: HashMap<Box<str>, usize>,
 }
 
 impl EventLog {
-    /// A log retaining the last `cap` events.
+    /// A log retaining the last `cap` events of contacts in `queues`.
     #[must_use]
-    pub fn new(cap: usize) -> Self {
+    pub fn new<'a>(cap: usize, queues: impl Iterator<Item = &'a str>) -> Self {
+        let queue_idx: HashMap<Box<str>, usize> = queues.enumerate().map(|(i, q)| (Box::from(q), i)).collect();
         EventLog {
             ring: Mutex::new(Ring { next: 1, buf: VecDeque::with_capacity(cap.min(1 << 16)), cap: cap.max(1) }),
             latest: watch::channel(0).0,
+            by_queue: (0..queue_idx.len()).map(|_| watch::channel(0).0).collect(),
+            queue_idx,
         }
     }
 
     /// Appends the contact events among `events`, giving each the next sequence number.
     pub fn publish(&self, events: &[Event], now: Millis, unix_ms: u64) {
         let mut last = None;
+        // Few queues per batch: a small list, not a set.
+        let mut touched: [(usize, u64); 8] = [(usize::MAX, 0); 8];
+        let mut n_touched = 0;
         {
             let mut ring = self.ring.lock();
             for e in events.iter().filter(|e| e.contact().is_some()) {
@@ -82,12 +140,42 @@ impl EventLog {
                 if ring.buf.len() == ring.cap {
                     ring.buf.pop_front();
                 }
+                if let Some(&qi) = e.queue().and_then(|q| self.queue_idx.get(&**q)) {
+                    match touched[..n_touched].iter_mut().find(|(q, _)| *q == qi) {
+                        Some(t) => t.1 = seq,
+                        None if n_touched < 8 => {
+                            touched[n_touched] = (qi, seq);
+                            n_touched += 1;
+                        }
+                        None => {
+                            self.by_queue[qi].send_replace(seq);
+                        }
+                    }
+                }
                 ring.buf.push_back(Stored { seq, event: e.clone(), now, unix_ms });
             }
+        }
+        for (qi, seq) in &touched[..n_touched] {
+            self.by_queue[*qi].send_replace(*seq);
         }
         if let Some(seq) = last {
             self.latest.send_replace(seq);
         }
+    }
+
+    /// Indices of `queues`, or NOT_FOUND naming the first unknown one.
+    pub fn queue_indices(&self, queues: &[String]) -> Result<Vec<usize>, Status> {
+        if queues.len() > MAX_FILTER_QUEUES {
+            return Err(Status::invalid_argument(format!("at most {MAX_FILTER_QUEUES} queues in a filter")));
+        }
+        queues
+            .iter()
+            .map(|q| {
+                self.queue_idx.get(q.as_str()).copied().ok_or_else(|| {
+                    Status::not_found(format!("unknown queue `{}`", smista_core::error::clip(q)))
+                })
+            })
+            .collect()
     }
 
     /// The sequence of the last published event (0 before any).
@@ -107,14 +195,17 @@ impl EventLog {
         Ok(ring.buf.iter().skip(skip).take(max).cloned().collect())
     }
 
-    /// A stream of events after `after` (0: from the next live event) in `queues` (empty: all),
-    /// ending when `shutdown` flips to true.
+    /// A stream of events after `after` (0: from the next live event) in `queues` (empty: all;
+    /// every name must be a configured queue), ending when `shutdown` flips to true. `guard`
+    /// counts the stream under the caps while it lives.
     pub fn subscribe(
         self: &Arc<Self>,
         after: u64,
         queues: Vec<String>,
+        guard: StreamGuard,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Result<ReceiverStream<Result<pb::ContactEvent, Status>>, Status> {
+    ) -> Result<Guarded<pb::ContactEvent>, Status> {
+        let filter = self.queue_indices(&queues)?;
         let mut cursor = if after == 0 { self.latest() } else { after };
         if cursor > self.latest() {
             return Err(Status::out_of_range(format!(
@@ -124,9 +215,18 @@ impl EventLog {
         }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let log = self.clone();
-        let mut latest = self.latest.subscribe();
+        // What wakes this reader: every publish, or only its queues' events.
+        let mut wakers: Vec<watch::Receiver<u64>> = if filter.is_empty() {
+            vec![self.latest.subscribe()]
+        } else {
+            filter.iter().map(|&qi| self.by_queue[qi].subscribe()).collect()
+        };
+        let wanted: Vec<Box<str>> = queues.into_iter().map(String::into_boxed_str).collect();
         tokio::spawn(async move {
             loop {
+                for w in &mut wakers {
+                    w.borrow_and_update();
+                }
                 match log.read_after(cursor, STREAM_BUFFER) {
                     Err(first) => {
                         let _ = tx
@@ -138,7 +238,7 @@ impl EventLog {
                     }
                     Ok(batch) if batch.is_empty() => {
                         tokio::select! {
-                            changed = latest.changed() => if changed.is_err() { return },
+                            woke = wait_any(&mut wakers) => if !woke { return },
                             _ = shutdown.changed() => return,
                             _ = tx.closed() => return,
                         }
@@ -146,10 +246,10 @@ impl EventLog {
                     Ok(batch) => {
                         for stored in batch {
                             cursor = stored.seq;
-                            let Some(ev) = stored.to_pb() else { continue };
-                            if !queues.is_empty() && !queues.contains(&ev.queue) {
+                            if !wanted.is_empty() && !stored.event.queue().is_some_and(|q| wanted.iter().any(|w| **w == **q)) {
                                 continue;
                             }
+                            let Some(ev) = stored.to_pb() else { continue };
                             tokio::select! {
                                 sent = tx.send(Ok(ev)) => if sent.is_err() { return },
                                 _ = shutdown.changed() => return,
@@ -162,7 +262,18 @@ impl EventLog {
                 }
             }
         });
-        Ok(ReceiverStream::new(rx))
+        Ok(Guarded::new(ReceiverStream::new(rx), None, guard))
+    }
+}
+
+/// Waits until one of `wakers` sees a new value; false if every sender is gone.
+async fn wait_any(wakers: &mut [watch::Receiver<u64>]) -> bool {
+    match wakers {
+        [one] => one.changed().await.is_ok(),
+        many => {
+            let waits = many.iter_mut().map(|w| Box::pin(w.changed()));
+            futures_util::future::select_all(waits).await.0.is_ok()
+        }
     }
 }
 
@@ -177,7 +288,14 @@ struct Pending {
 pub struct OfferBoard {
     pending: DashMap<String, Vec<Pending>>,
     by_contact: DashMap<String, String>,
-    watchers: DashMap<String, mpsc::Sender<Result<pb::Offer, Status>>>,
+    watchers: DashMap<String, Watcher>,
+}
+
+#[derive(Debug)]
+struct Watcher {
+    tx: mpsc::Sender<Result<pb::Offer, Status>>,
+    /// Set when a newer watch replaces this one: its stream ends with ABORTED.
+    superseded: Arc<AtomicBool>,
 }
 
 impl OfferBoard {
@@ -189,7 +307,7 @@ impl OfferBoard {
             if let Some((operator, deadline, offer)) = convert::offer(e, now) {
                 self.by_contact.insert(offer.contact_id.clone(), operator.clone());
                 if let Some(w) = self.watchers.get(&operator) {
-                    let _ = w.try_send(Ok(offer.clone()));
+                    let _ = w.tx.try_send(Ok(offer.clone()));
                 }
                 self.pending.entry(operator).or_default().push(Pending { deadline, offer });
                 continue;
@@ -214,8 +332,9 @@ impl OfferBoard {
         }
     }
 
-    /// Opens the operator's offer stream, starting with the offers already pending.
-    pub fn watch(&self, operator: &str, now: Millis) -> ReceiverStream<Result<pb::Offer, Status>> {
+    /// Opens the operator's offer stream, starting with the offers already pending. A stream
+    /// already open for the operator ends with ABORTED.
+    pub fn watch(&self, operator: &str, now: Millis, guard: StreamGuard) -> Guarded<pb::Offer> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         if let Some(p) = self.pending.get(operator) {
             for x in p.iter() {
@@ -224,8 +343,12 @@ impl OfferBoard {
                 let _ = tx.try_send(Ok(o));
             }
         }
-        self.watchers.insert(operator.to_owned(), tx);
-        ReceiverStream::new(rx)
+        let superseded = Arc::new(AtomicBool::new(false));
+        let old = self.watchers.insert(operator.to_owned(), Watcher { tx, superseded: superseded.clone() });
+        if let Some(old) = old {
+            old.superseded.store(true, Ordering::Release);
+        }
+        Guarded::new(ReceiverStream::new(rx), Some(superseded), guard)
     }
 
     /// Ends every offer stream (shutdown).
@@ -252,7 +375,7 @@ mod tests {
 
     #[test]
     fn sequences_are_gapless_and_eviction_is_reported() {
-        let log = EventLog::new(3);
+        let log = EventLog::new(3, ["q"].into_iter());
         log.publish(&[finished("a"), finished("b")], Millis(0), 0);
         log.publish(&[finished("c"), finished("d")], Millis(0), 0);
         assert_eq!(log.latest(), 4);

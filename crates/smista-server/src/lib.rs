@@ -5,6 +5,11 @@
 //! shutdown. Transport only: every routing decision is the engine's.
 //!
 //! - [`config`]: the TOML file and the embedded demo.
+//! - [`connect`]: the client side: TLS roots, client certificates, bearer tokens.
+//! - [`auth`]: principals, roles, credentials (API keys, JWTs, client certificates), the policy.
+//! - [`limits`]: quotas per principal, class and caller; stream caps; every configured bound.
+//! - [`transport`]: accepted connections, the connection cap, TLS and its reload.
+//! - [`mint`]: development credentials (a CA, certificates, a JWKS, tokens, API keys).
 //! - [`service`]: the three gRPC services.
 //! - [`hub`]: event stream and operator offer fan-out.
 //! - [`metrics`]: metric names, recording and the `/metrics` endpoint.
@@ -13,10 +18,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
+pub mod connect;
 pub mod convert;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
+pub mod mint;
 pub mod server;
 pub mod service;
+pub mod transport;

@@ -41,6 +41,19 @@ enum Cmd {
     Client(client::ClientArgs),
     /// Read the budget ledger: `smista ledger report [--format table|csv|json]`.
     Ledger(report::LedgerArgs),
+    /// Mint development credentials (CA, certificates, JWKS, tokens, API keys) and a secure demo
+    /// configuration using them. Never for production.
+    DevCredentials {
+        /// Output directory (created owner-only).
+        #[arg(long, default_value = "./smista-dev-credentials")]
+        out: PathBuf,
+        /// Operators to mint desk tokens for (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "op-101,op-201")]
+        operators: Vec<String>,
+        /// Names the server certificate is valid for (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,9 +73,9 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "SMISTA_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
-    /// Token required by mutating admin RPCs.
-    #[arg(long, env = "SMISTA_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    /// Serve beyond loopback without TLS or authentication (logged as a warning every hour).
+    #[arg(long, env = "SMISTA_INSECURE")]
+    insecure: bool,
     /// How long to keep answering (with UNAVAILABLE for offers) after SIGTERM before stopping.
     #[arg(long, env = "SMISTA_DRAIN_MS", default_value_t = 500)]
     drain_ms: u64,
@@ -84,6 +97,30 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => run_serve(args),
         Cmd::Client(args) => client::run(args),
         Cmd::Ledger(args) => report::run(args),
+        Cmd::DevCredentials { out, operators, hosts } => {
+            let mut o = smista_server::mint::Options::new(&out);
+            o.operators = operators;
+            o.hosts = hosts;
+            match smista_server::mint::mint(&o) {
+                Ok(m) => {
+                    println!("minted in {} (development only):", out.display());
+                    println!("  configuration  {}", m.config.display());
+                    println!("  CA             {}", m.ca.display());
+                    println!("  platform mTLS  {} + {}", m.platform_cert.display(), m.platform_key.display());
+                    println!("  platform key   {}", m.platform_key_token.display());
+                    println!("  admin key      {}", m.admin_key.display());
+                    println!("  supervisor     {}", m.supervisor_token.display());
+                    for (op, f) in &m.desk_tokens {
+                        println!("  desk {op:<9} {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -107,11 +144,9 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     if let Some(f) = args.log_format {
         cfg.server.log_format = f;
     }
-    if let Some(t) = args.admin_token {
-        cfg.server.admin_token = t;
-    }
+    cfg.server.insecure = args.insecure;
     init_tracing(cfg.server.log_format);
-    if let Err(e) = std::fs::create_dir_all(&cfg.server.data_dir) {
+    if let Err(e) = smista_server::mint::private_dir(&cfg.server.data_dir) {
         tracing::error!(dir = %cfg.server.data_dir.display(), error = %e, "cannot create the data directory");
         return ExitCode::FAILURE;
     }

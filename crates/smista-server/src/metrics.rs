@@ -67,6 +67,21 @@ pub const LEDGER_PENDING: &str = "smista_ledger_pending_writes";
 pub const RPC_DURATION: &str = "smista_rpc_duration_seconds";
 /// RPC failures by method and gRPC code.
 pub const RPC_ERRORS: &str = "smista_rpc_errors_total";
+/// Requests refused at the trust boundary, by reason (missing, bad_token, expired, no_role,
+/// wrong_operator, unknown_method).
+pub const AUTH_FAILURES: &str = "smista_auth_failures_total";
+/// Requests refused by a quota, by class (offer, contact, stream, login, desk, read, admin, caller,
+/// streams).
+pub const RATE_LIMITED: &str = "smista_rate_limited_total";
+/// Connections closed at once because the server holds its maximum.
+pub const CONNECTIONS_REFUSED: &str = "smista_connections_refused_total";
+/// TLS handshakes that failed or timed out.
+pub const TLS_HANDSHAKE_FAILURES: &str = "smista_tls_handshake_failures_total";
+/// Certificate and key reloads, by result (ok, error).
+pub const TLS_RELOADS: &str = "smista_tls_reloads_total";
+/// 1 while the server runs open or insecure (no TLS or no authentication on a non-loopback
+/// address), else 0.
+pub const INSECURE: &str = "smista_insecure";
 
 const WAIT_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0];
 const HANDLE_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
@@ -122,6 +137,12 @@ fn describe() {
     describe_gauge!(LEDGER_PENDING, "Ledger writes waiting for their commit.");
     describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC handling time by method.");
     describe_counter!(RPC_ERRORS, Unit::Count, "gRPC requests that failed, by method and code.");
+    describe_counter!(AUTH_FAILURES, Unit::Count, "Requests refused at the trust boundary, by reason.");
+    describe_counter!(RATE_LIMITED, Unit::Count, "Requests refused by a quota, by class.");
+    describe_counter!(CONNECTIONS_REFUSED, Unit::Count, "Connections closed at once: the connection cap was reached.");
+    describe_counter!(TLS_HANDSHAKE_FAILURES, Unit::Count, "TLS handshakes that failed or timed out.");
+    describe_counter!(TLS_RELOADS, Unit::Count, "Certificate, key and JWKS reloads, by result.");
+    describe_gauge!(INSECURE, "1 while the server accepts unauthenticated or plaintext clients beyond loopback.");
 }
 
 /// The handles of one queue's per-event series, each registered on first use: afterwards an
@@ -372,4 +393,34 @@ pub async fn serve_http(listener: TcpListener, handle: PrometheusHandle, mut shu
             let _ = sock.shutdown().await;
         });
     }
+}
+
+/// Counts a request refused at the trust boundary.
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+/// Counts a request refused by a quota.
+pub fn rate_limited(class: &'static str) {
+    counter!(RATE_LIMITED, "class" => class).increment(1);
+}
+
+/// Counts a connection closed at the cap.
+pub fn connection_refused() {
+    counter!(CONNECTIONS_REFUSED).increment(1);
+}
+
+/// Counts a failed TLS handshake.
+pub fn tls_handshake_failed() {
+    counter!(TLS_HANDSHAKE_FAILURES).increment(1);
+}
+
+/// Counts a reload of the certificates and keys.
+pub fn tls_reloaded(ok: bool) {
+    counter!(TLS_RELOADS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// Sets the insecure gauge.
+pub fn set_insecure(insecure: bool) {
+    gauge!(INSECURE).set(if insecure { 1.0 } else { 0.0 });
 }

@@ -15,10 +15,12 @@ use smista_proto::v1::operator_service_server::OperatorServiceServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
+use crate::auth::{AuthLayer, Authenticator, Gate};
 use crate::config::{Config, LedgerKind};
+use crate::limits::Limits;
+use crate::transport::Tls;
 use crate::service::admin::AdminSvc;
 use crate::service::contact::ContactSvc;
 use crate::service::operator::OperatorSvc;
@@ -49,6 +51,14 @@ pub enum ServeError {
     /// Binding or reading an address failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// Credentials, keys or certificates could not be loaded.
+    #[error("security configuration: {0}")]
+    Security(String),
+    /// Asked to listen beyond loopback without TLS and authentication, and without `--insecure`.
+    #[error(
+        "refusing to serve {0} without TLS and authentication: configure [tls] and [auth] (see README, \"Running it securely\"), listen on loopback, or pass --insecure"
+    )]
+    Insecure(SocketAddr),
 }
 
 /// Listeners bound by the caller (so tests and the binary can use port 0 and learn the port).
@@ -81,8 +91,8 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
     let mut book = BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?;
     let ledger = match cfg.ledger.kind {
         LedgerKind::Sqlite => {
-            std::fs::create_dir_all(&cfg.server.data_dir)?;
             let path = cfg.server.data_dir.join(LEDGER_FILE);
+            secure_data_dir(&cfg.server.data_dir, &path)?;
             let ledger = Arc::new(SqliteLedger::open(&path).await?);
             let recovery = ledger.recovery().await?;
             book = book.with_sink(ledger.clone());
@@ -108,7 +118,37 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
     };
     let book = Arc::new(book);
     let engine = Arc::new(Engine::new(&cfg.engine_config(), book.clone())?);
-    Ok(Arc::new(Shared::new(engine, book, ledger, clock, cfg, stop)))
+    let gate = Arc::new(Gate {
+        auth: Authenticator::new(&cfg.auth).map_err(ServeError::Security)?,
+        limits: Arc::new(Limits::new(&cfg.limits)),
+    });
+    Ok(Arc::new(Shared::new(engine, book, ledger, clock, cfg, gate, stop)))
+}
+
+/// Whether serving `grpc` with this configuration exposes an open or plaintext API beyond
+/// loopback.
+fn exposed(cfg: &Config, grpc: SocketAddr) -> bool {
+    !grpc.ip().is_loopback() && (cfg.tls.is_none() || !cfg.auth.configured())
+}
+
+/// Creates the data directory and the ledger file readable by the owner only, and takes those
+/// rights back from a directory or files made earlier with wider ones. SQLite creates the WAL and
+/// shared-memory files with the database file's permissions.
+fn secure_data_dir(dir: &std::path::Path, ledger: &std::path::Path) -> Result<(), ServeError> {
+    crate::mint::private_dir(dir).map_err(ServeError::Security)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(ledger)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let f = std::path::PathBuf::from(format!("{}{suffix}", ledger.display()));
+            if f.exists() {
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The ledger's file name in the data directory.
@@ -122,9 +162,31 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let insecure = exposed(cfg, grpc_addr);
+    if insecure && !cfg.server.insecure {
+        return Err(ServeError::Insecure(grpc_addr));
+    }
     let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
+    crate::metrics::set_insecure(insecure);
+    let tls = match &cfg.tls {
+        Some(t) => Some(Arc::new(Tls::new(t).map_err(ServeError::Security)?)),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = build_shared(cfg, stop_rx.clone()).await?;
+    if insecure {
+        tokio::spawn(warn_insecure(grpc_addr, stop_rx.clone()));
+    }
+    tracing::info!(
+        tls = tls.is_some(),
+        mutual_tls = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        open = shared.gate.auth.is_open(),
+        api_keys = cfg.auth.api_keys.len(),
+        jwt = cfg.auth.jwt.is_some(),
+        "trust boundary"
+    );
+    let reloader = tokio::spawn(reload_loop(tls.clone(), shared.clone(), stop_rx.clone()));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ContactServiceServer<ContactSvc>>().await;
@@ -157,15 +219,23 @@ pub async fn serve(
         tokio::time::sleep(drain).await;
     };
 
-    // Small request/response messages: disable Nagle on every accepted connection (tonic's own
-    // `tcp_nodelay` only applies when it binds the listener itself).
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listeners.grpc), |s| {
-        s.and_then(|s| {
-            s.set_nodelay(true)?;
-            Ok(s)
-        })
-    });
+    // Nagle is disabled on every accepted connection (small request/response messages).
+    let lim = &cfg.limits;
+    let incoming = crate::transport::incoming(
+        listeners.grpc,
+        tls,
+        lim.max_connections,
+        Duration::from_millis(lim.handshake_timeout_ms),
+        stop_rx.clone(),
+    );
+    let keepalive = (lim.keepalive_interval_ms > 0).then(|| Duration::from_millis(lim.keepalive_interval_ms));
     tonic::transport::Server::builder()
+        .max_concurrent_streams(lim.max_streams_per_connection)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(Duration::from_millis(lim.keepalive_timeout_ms)))
+        .timeout(Duration::from_millis(lim.request_timeout_ms))
+        .http2_max_header_list_size(64 * 1024)
+        .layer(AuthLayer(shared.gate.clone()))
         .add_service(health)
         .add_service(reflection)
         .add_service(ContactServiceServer::new(ContactSvc(shared.clone())))
@@ -176,6 +246,7 @@ pub async fn serve(
 
     let _ = ticker.await;
     let _ = metrics_http.await;
+    let _ = reloader.await;
     // Every acknowledged completion is already durable; commit what is still queued and close.
     if let Some(l) = &shared.ledger {
         l.close().await;
@@ -214,6 +285,60 @@ async fn tick_loop(shared: Arc<Shared>, period: Duration, hold_max_age_ms: i64, 
             crate::metrics::refresh_budget_gauges(&shared.book, now);
             crate::metrics::refresh_ledger(shared.ledger.as_deref(), &shared.book);
         }
+        if n % (every * 60) == 0 {
+            shared.gate.limits.housekeeping();
+        }
         n += 1;
+    }
+}
+
+/// Reloads certificates, keys and the JWKS on SIGHUP or when a certificate file changes. Open
+/// connections keep the configuration they were accepted with; a failed reload keeps the current
+/// one and is logged and counted.
+async fn reload_loop(tls: Option<Arc<Tls>>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let poll = tls.as_ref().map_or(Duration::from_secs(3600), |t| t.poll());
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let asked = tokio::select! {
+            _ = stop.changed() => return,
+            _ = hangup => true,
+            _ = tokio::time::sleep(poll) => false,
+        };
+        if !asked && !tls.as_ref().is_some_and(|t| t.changed()) {
+            continue;
+        }
+        let r = match &tls {
+            Some(t) => t.reload(),
+            None => Ok(()),
+        }
+        .and_then(|()| shared.gate.auth.reload());
+        crate::metrics::tls_reloaded(r.is_ok());
+        match r {
+            Ok(()) => tracing::info!(signal = asked, "certificates, keys and JWKS reloaded"),
+            Err(e) => tracing::error!(error = %e, "reload failed: the previous certificates and keys stay in use"),
+        }
+    }
+}
+
+/// Repeats, every hour, that the server is exposed without TLS or authentication.
+async fn warn_insecure(addr: SocketAddr, mut stop: watch::Receiver<bool>) {
+    loop {
+        tracing::warn!(grpc = %addr, "INSECURE: serving beyond loopback without TLS and authentication (--insecure)");
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
     }
 }

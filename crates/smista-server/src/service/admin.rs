@@ -52,10 +52,10 @@ impl AdminService for AdminSvc {
         request: Request<pb::SetQueueOpenRequest>,
     ) -> Result<Response<pb::SetQueueOpenResponse>, Status> {
         let t = RpcTimer::start("SetQueueOpen");
-        let r = self.0.authorize(&request).and_then(|()| {
+        let r = self.0.principal(&request).and_then(|p| {
             let req = request.get_ref();
             self.0.engine.set_queue_open(&req.queue, req.open).map_err(client_error)?;
-            tracing::info!(queue = %req.queue, open = req.open, "queue opened or closed");
+            tracing::info!(principal = %p.name, queue = %req.queue, open = req.open, "queue opened or closed");
             Ok(pb::SetQueueOpenResponse {})
         });
         t.finish(&r);
@@ -67,7 +67,7 @@ impl AdminService for AdminSvc {
         request: Request<pb::UpdateQueueRequest>,
     ) -> Result<Response<pb::UpdateQueueResponse>, Status> {
         let t = RpcTimer::start("UpdateQueue");
-        let r = self.0.authorize(&request).and_then(|()| {
+        let r = self.0.principal(&request).and_then(|p| {
             let req = request.get_ref();
             let update = QueueUpdate {
                 max_length: req.max_length,
@@ -77,7 +77,7 @@ impl AdminService for AdminSvc {
                 fallback: convert::fallback_opt(req.fallback)?,
             };
             self.0.engine.update_queue(&req.queue, &update).map_err(client_error)?;
-            tracing::info!(queue = %req.queue, ?update, "queue updated");
+            tracing::info!(principal = %p.name, queue = %req.queue, ?update, "queue updated");
             Ok(pb::UpdateQueueResponse {})
         });
         t.finish(&r);
@@ -89,8 +89,36 @@ impl AdminService for AdminSvc {
         request: Request<pb::UpdateBudgetRequest>,
     ) -> Result<Response<pb::UpdateBudgetResponse>, Status> {
         let t = RpcTimer::start("UpdateBudget");
-        let r = self.0.authorize(&request).and_then(|()| {
+        let r = self.0.principal(&request).and_then(|p| {
             let req = request.get_ref();
+            let s = &self.0;
+            let b = &s.bounds;
+            if req.reason.trim().is_empty() || req.reason.len() > super::MAX_REASON || req.reason.chars().any(char::is_control)
+            {
+                return Err(Status::invalid_argument("reason: required, at most 1 KiB, no control characters"));
+            }
+            if req.note.len() > 64 * super::MAX_REASON || req.actor.len() > 64 * super::MAX_REASON {
+                return Err(Status::invalid_argument("note too long"));
+            }
+            if let Some(c) = req.ceiling_cents {
+                if !(0..=b.max_ceiling_cents).contains(&c) {
+                    return Err(Status::invalid_argument(format!(
+                        "ceiling_cents {c} is not 0..={} ([limits] max_ceiling_cents)",
+                        b.max_ceiling_cents
+                    )));
+                }
+            }
+            for t in &req.tariffs {
+                if t.fee_per_contact_cents > b.max_fee_per_contact_cents
+                    || t.rate_per_second_centicents > b.max_rate_per_second_centicents
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "tariff above the configured maximum (fee {} cents, rate {} centicents/s)",
+                        b.max_fee_per_contact_cents, b.max_rate_per_second_centicents
+                    )));
+                }
+            }
+            let note = super::sanitize_note(if req.note.is_empty() { &req.actor } else { &req.note });
             let tariffs = req
                 .tariffs
                 .iter()
@@ -105,13 +133,12 @@ impl AdminService for AdminSvc {
                     })
                 })
                 .collect::<Result<Vec<_>, Status>>()?;
-            let s = &self.0;
             let now = s.clock.now();
             let v = s
                 .book
-                .amend(&req.budget_id, req.ceiling_cents, &tariffs, &req.actor, &req.reason, now)
+                .amend(&req.budget_id, req.ceiling_cents, &tariffs, &p.name, &note, &req.reason, now)
                 .map_err(crate::error::budget_status)?;
-            tracing::info!(budget = %req.budget_id, actor = %req.actor, reason = %req.reason, ceiling_cents = ?req.ceiling_cents, tariffs = tariffs.len(), "budget amended");
+            tracing::info!(budget = %req.budget_id, principal = %p.name, note = %note, reason = %req.reason, ceiling_cents = ?req.ceiling_cents, tariffs = tariffs.len(), "budget amended");
             crate::metrics::refresh_budget_gauges(&s.book, now);
             Ok(pb::UpdateBudgetResponse { budget: Some(budget_pb(s, v)) })
         });
@@ -133,23 +160,47 @@ impl AdminService for AdminSvc {
         request: Request<pb::ListBudgetAuditRequest>,
     ) -> Result<Response<pb::ListBudgetAuditResponse>, Status> {
         let t = RpcTimer::start("ListBudgetAudit");
-        let r = self.0.book.audit(&request.get_ref().budget_id).map_err(crate::error::budget_status).map(|records| {
-            pb::ListBudgetAuditResponse {
-                records: records
-                    .into_iter()
-                    .map(|a| pb::BudgetAuditRecord {
-                        timestamp_ms: u64::try_from(a.at_unix_ms).unwrap_or(0),
-                        budget_id: a.budget,
-                        actor: a.actor,
-                        field: a.field,
-                        old_value: a.old_value,
-                        new_value: a.new_value,
-                        reason: a.reason,
-                    })
-                    .collect(),
-            }
-        });
+        let req = request.get_ref();
+        let r = audit_page(&self.0, &req.budget_id, req.page_size, &req.page_token);
         t.finish(&r);
         r.map(Response::new)
     }
+}
+
+/// Records of a budget's audit trail from `page_token` (an index into the trail, which only
+/// grows), at most `page_size` (0: 100; at most 1000).
+fn audit_page(s: &Shared, budget: &str, page_size: u32, page_token: &str) -> Result<pb::ListBudgetAuditResponse, Status> {
+    let size = match page_size {
+        0 => 100,
+        n @ 1..=1000 => n as usize,
+        n => return Err(Status::invalid_argument(format!("page_size {n} is above 1000"))),
+    };
+    let start = if page_token.is_empty() {
+        0
+    } else {
+        page_token.parse::<usize>().map_err(|_| Status::invalid_argument("page_token does not parse"))?
+    };
+    let records = s.book.audit(budget).map_err(crate::error::budget_status)?;
+    if start > records.len() {
+        return Err(Status::invalid_argument("page_token is beyond the trail"));
+    }
+    let end = (start + size).min(records.len());
+    let next_page_token = if end < records.len() { end.to_string() } else { String::new() };
+    Ok(pb::ListBudgetAuditResponse {
+        records: records[start..end]
+            .iter()
+            .cloned()
+            .map(|a| pb::BudgetAuditRecord {
+                timestamp_ms: u64::try_from(a.at_unix_ms).unwrap_or(0),
+                budget_id: a.budget,
+                actor: a.actor,
+                field: a.field,
+                old_value: a.old_value,
+                new_value: a.new_value,
+                reason: a.reason,
+                note: a.note,
+            })
+            .collect(),
+        next_page_token,
+    })
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use smista_core::{OfferRequest, Outcome};
 use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_server::ContactService;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{client_error, Shared};
 use crate::convert;
+use crate::hub::Guarded;
 use crate::metrics::{record_decision, RpcTimer};
 
 /// The telephony platform's service.
@@ -59,15 +59,18 @@ impl ContactService for ContactSvc {
         r.map(Response::new)
     }
 
-    type StreamEventsStream = ReceiverStream<Result<pb::ContactEvent, Status>>;
+    type StreamEventsStream = Guarded<pb::ContactEvent>;
 
     async fn stream_events(
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let req = request.into_inner();
         let s = &self.0;
-        s.log.subscribe(req.after_sequence, req.queues, s.shutdown.clone()).map(Response::new)
+        let principal = s.principal(&request)?;
+        let req = request.into_inner();
+        s.log.queue_indices(&req.queues)?;
+        let guard = s.gate.limits.open_stream(&principal)?;
+        s.log.subscribe(req.after_sequence, req.queues, guard, s.shutdown.clone()).map(Response::new)
     }
 }
 
@@ -79,9 +82,14 @@ impl ContactSvc {
         }
         if let Some(l) = &s.limiter {
             if l.check().is_err() {
-                return Err(Status::resource_exhausted("offer rate above the configured limit"));
+                crate::metrics::rate_limited("offer");
+                return Err(Status::resource_exhausted("offer rate above the server's configured limit"));
             }
         }
+        if req.caller_key.len() > smista_core::error::MAX_QUOTED {
+            return Err(Status::invalid_argument("caller_key longer than 128 bytes"));
+        }
+        s.gate.limits.check_caller(&req.caller_key)?;
         let channel = convert::channel(req.channel)?;
         let segment = convert::segment(req.segment)?;
         let offer = OfferRequest {

@@ -81,10 +81,12 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Flips to true at shutdown; streams end.
     pub shutdown: watch::Receiver<bool>,
-    /// Admission limit on offers.
+    /// Admission limit on offers, for the whole server.
     pub limiter: Option<DefaultDirectRateLimiter>,
-    /// Token for mutating admin RPCs (empty: none).
-    pub admin_token: String,
+    /// Credentials and quotas (the same the transport layer checks).
+    pub gate: Arc<crate::auth::Gate>,
+    /// Bounds on values admins may set.
+    pub bounds: crate::limits::LimitsSection,
     /// Operators logged in paused because a contact of theirs from before a restart is still in
     /// service; made available again when the last one ends.
     pub recovering: DashMap<String, ()>,
@@ -102,10 +104,12 @@ impl Shared {
         ledger: Option<Arc<SqliteLedger>>,
         clock: Clock,
         cfg: &crate::config::Config,
+        gate: Arc<crate::auth::Gate>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let limiter = std::num::NonZeroU32::new(cfg.server.max_offers_per_second)
             .map(|n| RateLimiter::direct(Quota::per_second(n)));
+        let log = Arc::new(EventLog::new(100_000, engine.queue_names()));
         let queue_budget = cfg.queues.iter().filter_map(|q| q.budget.clone().map(|b| (q.name.clone(), b))).collect();
         Shared {
             engine,
@@ -114,12 +118,13 @@ impl Shared {
             queue_budget,
             extra_budget: Mutex::new(HashMap::new()),
             clock,
-            log: Arc::new(EventLog::new(100_000)),
+            log,
             board: OfferBoard::default(),
             draining: AtomicBool::new(false),
             shutdown,
             limiter,
-            admin_token: cfg.server.admin_token.clone(),
+            gate,
+            bounds: cfg.limits.clone(),
             recovering: DashMap::new(),
         }
     }
@@ -220,25 +225,9 @@ impl Shared {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Checks the admin token of a mutating admin request.
-    pub fn authorize<T>(&self, req: &tonic::Request<T>) -> Result<(), Status> {
-        if self.admin_token.is_empty() {
-            return Ok(());
-        }
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compare without an early exit on the first differing byte.
-        let same = given.len() == self.admin_token.len()
-            && given.bytes().zip(self.admin_token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if same {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("a valid admin token is required (authorization: Bearer <token>)"))
-        }
+    /// The authenticated caller of `req` (see [`crate::auth::principal_of`]).
+    pub fn principal<T>(&self, req: &tonic::Request<T>) -> Result<Arc<crate::auth::Principal>, Status> {
+        crate::auth::principal_of(req, self.gate.auth.is_open())
     }
 }
 
@@ -247,4 +236,47 @@ pub(crate) fn client_error(e: smista_core::RoutingError) -> Status {
     let s = crate::error::status(e);
     tracing::debug!(code = ?s.code(), message = s.message(), "request refused");
     s
+}
+
+/// Longest free text (reasons, notes) a request may carry, in bytes.
+pub const MAX_REASON: usize = 1024;
+
+/// Checks an id the server uses before the engine sees it: non-empty, at most 128 bytes, no
+/// control characters.
+pub(crate) fn check_id(field: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty() || id.len() > smista_core::error::MAX_QUOTED || id.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!("{field}: 1 to 128 bytes without control characters")));
+    }
+    Ok(())
+}
+
+/// Free text a client sent, kept for humans: cut to [`MAX_REASON`] bytes and control characters
+/// replaced, so it can neither forge a log line nor bloat a record.
+#[must_use]
+pub fn sanitize_note(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_REASON));
+    for c in s.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > MAX_REASON {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_lose_control_characters_and_excess() {
+        assert_eq!(sanitize_note("M. Rossi\nINFO forged line\u{1b}[31m"), "M. Rossi INFO forged line [31m");
+        let long = "è".repeat(4096);
+        let n = sanitize_note(&long);
+        assert!(n.len() <= MAX_REASON && n.chars().all(|c| c == 'è'));
+        assert!(check_id("operator_id", &"x".repeat(129)).is_err());
+        assert!(check_id("operator_id", "op\n1").is_err());
+        assert!(check_id("operator_id", "op-101").is_ok());
+    }
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use smista_core::{LoginRequest, RequestedState, RoutingError, Skill};
 use smista_proto::v1 as pb;
 use smista_proto::v1::operator_service_server::OperatorService;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{client_error, Shared};
 use crate::convert;
+use crate::hub::Guarded;
 use crate::metrics::RpcTimer;
 
 /// The operator desktop's service.
@@ -80,6 +80,7 @@ fn login_request(req: pb::LoginRequest) -> Result<LoginRequest, Status> {
 #[tonic::async_trait]
 impl OperatorService for OperatorSvc {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = login_request(request.into_inner()).map(|mut r| {
             // A contact of theirs from before a restart may still be in service: no offer until
             // it ends (it is unknown to the engine, which would otherwise see them free).
@@ -100,6 +101,12 @@ impl OperatorService for OperatorSvc {
     }
 
     async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let p = self.0.principal(&request)?;
+        let req = request.get_ref();
+        // A supervisor may force anyone out; a desk logs out only itself.
+        if !(req.force && p.roles.has(crate::auth::Role::Supervisor)) {
+            p.check_operator(&req.operator_id)?;
+        }
         let req = request.into_inner();
         self.call("Logout", |s, now, ev| {
             s.engine.logout(&req.operator_id, req.force, now, ev).map_err(client_error)?;
@@ -110,7 +117,11 @@ impl OperatorService for OperatorSvc {
     }
 
     async fn set_state(&self, request: Request<pb::SetStateRequest>) -> Result<Response<pb::SetStateResponse>, Status> {
+        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = request.into_inner();
+        if req.reason.len() > crate::service::MAX_REASON || req.reason.chars().any(char::is_control) {
+            return Err(Status::invalid_argument("reason: at most 1 KiB, no control characters"));
+        }
         let state = match pb::OperatorStatus::try_from(req.status) {
             Ok(pb::OperatorStatus::Available) => Ok(RequestedState::Available),
             Ok(pb::OperatorStatus::Paused) => Ok(RequestedState::Paused(req.reason)),
@@ -131,14 +142,17 @@ impl OperatorService for OperatorSvc {
         .await
     }
 
-    type WatchOffersStream = ReceiverStream<Result<pb::Offer, Status>>;
+    type WatchOffersStream = Guarded<pb::Offer>;
 
     async fn watch_offers(
         &self,
         request: Request<pb::WatchOffersRequest>,
     ) -> Result<Response<Self::WatchOffersStream>, Status> {
         let s = &self.0;
+        let principal = s.principal(&request)?;
+        principal.check_operator(&request.get_ref().operator_id)?;
         let id = request.into_inner().operator_id;
+        crate::service::check_id("operator_id", &id)?;
         let snap_ok = s
             .engine
             .snapshot(s.clock.now())
@@ -148,13 +162,15 @@ impl OperatorService for OperatorSvc {
         if !snap_ok {
             return Err(Status::not_found(format!("operator `{id}` is not logged in")));
         }
-        Ok(Response::new(s.board.watch(&id, s.clock.now())))
+        let guard = s.gate.limits.open_stream(&principal)?;
+        Ok(Response::new(s.board.watch(&id, s.clock.now(), guard)))
     }
 
     async fn accept_offer(
         &self,
         request: Request<pb::AcceptOfferRequest>,
     ) -> Result<Response<pb::AcceptOfferResponse>, Status> {
+        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = request.into_inner();
         self.call("AcceptOffer", |s, now, ev| {
             match s.engine.accept(&req.operator_id, &req.contact_id, now, ev) {
@@ -176,6 +192,7 @@ impl OperatorService for OperatorSvc {
         &self,
         request: Request<pb::DeclineOfferRequest>,
     ) -> Result<Response<pb::DeclineOfferResponse>, Status> {
+        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = request.into_inner();
         self.call("DeclineOffer", |s, now, ev| {
             s.engine.decline(&req.operator_id, &req.contact_id, now, ev).map_err(client_error)?;
@@ -188,6 +205,7 @@ impl OperatorService for OperatorSvc {
         &self,
         request: Request<pb::CompleteContactRequest>,
     ) -> Result<Response<pb::CompleteContactResponse>, Status> {
+        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = request.into_inner();
         let s = &self.0;
         let t = RpcTimer::start("CompleteContact");

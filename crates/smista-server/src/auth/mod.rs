@@ -1,0 +1,597 @@
+//! The trust boundary: who a caller is (a [`Principal`]), which roles it holds, and which RPCs
+//! each role may call.
+//!
+//! Every request to a `smista.v1` service passes [`AuthLayer`] before any handler runs:
+//! 1. its method must be in [`POLICY`] (a method missing there is refused, so a new RPC cannot be
+//!    forgotten open);
+//! 2. the caller is authenticated from `authorization: Bearer <token>` (a JWT verified against the
+//!    identity provider's JWKS, or a static API key stored as a SHA-256 hash in the configuration)
+//!    or, without a bearer token, from its TLS client certificate; verified tokens are cached
+//!    until they expire, so a desk pays one signature check per token, not per RPC;
+//! 3. one of the method's roles must be held;
+//! 4. the principal's quota for the method's class must allow it ([`crate::limits`]).
+//!
+//! Failures answer UNAUTHENTICATED (no or bad credential), PERMISSION_DENIED (no role) or
+//! RESOURCE_EXHAUSTED (quota, with `retry-after-ms`), count in `smista_auth_failures_total` or
+//! `smista_rate_limited_total`, and never reach the engine. What a role may do to which operator
+//! (a desk acts only as its own operator) is checked in the handlers with
+//! [`Principal::may_act_as`], since it depends on the request body.
+//!
+//! Health and reflection stay open. A server with no credential configured at all ("open",
+//! the loopback demo) treats every caller as [`Principal::anonymous`], holding every role.
+
+pub mod jwt;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use futures_util::future::Either;
+use parking_lot::RwLock;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::Status;
+
+use crate::limits::{Class, Limits};
+use crate::transport::PeerInfo;
+
+/// A role: what kind of client a principal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The telephony platform: ContactService.
+    Platform,
+    /// An operator desk: OperatorService, bound to one operator id.
+    Desk,
+    /// A supervisor: snapshot, events, audit trail, forced logouts.
+    Supervisor,
+    /// An administrator: every change to queues and budgets.
+    Admin,
+}
+
+impl Role {
+    const fn bit(self) -> u8 {
+        match self {
+            Role::Platform => 1,
+            Role::Desk => 2,
+            Role::Supervisor => 4,
+            Role::Admin => 8,
+        }
+    }
+
+    /// The role's name in configuration files and tokens.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Platform => "platform",
+            Role::Desk => "desk",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a role name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Platform, Role::Desk, Role::Supervisor, Role::Admin].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A set of roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Roles(u8);
+
+impl Roles {
+    /// No role.
+    pub const NONE: Roles = Roles(0);
+    /// Every role.
+    pub const ALL: Roles = Roles(15);
+
+    /// The set of `roles`.
+    #[must_use]
+    pub const fn of(roles: &[Role]) -> Roles {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < roles.len() {
+            bits |= roles[i].bit();
+            i += 1;
+        }
+        Roles(bits)
+    }
+
+    /// Whether `role` is in the set.
+    #[must_use]
+    pub const fn has(self, role: Role) -> bool {
+        self.0 & role.bit() != 0
+    }
+
+    /// Whether the sets share a role.
+    #[must_use]
+    pub const fn intersects(self, other: Roles) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Without `role`.
+    #[must_use]
+    pub const fn without(self, role: Role) -> Roles {
+        Roles(self.0 & !role.bit())
+    }
+}
+
+/// How a principal proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Nobody is asked to: the open demo server.
+    Open,
+    /// A static API key.
+    ApiKey,
+    /// A JWT of the identity provider.
+    Jwt,
+    /// A TLS client certificate.
+    Certificate,
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// Stable name: the API key's or certificate rule's `name`, or `jwt:<sub>`. Recorded as the
+    /// actor of audit records, and the key of quotas and stream caps.
+    pub name: Arc<str>,
+    /// Roles held.
+    pub roles: Roles,
+    /// The operator id a desk principal acts as.
+    pub operator: Option<Arc<str>>,
+    /// How it authenticated.
+    pub method: Method,
+}
+
+impl Principal {
+    /// Every caller of an open server: every role, any operator.
+    #[must_use]
+    pub fn anonymous() -> Principal {
+        Principal { name: Arc::from("anonymous"), roles: Roles::ALL, operator: None, method: Method::Open }
+    }
+
+    /// Whether this principal may act as desk `operator_id`: a desk bound to that id, or anyone
+    /// on an open server.
+    #[must_use]
+    pub fn may_act_as(&self, operator_id: &str) -> bool {
+        match self.method {
+            Method::Open => true,
+            _ => self.roles.has(Role::Desk) && self.operator.as_deref() == Some(operator_id),
+        }
+    }
+
+    /// [`may_act_as`](Self::may_act_as) as a status.
+    pub fn check_operator(&self, operator_id: &str) -> Result<(), Status> {
+        if self.may_act_as(operator_id) {
+            Ok(())
+        } else {
+            crate::metrics::auth_failure("wrong_operator");
+            Err(Status::permission_denied(format!(
+                "principal `{}` may not act as operator `{}`",
+                self.name,
+                smista_core::error::clip(operator_id)
+            )))
+        }
+    }
+}
+
+/// Who may call each RPC of `smista.v1`, and the quota class it counts in. A method missing here
+/// is refused with PERMISSION_DENIED; a test walks the descriptor set to keep this complete.
+pub const POLICY: &[(&str, Roles, Class)] = &[
+    ("/smista.v1.ContactService/OfferContact", Roles::of(&[Role::Platform]), Class::Offer),
+    ("/smista.v1.ContactService/CancelContact", Roles::of(&[Role::Platform]), Class::Contact),
+    ("/smista.v1.ContactService/StreamEvents", Roles::of(&[Role::Platform, Role::Supervisor]), Class::Stream),
+    ("/smista.v1.OperatorService/Login", Roles::of(&[Role::Desk]), Class::Login),
+    ("/smista.v1.OperatorService/Logout", Roles::of(&[Role::Desk, Role::Supervisor]), Class::Login),
+    ("/smista.v1.OperatorService/SetState", Roles::of(&[Role::Desk]), Class::Desk),
+    ("/smista.v1.OperatorService/WatchOffers", Roles::of(&[Role::Desk]), Class::Stream),
+    ("/smista.v1.OperatorService/AcceptOffer", Roles::of(&[Role::Desk]), Class::Desk),
+    ("/smista.v1.OperatorService/DeclineOffer", Roles::of(&[Role::Desk]), Class::Desk),
+    ("/smista.v1.OperatorService/CompleteContact", Roles::of(&[Role::Desk]), Class::Desk),
+    ("/smista.v1.AdminService/GetSnapshot", Roles::of(&[Role::Supervisor]), Class::Read),
+    ("/smista.v1.AdminService/ListBudgetAudit", Roles::of(&[Role::Supervisor]), Class::Read),
+    ("/smista.v1.AdminService/SetQueueOpen", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AdminService/UpdateQueue", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AdminService/UpdateBudget", Roles::of(&[Role::Admin]), Class::Admin),
+];
+
+/// Paths that need no credential.
+const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
+
+fn policy(path: &str) -> Option<(Roles, Class)> {
+    POLICY.iter().find(|(p, _, _)| *p == path).map(|(_, r, c)| (*r, *c))
+}
+
+/// `[auth]`: how callers prove who they are. With nothing configured the server is open (every
+/// caller holds every role), which `smista serve` allows only on loopback or with `--insecure`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// JWTs of the identity provider.
+    pub jwt: Option<JwtSection>,
+    /// Static API keys (for the telephony platform and admin tools).
+    pub api_keys: Vec<ApiKey>,
+    /// TLS client certificates mapped to principals (needs `[tls] client_ca_file`).
+    pub client_certs: Vec<CertRule>,
+}
+
+/// `[auth.jwt]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// The identity provider's public keys (reloaded with the certificates, on SIGHUP or change).
+    pub jwks_file: std::path::PathBuf,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required member of `aud`.
+    pub audience: String,
+    /// The claim naming the operator id of a desk token.
+    #[serde(default = "default_operator_claim")]
+    pub operator_claim: String,
+    /// The claim listing roles (an array of names, or one space-separated string).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u32,
+}
+
+fn default_operator_claim() -> String {
+    "operator_id".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_leeway() -> u32 {
+    30
+}
+
+/// `[[auth.api_keys]]`: a static key, stored as the hex SHA-256 of the key (the key itself is
+/// only ever in the client's secret store; `smista dev-credentials` makes one).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// The principal's name.
+    pub name: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Operator id, required with the desk role.
+    #[serde(default)]
+    pub operator: Option<String>,
+}
+
+/// `[[auth.client_certs]]`: a certificate whose subject common name or a DNS/URI SAN equals
+/// `subject` is the principal `name`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRule {
+    /// Subject CN, DNS SAN or URI SAN to match exactly.
+    pub subject: String,
+    /// The principal's name.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<Role>,
+    /// Operator id, required with the desk role.
+    #[serde(default)]
+    pub operator: Option<String>,
+}
+
+impl AuthSection {
+    /// Whether any credential is configured (if not, the server is open).
+    #[must_use]
+    pub fn configured(&self) -> bool {
+        self.jwt.is_some() || !self.api_keys.is_empty() || !self.client_certs.is_empty()
+    }
+
+    /// Checks the section: `Err((key, problem))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let desk_needs_operator = |key: String, roles: &[Role], op: &Option<String>| {
+            if roles.contains(&Role::Desk) && op.as_deref().is_none_or(str::is_empty) {
+                return Err((key, "the desk role needs the operator it is bound to".to_owned()));
+            }
+            if roles.is_empty() {
+                return Err((key, "at least one role".to_owned()));
+            }
+            Ok(())
+        };
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let h = hex::decode(&k.sha256).ok().filter(|h| h.len() == 32);
+            if h.is_none() {
+                return Err((format!("auth.api_keys[{i}].sha256"), "must be 64 hex digits".into()));
+            }
+            desk_needs_operator(format!("auth.api_keys[{i}].roles"), &k.roles, &k.operator)?;
+        }
+        for (i, c) in self.client_certs.iter().enumerate() {
+            desk_needs_operator(format!("auth.client_certs[{i}].roles"), &c.roles, &c.operator)?;
+        }
+        Ok(())
+    }
+}
+
+struct KeyEntry {
+    hash: [u8; 32],
+    principal: Arc<Principal>,
+}
+
+struct JwtState {
+    cfg: JwtSection,
+    keys: RwLock<Arc<jwt::Jwks>>,
+}
+
+/// Most verified tokens cached; past it the cache drops expired entries, then everything.
+const TOKEN_CACHE_MAX: usize = 100_000;
+
+/// Turns credentials into principals.
+pub struct Authenticator {
+    open: bool,
+    keys: Vec<KeyEntry>,
+    jwt: Option<JwtState>,
+    certs: Vec<(String, Arc<Principal>)>,
+    /// SHA-256 of a token -> its principal and expiry (Unix s).
+    cache: DashMap<[u8; 32], (Arc<Principal>, i64)>,
+    anonymous: Arc<Principal>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("open", &self.open)
+            .field("api_keys", &self.keys.len())
+            .field("jwt", &self.jwt.is_some())
+            .field("client_certs", &self.certs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_s() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn principal(name: &str, roles: &[Role], operator: Option<&str>, method: Method) -> Arc<Principal> {
+    Arc::new(Principal { name: Arc::from(name), roles: Roles::of(roles), operator: operator.map(Arc::from), method })
+}
+
+impl Authenticator {
+    /// Builds the authenticator; reads the JWKS file.
+    pub fn new(cfg: &AuthSection) -> Result<Authenticator, String> {
+        cfg.validate().map_err(|(k, p)| format!("{k}: {p}"))?;
+        let keys = cfg
+            .api_keys
+            .iter()
+            .map(|k| {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(&hex::decode(&k.sha256).unwrap_or_default()[..32.min(k.sha256.len() / 2)]);
+                KeyEntry { hash, principal: principal(&k.name, &k.roles, k.operator.as_deref(), Method::ApiKey) }
+            })
+            .collect();
+        let jwt = match &cfg.jwt {
+            Some(j) => Some(JwtState { keys: RwLock::new(Arc::new(read_jwks(&j.jwks_file)?)), cfg: j.clone() }),
+            None => None,
+        };
+        let certs = cfg
+            .client_certs
+            .iter()
+            .map(|c| (c.subject.clone(), principal(&c.name, &c.roles, c.operator.as_deref(), Method::Certificate)))
+            .collect();
+        Ok(Authenticator {
+            open: !cfg.configured(),
+            keys,
+            jwt,
+            certs,
+            cache: DashMap::new(),
+            anonymous: Arc::new(Principal::anonymous()),
+        })
+    }
+
+    /// Whether every caller is anonymous with every role.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Re-reads the JWKS file; on success drops cached tokens (a withdrawn key stops working).
+    pub fn reload(&self) -> Result<(), String> {
+        if let Some(j) = &self.jwt {
+            let keys = read_jwks(&j.cfg.jwks_file)?;
+            *j.keys.write() = Arc::new(keys);
+            self.cache.clear();
+        }
+        Ok(())
+    }
+
+    /// The principal presenting these credentials.
+    pub fn authenticate(&self, bearer: Option<&str>, peer: Option<&PeerInfo>) -> Result<Arc<Principal>, Status> {
+        if self.open {
+            return Ok(self.anonymous.clone());
+        }
+        if let Some(token) = bearer {
+            return self.token(token);
+        }
+        if let Some(p) = peer.and_then(|p| p.subjects.as_deref()).and_then(|subjects| self.certificate(subjects)) {
+            return Ok(p);
+        }
+        crate::metrics::auth_failure("missing");
+        Err(Status::unauthenticated(
+            "credentials required: `authorization: Bearer <token>` or a client certificate known to the server",
+        ))
+    }
+
+    fn certificate(&self, subjects: &[String]) -> Option<Arc<Principal>> {
+        self.certs.iter().find(|(s, _)| subjects.iter().any(|x| x == s)).map(|(_, p)| p.clone())
+    }
+
+    fn token(&self, token: &str) -> Result<Arc<Principal>, Status> {
+        let now = now_s();
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&hash) {
+            if hit.1 >= now {
+                return Ok(hit.0.clone());
+            }
+        }
+        // API keys: compared in constant time, every key, whatever matches.
+        let mut found = None;
+        for k in &self.keys {
+            if bool::from(k.hash.ct_eq(&hash)) {
+                found = Some(k.principal.clone());
+            }
+        }
+        if let Some(p) = found {
+            return Ok(p);
+        }
+        let Some(j) = &self.jwt else {
+            crate::metrics::auth_failure("bad_token");
+            return Err(Status::unauthenticated("unknown API key"));
+        };
+        let keys = j.keys.read().clone();
+        let expect = jwt::Expect {
+            issuer: &j.cfg.issuer,
+            audience: &j.cfg.audience,
+            leeway_s: i64::from(j.cfg.leeway_s),
+            now_s: now,
+        };
+        let v = jwt::verify(token, &keys, &expect).map_err(|why| {
+            crate::metrics::auth_failure(if why == "expired" { "expired" } else { "bad_token" });
+            Status::unauthenticated(format!("token refused: {why}"))
+        })?;
+        let p = Arc::new(self.jwt_principal(&j.cfg, &v.claims));
+        let exp = v.exp.saturating_add(i64::from(j.cfg.leeway_s));
+        if self.cache.len() >= TOKEN_CACHE_MAX {
+            self.cache.retain(|_, (_, e)| *e >= now);
+            if self.cache.len() >= TOKEN_CACHE_MAX {
+                self.cache.clear();
+            }
+        }
+        self.cache.insert(hash, (p.clone(), exp));
+        Ok(p)
+    }
+
+    fn jwt_principal(&self, cfg: &JwtSection, claims: &serde_json::Map<String, serde_json::Value>) -> Principal {
+        let sub = claims.get("sub").and_then(serde_json::Value::as_str).unwrap_or("");
+        let roles: Vec<Role> = match claims.get(&cfg.roles_claim) {
+            Some(serde_json::Value::Array(v)) => v.iter().filter_map(|r| r.as_str().and_then(Role::parse)).collect(),
+            Some(serde_json::Value::String(s)) => s.split_whitespace().filter_map(Role::parse).collect(),
+            _ => Vec::new(),
+        };
+        let operator = claims
+            .get(&cfg.operator_claim)
+            .and_then(serde_json::Value::as_str)
+            .filter(|o| !o.is_empty() && o.len() <= 128)
+            .map(Arc::from);
+        let mut roles = Roles::of(&roles);
+        if operator.is_none() {
+            // A desk token must say which desk.
+            roles = roles.without(Role::Desk);
+        }
+        Principal { name: Arc::from(format!("jwt:{}", smista_core::error::clip(sub))), roles, operator, method: Method::Jwt }
+    }
+}
+
+fn read_jwks(path: &std::path::Path) -> Result<jwt::Jwks, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
+    jwt::Jwks::parse(&text).map_err(|e| format!("JWKS {}: {e}", path.display()))
+}
+
+/// What the layer needs: the authenticator and the quotas.
+#[derive(Debug)]
+pub struct Gate {
+    /// Credentials.
+    pub auth: Authenticator,
+    /// Quotas.
+    pub limits: Arc<Limits>,
+}
+
+impl Gate {
+    /// Decides a request: `Ok(None)` for open paths, `Ok(Some(principal))` to proceed.
+    pub fn check(&self, path: &str, headers: &http::HeaderMap, peer: Option<&PeerInfo>) -> Result<Option<Arc<Principal>>, Status> {
+        if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            return Ok(None);
+        }
+        let Some((roles, class)) = policy(path) else {
+            crate::metrics::auth_failure("unknown_method");
+            return Err(Status::permission_denied("no policy for this method"));
+        };
+        let bearer = match headers.get(http::header::AUTHORIZATION) {
+            None => None,
+            Some(v) => {
+                let v = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+                match v {
+                    Some(t) if !t.is_empty() => Some(t),
+                    _ => {
+                        crate::metrics::auth_failure("bad_token");
+                        return Err(Status::unauthenticated("authorization must be `Bearer <token>`"));
+                    }
+                }
+            }
+        };
+        let p = self.auth.authenticate(bearer, peer)?;
+        if !p.roles.intersects(roles) {
+            crate::metrics::auth_failure("no_role");
+            return Err(Status::permission_denied(format!("principal `{}` lacks the role this method needs", p.name)));
+        }
+        self.limits.check_rate(&p, class)?;
+        Ok(Some(p))
+    }
+}
+
+/// Tower layer running [`Gate::check`] in front of every gRPC service.
+#[derive(Clone, Debug)]
+pub struct AuthLayer(pub Arc<Gate>);
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService { inner, gate: self.0.clone() }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Either<std::future::Ready<Result<Self::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let peer = req.extensions().get::<PeerInfo>();
+        match self.gate.check(req.uri().path(), req.headers(), peer) {
+            Ok(p) => {
+                if let Some(p) = p {
+                    req.extensions_mut().insert(p);
+                }
+                Either::Right(self.inner.call(req))
+            }
+            Err(status) => Either::Left(std::future::ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+/// The principal of a request: set by [`AuthLayer`]; absent when a handler is called directly
+/// (benches), which only an open server allows.
+pub fn principal_of<T>(req: &tonic::Request<T>, open: bool) -> Result<Arc<Principal>, Status> {
+    match req.extensions().get::<Arc<Principal>>() {
+        Some(p) => Ok(p.clone()),
+        None if open => Ok(Arc::new(Principal::anonymous())),
+        None => Err(Status::unauthenticated("no authenticated principal")),
+    }
+}
+
