@@ -232,9 +232,20 @@ async fn bad_requests_get_precise_status_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_changes_need_the_token_when_one_is_configured() {
+async fn admin_changes_need_an_admin_key_when_credentials_are_configured() {
     let mut cfg = smista_server::config::Config::load(None).expect("demo");
-    cfg.server.admin_token = "s3cret".into();
+    let admin = |name: &str, key: &str, roles| smista_server::auth::ApiKey {
+        name: name.into(),
+        sha256: smista_server::mint::api_key_hash(key),
+        roles,
+        operator: None,
+    };
+    use smista_server::auth::Role;
+    cfg.auth.api_keys = vec![
+        admin("console", "s3cret", vec![Role::Admin]),
+        admin("wallboard", "w4ll", vec![Role::Supervisor]),
+        admin("pbx", "pbx-key", vec![Role::Platform]),
+    ];
     let srv = Server::start_with(cfg).await;
     let mut a = srv.admin().await;
     let req = || pb::SetQueueOpenRequest { queue: "pensions".into(), open: false };
@@ -245,9 +256,16 @@ async fn admin_changes_need_the_token_when_one_is_configured() {
     let mut right = tonic::Request::new(req());
     right.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("ascii"));
     a.set_queue_open(right).await.expect("authorized");
-    // Reading needs no token; the closed queue diverts with CLOSED.
-    a.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot");
-    let r = srv.contacts().await.offer_contact(voice("c", "pensions")).await.expect("decision").into_inner();
+    // Reading needs the supervisor role, which the admin key lacks; the closed queue diverts.
+    let mut read = tonic::Request::new(pb::GetSnapshotRequest {});
+    read.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("ascii"));
+    assert_eq!(a.get_snapshot(read).await.unwrap_err().code(), Code::PermissionDenied);
+    let mut read = tonic::Request::new(pb::GetSnapshotRequest {});
+    read.metadata_mut().insert("authorization", "Bearer w4ll".parse().expect("ascii"));
+    a.get_snapshot(read).await.expect("snapshot");
+    let mut offer = tonic::Request::new(voice("c", "pensions"));
+    offer.metadata_mut().insert("authorization", "Bearer pbx-key".parse().expect("ascii"));
+    let r = srv.contacts().await.offer_contact(offer).await.expect("decision").into_inner();
     assert!(
         matches!(r.decision, Some(pb::offer_contact_response::Decision::Diverted(ref d)) if d.reason() == pb::DivertReason::Closed)
     );

@@ -7,6 +7,7 @@
 //! - [`config`]: the TOML file and the embedded demo.
 //! - [`connect`]: the client side: TLS roots, client certificates, bearer tokens.
 //! - [`auth`]: principals, roles, credentials (API keys, JWTs, client certificates), the policy.
+//! - [`logfmt`]: human log lines with control characters escaped.
 //! - [`limits`]: quotas per principal, class and caller; stream caps; every configured bound.
 //! - [`transport`]: accepted connections, the connection cap, TLS and its reload.
 //! - [`mint`]: development credentials (a CA, certificates, a JWKS, tokens, API keys).
@@ -25,6 +26,7 @@ pub mod convert;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod logfmt;
 pub mod metrics;
 pub mod mint;
 pub mod server;

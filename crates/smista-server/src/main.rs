@@ -178,7 +178,8 @@ fn init_tracing(format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
-        LogFormat::Human => builder.init(),
+        // Every field escaped: a client-supplied value can never start a forged log line.
+        LogFormat::Human => builder.fmt_fields(smista_server::logfmt::escaped_fields()).init(),
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -226,7 +226,6 @@ pub async fn serve(
         tls,
         lim.max_connections,
         Duration::from_millis(lim.handshake_timeout_ms),
-        stop_rx.clone(),
     );
     let keepalive = (lim.keepalive_interval_ms > 0).then(|| Duration::from_millis(lim.keepalive_interval_ms));
     tonic::transport::Server::builder()

@@ -20,7 +20,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -253,14 +253,14 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts connections on `listener` until `stop` flips, under a cap of `max_connections`,
+/// Accepts connections on `listener` until the returned stream is dropped (the server stopped;
+/// ending the stream earlier would cut the drain short), under a cap of `max_connections`,
 /// doing TLS handshakes (with `handshake_timeout`) off the accept loop.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
     max_connections: u32,
     handshake_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(1024);
     let permits = Arc::new(Semaphore::new(max_connections as usize));
@@ -268,7 +268,6 @@ pub fn incoming(
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = stop.changed() => return,
                 _ = tx.closed() => return,
             };
             let (stream, remote) = match accepted {
