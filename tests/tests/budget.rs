@@ -20,7 +20,10 @@ async fn contract(a: &mut Admin) -> pb::BudgetSnapshot {
 
 /// The audit trail of `ccm-2026`.
 async fn audit(a: &mut Admin) -> pb::ListBudgetAuditResponse {
-    a.list_budget_audit(pb::ListBudgetAuditRequest { budget_id: "ccm-2026".into(), ..Default::default() }).await.expect("audit").into_inner()
+    a.list_budget_audit(pb::ListBudgetAuditRequest { budget_id: "ccm-2026".into(), ..Default::default() })
+        .await
+        .expect("audit")
+        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -273,13 +273,8 @@ impl EngineConfig {
             if q.service_level_threshold_ms == 0 {
                 return Err(bad(key("service_level_threshold_ms"), "must be positive"));
             }
-            check_queue_bounds(
-                Some(q.max_length),
-                Some(q.max_wait_ms),
-                Some(q.wrap_up_ms),
-                Some(q.offer_timeout_ms),
-            )
-            .map_err(|(field, problem)| bad(key(field), &problem))?;
+            check_queue_bounds(Some(q.max_length), Some(q.max_wait_ms), Some(q.wrap_up_ms), Some(q.offer_timeout_ms))
+                .map_err(|(field, problem)| bad(key(field), &problem))?;
             if q.default_aht_ms == 0 {
                 return Err(bad(key("default_aht_ms"), "must be positive"));
             }

@@ -1127,7 +1127,8 @@ impl Engine {
     pub fn login(&self, req: &LoginRequest, now: Millis, out: &mut Vec<Event>) -> Result<Vec<Arc<str>>, RoutingError> {
         validate_id("operator_id", &req.operator_id)?;
         validate_id("session_id", &req.session_id)?;
-        let group = self.groups.get(&req.group).ok_or_else(|| RoutingError::UnknownGroup(crate::error::clip(&req.group)))?;
+        let group =
+            self.groups.get(&req.group).ok_or_else(|| RoutingError::UnknownGroup(crate::error::clip(&req.group)))?;
         let mut skills: Vec<(String, u8)> = Vec::with_capacity(req.skills.len());
         for s in &req.skills {
             if !crate::config::valid_name(&s.name) {

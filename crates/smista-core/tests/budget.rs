@@ -272,7 +272,8 @@ fn amendments_are_audited_and_lowering_the_ceiling_stops_admissions_only() {
         "ccm",
         None,
         &[ChannelTariff { channel: Channel::Voice, tariff: t }],
-        "dirigente-ccm", "",
+        "dirigente-ccm",
+        "",
         "new fee",
         Millis(6),
     )

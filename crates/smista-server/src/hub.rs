@@ -171,9 +171,10 @@ impl EventLog {
         queues
             .iter()
             .map(|q| {
-                self.queue_idx.get(q.as_str()).copied().ok_or_else(|| {
-                    Status::not_found(format!("unknown queue `{}`", smista_core::error::clip(q)))
-                })
+                self.queue_idx
+                    .get(q.as_str())
+                    .copied()
+                    .ok_or_else(|| Status::not_found(format!("unknown queue `{}`", smista_core::error::clip(q))))
             })
             .collect()
     }
@@ -246,7 +247,9 @@ impl EventLog {
                     Ok(batch) => {
                         for stored in batch {
                             cursor = stored.seq;
-                            if !wanted.is_empty() && !stored.event.queue().is_some_and(|q| wanted.iter().any(|w| **w == **q)) {
+                            if !wanted.is_empty()
+                                && !stored.event.queue().is_some_and(|q| wanted.iter().any(|w| **w == **q))
+                            {
                                 continue;
                             }
                             let Some(ev) = stored.to_pb() else { continue };

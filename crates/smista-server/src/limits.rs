@@ -199,7 +199,9 @@ impl LimitsSection {
         if self.request_timeout_ms == 0 || self.handshake_timeout_ms == 0 {
             return bad("request_timeout_ms", "time-outs must be positive");
         }
-        if self.max_fee_per_contact_cents <= 0 || self.max_rate_per_second_centicents <= 0 || self.max_ceiling_cents <= 0
+        if self.max_fee_per_contact_cents <= 0
+            || self.max_rate_per_second_centicents <= 0
+            || self.max_ceiling_cents <= 0
         {
             return bad("max_ceiling_cents", "money bounds must be positive");
         }
@@ -232,7 +234,8 @@ impl Limits {
     #[must_use]
     pub fn new(cfg: &LimitsSection) -> Limits {
         let rates = Class::ALL.iter().map(|c| cfg.rates.get(*c).quota().map(RateLimiter::keyed)).collect();
-        let caller = NonZeroU32::new(cfg.offers_per_caller_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        let caller =
+            NonZeroU32::new(cfg.offers_per_caller_per_minute).map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         Limits {
             rates,
             caller,
@@ -276,7 +279,10 @@ impl Limits {
         if total > self.max_total {
             self.total_streams.fetch_sub(1, Ordering::AcqRel);
             crate::metrics::rate_limited("streams");
-            return Err(Status::resource_exhausted(format!("the server holds its maximum of {} streams", self.max_total)));
+            return Err(Status::resource_exhausted(format!(
+                "the server holds its maximum of {} streams",
+                self.max_total
+            )));
         }
         let per_principal = p.method != Method::Open;
         if per_principal {

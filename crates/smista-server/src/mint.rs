@@ -152,7 +152,8 @@ pub fn mint(opts: &Options) -> Result<Minted, String> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
     ca_params.distinguished_name.push(DnType::CommonName, "smista development CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err)?;
     write(&p("ca.pem"), ca_cert.pem().as_bytes(), false)?;
     write(&p("ca.key"), ca_key.serialize_pem().as_bytes(), true)?;

@@ -20,11 +20,11 @@ use tonic_health::ServingStatus;
 use crate::auth::{AuthLayer, Authenticator, Gate};
 use crate::config::{Config, LedgerKind};
 use crate::limits::Limits;
-use crate::transport::Tls;
 use crate::service::admin::AdminSvc;
 use crate::service::contact::ContactSvc;
 use crate::service::operator::OperatorSvc;
 use crate::service::Shared;
+use crate::transport::Tls;
 use smista_ledger::SqliteLedger;
 
 /// Why the server could not run.

@@ -27,7 +27,10 @@ pub enum Alg {
 enum KeyMaterial {
     /// Uncompressed SEC1 point (0x04 || x || y).
     Ec(Vec<u8>),
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
 }
 
 /// One public key of the identity provider.
@@ -189,11 +192,8 @@ pub fn verify(token: &str, keys: &Jwks, expect: &Expect<'_>) -> Result<Verified,
     let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err("not a compact JWS");
     };
-    let header: Header = URL_SAFE_NO_PAD
-        .decode(h)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or("malformed header")?;
+    let header: Header =
+        URL_SAFE_NO_PAD.decode(h).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or("malformed header")?;
     let alg = match header.alg.as_str() {
         "ES256" => Alg::Es256,
         "RS256" => Alg::Rs256,
@@ -213,11 +213,8 @@ pub fn verify(token: &str, keys: &Jwks, expect: &Expect<'_>) -> Result<Verified,
     if !ok {
         return Err("bad signature");
     }
-    let claims: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
-        .decode(p)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or("malformed claims")?;
+    let claims: serde_json::Map<String, serde_json::Value> =
+        URL_SAFE_NO_PAD.decode(p).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or("malformed claims")?;
     let exp = claims.get("exp").and_then(serde_json::Value::as_i64).ok_or("no exp claim")?;
     if expect.now_s > exp.saturating_add(expect.leeway_s) {
         return Err("expired");
@@ -248,11 +245,8 @@ pub fn sign_es256(pkcs8: &[u8], kid: &str, claims: &serde_json::Value) -> Result
     let key = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
         .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
     let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid});
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
+    let signing_input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
     let sig = key.sign(&rng, signing_input.as_bytes()).map_err(|e| format!("signing failed: {e}"))?;
     Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
 }

@@ -488,7 +488,12 @@ impl Authenticator {
             // A desk token must say which desk.
             roles = roles.without(Role::Desk);
         }
-        Principal { name: Arc::from(format!("jwt:{}", smista_core::error::clip(sub))), roles, operator, method: Method::Jwt }
+        Principal {
+            name: Arc::from(format!("jwt:{}", smista_core::error::clip(sub))),
+            roles,
+            operator,
+            method: Method::Jwt,
+        }
     }
 }
 
@@ -508,7 +513,12 @@ pub struct Gate {
 
 impl Gate {
     /// Decides a request: `Ok(None)` for open paths, `Ok(Some(principal))` to proceed.
-    pub fn check(&self, path: &str, headers: &http::HeaderMap, peer: Option<&PeerInfo>) -> Result<Option<Arc<Principal>>, Status> {
+    pub fn check(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        peer: Option<&PeerInfo>,
+    ) -> Result<Option<Arc<Principal>>, Status> {
         if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
             return Ok(None);
         }
@@ -557,15 +567,44 @@ pub struct AuthService<S> {
     gate: Arc<Gate>,
 }
 
+/// Most request-body bytes read from a refused request before answering (see [`refuse`]).
+const DRAIN_MAX: usize = 64 * 1024;
+
+/// Answers a refused request after reading (up to [`DRAIN_MAX`] of) its body. Answering first
+/// would make HTTP/2 reset the stream and then count the client's late DATA frame as a protocol
+/// error: after 1,024 of those h2 closes the whole connection with ENHANCE_YOUR_CALM, taking a
+/// well-behaved platform's other calls with it whenever it runs over its quota.
+async fn refuse<B>(body: B, status: Status) -> http::Response<tonic::body::Body>
+where
+    B: http_body::Body + Send + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = 0usize;
+    while read <= DRAIN_MAX {
+        match body.frame().await {
+            Some(Ok(f)) => read += f.data_ref().map_or(0, bytes::Buf::remaining),
+            _ => break,
+        }
+    }
+    status.into_http()
+}
+
+type Refusal = std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<tonic::body::Body>> + Send>>;
+
 impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = Either<std::future::Ready<Result<Self::Response, S::Error>>, S::Future>;
+    type Future = Either<
+        futures_util::future::Map<Refusal, fn(http::Response<tonic::body::Body>) -> Result<Self::Response, S::Error>>,
+        S::Future,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -580,7 +619,10 @@ where
                 }
                 Either::Right(self.inner.call(req))
             }
-            Err(status) => Either::Left(std::future::ready(Ok(status.into_http()))),
+            Err(status) => {
+                let refusal: Refusal = Box::pin(refuse(req.into_body(), status));
+                Either::Left(futures_util::FutureExt::map(refusal, Ok))
+            }
         }
     }
 }
@@ -594,4 +636,3 @@ pub fn principal_of<T>(req: &tonic::Request<T>, open: bool) -> Result<Arc<Princi
         None => Err(Status::unauthenticated("no authenticated principal")),
     }
 }
-

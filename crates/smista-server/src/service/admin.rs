@@ -169,7 +169,12 @@ impl AdminService for AdminSvc {
 
 /// Records of a budget's audit trail from `page_token` (an index into the trail, which only
 /// grows), at most `page_size` (0: 100; at most 1000).
-fn audit_page(s: &Shared, budget: &str, page_size: u32, page_token: &str) -> Result<pb::ListBudgetAuditResponse, Status> {
+fn audit_page(
+    s: &Shared,
+    budget: &str,
+    page_size: u32,
+    page_token: &str,
+) -> Result<pb::ListBudgetAuditResponse, Status> {
     let size = match page_size {
         0 => 100,
         n @ 1..=1000 => n as usize,
