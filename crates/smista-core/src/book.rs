@@ -296,6 +296,17 @@ struct Budget {
     audit: Mutex<Vec<AuditRecord>>,
 }
 
+/// Who changes a budget, and why (see [`BudgetBook::amend`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AmendedBy<'a> {
+    /// The authenticated principal.
+    pub actor: &'a str,
+    /// The client's free text.
+    pub note: &'a str,
+    /// The amendment's reference.
+    pub reason: &'a str,
+}
+
 /// A change to a budget (contract amendment).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -643,11 +654,10 @@ impl BudgetBook {
         id: &str,
         ceiling_cents: Option<i64>,
         tariffs: &[ChannelTariff],
-        actor: &str,
-        note: &str,
-        reason: &str,
+        by: &AmendedBy<'_>,
         now: Millis,
     ) -> Result<BudgetView, BudgetError> {
+        let AmendedBy { actor, note, reason } = *by;
         let b = self.budget(id)?;
         if actor.trim().is_empty() {
             return Err(invalid("actor", "who makes the change must be recorded"));

@@ -162,6 +162,9 @@ pub struct Engine {
     gate: Arc<dyn BudgetGate>,
 }
 
+/// A slot's owner lock, held while a session starts.
+type OwnerGuard<'a> = MutexGuard<'a, Option<Arc<str>>>;
+
 /// Whether an operator paid by `payer` must be skipped for a contact funded by `funding`: its
 /// budget needs to fund the contact and already refused during this matching attempt.
 fn refused_here(payer: &Option<Arc<str>>, funding: &Option<Arc<str>>, refused: &[Arc<str>]) -> bool {
@@ -1044,7 +1047,7 @@ impl Engine {
 
     /// The slot of operator `id`, allocating one on first login, with its owner lock held. Retries
     /// when the slot found in the map was reclaimed for another id in between.
-    fn owned_slot(&self, id: &Arc<str>) -> Result<(u32, MutexGuard<'_, Option<Arc<str>>>), RoutingError> {
+    fn owned_slot(&self, id: &Arc<str>) -> Result<(u32, OwnerGuard<'_>), RoutingError> {
         loop {
             let known = self.operator_ids.get(&**id).map(|r| *r.value());
             let idx = match known {

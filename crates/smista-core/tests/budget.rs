@@ -12,8 +12,8 @@ use common::*;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use smista_core::book::{
-    AuditRecord, BudgetBook, BudgetConfig, ChannelTariff, CostRecord, HoldRecord, PacingConfig, PeriodConfig,
-    PeriodTotals, RecoveredError, Recovery, SettlementSink, Tariff,
+    AmendedBy, AuditRecord, BudgetBook, BudgetConfig, ChannelTariff, CostRecord, HoldRecord, PacingConfig,
+    PeriodConfig, PeriodTotals, RecoveredError, Recovery, SettlementSink, Tariff,
 };
 use smista_core::budget::{BudgetGate, FundingRequest, Settlement};
 use smista_core::config::QueueConfig;
@@ -262,7 +262,15 @@ fn amendments_are_audited_and_lowering_the_ceiling_stops_admissions_only() {
     let book = BudgetBook::new(&[budget(10_000, PacingConfig::None)], 1_000).unwrap();
     assert!(book.reserve(&req("a", 0)));
     assert!(book.reserve(&req("b", 0)));
-    let v = book.amend("ccm", Some(600), &[], "dirigente-ccm", "", "amendment 3/2026", Millis(5)).unwrap();
+    let v = book
+        .amend(
+            "ccm",
+            Some(600),
+            &[],
+            &AmendedBy { actor: "dirigente-ccm", note: "", reason: "amendment 3/2026" },
+            Millis(5),
+        )
+        .unwrap();
     assert_eq!(v.ceiling_cents, 600);
     assert!(!book.reserve(&req("c", 0)), "new admissions stop");
     settle(&book, "a", 60_000, 0); // calls in progress still complete and are charged
@@ -272,9 +280,7 @@ fn amendments_are_audited_and_lowering_the_ceiling_stops_admissions_only() {
         "ccm",
         None,
         &[ChannelTariff { channel: Channel::Voice, tariff: t }],
-        "dirigente-ccm",
-        "",
-        "new fee",
+        &AmendedBy { actor: "dirigente-ccm", note: "", reason: "new fee" },
         Millis(6),
     )
     .unwrap();
@@ -287,9 +293,9 @@ fn amendments_are_audited_and_lowering_the_ceiling_stops_admissions_only() {
     assert_eq!(trail[0].actor, "dirigente-ccm");
     assert_eq!(trail[0].at_unix_ms, 1_005);
     assert_eq!(trail[1].field, "tariff.voice");
-    assert!(book.amend("ccm", Some(-1), &[], "x", "", "y", Millis(7)).is_err());
-    assert!(book.amend("nope", Some(1), &[], "x", "", "y", Millis(7)).is_err());
-    assert!(book.amend("ccm", Some(1), &[], " ", "", "y", Millis(7)).is_err());
+    assert!(book.amend("ccm", Some(-1), &[], &AmendedBy { actor: "x", note: "", reason: "y" }, Millis(7)).is_err());
+    assert!(book.amend("nope", Some(1), &[], &AmendedBy { actor: "x", note: "", reason: "y" }, Millis(7)).is_err());
+    assert!(book.amend("ccm", Some(1), &[], &AmendedBy { actor: " ", note: "", reason: "y" }, Millis(7)).is_err());
 }
 
 #[test]
@@ -437,7 +443,14 @@ fn a_restart_rebuilds_spend_holds_and_amendments_from_the_durable_records() {
         channel: Channel::Voice,
         tariff: Tariff { fee_per_contact_cents: 60, rate_per_second_centicents: 150, billing_increment_seconds: 10 },
     };
-    book.amend("ccm", Some(2_000), &[raised], "ops@inps", "", "amendment 3", t(130_000)).unwrap();
+    book.amend(
+        "ccm",
+        Some(2_000),
+        &[raised],
+        &AmendedBy { actor: "ops@inps", note: "", reason: "amendment 3" },
+        t(130_000),
+    )
+    .unwrap();
 
     // The process dies; a new one starts ten minutes later and reads the ledger back.
     let restart = EPOCH + 600_000;

@@ -136,7 +136,13 @@ impl AdminService for AdminSvc {
             let now = s.clock.now();
             let v = s
                 .book
-                .amend(&req.budget_id, req.ceiling_cents, &tariffs, &p.name, &note, &req.reason, now)
+                .amend(
+                    &req.budget_id,
+                    req.ceiling_cents,
+                    &tariffs,
+                    &smista_core::book::AmendedBy { actor: &p.name, note: &note, reason: &req.reason },
+                    now,
+                )
                 .map_err(crate::error::budget_status)?;
             tracing::info!(budget = %req.budget_id, principal = %p.name, note = %note, reason = %req.reason, ceiling_cents = ?req.ceiling_cents, tariffs = tariffs.len(), "budget amended");
             crate::metrics::refresh_budget_gauges(&s.book, now);
