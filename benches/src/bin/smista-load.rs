@@ -115,4 +115,7 @@ fn print_table(r: &Report) {
     if let (Some(o), Some(x)) = (r.offer_phase_rpc_rps, r.rpc_ratio_to_floor) {
         println!("all RPCs/s in the offer phase {o:.0}  ratio to floor {x:.3}");
     }
+    if let (Some(s), Some(p), Some(x)) = (r.secure_offer_rps, r.plain_offer_rps, r.secure_ratio) {
+        println!("offers/s TLS + tokens {s:.0}  plaintext {p:.0}  ratio {x:.3}");
+    }
 }

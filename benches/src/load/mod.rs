@@ -25,8 +25,13 @@ use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
+use smista_server::connect::{Bearer, Credentials};
 use tokio::sync::oneshot;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A channel whose calls carry a bearer token (none against an open server).
+type Authed = InterceptedService<Channel, Bearer>;
 
 /// Which load to generate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -107,6 +112,27 @@ pub struct LoadConfig {
     /// Prefix of contact and operator ids, to keep runs apart on one server.
     #[arg(long, default_value = "load")]
     pub prefix: String,
+    /// TLS roots, client certificate, and the platform's token (`--token-file`).
+    #[command(flatten)]
+    pub creds: Credentials,
+    /// File holding a token with the supervisor and admin roles (snapshots, forced logouts).
+    #[arg(long)]
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// The identity provider's signing key (PKCS#8 DER, e.g. `jwt-signing.pk8` from `smista
+    /// dev-credentials`): each virtual desk gets its own token for its operator id.
+    #[arg(long)]
+    pub desk_signing_key: Option<std::path::PathBuf>,
+    /// `iss` of the desk tokens.
+    #[arg(long, default_value = "https://idp.smista.invalid")]
+    pub jwt_issuer: String,
+    /// `aud` of the desk tokens.
+    #[arg(long, default_value = "smista")]
+    pub jwt_audience: String,
+    /// Also measure closed-loop offers against this second, plaintext and open server (same
+    /// binary and configuration but for TLS and authentication), alternating rounds with
+    /// `--target`: the cost of the trust boundary as a ratio measured in one run.
+    #[arg(long)]
+    pub vs_plain: Option<String>,
 }
 
 /// Latency percentiles, microseconds.
@@ -212,6 +238,12 @@ pub struct Report {
     pub offer_phase_rpc_rps: Option<f64>,
     /// offer_phase_rpc_rps / floor_rps: the per-RPC cost of routing against an empty RPC.
     pub rpc_ratio_to_floor: Option<f64>,
+    /// Closed-loop offers per second against `--target` (TLS and tokens) (--vs-plain).
+    pub secure_offer_rps: Option<f64>,
+    /// The same against the plaintext, open `--vs-plain` server.
+    pub plain_offer_rps: Option<f64>,
+    /// secure_offer_rps / plain_offer_rps.
+    pub secure_ratio: Option<f64>,
     /// Highest rate meeting the p99 bound (max).
     pub max_rate: Option<f64>,
     /// Seconds the arrivals ran.
@@ -277,32 +309,98 @@ impl Tracker {
     }
 }
 
-/// A small pool of channels, used round-robin.
+/// Who the load generator is towards one server: the platform (offers, events), a supervisor
+/// and admin (snapshot, forced logouts), and one desk per virtual operator.
+#[derive(Clone, Debug, Default)]
+struct Identity {
+    platform: Bearer,
+    admin: Bearer,
+    /// Signing key and claims for desk tokens (None: an open server, no tokens).
+    desk_key: Option<Arc<(Vec<u8>, smista_server::mint::Options)>>,
+    desks: Arc<DashMap<String, Bearer>>,
+}
+
+impl Identity {
+    fn from_config(cfg: &LoadConfig) -> Result<Identity, LoadError> {
+        let platform = cfg.creds.bearer().map_err(LoadError::Usage)?;
+        let admin = match &cfg.admin_token_file {
+            Some(f) => {
+                let t = std::fs::read_to_string(f).map_err(|e| LoadError::Usage(format!("{}: {e}", f.display())))?;
+                Bearer::new(Some(&t)).map_err(LoadError::Usage)?
+            }
+            None => platform.clone(),
+        };
+        let desk_key = match &cfg.desk_signing_key {
+            Some(f) => {
+                let key = std::fs::read(f).map_err(|e| LoadError::Usage(format!("{}: {e}", f.display())))?;
+                let mut o = smista_server::mint::Options::new(std::path::Path::new("."));
+                o.issuer = cfg.jwt_issuer.clone();
+                o.audience = cfg.jwt_audience.clone();
+                Some(Arc::new((key, o)))
+            }
+            None => None,
+        };
+        Ok(Identity { platform, admin, desk_key, desks: Arc::new(DashMap::new()) })
+    }
+
+    fn desk(&self, operator: &str) -> Bearer {
+        let Some(k) = &self.desk_key else { return Bearer::default() };
+        if let Some(b) = self.desks.get(operator) {
+            return b.clone();
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let token = smista_server::mint::token(&k.0, &k.1, &format!("desk-{operator}"), &["desk"], Some(operator), now)
+            .ok()
+            .and_then(|t| Bearer::new(Some(&t)).ok())
+            .unwrap_or_default();
+        self.desks.insert(operator.to_owned(), token.clone());
+        token
+    }
+}
+
+/// A small pool of channels, used round-robin, with the identities to call through them.
 #[derive(Clone, Debug)]
 struct Pool {
     channels: Arc<Vec<Channel>>,
     next: Arc<AtomicU64>,
+    id: Identity,
 }
 
 impl Pool {
-    async fn connect(target: &str, n: usize) -> Result<Pool, LoadError> {
+    async fn connect(target: &str, n: usize, creds: &Credentials, id: Identity) -> Result<Pool, LoadError> {
         let mut channels = Vec::with_capacity(n);
         for _ in 0..n {
-            let ch = Channel::from_shared(target.to_owned())
+            let ch = creds
+                .endpoint(target)
                 .map_err(|e| LoadError::Usage(format!("bad --target {target}: {e}")))?
                 .connect_timeout(Duration::from_secs(3))
-                .tcp_nodelay(true)
                 .connect()
                 .await
                 .map_err(|source| LoadError::Unreachable { target: target.to_owned(), source })?;
             channels.push(ch);
         }
-        Ok(Pool { channels: Arc::new(channels), next: Arc::new(AtomicU64::new(0)) })
+        Ok(Pool { channels: Arc::new(channels), next: Arc::new(AtomicU64::new(0)), id })
     }
 
     fn get(&self) -> Channel {
         let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.channels.len();
         self.channels[i].clone()
+    }
+
+    fn contacts(&self) -> ContactServiceClient<Authed> {
+        ContactServiceClient::with_interceptor(self.get(), self.id.platform.clone())
+    }
+
+    fn admin(&self) -> AdminServiceClient<Authed> {
+        AdminServiceClient::with_interceptor(self.get(), self.id.admin.clone())
+    }
+
+    fn supervisor_ops(&self) -> OperatorServiceClient<Authed> {
+        OperatorServiceClient::with_interceptor(self.get(), self.id.admin.clone())
+    }
+
+    fn desk(&self, operator: &str) -> OperatorServiceClient<Authed> {
+        OperatorServiceClient::with_interceptor(self.get(), self.id.desk(operator))
     }
 }
 
@@ -364,7 +462,7 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
     if cfg.rate <= 0.0 || cfg.duration <= 0.0 || cfg.aht <= 0.0 {
         return Err(LoadError::Usage("--rate, --duration and --aht must be positive".into()));
     }
-    let pool = Pool::connect(&cfg.target, 4).await?;
+    let pool = Pool::connect(&cfg.target, 4, &cfg.creds, Identity::from_config(cfg)?).await?;
     let mut report = match cfg.scenario {
         Scenario::Floor => {
             let rps = floor(&pool, cfg.concurrency, Duration::from_secs_f64(cfg.duration), &stop).await;
@@ -373,6 +471,12 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         Scenario::Max => max_rate(cfg, &pool, &stop).await?,
         _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
     };
+    if let Some(plain) = &cfg.vs_plain {
+        let (secure, open) = vs_plain(cfg, &pool, plain, &stop).await?;
+        report.secure_offer_rps = Some(secure);
+        report.plain_offer_rps = Some(open);
+        report.secure_ratio = Some(if open > 0.0 { secure / open } else { 0.0 });
+    }
     if cfg.vs_floor && cfg.scenario != Scenario::Floor {
         let (floor_rps, offer_rps, rpc_rps) = vs_floor(cfg, &pool, &stop).await?;
         let ratio = |x: f64| if floor_rps > 0.0 { x / floor_rps } else { 0.0 };
@@ -397,7 +501,7 @@ async fn login_operators(
     for i in 0..n {
         let id = format!("{prefix}-op-{i}");
         let (group, skills) = operator_setup(cfg, i);
-        let mut ops = OperatorServiceClient::new(pool.get());
+        let mut ops = pool.desk(&id);
         ops.login(pb::LoginRequest {
             operator_id: id.clone(),
             group,
@@ -421,7 +525,7 @@ async fn login_operators(
                     let handle = draw_handle(&mut rng, dist, aht);
                     let (pool, tracker, op) = (pool.clone(), tracker.clone(), id2.clone());
                     tokio::spawn(async move {
-                        let mut ops = OperatorServiceClient::new(pool.get());
+                        let mut ops = pool.desk(&op);
                         let c = offer.contact_id;
                         if ops
                             .accept_offer(pb::AcceptOfferRequest { operator_id: op.clone(), contact_id: c.clone() })
@@ -457,7 +561,8 @@ async fn follow_events(
     tracker: Arc<Tracker>,
     sl_ms: u64,
 ) -> Result<tokio::task::JoinHandle<()>, LoadError> {
-    let mut stream = ContactServiceClient::new(pool.get())
+    let mut stream = pool
+        .contacts()
         .stream_events(pb::StreamEventsRequest::default())
         .await
         .map_err(rpc("stream events"))?
@@ -557,7 +662,7 @@ async fn open_loop(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     callers.abort_all();
-    let mut contacts = ContactServiceClient::new(pool.get());
+    let mut contacts = pool.contacts();
     let leftovers: Vec<String> =
         tracker.decided.iter().filter(|e| !tracker.finished.contains_key(e.key())).map(|e| e.key().clone()).collect();
     for c in leftovers {
@@ -567,9 +672,9 @@ async fn open_loop(
     while Instant::now() < settle && unfinished(&tracker) > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut admin = AdminServiceClient::new(pool.get());
+    let mut admin = pool.admin();
     let snapshot = admin.get_snapshot(pb::GetSnapshotRequest {}).await.map_err(rpc("snapshot"))?.into_inner();
-    let mut opsc = OperatorServiceClient::new(pool.get());
+    let mut opsc = pool.supervisor_ops();
     for id in &ops {
         let _ = opsc.logout(pb::LogoutRequest { operator_id: id.clone(), force: true }).await;
     }
@@ -649,7 +754,7 @@ async fn caller(
     let (tx, rx) = oneshot::channel();
     tracker.mine.insert(id.clone(), ());
     tracker.waiting_for_answer.insert(id.clone(), tx);
-    let mut contacts = ContactServiceClient::new(pool.get());
+    let mut contacts = pool.contacts();
     let r = contacts
         .offer_contact(pb::OfferContactRequest {
             contact_id: id.clone(),
@@ -849,9 +954,7 @@ async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, s
             (pool.clone(), done.clone(), stop.clone(), cfg.queue.clone(), cfg.prefix.clone());
         let rpcs = rpcs.clone();
         set.spawn(async move {
-            let ch = pool.get();
-            let mut c = ContactServiceClient::new(ch.clone());
-            let mut o = OperatorServiceClient::new(ch);
+            let mut c = pool.contacts();
             let mut n = 0u64;
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
                 let id = format!("{prefix}-{}-vf{round}-{w}-{n}", run_nonce());
@@ -870,6 +973,7 @@ async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, s
                 match r.into_inner().decision {
                     Some(Decision::Assigned(a)) => {
                         rpcs.fetch_add(2, Ordering::Relaxed);
+                        let mut o = pool.desk(&a.operator_id);
                         let _ = o
                             .accept_offer(pb::AcceptOfferRequest {
                                 operator_id: a.operator_id.clone(),
@@ -915,11 +1019,37 @@ async fn vs_floor(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Resu
             (best_offers, best_rpcs) = (o, r);
         }
     }
-    let mut o = OperatorServiceClient::new(pool.get());
+    let mut o = pool.supervisor_ops();
     for id in ops {
         let _ = o.logout(pb::LogoutRequest { operator_id: id, force: true }).await;
     }
     Ok((best_floor, best_offers, best_rpcs))
+}
+
+/// Alternates closed-loop offer rounds against the secure `--target` and the plaintext, open
+/// `plain` server; returns the best of each (offers per second).
+async fn vs_plain(cfg: &LoadConfig, secure: &Pool, plain: &str, stop: &Arc<AtomicBool>) -> Result<(f64, f64), LoadError> {
+    let open = Pool::connect(plain, 4, &Credentials::default(), Identity::default()).await?;
+    let tracker = Arc::new(Tracker::default());
+    let n = cfg.concurrency.max(1);
+    let ops_s = login_operators(cfg, secure, &format!("{}-vs", cfg.prefix), n, false, &tracker).await?;
+    let ops_p = login_operators(cfg, &open, &format!("{}-vp", cfg.prefix), n, false, &tracker).await?;
+    let phase = Duration::from_secs(2);
+    let (mut best_s, mut best_p) = (0.0f64, 0.0f64);
+    for round in 0..3 {
+        let (s, _) = closed_offers(secure, cfg, 100 + round, phase, stop).await;
+        let (p, _) = closed_offers(&open, cfg, 200 + round, phase, stop).await;
+        eprintln!("[vs-plain round {round}] TLS + tokens {s:.0} offers/s, plaintext {p:.0} offers/s");
+        best_s = best_s.max(s);
+        best_p = best_p.max(p);
+    }
+    for (pool, ops) in [(secure, ops_s), (&open, ops_p)] {
+        let mut o = pool.supervisor_ops();
+        for id in ops {
+            let _ = o.logout(pb::LogoutRequest { operator_id: id, force: true }).await;
+        }
+    }
+    Ok((best_s, best_p))
 }
 
 /// Doubles the rate from `--rate` until p99 exceeds the bound, then bisects four times.
