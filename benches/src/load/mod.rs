@@ -1028,7 +1028,12 @@ async fn vs_floor(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Resu
 
 /// Alternates closed-loop offer rounds against the secure `--target` and the plaintext, open
 /// `plain` server; returns the best of each (offers per second).
-async fn vs_plain(cfg: &LoadConfig, secure: &Pool, plain: &str, stop: &Arc<AtomicBool>) -> Result<(f64, f64), LoadError> {
+async fn vs_plain(
+    cfg: &LoadConfig,
+    secure: &Pool,
+    plain: &str,
+    stop: &Arc<AtomicBool>,
+) -> Result<(f64, f64), LoadError> {
     let open = Pool::connect(plain, 4, &Credentials::default(), Identity::default()).await?;
     let tracker = Arc::new(Tracker::default());
     let n = cfg.concurrency.max(1);
