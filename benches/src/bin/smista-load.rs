@@ -115,6 +115,11 @@ fn print_table(r: &Report) {
     if let (Some(o), Some(x)) = (r.offer_phase_rpc_rps, r.rpc_ratio_to_floor) {
         println!("all RPCs/s in the offer phase {o:.0}  ratio to floor {x:.3}");
     }
+    if let (Some(n), Some(i), Some(x)) =
+        (r.no_subscriber_offer_rps, r.idle_subscriber_offer_rps, r.idle_subscriber_ratio)
+    {
+        println!("offers/s no subscriber {n:.0}  with idle filtered subscribers {i:.0}  ratio {x:.3}");
+    }
     if let (Some(s), Some(p), Some(x)) = (r.secure_offer_rps, r.plain_offer_rps, r.secure_ratio) {
         println!("offers/s TLS + tokens {s:.0}  plaintext {p:.0}  ratio {x:.3}");
     }

@@ -133,6 +133,13 @@ pub struct LoadConfig {
     /// `--target`: the cost of the trust boundary as a ratio measured in one run.
     #[arg(long)]
     pub vs_plain: Option<String>,
+    /// Also measure closed-loop offers with this many idle `StreamEvents` subscribers filtered to
+    /// `--idle-queue` (a queue without traffic) against none, alternating rounds in one run.
+    #[arg(long, default_value_t = 0)]
+    pub idle_subscribers: u32,
+    /// The quiet queue the idle subscribers filter on.
+    #[arg(long, default_value = "disability")]
+    pub idle_queue: String,
 }
 
 /// Latency percentiles, microseconds.
@@ -244,6 +251,12 @@ pub struct Report {
     pub plain_offer_rps: Option<f64>,
     /// secure_offer_rps / plain_offer_rps.
     pub secure_ratio: Option<f64>,
+    /// Closed-loop offers per second with no idle subscriber (--idle-subscribers).
+    pub no_subscriber_offer_rps: Option<f64>,
+    /// The same with the idle filtered subscribers connected.
+    pub idle_subscriber_offer_rps: Option<f64>,
+    /// idle_subscriber_offer_rps / no_subscriber_offer_rps.
+    pub idle_subscriber_ratio: Option<f64>,
     /// Highest rate meeting the p99 bound (max).
     pub max_rate: Option<f64>,
     /// Seconds the arrivals ran.
@@ -471,6 +484,12 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         Scenario::Max => max_rate(cfg, &pool, &stop).await?,
         _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
     };
+    if cfg.idle_subscribers > 0 {
+        let (none, idle) = vs_idle(cfg, &pool, &stop).await?;
+        report.no_subscriber_offer_rps = Some(none);
+        report.idle_subscriber_offer_rps = Some(idle);
+        report.idle_subscriber_ratio = Some(if none > 0.0 { idle / none } else { 0.0 });
+    }
     if let Some(plain) = &cfg.vs_plain {
         let (secure, open) = vs_plain(cfg, &pool, plain, &stop).await?;
         report.secure_offer_rps = Some(secure);
@@ -1024,6 +1043,41 @@ async fn vs_floor(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Resu
         let _ = o.logout(pb::LogoutRequest { operator_id: id, force: true }).await;
     }
     Ok((best_floor, best_offers, best_rpcs))
+}
+
+/// Alternates closed-loop offer rounds without and with `--idle-subscribers` event streams
+/// filtered to the quiet `--idle-queue`; returns the best of each (offers per second).
+async fn vs_idle(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Result<(f64, f64), LoadError> {
+    let tracker = Arc::new(Tracker::default());
+    let ops =
+        login_operators(cfg, pool, &format!("{}-vi", cfg.prefix), cfg.concurrency.max(1), false, &tracker).await?;
+    let phase = Duration::from_secs(2);
+    let (mut best_none, mut best_idle) = (0.0f64, 0.0f64);
+    for round in 0..3 {
+        let (none, _) = closed_offers(pool, cfg, 300 + round, phase, stop).await;
+        let mut streams = Vec::with_capacity(cfg.idle_subscribers as usize);
+        for _ in 0..cfg.idle_subscribers {
+            let s = pool
+                .contacts()
+                .stream_events(pb::StreamEventsRequest { after_sequence: 0, queues: vec![cfg.idle_queue.clone()] })
+                .await
+                .map_err(rpc("idle subscriber"))?;
+            streams.push(s.into_inner());
+        }
+        let (idle, _) = closed_offers(pool, cfg, 400 + round, phase, stop).await;
+        drop(streams);
+        eprintln!(
+            "[idle-subscribers round {round}] none {none:.0} offers/s, {} idle filtered {idle:.0} offers/s",
+            cfg.idle_subscribers
+        );
+        best_none = best_none.max(none);
+        best_idle = best_idle.max(idle);
+    }
+    let mut o = pool.supervisor_ops();
+    for id in ops {
+        let _ = o.logout(pb::LogoutRequest { operator_id: id, force: true }).await;
+    }
+    Ok((best_none, best_idle))
 }
 
 /// Alternates closed-loop offer rounds against the secure `--target` and the plaintext, open
