@@ -320,6 +320,43 @@ mod tests {
     }
 
     #[test]
+    fn rs256_tokens_verify_against_an_rsa_jwk() {
+        // A 2048-bit test key, PKCS#1 DER (tests/fixtures, made with `openssl genpkey -algorithm RSA`).
+        let der = include_bytes!("../../tests/fixtures/rsa-test-key.der");
+        let kp = signature::RsaKeyPair::from_der(der).expect("rsa key");
+        let public: RsaPublicKeyComponents<Vec<u8>> = kp.public().into();
+        let jwk = serde_json::json!({
+            "kty": "RSA", "kid": "r1", "alg": "RS256", "use": "sig",
+            "n": URL_SAFE_NO_PAD.encode(&public.n), "e": URL_SAFE_NO_PAD.encode(&public.e),
+        });
+        let jwks = Jwks::parse(&serde_json::json!({"keys": [jwk]}).to_string()).expect("jwks");
+        let sign = |claims: &serde_json::Value| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"r1"}"#),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let mut sig = vec![0; kp.public().modulus_len()];
+            kp.sign(&signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig)
+                .expect("sign");
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+        };
+        let t = sign(&claims(1_000));
+        assert!(verify(&t, &jwks, &expect(900)).is_ok());
+        let mut forged = t.clone();
+        forged.pop();
+        forged.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(verify(&forged, &jwks, &expect(900)).unwrap_err(), "bad signature");
+        // The same key id presented as ES256 is refused before any signature check.
+        let es = format!(
+            "{}.{}.AAAA",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"r1"}"#),
+            t.split('.').nth(1).unwrap_or("")
+        );
+        assert_eq!(verify(&es, &jwks, &expect(900)).unwrap_err(), "algorithm does not match the key");
+    }
+
+    #[test]
     fn an_rs256_key_cannot_be_used_for_es256_and_bad_jwks_are_refused() {
         assert!(Jwks::parse("{}").is_err());
         assert!(Jwks::parse(r#"{"keys": []}"#).is_err());

@@ -636,3 +636,59 @@ pub fn principal_of<T>(req: &tonic::Request<T>, open: bool) -> Result<Arc<Princi
         None => Err(Status::unauthenticated("no authenticated principal")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn the_policy_names_every_method_of_the_schema_and_nothing_else() {
+        let set = prost_types::FileDescriptorSet::decode(smista_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let mut schema: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| {
+                f.service.iter().flat_map(move |s| {
+                    s.method.iter().map(move |m| format!("/{}.{}/{}", f.package(), s.name(), m.name()))
+                })
+            })
+            .collect();
+        let mut policy: Vec<String> = POLICY.iter().map(|(p, _, _)| (*p).to_owned()).collect();
+        schema.sort();
+        policy.sort();
+        assert_eq!(schema, policy, "every RPC needs a POLICY entry (and a removed one must go)");
+        assert!(POLICY.iter().all(|(_, roles, _)| *roles != Roles::NONE));
+    }
+
+    #[test]
+    fn roles_and_operator_binding() {
+        let desk = Principal {
+            name: Arc::from("d"),
+            roles: Roles::of(&[Role::Desk]),
+            operator: Some(Arc::from("op-101")),
+            method: Method::Jwt,
+        };
+        assert!(desk.may_act_as("op-101") && !desk.may_act_as("op-102"));
+        let unbound = Principal { operator: None, ..desk.clone() };
+        assert!(!unbound.may_act_as("op-101"));
+        let admin = Principal { roles: Roles::of(&[Role::Admin]), ..desk };
+        assert!(!admin.may_act_as("op-101"), "a desk binding without the desk role is nothing");
+        assert!(Principal::anonymous().may_act_as("anyone"));
+        let cfg = AuthSection {
+            api_keys: vec![ApiKey {
+                name: "k".into(),
+                sha256: "00".repeat(32),
+                roles: vec![Role::Desk],
+                operator: None,
+            }],
+            ..AuthSection::default()
+        };
+        assert!(cfg.validate().is_err(), "a desk key must name its operator");
+        let cfg = AuthSection {
+            api_keys: vec![ApiKey { name: "k".into(), sha256: "zz".into(), roles: vec![Role::Admin], operator: None }],
+            ..AuthSection::default()
+        };
+        assert!(cfg.validate().is_err(), "a hash must be 64 hex digits");
+    }
+}
