@@ -29,6 +29,14 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         vs_floor: false,
         seed: 7,
         prefix: format!("{scenario:?}").to_lowercase(),
+        creds: smista_server::connect::Credentials::default(),
+        admin_token_file: None,
+        desk_signing_key: None,
+        jwt_issuer: String::new(),
+        jwt_audience: String::new(),
+        vs_plain: None,
+        idle_subscribers: 0,
+        idle_queue: String::new(),
     }
 }
 
