@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use smista_core::book::CostRecord;
 use smista_core::Channel;
-use smista_ledger::SqliteLedger;
+use smista_ledger::Ledger;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let writers: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let dir = std::env::temp_dir().join(format!("smista-group-commit-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let ledger = Arc::new(SqliteLedger::open(&dir.join("ledger.db")).await?);
+    let ledger = Arc::new(Ledger::open(&dir.join("ledger.db")).await?);
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(5);
     let start = Instant::now();

@@ -2,88 +2,49 @@
 //!
 //! The durable record of what the budgets paid: one row per settled contact (contact, budget,
 //! period, queue, operator group, channel, times, handle time, cost, outcome), from which every
-//! total is derived, so spend is auditable. Beside it, the *holds* (reservations of contacts in service
-//! with a budgeted operator) and the contract *amendments*, so a restart rebuilds the budgets:
-//! see [`SqliteLedger::recovery`].
+//! total is derived, so spend is auditable. Beside it, the *holds* (reservations of contacts in
+//! service with a budgeted operator) and the contract *amendments*, so a restart rebuilds the
+//! budgets: see [`Ledger::recovery`].
 //!
-//! - **Durable before acknowledged**: every write is committed with `synchronous = FULL` in WAL
-//!   mode before its waiter is told ([`SqliteLedger::record`], [`SqliteLedger::durable`]).
+//! Two backends behind one API ([`Target`]): an embedded SQLite file (the default, one node) and
+//! PostgreSQL (several nodes sharing budgets). The statements are the same; see `db.rs`.
+//!
+//! - **Durable before acknowledged**: every write is committed (SQLite: `synchronous = FULL` in
+//!   WAL mode; PostgreSQL: a synchronous commit) before its waiter is told ([`Ledger::record`],
+//!   [`Ledger::durable`]).
 //! - **Group commit**: a single writer task takes every write waiting in its queue and commits
-//!   them in one transaction, so many completions share one fsync. A failed commit is retried
-//!   (with back-off) rather than dropped: a write accepted here is never silently lost while the
-//!   process lives, and its waiters wait.
-//! - **Idempotent**: a settled contact's key is (budget, contact); recording it again charges
-//!   nothing and reports that it was already there.
-//! - **Portable schema**: [`SCHEMA`] is plain SQL that SQLite and PostgreSQL both accept, so a
-//!   PostgreSQL backend (several nodes sharing a budget) can follow behind the same API.
+//!   them in one transaction (`writer.rs`).
+//! - **Idempotent, and every life of a contact id apart**: a cost record's key is (budget,
+//!   contact, time of acceptance). Recording the same settlement again charges nothing and
+//!   reports that it was already there; a contact id re-used after its contact ended and was
+//!   forgotten (retention, restart) is a new life with its own record, so the ledger and the
+//!   in-memory totals never differ.
 //!
 //! The ledger plugs into the budget book as its [`SettlementSink`]: the book's calls only queue a
 //! write (they run inside routing operations and must not block); the server then waits, outside
-//! the engine, for [`SqliteLedger::durable`] before it acknowledges the RPC.
+//! the engine, for [`Ledger::durable`] before it acknowledges the RPC.
 
 #![forbid(unsafe_code)]
+
+mod db;
+mod writer;
+
+pub use db::{schema, Target};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use smista_core::book::{AuditRecord, CostRecord, HoldRecord, PeriodTotals, Recovery, SettlementSink};
 use smista_core::{Channel, Outcome};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// The ledger's tables, valid for SQLite and PostgreSQL.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS cost_records (
-    budget_id          TEXT    NOT NULL,
-    contact_id         TEXT    NOT NULL,
-    period             TEXT    NOT NULL,
-    queue              TEXT    NOT NULL,
-    operator_group     TEXT    NOT NULL,
-    operator_id        TEXT    NOT NULL,
-    channel            TEXT    NOT NULL,
-    accepted_unix_ms   BIGINT  NOT NULL,
-    completed_unix_ms  BIGINT  NOT NULL,
-    handle_ms          BIGINT  NOT NULL,
-    cost_cents         BIGINT  NOT NULL,
-    reserved_cents     BIGINT  NOT NULL,
-    outcome            TEXT    NOT NULL DEFAULT 'completed',
-    PRIMARY KEY (budget_id, contact_id)
-);
-CREATE INDEX IF NOT EXISTS cost_records_by_period ON cost_records (budget_id, period);
-CREATE INDEX IF NOT EXISTS cost_records_by_contact ON cost_records (contact_id);
-CREATE TABLE IF NOT EXISTS holds (
-    budget_id          TEXT    NOT NULL,
-    contact_id         TEXT    NOT NULL,
-    period             TEXT    NOT NULL,
-    amount_cents       BIGINT  NOT NULL,
-    queue              TEXT    NOT NULL,
-    operator_group     TEXT    NOT NULL,
-    operator_id        TEXT    NOT NULL,
-    channel            TEXT    NOT NULL,
-    accepted_unix_ms   BIGINT  NOT NULL,
-    PRIMARY KEY (budget_id, contact_id)
-);
-CREATE TABLE IF NOT EXISTS amendments (
-    seq                BIGINT  NOT NULL PRIMARY KEY,
-    at_unix_ms         BIGINT  NOT NULL,
-    budget_id          TEXT    NOT NULL,
-    actor              TEXT    NOT NULL,
-    note               TEXT    NOT NULL DEFAULT '',
-    field              TEXT    NOT NULL,
-    old_value          TEXT    NOT NULL,
-    new_value          TEXT    NOT NULL,
-    reason             TEXT    NOT NULL
-);
-";
-
-/// Most writes committed in one transaction.
-const MAX_BATCH: usize = 1024;
+use db::{with_db, Db};
+use writer::{Counters, Job, Op, Pending, Reply};
 
 /// Why the ledger could not do something.
 #[derive(Debug, Error, Clone)]
@@ -159,38 +120,10 @@ pub enum Key {
     Budget(String),
 }
 
+/// The durable ledger, on SQLite or PostgreSQL.
 #[derive(Debug)]
-enum Op {
-    Settle(CostRecord),
-    Hold(HoldRecord),
-    Release { budget: String, contact: String },
-    Amend(AuditRecord),
-}
-
-#[derive(Debug)]
-enum Reply {
-    None,
-    Record(oneshot::Sender<Result<bool, LedgerError>>),
-    Keyed(Key, u64, watch::Sender<Option<bool>>),
-}
-
-type Job = (Op, Reply);
-
-/// The last write queued per key, until committed: its sequence number and a receiver that turns
-/// `Some(true)` once it is committed (`Some(false)`: it never will be).
-type Pending = DashMap<Key, (u64, watch::Receiver<Option<bool>>)>;
-
-#[derive(Debug, Default)]
-struct Counters {
-    commits: AtomicU64,
-    writes: AtomicU64,
-    errors: AtomicU64,
-}
-
-/// The embedded ledger: one SQLite file in WAL mode.
-#[derive(Debug)]
-pub struct SqliteLedger {
-    pool: SqlitePool,
+pub struct Ledger {
+    db: Db,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     pending: Arc<Pending>,
     seq: AtomicU64,
@@ -199,53 +132,38 @@ pub struct SqliteLedger {
     last_error: Arc<Mutex<Option<String>>>,
 }
 
-impl SqliteLedger {
-    /// Opens (or creates) the ledger at `path` and starts its writer.
-    pub async fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
-        Self::open_with(path, true).await
+impl Ledger {
+    /// Opens (or creates) the SQLite ledger at `path` and starts its writer.
+    pub async fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        Self::connect(&Target::Sqlite { path: path.to_owned(), create: true }).await
     }
 
-    /// Opens an existing ledger (for reports); [`LedgerError::Missing`] if there is none.
-    pub async fn open_existing(path: &Path) -> Result<SqliteLedger, LedgerError> {
-        if !path.is_file() {
-            return Err(LedgerError::Missing(path.display().to_string()));
-        }
-        Self::open_with(path, false).await
+    /// Opens an existing SQLite ledger (for reports); [`LedgerError::Missing`] if there is none.
+    pub async fn open_existing(path: &Path) -> Result<Ledger, LedgerError> {
+        Self::connect(&Target::Sqlite { path: path.to_owned(), create: false }).await
     }
 
-    async fn open_with(path: &Path, create: bool) -> Result<SqliteLedger, LedgerError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        // Schema and migrations on a connection of their own, closed before the pool opens: a
-        // pooled connection that prepared a statement before an ALTER TABLE would describe the
-        // old columns and then read rows of the new ones (sqlx panics on the extra column).
-        // (A pool of one rather than a bare connection: futures holding `&mut SqliteConnection`
-        // across awaits are not provably `Send`, and the server spawns this one.)
-        let setup = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-        sqlx::raw_sql(SCHEMA).execute(&setup).await?;
-        migrate(&setup).await?;
-        setup.close().await;
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        let next_seq: i64 =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments").fetch_one(&pool).await?.try_get("s")?;
+    /// Opens the ledger at `target` (creating its tables) and starts its writer.
+    pub async fn connect(target: &Target) -> Result<Ledger, LedgerError> {
+        let db = db::open(target).await?;
+        let next_seq: i64 = with_db!(&db, p => sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments")
+            .fetch_one(p)
+            .await?
+            .try_get("s")?);
         let (jobs, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let last_error = Arc::new(Mutex::new(None));
         let pending = Arc::new(DashMap::new());
-        let writer = tokio::spawn(group_commit(
-            pool.clone(),
+        let writer = tokio::spawn(writer::group_commit(
+            db.clone(),
             rx,
             counters.clone(),
             pending.clone(),
             last_error.clone(),
             next_seq + 1,
         ));
-        Ok(SqliteLedger {
-            pool,
+        Ok(Ledger {
+            db,
             jobs: Mutex::new(Some(jobs)),
             pending,
             seq: AtomicU64::new(1),
@@ -253,6 +171,12 @@ impl SqliteLedger {
             writer: Mutex::new(Some(writer)),
             last_error,
         })
+    }
+
+    /// Whether this ledger is on PostgreSQL.
+    #[must_use]
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
     }
 
     fn send(&self, job: Job) -> Result<(), LedgerError> {
@@ -323,23 +247,23 @@ impl SqliteLedger {
 
     /// Totals of `budget` in `period`, from the records.
     pub async fn totals(&self, budget: &str, period: &str) -> Result<Totals, LedgerError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(cost_cents), 0) AS cost FROM cost_records WHERE budget_id = ? AND period = ?",
-        )
-        .bind(budget)
-        .bind(period)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(Totals { contacts: row.try_get("n")?, cost_cents: row.try_get("cost")? })
+        let sql = self.db.sql(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(cost_cents), 0) AS BIGINT) AS cost
+             FROM cost_records WHERE budget_id = ? AND period = ?",
+        );
+        with_db!(&self.db, p => {
+            let row = sqlx::query(&sql).bind(budget).bind(period).fetch_one(p).await?;
+            Ok(Totals { contacts: row.try_get("n")?, cost_cents: row.try_get("cost")? })
+        })
     }
 
-    /// The settled record of `contact`, if any (for an idempotent completion after a restart).
+    /// The settled record of `contact`'s latest life, if any (for an idempotent completion after
+    /// a restart).
     pub async fn settled(&self, contact: &str) -> Result<Option<CostRecord>, LedgerError> {
-        let row = sqlx::query("SELECT * FROM cost_records WHERE contact_id = ? LIMIT 1")
-            .bind(contact)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
+        let sql = self.db.sql("SELECT * FROM cost_records WHERE contact_id = ? ORDER BY accepted_unix_ms DESC LIMIT 1");
+        with_db!(&self.db, p => {
+            let row = sqlx::query(&sql).bind(contact).fetch_optional(p).await?;
+            row.map(|r| {
             Ok(CostRecord {
                 contact: r.try_get("contact_id")?,
                 budget: r.try_get("budget_id")?,
@@ -355,107 +279,113 @@ impl SqliteLedger {
                 reserved_cents: r.try_get("reserved_cents")?,
                 outcome: outcome(&r.try_get::<String, _>("outcome")?)?,
             })
+            })
+            .transpose()
         })
-        .transpose()
     }
 
     /// What a restart needs to rebuild the budgets: amendments in order, settled totals per
     /// budget and period (with overrun), and the holds of contacts still in service.
     pub async fn recovery(&self) -> Result<Recovery, LedgerError> {
-        let amendments = sqlx::query("SELECT * FROM amendments ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    at_unix_ms: r.try_get("at_unix_ms")?,
-                    budget: r.try_get("budget_id")?,
-                    actor: r.try_get("actor")?,
-                    note: r.try_get("note")?,
-                    field: r.try_get("field")?,
-                    old_value: r.try_get("old_value")?,
-                    new_value: r.try_get("new_value")?,
-                    reason: r.try_get("reason")?,
+        with_db!(&self.db, p => {
+            let amendments = sqlx::query("SELECT * FROM amendments ORDER BY seq")
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(AuditRecord {
+                        at_unix_ms: r.try_get("at_unix_ms")?,
+                        budget: r.try_get("budget_id")?,
+                        actor: r.try_get("actor")?,
+                        note: r.try_get("note")?,
+                        field: r.try_get("field")?,
+                        old_value: r.try_get("old_value")?,
+                        new_value: r.try_get("new_value")?,
+                        reason: r.try_get("reason")?,
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, LedgerError>>()?;
-        let periods = sqlx::query(
-            "SELECT budget_id, period, SUM(cost_cents) AS settled,
-                    SUM(CASE WHEN cost_cents > reserved_cents THEN cost_cents - reserved_cents ELSE 0 END) AS overrun
-             FROM cost_records GROUP BY budget_id, period ORDER BY budget_id, period",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(PeriodTotals {
-                budget: r.try_get("budget_id")?,
-                period: r.try_get("period")?,
-                settled_cents: r.try_get("settled")?,
-                overrun_cents: r.try_get("overrun")?,
-            })
-        })
-        .collect::<Result<Vec<_>, LedgerError>>()?;
-        let holds = sqlx::query("SELECT * FROM holds ORDER BY accepted_unix_ms")
-            .fetch_all(&self.pool)
+                .collect::<Result<Vec<_>, LedgerError>>()?;
+            let periods = sqlx::query(
+                "SELECT budget_id, period, CAST(SUM(cost_cents) AS BIGINT) AS settled,
+                        CAST(SUM(CASE WHEN cost_cents > reserved_cents THEN cost_cents - reserved_cents ELSE 0 END)
+                             AS BIGINT) AS overrun
+                 FROM cost_records GROUP BY budget_id, period ORDER BY budget_id, period",
+            )
+            .fetch_all(p)
             .await?
             .iter()
             .map(|r| {
-                Ok(HoldRecord {
-                    contact: r.try_get("contact_id")?,
+                Ok(PeriodTotals {
                     budget: r.try_get("budget_id")?,
                     period: r.try_get("period")?,
-                    amount_cents: r.try_get("amount_cents")?,
-                    queue: r.try_get("queue")?,
-                    group: r.try_get("operator_group")?,
-                    operator: r.try_get("operator_id")?,
-                    channel: channel(&r.try_get::<String, _>("channel")?)?,
-                    accepted_unix_ms: r.try_get("accepted_unix_ms")?,
+                    settled_cents: r.try_get("settled")?,
+                    overrun_cents: r.try_get("overrun")?,
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
-        Ok(Recovery { amendments, periods, holds })
+            let holds = sqlx::query("SELECT * FROM holds ORDER BY accepted_unix_ms")
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(HoldRecord {
+                        contact: r.try_get("contact_id")?,
+                        budget: r.try_get("budget_id")?,
+                        period: r.try_get("period")?,
+                        amount_cents: r.try_get("amount_cents")?,
+                        queue: r.try_get("queue")?,
+                        group: r.try_get("operator_group")?,
+                        operator: r.try_get("operator_id")?,
+                        channel: channel(&r.try_get::<String, _>("channel")?)?,
+                        accepted_unix_ms: r.try_get("accepted_unix_ms")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, LedgerError>>()?;
+            Ok(Recovery { amendments, periods, holds })
+        })
     }
 
     /// Spend per budget, period, queue and operator group.
     pub async fn report(&self) -> Result<Vec<ReportRow>, LedgerError> {
-        let rows = sqlx::query(
-            "SELECT budget_id, period, queue, operator_group, COUNT(*) AS n,
-                    SUM(CASE WHEN outcome = 'cancelled_in_service' THEN 1 ELSE 0 END) AS hung_up,
-                    SUM(cost_cents) AS cost, SUM(handle_ms) AS handle
-             FROM cost_records GROUP BY budget_id, period, queue, operator_group
-             ORDER BY budget_id, period, queue, operator_group",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReportRow {
-                    budget: r.try_get("budget_id")?,
-                    period: r.try_get("period")?,
-                    queue: r.try_get("queue")?,
-                    operator_group: r.try_get("operator_group")?,
-                    contacts: r.try_get("n")?,
-                    hung_up: r.try_get("hung_up")?,
-                    cost_cents: r.try_get("cost")?,
-                    handle_ms: r.try_get("handle")?,
+        with_db!(&self.db, p => {
+            let rows = sqlx::query(
+                "SELECT budget_id, period, queue, operator_group, COUNT(*) AS n,
+                        CAST(SUM(CASE WHEN outcome = 'cancelled_in_service' THEN 1 ELSE 0 END) AS BIGINT) AS hung_up,
+                        CAST(SUM(cost_cents) AS BIGINT) AS cost, CAST(SUM(handle_ms) AS BIGINT) AS handle
+                 FROM cost_records GROUP BY budget_id, period, queue, operator_group
+                 ORDER BY budget_id, period, queue, operator_group",
+            )
+            .fetch_all(p)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ReportRow {
+                        budget: r.try_get("budget_id")?,
+                        period: r.try_get("period")?,
+                        queue: r.try_get("queue")?,
+                        operator_group: r.try_get("operator_group")?,
+                        contacts: r.try_get("n")?,
+                        hung_up: r.try_get("hung_up")?,
+                        cost_cents: r.try_get("cost")?,
+                        handle_ms: r.try_get("handle")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
-    /// Stops accepting writes, waits for the writer to commit what it has, closes the file.
+    /// Stops accepting writes, waits for the writer to commit what it has, closes the pool.
     pub async fn close(&self) {
         drop(self.jobs.lock().take());
         let writer = self.writer.lock().take();
         if let Some(w) = writer {
             let _ = w.await;
         }
-        self.pool.close().await;
+        self.db.close().await;
     }
 }
 
-impl SettlementSink for SqliteLedger {
+impl SettlementSink for Ledger {
     fn record(&self, r: &CostRecord) {
         self.submit(Key::Contact(r.contact.clone()), Op::Settle(r.clone()));
     }
@@ -474,197 +404,10 @@ impl SettlementSink for SqliteLedger {
     }
 }
 
-/// Brings a ledger written by an earlier smista up to [`SCHEMA`] (columns added since; their
-/// defaults describe the old rows truthfully). Idempotent.
-async fn migrate(pool: &SqlitePool) -> Result<(), LedgerError> {
-    let has = |table: &'static str, column: &'static str| async move {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info(?) WHERE name = ?")
-            .bind(table)
-            .bind(column)
-            .fetch_one(pool)
-            .await?
-            .try_get("n")?;
-        Ok::<bool, LedgerError>(n > 0)
-    };
-    if !has("amendments", "note").await? {
-        // Before the column the actor was whatever the client typed, and there was no note.
-        sqlx::query("ALTER TABLE amendments ADD COLUMN note TEXT NOT NULL DEFAULT ''").execute(pool).await?;
-    }
-    if !has("cost_records", "outcome").await? {
-        // Ledgers before the column settled only contacts their operator completed or whose
-        // caller hung up in service, without telling which: `completed` is what they reported.
-        sqlx::query("ALTER TABLE cost_records ADD COLUMN outcome TEXT NOT NULL DEFAULT 'completed'")
-            .execute(pool)
-            .await?;
-    }
-    Ok(())
-}
-
 fn outcome(name: &str) -> Result<Outcome, LedgerError> {
     Outcome::parse(name).ok_or_else(|| LedgerError::Corrupt(format!("unknown outcome `{name}`")))
 }
 
 fn channel(name: &str) -> Result<Channel, LedgerError> {
     Channel::parse(name).ok_or_else(|| LedgerError::Corrupt(format!("unknown channel `{name}`")))
-}
-
-async fn group_commit(
-    pool: SqlitePool,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    counters: Arc<Counters>,
-    pending: Arc<Pending>,
-    last_error: Arc<Mutex<Option<String>>>,
-    mut next_seq: i64,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let mut backoff = Duration::from_millis(20);
-        let outcome = loop {
-            match write_batch(&pool, &batch, next_seq).await {
-                Ok(fresh) => break Ok(fresh),
-                Err(e) => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                    *last_error.lock() = Some(e.to_string());
-                    // Keep trying while anyone may still submit; once closing, give up.
-                    if rx.is_closed() {
-                        break Err(e);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
-        };
-        match outcome {
-            Ok((fresh, seq)) => {
-                next_seq = seq;
-                *last_error.lock() = None;
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for ((_, reply), new) in batch.into_iter().zip(fresh) {
-                    match reply {
-                        Reply::None => {}
-                        Reply::Record(tx) => {
-                            let _ = tx.send(Ok(new));
-                        }
-                        Reply::Keyed(key, seq, tx) => {
-                            let _ = tx.send(Some(true));
-                            pending.remove_if(&key, |_, (s, _)| *s == seq);
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                let err = LedgerError::Storage(e.to_string());
-                for (_, reply) in batch {
-                    match reply {
-                        Reply::None => {}
-                        Reply::Record(tx) => {
-                            let _ = tx.send(Err(err.clone()));
-                        }
-                        Reply::Keyed(key, seq, tx) => {
-                            let _ = tx.send(Some(false));
-                            pending.remove_if(&key, |_, (s, _)| *s == seq);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Writes a batch in one transaction; returns, per write, whether it changed anything, and the
-/// next amendment sequence number.
-async fn write_batch(pool: &SqlitePool, batch: &[Job], mut seq: i64) -> Result<(Vec<bool>, i64), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut fresh = Vec::with_capacity(batch.len());
-    for (op, _) in batch {
-        let changed = match op {
-            Op::Settle(r) => {
-                let done = sqlx::query(
-                    "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group, operator_id,
-                         channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents,
-                         outcome)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (budget_id, contact_id) DO NOTHING",
-                )
-                .bind(&r.budget)
-                .bind(&r.contact)
-                .bind(&r.period)
-                .bind(&r.queue)
-                .bind(&r.group)
-                .bind(&r.operator)
-                .bind(r.channel.as_str())
-                .bind(r.accepted_unix_ms)
-                .bind(r.completed_unix_ms)
-                .bind(i64::try_from(r.handle_ms).unwrap_or(i64::MAX))
-                .bind(r.cost_cents)
-                .bind(r.reserved_cents)
-                .bind(r.outcome.as_str())
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM holds WHERE budget_id = ? AND contact_id = ?")
-                    .bind(&r.budget)
-                    .bind(&r.contact)
-                    .execute(&mut *tx)
-                    .await?;
-                done.rows_affected() == 1
-            }
-            Op::Hold(h) => {
-                let done = sqlx::query(
-                    "INSERT INTO holds (budget_id, contact_id, period, amount_cents, queue, operator_group,
-                         operator_id, channel, accepted_unix_ms)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (budget_id, contact_id) DO NOTHING",
-                )
-                .bind(&h.budget)
-                .bind(&h.contact)
-                .bind(&h.period)
-                .bind(h.amount_cents)
-                .bind(&h.queue)
-                .bind(&h.group)
-                .bind(&h.operator)
-                .bind(h.channel.as_str())
-                .bind(h.accepted_unix_ms)
-                .execute(&mut *tx)
-                .await?;
-                done.rows_affected() == 1
-            }
-            Op::Release { budget, contact } => {
-                let done = sqlx::query("DELETE FROM holds WHERE budget_id = ? AND contact_id = ?")
-                    .bind(budget)
-                    .bind(contact)
-                    .execute(&mut *tx)
-                    .await?;
-                done.rows_affected() == 1
-            }
-            Op::Amend(a) => {
-                sqlx::query(
-                    "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, note, field, old_value, new_value, reason)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(seq)
-                .bind(a.at_unix_ms)
-                .bind(&a.budget)
-                .bind(&a.actor)
-                .bind(&a.note)
-                .bind(&a.field)
-                .bind(&a.old_value)
-                .bind(&a.new_value)
-                .bind(&a.reason)
-                .execute(&mut *tx)
-                .await?;
-                seq += 1;
-                true
-            }
-        };
-        fresh.push(changed);
-    }
-    tx.commit().await?;
-    Ok((fresh, seq))
 }

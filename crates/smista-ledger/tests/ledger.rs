@@ -1,9 +1,89 @@
-//! The SQLite ledger: what it acknowledged survives reopening, a repeated contact is not charged
-//! twice, concurrent completions share commits, and totals and reports derive from the records.
+//! The ledger's conformance suite, run against both backends: what it acknowledged survives
+//! reopening, a repeated settlement is not charged twice while every life of a re-used contact id
+//! is kept, concurrent completions share commits, and totals, recovery and reports derive from the
+//! records.
+//!
+//! SQLite runs always. PostgreSQL runs when `SMISTA_TEST_PG_URL` is set (`.ci/run` sets it to the
+//! machine's server), each test in a schema of its own; with the variable set, an unreachable
+//! server fails the tests, it does not skip them.
 
 use smista_core::book::{AuditRecord, CostRecord, HoldRecord, SettlementSink};
 use smista_core::{Channel, Outcome};
-use smista_ledger::{Key, SqliteLedger, Totals};
+use smista_ledger::{Key, Ledger, Target, Totals};
+
+/// Where one test's ledger lives.
+struct Backend {
+    target: Target,
+}
+
+impl Backend {
+    fn sqlite(name: &str) -> Backend {
+        Backend { target: Target::Sqlite { path: temp_db(name), create: true } }
+    }
+
+    fn postgres(name: &str) -> Option<Backend> {
+        let Ok(url) = std::env::var("SMISTA_TEST_PG_URL") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must set SMISTA_TEST_PG_URL: the PostgreSQL conformance run cannot be skipped there"
+            );
+            eprintln!("SMISTA_TEST_PG_URL is not set: PostgreSQL run of `{name}` skipped");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let schema = format!("t_{name}_{}_{nanos}", std::process::id());
+        Some(Backend { target: Target::Postgres { url, schema: Some(schema) } })
+    }
+
+    async fn open(&self) -> Ledger {
+        Ledger::connect(&self.target)
+            .await
+            .expect("the ledger opens (with SMISTA_TEST_PG_URL set, PostgreSQL must be reachable)")
+    }
+
+    /// Drops a PostgreSQL test schema.
+    async fn cleanup(&self) {
+        if let Target::Postgres { url, schema: Some(s) } = &self.target {
+            if let Ok(pool) = sqlx::PgPool::connect(url).await {
+                let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {s} CASCADE")).execute(&pool).await;
+                pool.close().await;
+            }
+        }
+    }
+}
+
+/// Runs each named test body against SQLite and against PostgreSQL.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::sqlite(stringify!($name))).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(b) = super::Backend::postgres(stringify!($name)) else { return };
+                    let target = b.target.clone();
+                    super::$name(b).await;
+                    super::Backend { target }.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    acknowledged_records_survive_reopening_and_are_never_charged_twice,
+    every_life_of_a_reused_contact_id_is_kept_apart,
+    concurrent_completions_share_commits_and_all_become_durable,
+    the_report_groups_spend_by_budget_period_queue_and_supplier,
+    recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them,
+);
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
     CostRecord {
@@ -30,17 +110,15 @@ fn temp_db(name: &str) -> std::path::PathBuf {
     dir.join("ledger.db")
 }
 
-#[tokio::test]
-async fn acknowledged_records_survive_reopening_and_are_never_charged_twice() {
-    let path = temp_db("reopen");
-    let l = SqliteLedger::open(&path).await.expect("open");
+async fn acknowledged_records_survive_reopening_and_are_never_charged_twice(b: Backend) {
+    let l = b.open().await;
     assert!(l.record(record("c1", "pensions", "supplier-a", 266)).await.expect("record"));
     let hung_up = CostRecord { outcome: Outcome::CancelledInService, ..record("c2", "naspi", "supplier-b", 300) };
     assert!(l.record(hung_up.clone()).await.expect("record"));
     assert!(!l.record(record("c1", "pensions", "supplier-a", 266)).await.expect("repeat"), "repeat is not new");
     l.close().await;
 
-    let l = SqliteLedger::open(&path).await.expect("reopen");
+    let l = b.open().await;
     assert_eq!(l.settled("c2").await.expect("read"), Some(hung_up), "the record reads back whole, outcome too");
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 2, cost_cents: 566 });
     assert!(!l.record(record("c2", "naspi", "supplier-b", 300)).await.expect("repeat after restart"));
@@ -49,10 +127,26 @@ async fn acknowledged_records_survive_reopening_and_are_never_charged_twice() {
     l.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_completions_share_commits_and_all_become_durable() {
-    let path = temp_db("group");
-    let l = std::sync::Arc::new(SqliteLedger::open(&path).await.expect("open"));
+async fn every_life_of_a_reused_contact_id_is_kept_apart(b: Backend) {
+    let l = b.open().await;
+    let first = record("c1", "pensions", "supplier-a", 266);
+    let second = CostRecord {
+        accepted_unix_ms: first.accepted_unix_ms + 86_400_000,
+        ..record("c1", "pensions", "supplier-a", 80)
+    };
+    assert!(l.record(first.clone()).await.expect("record"));
+    assert!(l.record(second.clone()).await.expect("a second life of the same id is recorded"));
+    assert!(!l.record(second.clone()).await.expect("replay"), "a replay of either life charges nothing");
+    assert!(!l.record(first).await.expect("replay"));
+    assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 2, cost_cents: 346 });
+    assert_eq!(l.settled("c1").await.expect("read"), Some(second), "the latest life answers a replayed completion");
+    let r = l.recovery().await.expect("recovery");
+    assert_eq!(r.periods[0].settled_cents, 346, "a restart rebuilds both lives");
+    l.close().await;
+}
+
+async fn concurrent_completions_share_commits_and_all_become_durable(b: Backend) {
+    let l = std::sync::Arc::new(b.open().await);
     let mut tasks = Vec::new();
     for t in 0..50 {
         let l = l.clone();
@@ -68,15 +162,13 @@ async fn concurrent_completions_share_commits_and_all_become_durable() {
     let commits = l.commits();
     assert!(commits < 2_000, "2,000 concurrent completions took {commits} commits: no grouping");
     l.close().await;
-    let l = SqliteLedger::open(&path).await.expect("reopen");
+    let l = b.open().await;
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 2_000, cost_cents: 200_000 });
     l.close().await;
 }
 
-#[tokio::test]
-async fn the_report_groups_spend_by_budget_period_queue_and_supplier() {
-    let path = temp_db("report");
-    let l = SqliteLedger::open(&path).await.expect("open");
+async fn the_report_groups_spend_by_budget_period_queue_and_supplier(b: Backend) {
+    let l = b.open().await;
     for (c, q, g, cost) in
         [("a", "pensions", "supplier-a", 100), ("b", "pensions", "supplier-a", 150), ("c", "naspi", "supplier-b", 70)]
     {
@@ -107,10 +199,8 @@ fn hold(contact: &str) -> HoldRecord {
     }
 }
 
-#[tokio::test]
-async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them() {
-    let path = temp_db("recovery");
-    let l = SqliteLedger::open(&path).await.expect("open");
+async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them(b: Backend) {
+    let l = b.open().await;
     // Three contacts go into service; one completes (with an overrun), one is taken away.
     for c in ["c1", "c2", "c3"] {
         SettlementSink::hold(&l, &hold(c));
@@ -137,7 +227,7 @@ async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them()
     assert_eq!(l.pending(), 0, "committed writes leave no waiter behind");
     l.close().await;
 
-    let l = SqliteLedger::open(&path).await.expect("reopen");
+    let l = b.open().await;
     let r = l.recovery().await.expect("recovery");
     assert_eq!(r.holds, vec![hold("c3")], "settled and released contacts hold nothing");
     assert_eq!(r.periods.len(), 1);
@@ -154,12 +244,18 @@ async fn recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them()
     let news: Vec<String> = l.recovery().await.expect("recovery").amendments.into_iter().map(|a| a.new_value).collect();
     assert_eq!(news, ["900", "800", "700"]);
     l.close().await;
+}
+
+#[tokio::test]
+async fn a_report_never_creates_a_sqlite_ledger() {
+    let path = temp_db("missing");
     assert!(matches!(
-        SqliteLedger::open_existing(&path.with_extension("nope")).await,
+        Ledger::open_existing(&path.with_extension("nope")).await,
         Err(smista_ledger::LedgerError::Missing(_))
     ));
 }
 
+/// SQLite only: ledger files written by earlier versions (PostgreSQL ledgers start at this one).
 #[tokio::test]
 async fn a_ledger_written_before_the_outcome_and_note_columns_opens_and_keeps_its_records() {
     let path = temp_db("migrate");
@@ -185,7 +281,7 @@ async fn a_ledger_written_before_the_outcome_and_note_columns_opens_and_keeps_it
         .expect("old schema");
         pool.close().await;
     }
-    let l = SqliteLedger::open(&path).await.expect("open migrates");
+    let l = Ledger::open(&path).await.expect("open migrates");
     let old = l.settled("old").await.expect("read").expect("the old record is kept");
     assert_eq!((old.cost_cents, old.outcome), (266, Outcome::Completed));
     let a = &l.recovery().await.expect("recovery").amendments[0];
@@ -193,8 +289,16 @@ async fn a_ledger_written_before_the_outcome_and_note_columns_opens_and_keeps_it
     let hung_up = CostRecord { outcome: Outcome::CancelledInService, ..record("new", "pensions", "supplier-a", 100) };
     assert!(l.record(hung_up.clone()).await.expect("record"));
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 2, cost_cents: 366 });
+    // The old key was (budget, contact): a second life of "old" is now kept apart.
+    let again = CostRecord {
+        contact: "old".into(),
+        accepted_unix_ms: 1_795_100_000_000,
+        ..record("old", "pensions", "supplier-a", 50)
+    };
+    assert!(l.record(again).await.expect("record"));
     l.close().await;
-    let l = SqliteLedger::open(&path).await.expect("reopening a migrated ledger changes nothing");
+    let l = Ledger::open(&path).await.expect("reopening a migrated ledger changes nothing");
     assert_eq!(l.settled("new").await.expect("read"), Some(hung_up));
+    assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 3, cost_cents: 416 });
     l.close().await;
 }

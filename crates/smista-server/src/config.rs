@@ -23,7 +23,10 @@
 //! [limits]               # optional: every bound the server keeps (see limits::LimitsSection)
 //!
 //! [ledger]               # optional: where budget spend is made durable
-//! kind = "sqlite"        # <data_dir>/ledger.db; "none" keeps spend in memory only (not durable)
+//! kind = "sqlite"        # <data_dir>/ledger.db; "postgres" (several nodes sharing budgets);
+//!                        # "none" keeps spend in memory only (not durable)
+//! url = ""               # postgres: connection URL (or SMISTA_LEDGER_URL; keep passwords out of files)
+//! schema = ""            # postgres: schema holding the tables (default: the server's search path)
 //! recovered_hold_max_age_ms = 14400000   # see LedgerSection
 //!
 //! [engine]               # optional
@@ -100,6 +103,8 @@ pub enum LedgerKind {
     /// SQLite file `ledger.db` in the data directory (WAL, group commit).
     #[default]
     Sqlite,
+    /// A PostgreSQL database (`url`), which several nodes may share.
+    Postgres,
     /// Nothing durable: spend lives in memory and is lost on restart (benchmarks, demos).
     None,
 }
@@ -114,11 +119,38 @@ pub struct LedgerSection {
     /// or until this long after it was accepted (its completion is then presumed lost and the
     /// reservation released).
     pub recovered_hold_max_age_ms: u64,
+    /// PostgreSQL connection URL (`kind = "postgres"`); `SMISTA_LEDGER_URL` overrides it.
+    pub url: String,
+    /// PostgreSQL schema for the tables (empty: the server's search path).
+    pub schema: String,
 }
 
 impl Default for LedgerSection {
     fn default() -> Self {
-        LedgerSection { kind: LedgerKind::Sqlite, recovered_hold_max_age_ms: 4 * 3_600_000 }
+        LedgerSection {
+            kind: LedgerKind::Sqlite,
+            recovered_hold_max_age_ms: 4 * 3_600_000,
+            url: String::new(),
+            schema: String::new(),
+        }
+    }
+}
+
+impl LedgerSection {
+    /// Where the ledger lives, for a server whose data directory is `data_dir` (`None`: no
+    /// ledger).
+    #[must_use]
+    pub fn target(&self, data_dir: &std::path::Path) -> Option<smista_ledger::Target> {
+        match self.kind {
+            LedgerKind::None => None,
+            LedgerKind::Sqlite => {
+                Some(smista_ledger::Target::Sqlite { path: data_dir.join(crate::server::LEDGER_FILE), create: true })
+            }
+            LedgerKind::Postgres => Some(smista_ledger::Target::Postgres {
+                url: self.url.clone(),
+                schema: (!self.schema.is_empty()).then(|| self.schema.clone()),
+            }),
+        }
     }
 }
 
@@ -238,6 +270,9 @@ impl Config {
             return Err(bad("server.tick_ms", "must be 10..=1000"));
         }
         self.auth.validate().map_err(|(k, p)| bad(&k, &p))?;
+        if self.ledger.kind == LedgerKind::Postgres && self.ledger.url.is_empty() {
+            return Err(bad("ledger.url", "kind = \"postgres\" needs a connection URL (or SMISTA_LEDGER_URL)"));
+        }
         self.limits.validate().map_err(|(k, p)| bad(&k, &p))?;
         if !self.auth.client_certs.is_empty() && self.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             return Err(bad("auth.client_certs", "client certificates need [tls] client_ca_file"));

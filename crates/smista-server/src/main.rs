@@ -145,6 +145,9 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         cfg.server.log_format = f;
     }
     cfg.server.insecure = args.insecure;
+    if let Ok(url) = std::env::var("SMISTA_LEDGER_URL") {
+        cfg.ledger.url = url;
+    }
     init_tracing(cfg.server.log_format);
     if let Err(e) = smista_server::mint::private_dir(&cfg.server.data_dir) {
         tracing::error!(dir = %cfg.server.data_dir.display(), error = %e, "cannot create the data directory");

@@ -283,7 +283,7 @@ pub fn refresh_budget_gauges(book: &smista_core::book::BudgetBook, now: Millis) 
 }
 
 /// Sets the ledger's counters and gauges.
-pub fn refresh_ledger(ledger: Option<&smista_ledger::SqliteLedger>, book: &smista_core::book::BudgetBook) {
+pub fn refresh_ledger(ledger: Option<&smista_ledger::Ledger>, book: &smista_core::book::BudgetBook) {
     gauge!(LEDGER_RECOVERED).set(book.recovered_count() as f64);
     if let Some(l) = ledger {
         let st = l.stats();

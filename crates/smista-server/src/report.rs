@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde::Serialize;
-use smista_ledger::{ReportRow, SqliteLedger};
+use smista_ledger::{Ledger, ReportRow};
 use smista_server::config::Config;
-use smista_server::server::LEDGER_FILE;
 
 /// `smista ledger`.
 #[derive(Debug, clap::Args)]
@@ -78,8 +77,20 @@ pub(crate) fn run(args: LedgerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let path = data_dir.unwrap_or_else(|| cfg.server.data_dir.clone()).join(LEDGER_FILE);
-    let rows = match read(&path) {
+    let mut ledger = cfg.ledger.clone();
+    if let Ok(url) = std::env::var("SMISTA_LEDGER_URL") {
+        ledger.url = url;
+    }
+    let target = match ledger.target(&data_dir.unwrap_or_else(|| cfg.server.data_dir.clone())) {
+        // A report never creates a ledger.
+        Some(smista_ledger::Target::Sqlite { path, .. }) => smista_ledger::Target::Sqlite { path, create: false },
+        Some(t) => t,
+        None => {
+            eprintln!("error: [ledger] kind = \"none\": there is no ledger to report on");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows = match read(&target) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -104,13 +115,13 @@ pub(crate) fn run(args: LedgerArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn read(path: &std::path::Path) -> Result<Vec<ReportRow>, smista_ledger::LedgerError> {
+fn read(target: &smista_ledger::Target) -> Result<Vec<ReportRow>, smista_ledger::LedgerError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| smista_ledger::LedgerError::Storage(e.to_string()))?;
     rt.block_on(async {
-        let ledger = SqliteLedger::open_existing(path).await?;
+        let ledger = Ledger::connect(target).await?;
         let rows = ledger.report().await;
         ledger.close().await;
         rows

@@ -18,14 +18,14 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 use crate::auth::{AuthLayer, Authenticator, Gate};
-use crate::config::{Config, LedgerKind};
+use crate::config::Config;
 use crate::limits::Limits;
 use crate::service::admin::AdminSvc;
 use crate::service::contact::ContactSvc;
 use crate::service::operator::OperatorSvc;
 use crate::service::Shared;
 use crate::transport::Tls;
-use smista_ledger::SqliteLedger;
+use smista_ledger::Ledger;
 
 /// Why the server could not run.
 #[derive(Debug, Error)]
@@ -89,11 +89,12 @@ impl Listeners {
 pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<Arc<Shared>, ServeError> {
     let clock = crate::service::Clock::default();
     let mut book = BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?;
-    let ledger = match cfg.ledger.kind {
-        LedgerKind::Sqlite => {
-            let path = cfg.server.data_dir.join(LEDGER_FILE);
-            secure_data_dir(&cfg.server.data_dir, &path)?;
-            let ledger = Arc::new(SqliteLedger::open(&path).await?);
+    let ledger = match cfg.ledger.target(&cfg.server.data_dir) {
+        Some(target) => {
+            if let smista_ledger::Target::Sqlite { path, .. } = &target {
+                secure_data_dir(&cfg.server.data_dir, path)?;
+            }
+            let ledger = Arc::new(Ledger::connect(&target).await?);
             let recovery = ledger.recovery().await?;
             book = book.with_sink(ledger.clone());
             let done = book.restore(&recovery, clock.now());
@@ -101,7 +102,7 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
                 tracing::warn!(what = %s, "ledger entry not restored");
             }
             tracing::info!(
-                ledger = %path.display(),
+                ledger = %describe(&target),
                 amendments = done.amendments,
                 settled_cents = done.settled_cents,
                 contacts_in_service = done.holds,
@@ -109,7 +110,7 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
             );
             Some(ledger)
         }
-        LedgerKind::None => {
+        None => {
             if !cfg.budgets.is_empty() {
                 tracing::warn!("[ledger] kind = \"none\": budget spend is kept in memory only and lost on restart");
             }
@@ -123,6 +124,17 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
         limits: Arc::new(Limits::new(&cfg.limits)),
     });
     Ok(Arc::new(Shared::new(engine, book, ledger, clock, cfg, gate, stop)))
+}
+
+/// A ledger target for the log, without the password of a URL.
+fn describe(t: &smista_ledger::Target) -> String {
+    match t {
+        smista_ledger::Target::Sqlite { path, .. } => path.display().to_string(),
+        smista_ledger::Target::Postgres { url, schema } => {
+            let host = url.rsplit('@').next().unwrap_or(url);
+            format!("postgres {host} schema {}", schema.as_deref().unwrap_or("(default)"))
+        }
+    }
 }
 
 /// Whether serving `grpc` with this configuration exposes an open or plaintext API beyond

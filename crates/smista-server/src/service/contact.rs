@@ -102,6 +102,17 @@ impl ContactSvc {
             max_patience_ms: req.max_patience_ms,
         };
         let now = s.clock.now();
+        // In service with a budgeted operator when the process stopped (its hold was recovered
+        // from the ledger): the engine does not know it, and must not route it to a second
+        // operator. The answer is the one a re-offer got before the restart.
+        if let Some(h) = s.book.recovered(&offer.contact_id) {
+            let d = smista_core::Decision::Assigned {
+                operator: h.operator.as_str().into(),
+                queue: h.queue.as_str().into(),
+                deadline: now,
+            };
+            return Ok(convert::decision(offer.contact_id, &d, now));
+        }
         let mut ev = Vec::new();
         let r = s.engine.offer(&offer, now, &mut ev).map_err(client_error);
         s.publish(&ev, now);

@@ -19,7 +19,7 @@ use smista_core::{DivertReason, Engine, Event, Millis, Outcome};
 use tokio::sync::watch;
 use tonic::Status;
 
-use smista_ledger::{Key, SqliteLedger};
+use smista_ledger::{Key, Ledger};
 
 use crate::hub::{EventLog, OfferBoard};
 
@@ -66,7 +66,7 @@ pub struct Shared {
     /// The budgets the engine consults.
     pub book: Arc<BudgetBook>,
     /// The durable ledger behind the book (`None`: `[ledger] kind = "none"`).
-    pub ledger: Option<Arc<SqliteLedger>>,
+    pub ledger: Option<Arc<Ledger>>,
     /// Queue -> the budget paying its operators.
     pub queue_budget: HashMap<String, String>,
     /// Extra-budget diversions per budget in its current period: (period label, count).
@@ -101,7 +101,7 @@ impl Shared {
     pub fn new(
         engine: Arc<Engine>,
         book: Arc<BudgetBook>,
-        ledger: Option<Arc<SqliteLedger>>,
+        ledger: Option<Arc<Ledger>>,
         clock: Clock,
         cfg: &crate::config::Config,
         gate: Arc<crate::auth::Gate>,
@@ -198,6 +198,10 @@ impl Shared {
             Some(rec) if operator.is_some_and(|o| o != rec.operator) => {
                 Err(Status::failed_precondition(format!("contact `{contact}` was completed by another operator")))
             }
+            // As before the restart: a contact whose caller hung up cannot be completed.
+            Some(rec) if operator.is_some() && rec.outcome != Outcome::Completed => Err(Status::failed_precondition(
+                format!("contact `{contact}` ended without being completed (the caller hung up)"),
+            )),
             other => Ok(other),
         }
     }

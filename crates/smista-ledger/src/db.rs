@@ -1,0 +1,238 @@
+//! The two backends behind one set of statements: an embedded SQLite file (one node) or a
+//! PostgreSQL database (several nodes sharing budgets). Statements are written once, with `?`
+//! placeholders, and numbered (`$1`...) for PostgreSQL; the few differences (amendment numbering,
+//! migrations of old SQLite files) are here.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+
+use crate::LedgerError;
+
+/// Where a ledger lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A SQLite file (WAL, `synchronous = FULL`).
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// Create it if missing.
+        create: bool,
+    },
+    /// A PostgreSQL database, e.g. `postgres://smista@db.example/smista`.
+    Postgres {
+        /// Connection URL.
+        url: String,
+        /// Schema holding the tables (created if missing; `None`: the server's default, usually
+        /// `public`). Tests give each run its own.
+        schema: Option<String>,
+    },
+}
+
+/// An open connection pool to either backend.
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to whichever pool `$db` holds (the body is compiled for both).
+macro_rules! with_db {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($p) => $body,
+            $crate::db::Db::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use with_db;
+
+impl Db {
+    /// `sql` with its `?` placeholders as this backend wants them.
+    pub(crate) fn sql<'a>(&self, sql: &'a str) -> Cow<'a, str> {
+        match self {
+            Db::Sqlite(_) => Cow::Borrowed(sql),
+            Db::Postgres(_) => {
+                let mut out = String::with_capacity(sql.len() + 16);
+                let mut n = 0;
+                for c in sql.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// Whether amendments are numbered by the database (PostgreSQL, several writers) rather than
+    /// by the one writer of a SQLite file.
+    pub(crate) fn numbers_amendments(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    pub(crate) async fn close(&self) {
+        with_db!(self, p => p.close().await)
+    }
+}
+
+/// The ledger's tables. `{seq}` is the amendment number's column type.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cost_records (
+    budget_id          TEXT    NOT NULL,
+    contact_id         TEXT    NOT NULL,
+    period             TEXT    NOT NULL,
+    queue              TEXT    NOT NULL,
+    operator_group     TEXT    NOT NULL,
+    operator_id        TEXT    NOT NULL,
+    channel            TEXT    NOT NULL,
+    accepted_unix_ms   BIGINT  NOT NULL,
+    completed_unix_ms  BIGINT  NOT NULL,
+    handle_ms          BIGINT  NOT NULL,
+    cost_cents         BIGINT  NOT NULL,
+    reserved_cents     BIGINT  NOT NULL,
+    outcome            TEXT    NOT NULL DEFAULT 'completed',
+    PRIMARY KEY (budget_id, contact_id, accepted_unix_ms)
+);
+CREATE INDEX IF NOT EXISTS cost_records_by_period ON cost_records (budget_id, period);
+CREATE INDEX IF NOT EXISTS cost_records_by_contact ON cost_records (contact_id);
+CREATE TABLE IF NOT EXISTS holds (
+    budget_id          TEXT    NOT NULL,
+    contact_id         TEXT    NOT NULL,
+    period             TEXT    NOT NULL,
+    amount_cents       BIGINT  NOT NULL,
+    queue              TEXT    NOT NULL,
+    operator_group     TEXT    NOT NULL,
+    operator_id        TEXT    NOT NULL,
+    channel            TEXT    NOT NULL,
+    accepted_unix_ms   BIGINT  NOT NULL,
+    PRIMARY KEY (budget_id, contact_id)
+);
+CREATE TABLE IF NOT EXISTS amendments (
+    seq                {seq},
+    at_unix_ms         BIGINT  NOT NULL,
+    budget_id          TEXT    NOT NULL,
+    actor              TEXT    NOT NULL,
+    note               TEXT    NOT NULL DEFAULT '',
+    field              TEXT    NOT NULL,
+    old_value          TEXT    NOT NULL,
+    new_value          TEXT    NOT NULL,
+    reason             TEXT    NOT NULL
+);
+";
+
+/// The schema as `db` creates it.
+#[must_use]
+pub fn schema(postgres: bool) -> String {
+    SCHEMA.replace("{seq}", if postgres { "BIGSERIAL PRIMARY KEY" } else { "BIGINT NOT NULL PRIMARY KEY" })
+}
+
+/// Opens the pool of `target`, creating the schema and bringing an older one up to date.
+pub(crate) async fn open(target: &Target) -> Result<Db, LedgerError> {
+    match target {
+        Target::Sqlite { path, create } => {
+            if !*create && !path.is_file() {
+                return Err(LedgerError::Missing(path.display().to_string()));
+            }
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(*create)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5));
+            // Schema and migrations on a connection of their own, closed before the pool opens: a
+            // pooled connection that prepared a statement before an ALTER TABLE would describe the
+            // old columns and then read rows of the new ones (sqlx panics on the extra column).
+            // (A pool of one rather than a bare connection: futures holding `&mut
+            // SqliteConnection` across awaits are not provably `Send`, and the server spawns this.)
+            let setup = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+            sqlx::raw_sql(&schema(false)).execute(&setup).await?;
+            migrate_sqlite(&setup).await?;
+            setup.close().await;
+            Ok(Db::Sqlite(SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?))
+        }
+        Target::Postgres { url, schema: ns } => {
+            let mut opts: PgConnectOptions =
+                url.parse().map_err(|e| LedgerError::Storage(format!("bad PostgreSQL URL: {e}")))?;
+            if let Some(ns) = ns {
+                if ns.is_empty() || !ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(LedgerError::Storage(format!("bad schema name `{ns}`")));
+                }
+                let setup = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+                let create = format!("CREATE SCHEMA IF NOT EXISTS {ns}");
+                sqlx::raw_sql(&create).execute(&setup).await?;
+                setup.close().await;
+                opts = opts.options([("search_path", ns.as_str())]);
+            }
+            let setup = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+            // Several nodes may open the same database at once: one creates, the others wait.
+            let ddl = format!("SELECT pg_advisory_lock(7316255); {} SELECT pg_advisory_unlock(7316255);", schema(true));
+            sqlx::raw_sql(&ddl).execute(&setup).await?;
+            setup.close().await;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+}
+
+/// Brings a SQLite ledger written by an earlier smista up to [`schema`]: columns added since
+/// (their defaults describe the old rows truthfully) and the cost records' key, which now tells
+/// the lives of a re-used contact id apart. Idempotent.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
+    let has = |table: &'static str, column: &'static str| async move {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info(?) WHERE name = ?")
+            .bind(table)
+            .bind(column)
+            .fetch_one(pool)
+            .await?
+            .try_get("n")?;
+        Ok::<bool, LedgerError>(n > 0)
+    };
+    if !has("amendments", "note").await? {
+        // Before the column the actor was whatever the client typed, and there was no note.
+        sqlx::query("ALTER TABLE amendments ADD COLUMN note TEXT NOT NULL DEFAULT ''").execute(pool).await?;
+    }
+    if !has("cost_records", "outcome").await? {
+        // Ledgers before the column settled only contacts their operator completed or whose
+        // caller hung up in service, without telling which: `completed` is what they reported.
+        sqlx::query("ALTER TABLE cost_records ADD COLUMN outcome TEXT NOT NULL DEFAULT 'completed'")
+            .execute(pool)
+            .await?;
+    }
+    let key_cols: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info('cost_records') WHERE pk > 0")
+        .fetch_one(pool)
+        .await?
+        .try_get("n")?;
+    if key_cols == 2 {
+        // Keyed (budget, contact) before: a contact id re-used after a restart was routed and
+        // handled again but its record was dropped. SQLite cannot change a key: rebuild.
+        // One script on the setup pool's one connection, inside one transaction.
+        let script = format!(
+            "BEGIN;
+             ALTER TABLE cost_records RENAME TO cost_records_v1;
+             DROP INDEX IF EXISTS cost_records_by_period;
+             DROP INDEX IF EXISTS cost_records_by_contact;
+             {}
+             INSERT INTO cost_records SELECT budget_id, contact_id, period, queue, operator_group, operator_id,
+                channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome
+             FROM cost_records_v1;
+             DROP TABLE cost_records_v1;
+             COMMIT;",
+            schema(false)
+        );
+        sqlx::raw_sql(&script).execute(pool).await?;
+    }
+    Ok(())
+}

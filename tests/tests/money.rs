@@ -1,0 +1,199 @@
+//! Money across lives of the process, on SQLite and on PostgreSQL: a contact in service at a
+//! restart is never given to a second operator; replies after a restart are the ones before it;
+//! a re-used contact id is a new life whose cost the ledger keeps apart, so in-memory totals and
+//! the ledger never differ (with and without a restart).
+
+mod support;
+
+use std::time::Duration;
+
+use smista_proto::v1 as pb;
+use smista_server::config::{Config, LedgerKind};
+use support::{assigned, login, temp_dir, voice, Server};
+use tonic::Code;
+
+/// A configuration whose ledger is SQLite in `data` or, with `pg`, a fresh PostgreSQL schema.
+fn config(data: &std::path::Path, pg: Option<&str>) -> Config {
+    let mut cfg = Config::load(None).expect("demo");
+    cfg.server.data_dir = data.to_owned();
+    // No pacing, no reserve: the budget is not what these tests are about.
+    cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
+    cfg.budgets[0].protected_reserve_bp = 0;
+    if let Some(schema) = pg {
+        cfg.ledger.kind = LedgerKind::Postgres;
+        cfg.ledger.url = std::env::var("SMISTA_TEST_PG_URL").expect("checked by the caller");
+        cfg.ledger.schema = schema.to_owned();
+    }
+    cfg
+}
+
+/// The backends to run on: SQLite always, PostgreSQL when `SMISTA_TEST_PG_URL` is set (required
+/// under CI).
+fn backends(name: &str) -> Vec<Option<String>> {
+    let mut v = vec![None];
+    match std::env::var("SMISTA_TEST_PG_URL") {
+        Ok(_) => v.push(Some(format!("t_{name}_{}", std::process::id()))),
+        Err(_) => assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must set SMISTA_TEST_PG_URL"),
+    }
+    v
+}
+
+/// Drops a test's PostgreSQL schema.
+async fn cleanup(pg: Option<&str>) {
+    let (Some(schema), Ok(url)) = (pg, std::env::var("SMISTA_TEST_PG_URL")) else { return };
+    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await;
+        pool.close().await;
+    }
+}
+
+async fn settled(srv: &Server) -> i64 {
+    let s = srv.admin().await.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+    s.budgets.iter().find(|b| b.budget_id == "ccm-2026").expect("budget").settled_cents
+}
+
+fn naspi_op(op: &str) -> pb::LoginRequest {
+    login(op, "supplier-a", &[("naspi", 6)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_in_service_at_a_restart_is_never_offered_to_a_second_operator() {
+    for pg in backends("inservice") {
+        let data = temp_dir("inservice");
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        o.login(naspi_op("op-201")).await.expect("login");
+        let d = srv.contacts().await.offer_contact(voice("call-1", "naspi")).await.expect("offer").into_inner();
+        assert_eq!(assigned(&d).as_deref(), Some("op-201"));
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-201".into(), contact_id: "call-1".into() })
+            .await
+            .expect("accept: the hold is durable");
+        srv.stop().await;
+
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        o.login(naspi_op("op-202")).await.expect("another operator");
+        // The platform re-offers the contact: it is in service with op-201, not routed again.
+        let d = srv.contacts().await.offer_contact(voice("call-1", "naspi")).await.expect("re-offer").into_inner();
+        assert_eq!(assigned(&d).as_deref(), Some("op-201"), "{d:?}");
+        let snap = srv.admin().await.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+        let other = snap.operators.iter().find(|x| x.operator_id == "op-202").expect("op-202");
+        assert_eq!(other.active_contacts, 0, "nothing was offered to the second operator");
+        let e = o
+            .complete_contact(pb::CompleteContactRequest {
+                operator_id: "op-202".into(),
+                contact_id: "call-1".into(),
+                wrap_up_ms: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        // op-201's desk reconnects and completes: settled once.
+        o.login(naspi_op("op-201")).await.expect("op-201 back (paused: a call from before the restart)");
+        let c = o
+            .complete_contact(pb::CompleteContactRequest {
+                operator_id: "op-201".into(),
+                contact_id: "call-1".into(),
+                wrap_up_ms: 1,
+            })
+            .await
+            .expect("complete")
+            .into_inner();
+        assert!(c.handle_ms > 0);
+        let once = settled(&srv).await;
+        assert!(once > 0);
+        srv.stop().await;
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        assert_eq!(settled(&srv).await, once, "the restart rebuilds what was settled, once");
+        srv.stop().await;
+        cleanup(pg.as_deref()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_after_a_hang_up_is_refused_before_and_after_a_restart() {
+    for pg in backends("hangup") {
+        let data = temp_dir("hangup");
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        o.login(naspi_op("op-201")).await.expect("login");
+        srv.contacts().await.offer_contact(voice("call-2", "naspi")).await.expect("offer");
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-201".into(), contact_id: "call-2".into() })
+            .await
+            .expect("accept");
+        let r = srv
+            .contacts()
+            .await
+            .cancel_contact(pb::CancelContactRequest { contact_id: "call-2".into() })
+            .await
+            .expect("hang up")
+            .into_inner();
+        assert_eq!(r.outcome(), pb::Outcome::CancelledInService);
+        let complete =
+            || pb::CompleteContactRequest { operator_id: "op-201".into(), contact_id: "call-2".into(), wrap_up_ms: 1 };
+        assert_eq!(o.complete_contact(complete()).await.unwrap_err().code(), Code::FailedPrecondition);
+        srv.stop().await;
+
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        assert_eq!(
+            o.complete_contact(complete()).await.unwrap_err().code(),
+            Code::FailedPrecondition,
+            "the same answer in the next life"
+        );
+        let r = srv
+            .contacts()
+            .await
+            .cancel_contact(pb::CancelContactRequest { contact_id: "call-2".into() })
+            .await
+            .expect("a replayed hang-up")
+            .into_inner();
+        assert_eq!(r.outcome(), pb::Outcome::CancelledInService);
+        srv.stop().await;
+        cleanup(pg.as_deref()).await;
+    }
+}
+
+/// Offers `id` on naspi to `op`, accepts and completes it.
+async fn handle(srv: &Server, op: &str, id: &str) {
+    let d = srv.contacts().await.offer_contact(voice(id, "naspi")).await.expect("offer").into_inner();
+    assert_eq!(assigned(&d).as_deref(), Some(op), "{d:?}");
+    let mut o = srv.operators().await;
+    o.accept_offer(pb::AcceptOfferRequest { operator_id: op.into(), contact_id: id.into() }).await.expect("accept");
+    o.complete_contact(pb::CompleteContactRequest { operator_id: op.into(), contact_id: id.into(), wrap_up_ms: 1 })
+        .await
+        .expect("complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_contact_id_is_a_new_life_and_the_ledger_agrees_with_memory() {
+    for pg in backends("reuse") {
+        let data = temp_dir("reuse");
+        // Without a restart: the finished contact is forgotten after its retention.
+        let mut cfg = config(&data, pg.as_deref());
+        cfg.engine.finished_retention_ms = 100;
+        let srv = Server::start_in(cfg.clone()).await;
+        srv.operators().await.login(naspi_op("op-201")).await.expect("login");
+        handle(&srv, "op-201", "same-id").await;
+        let first = settled(&srv).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // wrap-up of 1 ms has ended on the tick; the id is forgotten: a new life.
+        handle(&srv, "op-201", "same-id").await;
+        let both = settled(&srv).await;
+        assert!(both > first, "the second life is charged: {first} -> {both}");
+        srv.stop().await;
+        let srv = Server::start_in(cfg.clone()).await;
+        assert_eq!(settled(&srv).await, both, "the ledger kept both lives: memory and ledger agree");
+
+        // Across a restart: the id is unknown to the new process, another life again.
+        srv.operators().await.login(naspi_op("op-201")).await.expect("login");
+        handle(&srv, "op-201", "same-id").await;
+        let three = settled(&srv).await;
+        assert!(three > both);
+        srv.stop().await;
+        let srv = Server::start_in(cfg).await;
+        assert_eq!(settled(&srv).await, three);
+        srv.stop().await;
+        cleanup(pg.as_deref()).await;
+    }
+}
