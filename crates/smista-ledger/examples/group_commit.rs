@@ -2,7 +2,9 @@
 //! records for 5 seconds; each `record` returns only once its transaction is committed with
 //! synchronous=FULL. Prints records per second and records per commit (per fsync).
 //!
-//! Run: `cargo run --release -p smista-ledger --example group_commit -- [writers]` (default 64).
+//! Run: `cargo run --release -p smista-ledger --example group_commit -- [writers] [postgres-url]`
+//! (default 64 writers on a SQLite file; with a URL, on PostgreSQL in a fresh schema, dropped
+//! after).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,14 +12,20 @@ use std::time::{Duration, Instant};
 
 use smista_core::book::CostRecord;
 use smista_core::Channel;
-use smista_ledger::Ledger;
+use smista_ledger::{Ledger, Target};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let writers: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let dir = std::env::temp_dir().join(format!("smista-group-commit-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let ledger = Arc::new(Ledger::open(&dir.join("ledger.db")).await?);
+    let pg = std::env::args().nth(2);
+    let schema = format!("bench_group_commit_{}", std::process::id());
+    let target = match &pg {
+        Some(url) => Target::Postgres { url: url.clone(), schema: Some(schema.clone()) },
+        None => Target::Sqlite { path: dir.join("ledger.db"), create: true },
+    };
+    let ledger = Arc::new(Ledger::connect(&target).await?);
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(5);
     let start = Instant::now();
@@ -56,7 +64,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = done.load(Ordering::Relaxed);
     let commits = ledger.commits().max(1);
     println!(
-        "{writers} writers: {:.0} durable completions/s, {:.1} records per commit ({} commits in {:.1} s)",
+        "{} {writers} writers: {:.0} durable completions/s, {:.1} records per commit ({} commits in {:.1} s)",
+        if pg.is_some() { "postgres" } else { "sqlite" },
         n as f64 / secs,
         n as f64 / commits as f64,
         commits,
@@ -66,5 +75,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         l.close().await;
     }
     std::fs::remove_dir_all(&dir)?;
+    if let Some(url) = &pg {
+        let pool = sqlx::PgPool::connect(url).await?;
+        sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await?;
+    }
     Ok(())
 }

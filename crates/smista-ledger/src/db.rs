@@ -100,10 +100,9 @@ CREATE TABLE IF NOT EXISTS cost_records (
     cost_cents         BIGINT  NOT NULL,
     reserved_cents     BIGINT  NOT NULL,
     outcome            TEXT    NOT NULL DEFAULT 'completed',
-    PRIMARY KEY (budget_id, contact_id, accepted_unix_ms)
+    PRIMARY KEY (contact_id, budget_id, accepted_unix_ms)
 );
 CREATE INDEX IF NOT EXISTS cost_records_by_period ON cost_records (budget_id, period);
-CREATE INDEX IF NOT EXISTS cost_records_by_contact ON cost_records (contact_id);
 CREATE TABLE IF NOT EXISTS holds (
     budget_id          TEXT    NOT NULL,
     contact_id         TEXT    NOT NULL,
@@ -135,8 +134,10 @@ pub fn schema(postgres: bool) -> String {
     SCHEMA.replace("{seq}", if postgres { "BIGSERIAL PRIMARY KEY" } else { "BIGINT NOT NULL PRIMARY KEY" })
 }
 
-/// Opens the pool of `target`, creating the schema and bringing an older one up to date.
-pub(crate) async fn open(target: &Target) -> Result<Db, LedgerError> {
+/// Opens `target`, creating the schema and bringing an older one up to date: the pool for reads,
+/// and the one for the group-commit writer (SQLite: a connection of its own, whose page cache no
+/// other connection's writes invalidate; PostgreSQL: the same pool).
+pub(crate) async fn open(target: &Target) -> Result<(Db, Db), LedgerError> {
     match target {
         Target::Sqlite { path, create } => {
             if !*create && !path.is_file() {
@@ -147,6 +148,9 @@ pub(crate) async fn open(target: &Target) -> Result<Db, LedgerError> {
                 .create_if_missing(*create)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
+                // Statement-level temporaries (RETURNING, IN (VALUES ...)) in memory: on files
+                // they cost an open, writes and an unlink per commit.
+                .pragma("temp_store", "memory")
                 .busy_timeout(Duration::from_secs(5));
             // Schema and migrations on a connection of their own, closed before the pool opens: a
             // pooled connection that prepared a statement before an ALTER TABLE would describe the
@@ -157,7 +161,9 @@ pub(crate) async fn open(target: &Target) -> Result<Db, LedgerError> {
             sqlx::raw_sql(&schema(false)).execute(&setup).await?;
             migrate_sqlite(&setup).await?;
             setup.close().await;
-            Ok(Db::Sqlite(SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?))
+            let writer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+            let readers = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+            Ok((Db::Sqlite(readers), Db::Sqlite(writer)))
         }
         Target::Postgres { url, schema: ns } => {
             let mut opts: PgConnectOptions =
@@ -182,7 +188,7 @@ pub(crate) async fn open(target: &Target) -> Result<Db, LedgerError> {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Postgres(pool))
+            Ok((Db::Postgres(pool.clone()), Db::Postgres(pool)))
         }
     }
 }
@@ -215,9 +221,15 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
         .fetch_one(pool)
         .await?
         .try_get("n")?;
-    if key_cols == 2 {
+    let first_key: String = sqlx::query("SELECT name FROM pragma_table_info('cost_records') WHERE pk = 1")
+        .fetch_one(pool)
+        .await?
+        .try_get("name")?;
+    if key_cols != 3 || first_key != "contact_id" {
         // Keyed (budget, contact) before: a contact id re-used after a restart was routed and
-        // handled again but its record was dropped. SQLite cannot change a key: rebuild.
+        // handled again but its record was dropped. Then keyed by budget first, with a second
+        // index by contact: every commit wrote two B-trees at random places. SQLite cannot
+        // change a key: rebuild.
         // One script on the setup pool's one connection, inside one transaction.
         let script = format!(
             "BEGIN;

@@ -124,6 +124,7 @@ pub enum Key {
 #[derive(Debug)]
 pub struct Ledger {
     db: Db,
+    write_db: Db,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     pending: Arc<Pending>,
     seq: AtomicU64,
@@ -145,7 +146,7 @@ impl Ledger {
 
     /// Opens the ledger at `target` (creating its tables) and starts its writer.
     pub async fn connect(target: &Target) -> Result<Ledger, LedgerError> {
-        let db = db::open(target).await?;
+        let (db, write_db) = db::open(target).await?;
         let next_seq: i64 = with_db!(&db, p => sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments")
             .fetch_one(p)
             .await?
@@ -155,7 +156,7 @@ impl Ledger {
         let last_error = Arc::new(Mutex::new(None));
         let pending = Arc::new(DashMap::new());
         let writer = tokio::spawn(writer::group_commit(
-            db.clone(),
+            write_db.clone(),
             rx,
             counters.clone(),
             pending.clone(),
@@ -164,6 +165,7 @@ impl Ledger {
         ));
         Ok(Ledger {
             db,
+            write_db,
             jobs: Mutex::new(Some(jobs)),
             pending,
             seq: AtomicU64::new(1),
@@ -381,6 +383,7 @@ impl Ledger {
         if let Some(w) = writer {
             let _ = w.await;
         }
+        self.write_db.close().await;
         self.db.close().await;
     }
 }
