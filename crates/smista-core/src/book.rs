@@ -283,6 +283,9 @@ struct Period {
     reserved: AtomicI64,
     overrun: AtomicI64,
     refusals: AtomicU64,
+    /// What this node may commit in the period when several nodes share the budget: the lease
+    /// granted by the shared ledger (`i64::MAX`: no lease, one node owns the whole ceiling).
+    lease: AtomicI64,
 }
 
 #[derive(Debug)]
@@ -291,6 +294,8 @@ struct Budget {
     ceiling: AtomicI64,
     tariffs: RwLock<[Tariff; 4]>,
     current: RwLock<Arc<Period>>,
+    /// Whether this node spends only what the shared ledger leases it (several nodes).
+    leased: std::sync::atomic::AtomicBool,
     past: Mutex<Vec<Arc<Period>>>,
     learned_handle: DashMap<String, u64>,
     audit: Mutex<Vec<AuditRecord>>,
@@ -348,6 +353,8 @@ pub struct BudgetView {
     pub overrun_cents: i64,
     /// Admissions refused (extra budget) this period.
     pub refusals: u64,
+    /// This node's lease on the period when several nodes share the budget (`None`: no lease).
+    pub lease_cents: Option<i64>,
 }
 
 /// What a settled contact cost, for the durable ledger.
@@ -444,6 +451,26 @@ pub struct Recovery {
     pub holds: Vec<HoldRecord>,
 }
 
+/// A budget's lease position on this node (see [`BudgetBook::lease_needs`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseNeed {
+    /// Budget.
+    pub budget: String,
+    /// Current period.
+    pub period: String,
+    /// When it ends, Unix ms.
+    pub period_end_unix_ms: i64,
+    /// What this node has committed in it (settled + reserved).
+    pub committed_cents: i64,
+    /// The lease this node holds (cumulative grant).
+    pub lease_cents: i64,
+    /// The ceiling.
+    pub ceiling_cents: i64,
+    /// What the budget's rules (pacing, protected reserve) allow committed in all by now: the
+    /// cap a grant must respect across every node.
+    pub allowance_cents: i64,
+}
+
 /// What [`BudgetBook::restore`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -504,7 +531,7 @@ impl BudgetBook {
             for t in &cfg.tariffs {
                 tariffs[t.channel.index()] = t.tariff;
             }
-            let period = Arc::new(new_period(cfg, epoch_unix_ms));
+            let period = Arc::new(new_period(cfg, epoch_unix_ms, false));
             map.insert(
                 cfg.id.clone(),
                 Budget {
@@ -512,6 +539,7 @@ impl BudgetBook {
                     ceiling: AtomicI64::new(cfg.ceiling_cents),
                     tariffs: RwLock::new(tariffs),
                     current: RwLock::new(period),
+                    leased: std::sync::atomic::AtomicBool::new(false),
                     past: Mutex::new(Vec::new()),
                     learned_handle: DashMap::new(),
                     audit: Mutex::new(Vec::new()),
@@ -566,6 +594,12 @@ impl BudgetBook {
 
     /// The most a contact may bring the committed amount to at `unix`.
     fn limit(b: &Budget, p: &Period, unix: i64, protected: bool) -> i64 {
+        Self::rule_limit(b, p, unix, protected).min(p.lease.load(Ordering::Acquire))
+    }
+
+    /// [`limit`](Self::limit) by the budget's own rules (ceiling, pacing, reserve), without the
+    /// node's lease.
+    fn rule_limit(b: &Budget, p: &Period, unix: i64, protected: bool) -> i64 {
         let ceiling = b.ceiling.load(Ordering::Acquire);
         let reserve = i64::try_from(i128::from(ceiling) * i128::from(b.cfg.protected_reserve_bp) / 10_000).unwrap_or(0);
         let general = ceiling - reserve;
@@ -605,7 +639,7 @@ impl BudgetBook {
         }
         let mut cur = b.current.write();
         if !(unix >= cur.start && unix < cur.end) {
-            let next = Arc::new(new_period(&b.cfg, unix));
+            let next = Arc::new(new_period(&b.cfg, unix, b.leased.load(Ordering::Acquire)));
             let old = std::mem::replace(&mut *cur, next);
             let mut past = b.past.lock();
             past.push(old);
@@ -642,7 +676,60 @@ impl BudgetBook {
             paced_allowance_cents: Self::limit(b, &p, unix, false),
             overrun_cents: p.overrun.load(Ordering::Acquire),
             refusals: p.refusals.load(Ordering::Relaxed),
+            lease_cents: Some(p.lease.load(Ordering::Acquire)).filter(|l| *l != i64::MAX),
         }
+    }
+
+    /// Makes this node spend only what the shared ledger leases it: from now on every period's
+    /// limit is the lease [`set_lease`](Self::set_lease) gives it (0 until the first grant).
+    #[must_use]
+    pub fn leased(self) -> Self {
+        for b in self.budgets.values() {
+            b.leased.store(true, Ordering::Release);
+            b.current.read().lease.store(0, Ordering::Release);
+        }
+        self
+    }
+
+    /// Sets this node's lease on `budget`'s period `period` (the amount the shared ledger granted
+    /// it, cumulative over the period). Returns false if that period is not the current one (the
+    /// grant came for a period that has ended).
+    pub fn set_lease(&self, budget: &str, period: &str, now: Millis, granted_cents: i64) -> bool {
+        let Some(b) = self.budgets.get(budget) else { return false };
+        let p = Self::period_at(b, self.unix(now));
+        if p.label != period {
+            return false;
+        }
+        p.lease.store(granted_cents, Ordering::Release);
+        true
+    }
+
+    /// Where each budget stands for its lease at `now`: (budget, period, committed by this node,
+    /// current lease, ceiling, paced allowance for general contacts, with the protected reserve).
+    #[must_use]
+    pub fn lease_needs(&self, now: Millis) -> Vec<LeaseNeed> {
+        let unix = self.unix(now);
+        let mut v: Vec<LeaseNeed> = self
+            .budgets
+            .values()
+            .map(|b| {
+                let p = Self::period_at(b, unix);
+                let ceiling = b.ceiling.load(Ordering::Acquire);
+                // What the budget's own rules allow now, whatever this node's lease.
+                let protected = Self::rule_limit(b, &p, unix, true);
+                LeaseNeed {
+                    budget: b.cfg.id.clone(),
+                    period: p.label.clone(),
+                    period_end_unix_ms: p.end,
+                    committed_cents: p.committed.load(Ordering::Acquire),
+                    lease_cents: p.lease.load(Ordering::Acquire),
+                    ceiling_cents: ceiling,
+                    allowance_cents: protected,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.budget.cmp(&b.budget));
+        v
     }
 
     /// Changes a ceiling and/or tariffs (a contract amendment), recording who (`actor`, the
@@ -717,7 +804,7 @@ impl BudgetBook {
     }
 }
 
-fn new_period(cfg: &BudgetConfig, unix: i64) -> Period {
+fn new_period(cfg: &BudgetConfig, unix: i64, leased: bool) -> Period {
     let (start, end, label) = match &cfg.period {
         PeriodConfig::Monthly => calendar::month_of(unix),
         PeriodConfig::Fixed { start_unix_ms, length_ms } => {
@@ -752,6 +839,7 @@ fn new_period(cfg: &BudgetConfig, unix: i64) -> Period {
         reserved: AtomicI64::new(0),
         overrun: AtomicI64::new(0),
         refusals: AtomicU64::new(0),
+        lease: AtomicI64::new(if leased { 0 } else { i64::MAX }),
     }
 }
 
@@ -942,7 +1030,7 @@ impl BudgetBook {
                 match past.iter().find(|p| p.label == h.period) {
                     Some(p) => p.clone(),
                     None => {
-                        let p = Arc::new(new_period(&b.cfg, h.accepted_unix_ms));
+                        let p = Arc::new(new_period(&b.cfg, h.accepted_unix_ms, b.leased.load(Ordering::Acquire)));
                         past.push(p.clone());
                         p
                     }

@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS cost_records (
     cost_cents         BIGINT  NOT NULL,
     reserved_cents     BIGINT  NOT NULL,
     outcome            TEXT    NOT NULL DEFAULT 'completed',
+    node_id            TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (contact_id, budget_id, accepted_unix_ms)
 );
 CREATE INDEX IF NOT EXISTS cost_records_by_period ON cost_records (budget_id, period);
@@ -113,6 +114,7 @@ CREATE TABLE IF NOT EXISTS holds (
     operator_id        TEXT    NOT NULL,
     channel            TEXT    NOT NULL,
     accepted_unix_ms   BIGINT  NOT NULL,
+    node_id            TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (budget_id, contact_id)
 );
 CREATE TABLE IF NOT EXISTS amendments (
@@ -125,6 +127,22 @@ CREATE TABLE IF NOT EXISTS amendments (
     old_value          TEXT    NOT NULL,
     new_value          TEXT    NOT NULL,
     reason             TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS budget_pool (
+    budget_id          TEXT    NOT NULL,
+    period             TEXT    NOT NULL,
+    ceiling_cents      BIGINT  NOT NULL,
+    granted_cents      BIGINT  NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget_id, period)
+);
+CREATE TABLE IF NOT EXISTS budget_leases (
+    budget_id          TEXT    NOT NULL,
+    period             TEXT    NOT NULL,
+    node_id            TEXT    NOT NULL,
+    granted_cents      BIGINT  NOT NULL,
+    expires_unix_ms    BIGINT  NOT NULL,
+    renewed_unix_ms    BIGINT  NOT NULL,
+    PRIMARY KEY (budget_id, period, node_id)
 );
 ";
 
@@ -173,14 +191,16 @@ pub(crate) async fn open(target: &Target) -> Result<(Db, Db), LedgerError> {
                     return Err(LedgerError::Storage(format!("bad schema name `{ns}`")));
                 }
                 let setup = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-                let create = format!("CREATE SCHEMA IF NOT EXISTS {ns}");
+                // Concurrent CREATE SCHEMA IF NOT EXISTS can fail on a unique index: serialise. (A
+                // multi-statement simple query is one transaction: the lock is held to its commit.)
+                let create = format!("SELECT pg_advisory_xact_lock(7316255); CREATE SCHEMA IF NOT EXISTS {ns};");
                 sqlx::raw_sql(&create).execute(&setup).await?;
                 setup.close().await;
                 opts = opts.options([("search_path", ns.as_str())]);
             }
             let setup = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
             // Several nodes may open the same database at once: one creates, the others wait.
-            let ddl = format!("SELECT pg_advisory_lock(7316255); {} SELECT pg_advisory_unlock(7316255);", schema(true));
+            let ddl = format!("SELECT pg_advisory_xact_lock(7316255); {}", schema(true));
             sqlx::raw_sql(&ddl).execute(&setup).await?;
             setup.close().await;
             let pool = PgPoolOptions::new()
@@ -210,6 +230,9 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
         // Before the column the actor was whatever the client typed, and there was no note.
         sqlx::query("ALTER TABLE amendments ADD COLUMN note TEXT NOT NULL DEFAULT ''").execute(pool).await?;
     }
+    if !has("holds", "node_id").await? {
+        sqlx::query("ALTER TABLE holds ADD COLUMN node_id TEXT NOT NULL DEFAULT ''").execute(pool).await?;
+    }
     if !has("cost_records", "outcome").await? {
         // Ledgers before the column settled only contacts their operator completed or whose
         // caller hung up in service, without telling which: `completed` is what they reported.
@@ -225,6 +248,9 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
         .fetch_one(pool)
         .await?
         .try_get("name")?;
+    if !has("cost_records", "node_id").await? {
+        sqlx::query("ALTER TABLE cost_records ADD COLUMN node_id TEXT NOT NULL DEFAULT ''").execute(pool).await?;
+    }
     if key_cols != 3 || first_key != "contact_id" {
         // Keyed (budget, contact) before: a contact id re-used after a restart was routed and
         // handled again but its record was dropped. Then keyed by budget first, with a second
@@ -237,8 +263,10 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
              DROP INDEX IF EXISTS cost_records_by_period;
              DROP INDEX IF EXISTS cost_records_by_contact;
              {}
-             INSERT INTO cost_records SELECT budget_id, contact_id, period, queue, operator_group, operator_id,
-                channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome
+             INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group, operator_id,
+                channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id)
+             SELECT budget_id, contact_id, period, queue, operator_group, operator_id,
+                channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id
              FROM cost_records_v1;
              DROP TABLE cost_records_v1;
              COMMIT;",

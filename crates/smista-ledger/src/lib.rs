@@ -27,9 +27,11 @@
 #![forbid(unsafe_code)]
 
 mod db;
+mod lease;
 mod writer;
 
 pub use db::{schema, Target};
+pub use lease::{Lease, Pool};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,6 +127,8 @@ pub enum Key {
 pub struct Ledger {
     db: Db,
     write_db: Db,
+    /// This node's id in a shared ledger ("" alone).
+    node: String,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     pending: Arc<Pending>,
     seq: AtomicU64,
@@ -146,6 +150,12 @@ impl Ledger {
 
     /// Opens the ledger at `target` (creating its tables) and starts its writer.
     pub async fn connect(target: &Target) -> Result<Ledger, LedgerError> {
+        Self::connect_as(target, "").await
+    }
+
+    /// [`connect`](Self::connect) for node `node` of several sharing the ledger: its records and
+    /// holds carry the node's id, and it may take budget leases ([`Ledger::acquire_lease`]).
+    pub async fn connect_as(target: &Target, node: &str) -> Result<Ledger, LedgerError> {
         let (db, write_db) = db::open(target).await?;
         let next_seq: i64 = with_db!(&db, p => sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments")
             .fetch_one(p)
@@ -157,6 +167,7 @@ impl Ledger {
         let pending = Arc::new(DashMap::new());
         let writer = tokio::spawn(writer::group_commit(
             write_db.clone(),
+            node.to_owned(),
             rx,
             counters.clone(),
             pending.clone(),
@@ -166,6 +177,7 @@ impl Ledger {
         Ok(Ledger {
             db,
             write_db,
+            node: node.to_owned(),
             jobs: Mutex::new(Some(jobs)),
             pending,
             seq: AtomicU64::new(1),
@@ -287,8 +299,16 @@ impl Ledger {
     }
 
     /// What a restart needs to rebuild the budgets: amendments in order, settled totals per
-    /// budget and period (with overrun), and the holds of contacts still in service.
+    /// budget and period (with overrun), and the holds of contacts still in service — of this
+    /// node's records only, when several nodes share the ledger (each spends within its lease).
     pub async fn recovery(&self) -> Result<Recovery, LedgerError> {
+        let periods_sql = self.db.sql(
+            "SELECT budget_id, period, CAST(SUM(cost_cents) AS BIGINT) AS settled,
+                    CAST(SUM(CASE WHEN cost_cents > reserved_cents THEN cost_cents - reserved_cents ELSE 0 END)
+                         AS BIGINT) AS overrun
+             FROM cost_records WHERE node_id = ? GROUP BY budget_id, period ORDER BY budget_id, period",
+        );
+        let holds_sql = self.db.sql("SELECT * FROM holds WHERE node_id = ? ORDER BY accepted_unix_ms");
         with_db!(&self.db, p => {
             let amendments = sqlx::query("SELECT * FROM amendments ORDER BY seq")
                 .fetch_all(p)
@@ -307,12 +327,8 @@ impl Ledger {
                     })
                 })
                 .collect::<Result<Vec<_>, LedgerError>>()?;
-            let periods = sqlx::query(
-                "SELECT budget_id, period, CAST(SUM(cost_cents) AS BIGINT) AS settled,
-                        CAST(SUM(CASE WHEN cost_cents > reserved_cents THEN cost_cents - reserved_cents ELSE 0 END)
-                             AS BIGINT) AS overrun
-                 FROM cost_records GROUP BY budget_id, period ORDER BY budget_id, period",
-            )
+            let periods = sqlx::query(&periods_sql)
+            .bind(&self.node)
             .fetch_all(p)
             .await?
             .iter()
@@ -325,7 +341,8 @@ impl Ledger {
                 })
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
-            let holds = sqlx::query("SELECT * FROM holds ORDER BY accepted_unix_ms")
+            let holds = sqlx::query(&holds_sql)
+                .bind(&self.node)
                 .fetch_all(p)
                 .await?
                 .iter()

@@ -48,6 +48,7 @@ pub(crate) struct Counters {
 
 pub(crate) async fn group_commit(
     db: Db,
+    node: String,
     mut rx: mpsc::UnboundedReceiver<Job>,
     counters: Arc<Counters>,
     pending: Arc<Pending>,
@@ -68,7 +69,7 @@ pub(crate) async fn group_commit(
         }
         let mut backoff = Duration::from_millis(20);
         let outcome = loop {
-            match write_batch(&db, &batch, next_seq).await {
+            match write_batch(&db, &node, &batch, next_seq).await {
                 Ok(fresh) => break Ok(fresh),
                 Err(e) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -122,13 +123,14 @@ pub(crate) async fn group_commit(
 }
 
 const RECORD_COLUMNS: &str = "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group,
-     operator_id, channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome) VALUES ";
-const RECORD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     operator_id, channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id)
+     VALUES ";
+const RECORD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const RECORD_TAIL: &str = " ON CONFLICT (budget_id, contact_id, accepted_unix_ms) DO NOTHING
      RETURNING budget_id, contact_id, accepted_unix_ms";
 const HOLD_COLUMNS: &str = "INSERT INTO holds (budget_id, contact_id, period, amount_cents, queue, operator_group,
-     operator_id, channel, accepted_unix_ms) VALUES ";
-const HOLD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     operator_id, channel, accepted_unix_ms, node_id) VALUES ";
+const HOLD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const HOLD_TAIL: &str = " ON CONFLICT (budget_id, contact_id) DO NOTHING RETURNING budget_id, contact_id";
 const DELETE_HOLDS: &str = "DELETE FROM holds WHERE (budget_id, contact_id) IN (VALUES ";
 const INSERT_AMENDMENT: &str = "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, note, field, old_value,
@@ -178,7 +180,7 @@ fn fresh_flags<K: Eq + std::hash::Hash>(keys: Vec<K>, mut inserted: std::collect
 /// multi-row statement (their order across kinds kept: a hold and the settlement that ends it
 /// may share a batch); returns, per write, whether it changed anything, and the next amendment
 /// sequence number (SQLite; PostgreSQL numbers them itself).
-async fn write_batch(db: &Db, batch: &[Job], mut seq: i64) -> Result<(Vec<bool>, i64), sqlx::Error> {
+async fn write_batch(db: &Db, node: &str, batch: &[Job], mut seq: i64) -> Result<(Vec<bool>, i64), sqlx::Error> {
     use sqlx::Row;
     let numbered = db.numbers_amendments();
     let amend = db.sql(if numbered { INSERT_AMENDMENT_NUMBERED } else { INSERT_AMENDMENT });
@@ -228,7 +230,8 @@ async fn write_batch(db: &Db, batch: &[Job], mut seq: i64) -> Result<(Vec<bool>,
                             .bind(i64::try_from(r.handle_ms).unwrap_or(i64::MAX))
                             .bind(r.cost_cents)
                             .bind(r.reserved_cents)
-                            .bind(r.outcome.as_str());
+                            .bind(r.outcome.as_str())
+                            .bind(node);
                     }
                     let mut inserted = std::collections::HashSet::new();
                     for row in q.fetch_all(&mut *tx).await? {
@@ -260,7 +263,8 @@ async fn write_batch(db: &Db, batch: &[Job], mut seq: i64) -> Result<(Vec<bool>,
                             .bind(&h.group)
                             .bind(&h.operator)
                             .bind(h.channel.as_str())
-                            .bind(h.accepted_unix_ms);
+                            .bind(h.accepted_unix_ms)
+                            .bind(node);
                     }
                     let mut inserted = std::collections::HashSet::new();
                     for row in q.fetch_all(&mut *tx).await? {
