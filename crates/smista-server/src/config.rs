@@ -22,6 +22,9 @@
 //!
 //! [limits]               # optional: every bound the server keeps (see limits::LimitsSection)
 //!
+//! [cluster]              # optional: several nodes sharing budgets (see lease::ClusterSection)
+//! node_id = "node-a"     # with kind = "postgres": budgets are spent through leases
+//!
 //! [ledger]               # optional: where budget spend is made durable
 //! kind = "sqlite"        # <data_dir>/ledger.db; "postgres" (several nodes sharing budgets);
 //!                        # "none" keeps spend in memory only (not durable)
@@ -201,6 +204,9 @@ pub struct Config {
     /// `[limits]`.
     #[serde(default)]
     pub limits: crate::limits::LimitsSection,
+    /// `[cluster]`.
+    #[serde(default)]
+    pub cluster: crate::lease::ClusterSection,
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -253,6 +259,12 @@ impl Config {
         }
     }
 
+    /// Whether this node spends budgets through leases: a node id with the PostgreSQL ledger.
+    #[must_use]
+    pub fn leased(&self) -> bool {
+        self.ledger.kind == LedgerKind::Postgres && !self.cluster.node_id.is_empty()
+    }
+
     /// The routing engine's part.
     #[must_use]
     pub fn engine_config(&self) -> EngineConfig {
@@ -274,6 +286,7 @@ impl Config {
             return Err(bad("ledger.url", "kind = \"postgres\" needs a connection URL (or SMISTA_LEDGER_URL)"));
         }
         self.limits.validate().map_err(|(k, p)| bad(&k, &p))?;
+        self.cluster.validate().map_err(|(k, p)| bad(&k, &p))?;
         if !self.auth.client_certs.is_empty() && self.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             return Err(bad("auth.client_certs", "client certificates need [tls] client_ca_file"));
         }

@@ -12,6 +12,7 @@
 //! - [`transport`]: accepted connections, the connection cap, TLS and its reload.
 //! - [`mint`]: development credentials (a CA, certificates, a JWKS, tokens, API keys).
 //! - [`service`]: the three gRPC services.
+//! - [`lease`]: this node's budget leases when several nodes share budgets.
 //! - [`hub`]: event stream and operator offer fan-out.
 //! - [`metrics`]: metric names, recording and the `/metrics` endpoint.
 //! - [`error`]: the one mapping of routing errors to gRPC statuses.
@@ -25,6 +26,7 @@ pub mod connect;
 pub mod convert;
 pub mod error;
 pub mod hub;
+pub mod lease;
 pub mod limits;
 pub mod logfmt;
 pub mod metrics;

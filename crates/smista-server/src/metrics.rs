@@ -79,6 +79,12 @@ pub const CONNECTIONS_REFUSED: &str = "smista_connections_refused_total";
 pub const TLS_HANDSHAKE_FAILURES: &str = "smista_tls_handshake_failures_total";
 /// Certificate and key reloads, by result (ok, error).
 pub const TLS_RELOADS: &str = "smista_tls_reloads_total";
+/// This node's lease on a budget's current period, cents, by budget.
+pub const BUDGET_LEASE: &str = "smista_budget_lease_cents";
+/// Seconds since this node last renewed its lease, by budget.
+pub const BUDGET_LEASE_AGE: &str = "smista_budget_lease_age_seconds";
+/// Lease renewals, by budget and result (ok, error).
+pub const BUDGET_LEASE_RENEWALS: &str = "smista_budget_lease_renewals_total";
 /// 1 while the server runs open or insecure (no TLS or no authentication on a non-loopback
 /// address), else 0.
 pub const INSECURE: &str = "smista_insecure";
@@ -142,6 +148,9 @@ fn describe() {
     describe_counter!(CONNECTIONS_REFUSED, Unit::Count, "Connections closed at once: the connection cap was reached.");
     describe_counter!(TLS_HANDSHAKE_FAILURES, Unit::Count, "TLS handshakes that failed or timed out.");
     describe_counter!(TLS_RELOADS, Unit::Count, "Certificate, key and JWKS reloads, by result.");
+    describe_gauge!(BUDGET_LEASE, "This node's lease on the budget's current period (several nodes).");
+    describe_gauge!(BUDGET_LEASE_AGE, Unit::Seconds, "Time since this node last renewed its budget lease.");
+    describe_counter!(BUDGET_LEASE_RENEWALS, Unit::Count, "Budget lease renewals, by result.");
     describe_gauge!(INSECURE, "1 while the server accepts unauthenticated or plaintext clients beyond loopback.");
 }
 
@@ -423,4 +432,16 @@ pub fn tls_reloaded(ok: bool) {
 /// Sets the insecure gauge.
 pub fn set_insecure(insecure: bool) {
     gauge!(INSECURE).set(if insecure { 1.0 } else { 0.0 });
+}
+
+/// Counts a lease renewal.
+pub fn lease_renewed(budget: &str, ok: bool) {
+    counter!(BUDGET_LEASE_RENEWALS, "budget" => budget.to_owned(), "result" => if ok { "ok" } else { "error" })
+        .increment(1);
+}
+
+/// Sets a budget's lease gauges.
+pub fn lease_state(budget: &str, granted_cents: i64, age_ms: i64) {
+    gauge!(BUDGET_LEASE, "budget" => budget.to_owned()).set(granted_cents as f64);
+    gauge!(BUDGET_LEASE_AGE, "budget" => budget.to_owned()).set(age_ms.max(0) as f64 / 1000.0);
 }

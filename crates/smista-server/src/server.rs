@@ -94,9 +94,13 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
             if let smista_ledger::Target::Sqlite { path, .. } = &target {
                 secure_data_dir(&cfg.server.data_dir, path)?;
             }
-            let ledger = Arc::new(Ledger::connect(&target).await?);
+            let ledger = Arc::new(Ledger::connect_as(&target, &cfg.cluster.node_id).await?);
             let recovery = ledger.recovery().await?;
             book = book.with_sink(ledger.clone());
+            if cfg.leased() {
+                // Nothing is admitted on a budget until this node holds a lease on it.
+                book = book.leased();
+            }
             let done = book.restore(&recovery, clock.now());
             for s in &done.skipped {
                 tracing::warn!(what = %s, "ledger entry not restored");
@@ -199,6 +203,8 @@ pub async fn serve(
         "trust boundary"
     );
     let reloader = tokio::spawn(reload_loop(tls.clone(), shared.clone(), stop_rx.clone()));
+    let leases =
+        cfg.leased().then(|| tokio::spawn(crate::lease::keep(shared.clone(), cfg.cluster.clone(), stop_rx.clone())));
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<ContactServiceServer<ContactSvc>>().await;
@@ -258,6 +264,9 @@ pub async fn serve(
     let _ = ticker.await;
     let _ = metrics_http.await;
     let _ = reloader.await;
+    if let Some(l) = leases {
+        let _ = l.await;
+    }
     // Every acknowledged completion is already durable; commit what is still queued and close.
     if let Some(l) = &shared.ledger {
         l.close().await;

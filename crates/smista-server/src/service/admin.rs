@@ -18,6 +18,8 @@ pub struct AdminSvc(pub Arc<Shared>);
 
 fn budget_pb(s: &Shared, v: BudgetView) -> pb::BudgetSnapshot {
     let extra = s.extra_budget_diversions(&v.id, &v.period);
+    let renewed_ago =
+        crate::lease::describe(&s.leases, &v.id, s.clock.unix_ms(s.clock.now()) as i64).map_or(0, |(_, ago)| ago);
     pb::BudgetSnapshot {
         budget_id: v.id,
         period: v.period,
@@ -27,6 +29,8 @@ fn budget_pb(s: &Shared, v: BudgetView) -> pb::BudgetSnapshot {
         paced_allowance_cents: v.paced_allowance_cents,
         overrun_cents: v.overrun_cents,
         extra_budget_diversions: extra,
+        lease_cents: v.lease_cents.unwrap_or(0),
+        lease_renewed_ms_ago: renewed_ago,
     }
 }
 
@@ -42,6 +46,7 @@ impl AdminService for AdminSvc {
             queues: snap.queues.iter().map(convert::queue_snapshot).collect(),
             operators: snap.operators.iter().map(convert::operator_snapshot).collect(),
             budgets: s.book.views(now).into_iter().map(|v| budget_pb(s, v)).collect(),
+            node_id: s.node_id.clone(),
         });
         t.finish(&r);
         r.map(Response::new)
@@ -148,6 +153,19 @@ impl AdminService for AdminSvc {
             crate::metrics::refresh_budget_gauges(&s.book, now);
             Ok(pb::UpdateBudgetResponse { budget: Some(budget_pb(s, v)) })
         });
+        // With several nodes, the shared pool's ceiling follows the amendment, so every node's
+        // grants respect it.
+        if let (Ok(_), Some(l), Some(c)) = (&r, &self.0.ledger, request.get_ref().ceiling_cents) {
+            if !self.0.node_id.is_empty() && l.is_postgres() {
+                let s = &self.0;
+                let budget = &request.get_ref().budget_id;
+                if let Some(period) = s.book.period_label(budget, s.clock.now()) {
+                    if let Err(e) = l.set_pool_ceiling(budget, &period, c).await {
+                        tracing::error!(budget = %budget, error = %e, "the shared pool's ceiling was not updated");
+                    }
+                }
+            }
+        }
         // Acknowledged once the amendment is durable: a restart re-applies it.
         let r = match (r, &self.0.ledger) {
             (Ok(v), Some(l)) => l

@@ -90,6 +90,10 @@ pub struct Shared {
     /// Operators logged in paused because a contact of theirs from before a restart is still in
     /// service; made available again when the last one ends.
     pub recovering: DashMap<String, ()>,
+    /// This node's id among several (empty: alone).
+    pub node_id: String,
+    /// This node's budget leases (empty unless `[cluster] node_id` with the PostgreSQL ledger).
+    pub leases: crate::lease::Leases,
 }
 
 /// Why an operator is paused at login after a restart.
@@ -126,6 +130,8 @@ impl Shared {
             gate,
             bounds: cfg.limits.clone(),
             recovering: DashMap::new(),
+            node_id: cfg.cluster.node_id.clone(),
+            leases: DashMap::new(),
         }
     }
 

@@ -1,0 +1,184 @@
+//! Keeping this node's budget leases when several nodes share budgets on the PostgreSQL ledger
+//! (`[cluster] node_id` set): the node spends locally and lock-free within its lease (the book's
+//! limit), and this task renews the lease before it runs out, sized from the node's own recent
+//! demand, gives back the unused part at shutdown, and cuts back the leases of nodes that stopped
+//! renewing. See `smista_ledger::lease` for the statements and their invariant.
+//!
+//! If PostgreSQL cannot be reached the node keeps admitting within the lease it holds, and stops
+//! (diverting EXTRA_BUDGET) once that lease is spent or is about to expire, whichever first:
+//! after expiry another node may take the unused part back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::service::Shared;
+
+/// `[cluster]`: this node among several sharing budgets.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This node's id, stable across its restarts (empty: a single node owning the budgets;
+    /// set, with the PostgreSQL ledger: budgets are spent through leases).
+    pub node_id: String,
+    /// How long a lease lasts unless renewed, ms.
+    pub lease_ttl_ms: u64,
+    /// How often leases are checked and renewed, ms.
+    pub lease_renew_ms: u64,
+    /// The node asks for enough to cover its demand over this long, ms.
+    pub lease_horizon_ms: u64,
+    /// Smallest amount asked for at once, cents.
+    pub lease_min_cents: i64,
+    /// A lease expired for longer than this is taken back to what its node recorded, ms.
+    pub reclaim_grace_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node_id: String::new(),
+            lease_ttl_ms: 5_000,
+            lease_renew_ms: 250,
+            lease_horizon_ms: 10_000,
+            lease_min_cents: 1_000,
+            reclaim_grace_ms: 2_000,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Checks the section: `Err((key, problem))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, p: &str| Err((format!("cluster.{k}"), p.to_owned()));
+        if self.node_id.len() > 64 || self.node_id.chars().any(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(c))) {
+            return bad("node_id", "at most 64 characters of [A-Za-z0-9_.-]");
+        }
+        if self.lease_renew_ms == 0 || self.lease_ttl_ms < 4 * self.lease_renew_ms {
+            return bad("lease_ttl_ms", "must be at least four renewal periods");
+        }
+        if self.lease_min_cents <= 0 || self.lease_horizon_ms == 0 {
+            return bad("lease_min_cents", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// What the snapshot and metrics show of one budget's lease.
+#[derive(Clone, Debug, Default)]
+pub struct LeaseState {
+    /// Current period.
+    pub period: String,
+    /// Granted to this node in the period.
+    pub granted_cents: i64,
+    /// Lease expiry, Unix ms.
+    pub expires_unix_ms: i64,
+    /// Last successful renewal, Unix ms (0: never).
+    pub renewed_unix_ms: i64,
+    /// Successful renewals.
+    pub renewals: u64,
+    /// Failed renewals.
+    pub failures: u64,
+    committed_before: i64,
+    refusals_before: u64,
+    /// Demand estimate, cents per ms (exponential average).
+    rate: f64,
+}
+
+/// The leases of this node, by budget.
+pub type Leases = DashMap<String, LeaseState>;
+
+/// Renews leases until `stop`, then gives back what was not spent.
+pub async fn keep(shared: Arc<Shared>, cfg: ClusterSection, mut stop: watch::Receiver<bool>) {
+    let Some(ledger) = shared.ledger.clone() else { return };
+    let every = Duration::from_millis(cfg.lease_renew_ms);
+    loop {
+        renew(&shared, &ledger, &cfg).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    // Shutdown: keep what is committed (in-service holds included), give back the rest.
+    let now = shared.clock.now();
+    for n in shared.book.lease_needs(now) {
+        match ledger.give_back_lease(&n.budget, &n.period, n.committed_cents).await {
+            Ok(Some(l)) => {
+                shared.book.set_lease(&n.budget, &n.period, now, l.granted_cents);
+                tracing::info!(budget = %n.budget, kept_cents = l.granted_cents, "lease given back at shutdown");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(budget = %n.budget, error = %e, "lease not given back: it returns to the pool after expiry")
+            }
+        }
+    }
+}
+
+async fn renew(shared: &Shared, ledger: &smista_ledger::Ledger, cfg: &ClusterSection) {
+    let now = shared.clock.now();
+    let unix = shared.clock.unix_ms(now) as i64;
+    let ttl = cfg.lease_ttl_ms as i64;
+    let views = shared.book.views(now);
+    for n in shared.book.lease_needs(now) {
+        let refusals = views.iter().find(|v| v.id == n.budget).map_or(0, |v| v.refusals);
+        let mut st = shared.leases.entry(n.budget.clone()).or_default();
+        if st.period != n.period {
+            *st = LeaseState { period: n.period.clone(), committed_before: n.committed_cents, ..LeaseState::default() };
+        }
+        // Demand: what this node committed since the last round, plus a doubling while it had
+        // to refuse (its lease was too small to show the real demand).
+        let dt = cfg.lease_renew_ms.max(1) as f64;
+        let grew = (n.committed_cents - st.committed_before).max(0) as f64 / dt;
+        st.rate = 0.7 * st.rate + 0.3 * grew;
+        let refused = refusals > st.refusals_before;
+        st.committed_before = n.committed_cents;
+        st.refusals_before = refusals;
+        let mut target = ((st.rate * cfg.lease_horizon_ms as f64) as i64).max(cfg.lease_min_cents);
+        if refused {
+            target = target.max(2 * (n.lease_cents - n.committed_cents).max(cfg.lease_min_cents));
+        }
+        let headroom = n.lease_cents - n.committed_cents;
+        let due = st.expires_unix_ms - unix < ttl / 2;
+        if due || headroom < target / 2 {
+            let want = (target - headroom).max(0);
+            match ledger
+                .acquire_lease(&n.budget, &n.period, n.ceiling_cents, n.allowance_cents, want, unix + ttl, unix)
+                .await
+            {
+                Ok(l) => {
+                    shared.book.set_lease(&n.budget, &n.period, now, l.granted_cents);
+                    st.granted_cents = l.granted_cents;
+                    st.expires_unix_ms = l.expires_unix_ms;
+                    st.renewed_unix_ms = unix;
+                    st.renewals += 1;
+                    crate::metrics::lease_renewed(&n.budget, true);
+                }
+                Err(e) => {
+                    st.failures += 1;
+                    crate::metrics::lease_renewed(&n.budget, false);
+                    tracing::warn!(budget = %n.budget, error = %e, lease_cents = n.lease_cents, "lease not renewed: admitting within the current lease");
+                }
+            }
+        }
+        // About to lapse without a renewal: stop admitting before another node may reclaim it.
+        if st.expires_unix_ms - unix < (cfg.lease_renew_ms as i64) * 2 && st.granted_cents > n.committed_cents {
+            shared.book.set_lease(&n.budget, &n.period, now, n.committed_cents);
+            st.granted_cents = n.committed_cents;
+            tracing::warn!(budget = %n.budget, "lease about to expire unrenewed: admissions on this node stop");
+        }
+        crate::metrics::lease_state(&n.budget, st.granted_cents, unix - st.renewed_unix_ms);
+        drop(st);
+        if let Err(e) = ledger.reclaim_expired_leases(&n.budget, &n.period, unix - cfg.reclaim_grace_ms as i64).await {
+            tracing::debug!(budget = %n.budget, error = %e, "expired leases not reclaimed this round");
+        }
+    }
+}
+
+/// The lease of `budget` for the snapshot: (granted, ms since the last renewal).
+#[must_use]
+pub fn describe(leases: &Leases, budget: &str, now_unix_ms: i64) -> Option<(i64, u64)> {
+    leases.get(budget).map(|s| (s.granted_cents, u64::try_from(now_unix_ms - s.renewed_unix_ms).unwrap_or(0)))
+}
