@@ -22,10 +22,16 @@ impl Smista {
     /// Starts `smista serve` with `args` (after the listen addresses) and waits for its start-up
     /// line.
     pub fn start(args: &[&std::ffi::OsStr]) -> Smista {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub fn start_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Smista {
         let mut child = Command::new(env!("CARGO_BIN_EXE_smista"))
             .args(["serve", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
