@@ -156,7 +156,7 @@ pub struct QueueHandleTime {
 }
 
 /// One capped budget.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Budget id, referenced by operator groups and queues.
@@ -186,6 +186,16 @@ pub struct BudgetConfig {
     /// Configured expected handle times per queue (not learned).
     #[serde(default)]
     pub expected_handle: Vec<QueueHandleTime>,
+    /// Near the ceiling, a call is reserved at its queue's mean handle time plus this many
+    /// standard deviations (learned from completed calls), so that the calls admitted can run
+    /// long without taking the period's recorded total over the ceiling. 0 reserves the mean
+    /// everywhere (overruns are then charged beyond the ceiling and reported).
+    #[serde(default = "default_tail_sigmas")]
+    pub tail_sigmas: f64,
+}
+
+fn default_tail_sigmas() -> f64 {
+    TAIL_SIGMAS
 }
 
 fn default_handle() -> u64 {
@@ -220,6 +230,9 @@ impl BudgetConfig {
         }
         if self.ceiling_cents < 0 {
             return Err(invalid(format!("{at}.ceiling_cents"), "must not be negative"));
+        }
+        if !(0.0..=10.0).contains(&self.tail_sigmas) {
+            return Err(invalid(format!("{at}.tail_sigmas"), "must be between 0 and 10"));
         }
         if let PeriodConfig::Fixed { length_ms, .. } = self.period {
             if length_ms <= 0 {
@@ -286,6 +299,14 @@ struct Period {
     /// What this node may commit in the period when several nodes share the budget: the lease
     /// granted by the shared ledger (`i64::MAX`: no lease, one node owns the whole ceiling).
     lease: AtomicI64,
+    /// What calls in service cost by now beyond their reservations (refreshed on the tick).
+    running_overrun: AtomicI64,
+    /// Calls in service (refreshed on the tick).
+    in_service: AtomicI64,
+    /// Money kept back for calls in service running past what their reservations (and any
+    /// running overrun) cover: expected excess plus three standard deviations (refreshed on the
+    /// tick).
+    tail_margin: AtomicI64,
 }
 
 #[derive(Debug)]
@@ -298,6 +319,8 @@ struct Budget {
     leased: std::sync::atomic::AtomicBool,
     past: Mutex<Vec<Arc<Period>>>,
     learned_handle: DashMap<String, u64>,
+    /// Exponential average of the squared handle time per queue (ms²), for its spread.
+    learned_sq: DashMap<String, f64>,
     audit: Mutex<Vec<AuditRecord>>,
 }
 
@@ -355,6 +378,16 @@ pub struct BudgetView {
     pub refusals: u64,
     /// This node's lease on the period when several nodes share the budget (`None`: no lease).
     pub lease_cents: Option<i64>,
+    /// What calls in service cost by now beyond their reservations.
+    pub running_overrun_cents: i64,
+    /// The live exposure: settled + reserved + running overrun. Admission keeps it within the
+    /// limit.
+    pub exposure_cents: i64,
+    /// Projected spend at the end of the period: the exposure plus the settled spend's average
+    /// rate since the period began over what is left of it (the exposure alone in its first
+    /// minute). Admission stops at the ceiling, so a projection above it means extra-budget
+    /// diversions ahead.
+    pub projected_cents: i64,
 }
 
 /// What a settled contact cost, for the durable ledger.
@@ -460,7 +493,7 @@ pub struct LeaseNeed {
     pub period: String,
     /// When it ends, Unix ms.
     pub period_end_unix_ms: i64,
-    /// What this node has committed in it (settled + reserved).
+    /// What this node has committed in it (settled + reserved + running overrun).
     pub committed_cents: i64,
     /// The lease this node holds (cumulative grant).
     pub lease_cents: i64,
@@ -505,7 +538,19 @@ struct Reservation {
     amount: i64,
     /// In service with an operator the budget pays (and written down as a hold).
     started: bool,
+    /// When it went into service, Unix ms (for the running cost of calls in progress).
+    started_unix_ms: i64,
+    channel: Channel,
+    queue: Arc<str>,
 }
+
+/// The default `tail_sigmas`: near the ceiling a call is reserved at its queue's mean handle time
+/// plus this many standard deviations, when the headroom left could not absorb the calls in
+/// service running long (see `reserve`).
+pub const TAIL_SIGMAS: f64 = 3.0;
+
+/// Standard deviations of the calls in service's possible excess kept back as margin.
+const MARGIN_SIGMAS: f64 = 5.0;
 
 /// Every capped budget of the contract. Implements [`BudgetGate`].
 #[derive(Debug)]
@@ -542,6 +587,7 @@ impl BudgetBook {
                     leased: std::sync::atomic::AtomicBool::new(false),
                     past: Mutex::new(Vec::new()),
                     learned_handle: DashMap::new(),
+                    learned_sq: DashMap::new(),
                     audit: Mutex::new(Vec::new()),
                 },
             );
@@ -586,6 +632,24 @@ impl BudgetBook {
             .or_else(|| b.learned_handle.get(queue).map(|h| *h))
             .unwrap_or(b.cfg.default_handle_ms);
         b.tariffs.read()[channel.index()].cost_cents(handle)
+    }
+
+    /// The cost of a long call of `queue`/`channel`: mean handle time plus the budget's
+    /// `tail_sigmas` standard deviations, learned from completed calls (before any, as if
+    /// exponential: with the default 3, four times the mean, its 98th percentile).
+    fn tail_cost(b: &Budget, queue: &str, channel: Channel) -> i64 {
+        let configured = b.cfg.expected_handle.iter().find(|q| q.queue == queue).map(|q| q.handle_ms);
+        let mean = configured.or_else(|| b.learned_handle.get(queue).map(|h| *h)).unwrap_or(b.cfg.default_handle_ms);
+        let k = b.cfg.tail_sigmas;
+        let tail = match b.learned_sq.get(queue) {
+            Some(sq) => {
+                let m = mean as f64;
+                m + k * (*sq - m * m).max(0.0).sqrt()
+            }
+            // Before any completion: the spread of an exponential handle time (sigma = mean).
+            None => (1.0 + k) * mean as f64,
+        };
+        b.tariffs.read()[channel.index()].cost_cents(tail as u64)
     }
 
     fn protected(b: &Budget, priority: u32, segment: Segment) -> bool {
@@ -667,6 +731,17 @@ impl BudgetBook {
 
     fn view(b: &Budget, unix: i64) -> BudgetView {
         let p = Self::period_at(b, unix);
+        let settled = p.settled.load(Ordering::Acquire);
+        let exposure = settled + p.reserved.load(Ordering::Acquire) + p.running_overrun.load(Ordering::Acquire);
+        let elapsed = unix - p.start;
+        let projected = if elapsed < 60_000 {
+            exposure
+        } else {
+            let left = (p.end - unix).max(0);
+            exposure.saturating_add(
+                i64::try_from(i128::from(settled) * i128::from(left) / i128::from(elapsed)).unwrap_or(i64::MAX),
+            )
+        };
         BudgetView {
             id: b.cfg.id.clone(),
             period: p.label.clone(),
@@ -677,6 +752,60 @@ impl BudgetBook {
             overrun_cents: p.overrun.load(Ordering::Acquire),
             refusals: p.refusals.load(Ordering::Relaxed),
             lease_cents: Some(p.lease.load(Ordering::Acquire)).filter(|l| *l != i64::MAX),
+            running_overrun_cents: p.running_overrun.load(Ordering::Acquire),
+            exposure_cents: exposure,
+            projected_cents: projected,
+        }
+    }
+
+    /// Recomputes, for every period, what calls in service cost by `now` beyond their
+    /// reservations, and how many there are (run on the server's tick, about once a second).
+    /// Admission counts that running overrun as spent.
+    pub fn refresh_exposure(&self, now: Millis) {
+        let unix = self.unix(now);
+        // Per period: running overrun, calls in service, expected excess, its variance.
+        let mut per: HashMap<usize, (Arc<Period>, i64, i64, f64, f64)> = HashMap::new();
+        for e in self.reservations.iter() {
+            for r in e.value().iter().filter(|r| r.started) {
+                let Some(b) = self.budgets.get(&*r.budget) else { continue };
+                let tariff = b.tariffs.read()[r.channel.index()];
+                let elapsed = u64::try_from(unix - r.started_unix_ms).unwrap_or(0);
+                let running = tariff.cost_cents(elapsed);
+                let slot =
+                    per.entry(Arc::as_ptr(&r.period) as usize).or_insert_with(|| (r.period.clone(), 0, 0, 0.0, 0.0));
+                slot.1 += (running - r.amount).max(0);
+                slot.2 += 1;
+                // What it may still cost beyond what is counted, taking the remaining handle
+                // time as exponential with the queue's mean (memoryless: whatever has elapsed).
+                let mean_ms = b.learned_handle.get(&*r.queue).map_or(b.cfg.default_handle_ms, |h| *h).max(1) as f64;
+                let per_ms = tariff.rate_per_second_centicents as f64 / 100_000.0;
+                let covered_ms =
+                    ((r.amount - tariff.fee_per_contact_cents).max(0) as f64 / per_ms.max(1e-12)).max(elapsed as f64);
+                let p_beyond = (-(covered_ms - elapsed as f64) / mean_ms).exp();
+                slot.3 += per_ms * mean_ms * p_beyond;
+                slot.4 += 2.0 * (per_ms * mean_ms).powi(2) * p_beyond;
+            }
+        }
+        let clear = |p: &Period| {
+            p.running_overrun.store(0, Ordering::Release);
+            p.in_service.store(0, Ordering::Release);
+            p.tail_margin.store(0, Ordering::Release);
+        };
+        for b in self.budgets.values() {
+            let p = b.current.read().clone();
+            if !per.contains_key(&(Arc::as_ptr(&p) as usize)) {
+                clear(&p);
+            }
+            for old in b.past.lock().iter() {
+                if !per.contains_key(&(Arc::as_ptr(old) as usize)) {
+                    clear(old);
+                }
+            }
+        }
+        for (p, overrun, n, excess, var) in per.into_values() {
+            p.running_overrun.store(overrun, Ordering::Release);
+            p.in_service.store(n, Ordering::Release);
+            p.tail_margin.store((excess + MARGIN_SIGMAS * var.sqrt()).ceil() as i64, Ordering::Release);
         }
     }
 
@@ -721,7 +850,7 @@ impl BudgetBook {
                     budget: b.cfg.id.clone(),
                     period: p.label.clone(),
                     period_end_unix_ms: p.end,
-                    committed_cents: p.committed.load(Ordering::Acquire),
+                    committed_cents: p.committed.load(Ordering::Acquire) + p.running_overrun.load(Ordering::Acquire),
                     lease_cents: p.lease.load(Ordering::Acquire),
                     ceiling_cents: ceiling,
                     allowance_cents: protected,
@@ -840,6 +969,9 @@ fn new_period(cfg: &BudgetConfig, unix: i64, leased: bool) -> Period {
         overrun: AtomicI64::new(0),
         refusals: AtomicU64::new(0),
         lease: AtomicI64::new(if leased { 0 } else { i64::MAX }),
+        running_overrun: AtomicI64::new(0),
+        in_service: AtomicI64::new(0),
+        tail_margin: AtomicI64::new(0),
     }
 }
 
@@ -848,16 +980,27 @@ impl BudgetGate for BudgetBook {
         let Some(b) = self.budgets.get(req.budget) else { return false };
         let unix = self.unix(req.now);
         let p = Self::period_at(b, unix);
-        let expected = Self::expected_cost(b, req.queue, req.channel);
+        let mean = Self::expected_cost(b, req.queue, req.channel);
         let limit = Self::limit(b, &p, unix, Self::protected(b, req.priority, req.segment));
         let mut held = self.reservations.entry(Arc::from(req.contact_id)).or_default();
         if held.iter().any(|r| &*r.budget == req.budget) {
             return true; // already funded by this budget: nothing more to reserve
         }
+        // Calls in service running past their reservations already spend headroom. When what
+        // is left could not absorb the calls in service running long, the new call is reserved
+        // at its long-call cost, not the mean: near the ceiling, the money admitted must cover
+        // what the calls will really cost, or the period's recorded total would pass it.
+        let overrun = p.running_overrun.load(Ordering::Acquire).saturating_add(p.tail_margin.load(Ordering::Acquire));
+        let tail = Self::tail_cost(b, req.queue, req.channel).max(mean);
+        let room = limit - p.committed.load(Ordering::Acquire) - overrun;
+        let at_risk = p.in_service.load(Ordering::Acquire).saturating_mul(tail - mean).saturating_add(tail);
+        let expected = if room - mean < at_risk { tail } else { mean };
         // Check and debit in one atomic step.
         let admitted = p
             .committed
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_add(expected).filter(|n| *n <= limit))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                c.checked_add(expected).filter(|n| n.saturating_add(overrun) <= limit)
+            })
             .is_ok();
         if !admitted {
             p.refusals.fetch_add(1, Ordering::Relaxed);
@@ -868,7 +1011,15 @@ impl BudgetGate for BudgetBook {
             return false;
         }
         p.reserved.fetch_add(expected, Ordering::AcqRel);
-        held.push(Reservation { budget: Arc::from(req.budget), period: p, amount: expected, started: false });
+        held.push(Reservation {
+            budget: Arc::from(req.budget),
+            period: p,
+            amount: expected,
+            started: false,
+            started_unix_ms: 0,
+            channel: req.channel,
+            queue: Arc::from(req.queue),
+        });
         true
     }
 
@@ -905,6 +1056,7 @@ impl BudgetGate for BudgetBook {
         let Some(mut held) = self.reservations.get_mut(s.contact_id) else { return };
         let Some(r) = held.iter_mut().find(|r| &*r.budget == s.budget) else { return };
         r.started = true;
+        r.started_unix_ms = self.unix(s.now);
         let hold = HoldRecord {
             contact: s.contact_id.to_owned(),
             budget: s.budget.to_owned(),
@@ -950,10 +1102,14 @@ impl BudgetBook {
         if cost > r.amount {
             p.overrun.fetch_add(cost - r.amount, Ordering::AcqRel);
         }
-        // Learn the queue's handle time (exponential average, weight 1/8).
+        // Learn the queue's handle time and its spread (exponential averages, weight 1/8).
         let mut h = b.learned_handle.entry(queue.to_owned()).or_insert(b.cfg.default_handle_ms);
         *h = (*h * 7 + handle_ms) / 8;
         drop(h);
+        let d = b.cfg.default_handle_ms as f64;
+        let mut sq = b.learned_sq.entry(queue.to_owned()).or_insert(2.0 * d * d);
+        *sq = (*sq * 7.0 + (handle_ms as f64).powi(2)) / 8.0;
+        drop(sq);
         let record = CostRecord {
             contact: contact.to_owned(),
             budget: b.cfg.id.clone(),
@@ -1047,6 +1203,9 @@ impl BudgetBook {
                 period,
                 amount: h.amount_cents,
                 started: true,
+                started_unix_ms: h.accepted_unix_ms,
+                channel: h.channel,
+                queue: Arc::from(h.queue.as_str()),
             });
             drop(held);
             self.recovered.insert(h.contact.clone(), h.clone());

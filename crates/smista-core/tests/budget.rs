@@ -41,6 +41,8 @@ fn budget(ceiling: i64, pacing: PacingConfig) -> BudgetConfig {
         protected_segments: vec![],
         default_handle_ms: 300_000,
         expected_handle: vec![],
+        // These tests count admissions at the mean; long-call reservations have their own.
+        tail_sigmas: 0.0,
     }
 }
 
@@ -538,4 +540,99 @@ fn tariffs_in_audit_records_read_back() {
         None
     );
     assert_eq!(Tariff::parse("nonsense"), None);
+}
+
+/// A day of a contract whose demand is far above its ceiling, simulated in steps of two seconds on the
+/// book alone: `operators` supplier desks take a call whenever the budget admits one; handle
+/// times are exponential (mean 300 s). Returns (recorded total, ceiling).
+fn simulate_day(seed: u64, tail_sigmas: f64) -> (i64, i64) {
+    let ceiling = 150_000; // about 300 calls of 500 cents
+    let mut cfg = budget(ceiling, PacingConfig::None);
+    cfg.tail_sigmas = tail_sigmas;
+    let book = BudgetBook::new(&[cfg], 0).unwrap();
+    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let operators = 40;
+    let mut desks: Vec<Option<(String, i64, u64)>> = vec![None; operators]; // (contact, start, handle)
+    let mut n = 0;
+    let mut idle_for = 0;
+    // Two-second steps (the server's exposure refresh runs every second; handle times are minutes).
+    for t in 0..100_000i64 {
+        let now = t * 2000;
+        book.refresh_exposure(Millis(now as u64));
+        let mut admitted = false;
+        for d in desks.iter_mut() {
+            if let Some((c, start, handle)) = d {
+                if now >= *start + *handle as i64 {
+                    let c = c.clone();
+                    book.settle(&Settlement {
+                        budget: "ccm",
+                        contact_id: &c,
+                        queue: "pensions",
+                        group: "supplier-a",
+                        operator: "op",
+                        channel: Channel::Voice,
+                        handle_ms: *handle,
+                        accepted_at: Millis(*start as u64),
+                        now: Millis(now as u64),
+                        outcome: Outcome::Completed,
+                    });
+                    *d = None;
+                }
+            }
+            if d.is_none() {
+                n += 1;
+                let c = format!("c{n}");
+                if book.reserve(&req(&c, now)) {
+                    book.started(&smista_core::budget::Started {
+                        budget: "ccm",
+                        contact_id: &c,
+                        queue: "pensions",
+                        group: "supplier-a",
+                        operator: "op",
+                        channel: Channel::Voice,
+                        now: Millis(now as u64),
+                    });
+                    let handle = (-(next().max(1e-12)).ln() * 300_000.0) as u64;
+                    *d = Some((c, now, handle));
+                    admitted = true;
+                }
+            }
+        }
+        idle_for = if admitted || desks.iter().any(Option::is_some) { 0 } else { idle_for + 1 };
+        if idle_for > 10 {
+            break;
+        }
+    }
+    (book.views(Millis(0))[0].settled_cents, ceiling)
+}
+
+#[test]
+fn near_the_ceiling_long_call_reservations_and_the_running_margin_keep_the_total_within_it() {
+    // Twenty simulated days each way, deterministic (seeded). With the defaults (long-call
+    // reservations near the ceiling, running overrun and a margin for calls in service counted
+    // at admission) against reserving the mean only, as before.
+    let run = |tail: f64| -> Vec<(i64, i64)> { (1..=20).map(|s| simulate_day(s, tail)).collect() };
+    let over = |days: &[(i64, i64)]| days.iter().filter(|(t, c)| t > c).count();
+    let worst_over = |days: &[(i64, i64)]| days.iter().map(|(t, c)| (t - c) as f64 / *c as f64).fold(0.0, f64::max);
+    let worst_unused = |days: &[(i64, i64)]| days.iter().map(|(t, c)| (c - t) as f64 / *c as f64).fold(0.0, f64::max);
+    let guarded = run(smista_core::book::TAIL_SIGMAS);
+    let mean_only = run(0.0);
+    println!(
+        "guarded: {} of 20 days over the ceiling, worst {:.2}% over, worst {:.2}% unused; mean only: {} over, worst {:.2}% over",
+        over(&guarded),
+        100.0 * worst_over(&guarded),
+        100.0 * worst_unused(&guarded),
+        over(&mean_only),
+        100.0 * worst_over(&mean_only)
+    );
+    assert!(over(&guarded) <= 1, "{guarded:?}");
+    assert!(worst_over(&guarded) < 0.005, "{guarded:?}");
+    assert!(worst_unused(&guarded) < 0.03, "the guard must not strand the money: {guarded:?}");
+    assert!(over(&mean_only) > 3 * over(&guarded).max(1), "the guard must make a difference: {mean_only:?}");
 }

@@ -91,6 +91,7 @@ fn setup(ceiling: i64, prefer_internal: bool) -> (Engine, Arc<BudgetBook>, Arc<L
         protected_segments: vec![],
         default_handle_ms: 300_000,
         expected_handle: vec![],
+        tail_sigmas: smista_core::book::TAIL_SIGMAS,
     };
     let book = Arc::new(BudgetBook::new(&[budget], 0).expect("valid budget").with_sink(ledger.clone()));
     let mut q = QueueConfig::new("pensions", &[("pensions", 3)]);

@@ -79,6 +79,10 @@ pub const CONNECTIONS_REFUSED: &str = "smista_connections_refused_total";
 pub const TLS_HANDSHAKE_FAILURES: &str = "smista_tls_handshake_failures_total";
 /// Certificate and key reloads, by result (ok, error).
 pub const TLS_RELOADS: &str = "smista_tls_reloads_total";
+/// Settled + reserved + what calls in service cost beyond their reservations, by budget.
+pub const BUDGET_EXPOSURE: &str = "smista_budget_exposure_cents";
+/// Projected spend at the end of the period at the rate so far, by budget.
+pub const BUDGET_PROJECTED: &str = "smista_budget_projected_cents";
 /// This node's lease on a budget's current period, cents, by budget.
 pub const BUDGET_LEASE: &str = "smista_budget_lease_cents";
 /// Seconds since this node last renewed its lease, by budget.
@@ -148,6 +152,8 @@ fn describe() {
     describe_counter!(CONNECTIONS_REFUSED, Unit::Count, "Connections closed at once: the connection cap was reached.");
     describe_counter!(TLS_HANDSHAKE_FAILURES, Unit::Count, "TLS handshakes that failed or timed out.");
     describe_counter!(TLS_RELOADS, Unit::Count, "Certificate, key and JWKS reloads, by result.");
+    describe_gauge!(BUDGET_EXPOSURE, "Settled + reserved + running overrun of calls in service, by budget.");
+    describe_gauge!(BUDGET_PROJECTED, "Projected end-of-period spend at the rate so far, by budget.");
     describe_gauge!(BUDGET_LEASE, "This node's lease on the budget's current period (several nodes).");
     describe_gauge!(BUDGET_LEASE_AGE, Unit::Seconds, "Time since this node last renewed its budget lease.");
     describe_counter!(BUDGET_LEASE_RENEWALS, Unit::Count, "Budget lease renewals, by result.");
@@ -288,6 +294,8 @@ pub fn refresh_budget_gauges(book: &smista_core::book::BudgetBook, now: Millis) 
         gauge!(BUDGET_PACED, "budget" => v.id.clone()).set(v.paced_allowance_cents as f64);
         gauge!(BUDGET_OVERRUN, "budget" => v.id.clone()).set(v.overrun_cents as f64);
         gauge!(BUDGET_REFUSALS, "budget" => v.id.clone()).set(v.refusals as f64);
+        gauge!(BUDGET_EXPOSURE, "budget" => v.id.clone()).set(v.exposure_cents as f64);
+        gauge!(BUDGET_PROJECTED, "budget" => v.id.clone()).set(v.projected_cents as f64);
     }
 }
 

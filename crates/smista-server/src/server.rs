@@ -302,6 +302,7 @@ async fn tick_loop(shared: Arc<Shared>, period: Duration, hold_max_age_ms: i64, 
                 tracing::warn!(budget = %h.budget, queue = %h.queue, amount_cents = h.amount_cents, accepted_unix_ms = h.accepted_unix_ms, "no completion arrived for a contact recovered at restart: reservation released");
                 shared.release_recovering(&h.operator, now);
             }
+            shared.book.refresh_exposure(now);
             crate::metrics::refresh_budget_gauges(&shared.book, now);
             crate::metrics::refresh_ledger(shared.ledger.as_deref(), &shared.book);
         }

@@ -31,6 +31,9 @@ fn budget_pb(s: &Shared, v: BudgetView) -> pb::BudgetSnapshot {
         extra_budget_diversions: extra,
         lease_cents: v.lease_cents.unwrap_or(0),
         lease_renewed_ms_ago: renewed_ago,
+        running_overrun_cents: v.running_overrun_cents,
+        exposure_cents: v.exposure_cents,
+        projected_cents: v.projected_cents,
     }
 }
 
