@@ -549,7 +549,7 @@ fn simulate_day(seed: u64, tail_sigmas: f64) -> (i64, i64) {
     let ceiling = 150_000; // about 300 calls of 500 cents
     let mut cfg = budget(ceiling, PacingConfig::None);
     cfg.tail_sigmas = tail_sigmas;
-    let book = BudgetBook::new(&[cfg], 0).unwrap();
+    let book = BudgetBook::new(&[cfg], 0).expect("valid budget");
     let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
     let mut next = move || {
         rng ^= rng << 13;
