@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
-use smista_benches::load::{run, LoadConfig, Report};
+use smista_benches::load::{run_many, LoadConfig, Report};
 
-/// Drive a running smista like a telephony platform and an operator floor, and report.
+/// Drive running smista nodes like a telephony platform and an operator floor, and report:
+/// open-loop scenarios compared with Erlang C, budget runs, the transport floor, and the cost of
+/// the trust boundary. See benches/README.md.
 #[derive(Debug, Parser)]
 #[command(name = "smista-load", version, about)]
 struct Cli {
@@ -36,18 +38,50 @@ fn main() -> ExitCode {
                 s.store(true, Ordering::Relaxed);
             }
         });
-        run(&cli.load, stop.clone()).await
+        run_many(&cli.load, stop.clone()).await
     });
-    let report = match report {
+    let reports = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    print_table(&report);
+    for (target, report) in &reports {
+        if reports.len() > 1 {
+            println!("== {target}");
+        }
+        print_table(report);
+    }
+    if reports.len() > 1 {
+        println!("== spend per node");
+        println!(
+            "{:<22} {:<10} {:<12} {:>12} {:>12} {:>12}",
+            "target", "node", "budget", "settled", "reserved", "lease"
+        );
+        for (target, report) in &reports {
+            for b in &report.budgets {
+                println!(
+                    "{:<22} {:<10} {:<12} {:>12} {:>12} {:>12}",
+                    target.trim_start_matches("http://").trim_start_matches("https://"),
+                    b.node_id,
+                    b.budget,
+                    b.settled_cents,
+                    b.reserved_cents,
+                    b.lease_cents
+                );
+            }
+        }
+    }
     if let Some(path) = &cli.json {
-        let text = match serde_json::to_string_pretty(&report) {
+        let json = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0].1)
+        } else {
+            serde_json::to_string_pretty(
+                &reports.iter().map(|(t, r)| serde_json::json!({"target": t, "report": r})).collect::<Vec<_>>(),
+            )
+        };
+        let text = match json {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: cannot encode the report: {e}");

@@ -64,7 +64,8 @@ pub enum HandleDist {
 /// What to run.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LoadConfig {
-    /// The server.
+    /// The server; a comma-separated list drives several nodes at once, each with its share of
+    /// `--rate` and its own operators, and reports spend per node.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub target: String,
     /// Scenario.
@@ -200,6 +201,10 @@ pub struct BudgetFigures {
     pub paced_allowance_cents: i64,
     /// Extra-budget diversions in the period.
     pub extra_budget_diversions: u64,
+    /// The node that reported it (several nodes sharing budgets), else empty.
+    pub node_id: String,
+    /// That node's lease on the period (several nodes), else 0.
+    pub lease_cents: i64,
 }
 
 /// The report, printed as a table and written as JSON.
@@ -468,6 +473,33 @@ fn operator_setup(cfg: &LoadConfig, i: u32) -> (String, Vec<(String, u32)>) {
         Scenario::Budget => ("supplier".to_owned(), vec![(cfg.queue.clone(), 5)]),
         _ => (cfg.group.clone(), vec![(cfg.queue.clone(), 5)]),
     }
+}
+
+/// Runs the scenario against every target of a comma-separated `--target` at once, each with its
+/// share of `--rate`, its own operators and ids; returns each target's report (its budgets as
+/// its node reports them: several nodes sharing a budget each show their own spend and lease).
+pub async fn run_many(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Vec<(String, Report)>, LoadError> {
+    let targets: Vec<String> =
+        cfg.target.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+    if targets.len() <= 1 {
+        return Ok(vec![(cfg.target.clone(), run(cfg, stop).await?)]);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        let mut c = cfg.clone();
+        c.target = t.clone();
+        c.rate = cfg.rate / targets.len() as f64;
+        c.prefix = format!("{}-n{i}", cfg.prefix);
+        let stop = stop.clone();
+        tasks.spawn(async move { (i, c.target.clone(), run(&c, stop).await) });
+    }
+    let mut out: Vec<(usize, String, Report)> = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (i, t, r) = done.map_err(|e| LoadError::Usage(format!("a target's run failed: {e}")))?;
+        out.push((i, t, r?));
+    }
+    out.sort_by_key(|x| x.0);
+    Ok(out.into_iter().map(|(_, t, r)| (t, r)).collect())
 }
 
 /// Runs a scenario and returns its report. `stop` ends arrivals early (Ctrl-C).
@@ -919,6 +951,8 @@ fn build_report(
                 overrun_cents: b.overrun_cents,
                 paced_allowance_cents: b.paced_allowance_cents,
                 extra_budget_diversions: b.extra_budget_diversions,
+                node_id: snap.node_id.clone(),
+                lease_cents: b.lease_cents,
             })
             .collect(),
         theory,
