@@ -31,9 +31,8 @@ fn config(data: &std::path::Path, pg: Option<&str>) -> Config {
 /// under CI).
 fn backends(name: &str) -> Vec<Option<String>> {
     let mut v = vec![None];
-    match std::env::var("SMISTA_TEST_PG_URL") {
-        Ok(_) => v.push(Some(format!("t_{name}_{}", std::process::id()))),
-        Err(_) => assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must set SMISTA_TEST_PG_URL"),
+    if smista_ledger::testing::pg_url(name).is_some() {
+        v.push(Some(format!("t_{name}_{}", std::process::id())));
     }
     v
 }
@@ -41,10 +40,7 @@ fn backends(name: &str) -> Vec<Option<String>> {
 /// Drops a test's PostgreSQL schema.
 async fn cleanup(pg: Option<&str>) {
     let (Some(schema), Ok(url)) = (pg, std::env::var("SMISTA_TEST_PG_URL")) else { return };
-    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await;
-        pool.close().await;
-    }
+    smista_ledger::testing::drop_schema(&url, schema).await;
 }
 
 async fn settled(srv: &Server) -> i64 {

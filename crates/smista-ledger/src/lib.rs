@@ -28,6 +28,7 @@
 
 mod db;
 mod lease;
+pub mod testing;
 mod writer;
 
 pub use db::{schema, Target};

@@ -17,22 +17,10 @@ use smista_ledger::{Ledger, Target};
 const CEILING: i64 = 10_000;
 const TTL: i64 = 1_000;
 
-fn pg_url() -> Option<String> {
-    match std::env::var("SMISTA_TEST_PG_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must set SMISTA_TEST_PG_URL");
-            eprintln!("SMISTA_TEST_PG_URL is not set: lease tests skipped");
-            None
-        }
-    }
-}
+use smista_ledger::testing::drop_schema;
 
-async fn drop_schema(url: &str, schema: &str) {
-    if let Ok(pool) = sqlx::PgPool::connect(url).await {
-        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await;
-        pool.close().await;
-    }
+fn pg_url() -> Option<String> {
+    smista_ledger::testing::pg_url("the lease tests")
 }
 
 fn cost(node: usize, n: u64, cents: i64) -> CostRecord {

@@ -22,14 +22,7 @@ impl Backend {
     }
 
     fn postgres(name: &str) -> Option<Backend> {
-        let Ok(url) = std::env::var("SMISTA_TEST_PG_URL") else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI must set SMISTA_TEST_PG_URL: the PostgreSQL conformance run cannot be skipped there"
-            );
-            eprintln!("SMISTA_TEST_PG_URL is not set: PostgreSQL run of `{name}` skipped");
-            return None;
-        };
+        let url = smista_ledger::testing::pg_url(name)?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let schema = format!("t_{name}_{}_{nanos}", std::process::id());
         Some(Backend { target: Target::Postgres { url, schema: Some(schema) } })
@@ -44,10 +37,7 @@ impl Backend {
     /// Drops a PostgreSQL test schema.
     async fn cleanup(&self) {
         if let Target::Postgres { url, schema: Some(s) } = &self.target {
-            if let Ok(pool) = sqlx::PgPool::connect(url).await {
-                let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {s} CASCADE")).execute(&pool).await;
-                pool.close().await;
-            }
+            smista_ledger::testing::drop_schema(url, s).await;
         }
     }
 }

@@ -31,14 +31,7 @@ const HANDLE: Duration = Duration::from_millis(80);
 const DESKS: usize = 6;
 
 fn pg_url() -> Option<String> {
-    match std::env::var("SMISTA_TEST_PG_URL") {
-        Ok(u) => Some(u),
-        Err(_) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must set SMISTA_TEST_PG_URL");
-            eprintln!("SMISTA_TEST_PG_URL is not set: multi-node test skipped");
-            None
-        }
-    }
+    smista_ledger::testing::pg_url("the multi-node test")
 }
 
 fn config(dir: &Path, node: &str, schema: &str) -> PathBuf {
@@ -197,12 +190,7 @@ async fn dead_node(url: &str, schema: &str, node: &str) -> (i64, i64) {
     row
 }
 
-async fn drop_schema(url: &str, schema: &str) {
-    if let Ok(pool) = sqlx::PgPool::connect(url).await {
-        let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await;
-        pool.close().await;
-    }
-}
+use smista_ledger::testing::drop_schema;
 
 async fn run(kill_one: bool) {
     let Some(url) = pg_url() else { return };
