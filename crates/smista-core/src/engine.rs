@@ -184,7 +184,9 @@ fn waiting_of(q: &Queue, id: &Arc<str>, rec: &Contact, expiry: Option<(Millis, u
     }
 }
 
-fn validate_id(field: &'static str, s: &str) -> Result<(), RoutingError> {
+/// Checks an id the API receives (contact, operator, session): non-empty, at most 128 bytes, no
+/// control characters. The one rule, used by the engine and by the server before it quotes an id.
+pub fn validate_id(field: &'static str, s: &str) -> Result<(), RoutingError> {
     if s.is_empty() {
         return Err(RoutingError::invalid(field, "must not be empty"));
     }

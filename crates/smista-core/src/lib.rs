@@ -31,7 +31,7 @@ mod queue;
 pub mod snapshot;
 pub mod time;
 
-pub use engine::Engine;
+pub use engine::{validate_id, Engine};
 pub use error::{ConfigError, RoutingError};
 pub use event::Event;
 pub use model::{

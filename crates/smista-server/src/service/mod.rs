@@ -251,15 +251,6 @@ pub(crate) fn client_error(e: smista_core::RoutingError) -> Status {
 /// Longest free text (reasons, notes) a request may carry, in bytes.
 pub const MAX_REASON: usize = 1024;
 
-/// Checks an id the server uses before the engine sees it: non-empty, at most 128 bytes, no
-/// control characters.
-pub(crate) fn check_id(field: &str, id: &str) -> Result<(), Status> {
-    if id.is_empty() || id.len() > smista_core::error::MAX_QUOTED || id.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(format!("{field}: 1 to 128 bytes without control characters")));
-    }
-    Ok(())
-}
-
 /// Free text a client sent, kept for humans: cut to [`MAX_REASON`] bytes and control characters
 /// replaced, so it can neither forge a log line nor bloat a record.
 #[must_use]
@@ -285,8 +276,9 @@ mod tests {
         let long = "è".repeat(4096);
         let n = sanitize_note(&long);
         assert!(n.len() <= MAX_REASON && n.chars().all(|c| c == 'è'));
-        assert!(check_id("operator_id", &"x".repeat(129)).is_err());
-        assert!(check_id("operator_id", "op\n1").is_err());
-        assert!(check_id("operator_id", "op-101").is_ok());
+        let check = |id: &str| smista_core::validate_id("operator_id", id).map_err(client_error);
+        assert_eq!(check(&"x".repeat(129)).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(check("op\n1").unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert!(check("op-101").is_ok());
     }
 }

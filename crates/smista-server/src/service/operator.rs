@@ -152,7 +152,7 @@ impl OperatorService for OperatorSvc {
         let principal = s.principal(&request)?;
         principal.check_operator(&request.get_ref().operator_id)?;
         let id = request.into_inner().operator_id;
-        crate::service::check_id("operator_id", &id)?;
+        smista_core::validate_id("operator_id", &id).map_err(client_error)?;
         let snap_ok = s
             .engine
             .snapshot(s.clock.now())
