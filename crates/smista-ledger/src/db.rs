@@ -142,7 +142,12 @@ CREATE TABLE IF NOT EXISTS budget_leases (
     granted_cents      BIGINT  NOT NULL,
     expires_unix_ms    BIGINT  NOT NULL,
     renewed_unix_ms    BIGINT  NOT NULL,
+    epoch              BIGINT  NOT NULL DEFAULT 0,
     PRIMARY KEY (budget_id, period, node_id)
+);
+CREATE TABLE IF NOT EXISTS node_epochs (
+    node_id            TEXT    NOT NULL PRIMARY KEY,
+    epoch              BIGINT  NOT NULL
 );
 ";
 
@@ -200,7 +205,12 @@ pub(crate) async fn open(target: &Target) -> Result<(Db, Db), LedgerError> {
             }
             let setup = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
             // Several nodes may open the same database at once: one creates, the others wait.
-            let ddl = format!("SELECT pg_advisory_xact_lock(7316255); {}", schema(true));
+            // (`budget_leases.epoch` came after the first PostgreSQL ledgers: add it to theirs.)
+            let ddl = format!(
+                "SELECT pg_advisory_xact_lock(7316255); {}
+                 ALTER TABLE budget_leases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;",
+                schema(true)
+            );
             sqlx::raw_sql(&ddl).execute(&setup).await?;
             setup.close().await;
             let pool = PgPoolOptions::new()
@@ -248,6 +258,10 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
         .fetch_one(pool)
         .await?
         .try_get("name")?;
+    if !has("budget_leases", "epoch").await? {
+        // Leases live on PostgreSQL only; the column keeps one schema for both.
+        sqlx::query("ALTER TABLE budget_leases ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0").execute(pool).await?;
+    }
     if !has("cost_records", "node_id").await? {
         sqlx::query("ALTER TABLE cost_records ADD COLUMN node_id TEXT NOT NULL DEFAULT ''").execute(pool).await?;
     }

@@ -12,6 +12,16 @@
 //! A node that cannot renew stops admitting when its lease expires; a lease expired for longer
 //! than the reclaim grace is cut back, by any other node, to what its node recorded (settled
 //! cost records and holds of contacts in service), and the rest returns to the pool.
+//!
+//! **Fence.** Before taking a lease back, the reclaimer *fences* its node: it moves the node's
+//! epoch in `node_epochs` on (committed on its own, before the reclaim reads what the node
+//! recorded). The node's writer reads its epoch with a share lock in every transaction
+//! (`writer.rs`), so each of its batches either committed before the fence (and is counted by
+//! the reclaim) or is refused, as is every later one and every later grant: a node cut off from
+//! PostgreSQL that comes back after its lease was taken back cannot record a hold or a cost out
+//! of money already given to others. It must restart (a new epoch) to rejoin. Only a lease
+//! renewed by the node's current epoch fences it, so a node restarted since is not fenced for
+//! what its previous life left behind.
 
 use sqlx::Row;
 
@@ -41,19 +51,22 @@ pub struct Pool {
 const ENSURE_POOL: &str = "INSERT INTO budget_pool (budget_id, period, ceiling_cents, granted_cents)
      VALUES ($1, $2, $3, 0) ON CONFLICT (budget_id, period) DO NOTHING";
 
-/// Grants up to $4 more to node $5, within min(ceiling, $3 cap), and extends its lease to $6.
+/// Grants up to $4 more to node $5 of epoch $8, within min(ceiling, $3 cap), and extends its
+/// lease to $6; nothing (no row) if the node's epoch has moved on (it was fenced).
 const GRANT: &str = "WITH pool AS (
         SELECT GREATEST(0, LEAST(ceiling_cents, $3) - granted_cents) AS room FROM budget_pool
         WHERE budget_id = $1 AND period = $2 FOR UPDATE),
-     d AS (SELECT LEAST($4, room) AS amount FROM pool),
+     me AS (SELECT 1 AS ok FROM node_epochs WHERE node_id = $5 AND epoch = $8),
+     d AS (SELECT LEAST($4, room) AS amount FROM pool, me),
      up AS (UPDATE budget_pool SET granted_cents = granted_cents + (SELECT amount FROM d)
             WHERE budget_id = $1 AND period = $2 AND EXISTS (SELECT 1 FROM d) RETURNING granted_cents)
-     INSERT INTO budget_leases (budget_id, period, node_id, granted_cents, expires_unix_ms, renewed_unix_ms)
-     SELECT $1, $2, $5, amount, $6, $7 FROM d WHERE EXISTS (SELECT 1 FROM up)
+     INSERT INTO budget_leases (budget_id, period, node_id, granted_cents, expires_unix_ms, renewed_unix_ms, epoch)
+     SELECT $1, $2, $5, amount, $6, $7, $8 FROM d WHERE EXISTS (SELECT 1 FROM up)
      ON CONFLICT (budget_id, period, node_id) DO UPDATE
         SET granted_cents = budget_leases.granted_cents + EXCLUDED.granted_cents,
             expires_unix_ms = EXCLUDED.expires_unix_ms,
-            renewed_unix_ms = EXCLUDED.renewed_unix_ms
+            renewed_unix_ms = EXCLUDED.renewed_unix_ms,
+            epoch = EXCLUDED.epoch
      RETURNING granted_cents, (SELECT amount FROM d) AS added, expires_unix_ms";
 
 /// Cuts node $3's lease back to $4 (never below 0, never up), the difference back to the pool.
@@ -66,6 +79,13 @@ const GIVE_BACK: &str = "WITH pool AS (
      UPDATE budget_leases SET granted_cents = granted_cents - (SELECT back FROM l)
      WHERE budget_id = $1 AND period = $2 AND node_id = $3 AND EXISTS (SELECT 1 FROM up)
      RETURNING granted_cents, expires_unix_ms";
+
+/// Fences the nodes (other than $3) whose lease on $1/$2, renewed by their current epoch, expired
+/// before $4: their epoch moves on. It waits for any batch of theirs in flight (share lock).
+const FENCE_EXPIRED: &str = "UPDATE node_epochs n SET epoch = n.epoch + 1 FROM budget_leases l
+     WHERE l.budget_id = $1 AND l.period = $2 AND l.node_id <> $3 AND l.expires_unix_ms < $4
+       AND l.node_id = n.node_id AND l.epoch = n.epoch
+     RETURNING n.node_id";
 
 /// Leases of other nodes expired before $4 are cut back to what their node recorded.
 const RECLAIM: &str = "WITH pool AS (
@@ -116,6 +136,7 @@ impl Ledger {
         now_unix_ms: i64,
     ) -> Result<Lease, LedgerError> {
         let p = self.pg()?;
+        self.check_fence()?;
         sqlx::query(ENSURE_POOL).bind(budget).bind(period).bind(ceiling_cents).execute(p).await?;
         let row = sqlx::query(GRANT)
             .bind(budget)
@@ -125,8 +146,14 @@ impl Ledger {
             .bind(&self.node)
             .bind(expires_unix_ms)
             .bind(now_unix_ms)
-            .fetch_one(p)
+            .bind(self.epoch)
+            .fetch_optional(p)
             .await?;
+        let Some(row) = row else {
+            // The pool exists (just ensured): only a moved epoch refuses a grant.
+            self.fenced.send_replace(true);
+            return Err(LedgerError::Fenced(self.node.clone()));
+        };
         Ok(Lease { granted_cents: row.try_get(0)?, added_cents: row.try_get(1)?, expires_unix_ms: row.try_get(2)? })
     }
 
@@ -151,7 +178,8 @@ impl Ledger {
     }
 
     /// Cuts back every other node's lease on `budget`/`period` that expired before
-    /// `expired_before_unix_ms` to what that node recorded; returns the cents back in the pool.
+    /// `expired_before_unix_ms` to what that node recorded, after fencing that node; returns the
+    /// cents back in the pool.
     pub async fn reclaim_expired_leases(
         &self,
         budget: &str,
@@ -159,6 +187,16 @@ impl Ledger {
         expired_before_unix_ms: i64,
     ) -> Result<i64, LedgerError> {
         let p = self.pg()?;
+        // Two statements, each its own transaction: the reclaim must read what the fenced node
+        // recorded with a snapshot taken after the fence (in one statement it would not see a
+        // batch that committed while the fence waited for its lock).
+        sqlx::query(FENCE_EXPIRED)
+            .bind(budget)
+            .bind(period)
+            .bind(&self.node)
+            .bind(expired_before_unix_ms)
+            .fetch_all(p)
+            .await?;
         let row = sqlx::query(RECLAIM)
             .bind(budget)
             .bind(period)
@@ -193,6 +231,14 @@ impl Ledger {
         .fetch_all(p)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    /// Every node's current epoch: (node, epoch). A node whose epoch differs from the one it
+    /// registered with ([`Ledger::epoch`]) has been fenced.
+    pub async fn node_epochs(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        let p = self.pg()?;
+        let rows = sqlx::query("SELECT node_id, epoch FROM node_epochs ORDER BY node_id").fetch_all(p).await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     /// Sets the pool's ceiling (a contract amendment made on any node reaches every node's

@@ -47,7 +47,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use db::{with_db, Db};
-use writer::{Counters, Job, Op, Pending, Reply};
+use writer::{Counters, Job, Op, Pending, Reply, Writer};
 
 /// Why the ledger could not do something.
 #[derive(Debug, Error, Clone)]
@@ -64,6 +64,10 @@ pub enum LedgerError {
     /// The writer has stopped (the ledger is closing) before the write was committed.
     #[error("the ledger writer has stopped")]
     Closed,
+    /// Another node fenced this one (it had stopped renewing its leases, which were taken back):
+    /// none of its writes will ever be committed again. The process must restart to rejoin.
+    #[error("node `{0}` was fenced by another node: its ledger writes are refused; restart it to rejoin")]
+    Fenced(String),
 }
 
 impl From<sqlx::Error> for LedgerError {
@@ -130,6 +134,10 @@ pub struct Ledger {
     write_db: Db,
     /// This node's id in a shared ledger ("" alone).
     node: String,
+    /// This node's epoch in `node_epochs` (PostgreSQL with a node id; 0: no fence).
+    epoch: i64,
+    /// Turns true, for good, once the node is fenced.
+    fenced: Arc<watch::Sender<bool>>,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     pending: Arc<Pending>,
     seq: AtomicU64,
@@ -156,8 +164,23 @@ impl Ledger {
 
     /// [`connect`](Self::connect) for node `node` of several sharing the ledger: its records and
     /// holds carry the node's id, and it may take budget leases ([`Ledger::acquire_lease`]).
+    ///
+    /// On PostgreSQL the node registers a new *epoch* (one more than its last), which fences any
+    /// earlier process that ran under the same id: from now on only this one's writes commit.
     pub async fn connect_as(target: &Target, node: &str) -> Result<Ledger, LedgerError> {
         let (db, write_db) = db::open(target).await?;
+        let epoch: i64 = match &db {
+            Db::Postgres(p) if !node.is_empty() => sqlx::query(
+                "INSERT INTO node_epochs (node_id, epoch) VALUES ($1, 1)
+                 ON CONFLICT (node_id) DO UPDATE SET epoch = node_epochs.epoch + 1 RETURNING epoch",
+            )
+            .bind(node)
+            .fetch_one(p)
+            .await?
+            .try_get(0)?,
+            _ => 0,
+        };
+        let fenced = Arc::new(watch::Sender::new(false));
         let next_seq: i64 = with_db!(&db, p => sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments")
             .fetch_one(p)
             .await?
@@ -166,9 +189,10 @@ impl Ledger {
         let counters = Arc::new(Counters::default());
         let last_error = Arc::new(Mutex::new(None));
         let pending = Arc::new(DashMap::new());
+        let me = Writer { node: node.to_owned(), epoch, fenced: fenced.clone() };
         let writer = tokio::spawn(writer::group_commit(
             write_db.clone(),
-            node.to_owned(),
+            me,
             rx,
             counters.clone(),
             pending.clone(),
@@ -179,6 +203,8 @@ impl Ledger {
             db,
             write_db,
             node: node.to_owned(),
+            epoch,
+            fenced,
             jobs: Mutex::new(Some(jobs)),
             pending,
             seq: AtomicU64::new(1),
@@ -204,6 +230,7 @@ impl Ledger {
     /// Records a settled contact and returns once it is durable: `true` if it was new, `false`
     /// if this (budget, contact) was already recorded (and is not charged again).
     pub async fn record(&self, r: CostRecord) -> Result<bool, LedgerError> {
+        self.check_fence()?;
         let (tx, rx) = oneshot::channel();
         self.send((Op::Settle(r), Reply::Record(tx)))?;
         rx.await.map_err(|_| LedgerError::Closed)?
@@ -221,15 +248,39 @@ impl Ledger {
     }
 
     /// Waits until every write queued so far about `key` is durable. Returns at once if none is
-    /// pending; [`LedgerError::Closed`] if the ledger closed first.
+    /// pending; [`LedgerError::Closed`] if the ledger closed first; [`LedgerError::Fenced`] once
+    /// the node is fenced, even with nothing pending (what it answers can no longer be made
+    /// durable, so it acknowledges nothing more).
     pub async fn durable(&self, key: &Key) -> Result<(), LedgerError> {
+        self.check_fence()?;
         let Some(mut rx) = self.pending.get(key).map(|e| e.1.clone()) else { return Ok(()) };
         let committed = rx.wait_for(Option::is_some).await.map(|v| *v == Some(true)).unwrap_or(false);
+        self.check_fence()?;
         if committed {
             Ok(())
         } else {
             Err(LedgerError::Closed)
         }
+    }
+
+    fn check_fence(&self) -> Result<(), LedgerError> {
+        if *self.fenced.borrow() {
+            Err(LedgerError::Fenced(self.node.clone()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Turns true, for good, when another node fences this one (see [`LedgerError::Fenced`]).
+    #[must_use]
+    pub fn fenced(&self) -> watch::Receiver<bool> {
+        self.fenced.subscribe()
+    }
+
+    /// The epoch this node registered with (PostgreSQL with a node id; 0 otherwise).
+    #[must_use]
+    pub fn epoch(&self) -> i64 {
+        self.epoch
     }
 
     /// Writes waiting to be committed, by key.

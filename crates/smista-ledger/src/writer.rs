@@ -2,6 +2,14 @@
 //! transaction, so many completions share one fsync (SQLite) or one commit round trip
 //! (PostgreSQL). A failed commit is retried with back-off, never dropped, while the ledger is
 //! open; its waiters wait.
+//!
+//! **Fencing** (PostgreSQL, a node among several): every transaction first reads this node's
+//! epoch in `node_epochs` with a share lock. If another node has fenced this one (it stopped
+//! renewing its leases and they were taken back, see `lease.rs`), the epoch has moved on: the
+//! batch is refused, and so is every later one, at once and for good — a write that arrives after
+//! its money went back to the pool must never be committed. The share lock makes a fence and a
+//! batch serialise: the batch either commits before the fence (and the reclaim that follows the
+//! fence counts it) or sees the new epoch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +47,30 @@ pub(crate) type Job = (Op, Reply);
 /// `Some(true)` once it is committed (`Some(false)`: it never will be).
 pub(crate) type Pending = DashMap<Key, (u64, watch::Receiver<Option<bool>>)>;
 
+/// Why a batch was not committed.
+#[derive(Debug)]
+pub(crate) enum BatchError {
+    /// The database failed: retry.
+    Db(sqlx::Error),
+    /// This node was fenced: never retry.
+    Fenced,
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Db(e)
+    }
+}
+
+/// Who writes: the node's id and, when several nodes share a PostgreSQL ledger, the epoch it
+/// registered with (0: no fence) and where to say that it was fenced.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    pub(crate) node: String,
+    pub(crate) epoch: i64,
+    pub(crate) fenced: Arc<watch::Sender<bool>>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
@@ -48,7 +80,7 @@ pub(crate) struct Counters {
 
 pub(crate) async fn group_commit(
     db: Db,
-    node: String,
+    me: Writer,
     mut rx: mpsc::UnboundedReceiver<Job>,
     counters: Arc<Counters>,
     pending: Arc<Pending>,
@@ -69,14 +101,22 @@ pub(crate) async fn group_commit(
         }
         let mut backoff = Duration::from_millis(20);
         let outcome = loop {
-            match write_batch(&db, &node, &batch, next_seq).await {
+            if *me.fenced.borrow() {
+                break Err(LedgerError::Fenced(me.node.clone()));
+            }
+            match write_batch(&db, &me, &batch, next_seq).await {
                 Ok(fresh) => break Ok(fresh),
-                Err(e) => {
+                Err(BatchError::Fenced) => {
+                    *last_error.lock() = Some(format!("node {} fenced by another node", me.node));
+                    me.fenced.send_replace(true);
+                    break Err(LedgerError::Fenced(me.node.clone()));
+                }
+                Err(BatchError::Db(e)) => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     *last_error.lock() = Some(e.to_string());
                     // Keep trying while anyone may still submit; once closing, give up.
                     if rx.is_closed() {
-                        break Err(e);
+                        break Err(LedgerError::Storage(e.to_string()));
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -103,8 +143,7 @@ pub(crate) async fn group_commit(
                     }
                 }
             }
-            Err(e) => {
-                let err = LedgerError::Storage(e.to_string());
+            Err(err) => {
                 for (_, reply) in batch {
                     match reply {
                         Reply::None => {}
@@ -122,6 +161,9 @@ pub(crate) async fn group_commit(
     }
 }
 
+/// This node's epoch, share-locked to the end of the transaction (only with `epoch > 0`, so on
+/// PostgreSQL: SQLite has no fence and no `FOR SHARE`).
+const FENCE: &str = "SELECT epoch FROM node_epochs WHERE node_id = $1 FOR SHARE";
 const RECORD_COLUMNS: &str = "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group,
      operator_id, channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id)
      VALUES ";
@@ -180,8 +222,9 @@ fn fresh_flags<K: Eq + std::hash::Hash>(keys: Vec<K>, mut inserted: std::collect
 /// multi-row statement (their order across kinds kept: a hold and the settlement that ends it
 /// may share a batch); returns, per write, whether it changed anything, and the next amendment
 /// sequence number (SQLite; PostgreSQL numbers them itself).
-async fn write_batch(db: &Db, node: &str, batch: &[Job], mut seq: i64) -> Result<(Vec<bool>, i64), sqlx::Error> {
+async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Result<(Vec<bool>, i64), BatchError> {
     use sqlx::Row;
+    let node = me.node.as_str();
     let numbered = db.numbers_amendments();
     let amend = db.sql(if numbered { INSERT_AMENDMENT_NUMBERED } else { INSERT_AMENDMENT });
     // The runs, and their statements, are built before the transaction starts. A run is cut
@@ -209,6 +252,13 @@ async fn write_batch(db: &Db, node: &str, batch: &[Job], mut seq: i64) -> Result
     }
     with_db!(db, pool => {
         let mut tx = pool.begin().await?;
+        if me.epoch > 0 {
+            let row = sqlx::query(FENCE).bind(node).fetch_optional(&mut *tx).await?;
+            let now: i64 = row.map(|r| r.try_get(0)).transpose()?.unwrap_or(-1);
+            if now != me.epoch {
+                return Err(BatchError::Fenced);
+            }
+        }
         let mut fresh = Vec::with_capacity(batch.len());
         for (k, run, sql) in &runs {
             match k {

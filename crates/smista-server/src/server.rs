@@ -54,6 +54,9 @@ pub enum ServeError {
     /// Credentials, keys or certificates could not be loaded.
     #[error("security configuration: {0}")]
     Security(String),
+    /// Another node fenced this one (it could not renew its budget leases, which were taken back).
+    #[error("fenced by another node: its ledger writes were refused; restart to rejoin with a new epoch")]
+    Fenced,
     /// Asked to listen beyond loopback without TLS and authentication, and without `--insecure`.
     #[error(
         "refusing to serve {0} without TLS and authentication: configure [tls] and [auth] (see README, \"Running it securely\"), listen on loopback, or pass --insecure"
@@ -224,8 +227,19 @@ pub async fn serve(
     let metrics_http = tokio::spawn(crate::metrics::serve_http(listeners.metrics, handle, stop_rx.clone()));
 
     let draining = shared.clone();
+    let fence = shared.ledger.as_ref().map(|l| l.fenced());
+    let was_fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fenced_flag = was_fenced.clone();
     let stop = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = wait_fenced(fence) => {
+                // Another node took this one's leases back while it was out of reach: nothing it
+                // writes will be committed, so it must not route (or acknowledge) anything more.
+                tracing::error!("fenced by another node: this node stops routing now and exits; restart it to rejoin");
+                fenced_flag.store(true, Ordering::Release);
+            }
+        }
         tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: draining");
         draining.draining.store(true, Ordering::Release);
         reporter.set_not_serving::<ContactServiceServer<ContactSvc>>().await;
@@ -276,7 +290,20 @@ pub async fn serve(
     let waiting: u32 = snap.queues.iter().map(|q| q.waiting).sum();
     let in_service: u32 = snap.queues.iter().map(|q| q.in_service).sum();
     tracing::info!(waiting, in_service, last_event = shared.log.latest(), "stopped");
+    if was_fenced.load(Ordering::Acquire) {
+        return Err(ServeError::Fenced);
+    }
     Ok(())
+}
+
+/// Resolves once the ledger says this node was fenced (never without a ledger).
+async fn wait_fenced(fence: Option<watch::Receiver<bool>>) {
+    if let Some(mut rx) = fence {
+        if rx.wait_for(|f| *f).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// Runs the engine's clock: offer time-outs, maximum waits, wrap-up ends, skill expansion; and

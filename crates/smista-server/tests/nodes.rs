@@ -2,7 +2,10 @@
 //! demand far above the ceiling: the ledger's total for the period stays within the ceiling,
 //! every acknowledged completion is recorded once, and the headroom left unused is printed. Then
 //! the same with one node killed (-9) in the middle: its lease comes back to the others after
-//! expiry, minus what it recorded, and still nothing passes the ceiling.
+//! expiry, minus what it recorded, and still nothing passes the ceiling. And the same with one
+//! node cut off from PostgreSQL (its connections go through a TCP proxy the test stops): it
+//! stops admitting when its lease runs out, the others fence it and take its lease back, and
+//! when PostgreSQL is reachable again its late writes are refused and it exits.
 //!
 //! Needs `SMISTA_TEST_PG_URL` (set by `.ci/run`; required when `CI=true`).
 
@@ -73,6 +76,62 @@ fallback = "callback_booking"
     let path = dir.join(format!("{node}.toml"));
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut: every connection through it is closed at
+/// once, and new ones are closed as soon as they are accepted, until it is restored.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cuts) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::Acquire) {
+                    continue; // dropped: closed at once
+                }
+                let mut gone = cuts.subscribe();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = gone.changed() => {} // both sockets dropped: PostgreSQL aborts the session
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::Release);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::Release);
+    }
+}
+
+/// `url` with its host and port replaced by `addr`, and the host:port it named.
+fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let host_at = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    let mut upstream = url[host_at..end].to_owned();
+    if !upstream.contains(':') {
+        upstream.push_str(":5432");
+    }
+    (format!("{}{addr}{}", &url[..host_at], &url[end..]), upstream)
 }
 
 fn start(dir: &Path, node: &str, schema: &str, url: &str) -> Smista {
@@ -192,16 +251,49 @@ async fn dead_node(url: &str, schema: &str, node: &str) -> (i64, i64) {
 
 use smista_ledger::testing::drop_schema;
 
-async fn run(kill_one: bool) {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    None,
+    /// node-1 is killed (-9).
+    Kill,
+    /// node-2 loses PostgreSQL, then gets it back.
+    Cut,
+}
+
+async fn node_epoch(url: &str, schema: &str, node: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let e: (i64,) = sqlx::query_as(&format!("SELECT epoch FROM {schema}.node_epochs WHERE node_id = $1"))
+        .bind(node)
+        .fetch_one(&pool)
+        .await
+        .expect("epoch");
+    pool.close().await;
+    e.0
+}
+
+async fn run(trouble: Trouble) {
     let Some(url) = pg_url() else { return };
-    let tag = if kill_one { "kill" } else { "all" };
+    let kill_one = trouble == Trouble::Kill;
+    let tag = match trouble {
+        Trouble::None => "all",
+        Trouble::Kill => "kill",
+        Trouble::Cut => "cut",
+    };
     let schema = format!("t_nodes_{tag}_{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("smista-nodes-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let mut nodes: Vec<Smista> = (0..3).map(|i| start(&dir, &format!("node-{i}"), &schema, &url)).collect();
+    let (_, upstream) = through(&url, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let proxy = Proxy::start(upstream).await;
+    let (cut_url, _) = through(&url, proxy.addr);
+    let mut nodes: Vec<Smista> = (0..3)
+        .map(|i| {
+            let u = if trouble == Trouble::Cut && i == 2 { &cut_url } else { &url };
+            start(&dir, &format!("node-{i}"), &schema, u)
+        })
+        .collect();
     let tally = Arc::new(Tally::default());
-    let until = Instant::now() + Duration::from_secs(6);
+    let until = Instant::now() + Duration::from_secs(if trouble == Trouble::Cut { 8 } else { 6 });
     let mut drivers = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let ch = n.channel().await;
@@ -211,6 +303,28 @@ async fn run(kill_one: bool) {
         tokio::time::sleep(Duration::from_millis(900)).await;
         let status = Command::new("kill").args(["-9", &nodes[1].child.id().to_string()]).status().expect("kill");
         assert!(status.success());
+    }
+    if trouble == Trouble::Cut {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let epoch_before = node_epoch(&url, &schema, "node-2").await;
+        proxy.cut();
+        // Longer than the lease (1.2 s) and the reclaim grace (0.3 s): the others fence node-2.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        proxy.restore();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = nodes[2].child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "node-2 went on after it was fenced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(!status.success(), "a fenced node exits with an error");
+        let log: Vec<String> = nodes[2].log.try_iter().collect();
+        assert!(log.iter().any(|l| l.contains("fenced")), "node-2 says why it stopped: {log:?}");
+        let after = node_epoch(&url, &schema, "node-2").await;
+        println!("cut: node-2 fenced (epoch {epoch_before} -> {after}) and exited: {status}");
+        assert!(after > epoch_before, "the others moved node-2's epoch on");
     }
     for d in drivers {
         let _ = d.await;
@@ -227,10 +341,14 @@ async fn run(kill_one: bool) {
     assert_eq!(total, records * COST);
     assert!(records >= completed, "an acknowledged completion is missing from the ledger: {records} < {completed}");
     assert!(tally.diverted.load(Ordering::Relaxed) > 0, "demand was above the ceiling: some contacts must be diverted");
-    if kill_one {
-        let (lease, used) = dead_node(&url, &schema, "node-1").await;
-        println!("killed node-1: lease cut back to {lease} cents, it recorded {used} (settled and in service)");
-        assert_eq!(lease, used, "the dead node's lease came back to the pool, minus what it recorded");
+    if trouble != Trouble::None {
+        let victim = if kill_one { "node-1" } else { "node-2" };
+        let (lease, used) = dead_node(&url, &schema, victim).await;
+        println!("{tag} {victim}: lease cut back to {lease} cents, it recorded {used} (settled and in service)");
+        assert_eq!(
+            lease, used,
+            "the lost node's lease came back to the pool, minus what it recorded (and no late write passed it)"
+        );
     } else {
         // Demand went on after the money ran out: nearly all of it was used.
         assert!(CEILING - total <= 3 * COST, "unused headroom {} with demand above the ceiling", CEILING - total);
@@ -245,10 +363,15 @@ async fn run(kill_one: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_one_budget_without_passing_the_ceiling() {
-    run(false).await;
+    run(Trouble::None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_run_gives_its_lease_back_after_expiry() {
-    run(true).await;
+    run(Trouble::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_postgresql_is_fenced_and_its_late_writes_refused() {
+    run(Trouble::Cut).await;
 }
