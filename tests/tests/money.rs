@@ -150,6 +150,74 @@ async fn completing_after_a_hang_up_is_refused_before_and_after_a_restart() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_that_ended_without_cost_answer_the_same_after_a_restart() {
+    for pg in backends("nocost") {
+        let data = temp_dir("nocost");
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut c = srv.contacts().await;
+        let mut o = srv.operators().await;
+        let cancel = |id: &str| pb::CancelContactRequest { contact_id: id.into() };
+        // call-d finds nobody serving naspi: diverted.
+        let d = c.offer_contact(voice("call-d", "naspi")).await.expect("offer").into_inner();
+        assert!(matches!(d.decision, Some(pb::offer_contact_response::Decision::Diverted(_))), "{d:?}");
+        let dv = c.cancel_contact(cancel("call-d")).await.expect("cancel").into_inner().outcome();
+        assert_eq!(dv, pb::Outcome::Diverted);
+        // Internal staff, whom no budget pays: call-b is handled (no cost record), call-q is
+        // offered to the other and call-a waits; both callers of those hang up.
+        o.login(login("staff-1", "internal", &[("naspi", 6)])).await.expect("login");
+        o.login(login("staff-2", "internal", &[("naspi", 6)])).await.expect("login");
+        let d = c.offer_contact(voice("call-b", "naspi")).await.expect("offer").into_inner();
+        let staff = assigned(&d).expect("assigned to staff");
+        let d = c.offer_contact(voice("call-q", "naspi")).await.expect("offer").into_inner();
+        assert!(assigned(&d).is_some(), "{d:?}");
+        let d = c.offer_contact(voice("call-a", "naspi")).await.expect("offer").into_inner();
+        assert!(assigned(&d).is_none(), "both staff are busy: {d:?}");
+        let a = c.cancel_contact(cancel("call-a")).await.expect("hang up").into_inner().outcome();
+        assert_eq!(a, pb::Outcome::Abandoned);
+        let q = c.cancel_contact(cancel("call-q")).await.expect("hang up").into_inner().outcome();
+        assert_eq!(q, pb::Outcome::Abandoned);
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: staff.clone(), contact_id: "call-b".into() })
+            .await
+            .expect("accept");
+        let complete = |op: &str, id: &str| pb::CompleteContactRequest {
+            operator_id: op.into(),
+            contact_id: id.into(),
+            wrap_up_ms: 7,
+        };
+        let done = o.complete_contact(complete(&staff, "call-b")).await.expect("complete").into_inner();
+        let other = if staff == "staff-1" { "staff-2" } else { "staff-1" };
+        // The answers of this life, to every request of the life cycle repeated.
+        let b = c.cancel_contact(cancel("call-b")).await.expect("cancel after completion").into_inner().outcome();
+        assert_eq!(b, pb::Outcome::Completed);
+        assert_eq!(o.complete_contact(complete(&staff, "call-b")).await.expect("repeat").into_inner(), done);
+        let refused = o.complete_contact(complete(&staff, "call-a")).await.unwrap_err().code();
+        assert_eq!(refused, Code::FailedPrecondition);
+        let by_other = o.complete_contact(complete(other, "call-b")).await.unwrap_err().code();
+        assert_eq!(by_other, Code::FailedPrecondition);
+        let never = c.cancel_contact(cancel("call-never")).await.unwrap_err().code();
+        assert_eq!(never, Code::NotFound);
+        srv.stop().await;
+
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut c = srv.contacts().await;
+        let mut o = srv.operators().await;
+        o.login(login("staff-1", "internal", &[("naspi", 6)])).await.expect("login");
+        o.login(login("staff-2", "internal", &[("naspi", 6)])).await.expect("login");
+        let what = "the same answer in the next life";
+        assert_eq!(c.cancel_contact(cancel("call-a")).await.expect("cancel").into_inner().outcome(), a, "{what}");
+        assert_eq!(c.cancel_contact(cancel("call-q")).await.expect("cancel").into_inner().outcome(), q, "{what}");
+        assert_eq!(c.cancel_contact(cancel("call-d")).await.expect("cancel").into_inner().outcome(), dv, "{what}");
+        assert_eq!(c.cancel_contact(cancel("call-b")).await.expect("cancel").into_inner().outcome(), b, "{what}");
+        assert_eq!(o.complete_contact(complete(&staff, "call-b")).await.expect("repeat").into_inner(), done, "{what}");
+        assert_eq!(o.complete_contact(complete(&staff, "call-a")).await.unwrap_err().code(), refused, "{what}");
+        assert_eq!(o.complete_contact(complete(other, "call-b")).await.unwrap_err().code(), by_other, "{what}");
+        assert_eq!(c.cancel_contact(cancel("call-never")).await.unwrap_err().code(), never, "{what}");
+        srv.stop().await;
+        cleanup(pg.as_deref()).await;
+    }
+}
+
 /// Offers `id` on naspi to `op`, accepts and completes it.
 async fn handle(srv: &Server, op: &str, id: &str) {
     let d = srv.contacts().await.offer_contact(voice(id, "naspi")).await.expect("offer").into_inner();

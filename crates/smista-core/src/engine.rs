@@ -586,11 +586,10 @@ impl Engine {
         if outcome == Outcome::Abandoned && waited_ms > q.sl_threshold_ms {
             q.abandoned_after_sl.fetch_add(1, Ordering::Relaxed);
         }
+        let session = handled.and_then(|(slot, _, _)| self.slot(slot).session.lock().clone());
+        let operator = session.as_ref().map(|s| s.id.clone());
         if let Some(b) = rec.funding.take() {
-            let paid_by_budget = handled.and_then(|(slot, _, _)| {
-                let s = self.slot(slot).session.lock().clone()?;
-                (s.budget.as_ref() == Some(&b)).then_some(s)
-            });
+            let paid_by_budget = session.filter(|s| s.budget.as_ref() == Some(&b));
             match (paid_by_budget, handled) {
                 (Some(s), Some((_, c, accepted_at))) => self.gate.settle(&Settlement {
                     budget: &b,
@@ -625,6 +624,8 @@ impl Engine {
             outcome,
             waited_ms,
             handle_ms: handled.map_or(0, |h| h.1.handle_ms),
+            operator,
+            wrap_up_ms: handled.map_or(0, |h| h.1.wrap_up_ms),
         });
     }
 

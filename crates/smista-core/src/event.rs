@@ -107,6 +107,10 @@ pub enum Event {
         waited_ms: u64,
         /// Handle time for completed contacts, else 0.
         handle_ms: u64,
+        /// The operator who had it in service, if one did (completed, or hung up in service).
+        operator: Option<Arc<str>>,
+        /// Wrap-up applied after a completion, else 0.
+        wrap_up_ms: u64,
     },
     /// An operator's status changed.
     OperatorStatus {

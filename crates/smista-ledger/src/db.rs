@@ -145,6 +145,19 @@ CREATE TABLE IF NOT EXISTS budget_leases (
     epoch              BIGINT  NOT NULL DEFAULT 0,
     PRIMARY KEY (budget_id, period, node_id)
 );
+CREATE TABLE IF NOT EXISTS contact_ends (
+    contact_id         TEXT    NOT NULL,
+    ended_unix_ms      BIGINT  NOT NULL,
+    queue              TEXT    NOT NULL,
+    channel            TEXT    NOT NULL,
+    outcome            TEXT    NOT NULL,
+    waited_ms          BIGINT  NOT NULL,
+    handle_ms          BIGINT  NOT NULL,
+    wrap_up_ms         BIGINT  NOT NULL,
+    operator_id        TEXT    NOT NULL,
+    node_id            TEXT    NOT NULL DEFAULT '',
+    PRIMARY KEY (contact_id, ended_unix_ms)
+);
 CREATE TABLE IF NOT EXISTS node_epochs (
     node_id            TEXT    NOT NULL PRIMARY KEY,
     epoch              BIGINT  NOT NULL

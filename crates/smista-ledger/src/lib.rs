@@ -20,6 +20,10 @@
 //!   forgotten (retention, restart) is a new life with its own record, so the ledger and the
 //!   in-memory totals never differ.
 //!
+//! - **How every contact ended**: beside the cost records, one [`ContactEnd`] per contact that
+//!   ended without one (abandoned, diverted, or handled by staff no budget pays), so a request
+//!   about a finished contact gets the same answer after a restart as before it.
+//!
 //! The ledger plugs into the budget book as its [`SettlementSink`]: the book's calls only queue a
 //! write (they run inside routing operations and must not block); the server then waits, outside
 //! the engine, for [`Ledger::durable`] before it acknowledges the RPC.
@@ -116,6 +120,29 @@ pub struct LedgerStats {
     pub writes: u64,
     /// Failed commit attempts (each retried).
     pub errors: u64,
+}
+
+/// How a contact ended, for one that has no cost record (see [`Ledger::ended`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactEnd {
+    /// Contact id.
+    pub contact: String,
+    /// When it ended, Unix ms.
+    pub ended_unix_ms: i64,
+    /// Its last queue.
+    pub queue: String,
+    /// Channel.
+    pub channel: Channel,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Wait from arrival until acceptance or end, ms.
+    pub waited_ms: u64,
+    /// Handle time, ms (0 unless handled).
+    pub handle_ms: u64,
+    /// Wrap-up applied after a completion, ms.
+    pub wrap_up_ms: u64,
+    /// The operator who had it in service ("" if none did).
+    pub operator: String,
 }
 
 /// What a waiter is waiting for: the writes about one contact, or one budget's amendments.
@@ -281,6 +308,36 @@ impl Ledger {
     #[must_use]
     pub fn epoch(&self) -> i64 {
         self.epoch
+    }
+
+    /// Queues the end of a contact (any outcome). [`Ledger::durable`] of the contact waits for
+    /// it. It is not written when the contact's cost record commits in the same transaction
+    /// (the record tells the same), so completions of budgeted contacts cost no extra row.
+    pub fn ended(&self, e: ContactEnd) {
+        self.submit(Key::Contact(e.contact.clone()), Op::End(e));
+    }
+
+    /// How `contact`'s latest life ended, from its end record (none for a contact that has a
+    /// cost record instead; see [`Ledger::settled`]).
+    pub async fn end_of(&self, contact: &str) -> Result<Option<ContactEnd>, LedgerError> {
+        let sql = self.db.sql("SELECT * FROM contact_ends WHERE contact_id = ? ORDER BY ended_unix_ms DESC LIMIT 1");
+        with_db!(&self.db, p => {
+            let row = sqlx::query(&sql).bind(contact).fetch_optional(p).await?;
+            row.map(|r| {
+                Ok(ContactEnd {
+                    contact: r.try_get("contact_id")?,
+                    ended_unix_ms: r.try_get("ended_unix_ms")?,
+                    queue: r.try_get("queue")?,
+                    channel: channel(&r.try_get::<String, _>("channel")?)?,
+                    outcome: outcome(&r.try_get::<String, _>("outcome")?)?,
+                    waited_ms: u64::try_from(r.try_get::<i64, _>("waited_ms")?).unwrap_or(0),
+                    handle_ms: u64::try_from(r.try_get::<i64, _>("handle_ms")?).unwrap_or(0),
+                    wrap_up_ms: u64::try_from(r.try_get::<i64, _>("wrap_up_ms")?).unwrap_or(0),
+                    operator: r.try_get("operator_id")?,
+                })
+            })
+            .transpose()
+        })
     }
 
     /// Writes waiting to be committed, by key.

@@ -21,7 +21,7 @@ use smista_core::book::{AuditRecord, CostRecord, HoldRecord};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::db::{with_db, Db};
-use crate::{Key, LedgerError};
+use crate::{ContactEnd, Key, LedgerError};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -32,6 +32,7 @@ pub(crate) enum Op {
     Hold(HoldRecord),
     Release { budget: String, contact: String },
     Amend(AuditRecord),
+    End(ContactEnd),
 }
 
 #[derive(Debug)]
@@ -99,6 +100,24 @@ pub(crate) async fn group_commit(
                 Err(_) => break,
             }
         }
+        // Ends of contacts go last (they depend on nothing else in the batch, and together they
+        // make one statement); an end whose contact is settled in this same batch is not written:
+        // its cost record already tells how it ended.
+        batch.sort_by_key(|(op, _)| matches!(op, Op::End(_)));
+        let mut covered = Vec::new();
+        if matches!(batch.last(), Some((Op::End(_), _))) {
+            let settled: std::collections::HashSet<String> = batch
+                .iter()
+                .filter_map(|(op, _)| if let Op::Settle(r) = op { Some(r.contact.clone()) } else { None })
+                .collect();
+            if !settled.is_empty() {
+                let (kept, skip): (Vec<Job>, Vec<Job>) = std::mem::take(&mut batch)
+                    .into_iter()
+                    .partition(|(op, _)| !matches!(op, Op::End(e) if settled.contains(&e.contact)));
+                batch = kept;
+                covered = skip.into_iter().map(|(_, r)| r).collect();
+            }
+        }
         let mut backoff = Duration::from_millis(20);
         let outcome = loop {
             if *me.fenced.borrow() {
@@ -129,7 +148,9 @@ pub(crate) async fn group_commit(
                 *last_error.lock() = None;
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for ((_, reply), new) in batch.into_iter().zip(fresh) {
+                let replies =
+                    batch.into_iter().map(|(_, r)| r).zip(fresh).chain(covered.into_iter().map(|r| (r, false)));
+                for (reply, new) in replies {
                     match reply {
                         Reply::None => {}
                         Reply::Record(tx) => {
@@ -144,7 +165,7 @@ pub(crate) async fn group_commit(
                 }
             }
             Err(err) => {
-                for (_, reply) in batch {
+                for reply in batch.into_iter().map(|(_, r)| r).chain(covered) {
                     match reply {
                         Reply::None => {}
                         Reply::Record(tx) => {
@@ -175,6 +196,10 @@ const HOLD_COLUMNS: &str = "INSERT INTO holds (budget_id, contact_id, period, am
 const HOLD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const HOLD_TAIL: &str = " ON CONFLICT (budget_id, contact_id) DO NOTHING RETURNING budget_id, contact_id";
 const DELETE_HOLDS: &str = "DELETE FROM holds WHERE (budget_id, contact_id) IN (VALUES ";
+const END_COLUMNS: &str = "INSERT INTO contact_ends (contact_id, ended_unix_ms, queue, channel, outcome, waited_ms,
+     handle_ms, wrap_up_ms, operator_id, node_id) VALUES ";
+const END_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const END_TAIL: &str = " ON CONFLICT (contact_id, ended_unix_ms) DO NOTHING";
 const INSERT_AMENDMENT: &str = "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, note, field, old_value,
      new_value, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const INSERT_AMENDMENT_NUMBERED: &str = "INSERT INTO amendments (at_unix_ms, budget_id, actor, note, field,
@@ -201,6 +226,7 @@ enum Kind {
     Hold,
     Release,
     Amend,
+    End,
 }
 
 fn kind(op: &Op) -> Kind {
@@ -209,6 +235,7 @@ fn kind(op: &Op) -> Kind {
         Op::Hold(_) => Kind::Hold,
         Op::Release { .. } => Kind::Release,
         Op::Amend(_) => Kind::Amend,
+        Op::End(_) => Kind::End,
     }
 }
 
@@ -246,6 +273,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
             Kind::Hold => rows(HOLD_COLUMNS, HOLD_ROW, n, HOLD_TAIL),
             Kind::Release => rows(DELETE_HOLDS, "(?, ?)", n, ")"),
             Kind::Amend => String::new(),
+            Kind::End => rows(END_COLUMNS, END_ROW, n, END_TAIL),
         };
         runs.push((k, &batch[i..j], db.sql(&sql).into_owned()));
         i = j;
@@ -333,6 +361,26 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                     }
                     q.execute(&mut *tx).await?;
                     // Nobody waits on a release's result.
+                    fresh.extend(std::iter::repeat_n(true, run.len()));
+                }
+                Kind::End => {
+                    let mut q = sqlx::query(sql);
+                    for (op, _) in run.iter() {
+                        if let Op::End(e) = op {
+                            q = q
+                                .bind(&e.contact)
+                                .bind(e.ended_unix_ms)
+                                .bind(&e.queue)
+                                .bind(e.channel.as_str())
+                                .bind(e.outcome.as_str())
+                                .bind(i64::try_from(e.waited_ms).unwrap_or(i64::MAX))
+                                .bind(i64::try_from(e.handle_ms).unwrap_or(i64::MAX))
+                                .bind(i64::try_from(e.wrap_up_ms).unwrap_or(i64::MAX))
+                                .bind(&e.operator)
+                                .bind(node);
+                        }
+                    }
+                    q.execute(&mut *tx).await?;
                     fresh.extend(std::iter::repeat_n(true, run.len()));
                 }
                 Kind::Amend => {

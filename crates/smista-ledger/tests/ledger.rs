@@ -9,7 +9,7 @@
 
 use smista_core::book::{AuditRecord, CostRecord, HoldRecord, SettlementSink};
 use smista_core::{Channel, Outcome};
-use smista_ledger::{Key, Ledger, Target, Totals};
+use smista_ledger::{ContactEnd, Key, Ledger, Target, Totals};
 
 /// Where one test's ledger lives.
 struct Backend {
@@ -73,6 +73,7 @@ conformance!(
     concurrent_completions_share_commits_and_all_become_durable,
     the_report_groups_spend_by_budget_period_queue_and_supplier,
     recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them,
+    how_a_contact_ended_survives_reopening_and_a_settled_one_costs_no_extra_row,
 );
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -290,5 +291,46 @@ async fn a_ledger_written_before_the_outcome_and_note_columns_opens_and_keeps_it
     let l = Ledger::open(&path).await.expect("reopening a migrated ledger changes nothing");
     assert_eq!(l.settled("new").await.expect("read"), Some(hung_up));
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 3, cost_cents: 416 });
+    l.close().await;
+}
+
+fn end(contact: &str, outcome: Outcome, at: i64) -> ContactEnd {
+    ContactEnd {
+        contact: contact.into(),
+        ended_unix_ms: at,
+        queue: "naspi".into(),
+        channel: Channel::Voice,
+        outcome,
+        waited_ms: 4_000,
+        handle_ms: if outcome == Outcome::Completed { 90_000 } else { 0 },
+        wrap_up_ms: if outcome == Outcome::Completed { 5_000 } else { 0 },
+        operator: if outcome == Outcome::Completed { "staff-1".into() } else { String::new() },
+    }
+}
+
+async fn how_a_contact_ended_survives_reopening_and_a_settled_one_costs_no_extra_row(b: Backend) {
+    let l = b.open().await;
+    l.ended(end("gone", Outcome::Abandoned, 1_000));
+    l.ended(end("staff", Outcome::Completed, 2_000));
+    // A budgeted completion: its cost record and its end queued together, as the server does.
+    SettlementSink::record(&l, &record("paid", "naspi", "supplier-a", 266));
+    l.ended(end("paid", Outcome::Completed, 3_000));
+    for c in ["gone", "staff", "paid"] {
+        l.durable(&Key::Contact(c.into())).await.expect("durable");
+    }
+    // A second life of "gone", later.
+    l.ended(end("gone", Outcome::Diverted, 9_000));
+    l.durable(&Key::Contact("gone".into())).await.expect("durable");
+    l.close().await;
+
+    let l = b.open().await;
+    assert_eq!(l.end_of("gone").await.expect("read").map(|e| e.outcome), Some(Outcome::Diverted), "latest life");
+    assert_eq!(l.end_of("staff").await.expect("read"), Some(end("staff", Outcome::Completed, 2_000)), "whole");
+    assert_eq!(l.end_of("never").await.expect("read"), None);
+    assert!(l.settled("paid").await.expect("read").is_some());
+    // Committed in one batch with its cost record, the end is not written twice (a later batch
+    // may write it; either way the cost record answers first).
+    let e = l.end_of("paid").await.expect("read");
+    assert!(e.is_none() || e.is_some_and(|e| e.outcome == Outcome::Completed));
     l.close().await;
 }

@@ -373,6 +373,8 @@ mod tests {
             outcome: Outcome::Abandoned,
             waited_ms: 0,
             handle_ms: 0,
+            operator: None,
+            wrap_up_ms: 0,
         }
     }
 

@@ -19,7 +19,7 @@ use smista_core::{DivertReason, Engine, Event, Millis, Outcome};
 use tokio::sync::watch;
 use tonic::Status;
 
-use smista_ledger::{Key, Ledger};
+use smista_ledger::{ContactEnd, Key, Ledger};
 
 use crate::hub::{EventLog, OfferBoard};
 
@@ -55,6 +55,25 @@ impl Clock {
     #[must_use]
     pub fn epoch_unix_ms(&self) -> i64 {
         i64::try_from(self.start_unix_ms).unwrap_or(i64::MAX)
+    }
+}
+
+/// How a contact that ended before a restart ended, read back from the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    /// Final outcome.
+    pub outcome: Outcome,
+    /// The operator who had it in service ("" if none did).
+    pub operator: String,
+    /// Handle time, ms.
+    pub handle_ms: u64,
+    /// Wrap-up applied, ms (0 when unknown: cost records do not keep it).
+    pub wrap_up_ms: u64,
+}
+
+impl From<&CostRecord> for Ended {
+    fn from(r: &CostRecord) -> Self {
+        Ended { outcome: r.outcome, operator: r.operator.clone(), handle_ms: r.handle_ms, wrap_up_ms: 0 }
     }
 }
 
@@ -155,7 +174,35 @@ impl Shared {
             }
         }
         self.board.apply(events, now);
-        self.log.publish(events, now, self.clock.unix_ms(now));
+        let unix = self.clock.unix_ms(now);
+        if let Some(ledger) = &self.ledger {
+            for e in events {
+                if let Event::Finished {
+                    contact,
+                    queue,
+                    channel,
+                    outcome,
+                    waited_ms,
+                    handle_ms,
+                    operator,
+                    wrap_up_ms,
+                } = e
+                {
+                    ledger.ended(ContactEnd {
+                        contact: contact.to_string(),
+                        ended_unix_ms: i64::try_from(unix).unwrap_or(i64::MAX),
+                        queue: queue.to_string(),
+                        channel: *channel,
+                        outcome: *outcome,
+                        waited_ms: *waited_ms,
+                        handle_ms: *handle_ms,
+                        wrap_up_ms: *wrap_up_ms,
+                        operator: operator.as_deref().unwrap_or_default().to_owned(),
+                    });
+                }
+            }
+        }
+        self.log.publish(events, now, unix);
     }
 
     /// Waits until what the engine call that reported `events` gave the ledger is durable: the
@@ -175,14 +222,16 @@ impl Shared {
     /// Ends a contact the engine does not know, after a restart: one that was in service with a
     /// budgeted operator when the process stopped (its recovered hold is settled now; `operator`
     /// must be the one it was with and completes it, `None` when the caller hung up), or one
-    /// settled before the restart (a replayed request: nothing is charged again, the record
-    /// tells how it ended). `None` if neither.
+    /// that ended before the restart (a replayed request: nothing is charged again; its cost
+    /// record, or its end record if it had no cost, tells how it ended). `None` if neither.
+    /// With an `operator`, a contact that ended otherwise than completed by that operator is
+    /// FAILED_PRECONDITION, as it was before the restart.
     pub async fn end_after_restart(
         &self,
         contact: &str,
         operator: Option<&str>,
         now: Millis,
-    ) -> Result<Option<CostRecord>, Status> {
+    ) -> Result<Option<Ended>, Status> {
         let Some(ledger) = &self.ledger else { return Ok(None) };
         let key = Key::Contact(contact.to_owned());
         if self.book.recovered(contact).is_some() {
@@ -192,7 +241,7 @@ impl Shared {
                     tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");
                     ledger.durable(&key).await.map_err(crate::error::ledger_status)?;
                     self.release_recovering(&rec.operator, now);
-                    return Ok(Some(rec));
+                    return Ok(Some(Ended::from(&rec)));
                 }
                 // Settled meanwhile by a concurrent request: fall through to the record.
                 Err(RecoveredError::Unknown(_)) => {}
@@ -200,15 +249,20 @@ impl Shared {
             }
         }
         ledger.durable(&key).await.map_err(crate::error::ledger_status)?;
-        match ledger.settled(contact).await.map_err(crate::error::ledger_status)? {
-            Some(rec) if operator.is_some_and(|o| o != rec.operator) => {
-                Err(Status::failed_precondition(format!("contact `{contact}` was completed by another operator")))
+        let end = match ledger.settled(contact).await.map_err(crate::error::ledger_status)? {
+            Some(rec) => Ended::from(&rec),
+            None => match ledger.end_of(contact).await.map_err(crate::error::ledger_status)? {
+                Some(e) => {
+                    Ended { outcome: e.outcome, operator: e.operator, handle_ms: e.handle_ms, wrap_up_ms: e.wrap_up_ms }
+                }
+                None => return Ok(None),
+            },
+        };
+        match operator {
+            Some(o) if end.operator != o || end.outcome != Outcome::Completed => {
+                Err(Status::failed_precondition(format!("contact `{contact}` ended without being completed by `{o}`")))
             }
-            // As before the restart: a contact whose caller hung up cannot be completed.
-            Some(rec) if operator.is_some() && rec.outcome != Outcome::Completed => Err(Status::failed_precondition(
-                format!("contact `{contact}` ended without being completed (the caller hung up)"),
-            )),
-            other => Ok(other),
+            _ => Ok(Some(end)),
         }
     }
 

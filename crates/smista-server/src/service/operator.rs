@@ -231,9 +231,9 @@ impl OperatorService for OperatorSvc {
         // Unknown to the engine: a contact from before a restart (in service then, or settled);
         // otherwise the engine's own NOT_FOUND (unknown operator or contact) stands.
         let r = s.end_after_restart(&req.contact_id, Some(&req.operator_id), s.clock.now()).await.and_then(|rec| {
-            rec.map(|rec| pb::CompleteContactResponse { handle_ms: rec.handle_ms, wrap_up_ms: 0 }).ok_or_else(|| {
-                unknown.unwrap_or_else(|| Status::not_found(format!("unknown contact `{}`", req.contact_id)))
-            })
+            rec.map(|e| pb::CompleteContactResponse { handle_ms: e.handle_ms, wrap_up_ms: e.wrap_up_ms }).ok_or_else(
+                || unknown.unwrap_or_else(|| Status::not_found(format!("unknown contact `{}`", req.contact_id))),
+            )
         });
         t.finish(&r);
         r.map(Response::new)
