@@ -57,5 +57,6 @@ pub fn voice_offer(id: String, queue: String) -> OfferRequest {
         language: String::new(),
         segment: Segment::General,
         max_patience_ms: 0,
+        arrived: None,
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use smista_proto::v1 as pb;
 use smista_server::config::{Config, LedgerKind};
-use support::{assigned, login, temp_dir, voice, Server};
+use support::{assigned, login, next, temp_dir, voice, Server};
 use tonic::Code;
 
 /// A configuration whose ledger is SQLite in `data` or, with `pg`, a fresh PostgreSQL schema.
@@ -260,4 +260,104 @@ async fn a_reused_contact_id_is_a_new_life_and_the_ledger_agrees_with_memory() {
         srv.stop().await;
         cleanup(pg.as_deref()).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_within_a_life_and_asks_for_a_resync_across_a_restart() {
+    for pg in backends("epochs") {
+        let data = temp_dir("epochs");
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut c = srv.contacts().await;
+        let mut stream = c.stream_events(pb::StreamEventsRequest::default()).await.expect("stream").into_inner();
+        c.offer_contact(voice("e-1", "naspi")).await.expect("offer");
+        let first = next(&mut stream, 5).await.expect("event");
+        assert!(first.epoch > 0, "every event names its epoch");
+        drop(stream);
+        c.offer_contact(voice("e-2", "naspi")).await.expect("offer");
+        // Reconnecting within the same life continues without a gap.
+        let resume = |epoch, seq| pb::StreamEventsRequest { after_epoch: epoch, after_sequence: seq, queues: vec![] };
+        let mut again = c.stream_events(resume(first.epoch, first.sequence)).await.expect("resume").into_inner();
+        let second = next(&mut again, 5).await.expect("event");
+        assert_eq!((second.epoch, second.sequence), (first.epoch, first.sequence + 1));
+        drop(again);
+        srv.stop().await;
+
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut c = srv.contacts().await;
+        c.offer_contact(voice("e-3", "naspi")).await.expect("offer");
+        c.offer_contact(voice("e-4", "naspi")).await.expect("offer");
+        // The new life has events numbered 1, 2, ... as well: resuming "after 2 of the old life"
+        // must not silently skip them, nor read them as the old life's.
+        let e = c.stream_events(resume(first.epoch, second.sequence)).await.expect_err("stale epoch");
+        assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+        let told: u64 =
+            e.metadata().get("smista-epoch").and_then(|v| v.to_str().ok()?.parse().ok()).expect("smista-epoch");
+        assert!(told > first.epoch, "the epoch grows with every life: {} then {told}", first.epoch);
+        // Resynchronise: the snapshot names the position to stream from.
+        let snap = srv.admin().await.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+        assert_eq!(snap.event_epoch, told);
+        assert!(snap.last_event_sequence >= 2);
+        let mut fresh =
+            c.stream_events(resume(snap.event_epoch, snap.last_event_sequence)).await.expect("resync").into_inner();
+        c.offer_contact(voice("e-5", "naspi")).await.expect("offer");
+        let ev = next(&mut fresh, 5).await.expect("event");
+        assert_eq!((ev.epoch, ev.sequence), (told, snap.last_event_sequence + 1));
+        assert_eq!(ev.contact_id, "e-5");
+        drop(fresh);
+        srv.stop().await;
+        cleanup(pg.as_deref()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_offered_again_with_their_arrival_time_keep_their_place() {
+    let data = temp_dir("arrival");
+    let srv = Server::start_in(config(&data, None)).await;
+    let mut c = srv.contacts().await;
+    let mut o = srv.operators().await;
+    o.login(naspi_op("op-201")).await.expect("login");
+    o.set_state(pb::SetStateRequest {
+        operator_id: "op-201".into(),
+        status: pb::OperatorStatus::Paused as i32,
+        reason: "briefing".into(),
+    })
+    .await
+    .expect("pause");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    // Contacts that waited on a node that failed, re-offered newest first with their arrivals.
+    let arrivals = [("w-1", now - 90_000), ("w-2", now - 60_000), ("w-3", now - 30_000)];
+    for (id, at) in arrivals.iter().rev() {
+        let d = c
+            .offer_contact(pb::OfferContactRequest { arrived_unix_ms: *at, ..voice(id, "naspi") })
+            .await
+            .expect("re-offer")
+            .into_inner();
+        assert!(assigned(&d).is_none(), "the only operator is paused: {d:?}");
+    }
+    // A fresh contact queues behind them all.
+    c.offer_contact(voice("w-new", "naspi")).await.expect("offer");
+    let position = |d: pb::OfferContactResponse| match d.decision {
+        Some(pb::offer_contact_response::Decision::Queued(q)) => q.position,
+        other => panic!("not queued: {other:?}"),
+    };
+    for (expected, id) in [(1, "w-1"), (2, "w-2"), (3, "w-3"), (4, "w-new")] {
+        let d = c.offer_contact(voice(id, "naspi")).await.expect("current decision").into_inner();
+        assert_eq!(position(d), expected, "{id} keeps its place by arrival, not by the order of the re-offers");
+    }
+    // The first to be served is the one that arrived first.
+    o.set_state(pb::SetStateRequest {
+        operator_id: "op-201".into(),
+        status: pb::OperatorStatus::Available as i32,
+        reason: String::new(),
+    })
+    .await
+    .expect("available");
+    let mut offers =
+        o.watch_offers(pb::WatchOffersRequest { operator_id: "op-201".into() }).await.expect("watch").into_inner();
+    assert_eq!(next(&mut offers, 5).await.expect("offer").contact_id, "w-1");
+    // Arrival times out of bounds are refused, not silently moved.
+    let bad = |at: u64| pb::OfferContactRequest { arrived_unix_ms: at, ..voice("w-bad", "naspi") };
+    assert_eq!(c.offer_contact(bad(now + 60_000)).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(c.offer_contact(bad(now - 2 * 86_400_000)).await.unwrap_err().code(), Code::InvalidArgument);
+    srv.stop().await;
 }

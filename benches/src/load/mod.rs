@@ -1093,7 +1093,11 @@ async fn vs_idle(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Resul
         for _ in 0..cfg.idle_subscribers {
             let s = pool
                 .contacts()
-                .stream_events(pb::StreamEventsRequest { after_sequence: 0, queues: vec![cfg.idle_queue.clone()] })
+                .stream_events(pb::StreamEventsRequest {
+                    after_sequence: 0,
+                    queues: vec![cfg.idle_queue.clone()],
+                    after_epoch: 0,
+                })
                 .await
                 .map_err(rpc("idle subscriber"))?;
             streams.push(s.into_inner());

@@ -74,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             language: String::new(),
             segment: if n % 7 == 0 { Segment::Vulnerable } else { Segment::General },
             max_patience_ms: 0,
+            arrived: None,
         };
         let d = engine.offer(&req, now, &mut events)?;
         decisions[match d {

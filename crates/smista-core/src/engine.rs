@@ -313,14 +313,15 @@ impl Engine {
                         None => Err(RoutingError::ContactFinished(req.contact_id.clone())),
                     };
                 }
+                let arrived = req.arrived.map_or(now, |a| a.min(now));
                 v.insert(Contact {
                     queue: q0,
                     channel: req.channel,
                     priority: req.priority,
                     segment: req.segment,
                     language: Arc::from(req.language.as_str()),
-                    arrived: now,
-                    entered: now,
+                    arrived,
+                    entered: arrived,
                     patience_ms: req.max_patience_ms,
                     funding: None,
                     declined: Vec::new(),

@@ -221,6 +221,9 @@ pub struct OfferRequest {
     pub segment: Segment,
     /// Longest wait the caller should be given (0: the queue's maximum wait).
     pub max_patience_ms: u64,
+    /// When the contact first arrived, if before this offer (a contact offered again after a
+    /// failover keeps its place); a time after `now` is read as `now`.
+    pub arrived: Option<Millis>,
 }
 
 /// The routing decision for an offered contact.

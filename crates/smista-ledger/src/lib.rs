@@ -161,7 +161,7 @@ pub struct Ledger {
     write_db: Db,
     /// This node's id in a shared ledger ("" alone).
     node: String,
-    /// This node's epoch in `node_epochs` (PostgreSQL with a node id; 0: no fence).
+    /// This life's number in `node_epochs` (one more at every opening).
     epoch: i64,
     /// Turns true, for good, once the node is fenced.
     fenced: Arc<watch::Sender<bool>>,
@@ -196,17 +196,18 @@ impl Ledger {
     /// earlier process that ran under the same id: from now on only this one's writes commit.
     pub async fn connect_as(target: &Target, node: &str) -> Result<Ledger, LedgerError> {
         let (db, write_db) = db::open(target).await?;
-        let epoch: i64 = match &db {
-            Db::Postgres(p) if !node.is_empty() => sqlx::query(
-                "INSERT INTO node_epochs (node_id, epoch) VALUES ($1, 1)
-                 ON CONFLICT (node_id) DO UPDATE SET epoch = node_epochs.epoch + 1 RETURNING epoch",
-            )
-            .bind(node)
-            .fetch_one(p)
-            .await?
-            .try_get(0)?,
-            _ => 0,
-        };
+        // Every opening is a new life of the node: its epoch (also the event stream's epoch).
+        let register = db.sql(
+            "INSERT INTO node_epochs (node_id, epoch) VALUES (?, 1)
+             ON CONFLICT (node_id) DO UPDATE SET epoch = node_epochs.epoch + 1 RETURNING epoch",
+        );
+        let epoch: i64 = with_db!(&db, p => sqlx::query(&register)
+        .bind(node)
+        .fetch_one(p)
+        .await?
+        .try_get(0)?);
+        // The fence matters where several processes write: PostgreSQL, under a node id.
+        let fence = matches!(db, Db::Postgres(_)) && !node.is_empty();
         let fenced = Arc::new(watch::Sender::new(false));
         let next_seq: i64 = with_db!(&db, p => sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM amendments")
             .fetch_one(p)
@@ -216,7 +217,7 @@ impl Ledger {
         let counters = Arc::new(Counters::default());
         let last_error = Arc::new(Mutex::new(None));
         let pending = Arc::new(DashMap::new());
-        let me = Writer { node: node.to_owned(), epoch, fenced: fenced.clone() };
+        let me = Writer { node: node.to_owned(), epoch, fence, fenced: fenced.clone() };
         let writer = tokio::spawn(writer::group_commit(
             write_db.clone(),
             me,
@@ -304,7 +305,7 @@ impl Ledger {
         self.fenced.subscribe()
     }
 
-    /// The epoch this node registered with (PostgreSQL with a node id; 0 otherwise).
+    /// The epoch this node registered with: one more at every opening of the ledger by it.
     #[must_use]
     pub fn epoch(&self) -> i64 {
         self.epoch

@@ -69,6 +69,8 @@ impl From<sqlx::Error> for BatchError {
 pub(crate) struct Writer {
     pub(crate) node: String,
     pub(crate) epoch: i64,
+    /// Whether batches check the epoch (PostgreSQL, under a node id).
+    pub(crate) fence: bool,
     pub(crate) fenced: Arc<watch::Sender<bool>>,
 }
 
@@ -182,7 +184,7 @@ pub(crate) async fn group_commit(
     }
 }
 
-/// This node's epoch, share-locked to the end of the transaction (only with `epoch > 0`, so on
+/// This node's epoch, share-locked to the end of the transaction (only with `fence`, so on
 /// PostgreSQL: SQLite has no fence and no `FOR SHARE`).
 const FENCE: &str = "SELECT epoch FROM node_epochs WHERE node_id = $1 FOR SHARE";
 const RECORD_COLUMNS: &str = "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group,
@@ -280,7 +282,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
     }
     with_db!(db, pool => {
         let mut tx = pool.begin().await?;
-        if me.epoch > 0 {
+        if me.fence {
             let row = sqlx::query(FENCE).bind(node).fetch_optional(&mut *tx).await?;
             let now: i64 = row.map(|r| r.try_get(0)).transpose()?.unwrap_or(-1);
             if now != me.epoch {

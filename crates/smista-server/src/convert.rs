@@ -176,6 +176,7 @@ pub fn contact_event(e: &Event, now: Millis, unix_ms: u64) -> Option<pb::Contact
     };
     Some(pb::ContactEvent {
         sequence: 0,
+        epoch: 0,
         timestamp_ms: unix_ms,
         contact_id: contact.to_string(),
         queue: queue.to_string(),

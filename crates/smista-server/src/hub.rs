@@ -110,18 +110,21 @@ pub struct EventLog {
     /// Wakes readers filtered to a queue: the last sequence of an event of that queue.
     by_queue: Vec<watch::Sender<u64>>,
     queue_idx: HashMap<Box<str>, usize>,
+    /// The life of this stream (see `ContactEvent.epoch`).
+    epoch: u64,
 }
 
 impl EventLog {
     /// A log retaining the last `cap` events of contacts in `queues`.
     #[must_use]
-    pub fn new<'a>(cap: usize, queues: impl Iterator<Item = &'a str>) -> Self {
+    pub fn new<'a>(cap: usize, queues: impl Iterator<Item = &'a str>, epoch: u64) -> Self {
         let queue_idx: HashMap<Box<str>, usize> = queues.enumerate().map(|(i, q)| (Box::from(q), i)).collect();
         EventLog {
             ring: Mutex::new(Ring { next: 1, buf: VecDeque::with_capacity(cap.min(1 << 16)), cap: cap.max(1) }),
             latest: watch::channel(0).0,
             by_queue: (0..queue_idx.len()).map(|_| watch::channel(0).0).collect(),
             queue_idx,
+            epoch,
         }
     }
 
@@ -179,6 +182,21 @@ impl EventLog {
             .collect()
     }
 
+    /// The life of this stream.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// OUT_OF_RANGE with `message`, naming the current epoch in `smista-epoch` metadata.
+    fn resync(&self, message: String) -> Status {
+        let mut s = Status::out_of_range(message);
+        if let Ok(v) = self.epoch.to_string().parse() {
+            s.metadata_mut().insert("smista-epoch", v);
+        }
+        s
+    }
+
     /// The sequence of the last published event (0 before any).
     #[must_use]
     pub fn latest(&self) -> u64 {
@@ -201,18 +219,22 @@ impl EventLog {
     /// counts the stream under the caps while it lives.
     pub fn subscribe(
         self: &Arc<Self>,
+        after_epoch: u64,
         after: u64,
         queues: Vec<String>,
         guard: StreamGuard,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Guarded<pb::ContactEvent>, Status> {
         let filter = self.queue_indices(&queues)?;
+        if after_epoch != 0 && after_epoch != self.epoch {
+            return Err(self.resync(format!(
+                "after_epoch {after_epoch} is not this stream's epoch {}: the server restarted or failed over since, and the events in between are gone; resynchronise with GetSnapshot",
+                self.epoch
+            )));
+        }
         let mut cursor = if after == 0 { self.latest() } else { after };
         if cursor > self.latest() {
-            return Err(Status::out_of_range(format!(
-                "after_sequence {after} is beyond the last event {}",
-                self.latest()
-            )));
+            return Err(self.resync(format!("after_sequence {after} is beyond the last event {}", self.latest())));
         }
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let log = self.clone();
@@ -231,7 +253,7 @@ impl EventLog {
                 match log.read_after(cursor, STREAM_BUFFER) {
                     Err(first) => {
                         let _ = tx
-                            .send(Err(Status::out_of_range(format!(
+                            .send(Err(log.resync(format!(
                                 "events after {cursor} are no longer retained (oldest is {first}); resynchronise with GetSnapshot"
                             ))))
                             .await;
@@ -252,7 +274,8 @@ impl EventLog {
                             {
                                 continue;
                             }
-                            let Some(ev) = stored.to_pb() else { continue };
+                            let Some(mut ev) = stored.to_pb() else { continue };
+                            ev.epoch = log.epoch;
                             tokio::select! {
                                 sent = tx.send(Ok(ev)) => if sent.is_err() { return },
                                 _ = shutdown.changed() => return,
@@ -380,7 +403,7 @@ mod tests {
 
     #[test]
     fn sequences_are_gapless_and_eviction_is_reported() {
-        let log = EventLog::new(3, ["q"].into_iter());
+        let log = EventLog::new(3, ["q"].into_iter(), 1);
         log.publish(&[finished("a"), finished("b")], Millis(0), 0);
         log.publish(&[finished("c"), finished("d")], Millis(0), 0);
         assert_eq!(log.latest(), 4);

@@ -37,6 +37,7 @@ pub fn offer(id: &str, queue: &str) -> OfferRequest {
         language: String::new(),
         segment: Segment::General,
         max_patience_ms: 0,
+        arrived: None,
     }
 }
 

@@ -43,8 +43,12 @@ impl AdminService for AdminSvc {
         let t = RpcTimer::start("GetSnapshot");
         let s = &self.0;
         let now = s.clock.now();
+        // The stream position first: the snapshot reflects at least every event up to it.
+        let last_event_sequence = s.log.latest();
         let snap = s.engine.snapshot(now);
         let r = Ok(pb::Snapshot {
+            event_epoch: s.log.epoch(),
+            last_event_sequence,
             timestamp_ms: s.clock.unix_ms(now),
             queues: snap.queues.iter().map(convert::queue_snapshot).collect(),
             operators: snap.operators.iter().map(convert::operator_snapshot).collect(),

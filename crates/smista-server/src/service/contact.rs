@@ -70,7 +70,7 @@ impl ContactService for ContactSvc {
         let req = request.into_inner();
         s.log.queue_indices(&req.queues)?;
         let guard = s.gate.limits.open_stream(&principal)?;
-        s.log.subscribe(req.after_sequence, req.queues, guard, s.shutdown.clone()).map(Response::new)
+        s.log.subscribe(req.after_epoch, req.after_sequence, req.queues, guard, s.shutdown.clone()).map(Response::new)
     }
 }
 
@@ -92,6 +92,8 @@ impl ContactSvc {
         s.gate.limits.check_caller(&req.caller_key)?;
         let channel = convert::channel(req.channel)?;
         let segment = convert::segment(req.segment)?;
+        let now = s.clock.now();
+        let arrived = s.clock.arrival(req.arrived_unix_ms, now)?;
         let offer = OfferRequest {
             contact_id: req.contact_id,
             queue: req.queue,
@@ -100,8 +102,8 @@ impl ContactSvc {
             language: req.language,
             segment,
             max_patience_ms: req.max_patience_ms,
+            arrived,
         };
-        let now = s.clock.now();
         // In service with a budgeted operator when the process stopped (its hold was recovered
         // from the ledger): the engine does not know it, and must not route it to a second
         // operator. The answer is the one a re-offer got before the restart.

@@ -23,8 +23,14 @@ use smista_ledger::{ContactEnd, Key, Ledger};
 
 use crate::hub::{EventLog, OfferBoard};
 
-/// Engine time for the server: milliseconds since start-up on a monotonic clock, plus the wall
-/// time of start-up for timestamps on the wire.
+/// How far engine time zero lies before start-up, and the oldest arrival a client may give.
+pub const BACKDATE_MS: u64 = 86_400_000;
+/// How far in the future a client's arrival time may be (clock skew), read as now.
+pub const ARRIVAL_SKEW_MS: u64 = 5_000;
+
+/// Engine time for the server: milliseconds on a monotonic clock whose zero is one day before
+/// start-up (so a contact offered again after a failover can keep an arrival time from before
+/// this process started), plus the wall time of that zero for timestamps on the wire.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     start: Instant,
@@ -34,7 +40,7 @@ pub struct Clock {
 impl Default for Clock {
     fn default() -> Self {
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Clock { start: Instant::now(), start_unix_ms: unix }
+        Clock { start: Instant::now(), start_unix_ms: unix.saturating_sub(BACKDATE_MS) }
     }
 }
 
@@ -42,7 +48,27 @@ impl Clock {
     /// Now, in engine time.
     #[must_use]
     pub fn now(&self) -> Millis {
-        Millis(self.start.elapsed().as_millis() as u64)
+        Millis(self.start.elapsed().as_millis() as u64 + BACKDATE_MS)
+    }
+
+    /// The engine time of an arrival given in Unix ms by a client (0: none), checked: at most
+    /// [`ARRIVAL_SKEW_MS`] in the future (read as now), at most [`BACKDATE_MS`] in the past.
+    pub fn arrival(&self, arrived_unix_ms: u64, now: Millis) -> Result<Option<Millis>, Status> {
+        if arrived_unix_ms == 0 {
+            return Ok(None);
+        }
+        let now_unix = self.unix_ms(now);
+        if arrived_unix_ms > now_unix + ARRIVAL_SKEW_MS {
+            return Err(Status::invalid_argument(format!(
+                "arrived_unix_ms is {} ms in the future",
+                arrived_unix_ms - now_unix
+            )));
+        }
+        let ago = now_unix.saturating_sub(arrived_unix_ms);
+        if ago > BACKDATE_MS {
+            return Err(Status::invalid_argument("arrived_unix_ms is more than one day ago"));
+        }
+        Ok(Some(Millis(now.0.saturating_sub(ago))))
     }
 
     /// Engine time as milliseconds since the Unix epoch.
@@ -132,7 +158,14 @@ impl Shared {
     ) -> Self {
         let limiter = std::num::NonZeroU32::new(cfg.server.max_offers_per_second)
             .map(|n| RateLimiter::direct(Quota::per_second(n)));
-        let log = Arc::new(EventLog::new(100_000, engine.queue_names()));
+        // The stream's epoch: this life's number in the ledger, or without one the wall time of
+        // start-up, so that it grows with every restart either way.
+        let epoch = ledger
+            .as_ref()
+            .map(|l| u64::try_from(l.epoch()).unwrap_or(0))
+            .filter(|e| *e > 0)
+            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64));
+        let log = Arc::new(EventLog::new(100_000, engine.queue_names(), epoch));
         let queue_budget = cfg.queues.iter().filter_map(|q| q.budget.clone().map(|b| (q.name.clone(), b))).collect();
         Shared {
             engine,
