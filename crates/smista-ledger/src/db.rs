@@ -158,6 +158,13 @@ CREATE TABLE IF NOT EXISTS contact_ends (
     node_id            TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (contact_id, ended_unix_ms)
 );
+CREATE TABLE IF NOT EXISTS leaders (
+    grp                TEXT    NOT NULL PRIMARY KEY,
+    node_id            TEXT    NOT NULL,
+    epoch              BIGINT  NOT NULL,
+    expires_unix_ms    BIGINT  NOT NULL,
+    address            TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS node_epochs (
     node_id            TEXT    NOT NULL PRIMARY KEY,
     epoch              BIGINT  NOT NULL
@@ -174,6 +181,16 @@ pub fn schema(postgres: bool) -> String {
 /// and the one for the group-commit writer (SQLite: a connection of its own, whose page cache no
 /// other connection's writes invalidate; PostgreSQL: the same pool).
 pub(crate) async fn open(target: &Target) -> Result<(Db, Db), LedgerError> {
+    open_with(target, 8, Duration::from_secs(5)).await
+}
+
+/// [`open`] with a small PostgreSQL pool that gives up quickly on an unreachable server (the
+/// leadership lease: a renewal that cannot get a connection must fail well within its lease).
+pub(crate) async fn open_small(target: &Target) -> Result<(Db, Db), LedgerError> {
+    open_with(target, 2, Duration::from_millis(500)).await
+}
+
+async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<(Db, Db), LedgerError> {
     match target {
         Target::Sqlite { path, create } => {
             if !*create && !path.is_file() {
@@ -226,11 +243,8 @@ pub(crate) async fn open(target: &Target) -> Result<(Db, Db), LedgerError> {
             );
             sqlx::raw_sql(&ddl).execute(&setup).await?;
             setup.close().await;
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(opts)
-                .await?;
+            let pool =
+                PgPoolOptions::new().max_connections(pg_conns).acquire_timeout(acquire).connect_with(opts).await?;
             Ok((Db::Postgres(pool.clone()), Db::Postgres(pool)))
         }
     }

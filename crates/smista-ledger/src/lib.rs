@@ -31,11 +31,13 @@
 #![forbid(unsafe_code)]
 
 mod db;
+mod leader;
 mod lease;
 pub mod testing;
 mod writer;
 
 pub use db::{schema, Target};
+pub use leader::{Elector, Leadership};
 pub use lease::{Lease, Pool};
 
 use std::path::Path;
