@@ -197,6 +197,11 @@ async fn contacts_that_ended_without_cost_answer_the_same_after_a_restart() {
         assert_eq!(by_other, Code::FailedPrecondition);
         let never = c.cancel_contact(cancel("call-never")).await.unwrap_err().code();
         assert_eq!(never, Code::NotFound);
+        // Offered again within the retention window: not routed a second time.
+        let again_d = c.offer_contact(voice("call-d", "naspi")).await.expect("re-offer").into_inner().decision;
+        assert!(matches!(again_d, Some(pb::offer_contact_response::Decision::Diverted(_))), "{again_d:?}");
+        let again_b = c.offer_contact(voice("call-b", "naspi")).await.unwrap_err().code();
+        assert_eq!(again_b, Code::AlreadyExists);
         srv.stop().await;
 
         let srv = Server::start_in(config(&data, pg.as_deref())).await;
@@ -213,6 +218,10 @@ async fn contacts_that_ended_without_cost_answer_the_same_after_a_restart() {
         assert_eq!(o.complete_contact(complete(&staff, "call-a")).await.unwrap_err().code(), refused, "{what}");
         assert_eq!(o.complete_contact(complete(other, "call-b")).await.unwrap_err().code(), by_other, "{what}");
         assert_eq!(c.cancel_contact(cancel("call-never")).await.unwrap_err().code(), never, "{what}");
+        let d = c.offer_contact(voice("call-d", "naspi")).await.expect("re-offer").into_inner().decision;
+        assert_eq!(d, again_d, "{what}");
+        assert_eq!(c.offer_contact(voice("call-b", "naspi")).await.unwrap_err().code(), again_b, "{what}");
+        assert_eq!(c.offer_contact(voice("call-a", "naspi")).await.unwrap_err().code(), Code::AlreadyExists, "{what}");
         srv.stop().await;
         cleanup(pg.as_deref()).await;
     }
@@ -246,11 +255,17 @@ async fn a_reused_contact_id_is_a_new_life_and_the_ledger_agrees_with_memory() {
         let both = settled(&srv).await;
         assert!(both > first, "the second life is charged: {first} -> {both}");
         srv.stop().await;
+        // The next lives remember an ended contact for 3 s: ample for a restart.
+        cfg.engine.finished_retention_ms = 3_000;
         let srv = Server::start_in(cfg.clone()).await;
         assert_eq!(settled(&srv).await, both, "the ledger kept both lives: memory and ledger agree");
 
-        // Across a restart: the id is unknown to the new process, another life again.
+        // Across a restart the retention counts as in one life: within it the id is refused
+        // (the new process remembers it from the ledger), after it another life begins.
         srv.operators().await.login(naspi_op("op-201")).await.expect("login");
+        let refused = srv.contacts().await.offer_contact(voice("same-id", "naspi")).await.unwrap_err().code();
+        assert_eq!(refused, Code::AlreadyExists, "remembered across the restart");
+        tokio::time::sleep(Duration::from_millis(3_300)).await;
         handle(&srv, "op-201", "same-id").await;
         let three = settled(&srv).await;
         assert!(three > both);

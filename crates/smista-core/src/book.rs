@@ -1229,6 +1229,19 @@ impl BudgetBook {
         self.recovered.iter().filter(|h| h.operator == operator).count()
     }
 
+    /// The contacts `operator` had in service before the restart that are still in service
+    /// (recovered holds), by id.
+    #[must_use]
+    pub fn recovered_of(&self, operator: &str) -> Vec<String> {
+        if self.recovered.is_empty() {
+            return Vec::new();
+        }
+        let mut v: Vec<String> =
+            self.recovered.iter().filter(|h| h.operator == operator).map(|h| h.contact.clone()).collect();
+        v.sort();
+        v
+    }
+
     /// Holds recovered at restart and not yet completed.
     #[must_use]
     pub fn recovered_count(&self) -> usize {

@@ -158,6 +158,9 @@ pub struct Engine {
     finished: RwLock<FinishedGens>,
     last_rotation: AtomicU64,
     retention_ms: u64,
+    /// Until when (engine ms) a queue with nobody logged in still queues its contacts instead of
+    /// diverting them NO_OPERATORS: the desks are reconnecting after a takeover.
+    staff_grace_until: AtomicU64,
     seq: AtomicU64,
     gate: Arc<dyn BudgetGate>,
 }
@@ -234,6 +237,7 @@ impl Engine {
             finished: RwLock::new(FinishedGens { current: Map::default(), previous: Map::default() }),
             last_rotation: AtomicU64::new(0),
             retention_ms: cfg.finished_retention_ms,
+            staff_grace_until: AtomicU64::new(0),
             seq: AtomicU64::new(1),
             gate,
         })
@@ -353,6 +357,34 @@ impl Engine {
         }
     }
 
+    /// Remembers a contact that ended in an earlier life of this node (read back from the
+    /// ledger at start-up) as one that ended in this life, for the retention window: offering it
+    /// again answers as it did then (its diversion, or ALREADY_EXISTS), cancelling it answers its
+    /// outcome. Its completion is not known here (no operator slot): CompleteContact of it is
+    /// UnknownContact, which the server answers from the ledger. Ignored for a contact this
+    /// life knows.
+    pub fn remember_ended(
+        &self,
+        contact_id: &str,
+        queue: &str,
+        outcome: Outcome,
+        diverted: Option<(DivertReason, Fallback)>,
+    ) {
+        let Ok(qi) = self.queue_idx(queue) else { return };
+        let id: Arc<str> = Arc::from(contact_id);
+        if self.contacts.contains_key(&id) || self.finished_get(contact_id).is_some() {
+            return;
+        }
+        let f = Finished { outcome, queue: qi, diverted, completed_by: None, completion: None };
+        self.finished.read().current.insert(id, f);
+    }
+
+    /// Until `until`, queues with nobody logged in queue their contacts instead of diverting
+    /// them NO_OPERATORS (a node that just took over waits for its desks to log in again).
+    pub fn set_staff_grace(&self, until: Millis) {
+        self.staff_grace_until.store(until.0, Ordering::Relaxed);
+    }
+
     /// The decision a contact currently stands at.
     fn current_decision(&self, id: &Arc<str>, qi: u32, state: CState, now: Millis) -> Result<Decision, RoutingError> {
         let q = &self.queues[qi as usize];
@@ -420,7 +452,7 @@ impl Engine {
                 }
                 continue;
             }
-            if q.candidates.read().is_empty() {
+            if q.candidates.read().is_empty() && now.0 >= self.staff_grace_until.load(Ordering::Relaxed) {
                 if !staffed {
                     last = (DivertReason::NoOperators, qi);
                 }
@@ -1495,6 +1527,10 @@ impl Engine {
         let already = || match self.finished_get(contact_id) {
             Some(f) if f.completed_by == Some(idx) && f.outcome == Outcome::Completed => {
                 Ok(f.completion.unwrap_or(Completion { handle_ms: 0, wrap_up_ms: 0 }))
+            }
+            // Completed in an earlier life (see `remember_ended`): by whom, the ledger knows.
+            Some(f) if f.completed_by.is_none() && f.outcome == Outcome::Completed => {
+                Err(RoutingError::UnknownContact(contact_id.to_owned()))
             }
             Some(_) => Err(RoutingError::WrongState(format!(
                 "contact `{contact_id}` ended without being completed by `{operator_id}`"

@@ -118,6 +118,20 @@ impl DivertReason {
             DivertReason::MaxWait => "max_wait",
         }
     }
+
+    /// The reason named by [`DivertReason::as_str`], as written in the ledger.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            DivertReason::ExtraBudget,
+            DivertReason::QueueFull,
+            DivertReason::Closed,
+            DivertReason::NoOperators,
+            DivertReason::MaxWait,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+    }
 }
 
 /// What the telephony platform should do with a diverted contact.
@@ -133,6 +147,27 @@ pub enum Fallback {
     InternalPool,
     /// A clear announcement.
     Announcement,
+}
+
+impl Fallback {
+    /// Lower-case name, as in the configuration.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::SelfServiceIvr => "self_service_ivr",
+            Fallback::CallbackBooking => "callback_booking",
+            Fallback::InternalPool => "internal_pool",
+            Fallback::Announcement => "announcement",
+        }
+    }
+
+    /// The fallback named by [`Fallback::as_str`].
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        [Fallback::SelfServiceIvr, Fallback::CallbackBooking, Fallback::InternalPool, Fallback::Announcement]
+            .into_iter()
+            .find(|f| f.as_str() == name)
+    }
 }
 
 /// The final outcome of a contact. Every contact ends in exactly one.

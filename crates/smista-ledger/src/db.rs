@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS cost_records (
     PRIMARY KEY (contact_id, budget_id, accepted_unix_ms)
 );
 CREATE INDEX IF NOT EXISTS cost_records_by_period ON cost_records (budget_id, period);
+CREATE INDEX IF NOT EXISTS cost_records_by_completion ON cost_records (completed_unix_ms);
 CREATE TABLE IF NOT EXISTS holds (
     budget_id          TEXT    NOT NULL,
     contact_id         TEXT    NOT NULL,
@@ -155,9 +156,12 @@ CREATE TABLE IF NOT EXISTS contact_ends (
     handle_ms          BIGINT  NOT NULL,
     wrap_up_ms         BIGINT  NOT NULL,
     operator_id        TEXT    NOT NULL,
+    divert_reason      TEXT    NOT NULL,
+    fallback           TEXT    NOT NULL,
     node_id            TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (contact_id, ended_unix_ms)
 );
+CREATE INDEX IF NOT EXISTS contact_ends_by_time ON contact_ends (ended_unix_ms);
 CREATE TABLE IF NOT EXISTS leaders (
     grp                TEXT    NOT NULL PRIMARY KEY,
     node_id            TEXT    NOT NULL,

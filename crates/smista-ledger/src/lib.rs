@@ -47,7 +47,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use smista_core::book::{AuditRecord, CostRecord, HoldRecord, PeriodTotals, Recovery, SettlementSink};
-use smista_core::{Channel, Outcome};
+use smista_core::{Channel, DivertReason, Fallback, Outcome};
 use sqlx::Row;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -145,6 +145,21 @@ pub struct ContactEnd {
     pub wrap_up_ms: u64,
     /// The operator who had it in service ("" if none did).
     pub operator: String,
+    /// Why it was diverted, and where to, if it was.
+    pub diverted: Option<(DivertReason, Fallback)>,
+}
+
+/// A contact that ended recently, for a restart to remember (see [`Ledger::recently_ended`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentEnd {
+    /// Contact id.
+    pub contact: String,
+    /// Its last queue.
+    pub queue: String,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Why it was diverted, and where to, if it was.
+    pub diverted: Option<(DivertReason, Fallback)>,
 }
 
 /// What a waiter is waiting for: the writes about one contact, or one budget's amendments.
@@ -337,9 +352,43 @@ impl Ledger {
                     handle_ms: u64::try_from(r.try_get::<i64, _>("handle_ms")?).unwrap_or(0),
                     wrap_up_ms: u64::try_from(r.try_get::<i64, _>("wrap_up_ms")?).unwrap_or(0),
                     operator: r.try_get("operator_id")?,
+                    diverted: diversion(&r.try_get::<String, _>("divert_reason")?, &r.try_get::<String, _>("fallback")?),
                 })
             })
             .transpose()
+        })
+    }
+
+    /// The contacts this node's records say ended since `since_unix_ms`, the latest life of
+    /// each id first: a restart remembers them (`Engine::remember_ended`) so that requests about
+    /// them get the answers they got before it.
+    pub async fn recently_ended(&self, since_unix_ms: i64) -> Result<Vec<RecentEnd>, LedgerError> {
+        let sql = self.db.sql(
+            "SELECT contact_id, queue, outcome, '' AS divert_reason, '' AS fallback, completed_unix_ms AS at
+             FROM cost_records WHERE completed_unix_ms >= ? AND node_id = ?
+             UNION ALL
+             SELECT contact_id, queue, outcome, divert_reason, fallback, ended_unix_ms AS at
+             FROM contact_ends WHERE ended_unix_ms >= ? AND node_id = ?
+             ORDER BY at DESC",
+        );
+        with_db!(&self.db, p => {
+            let rows = sqlx::query(&sql)
+                .bind(since_unix_ms)
+                .bind(&self.node)
+                .bind(since_unix_ms)
+                .bind(&self.node)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(RecentEnd {
+                        contact: r.try_get("contact_id")?,
+                        queue: r.try_get("queue")?,
+                        outcome: outcome(&r.try_get::<String, _>("outcome")?)?,
+                        diverted: diversion(&r.try_get::<String, _>("divert_reason")?, &r.try_get::<String, _>("fallback")?),
+                    })
+                })
+                .collect()
         })
     }
 
@@ -538,6 +587,10 @@ impl SettlementSink for Ledger {
 
 fn outcome(name: &str) -> Result<Outcome, LedgerError> {
     Outcome::parse(name).ok_or_else(|| LedgerError::Corrupt(format!("unknown outcome `{name}`")))
+}
+
+fn diversion(reason: &str, fallback: &str) -> Option<(DivertReason, Fallback)> {
+    Some((DivertReason::parse(reason)?, Fallback::parse(fallback)?))
 }
 
 fn channel(name: &str) -> Result<Channel, LedgerError> {

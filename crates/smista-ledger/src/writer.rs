@@ -199,8 +199,8 @@ const HOLD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const HOLD_TAIL: &str = " ON CONFLICT (budget_id, contact_id) DO NOTHING RETURNING budget_id, contact_id";
 const DELETE_HOLDS: &str = "DELETE FROM holds WHERE (budget_id, contact_id) IN (VALUES ";
 const END_COLUMNS: &str = "INSERT INTO contact_ends (contact_id, ended_unix_ms, queue, channel, outcome, waited_ms,
-     handle_ms, wrap_up_ms, operator_id, node_id) VALUES ";
-const END_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     handle_ms, wrap_up_ms, operator_id, divert_reason, fallback, node_id) VALUES ";
+const END_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const END_TAIL: &str = " ON CONFLICT (contact_id, ended_unix_ms) DO NOTHING";
 const INSERT_AMENDMENT: &str = "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, note, field, old_value,
      new_value, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
@@ -379,6 +379,8 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                                 .bind(i64::try_from(e.handle_ms).unwrap_or(i64::MAX))
                                 .bind(i64::try_from(e.wrap_up_ms).unwrap_or(i64::MAX))
                                 .bind(&e.operator)
+                                .bind(e.diverted.map_or("", |d| d.0.as_str()))
+                                .bind(e.diverted.map_or("", |d| d.1.as_str()))
                                 .bind(node);
                         }
                     }

@@ -305,6 +305,8 @@ fn end(contact: &str, outcome: Outcome, at: i64) -> ContactEnd {
         handle_ms: if outcome == Outcome::Completed { 90_000 } else { 0 },
         wrap_up_ms: if outcome == Outcome::Completed { 5_000 } else { 0 },
         operator: if outcome == Outcome::Completed { "staff-1".into() } else { String::new() },
+        diverted: (outcome == Outcome::Diverted)
+            .then_some((smista_core::DivertReason::NoOperators, smista_core::Fallback::CallbackBooking)),
     }
 }
 

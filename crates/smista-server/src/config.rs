@@ -22,8 +22,9 @@
 //!
 //! [limits]               # optional: every bound the server keeps (see limits::LimitsSection)
 //!
-//! [cluster]              # optional: several nodes sharing budgets (see lease::ClusterSection)
+//! [cluster]              # optional: several nodes (see lease::ClusterSection)
 //! node_id = "node-a"     # with kind = "postgres": budgets are spent through leases
+//! failover = true        # or: active/standby, one node of `group` routes (see failover.rs)
 //!
 //! [ledger]               # optional: where budget spend is made durable
 //! kind = "sqlite"        # <data_dir>/ledger.db; "postgres" (several nodes sharing budgets);
@@ -259,10 +260,23 @@ impl Config {
         }
     }
 
-    /// Whether this node spends budgets through leases: a node id with the PostgreSQL ledger.
+    /// Whether this node spends budgets through leases: a node id with the PostgreSQL ledger,
+    /// several nodes routing at once (not active/standby, where the active owns the budgets).
     #[must_use]
     pub fn leased(&self) -> bool {
-        self.ledger.kind == LedgerKind::Postgres && !self.cluster.node_id.is_empty()
+        self.ledger.kind == LedgerKind::Postgres && !self.cluster.node_id.is_empty() && !self.cluster.failover
+    }
+
+    /// Whom this node's ledger writes are recorded under: its `node_id` (leases), or in
+    /// active/standby its group (`group:<name>`, which no node id can be), so that each new active
+    /// rebuilds what the previous one had in service and fences its late writes.
+    #[must_use]
+    pub fn ledger_identity(&self) -> String {
+        if self.cluster.failover {
+            format!("group:{}", self.cluster.group)
+        } else {
+            self.cluster.node_id.clone()
+        }
     }
 
     /// The routing engine's part.
@@ -287,6 +301,9 @@ impl Config {
         }
         self.limits.validate().map_err(|(k, p)| bad(&k, &p))?;
         self.cluster.validate().map_err(|(k, p)| bad(&k, &p))?;
+        if self.cluster.failover && self.ledger.kind != LedgerKind::Postgres {
+            return Err(bad("cluster.failover", "active/standby needs [ledger] kind = \"postgres\""));
+        }
         if !self.auth.client_certs.is_empty() && self.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) {
             return Err(bad("auth.client_certs", "client certificates need [tls] client_ca_file"));
         }

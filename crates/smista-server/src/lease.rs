@@ -34,6 +34,23 @@ pub struct ClusterSection {
     pub lease_min_cents: i64,
     /// A lease expired for longer than this is taken back to what its node recorded, ms.
     pub reclaim_grace_ms: u64,
+    /// Active/standby: the nodes of `group` share one configuration and one PostgreSQL, and
+    /// exactly one of them routes at a time (see `failover.rs`). Off: every node with a
+    /// `node_id` routes, sharing budgets through leases.
+    pub failover: bool,
+    /// The active/standby group: its leadership lease, and the identity under which its active
+    /// writes the ledger (so a new active rebuilds what the previous one had in service).
+    pub group: String,
+    /// Where clients reach this node, told to them by a standby (empty: the gRPC address).
+    pub advertise_addr: String,
+    /// How long the leadership lease lasts unless renewed, ms. A dead active is replaced after
+    /// about this long.
+    pub leader_ttl_ms: u64,
+    /// How often the active renews, and a standby tries to take over, ms.
+    pub leader_renew_ms: u64,
+    /// After a takeover, for this long a queue whose desks have not logged in again yet queues
+    /// its contacts instead of diverting them NO_OPERATORS, ms.
+    pub takeover_grace_ms: u64,
 }
 
 impl Default for ClusterSection {
@@ -45,6 +62,12 @@ impl Default for ClusterSection {
             lease_horizon_ms: 10_000,
             lease_min_cents: 1_000,
             reclaim_grace_ms: 2_000,
+            failover: false,
+            group: "smista".into(),
+            advertise_addr: String::new(),
+            leader_ttl_ms: 1_000,
+            leader_renew_ms: 150,
+            takeover_grace_ms: 15_000,
         }
     }
 }
@@ -61,6 +84,23 @@ impl ClusterSection {
         }
         if self.lease_min_cents <= 0 || self.lease_horizon_ms == 0 {
             return bad("lease_min_cents", "must be positive");
+        }
+        if self.failover {
+            if self.node_id.is_empty() {
+                return bad("node_id", "active/standby needs each node's id");
+            }
+            if self.group.is_empty()
+                || self.group.len() > 64
+                || self.group.chars().any(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            {
+                return bad("group", "1 to 64 characters of [A-Za-z0-9_.-]");
+            }
+            if self.leader_renew_ms == 0 || self.leader_ttl_ms < 4 * self.leader_renew_ms {
+                return bad("leader_ttl_ms", "must be at least four renewal periods");
+            }
+            if self.advertise_addr.len() > 256 {
+                return bad("advertise_addr", "at most 256 characters");
+            }
         }
         Ok(())
     }

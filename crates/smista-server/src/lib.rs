@@ -25,6 +25,7 @@ pub mod config;
 pub mod connect;
 pub mod convert;
 pub mod error;
+pub mod failover;
 pub mod hub;
 pub mod lease;
 pub mod limits;

@@ -92,6 +92,12 @@ pub const BUDGET_LEASE_RENEWALS: &str = "smista_budget_lease_renewals_total";
 /// 1 while the server runs open or insecure (no TLS or no authentication on a non-loopback
 /// address), else 0.
 pub const INSECURE: &str = "smista_insecure";
+/// 1 while this node is its group's active (routing) node, 0 while standby.
+pub const LEADER: &str = "smista_leader";
+/// The active's leadership epoch (0 on a standby).
+pub const LEADER_EPOCH: &str = "smista_leader_epoch";
+/// Seconds since the active last renewed its leadership lease.
+pub const LEADER_RENEW_AGE: &str = "smista_leader_renew_age_seconds";
 
 const WAIT_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0];
 const HANDLE_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
@@ -158,6 +164,9 @@ fn describe() {
     describe_gauge!(BUDGET_LEASE_AGE, Unit::Seconds, "Time since this node last renewed its budget lease.");
     describe_counter!(BUDGET_LEASE_RENEWALS, Unit::Count, "Budget lease renewals, by result.");
     describe_gauge!(INSECURE, "1 while the server accepts unauthenticated or plaintext clients beyond loopback.");
+    describe_gauge!(LEADER, "1 while this node is its active/standby group's active node, 0 on a standby.");
+    describe_gauge!(LEADER_EPOCH, "The active node's leadership epoch (0 on a standby).");
+    describe_gauge!(LEADER_RENEW_AGE, Unit::Seconds, "Time since the active last renewed its leadership lease.");
 }
 
 /// The handles of one queue's per-event series, each registered on first use: afterwards an
@@ -440,6 +449,17 @@ pub fn tls_reloaded(ok: bool) {
 /// Sets the insecure gauge.
 pub fn set_insecure(insecure: bool) {
     gauge!(INSECURE).set(if insecure { 1.0 } else { 0.0 });
+}
+
+/// This node's role in its active/standby group.
+pub fn set_leader(group: &str, epoch: Option<i64>) {
+    gauge!(LEADER, "group" => group.to_owned()).set(if epoch.is_some() { 1.0 } else { 0.0 });
+    gauge!(LEADER_EPOCH, "group" => group.to_owned()).set(epoch.unwrap_or(0) as f64);
+}
+
+/// Time since the active's last successful leadership renewal.
+pub fn leader_renew_age(group: &str, age: std::time::Duration) {
+    gauge!(LEADER_RENEW_AGE, "group" => group.to_owned()).set(age.as_secs_f64());
 }
 
 /// Counts a lease renewal.

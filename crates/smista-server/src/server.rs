@@ -54,6 +54,10 @@ pub enum ServeError {
     /// Credentials, keys or certificates could not be loaded.
     #[error("security configuration: {0}")]
     Security(String),
+    /// This node lost its group's leadership (it could not renew it in time, or another node
+    /// holds it): it stopped routing.
+    #[error("lost the leadership of the active/standby group: stopped routing; restart to rejoin as a standby")]
+    LostLeadership,
     /// Another node fenced this one (it could not renew its budget leases, which were taken back).
     #[error("fenced by another node: its ledger writes were refused; restart to rejoin with a new epoch")]
     Fenced,
@@ -97,7 +101,7 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
             if let smista_ledger::Target::Sqlite { path, .. } = &target {
                 secure_data_dir(&cfg.server.data_dir, path)?;
             }
-            let ledger = Arc::new(Ledger::connect_as(&target, &cfg.cluster.node_id).await?);
+            let ledger = Arc::new(Ledger::connect_as(&target, &cfg.ledger_identity()).await?);
             let recovery = ledger.recovery().await?;
             book = book.with_sink(ledger.clone());
             if cfg.leased() {
@@ -126,6 +130,17 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
     };
     let book = Arc::new(book);
     let engine = Arc::new(Engine::new(&cfg.engine_config(), book.clone())?);
+    if let Some(l) = &ledger {
+        // Contacts that ended within the retention window before this start: remembered as in
+        // the life that ended them, so a repeated offer does not route them again.
+        let retention = i64::try_from(cfg.engine.finished_retention_ms).unwrap_or(i64::MAX);
+        let since = i64::try_from(clock.unix_ms(clock.now())).unwrap_or(i64::MAX).saturating_sub(retention);
+        let ended = l.recently_ended(since).await?;
+        for e in &ended {
+            engine.remember_ended(&e.contact, &e.queue, e.outcome, e.diverted);
+        }
+        tracing::info!(contacts = ended.len(), "recently ended contacts remembered from the ledger");
+    }
     let gate = Arc::new(Gate {
         auth: Authenticator::new(&cfg.auth).map_err(ServeError::Security)?,
         limits: Arc::new(Limits::new(&cfg.limits)),
@@ -174,12 +189,27 @@ fn secure_data_dir(dir: &std::path::Path, ledger: &std::path::Path) -> Result<()
 pub const LEDGER_FILE: &str = "ledger.db";
 
 /// Runs until `shutdown` resolves, then drains: health goes NOT_SERVING, new offers get
-/// UNAVAILABLE, streams end, and after `drain` the transport stops.
+/// UNAVAILABLE, streams end, and after `drain` the transport stops. With `[cluster] failover`
+/// the node first waits as a standby until it is its group's active (see `failover.rs`).
 pub async fn serve(
     cfg: &Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
+) -> Result<(), ServeError> {
+    if cfg.cluster.failover {
+        return crate::failover::run(cfg, listeners, shutdown, drain).await;
+    }
+    serve_routing(cfg, listeners, shutdown, drain, None).await
+}
+
+/// Routes until `shutdown` resolves, then drains (see [`serve`]).
+pub(crate) async fn serve_routing(
+    cfg: &Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+    staff_grace: Option<Duration>,
 ) -> Result<(), ServeError> {
     let grpc_addr = listeners.grpc.local_addr()?;
     let insecure = exposed(cfg, grpc_addr);
@@ -194,6 +224,9 @@ pub async fn serve(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = build_shared(cfg, stop_rx.clone()).await?;
+    if let Some(g) = staff_grace {
+        shared.engine.set_staff_grace(shared.clock.now().plus(g.as_millis() as u64));
+    }
     if insecure {
         tokio::spawn(warn_insecure(grpc_addr, stop_rx.clone()));
     }

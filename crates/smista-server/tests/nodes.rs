@@ -21,7 +21,7 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-use support::Smista;
+use support::{through, Proxy, Smista};
 use tonic::transport::Channel;
 
 /// Fee 100 + 3600 s x 0.10 cents: what any contact shorter than an hour costs, and what it
@@ -76,62 +76,6 @@ fallback = "callback_booking"
     let path = dir.join(format!("{node}.toml"));
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-/// A TCP proxy to PostgreSQL that the test can cut: every connection through it is closed at
-/// once, and new ones are closed as soon as they are accepted, until it is restored.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    up: Arc<std::sync::atomic::AtomicBool>,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("addr");
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let (flag, cuts) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !flag.load(Ordering::Acquire) {
-                    continue; // dropped: closed at once
-                }
-                let mut gone = cuts.subscribe();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = gone.changed() => {} // both sockets dropped: PostgreSQL aborts the session
-                    }
-                });
-            }
-        });
-        Proxy { addr, up, cut }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::Release);
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::Release);
-    }
-}
-
-/// `url` with its host and port replaced by `addr`, and the host:port it named.
-fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    let host_at = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
-    let mut upstream = url[host_at..end].to_owned();
-    if !upstream.contains(':') {
-        upstream.push_str(":5432");
-    }
-    (format!("{}{addr}{}", &url[..host_at], &url[end..]), upstream)
 }
 
 fn start(dir: &Path, node: &str, schema: &str, url: &str) -> Smista {

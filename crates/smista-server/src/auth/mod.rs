@@ -574,7 +574,7 @@ const DRAIN_MAX: usize = 64 * 1024;
 /// would make HTTP/2 reset the stream and then count the client's late DATA frame as a protocol
 /// error: after 1,024 of those h2 closes the whole connection with ENHANCE_YOUR_CALM, taking a
 /// well-behaved platform's other calls with it whenever it runs over its quota.
-async fn refuse<B>(body: B, status: Status) -> http::Response<tonic::body::Body>
+pub(crate) async fn refuse<B>(body: B, status: Status) -> http::Response<tonic::body::Body>
 where
     B: http_body::Body + Send + Unpin,
 {

@@ -209,7 +209,7 @@ impl Shared {
         self.board.apply(events, now);
         let unix = self.clock.unix_ms(now);
         if let Some(ledger) = &self.ledger {
-            for e in events {
+            for (i, e) in events.iter().enumerate() {
                 if let Event::Finished {
                     contact,
                     queue,
@@ -221,6 +221,13 @@ impl Shared {
                     wrap_up_ms,
                 } = e
                 {
+                    // A diversion is reported just before its end, in the same batch.
+                    let diverted = events[..i].iter().rev().find_map(|d| match d {
+                        Event::Diverted { contact: c, reason, fallback, .. } if c == contact => {
+                            Some((*reason, *fallback))
+                        }
+                        _ => None,
+                    });
                     ledger.ended(ContactEnd {
                         contact: contact.to_string(),
                         ended_unix_ms: i64::try_from(unix).unwrap_or(i64::MAX),
@@ -231,6 +238,7 @@ impl Shared {
                         handle_ms: *handle_ms,
                         wrap_up_ms: *wrap_up_ms,
                         operator: operator.as_deref().unwrap_or_default().to_owned(),
+                        diverted,
                     });
                 }
             }
@@ -267,8 +275,13 @@ impl Shared {
     ) -> Result<Option<Ended>, Status> {
         let Some(ledger) = &self.ledger else { return Ok(None) };
         let key = Key::Contact(contact.to_owned());
-        if self.book.recovered(contact).is_some() {
+        if let Some(h) = self.book.recovered(contact) {
             let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
+            if operator.is_none_or(|o| o == h.operator) {
+                // Remembered as ended before it stops being recovered: an offer of it racing
+                // this settlement finds one or the other, and never routes it again.
+                self.engine.remember_ended(contact, &h.queue, outcome, None);
+            }
             match self.book.complete_recovered(contact, operator, outcome, now) {
                 Ok(rec) => {
                     tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");

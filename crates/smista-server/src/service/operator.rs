@@ -81,6 +81,9 @@ fn login_request(req: pb::LoginRequest) -> Result<LoginRequest, Status> {
 impl OperatorService for OperatorSvc {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
+        if self.0.is_draining() {
+            return Err(Status::unavailable("smista is shutting down; log in on another node"));
+        }
         let req = login_request(request.into_inner()).map(|mut r| {
             // A contact of theirs from before a restart may still be in service: no offer until
             // it ends (it is unknown to the engine, which would otherwise see them free).
@@ -95,7 +98,10 @@ impl OperatorService for OperatorSvc {
             if req.paused.is_some() {
                 s.recovering.insert(req.operator_id.clone(), ());
             }
-            Ok(pb::LoginResponse { queues: queues.iter().map(|q| q.to_string()).collect() })
+            Ok(pb::LoginResponse {
+                queues: queues.iter().map(|q| q.to_string()).collect(),
+                in_service: s.book.recovered_of(&req.operator_id),
+            })
         })
         .await
     }
@@ -151,6 +157,10 @@ impl OperatorService for OperatorSvc {
         let s = &self.0;
         let principal = s.principal(&request)?;
         principal.check_operator(&request.get_ref().operator_id)?;
+        if s.is_draining() {
+            // Its stream would outlive the drain: the desk must watch on the next node.
+            return Err(Status::unavailable("smista is shutting down; watch offers on another node"));
+        }
         let id = request.into_inner().operator_id;
         smista_core::validate_id("operator_id", &id).map_err(client_error)?;
         let snap_ok = s

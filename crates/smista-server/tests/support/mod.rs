@@ -71,3 +71,63 @@ impl Drop for Smista {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP proxy to PostgreSQL that the test can cut: every connection through it is closed at
+/// once, and new ones are closed as soon as they are accepted, until it is restored.
+pub struct Proxy {
+    /// Where to connect instead of PostgreSQL.
+    pub addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    /// Starts forwarding to `upstream` (host:port).
+    pub async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cuts) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::Acquire) {
+                    continue; // dropped: closed at once
+                }
+                let mut gone = cuts.subscribe();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = gone.changed() => {} // both sockets dropped: PostgreSQL aborts the session
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    /// Closes every connection, and every new one, until [`restore`](Self::restore).
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::Release);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// `url` with its host and port replaced by `addr`, and the host:port it named.
+pub fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let host_at = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    let mut upstream = url[host_at..end].to_owned();
+    if !upstream.contains(':') {
+        upstream.push_str(":5432");
+    }
+    (format!("{}{addr}{}", &url[..host_at], &url[end..]), upstream)
+}
