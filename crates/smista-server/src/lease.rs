@@ -73,6 +73,19 @@ impl Default for ClusterSection {
 }
 
 impl ClusterSection {
+    /// Checks what a node needs to start (after `--node-id` and the like were applied):
+    /// `Err((key, problem))`.
+    pub fn check_identity(&self) -> Result<(), (String, String)> {
+        self.validate()?;
+        if self.failover && self.node_id.is_empty() {
+            return Err((
+                "cluster.node_id".into(),
+                "active/standby needs each node's id (--node-id or SMISTA_NODE_ID)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the section: `Err((key, problem))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, p: &str| Err((format!("cluster.{k}"), p.to_owned()));
@@ -86,9 +99,6 @@ impl ClusterSection {
             return bad("lease_min_cents", "must be positive");
         }
         if self.failover {
-            if self.node_id.is_empty() {
-                return bad("node_id", "active/standby needs each node's id");
-            }
             if self.group.is_empty()
                 || self.group.len() > 64
                 || self.group.chars().any(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))

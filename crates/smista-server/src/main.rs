@@ -79,6 +79,12 @@ struct ServeArgs {
     /// How long to keep answering (with UNAVAILABLE for offers) after SIGTERM before stopping.
     #[arg(long, env = "SMISTA_DRAIN_MS", default_value_t = 500)]
     drain_ms: u64,
+    /// This node's id (`[cluster] node_id`), e.g. the pod's name: one configuration for all nodes.
+    #[arg(long, env = "SMISTA_NODE_ID")]
+    node_id: Option<String>,
+    /// Where clients reach this node (`[cluster] advertise_addr`), told to them by a standby.
+    #[arg(long, env = "SMISTA_ADVERTISE_ADDR")]
+    advertise_addr: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -145,6 +151,16 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         cfg.server.log_format = f;
     }
     cfg.server.insecure = args.insecure;
+    if let Some(n) = args.node_id {
+        cfg.cluster.node_id = n;
+    }
+    if let Some(a) = args.advertise_addr {
+        cfg.cluster.advertise_addr = a;
+    }
+    if let Err((key, problem)) = cfg.cluster.check_identity() {
+        eprintln!("error: {key}: {problem}");
+        return ExitCode::FAILURE;
+    }
     if let Ok(url) = std::env::var("SMISTA_LEDGER_URL") {
         cfg.ledger.url = url;
     }
