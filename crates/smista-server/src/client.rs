@@ -12,7 +12,8 @@ use smista_proto::v1::operator_service_client::OperatorServiceClient;
 /// `smista client`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ClientArgs {
-    /// The server.
+    /// The server, or the nodes of an active/standby group separated by commas (the call goes to
+    /// the one whose gRPC health says it routes: the active).
     #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051", global = true)]
     target: String,
     #[command(flatten)]
@@ -117,8 +118,41 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
     }
 }
 
+/// A channel to the active node among `targets` (comma-separated): the first whose health says
+/// `smista.v1.ContactService` is SERVING; failing that, the first reachable one (its answer says
+/// why it does not route, e.g. UNAVAILABLE naming the active node).
+async fn active_channel(
+    creds: &smista_server::connect::Credentials,
+    targets: &str,
+) -> Result<tonic::transport::Channel, String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let list: Vec<&str> = targets.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    if let [one] = list.as_slice() {
+        return creds.channel(one).await;
+    }
+    let mut fallback = None;
+    let mut last = format!("no target in `{targets}`");
+    for t in list {
+        match creds.channel(t).await {
+            Ok(ch) => {
+                let asked = HealthClient::new(ch.clone())
+                    .check(HealthCheckRequest { service: "smista.v1.ContactService".into() })
+                    .await;
+                if asked.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
+                    return Ok(ch);
+                }
+                fallback.get_or_insert(ch);
+            }
+            Err(e) => last = e,
+        }
+    }
+    fallback.ok_or(last)
+}
+
 async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let ch = args.creds.channel(&args.target).await?;
+    let ch = active_channel(&args.creds, &args.target).await?;
     let bearer = args.creds.bearer()?;
     let mut contacts = ContactServiceClient::with_interceptor(ch.clone(), bearer.clone());
     let mut ops = OperatorServiceClient::with_interceptor(ch.clone(), bearer.clone());

@@ -459,6 +459,14 @@ async fn run(trouble: Trouble) {
     assert!(!completed.is_empty() && took_over.is_some(), "the new active served");
     if trouble == Trouble::Term {
         assert_eq!(g.surfaced.load(Ordering::Relaxed), 0, "a planned handover shows no error to a following client");
+        // `smista client` given every node (the first one gone, one a standby) reaches the active.
+        let targets: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_smista"))
+            .args(["client", "--target", &targets.join(","), "offer", "by-cli", "naspi"])
+            .output()
+            .expect("smista client");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && (text.contains("Queued") || text.contains("Assigned")), "{out:?}");
     }
     for n in &mut nodes {
         let _ = Command::new("kill").args(["-TERM", &n.child.id().to_string()]).status();
