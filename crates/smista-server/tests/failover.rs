@@ -370,6 +370,14 @@ async fn run(trouble: Trouble) {
     }
     let until = Instant::now() + Duration::from_secs(6);
     let plat = tokio::spawn(platform(g.clone(), books.clone(), until, stop.clone()));
+    // A wallboard on the active's event stream.
+    let mut board = ContactServiceClient::new(g.channels[0].clone())
+        .stream_events(pb::StreamEventsRequest::default())
+        .await
+        .expect("stream")
+        .into_inner();
+    let seen =
+        tokio::time::timeout(Duration::from_secs(5), board.message()).await.expect("event").expect("ok").expect("some");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let hit = Instant::now();
     match trouble {
@@ -384,6 +392,21 @@ async fn run(trouble: Trouble) {
         }
     }
     let (next, serving) = active_node(&nodes, Some(0)).await;
+    // The wallboard resumes on the new active: another epoch, so a precise resync status, never
+    // a silent gap.
+    let resumed = ContactServiceClient::new(g.channels[next].clone())
+        .stream_events(pb::StreamEventsRequest {
+            after_epoch: seen.epoch,
+            after_sequence: seen.sequence,
+            queues: vec![],
+        })
+        .await
+        .expect_err("the old epoch's events are gone");
+    assert_eq!(resumed.code(), Code::OutOfRange, "{resumed:?}");
+    let now_epoch: u64 =
+        resumed.metadata().get("smista-epoch").and_then(|v| v.to_str().ok()?.parse().ok()).expect("smista-epoch");
+    assert!(now_epoch > seen.epoch, "the new active's epoch {now_epoch} follows {}", seen.epoch);
+    drop(board);
     if trouble != Trouble::Kill {
         // The old active stops on its own: losing PostgreSQL, before its lease can expire
         // elsewhere; on SIGTERM, after handing over.
