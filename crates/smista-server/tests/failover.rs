@@ -362,6 +362,32 @@ async fn run(trouble: Trouble) {
     nodes.push(start(&dir, "node-2", &schema, &url));
     let addrs: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
     let g = Group::new(&addrs);
+    // A standby routes nothing: its health says so, and a routing call names the active.
+    let standby = Channel::from_shared(format!("http://{}", addrs[1])).expect("uri").connect().await.expect("connect");
+    let health = tonic_health::pb::health_client::HealthClient::new(standby.clone())
+        .check(tonic_health::pb::HealthCheckRequest { service: "smista.v1.ContactService".into() })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(health.status, 2, "a standby is NOT_SERVING for ContactService");
+    let refused = loop {
+        let e = ContactServiceClient::new(standby.clone())
+            .offer_contact(pb::OfferContactRequest {
+                contact_id: "to-standby".into(),
+                queue: "naspi".into(),
+                channel: 1,
+                ..Default::default()
+            })
+            .await
+            .expect_err("a standby does not route");
+        // It learns the active's address at its first attempt to take over.
+        if e.metadata().get("smista-active").is_some() {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert_eq!(refused.metadata().get("smista-active").and_then(|v| v.to_str().ok()), Some(addrs[0].as_str()));
     let books = Arc::new(Books::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut desks = Vec::new();
