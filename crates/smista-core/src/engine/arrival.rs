@@ -1,0 +1,478 @@
+//! A contact's arrival and end: offering (placement in a queue or its overflow chain, or a
+//! diversion), the answers to repeated offers, cancellation, and the one place a contact finishes.
+
+use super::*;
+
+impl Engine {
+    /// Routes a new contact and returns its decision. Idempotent on the contact id: repeating an
+    /// offer returns the current decision and routes nothing twice.
+    pub fn offer(&self, req: &OfferRequest, now: Millis, out: &mut Vec<Event>) -> Result<Decision, RoutingError> {
+        validate_id("contact_id", &req.contact_id)?;
+        if req.priority > MAX_PRIORITY {
+            return Err(RoutingError::invalid("priority", format!("{} is above {MAX_PRIORITY}", req.priority)));
+        }
+        if req.language.len() > 64 {
+            return Err(RoutingError::invalid("language", "longer than 64 bytes"));
+        }
+        if req.max_patience_ms > crate::config::MAX_DURATION_MS {
+            return Err(RoutingError::invalid("max_patience_ms", "above one day"));
+        }
+        let q0 = self.queue_idx(&req.queue)?;
+        let id: Arc<str> = Arc::from(req.contact_id.as_str());
+        match self.contacts.entry(id.clone()) {
+            Entry::Occupied(e) => {
+                let state = e.get().state;
+                let qi = e.get().queue;
+                drop(e);
+                return self.current_decision(&id, qi, state, now);
+            }
+            Entry::Vacant(v) => {
+                if let Some(f) = self.finished_get(&id) {
+                    drop(v);
+                    return match f.diverted {
+                        Some((reason, fallback)) => Ok(Decision::Diverted {
+                            reason,
+                            fallback,
+                            queue: self.queues[f.queue as usize].name.clone(),
+                        }),
+                        None => Err(RoutingError::ContactFinished(req.contact_id.clone())),
+                    };
+                }
+                let arrived = req.arrived.map_or(now, |a| a.min(now));
+                v.insert(Contact {
+                    queue: q0,
+                    channel: req.channel,
+                    priority: req.priority,
+                    segment: req.segment,
+                    language: Arc::from(req.language.as_str()),
+                    arrived,
+                    entered: arrived,
+                    patience_ms: req.max_patience_ms,
+                    funding: None,
+                    declined: Vec::new(),
+                    state: CState::Arriving,
+                });
+            }
+        }
+        let q = &self.queues[q0 as usize];
+        let mut chain = Vec::with_capacity(1 + q.overflow.len());
+        chain.push(q0);
+        chain.extend_from_slice(&q.overflow);
+        // The decision is the one made during this call: queued at placement, or assigned by this
+        // call's dispatch. What happens afterwards (maybe at once, on another thread) is an event.
+        match self.place(&id, &chain, now, out, true) {
+            Ok((_, d @ Decision::Assigned { .. })) => Ok(d),
+            Ok((qi, queued)) => match self.dispatch_contact(qi, &id, now, out) {
+                Some(assigned) => Ok(assigned),
+                // Taken at once by an operator this call freed (see `place`): report the offer.
+                None => match self.contacts.get(&id).map(|r| r.state) {
+                    Some(CState::Offered { slot, deadline, .. }) => Ok(Decision::Assigned {
+                        operator: self.operator_name(slot),
+                        queue: self.queues[qi as usize].name.clone(),
+                        deadline: deadline.0,
+                    }),
+                    _ => Ok(queued),
+                },
+            },
+            Err((reason, qi)) => Ok(self.divert_arriving(&id, qi, reason, now, out)),
+        }
+    }
+
+    /// Remembers a contact that ended in an earlier life of this node (read back from the
+    /// ledger at start-up) as one that ended in this life, for the retention window: offering it
+    /// again answers as it did then (its diversion, or ALREADY_EXISTS), cancelling it answers its
+    /// outcome. Its completion is not known here (no operator slot): CompleteContact of it is
+    /// UnknownContact, which the server answers from the ledger. Ignored for a contact this
+    /// life knows.
+    pub fn remember_ended(
+        &self,
+        contact_id: &str,
+        queue: &str,
+        outcome: Outcome,
+        diverted: Option<(DivertReason, Fallback)>,
+    ) {
+        let Ok(qi) = self.queue_idx(queue) else { return };
+        let id: Arc<str> = Arc::from(contact_id);
+        if self.contacts.contains_key(&id) || self.finished_get(contact_id).is_some() {
+            return;
+        }
+        let f = Finished { outcome, queue: qi, diverted, completed_by: None, completion: None };
+        self.finished.read().current.insert(id, f);
+    }
+
+    /// Until `until`, queues with nobody logged in queue their contacts instead of diverting
+    /// them NO_OPERATORS (a node that just took over waits for its desks to log in again).
+    pub fn set_staff_grace(&self, until: Millis) {
+        self.staff_grace_until.store(until.0, Ordering::Relaxed);
+    }
+
+    /// The decision a contact currently stands at.
+    pub(super) fn current_decision(
+        &self,
+        id: &Arc<str>,
+        qi: u32,
+        state: CState,
+        now: Millis,
+    ) -> Result<Decision, RoutingError> {
+        let q = &self.queues[qi as usize];
+        match state {
+            CState::Arriving => Err(RoutingError::Busy(id.to_string())),
+            CState::Queued { rank } => {
+                let st = q.state.lock();
+                let ch = self.contacts.get(id).map(|r| r.channel);
+                let position = ch.map_or(1, |ch| st.position(ch, &rank)).max(1);
+                Ok(Decision::Queued {
+                    queue: q.name.clone(),
+                    position,
+                    estimated_wait_ms: q.estimated_wait(&st, position, now),
+                })
+            }
+            CState::Offered { slot, deadline, .. } => Ok(Decision::Assigned {
+                operator: self.operator_name(slot),
+                queue: q.name.clone(),
+                deadline: deadline.0,
+            }),
+            CState::InService { slot, .. } => {
+                Ok(Decision::Assigned { operator: self.operator_name(slot), queue: q.name.clone(), deadline: now })
+            }
+            CState::Done => match self.finished_get(id) {
+                Some(Finished { diverted: Some((reason, fallback)), queue, .. }) => {
+                    Ok(Decision::Diverted { reason, fallback, queue: self.queues[queue as usize].name.clone() })
+                }
+                _ => Err(RoutingError::ContactFinished(id.to_string())),
+            },
+        }
+    }
+
+    pub(super) fn operator_name(&self, slot: u32) -> Arc<str> {
+        self.slot(slot).session.lock().as_ref().map_or_else(|| Arc::from(""), |s| s.id.clone())
+    }
+
+    /// Puts an `Arriving` contact in the first queue of `chain` that will take it. On refusal,
+    /// returns the reason of the last queue that had operators (extra budget, full), or if none
+    /// had, of the last queue of the chain. For a new `arrival`, a closed first queue is final.
+    pub(super) fn place(
+        &self,
+        id: &Arc<str>,
+        chain: &[u32],
+        now: Millis,
+        out: &mut Vec<Event>,
+        arrival: bool,
+    ) -> Result<(u32, Decision), (DivertReason, u32)> {
+        let mut staffed = false;
+        let mut last = (DivertReason::NoOperators, chain.first().copied().unwrap_or(0));
+        let Some((channel, priority, segment, funded)) =
+            self.contacts.get(id).map(|r| (r.channel, r.priority, r.segment, r.funding.is_some()))
+        else {
+            return Err(last);
+        };
+        for (i, &qi) in chain.iter().enumerate() {
+            let q = &self.queues[qi as usize];
+            if !q.open.load(Ordering::Acquire) {
+                if !staffed {
+                    last = (DivertReason::Closed, qi);
+                }
+                // A closed line is closed: its callers get its fallback, not another line.
+                // A closed queue further down a chain is just skipped.
+                if i == 0 && arrival {
+                    return Err(last);
+                }
+                continue;
+            }
+            if q.candidates.read().is_empty() && now.0 >= self.staff_grace_until.load(Ordering::Relaxed) {
+                if !staffed {
+                    last = (DivertReason::NoOperators, qi);
+                }
+                continue;
+            }
+            let mut reserved = None;
+            if let (false, Some(b)) = (funded, &q.budget) {
+                let req = FundingRequest {
+                    budget: b,
+                    contact_id: id,
+                    queue: &q.name,
+                    channel,
+                    priority: q.priority + priority,
+                    segment,
+                    now,
+                };
+                let other_payer = || q.candidates.read().iter().any(|c| c.session.budget != q.budget);
+                if self.gate.reserve(&req) {
+                    reserved = Some(b.clone());
+                } else if !other_payer() {
+                    last = (DivertReason::ExtraBudget, qi);
+                    staffed = true;
+                    continue;
+                }
+            }
+            let mut st = q.state.lock();
+            if st.len() >= st.params.max_length as usize {
+                drop(st);
+                if let Some(b) = reserved {
+                    self.gate.release(&b, id);
+                }
+                last = (DivertReason::QueueFull, qi);
+                staffed = true;
+                continue;
+            }
+            let Some(mut rec) = self.contacts.get_mut(id) else {
+                drop(st);
+                if let Some(b) = reserved {
+                    self.gate.release(&b, id);
+                }
+                return Err(last);
+            };
+            debug_assert_eq!(rec.state, CState::Arriving);
+            rec.queue = qi;
+            rec.entered = now;
+            if reserved.is_some() {
+                rec.funding = reserved;
+            }
+            // Fast path: the contact is not published yet, so nobody else can take it; if an
+            // operator can be claimed now, offer directly. Otherwise publish, then look (dispatch).
+            let mut revisit = None;
+            if arrival {
+                match self.offer_unpublished(q, &mut st, &mut rec, id, now, out) {
+                    Ok(d) => return Ok((qi, d)),
+                    Err(slot) => revisit = slot,
+                }
+            }
+            let position = self.enqueue_locked(q, &mut st, id, &mut rec, false, now);
+            drop(rec);
+            let estimated_wait_ms = q.estimated_wait(&st, position, now);
+            drop(st);
+            if let Some(slot) = revisit {
+                self.find_work(slot, now, out);
+            }
+            out.push(Event::Queued { contact: id.clone(), queue: q.name.clone(), position });
+            return Ok((qi, Decision::Queued { queue: q.name.clone(), position, estimated_wait_ms }));
+        }
+        Err(last)
+    }
+
+    /// The arrival fast path: claims a free operator for a contact that is in no waiting list
+    /// yet and offers it directly. `None` when no operator could be claimed and funded; the
+    /// caller then publishes the contact in its queue.
+    pub(super) fn offer_unpublished(
+        &self,
+        q: &Queue,
+        st: &mut State,
+        rec: &mut Contact,
+        id: &Arc<str>,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<Decision, Option<u32>> {
+        let view = waiting_of(q, id, rec, None);
+        let c = self.pick_operator(q, &view, rec.channel, now, &[], &[]).ok_or(None)?;
+        if !self.slot(c.slot).try_claim(c.gen, rec.channel) {
+            return Err(None);
+        }
+        let Ok(new_funding) = self.fund_for(q, id, rec, &c.session, now) else {
+            // Released; the caller must look for work for this operator once the queue lock is
+            // dropped, since a contact may have seen them busy meanwhile.
+            self.slot(c.slot).release(c.gen, rec.channel, now);
+            return Err(Some(c.slot));
+        };
+        let deadline = self.offer_locked(q, st, rec, id, &c.session, c.slot, new_funding, now, out);
+        Ok(Decision::Assigned { operator: c.session.id.clone(), queue: q.name.clone(), deadline })
+    }
+
+    /// Inserts the contact of `rec` in `q` (whose lock is held); returns its position.
+    pub(super) fn enqueue_locked(
+        &self,
+        q: &Queue,
+        st: &mut State,
+        id: &Arc<str>,
+        rec: &mut Contact,
+        head: bool,
+        now: Millis,
+    ) -> u32 {
+        let seq = self.next_seq();
+        let rank = q.rank(head, rec.arrived, q.priority + rec.priority, seq);
+        let by_wait = (st.params.max_wait_ms > 0).then(|| rec.entered.plus(st.params.max_wait_ms));
+        let by_patience = (rec.patience_ms > 0).then(|| rec.arrived.plus(rec.patience_ms));
+        let expiry = match (by_wait, by_patience) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|at| (at.max(now), seq));
+        if let Some(e) = expiry {
+            st.expiry.insert(e, (rec.channel, rank));
+        }
+        st.waiting[rec.channel.index()].insert(rank, waiting_of(q, id, rec, expiry));
+        q.waiting.fetch_add(1, Ordering::Relaxed);
+        rec.state = CState::Queued { rank };
+        st.position(rec.channel, &rank)
+    }
+
+    pub(super) fn divert_arriving(
+        &self,
+        id: &Arc<str>,
+        qi: u32,
+        reason: DivertReason,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Decision {
+        let q = &self.queues[qi as usize];
+        let fallback = q.state.lock().params.fallback;
+        if let Some(mut rec) = self.contacts.get_mut(id) {
+            rec.queue = qi;
+            let channel = rec.channel;
+            out.push(Event::Diverted { contact: id.clone(), queue: q.name.clone(), channel, reason, fallback });
+            self.finish(&mut rec, id, Outcome::Diverted, Some((reason, fallback)), None, now, out);
+        }
+        self.remove_done(id);
+        Decision::Diverted { reason, fallback, queue: q.name.clone() }
+    }
+
+    /// Marks a contact finished (under its map entry), releases its budget reservation unless
+    /// `settled_by` names the operator whose budget settles it, and records the outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish(
+        &self,
+        rec: &mut Contact,
+        id: &Arc<str>,
+        outcome: Outcome,
+        diverted: Option<(DivertReason, Fallback)>,
+        handled: Option<(u32, Completion, Millis)>,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) {
+        let q = &self.queues[rec.queue as usize];
+        let waited_ms = match handled {
+            Some((_, _, accepted_at)) => accepted_at.since(rec.arrived),
+            None => now.since(rec.arrived),
+        };
+        if outcome == Outcome::Abandoned && waited_ms > q.sl_threshold_ms {
+            q.abandoned_after_sl.fetch_add(1, Ordering::Relaxed);
+        }
+        let session = handled.and_then(|(slot, _, _)| self.slot(slot).session.lock().clone());
+        let operator = session.as_ref().map(|s| s.id.clone());
+        if let Some(b) = rec.funding.take() {
+            let paid_by_budget = session.filter(|s| s.budget.as_ref() == Some(&b));
+            match (paid_by_budget, handled) {
+                (Some(s), Some((_, c, accepted_at))) => self.gate.settle(&Settlement {
+                    budget: &b,
+                    contact_id: id,
+                    queue: &q.name,
+                    group: &s.group,
+                    operator: &s.id,
+                    channel: rec.channel,
+                    handle_ms: c.handle_ms,
+                    accepted_at,
+                    now,
+                    outcome,
+                }),
+                _ => self.gate.release(&b, id),
+            }
+        }
+        rec.state = CState::Done;
+        self.finished.read().current.insert(
+            id.clone(),
+            Finished {
+                outcome,
+                queue: rec.queue,
+                diverted,
+                completed_by: handled.map(|h| h.0),
+                completion: handled.map(|h| h.1),
+            },
+        );
+        out.push(Event::Finished {
+            contact: id.clone(),
+            queue: q.name.clone(),
+            channel: rec.channel,
+            outcome,
+            waited_ms,
+            handle_ms: handled.map_or(0, |h| h.1.handle_ms),
+            operator,
+            wrap_up_ms: handled.map_or(0, |h| h.1.wrap_up_ms),
+        });
+    }
+
+    pub(super) fn remove_done(&self, id: &Arc<str>) {
+        self.contacts.remove_if(id, |_, r| r.state == CState::Done);
+    }
+
+    pub(super) fn finished_get(&self, id: &str) -> Option<Finished> {
+        let f = self.finished.read();
+        f.current.get(id).or_else(|| f.previous.get(id)).map(|r| r.value().clone())
+    }
+
+    /// The caller hung up (or the platform gave up). Returns the contact's final outcome;
+    /// idempotent.
+    pub fn cancel(&self, contact_id: &str, now: Millis, out: &mut Vec<Event>) -> Result<Outcome, RoutingError> {
+        validate_id("contact_id", contact_id)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((id, qi, state)) = self.contacts.get(contact_id).map(|r| (r.key().clone(), r.queue, r.state))
+            else {
+                return self
+                    .finished_get(contact_id)
+                    .map(|f| f.outcome)
+                    .ok_or_else(|| RoutingError::UnknownContact(contact_id.to_owned()));
+            };
+            let q = &self.queues[qi as usize];
+            match state {
+                CState::Arriving => return Err(RoutingError::Busy(contact_id.to_owned())),
+                CState::Done => continue,
+                CState::Queued { .. } | CState::Offered { .. } => {
+                    let mut st = q.state.lock();
+                    let Some(mut rec) = self.contacts.get_mut(&id) else { continue };
+                    if rec.state != state || rec.queue != qi {
+                        continue;
+                    }
+                    let mut freed = None;
+                    match state {
+                        CState::Queued { rank } => {
+                            if let Some(w) = st.waiting[rec.channel.index()].remove(&rank) {
+                                if let Some(e) = w.expiry {
+                                    st.expiry.remove(&e);
+                                }
+                                q.waiting.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                        CState::Offered { slot, gen, deadline } => {
+                            st.offered.remove(&deadline);
+                            q.offered.fetch_sub(1, Ordering::Relaxed);
+                            self.drop_held(slot, &id);
+                            self.slot(slot).release(gen, rec.channel, now);
+                            freed = Some(slot);
+                        }
+                        _ => {}
+                    }
+                    self.finish(&mut rec, &id, Outcome::Abandoned, None, None, now, out);
+                    drop(rec);
+                    drop(st);
+                    self.remove_done(&id);
+                    if let Some(slot) = freed {
+                        self.find_work(slot, now, out);
+                    }
+                    return Ok(Outcome::Abandoned);
+                }
+                CState::InService { slot, gen, accepted_at } => {
+                    let Some(mut rec) = self.contacts.get_mut(&id) else { continue };
+                    if rec.state != state {
+                        continue;
+                    }
+                    let completion = Completion { handle_ms: now.since(accepted_at), wrap_up_ms: 0 };
+                    q.in_service.fetch_sub(1, Ordering::Relaxed);
+                    self.drop_held(slot, &id);
+                    self.slot(slot).release(gen, rec.channel, now);
+                    self.finish(
+                        &mut rec,
+                        &id,
+                        Outcome::CancelledInService,
+                        None,
+                        Some((slot, completion, accepted_at)),
+                        now,
+                        out,
+                    );
+                    drop(rec);
+                    self.remove_done(&id);
+                    self.find_work(slot, now, out);
+                    return Ok(Outcome::CancelledInService);
+                }
+            }
+        }
+        Err(RoutingError::Busy(contact_id.to_owned()))
+    }
+}

@@ -1,0 +1,291 @@
+//! The routing engine: matches contacts with operators, concurrently, without a global lock.
+//!
+//! # How matching stays correct under concurrency
+//!
+//! There are two ways a contact meets an operator: a contact arrives and looks for a free operator
+//! ([`Engine::dispatch_contact`]), or an operator frees up and looks for the best waiting contact
+//! ([`Engine::find_work`]). Both follow the same protocol:
+//!
+//! 1. *publish first*: the contact is inserted in its queue, or the operator's capacity is freed,
+//!    before looking at the other side, so of two racing threads at least one sees the other
+//!    (no lost wake-up);
+//! 2. *claim the operator* with one CAS on its state word ([`crate::operator`]) — the only way an
+//!    operator gets work, and it fails if the operator is paused, in wrap-up, logged out or full;
+//! 3. *take the contact* under its queue's lock, only if it is still waiting with the same rank;
+//! 4. if the take fails, *release the claim and look for work for that operator again*, since a
+//!    contact that saw the operator busy during the claim may be waiting for it.
+//!
+//! Every offer carries a deadline, so a claim that became an offer always ends: accepted, declined,
+//! timed out (contact back at the head of its queue, operator paused), cancelled or logged out.
+//!
+//! Lock order: a queue's lock, then a contact's map shard, then an operator's `held`/`session`
+//! mutex. Never two queue locks at once. The budget gate may be called under these locks and must
+//! not call back into the engine.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+use crate::budget::{BudgetGate, FundingRequest, Settlement, Started};
+use crate::config::{EngineConfig, Strategy, MAX_PRIORITY};
+use crate::error::{ConfigError, RoutingError};
+use crate::event::Event;
+use crate::model::{
+    Channel, Completion, Decision, DivertReason, Fallback, LoginRequest, OfferRequest, OperatorStatus, Outcome,
+    RequestedState, Segment,
+};
+use crate::operator::{Session, Slot, Transition};
+use crate::queue::{Candidate, Queue, RankKey, State, Waiting};
+use crate::snapshot::{OperatorSnapshot, QueueSnapshot, Snapshot};
+use crate::time::Millis;
+
+mod arrival;
+mod matching;
+mod operators;
+mod timers;
+mod views;
+
+/// Bound on retries of one matching attempt; past it the contact simply stays queued and the next
+/// operator event or tick picks it up.
+const MAX_ATTEMPTS: usize = 32;
+/// Bound on how deep an operator looks into one queue for an eligible contact.
+const SCAN_LIMIT: usize = 256;
+/// Longest accepted identifier, in bytes.
+const MAX_ID_LEN: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CState {
+    /// Being placed in a queue (arrival or overflow); not visible to matching.
+    Arriving,
+    Queued {
+        rank: RankKey,
+    },
+    Offered {
+        slot: u32,
+        gen: u8,
+        deadline: (Millis, u64),
+    },
+    InService {
+        slot: u32,
+        gen: u8,
+        accepted_at: Millis,
+    },
+    /// Finished; the record is about to be removed and the outcome is in `finished`.
+    Done,
+}
+
+#[derive(Debug)]
+struct Contact {
+    queue: u32,
+    channel: Channel,
+    priority: u32,
+    segment: Segment,
+    language: Arc<str>,
+    arrived: Millis,
+    entered: Millis,
+    patience_ms: u64,
+    funding: Option<Arc<str>>,
+    declined: Vec<u32>,
+    state: CState,
+}
+
+#[derive(Clone, Debug)]
+struct Finished {
+    outcome: Outcome,
+    queue: u32,
+    diverted: Option<(DivertReason, Fallback)>,
+    completed_by: Option<u32>,
+    completion: Option<Completion>,
+}
+
+/// The best contact an operator found so far while looking for work.
+struct Pick {
+    eff: u64,
+    wait: u64,
+    qi: u32,
+    rank: RankKey,
+    ch: Channel,
+    contact: Arc<str>,
+}
+
+/// Why a take did not turn into an offer.
+enum Missed {
+    /// The contact is no longer waiting with that rank.
+    Gone,
+    /// The operator's budget refused to fund it.
+    Unfunded(Arc<str>),
+}
+
+/// A contact as seen by an operator acting on it.
+struct OfferRef {
+    idx: u32,
+    session: Arc<Session>,
+    id: Arc<str>,
+    qi: u32,
+    state: CState,
+}
+
+#[derive(Debug)]
+struct Group {
+    name: Arc<str>,
+    budget: Option<Arc<str>>,
+}
+
+/// Concurrent map keyed by contact or operator id. foldhash with a per-process random seed: several
+/// times faster than SipHash on short ids, still seeded against collision flooding by callers
+/// who choose the ids.
+type Map<V> = DashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
+/// Finished contacts are kept in two generations, swapped every half retention, so forgetting
+/// them is O(1) and never scans.
+#[derive(Debug)]
+struct FinishedGens {
+    current: Map<Finished>,
+    previous: Map<Finished>,
+}
+
+/// The routing engine. Cheap to share (`Arc<Engine>`); every method takes `&self`.
+#[derive(Debug)]
+pub struct Engine {
+    queues: Vec<Queue>,
+    queue_by_name: HashMap<String, u32>,
+    groups: HashMap<String, Group>,
+    slots: Box<[Slot]>,
+    next_slot: AtomicU32,
+    /// Slots whose operator logged out, oldest first: reused for new operator ids once every
+    /// slot has been handed out (see `allocate_slot`).
+    logged_out: Mutex<VecDeque<u32>>,
+    operator_ids: Map<u32>,
+    contacts: Map<Contact>,
+    finished: RwLock<FinishedGens>,
+    last_rotation: AtomicU64,
+    retention_ms: u64,
+    /// Until when (engine ms) a queue with nobody logged in still queues its contacts instead of
+    /// diverting them NO_OPERATORS: the desks are reconnecting after a takeover.
+    staff_grace_until: AtomicU64,
+    seq: AtomicU64,
+    gate: Arc<dyn BudgetGate>,
+}
+
+/// A slot's owner lock, held while a session starts.
+type OwnerGuard<'a> = MutexGuard<'a, Option<Arc<str>>>;
+
+/// Whether an operator paid by `payer` must be skipped for a contact funded by `funding`: its
+/// budget needs to fund the contact and already refused during this matching attempt.
+fn refused_here(payer: &Option<Arc<str>>, funding: &Option<Arc<str>>, refused: &[Arc<str>]) -> bool {
+    payer.as_ref().is_some_and(|b| funding.as_ref() != Some(b) && refused.contains(b))
+}
+
+/// What eligibility checks need to know of a contact, as kept in its queue's waiting list.
+fn waiting_of(q: &Queue, id: &Arc<str>, rec: &Contact, expiry: Option<(Millis, u64)>) -> Waiting {
+    Waiting {
+        contact: id.clone(),
+        arrived: rec.arrived,
+        priority: q.priority + rec.priority,
+        language: rec.language.clone(),
+        declined: rec.declined.clone(),
+        funding: rec.funding.clone(),
+        expiry,
+    }
+}
+
+/// Checks an id the API receives (contact, operator, session): non-empty, at most 128 bytes, no
+/// control characters. The one rule, used by the engine and by the server before it quotes an id.
+pub fn validate_id(field: &'static str, s: &str) -> Result<(), RoutingError> {
+    if s.is_empty() {
+        return Err(RoutingError::invalid(field, "must not be empty"));
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(RoutingError::invalid(field, format!("longer than {MAX_ID_LEN} bytes")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(RoutingError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Builds an engine from a validated configuration.
+    pub fn new(cfg: &EngineConfig, gate: Arc<dyn BudgetGate>) -> Result<Engine, ConfigError> {
+        cfg.validate()?;
+        let queue_by_name: HashMap<String, u32> =
+            cfg.queues.iter().enumerate().map(|(i, q)| (q.name.clone(), i as u32)).collect();
+        let queues = cfg
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let overflow = q.overflow.iter().filter_map(|n| queue_by_name.get(n).copied()).collect();
+                Queue::new(i as u32, q, overflow)
+            })
+            .collect();
+        let groups = cfg
+            .groups
+            .iter()
+            .map(|g| {
+                (g.name.clone(), Group { name: Arc::from(g.name.as_str()), budget: g.budget.as_deref().map(Arc::from) })
+            })
+            .collect();
+        let slots = (0..cfg.max_operators).map(|_| Slot::default()).collect();
+        Ok(Engine {
+            queues,
+            queue_by_name,
+            groups,
+            slots,
+            next_slot: AtomicU32::new(0),
+            logged_out: Mutex::new(VecDeque::new()),
+            operator_ids: Map::default(),
+            contacts: Map::default(),
+            finished: RwLock::new(FinishedGens { current: Map::default(), previous: Map::default() }),
+            last_rotation: AtomicU64::new(0),
+            retention_ms: cfg.finished_retention_ms,
+            staff_grace_until: AtomicU64::new(0),
+            seq: AtomicU64::new(1),
+            gate,
+        })
+    }
+
+    /// Queue names, in configuration order.
+    pub fn queue_names(&self) -> impl Iterator<Item = &str> {
+        self.queues.iter().map(|q| &*q.name)
+    }
+
+    /// Contacts currently live (arriving, queued, offered or in service).
+    #[must_use]
+    pub fn live_contacts(&self) -> usize {
+        self.contacts.len()
+    }
+
+    pub(super) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) fn queue_idx(&self, name: &str) -> Result<u32, RoutingError> {
+        self.queue_by_name.get(name).copied().ok_or_else(|| RoutingError::UnknownQueue(crate::error::clip(name)))
+    }
+
+    pub(super) fn slot(&self, idx: u32) -> &Slot {
+        &self.slots[idx as usize]
+    }
+
+    pub(super) fn status_event(&self, session: &Session, t: Option<Transition>, out: &mut Vec<Event>) {
+        if let Some(t) = t {
+            if t.from != t.to {
+                out.push(Event::OperatorStatus {
+                    operator: session.id.clone(),
+                    group: session.group.clone(),
+                    from: t.from,
+                    to: t.to,
+                });
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Contacts
+    // ----------------------------------------------------------------------------------------
+}

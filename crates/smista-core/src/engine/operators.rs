@@ -1,0 +1,525 @@
+//! Operators: slots, login and logout, states, and what a desk does with an offer (accept,
+//! decline, complete).
+
+use super::*;
+
+impl Engine {
+    pub(super) fn drop_held(&self, slot: u32, id: &Arc<str>) {
+        self.slot(slot).held.lock().contacts.retain(|c| c != id);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Operators
+    // ----------------------------------------------------------------------------------------
+
+    /// The slot of operator `id`, allocating one on first login, with its owner lock held. Retries
+    /// when the slot found in the map was reclaimed for another id in between.
+    pub(super) fn owned_slot(&self, id: &Arc<str>) -> Result<(u32, OwnerGuard<'_>), RoutingError> {
+        loop {
+            let known = self.operator_ids.get(&**id).map(|r| *r.value());
+            let idx = match known {
+                Some(i) => i,
+                None => {
+                    let fresh = self.allocate_slot(id)?;
+                    let existing = match self.operator_ids.entry(id.clone()) {
+                        Entry::Vacant(v) => {
+                            v.insert(fresh);
+                            None
+                        }
+                        Entry::Occupied(e) => Some(*e.get()),
+                    };
+                    if let Some(i) = existing {
+                        // A concurrent first login of the same id won: give the slot back.
+                        *self.slot(fresh).owner.lock() = None;
+                        self.logged_out.lock().push_front(fresh);
+                        i
+                    } else {
+                        fresh
+                    }
+                }
+            };
+            let owner = self.slot(idx).owner.lock();
+            if owner.as_deref() == Some(&**id) {
+                return Ok((idx, owner));
+            }
+        }
+    }
+
+    /// A slot for a new operator id: a never-used one while there are, then the one whose
+    /// operator logged out longest ago (its id is forgotten: it gets a slot again at its next
+    /// login). `OperatorCapacity` when every slot holds a logged-in operator.
+    pub(super) fn allocate_slot(&self, id: &Arc<str>) -> Result<u32, RoutingError> {
+        let idx = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        if (idx as usize) < self.slots.len() {
+            *self.slot(idx).owner.lock() = Some(id.clone());
+            return Ok(idx);
+        }
+        self.next_slot.fetch_sub(1, Ordering::Relaxed);
+        loop {
+            let Some(idx) = self.logged_out.lock().pop_front() else {
+                return Err(RoutingError::OperatorCapacity(self.slots.len() as u32));
+            };
+            let slot = self.slot(idx);
+            let mut owner = slot.owner.lock();
+            let w = slot.word();
+            // Logged in again since (its logout is queued again when it ends), or still holding
+            // a contact: not free.
+            if w.status() != OperatorStatus::LoggedOut || w.total_load() != 0 || !slot.held.lock().contacts.is_empty() {
+                continue;
+            }
+            if let Some(old) = owner.replace(id.clone()) {
+                self.operator_ids.remove_if(&*old, |_, v| *v == idx);
+            }
+            return Ok(idx);
+        }
+    }
+
+    pub(super) fn logged_in(&self, operator_id: &str) -> Result<(u32, Arc<Session>), RoutingError> {
+        validate_id("operator_id", operator_id)?;
+        let idx = self
+            .operator_ids
+            .get(operator_id)
+            .map(|r| *r.value())
+            .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        let slot = self.slot(idx);
+        let session =
+            slot.session.lock().clone().ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        let w = slot.word();
+        // `*session.id != *operator_id`: the slot was reclaimed for another id after this one
+        // logged out, between the map lookup and here.
+        if w.status() == OperatorStatus::LoggedOut || w.generation() != session.gen || *session.id != *operator_id {
+            return Err(RoutingError::UnknownOperator(operator_id.to_owned()));
+        }
+        Ok((idx, session))
+    }
+
+    /// Logs an operator in; returns the queues they can serve. Idempotent for the same session id.
+    pub fn login(&self, req: &LoginRequest, now: Millis, out: &mut Vec<Event>) -> Result<Vec<Arc<str>>, RoutingError> {
+        validate_id("operator_id", &req.operator_id)?;
+        validate_id("session_id", &req.session_id)?;
+        let group =
+            self.groups.get(&req.group).ok_or_else(|| RoutingError::UnknownGroup(crate::error::clip(&req.group)))?;
+        let mut skills: Vec<(String, u8)> = Vec::with_capacity(req.skills.len());
+        for s in &req.skills {
+            if !crate::config::valid_name(&s.name) {
+                return Err(RoutingError::invalid(
+                    "skills.name",
+                    format!("`{}` is not a valid skill name", crate::error::clip(&s.name)),
+                ));
+            }
+            if !(1..=10).contains(&s.level) {
+                return Err(RoutingError::invalid(
+                    "skills.level",
+                    format!("level {} of `{}` is not 1..=10", s.level, s.name),
+                ));
+            }
+            if skills.iter().any(|(n, _)| *n == s.name) {
+                return Err(RoutingError::invalid("skills", format!("skill `{}` given twice", s.name)));
+            }
+            skills.push((s.name.clone(), s.level));
+        }
+        let mut caps = [0u8; 4];
+        if req.channels.is_empty() {
+            caps[Channel::Voice.index()] = 1;
+        }
+        for (ch, n) in &req.channels {
+            if *n == 0 || *n > ch.max_capacity() {
+                return Err(RoutingError::invalid(
+                    "channels.max_concurrent",
+                    format!("{} for {} is not 1..={}", n, ch.as_str(), ch.max_capacity()),
+                ));
+            }
+            if caps[ch.index()] != 0 {
+                return Err(RoutingError::invalid("channels", format!("{} given twice", ch.as_str())));
+            }
+            caps[ch.index()] = *n;
+        }
+        let id: Arc<str> = Arc::from(req.operator_id.as_str());
+        skills.sort_unstable();
+        let queues: Vec<(u32, i8)> =
+            self.queues.iter().filter_map(|q| q.margin_for(&skills).map(|m| (q.idx, m))).collect();
+        let names: Vec<Arc<str>> = queues.iter().map(|(q, _)| self.queues[*q as usize].name.clone()).collect();
+        // The slot's owner lock is held until the session is visible: a reclaim (see
+        // `allocate_slot`) cannot hand the slot to another id meanwhile.
+        let (idx, owner) = self.owned_slot(&id)?;
+        let slot = self.slot(idx);
+        let Some(gen) = slot.start_session(caps, now) else {
+            let current = slot.session.lock().clone();
+            let logged_out = slot.word().status() == OperatorStatus::LoggedOut;
+            return match current {
+                Some(s) if !logged_out && s.session_id == req.session_id => {
+                    // A retry of the same login must ask for the same thing; a different group,
+                    // skills or capacities under the same session would be answered with one
+                    // set and routed with the other.
+                    if *s.group != *group.name || s.skills != skills || s.caps != caps {
+                        Err(RoutingError::WrongState(format!(
+                            "operator `{}` is logged in with another group, skills or channels in this session: log out first",
+                            req.operator_id
+                        )))
+                    } else {
+                        Ok(names)
+                    }
+                }
+                _ if logged_out => Err(RoutingError::Busy(req.operator_id.clone())),
+                _ => Err(RoutingError::AlreadyLoggedIn(req.operator_id.clone())),
+            };
+        };
+        // Paused before anyone can see the session, so no offer slips in first.
+        let first = match &req.paused {
+            Some(reason) => {
+                slot.transition(gen, &[OperatorStatus::Available], OperatorStatus::Paused, None, now);
+                *slot.pause_reason.lock() = reason.clone();
+                OperatorStatus::Paused
+            }
+            None => {
+                slot.pause_reason.lock().clear();
+                OperatorStatus::Available
+            }
+        };
+        let session = Arc::new(Session {
+            id: id.clone(),
+            group: group.name.clone(),
+            budget: group.budget.clone(),
+            session_id: req.session_id.clone(),
+            gen,
+            queues: queues.clone(),
+            skills,
+            caps,
+        });
+        *slot.session.lock() = Some(session.clone());
+        for (qi, margin) in &queues {
+            let mut c = self.queues[*qi as usize].candidates.write();
+            c.retain(|c| c.slot != idx);
+            c.push(Candidate { slot: idx, gen, margin: *margin, session: session.clone() });
+        }
+        drop(owner);
+        self.status_event(&session, Some(Transition { from: OperatorStatus::LoggedOut, to: first }), out);
+        if first == OperatorStatus::Available {
+            self.find_work(idx, now, out);
+        }
+        Ok(names)
+    }
+
+    /// Logs an operator out. Offers not yet accepted go back to their queues; contacts in
+    /// service block the logout unless `force`, which ends them as cancelled in service.
+    pub fn logout(
+        &self,
+        operator_id: &str,
+        force: bool,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RoutingError> {
+        let (idx, session) = match self.logged_in(operator_id) {
+            Ok(x) => x,
+            Err(RoutingError::UnknownOperator(_)) if self.operator_ids.contains_key(operator_id) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let slot = self.slot(idx);
+        let held: Vec<Arc<str>> = slot.held.lock().contacts.clone();
+        if !force {
+            let in_service = held.iter().any(|c| {
+                self.contacts.get(c).is_some_and(|r| matches!(r.state, CState::InService { slot, .. } if slot == idx))
+            });
+            if in_service {
+                return Err(RoutingError::WrongState(format!(
+                    "operator `{operator_id}` has contacts in service: complete them or force the logout"
+                )));
+            }
+        }
+        let t = slot.transition(
+            session.gen,
+            &[OperatorStatus::Available, OperatorStatus::Paused, OperatorStatus::WrapUp],
+            OperatorStatus::LoggedOut,
+            None,
+            now,
+        );
+        self.status_event(&session, t, out);
+        for (qi, _) in &session.queues {
+            self.queues[*qi as usize].candidates.write().retain(|c| c.slot != idx);
+        }
+        self.logged_out.lock().push_back(idx);
+        for c in held {
+            let Some((qi, state)) = self.contacts.get(&c).map(|r| (r.queue, r.state)) else { continue };
+            match state {
+                CState::Offered { slot: s, .. } if s == idx => {
+                    self.return_offer(qi, &c, idx, false, now, out);
+                }
+                CState::InService { slot: s, .. } if s == idx => {
+                    let _ = self.cancel(&c, now, out);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses an operator or makes them available. Returns the status now visible (a wrap-up in
+    /// progress stays until it ends).
+    pub fn set_state(
+        &self,
+        operator_id: &str,
+        state: &RequestedState,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<OperatorStatus, RoutingError> {
+        let (idx, session) = self.logged_in(operator_id)?;
+        let slot = self.slot(idx);
+        match state {
+            RequestedState::Available => {
+                // Back from a pause taken during a wrap-up that is still running: the wrap-up
+                // resumes (AVAILABLE never cuts a wrap-up short).
+                let back_to = if slot.wrap_until() > now { OperatorStatus::WrapUp } else { OperatorStatus::Available };
+                let t = slot.transition(session.gen, &[OperatorStatus::Paused], back_to, None, now);
+                if t.is_none() && slot.word().status() == OperatorStatus::WrapUp && slot.wrap_until() <= now {
+                    let t =
+                        slot.transition(session.gen, &[OperatorStatus::WrapUp], OperatorStatus::Available, None, now);
+                    self.status_event(&session, t, out);
+                }
+                if t.is_some() {
+                    slot.pause_reason.lock().clear();
+                }
+                self.status_event(&session, t, out);
+                self.find_work(idx, now, out);
+            }
+            RequestedState::Paused(reason) => {
+                if reason.len() > 64 || reason.chars().any(char::is_control) {
+                    return Err(RoutingError::invalid("reason", "at most 64 printable characters"));
+                }
+                let t = slot.transition(
+                    session.gen,
+                    &[OperatorStatus::Available, OperatorStatus::WrapUp, OperatorStatus::Paused],
+                    OperatorStatus::Paused,
+                    None,
+                    now,
+                );
+                *slot.pause_reason.lock() = reason.clone();
+                self.status_event(&session, t, out);
+            }
+        }
+        Ok(slot.visible_status())
+    }
+
+    pub(super) fn offered_to(&self, operator_id: &str, contact_id: &str) -> Result<OfferRef, RoutingError> {
+        let (idx, session) = self.logged_in(operator_id)?;
+        validate_id("contact_id", contact_id)?;
+        let Some((id, qi, state)) = self.contacts.get(contact_id).map(|r| (r.key().clone(), r.queue, r.state)) else {
+            return Err(if self.finished_get(contact_id).is_some() {
+                RoutingError::WrongState(format!("contact `{contact_id}` has already finished"))
+            } else {
+                RoutingError::UnknownContact(contact_id.to_owned())
+            });
+        };
+        Ok(OfferRef { idx, session, id, qi, state })
+    }
+
+    /// The operator accepts an offer. Idempotent.
+    pub fn accept(
+        &self,
+        operator_id: &str,
+        contact_id: &str,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RoutingError> {
+        let OfferRef { idx, session, id, qi, state } = self.offered_to(operator_id, contact_id)?;
+        match state {
+            CState::InService { slot, .. } if slot == idx => return Ok(()),
+            CState::Offered { slot, .. } if slot == idx => {}
+            _ => {
+                return Err(RoutingError::WrongState(format!(
+                    "contact `{contact_id}` is not offered to operator `{operator_id}`"
+                )))
+            }
+        }
+        let q = &self.queues[qi as usize];
+        let mut st = q.state.lock();
+        let Some(mut rec) = self.contacts.get_mut(&id) else {
+            return Err(RoutingError::WrongState(format!("contact `{contact_id}` has already finished")));
+        };
+        let CState::Offered { slot, gen, deadline } = rec.state else {
+            return Err(RoutingError::WrongState(format!("the offer of `{contact_id}` is no longer pending")));
+        };
+        if slot != idx || rec.queue != qi {
+            return Err(RoutingError::WrongState(format!("the offer of `{contact_id}` is no longer pending")));
+        }
+        st.offered.remove(&deadline);
+        q.offered.fetch_sub(1, Ordering::Relaxed);
+        q.in_service.fetch_add(1, Ordering::Relaxed);
+        let waited_ms = now.since(rec.arrived);
+        q.record_accept(&mut st, waited_ms, now);
+        rec.state = CState::InService { slot, gen, accepted_at: now };
+        if let Some(b) = rec.funding.as_ref().filter(|b| session.budget.as_ref() == Some(*b)) {
+            self.gate.started(&Started {
+                budget: b,
+                contact_id: &id,
+                queue: &q.name,
+                group: &session.group,
+                operator: &session.id,
+                channel: rec.channel,
+                now,
+            });
+        }
+        out.push(Event::Accepted {
+            contact: id.clone(),
+            queue: q.name.clone(),
+            operator: session.id.clone(),
+            channel: rec.channel,
+            waited_ms,
+        });
+        Ok(())
+    }
+
+    /// The operator declines an offer: the contact returns to the head of its queue and will not
+    /// be offered to this operator again.
+    pub fn decline(
+        &self,
+        operator_id: &str,
+        contact_id: &str,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RoutingError> {
+        let OfferRef { idx, id, qi, state, .. } = self.offered_to(operator_id, contact_id)?;
+        match state {
+            CState::Offered { slot, .. } if slot == idx => {}
+            CState::Queued { .. } | CState::Arriving => {
+                // Already returned (a repeated decline, or the offer timed out meanwhile).
+                return Ok(());
+            }
+            _ => {
+                return Err(RoutingError::WrongState(format!(
+                    "contact `{contact_id}` is not offered to operator `{operator_id}`"
+                )))
+            }
+        }
+        if !self.return_offer(qi, &id, idx, true, now, out) {
+            return Err(RoutingError::WrongState(format!("the offer of `{contact_id}` is no longer pending")));
+        }
+        Ok(())
+    }
+
+    /// Takes a pending offer back from operator `idx` and requeues the contact at the head.
+    pub(super) fn return_offer(
+        &self,
+        qi: u32,
+        id: &Arc<str>,
+        idx: u32,
+        declined: bool,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let q = &self.queues[qi as usize];
+        let operator = self.operator_name(idx);
+        {
+            let mut st = q.state.lock();
+            let Some(mut rec) = self.contacts.get_mut(id) else { return false };
+            let CState::Offered { slot, gen, deadline } = rec.state else { return false };
+            if slot != idx || rec.queue != qi {
+                return false;
+            }
+            st.offered.remove(&deadline);
+            q.offered.fetch_sub(1, Ordering::Relaxed);
+            self.drop_held(slot, id);
+            self.slot(slot).release(gen, rec.channel, now);
+            if declined {
+                rec.declined.push(slot);
+            }
+            let position = self.enqueue_locked(q, &mut st, id, &mut rec, true, now);
+            out.push(if declined {
+                Event::OfferDeclined { contact: id.clone(), queue: q.name.clone(), operator }
+            } else {
+                Event::OfferTimedOut { contact: id.clone(), queue: q.name.clone(), operator }
+            });
+            out.push(Event::Queued { contact: id.clone(), queue: q.name.clone(), position });
+        }
+        self.dispatch_contact(qi, id, now, out);
+        self.find_work(idx, now, out);
+        true
+    }
+
+    /// The operator finishes a contact in service. Starts the wrap-up (`wrap_up_ms`, or the
+    /// queue's when 0). Idempotent: a repeated completion returns the first one's figures.
+    pub fn complete(
+        &self,
+        operator_id: &str,
+        contact_id: &str,
+        wrap_up_ms: u64,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<Completion, RoutingError> {
+        validate_id("operator_id", operator_id)?;
+        validate_id("contact_id", contact_id)?;
+        if wrap_up_ms > 3_600_000 {
+            return Err(RoutingError::invalid("wrap_up_ms", "above one hour"));
+        }
+        let idx = self
+            .operator_ids
+            .get(operator_id)
+            .map(|r| *r.value())
+            .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        let already = || match self.finished_get(contact_id) {
+            Some(f) if f.completed_by == Some(idx) && f.outcome == Outcome::Completed => {
+                Ok(f.completion.unwrap_or(Completion { handle_ms: 0, wrap_up_ms: 0 }))
+            }
+            // Completed in an earlier life (see `remember_ended`): by whom, the ledger knows.
+            Some(f) if f.completed_by.is_none() && f.outcome == Outcome::Completed => {
+                Err(RoutingError::UnknownContact(contact_id.to_owned()))
+            }
+            Some(_) => Err(RoutingError::WrongState(format!(
+                "contact `{contact_id}` ended without being completed by `{operator_id}`"
+            ))),
+            None => Err(RoutingError::UnknownContact(contact_id.to_owned())),
+        };
+        // Read the queue's wrap-up before taking the contact's entry (lock order: queue first).
+        let Some(qi) = self.contacts.get(contact_id).map(|r| r.queue) else { return already() };
+        let queue_wrap = self.queues[qi as usize].state.lock().params.wrap_up_ms;
+        let Some(mut rec) = self.contacts.get_mut(contact_id) else { return already() };
+        let CState::InService { slot, gen, accepted_at } = rec.state else {
+            return Err(RoutingError::WrongState(format!("contact `{contact_id}` is not in service")));
+        };
+        if slot != idx {
+            return Err(RoutingError::WrongState(format!(
+                "contact `{contact_id}` is in service with another operator"
+            )));
+        }
+        let id = rec.key().clone();
+        let q = &self.queues[rec.queue as usize];
+        let wrap = if wrap_up_ms > 0 { wrap_up_ms } else { queue_wrap };
+        let session = self.slot(slot).session.lock().clone();
+        let operator_slot = self.slot(slot);
+        // Wrap-up starts before capacity is released, so no offer slips in between. A completion
+        // during a wrap-up extends it, never shortens it; a paused operator stays paused.
+        let (t, wrap_applied) = if wrap > 0 {
+            let until = match operator_slot.word().status() {
+                OperatorStatus::WrapUp => operator_slot.wrap_until().max(now.plus(wrap)),
+                _ => now.plus(wrap),
+            };
+            match operator_slot.transition(
+                gen,
+                &[OperatorStatus::Available, OperatorStatus::WrapUp],
+                OperatorStatus::WrapUp,
+                Some(until),
+                now,
+            ) {
+                Some(t) => (Some(t), until.since(now)),
+                None => (None, 0),
+            }
+        } else {
+            (None, 0)
+        };
+        let completion = Completion { handle_ms: now.since(accepted_at), wrap_up_ms: wrap_applied };
+        q.in_service.fetch_sub(1, Ordering::Relaxed);
+        self.drop_held(slot, &id);
+        operator_slot.release(gen, rec.channel, now);
+        self.finish(&mut rec, &id, Outcome::Completed, None, Some((slot, completion, accepted_at)), now, out);
+        drop(rec);
+        self.remove_done(&id);
+        if let Some(s) = &session {
+            self.status_event(s, t, out);
+        }
+        self.find_work(slot, now, out);
+        Ok(completion)
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Time
+    // ----------------------------------------------------------------------------------------
+}

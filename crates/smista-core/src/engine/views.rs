@@ -1,0 +1,242 @@
+//! What admins change and supervisors read: queue opening and parameters, counts, snapshots,
+//! and the consistency audit.
+
+use super::*;
+
+impl Engine {
+    /// Opens or closes a queue for new contacts.
+    pub fn set_queue_open(&self, queue: &str, open: bool) -> Result<(), RoutingError> {
+        let qi = self.queue_idx(queue)?;
+        self.queues[qi as usize].open.store(open, Ordering::Release);
+        Ok(())
+    }
+
+    /// Changes a queue's run-time parameters; `None` keeps a value.
+    pub fn update_queue(&self, queue: &str, update: &crate::snapshot::QueueUpdate) -> Result<(), RoutingError> {
+        let qi = self.queue_idx(queue)?;
+        crate::config::check_queue_bounds(
+            update.max_length,
+            update.max_wait_ms,
+            update.wrap_up_ms,
+            update.offer_timeout_ms,
+        )
+        .map_err(|(field, problem)| RoutingError::invalid(field, problem))?;
+        let mut st = self.queues[qi as usize].state.lock();
+        let p = &mut st.params;
+        if let Some(v) = update.max_length {
+            p.max_length = v;
+        }
+        if let Some(v) = update.max_wait_ms {
+            p.max_wait_ms = v;
+        }
+        if let Some(v) = update.wrap_up_ms {
+            p.wrap_up_ms = v;
+        }
+        if let Some(v) = update.offer_timeout_ms {
+            p.offer_timeout_ms = v;
+        }
+        if let Some(v) = update.fallback {
+            p.fallback = v;
+        }
+        Ok(())
+    }
+
+    /// Logged-in operators by activity — `idle` (available, nothing in hand), `busy` (available
+    /// with contacts offered or in service), `paused`, `wrap_up` — without allocating (for metrics).
+    #[must_use]
+    pub fn operator_counts(&self) -> [(&'static str, u32); 4] {
+        let mut counts = [("idle", 0), ("busy", 0), ("paused", 0), ("wrap_up", 0)];
+        let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
+        for slot in &self.slots[..n] {
+            let k = match slot.visible_status() {
+                OperatorStatus::Available if slot.word().total_load() == 0 => 0,
+                OperatorStatus::Available => 1,
+                OperatorStatus::Paused => 2,
+                OperatorStatus::WrapUp => 3,
+                OperatorStatus::LoggedOut => continue,
+            };
+            counts[k].1 += 1;
+        }
+        counts
+    }
+
+    /// A view of every queue and operator.
+    #[must_use]
+    pub fn snapshot(&self, now: Millis) -> Snapshot {
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| {
+                let st = q.state.lock();
+                let oldest =
+                    st.waiting.iter().flat_map(|m| m.values()).map(|w| now.since(w.arrived)).max().unwrap_or(0);
+                let waiting = st.len() as u32;
+                let estimated_wait_ms = q.estimated_wait(&st, waiting + 1, now);
+                drop(st);
+                QueueSnapshot {
+                    name: q.name.to_string(),
+                    open: q.open.load(Ordering::Acquire),
+                    waiting,
+                    offered: q.offered.load(Ordering::Relaxed),
+                    in_service: q.in_service.load(Ordering::Relaxed),
+                    oldest_wait_ms: oldest,
+                    service_level: q.service_level(),
+                    service_level_target: q.sl_target,
+                    service_level_threshold_ms: q.sl_threshold_ms,
+                    estimated_wait_ms,
+                    operators_logged_in: q.candidates.read().len() as u32,
+                    answered: q.answered.load(Ordering::Relaxed),
+                    answered_within_threshold: q.answered_in_sl.load(Ordering::Relaxed),
+                    abandoned_after_threshold: q.abandoned_after_sl.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
+        let operators = self.slots[..n]
+            .iter()
+            .filter_map(|slot| {
+                let session = slot.session.lock().clone()?;
+                let w = slot.word();
+                Some(OperatorSnapshot {
+                    id: session.id.to_string(),
+                    group: session.group.to_string(),
+                    status: slot.visible_status(),
+                    pause_reason: slot.pause_reason.lock().clone(),
+                    active_contacts: u32::from(w.total_load()),
+                    status_since_ms: slot.status_since(),
+                })
+            })
+            .collect();
+        Snapshot { queues, operators }
+    }
+
+    /// Checks the engine's invariants and returns every violation found. Meant for tests and
+    /// debugging; it locks queues one at a time, so call it when no operation runs concurrently.
+    ///
+    /// Checked: each operator's per-channel load equals the contacts offered to or served by it;
+    /// no operator holds more than its capacity or an exclusive contact beside another; every live
+    /// contact is in exactly one place; no available operator with room idles while a contact it
+    /// could take waits.
+    #[must_use]
+    pub fn audit(&self, now: Millis) -> Vec<String> {
+        let mut v = Vec::new();
+        let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
+        let mut load: HashMap<u32, [u8; 4]> = HashMap::new();
+        let mut held_expected: HashMap<u32, Vec<Arc<str>>> = HashMap::new();
+        let mut queued_expected: HashMap<(u32, RankKey), Arc<str>> = HashMap::new();
+        let mut offered_expected = 0usize;
+        for r in self.contacts.iter() {
+            match r.state {
+                CState::Offered { slot, .. } | CState::InService { slot, .. } => {
+                    load.entry(slot).or_default()[r.channel.index()] += 1;
+                    held_expected.entry(slot).or_default().push(r.key().clone());
+                    if matches!(r.state, CState::Offered { .. }) {
+                        offered_expected += 1;
+                    }
+                }
+                CState::Queued { rank } => {
+                    queued_expected.insert((r.queue, rank), r.key().clone());
+                }
+                CState::Arriving | CState::Done => {
+                    v.push(format!("contact {} left in transient state {:?}", r.key(), r.state))
+                }
+            }
+        }
+        for (i, slot) in self.slots[..n].iter().enumerate() {
+            let i = i as u32;
+            let w = slot.word();
+            let expect = load.get(&i).copied().unwrap_or_default();
+            for ch in Channel::ALL {
+                if w.load(ch) != expect[ch.index()] {
+                    v.push(format!(
+                        "operator slot {i}: {} load {} but {} contacts",
+                        ch.as_str(),
+                        w.load(ch),
+                        expect[ch.index()]
+                    ));
+                }
+                if w.load(ch) > w.cap(ch) {
+                    v.push(format!("operator slot {i}: {} load above capacity", ch.as_str()));
+                }
+                if ch.is_exclusive() && w.load(ch) > 0 && w.total_load() > 1 {
+                    v.push(format!("operator slot {i}: exclusive {} beside other contacts", ch.as_str()));
+                }
+            }
+            let mut held = slot.held.lock().contacts.clone();
+            let mut exp = held_expected.remove(&i).unwrap_or_default();
+            held.sort();
+            exp.sort();
+            if held != exp {
+                v.push(format!("operator slot {i}: holds {held:?} but contacts say {exp:?}"));
+            }
+        }
+        let mut offered_seen = 0usize;
+        for q in &self.queues {
+            let st = q.state.lock();
+            if st.len() != q.waiting.load(Ordering::Relaxed) as usize {
+                v.push(format!(
+                    "queue {}: waiting counter {} but {} entries",
+                    q.name,
+                    q.waiting.load(Ordering::Relaxed),
+                    st.len()
+                ));
+            }
+            if st.offered.len() != q.offered.load(Ordering::Relaxed) as usize {
+                v.push(format!("queue {}: offered counter mismatch", q.name));
+            }
+            offered_seen += st.offered.len();
+            for m in &st.waiting {
+                for (rank, w) in m {
+                    match queued_expected.remove(&(q.idx, *rank)) {
+                        Some(c) if c == w.contact => {}
+                        _ => {
+                            v.push(format!("queue {}: entry for {} not matched by a queued contact", q.name, w.contact))
+                        }
+                    }
+                }
+            }
+            let expiring = st.waiting.iter().flat_map(|m| m.values()).filter(|w| w.expiry.is_some()).count();
+            if expiring != st.expiry.len() {
+                v.push(format!(
+                    "queue {}: {} expiry entries for {} expiring contacts",
+                    q.name,
+                    st.expiry.len(),
+                    expiring
+                ));
+            }
+        }
+        if offered_seen != offered_expected {
+            v.push(format!("{offered_seen} offer deadlines for {offered_expected} offered contacts"));
+        }
+        for ((qi, _), c) in queued_expected {
+            v.push(format!("contact {c} queued in {} but absent from it", self.queues[qi as usize].name));
+        }
+        // No idle operator while a contact it can take waits (budget permitting).
+        for (i, slot) in self.slots[..n].iter().enumerate() {
+            let i = i as u32;
+            let Some(session) = slot.session.lock().clone() else { continue };
+            let w = slot.word();
+            if w.generation() != session.gen || w.status() != OperatorStatus::Available {
+                continue;
+            }
+            for &(qi, margin) in &session.queues {
+                let q = &self.queues[qi as usize];
+                let st = q.state.lock();
+                for ch in Channel::ALL {
+                    if !slot.can_take(w, ch) {
+                        continue;
+                    }
+                    let fundable =
+                        |f: &Option<Arc<str>>| session.budget.is_none() || f.as_ref() == session.budget.as_ref();
+                    if let Some(c) = st.waiting[ch.index()]
+                        .values()
+                        .find(|x| q.eligible(x, margin, &session, i, now) && fundable(&x.funding))
+                    {
+                        v.push(format!("operator {} idles while {} waits in {}", session.id, c.contact, q.name));
+                    }
+                }
+            }
+        }
+        v
+    }
+}
