@@ -5,7 +5,8 @@
 //! expiry, minus what it recorded, and still nothing passes the ceiling. And the same with one
 //! node cut off from PostgreSQL (its connections go through a TCP proxy the test stops): it
 //! stops admitting when its lease runs out, the others fence it and take its lease back, and
-//! when PostgreSQL is reachable again its late writes are refused and it exits.
+//! when PostgreSQL is reachable again its late writes are refused and it exits. And both in one
+//! run: one node killed, another cut off, the last one standing takes both leases back.
 //!
 //! Needs `SMISTA_TEST_PG_URL` (set by `.ci/run`; required when `CI=true`).
 
@@ -202,6 +203,8 @@ enum Trouble {
     Kill,
     /// node-2 loses PostgreSQL, then gets it back.
     Cut,
+    /// Both in one run: node-1 killed, then node-2 cut off.
+    Both,
 }
 
 async fn node_epoch(url: &str, schema: &str, node: &str) -> i64 {
@@ -217,11 +220,13 @@ async fn node_epoch(url: &str, schema: &str, node: &str) -> i64 {
 
 async fn run(trouble: Trouble) {
     let Some(url) = pg_url() else { return };
-    let kill_one = trouble == Trouble::Kill;
+    let kill_one = matches!(trouble, Trouble::Kill | Trouble::Both);
+    let cut_one = matches!(trouble, Trouble::Cut | Trouble::Both);
     let tag = match trouble {
         Trouble::None => "all",
         Trouble::Kill => "kill",
         Trouble::Cut => "cut",
+        Trouble::Both => "both",
     };
     let schema = format!("t_nodes_{tag}_{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("smista-nodes-{tag}-{}", std::process::id()));
@@ -232,12 +237,12 @@ async fn run(trouble: Trouble) {
     let (cut_url, _) = through(&url, proxy.addr);
     let mut nodes: Vec<Smista> = (0..3)
         .map(|i| {
-            let u = if trouble == Trouble::Cut && i == 2 { &cut_url } else { &url };
+            let u = if cut_one && i == 2 { &cut_url } else { &url };
             start(&dir, &format!("node-{i}"), &schema, u)
         })
         .collect();
     let tally = Arc::new(Tally::default());
-    let until = Instant::now() + Duration::from_secs(if trouble == Trouble::Cut { 8 } else { 6 });
+    let until = Instant::now() + Duration::from_secs(if cut_one { 8 } else { 6 });
     let mut drivers = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let ch = n.channel().await;
@@ -248,7 +253,7 @@ async fn run(trouble: Trouble) {
         let status = Command::new("kill").args(["-9", &nodes[1].child.id().to_string()]).status().expect("kill");
         assert!(status.success());
     }
-    if trouble == Trouble::Cut {
+    if cut_one {
         tokio::time::sleep(Duration::from_millis(900)).await;
         let epoch_before = node_epoch(&url, &schema, "node-2").await;
         proxy.cut();
@@ -286,13 +291,15 @@ async fn run(trouble: Trouble) {
     assert!(records >= completed, "an acknowledged completion is missing from the ledger: {records} < {completed}");
     assert!(tally.diverted.load(Ordering::Relaxed) > 0, "demand was above the ceiling: some contacts must be diverted");
     if trouble != Trouble::None {
-        let victim = if kill_one { "node-1" } else { "node-2" };
-        let (lease, used) = dead_node(&url, &schema, victim).await;
-        println!("{tag} {victim}: lease cut back to {lease} cents, it recorded {used} (settled and in service)");
-        assert_eq!(
-            lease, used,
-            "the lost node's lease came back to the pool, minus what it recorded (and no late write passed it)"
-        );
+        let victims = [(kill_one, "node-1"), (cut_one, "node-2")];
+        for (_, victim) in victims.iter().filter(|v| v.0) {
+            let (lease, used) = dead_node(&url, &schema, victim).await;
+            println!("{tag} {victim}: lease cut back to {lease} cents, it recorded {used} (settled and in service)");
+            assert_eq!(
+                lease, used,
+                "the lost node's lease came back to the pool, minus what it recorded (and no late write passed it)"
+            );
+        }
     } else {
         // Demand went on after the money ran out: nearly all of it was used.
         assert!(CEILING - total <= 3 * COST, "unused headroom {} with demand above the ceiling", CEILING - total);
@@ -318,4 +325,9 @@ async fn a_node_killed_mid_run_gives_its_lease_back_after_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_postgresql_is_fenced_and_its_late_writes_refused() {
     run(Trouble::Cut).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_killed_and_another_cut_off_in_one_run_never_pass_the_ceiling() {
+    run(Trouble::Both).await;
 }
