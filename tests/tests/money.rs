@@ -32,7 +32,7 @@ fn config(data: &std::path::Path, pg: Option<&str>) -> Config {
 fn backends(name: &str) -> Vec<Option<String>> {
     let mut v = vec![None];
     if smista_ledger::testing::pg_url(name).is_some() {
-        v.push(Some(format!("t_{name}_{}", std::process::id())));
+        v.push(Some(smista_ledger::testing::schema_name(name)));
     }
     v
 }

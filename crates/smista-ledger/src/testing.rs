@@ -26,3 +26,16 @@ pub async fn drop_schema(url: &str, schema: &str) {
         pool.close().await;
     }
 }
+
+/// A schema name for one test run: `t_<tag>_<pid>_<time>`, unique even when a process id is
+/// reused (a run that failed before its cleanup leaves its schema behind, and a later process with
+/// the same id must not find that schema's rows).
+#[must_use]
+pub fn schema_name(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    // PostgreSQL cuts identifiers at 63 bytes: cut the tag, never the unique part.
+    let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(30).collect();
+    format!("t_{tag}_{}_{}_{}", std::process::id(), nanos % 1_000_000_000_000, N.fetch_add(1, Ordering::Relaxed))
+}

@@ -16,7 +16,7 @@ fn pg_url() -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_active_at_a_time_with_a_new_epoch_at_every_change() {
     let Some(url) = pg_url() else { return };
-    let schema = format!("t_leader_{}", std::process::id());
+    let schema = smista_ledger::testing::schema_name("leader");
     let target = Target::Postgres { url: url.clone(), schema: Some(schema.clone()) };
     let a = Elector::connect(&target, "main", "node-a", "10.0.0.1:50051").await.expect("a");
     let b = Elector::connect(&target, "main", "node-b", "10.0.0.2:50051").await.expect("b");
@@ -54,7 +54,7 @@ async fn one_active_at_a_time_with_a_new_epoch_at_every_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_standbys_racing_for_the_lease_elect_exactly_one() {
     let Some(url) = pg_url() else { return };
-    let schema = format!("t_leader_race_{}", std::process::id());
+    let schema = smista_ledger::testing::schema_name("leader_race");
     let target = Target::Postgres { url: url.clone(), schema: Some(schema.clone()) };
     for round in 0..5 {
         let mut tasks = Vec::new();

@@ -83,7 +83,7 @@ fn random_interleavings_never_grant_or_record_beyond_the_ceiling() {
     runner
         .run(&prop::collection::vec(step(), 1..40), |steps| {
             let k = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let schema = format!("t_lease_{}_{k}", std::process::id());
+            let schema = smista_ledger::testing::schema_name(&format!("lease_{k}"));
             rt.block_on(async {
                 let target = Target::Postgres { url: url.clone(), schema: Some(schema.clone()) };
                 let mut nodes = Vec::new();
@@ -186,7 +186,7 @@ async fn fenced(l: &Ledger) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_grants_never_over_grant() {
     let Some(url) = pg_url() else { return };
-    let schema = format!("t_lease_race_{}", std::process::id());
+    let schema = smista_ledger::testing::schema_name("lease_race");
     let target = Target::Postgres { url: url.clone(), schema: Some(schema.clone()) };
     let mut tasks = Vec::new();
     for n in 0..12 {
@@ -216,7 +216,7 @@ async fn concurrent_grants_never_over_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_lease_was_taken_back_is_fenced_until_it_restarts() {
     let Some(url) = pg_url() else { return };
-    let schema = format!("t_lease_fence_{}", std::process::id());
+    let schema = smista_ledger::testing::schema_name("lease_fence");
     let target = Target::Postgres { url: url.clone(), schema: Some(schema.clone()) };
     let a = Ledger::connect_as(&target, "node-a").await.expect("connect a");
     let b = Ledger::connect_as(&target, "node-b").await.expect("connect b");

@@ -23,8 +23,7 @@ impl Backend {
 
     fn postgres(name: &str) -> Option<Backend> {
         let url = smista_ledger::testing::pg_url(name)?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let schema = format!("t_{name}_{}_{nanos}", std::process::id());
+        let schema = smista_ledger::testing::schema_name(name);
         Some(Backend { target: Target::Postgres { url, schema: Some(schema) } })
     }
 

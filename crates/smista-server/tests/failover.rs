@@ -346,7 +346,7 @@ enum Trouble {
 async fn run(trouble: Trouble) {
     let Some(url) = smista_ledger::testing::pg_url("the failover test") else { return };
     let tag = format!("{trouble:?}").to_lowercase();
-    let schema = format!("t_failover_{tag}_{}", std::process::id());
+    let schema = smista_ledger::testing::schema_name(&format!("failover_{tag}"));
     let dir = std::env::temp_dir().join(format!("smista-failover-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");

@@ -228,7 +228,7 @@ async fn run(trouble: Trouble) {
         Trouble::Cut => "cut",
         Trouble::Both => "both",
     };
-    let schema = format!("t_nodes_{tag}_{}", std::process::id());
+    let schema = smista_ledger::testing::schema_name(&format!("nodes_{tag}"));
     let dir = std::env::temp_dir().join(format!("smista-nodes-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -286,7 +286,37 @@ async fn run(trouble: Trouble) {
         completed,
         tally.diverted.load(Ordering::Relaxed)
     );
-    assert!(total <= CEILING, "the ledger's total {total} passed the ceiling {CEILING}");
+    if total > CEILING {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        let per: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT node_id, COUNT(*), CAST(SUM(cost_cents) AS BIGINT) FROM {schema}.cost_records GROUP BY node_id ORDER BY node_id"
+        ))
+        .fetch_all(&pool)
+        .await
+        .expect("per node");
+        let leases: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT node_id, granted_cents, expires_unix_ms, epoch FROM {schema}.budget_leases ORDER BY node_id"
+        ))
+        .fetch_all(&pool)
+        .await
+        .expect("leases");
+        let epochs: Vec<(String, i64)> =
+            sqlx::query_as(&format!("SELECT node_id, epoch FROM {schema}.node_epochs ORDER BY node_id"))
+                .fetch_all(&pool)
+                .await
+                .expect("epochs");
+        let pooled: Vec<(i64, i64)> =
+            sqlx::query_as(&format!("SELECT ceiling_cents, granted_cents FROM {schema}.budget_pool"))
+                .fetch_all(&pool)
+                .await
+                .expect("pool");
+        for (i, n) in nodes.iter().enumerate() {
+            for l in n.log.try_iter().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("fenced")) {
+                println!("node-{i}: {l}");
+            }
+        }
+        panic!("the ledger's total {total} passed the ceiling {CEILING}: records {per:?}; leases {leases:?}; epochs {epochs:?}; pool {pooled:?}");
+    }
     assert_eq!(total, records * COST);
     assert!(records >= completed, "an acknowledged completion is missing from the ledger: {records} < {completed}");
     assert!(tally.diverted.load(Ordering::Relaxed) > 0, "demand was above the ceiling: some contacts must be diverted");
