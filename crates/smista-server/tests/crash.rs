@@ -20,7 +20,7 @@ use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-use support::Smista;
+use support::{contract_toml, Smista};
 use tonic::transport::Channel;
 
 /// Contacts in service when the completions start.
@@ -32,30 +32,8 @@ const COST: i64 = 460;
 const CEILING: i64 = COST * (CONTACTS as i64 + 2) + COST / 2;
 
 fn config(dir: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-[[budgets]]
-id = "contract"
-ceiling_cents = {CEILING}
-period = {{ kind = "fixed", start_unix_ms = 0, length_ms = 315360000000 }}
-default_handle_ms = 300000
-tariffs = [{{ channel = "voice", fee_per_contact_cents = 100, rate_per_second_centicents = 10, billing_increment_seconds = 3600 }}]
-
-[[groups]]
-name = "supplier"
-supplier = "acme"
-budget = "contract"
-
-[[queues]]
-name = "pensions"
-skills = [{{ skill = "pensions", min_level = 1 }}]
-budget = "contract"
-offer_timeout_ms = 600000
-fallback = "callback_booking"
-"#
-    );
     let path = dir.join("crash.toml");
-    std::fs::write(&path, text).expect("write config");
+    std::fs::write(&path, contract_toml(CEILING, "pensions", "offer_timeout_ms = 600000")).expect("write config");
     path
 }
 

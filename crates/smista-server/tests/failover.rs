@@ -15,7 +15,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,15 +26,15 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-use support::{through, Proxy, Smista};
+use support::{contract_toml, start_node, through, Proxy, Smista};
 use tonic::transport::Channel;
 use tonic::Code;
 
 const DESKS: usize = 6;
 const HANDLE: Duration = Duration::from_millis(60);
 
-fn config(dir: &Path, node: &str, schema: &str) -> PathBuf {
-    let text = format!(
+fn start(dir: &Path, node: &str, schema: &str, url: &str) -> Smista {
+    let toml = format!(
         r#"
 [ledger]
 kind = "postgres"
@@ -47,47 +47,10 @@ failover = true
 group = "main"
 leader_ttl_ms = 1000
 leader_renew_ms = 150
-
-[[budgets]]
-id = "contract"
-ceiling_cents = 100000000
-period = {{ kind = "fixed", start_unix_ms = 0, length_ms = 315360000000 }}
-default_handle_ms = 300000
-tariffs = [{{ channel = "voice", fee_per_contact_cents = 100, rate_per_second_centicents = 10, billing_increment_seconds = 3600 }}]
-
-[[groups]]
-name = "supplier"
-supplier = "acme"
-budget = "contract"
-
-[[queues]]
-name = "naspi"
-skills = [{{ skill = "naspi", min_level = 1 }}]
-budget = "contract"
-max_wait_ms = 3600000
-offer_timeout_ms = 2000
-fallback = "callback_booking"
-"#
+{}"#,
+        contract_toml(100_000_000, "naspi", "max_wait_ms = 3600000\noffer_timeout_ms = 2000")
     );
-    let path = dir.join(format!("{node}.toml"));
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn start(dir: &Path, node: &str, schema: &str, url: &str) -> Smista {
-    let cfg = config(dir, node, schema);
-    let data = dir.join(node);
-    Smista::start_with_env(
-        &[
-            "--config".as_ref(),
-            cfg.as_os_str(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-            "--drain-ms".as_ref(),
-            "200".as_ref(),
-        ],
-        &[("SMISTA_LEDGER_URL", url)],
-    )
+    start_node(dir, node, &toml, url, &["--drain-ms", "200"])
 }
 
 /// Clients of every node, tried in turn: the one that answers is the active.

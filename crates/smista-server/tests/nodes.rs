@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-use support::{through, Proxy, Smista};
+use support::{contract_toml, start_node, through, Proxy, Smista};
 use tonic::transport::Channel;
 
 /// Fee 100 + 3600 s x 0.10 cents: what any contact shorter than an hour costs, and what it
@@ -38,8 +38,8 @@ fn pg_url() -> Option<String> {
     smista_ledger::testing::pg_url("the multi-node test")
 }
 
-fn config(dir: &Path, node: &str, schema: &str) -> PathBuf {
-    let text = format!(
+fn start(dir: &Path, node: &str, schema: &str, url: &str) -> Smista {
+    let toml = format!(
         r#"
 [ledger]
 kind = "postgres"
@@ -53,39 +53,10 @@ lease_renew_ms = 100
 lease_horizon_ms = 1000
 lease_min_cents = {COST}
 reclaim_grace_ms = 300
-
-[[budgets]]
-id = "contract"
-ceiling_cents = {CEILING}
-period = {{ kind = "fixed", start_unix_ms = 0, length_ms = 315360000000 }}
-default_handle_ms = 300000
-tariffs = [{{ channel = "voice", fee_per_contact_cents = 100, rate_per_second_centicents = 10, billing_increment_seconds = 3600 }}]
-
-[[groups]]
-name = "supplier"
-supplier = "acme"
-budget = "contract"
-
-[[queues]]
-name = "naspi"
-skills = [{{ skill = "naspi", min_level = 1 }}]
-budget = "contract"
-max_wait_ms = 2000
-fallback = "callback_booking"
-"#
+{}"#,
+        contract_toml(CEILING, "naspi", "max_wait_ms = 2000")
     );
-    let path = dir.join(format!("{node}.toml"));
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn start(dir: &Path, node: &str, schema: &str, url: &str) -> Smista {
-    let cfg = config(dir, node, schema);
-    let data = dir.join(node);
-    Smista::start_with_env(
-        &["--config".as_ref(), cfg.as_os_str(), "--data-dir".as_ref(), data.as_os_str()],
-        &[("SMISTA_LEDGER_URL", url)],
-    )
+    start_node(dir, node, &toml, url, &[])
 }
 
 #[derive(Default)]

@@ -131,3 +131,43 @@ pub fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
     }
     (format!("{}{addr}{}", &url[..host_at], &url[end..]), upstream)
 }
+
+/// The budget, supplier group and one queue the process-level tests share: a contract whose every
+/// contact shorter than an hour costs (and reserves) exactly 460 cents (100 + 3,600 s x 0.10),
+/// paid by group `supplier`, over `queue` (skill of the same name) with `queue_extra` lines.
+pub fn contract_toml(ceiling_cents: i64, queue: &str, queue_extra: &str) -> String {
+    format!(
+        r#"
+[[budgets]]
+id = "contract"
+ceiling_cents = {ceiling_cents}
+period = {{ kind = "fixed", start_unix_ms = 0, length_ms = 315360000000 }}
+default_handle_ms = 300000
+tariffs = [{{ channel = "voice", fee_per_contact_cents = 100, rate_per_second_centicents = 10, billing_increment_seconds = 3600 }}]
+
+[[groups]]
+name = "supplier"
+supplier = "acme"
+budget = "contract"
+
+[[queues]]
+name = "{queue}"
+skills = [{{ skill = "{queue}", min_level = 1 }}]
+budget = "contract"
+fallback = "callback_booking"
+{queue_extra}
+"#
+    )
+}
+
+/// Starts `smista serve` as `node` on the PostgreSQL ledger at `url`, with the configuration
+/// `toml` (written to `dir/<node>.toml`), its data under `dir/<node>`, and `extra` arguments.
+pub fn start_node(dir: &std::path::Path, node: &str, toml: &str, url: &str, extra: &[&str]) -> Smista {
+    let cfg = dir.join(format!("{node}.toml"));
+    std::fs::write(&cfg, toml).expect("write config");
+    let data = dir.join(node);
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["--config".as_ref(), cfg.as_os_str(), "--data-dir".as_ref(), data.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    Smista::start_with_env(&args, &[("SMISTA_LEDGER_URL", url)])
+}
