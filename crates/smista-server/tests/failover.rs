@@ -26,7 +26,7 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-use support::{contract_toml, start_node, through, Proxy, Smista};
+use support::{contract_toml, start_node, teardown, through, Proxy, Smista};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -480,12 +480,7 @@ async fn run(trouble: Trouble) {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success() && (text.contains("Queued") || text.contains("Assigned")), "{out:?}");
     }
-    for n in &mut nodes {
-        let _ = Command::new("kill").args(["-TERM", &n.child.id().to_string()]).status();
-    }
-    drop(nodes);
-    smista_ledger::testing::drop_schema(&url, &schema).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    teardown(nodes, &url, &schema, &dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-use support::{contract_toml, start_node, through, Proxy, Smista};
+use support::{contract_toml, start_node, teardown, through, Proxy, Smista};
 use tonic::transport::Channel;
 
 /// Fee 100 + 3600 s x 0.10 cents: what any contact shorter than an hour costs, and what it
@@ -165,8 +165,6 @@ async fn dead_node(url: &str, schema: &str, node: &str) -> (i64, i64) {
     row
 }
 
-use smista_ledger::testing::drop_schema;
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Trouble {
     None,
@@ -305,12 +303,7 @@ async fn run(trouble: Trouble) {
         // Demand went on after the money ran out: nearly all of it was used.
         assert!(CEILING - total <= 3 * COST, "unused headroom {} with demand above the ceiling", CEILING - total);
     }
-    for n in &mut nodes {
-        let _ = Command::new("kill").args(["-TERM", &n.child.id().to_string()]).status();
-    }
-    drop(nodes);
-    drop_schema(&url, &schema).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    teardown(nodes, &url, &schema, &dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

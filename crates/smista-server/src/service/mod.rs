@@ -97,6 +97,12 @@ pub struct Ended {
     pub wrap_up_ms: u64,
 }
 
+impl From<ContactEnd> for Ended {
+    fn from(e: ContactEnd) -> Self {
+        Ended { outcome: e.outcome, operator: e.operator, handle_ms: e.handle_ms, wrap_up_ms: e.wrap_up_ms }
+    }
+}
+
 impl From<&CostRecord> for Ended {
     fn from(r: &CostRecord) -> Self {
         Ended { outcome: r.outcome, operator: r.operator.clone(), handle_ms: r.handle_ms, wrap_up_ms: 0 }
@@ -298,9 +304,7 @@ impl Shared {
         let end = match ledger.settled(contact).await.map_err(crate::error::ledger_status)? {
             Some(rec) => Ended::from(&rec),
             None => match ledger.end_of(contact).await.map_err(crate::error::ledger_status)? {
-                Some(e) => {
-                    Ended { outcome: e.outcome, operator: e.operator, handle_ms: e.handle_ms, wrap_up_ms: e.wrap_up_ms }
-                }
+                Some(e) => Ended::from(e),
                 None => return Ok(None),
             },
         };

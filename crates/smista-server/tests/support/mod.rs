@@ -171,3 +171,14 @@ pub fn start_node(dir: &std::path::Path, node: &str, toml: &str, url: &str, extr
     args.extend(extra.iter().map(std::ffi::OsStr::new));
     Smista::start_with_env(&args, &[("SMISTA_LEDGER_URL", url)])
 }
+
+/// Ends a multi-node test: SIGTERM to every node still running (then killed on drop), its
+/// PostgreSQL schema dropped and its directory removed.
+pub async fn teardown(nodes: Vec<Smista>, url: &str, schema: &str, dir: &std::path::Path) {
+    for n in &nodes {
+        let _ = Command::new("kill").args(["-TERM", &n.child.id().to_string()]).status();
+    }
+    drop(nodes);
+    smista_ledger::testing::drop_schema(url, schema).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
