@@ -37,6 +37,7 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         vs_plain: None,
         idle_subscribers: 0,
         idle_queue: String::new(),
+        list_contacts: false,
     }
 }
 

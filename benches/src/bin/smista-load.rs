@@ -109,10 +109,12 @@ fn print_table(r: &Report) {
         if !r.divert_reasons.is_empty() {
             println!("diversions           {:?}", r.divert_reasons);
         }
-        println!(
-            "P(wait) {:.3}  ASA {:.2} s  service level {:.3}  abandon {:.3}  occupancy {:.3}",
-            r.p_wait, r.asa_seconds, r.service_level, r.abandon_rate, r.occupancy
-        );
+        if r.follow.is_none() {
+            println!(
+                "P(wait) {:.3}  ASA {:.2} s  service level {:.3}  abandon {:.3}  occupancy {:.3}",
+                r.p_wait, r.asa_seconds, r.service_level, r.abandon_rate, r.occupancy
+            );
+        }
         if let Some(t) = &r.theory {
             println!(
                 "Erlang C             P(wait) {:.3}  ASA {:.2} s  service level {:.3}  occupancy {:.3} (load {:.2} E)",
@@ -134,6 +136,30 @@ fn print_table(r: &Report) {
                 b.overrun_cents,
                 b.paced_allowance_cents,
                 b.extra_budget_diversions
+            );
+        }
+    }
+    if let Some(f) = &r.follow {
+        println!("group                {}", f.targets.join(", "));
+        println!(
+            "contacts             {} offered, {} completed, {} diverted, {} still open",
+            f.contacts, f.completed, f.diverted, f.open
+        );
+        println!(
+            "following            {} errors surfaced, {} accepted twice, {} order inversions, {} resyncs",
+            f.surfaced_errors, f.accepted_twice, f.order_inversions, f.resyncs
+        );
+        for s in &f.switches {
+            let accept = s
+                .first_accept_unix_ms
+                .map_or("none".to_owned(), |t| format!("{} ms", t.saturating_sub(s.last_offer_before_unix_ms)));
+            println!(
+                "switch               node {} -> node {}: first offer {} ms, first acceptance {accept} after the last offer on node {}; {} offered again",
+                s.from,
+                s.to,
+                s.first_offer_unix_ms.saturating_sub(s.last_offer_before_unix_ms),
+                s.from,
+                s.offered_again
             );
         }
     }

@@ -7,6 +7,7 @@
 //! their offers, accept at once, handle for a drawn time and complete. Callers hang up after a
 //! drawn patience. Every contact's final outcome is read from `StreamEvents`.
 
+pub mod follow;
 pub mod theory;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,9 @@ pub enum Scenario {
     Max,
     /// Empty RPCs (`grpc.health.v1/Check`) as fast as possible: the transport's floor.
     Floor,
+    /// One active/standby group (`--target a,b,c`): follow the active across a failover or a
+    /// handover, offer again what had not ended, and count what a following client saw.
+    Follow,
 }
 
 /// Handle-time distribution.
@@ -141,6 +145,10 @@ pub struct LoadConfig {
     /// The quiet queue the idle subscribers filter on.
     #[arg(long, default_value = "disability")]
     pub idle_queue: String,
+    /// With `--scenario follow`: list in the report the contacts whose completion was
+    /// acknowledged (to check them one by one against the ledger).
+    #[arg(long)]
+    pub list_contacts: bool,
 }
 
 /// Latency percentiles, microseconds.
@@ -266,6 +274,9 @@ pub struct Report {
     pub max_rate: Option<f64>,
     /// Seconds the arrivals ran.
     pub elapsed_seconds: f64,
+    /// `follow`: what a client following the active saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<follow::FollowFigures>,
 }
 
 /// Why a run could not be made.
@@ -481,6 +492,9 @@ fn operator_setup(cfg: &LoadConfig, i: u32) -> (String, Vec<(String, u32)>) {
 pub async fn run_many(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Vec<(String, Report)>, LoadError> {
     let targets: Vec<String> =
         cfg.target.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+    if cfg.scenario == Scenario::Follow {
+        return Ok(vec![(cfg.target.clone(), follow::run(cfg, targets, stop).await?)]);
+    }
     if targets.len() <= 1 {
         return Ok(vec![(cfg.target.clone(), run(cfg, stop).await?)]);
     }
@@ -514,6 +528,7 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
             Report { scenario: "floor".into(), floor_rps: Some(rps), ..Report::default() }
         }
         Scenario::Max => max_rate(cfg, &pool, &stop).await?,
+        Scenario::Follow => follow::run(cfg, vec![cfg.target.clone()], stop.clone()).await?,
         _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
     };
     if cfg.idle_subscribers > 0 {
