@@ -106,6 +106,84 @@ async fn a_contact_in_service_at_a_restart_is_never_offered_to_a_second_operator
     }
 }
 
+/// The same for a contact no budget pays its operator for (internal staff): it has no hold, and
+/// its service record carries it across the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_second_operator() {
+    for pg in backends("unbudgeted") {
+        let data = temp_dir("unbudgeted");
+        let staff = |op: &str| login(op, "internal", &[("naspi", 6)]);
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        o.login(staff("op-301")).await.expect("login");
+        let d = srv.contacts().await.offer_contact(voice("call-9", "naspi")).await.expect("offer").into_inner();
+        assert_eq!(assigned(&d).as_deref(), Some("op-301"));
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-301".into(), contact_id: "call-9".into() })
+            .await
+            .expect("accept: the service record is durable");
+        let before = settled(&srv).await;
+        srv.stop().await;
+
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        o.login(staff("op-302")).await.expect("another operator");
+        let d = srv.contacts().await.offer_contact(voice("call-9", "naspi")).await.expect("re-offer").into_inner();
+        assert_eq!(assigned(&d).as_deref(), Some("op-301"), "in service with op-301, not routed again: {d:?}");
+        let e = o
+            .complete_contact(pb::CompleteContactRequest {
+                operator_id: "op-302".into(),
+                contact_id: "call-9".into(),
+                wrap_up_ms: 1,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        // op-301's desk logs in again: told what it has in service, and paused until it ends.
+        let back = o.login(staff("op-301")).await.expect("op-301 back").into_inner();
+        assert_eq!(back.in_service, vec!["call-9".to_owned()]);
+        let offer = srv.contacts().await.offer_contact(voice("call-10", "naspi")).await.expect("offer").into_inner();
+        assert_eq!(assigned(&offer).as_deref(), Some("op-302"), "op-301 gets nothing while call-9 is in service");
+        let c = o
+            .complete_contact(pb::CompleteContactRequest {
+                operator_id: "op-301".into(),
+                contact_id: "call-9".into(),
+                wrap_up_ms: 1,
+            })
+            .await
+            .expect("complete")
+            .into_inner();
+        assert!(c.handle_ms > 0);
+        // Idempotent, and nothing is charged for internal staff.
+        o.complete_contact(pb::CompleteContactRequest {
+            operator_id: "op-301".into(),
+            contact_id: "call-9".into(),
+            wrap_up_ms: 1,
+        })
+        .await
+        .expect("a retried completion is acknowledged again");
+        assert_eq!(settled(&srv).await, before);
+        let snap = srv.admin().await.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+        let op = snap.operators.iter().find(|x| x.operator_id == "op-301").expect("op-301");
+        assert_eq!(op.status, pb::OperatorStatus::Available as i32, "made available once call-9 ended");
+        srv.stop().await;
+        // Nothing is left in service after a further restart: call-9 ended, as completed.
+        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        let back = o.login(staff("op-301")).await.expect("login").into_inner();
+        assert!(back.in_service.is_empty());
+        let r = srv
+            .contacts()
+            .await
+            .cancel_contact(pb::CancelContactRequest { contact_id: "call-9".into() })
+            .await
+            .expect("cancel")
+            .into_inner();
+        assert_eq!(r.outcome, pb::Outcome::Completed as i32);
+        srv.stop().await;
+        cleanup(pg.as_deref()).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completing_after_a_hang_up_is_refused_before_and_after_a_restart() {
     for pg in backends("hangup") {

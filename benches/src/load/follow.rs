@@ -48,7 +48,7 @@ use super::{
 /// Events of operations that run at the same instant on different server threads may be
 /// published in either order: an offer of a newer contact counts as an order inversion only if
 /// an older contact of the same queue is still waiting this long (event time) after it.
-const REORDER_MS: u64 = 100;
+pub const REORDER_MS: u64 = 100;
 
 /// How long one call keeps following before its error is surfaced.
 const FOLLOW_FOR: Duration = Duration::from_secs(15);
@@ -310,8 +310,13 @@ impl Platform {
         }
         let (d, node) = match r {
             Ok(x) => x,
-            Err(_) => {
-                self.g.surfaced.fetch_add(1, Ordering::Relaxed);
+            // Offered again, a contact that ended meanwhile (its completion crossed the sweep)
+            // answers ALREADY_EXISTS: the contract's answer, not an error.
+            Err(s) if s.code() == Code::AlreadyExists && intended.is_none() => return None,
+            Err(s) => {
+                if self.g.surfaced.fetch_add(1, Ordering::Relaxed) < 10 {
+                    eprintln!("[follow] offer of {id} failed: {:?} {}", s.code(), s.message());
+                }
                 return None;
             }
         };

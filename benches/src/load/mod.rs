@@ -102,7 +102,8 @@ pub struct LoadConfig {
     /// Queue for `erlang`, `budget` and `max`.
     #[arg(long, default_value = "general")]
     pub queue: String,
-    /// Operator group for `erlang` and `max` (`budget` uses the budgeted `supplier`).
+    /// Operator group for `erlang`, `max` and `follow` (`budget` uses the budgeted `supplier`);
+    /// a comma-separated list gives the desks its groups in turn.
     #[arg(long, default_value = "internal")]
     pub group: String,
     /// p99 bound for `max`, microseconds.
@@ -482,7 +483,12 @@ fn operator_setup(cfg: &LoadConfig, i: u32) -> (String, Vec<(String, u32)>) {
             (groups[i as usize % 3].to_owned(), vec![(a.to_owned(), 7), (b.to_owned(), 6), ("general".to_owned(), 5)])
         }
         Scenario::Budget => ("supplier".to_owned(), vec![(cfg.queue.clone(), 5)]),
-        _ => (cfg.group.clone(), vec![(cfg.queue.clone(), 5)]),
+        _ => {
+            // A comma-separated `--group`: the desks take the groups in turn.
+            let groups: Vec<&str> = cfg.group.split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
+            let g = groups.get(i as usize % groups.len().max(1)).copied().unwrap_or_default();
+            (g.to_owned(), vec![(cfg.queue.clone(), 5)])
+        }
     }
 }
 

@@ -1052,9 +1052,9 @@ impl BudgetGate for BudgetBook {
         );
     }
 
-    fn started(&self, s: &Started<'_>) {
-        let Some(mut held) = self.reservations.get_mut(s.contact_id) else { return };
-        let Some(r) = held.iter_mut().find(|r| &*r.budget == s.budget) else { return };
+    fn started(&self, s: &Started<'_>) -> bool {
+        let Some(mut held) = self.reservations.get_mut(s.contact_id) else { return false };
+        let Some(r) = held.iter_mut().find(|r| &*r.budget == s.budget) else { return false };
         r.started = true;
         r.started_unix_ms = self.unix(s.now);
         let hold = HoldRecord {
@@ -1072,6 +1072,7 @@ impl BudgetGate for BudgetBook {
         if let Some(sink) = &self.sink {
             sink.hold(&hold);
         }
+        true
     }
 }
 

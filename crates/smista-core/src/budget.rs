@@ -88,8 +88,11 @@ pub trait BudgetGate: Send + Sync + std::fmt::Debug {
     fn settle(&self, s: &Settlement<'_>);
     /// The contact was accepted by an operator this budget pays (its reservation will end in
     /// `settle`, or in `release` if the contact is taken away). A durable gate writes the
-    /// reservation down here, so a completion arriving after a restart still finds it.
-    fn started(&self, _s: &Started<'_>) {}
+    /// reservation down here, so a completion arriving after a restart still finds it. Returns
+    /// whether a reservation was there to start (the contact is *held*).
+    fn started(&self, _s: &Started<'_>) -> bool {
+        false
+    }
 }
 
 /// A gate for deployments without capped budgets: funds everything, records nothing.

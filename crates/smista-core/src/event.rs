@@ -70,6 +70,10 @@ pub enum Event {
         channel: Channel,
         /// Wait from arrival to acceptance.
         waited_ms: u64,
+        /// Whether its budget holds a reservation for it (written to the ledger as a hold);
+        /// `false` for a contact no budget pays this operator for (internal staff, a queue
+        /// without a budget), which a durable server records as a service of no budget.
+        held: bool,
     },
     /// Moved to the next queue of the overflow chain.
     Overflowed {

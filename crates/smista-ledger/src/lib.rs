@@ -335,6 +335,17 @@ impl Ledger {
         self.submit(Key::Contact(e.contact.clone()), Op::End(e));
     }
 
+    /// Queues the *service record* of a contact accepted by an operator no budget pays for it
+    /// (internal staff, a queue without a budget): a hold of no budget (`budget` empty, amount
+    /// 0), so that after a restart or a takeover it is known to be in service with `operator`
+    /// (it comes back in [`Recovery::holds`] with an empty budget) and is never routed to a
+    /// second operator. Its end record ([`Ledger::ended`]) removes it in the same transaction.
+    /// [`Ledger::durable`] of the contact waits for it.
+    pub fn serving(&self, h: HoldRecord) {
+        debug_assert!(h.budget.is_empty() && h.amount_cents == 0);
+        self.submit(Key::Contact(h.contact.clone()), Op::Hold(h));
+    }
+
     /// How `contact`'s latest life ended, from its end record (none for a contact that has a
     /// cost record instead; see [`Ledger::settled`]).
     pub async fn end_of(&self, contact: &str) -> Result<Option<ContactEnd>, LedgerError> {

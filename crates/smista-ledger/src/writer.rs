@@ -385,6 +385,23 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                         }
                     }
                     q.execute(&mut *tx).await?;
+                    // A contact that was in service with no budget paying for it had a service
+                    // row (a hold of no budget): it ends here, in the same transaction.
+                    let served: Vec<&str> = run
+                        .iter()
+                        .filter_map(|(op, _)| match op {
+                            Op::End(e) if !e.operator.is_empty() => Some(e.contact.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    if !served.is_empty() {
+                        let del = db.sql(&rows(DELETE_HOLDS, "('', ?)", served.len(), ")")).into_owned();
+                        let mut q = sqlx::query(&del);
+                        for c in served {
+                            q = q.bind(c);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
                     fresh.extend(std::iter::repeat_n(true, run.len()));
                 }
                 Kind::Amend => {

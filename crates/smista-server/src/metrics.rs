@@ -309,8 +309,8 @@ pub fn refresh_budget_gauges(book: &smista_core::book::BudgetBook, now: Millis) 
 }
 
 /// Sets the ledger's counters and gauges.
-pub fn refresh_ledger(ledger: Option<&smista_ledger::Ledger>, book: &smista_core::book::BudgetBook) {
-    gauge!(LEDGER_RECOVERED).set(book.recovered_count() as f64);
+pub fn refresh_ledger(ledger: Option<&smista_ledger::Ledger>, recovered: usize) {
+    gauge!(LEDGER_RECOVERED).set(recovered as f64);
     if let Some(l) = ledger {
         let st = l.stats();
         counter!(LEDGER_COMMITS).absolute(st.commits);

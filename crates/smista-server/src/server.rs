@@ -96,13 +96,16 @@ impl Listeners {
 pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<Arc<Shared>, ServeError> {
     let clock = crate::service::Clock::default();
     let mut book = BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?;
+    // Contacts that were in service with an operator no budget paid for it (service records).
+    let mut serving = Vec::new();
     let ledger = match cfg.ledger.target(&cfg.server.data_dir) {
         Some(target) => {
             if let smista_ledger::Target::Sqlite { path, .. } = &target {
                 secure_data_dir(&cfg.server.data_dir, path)?;
             }
             let ledger = Arc::new(Ledger::connect_as(&target, &cfg.ledger_identity()).await?);
-            let recovery = ledger.recovery().await?;
+            let mut recovery = ledger.recovery().await?;
+            (serving, recovery.holds) = recovery.holds.into_iter().partition(|h| h.budget.is_empty());
             book = book.with_sink(ledger.clone());
             if cfg.leased() {
                 // Nothing is admitted on a budget until this node holds a lease on it.
@@ -117,6 +120,7 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
                 amendments = done.amendments,
                 settled_cents = done.settled_cents,
                 contacts_in_service = done.holds,
+                unbudgeted_in_service = serving.len(),
                 "budgets restored from the ledger"
             );
             Some(ledger)
@@ -145,7 +149,11 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
         auth: Authenticator::new(&cfg.auth).map_err(ServeError::Security)?,
         limits: Arc::new(Limits::new(&cfg.limits)),
     });
-    Ok(Arc::new(Shared::new(engine, book, ledger, clock, cfg, gate, stop)))
+    let shared = Shared::new(engine, book, ledger, clock, cfg, gate, stop);
+    for h in serving {
+        shared.serving.insert(h.contact.clone(), h);
+    }
+    Ok(Arc::new(shared))
 }
 
 /// A ledger target for the log, without the password of a URL.
@@ -362,9 +370,16 @@ async fn tick_loop(shared: Arc<Shared>, period: Duration, hold_max_age_ms: i64, 
                 tracing::warn!(budget = %h.budget, queue = %h.queue, amount_cents = h.amount_cents, accepted_unix_ms = h.accepted_unix_ms, "no completion arrived for a contact recovered at restart: reservation released");
                 shared.release_recovering(&h.operator, now);
             }
+            for h in shared.expire_serving(now, hold_max_age_ms) {
+                tracing::warn!(queue = %h.queue, accepted_unix_ms = h.accepted_unix_ms, "no completion arrived for an unbudgeted contact in service at restart: forgotten");
+                shared.release_recovering(&h.operator, now);
+            }
             shared.book.refresh_exposure(now);
             crate::metrics::refresh_budget_gauges(&shared.book, now);
-            crate::metrics::refresh_ledger(shared.ledger.as_deref(), &shared.book);
+            crate::metrics::refresh_ledger(
+                shared.ledger.as_deref(),
+                shared.book.recovered_count() + shared.serving.len(),
+            );
         }
         if n % (every * 60) == 0 {
             shared.gate.limits.housekeeping();

@@ -347,7 +347,7 @@ impl Engine {
         let waited_ms = now.since(rec.arrived);
         q.record_accept(&mut st, waited_ms, now);
         rec.state = CState::InService { slot, gen, accepted_at: now };
-        if let Some(b) = rec.funding.as_ref().filter(|b| session.budget.as_ref() == Some(*b)) {
+        let held = rec.funding.as_ref().filter(|b| session.budget.as_ref() == Some(*b)).is_some_and(|b| {
             self.gate.started(&Started {
                 budget: b,
                 contact_id: &id,
@@ -356,14 +356,15 @@ impl Engine {
                 operator: &session.id,
                 channel: rec.channel,
                 now,
-            });
-        }
+            })
+        });
         out.push(Event::Accepted {
             contact: id.clone(),
             queue: q.name.clone(),
             operator: session.id.clone(),
             channel: rec.channel,
             waited_ms,
+            held,
         });
         Ok(())
     }

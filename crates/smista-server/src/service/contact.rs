@@ -36,7 +36,7 @@ impl ContactService for ContactSvc {
         let s = &self.0;
         let id = &request.get_ref().contact_id;
         let now = s.clock.now();
-        let r = if s.book.recovered(id).is_some() {
+        let r = if s.recovered(id).is_some() {
             // In service with a budgeted operator when the process stopped: the caller hung up.
             s.end_after_restart(id, None, now).await.map(|rec| rec.map_or(Outcome::CancelledInService, |r| r.outcome))
         } else {
@@ -107,7 +107,7 @@ impl ContactSvc {
         // In service with a budgeted operator when the process stopped (its hold was recovered
         // from the ledger): the engine does not know it, and must not route it to a second
         // operator. The answer is the one a re-offer got before the restart.
-        if let Some(h) = s.book.recovered(&offer.contact_id) {
+        if let Some(h) = s.recovered(&offer.contact_id) {
             let d = smista_core::Decision::Assigned {
                 operator: h.operator.as_str().into(),
                 queue: h.queue.as_str().into(),

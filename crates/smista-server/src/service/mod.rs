@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use dashmap::DashMap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
-use smista_core::book::{BudgetBook, CostRecord, RecoveredError};
+use smista_core::book::{BudgetBook, CostRecord, HoldRecord, RecoveredError};
 use smista_core::{DivertReason, Engine, Event, Millis, Outcome};
 use tokio::sync::watch;
 use tonic::Status;
@@ -141,6 +141,10 @@ pub struct Shared {
     /// Operators logged in paused because a contact of theirs from before a restart is still in
     /// service; made available again when the last one ends.
     pub recovering: DashMap<String, ()>,
+    /// Contacts in service before a restart or takeover with an operator no budget paid for
+    /// them, from their service records: like recovered holds (see [`Shared::recovered`]) but
+    /// with nothing to charge.
+    pub serving: DashMap<String, HoldRecord>,
     /// This node's id among several (empty: alone).
     pub node_id: String,
     /// This node's budget leases (empty unless `[cluster] node_id` with the PostgreSQL ledger).
@@ -188,6 +192,7 @@ impl Shared {
             gate,
             bounds: cfg.limits.clone(),
             recovering: DashMap::new(),
+            serving: DashMap::new(),
             node_id: cfg.cluster.node_id.clone(),
             leases: DashMap::new(),
         }
@@ -216,6 +221,19 @@ impl Shared {
         let unix = self.clock.unix_ms(now);
         if let Some(ledger) = &self.ledger {
             for (i, e) in events.iter().enumerate() {
+                if let Event::Accepted { contact, queue, operator, channel, held: false, .. } = e {
+                    ledger.serving(HoldRecord {
+                        contact: contact.to_string(),
+                        budget: String::new(),
+                        period: String::new(),
+                        amount_cents: 0,
+                        queue: queue.to_string(),
+                        group: String::new(),
+                        operator: operator.to_string(),
+                        channel: *channel,
+                        accepted_unix_ms: i64::try_from(unix).unwrap_or(i64::MAX),
+                    });
+                }
                 if let Event::Finished {
                     contact,
                     queue,
@@ -281,6 +299,38 @@ impl Shared {
     ) -> Result<Option<Ended>, Status> {
         let Some(ledger) = &self.ledger else { return Ok(None) };
         let key = Key::Contact(contact.to_owned());
+        if let Some(h) = self.serving.get(contact).map(|h| h.clone()) {
+            if operator.is_some_and(|o| o != h.operator) {
+                return Err(crate::error::recovered_status(RecoveredError::OtherOperator {
+                    contact: contact.to_owned(),
+                }));
+            }
+            let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
+            // Remembered as ended before it stops being in service: an offer racing this end
+            // finds one or the other, and never routes it again.
+            self.engine.remember_ended(contact, &h.queue, outcome, None);
+            if self.serving.remove(contact).is_some() {
+                let ended = i64::try_from(self.clock.unix_ms(now)).unwrap_or(i64::MAX);
+                let end = ContactEnd {
+                    contact: contact.to_owned(),
+                    ended_unix_ms: ended,
+                    queue: h.queue.clone(),
+                    channel: h.channel,
+                    outcome,
+                    waited_ms: 0,
+                    handle_ms: u64::try_from(ended - h.accepted_unix_ms).unwrap_or(0),
+                    wrap_up_ms: 0,
+                    operator: h.operator.clone(),
+                    diverted: None,
+                };
+                tracing::info!(queue = %h.queue, handle_ms = end.handle_ms, "unbudgeted contact in service at restart ended");
+                ledger.ended(end.clone());
+                ledger.durable(&key).await.map_err(crate::error::ledger_status)?;
+                self.release_recovering(&h.operator, now);
+                return Ok(Some(Ended::from(end)));
+            }
+            // Ended meanwhile by a concurrent request: fall through to its end record.
+        }
         if let Some(h) = self.book.recovered(contact) {
             let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
             if operator.is_none_or(|o| o == h.operator) {
@@ -316,10 +366,57 @@ impl Shared {
         }
     }
 
+    /// A contact in service before a restart or takeover and not ended since: its recovered
+    /// hold, or its service record (a hold of no budget) if no budget paid its operator.
+    #[must_use]
+    pub fn recovered(&self, contact: &str) -> Option<HoldRecord> {
+        self.book.recovered(contact).or_else(|| self.serving.get(contact).map(|h| h.clone()))
+    }
+
+    /// How many contacts from before a restart `operator` still has in service.
+    #[must_use]
+    pub fn recovered_with(&self, operator: &str) -> usize {
+        let unbudgeted =
+            if self.serving.is_empty() { 0 } else { self.serving.iter().filter(|h| h.operator == operator).count() };
+        self.book.recovered_with(operator) + unbudgeted
+    }
+
+    /// The contacts from before a restart `operator` still has in service, by id.
+    #[must_use]
+    pub fn recovered_of(&self, operator: &str) -> Vec<String> {
+        let mut v = self.book.recovered_of(operator);
+        if !self.serving.is_empty() {
+            v.extend(self.serving.iter().filter(|h| h.operator == operator).map(|h| h.contact.clone()));
+            v.sort();
+        }
+        v
+    }
+
+    /// Forgets service records accepted more than `max_age_ms` before `now` (contacts whose
+    /// completion will never come) and deletes them from the ledger; returns them.
+    pub fn expire_serving(&self, now: Millis, max_age_ms: i64) -> Vec<HoldRecord> {
+        if self.serving.is_empty() {
+            return Vec::new();
+        }
+        let cutoff = i64::try_from(self.clock.unix_ms(now)).unwrap_or(i64::MAX).saturating_sub(max_age_ms);
+        let old: Vec<String> =
+            self.serving.iter().filter(|h| h.accepted_unix_ms < cutoff).map(|h| h.key().clone()).collect();
+        let mut out = Vec::new();
+        for c in old {
+            if let Some((_, h)) = self.serving.remove(&c) {
+                if let Some(l) = &self.ledger {
+                    smista_core::book::SettlementSink::release(&**l, "", &c);
+                }
+                out.push(h);
+            }
+        }
+        out
+    }
+
     /// Makes `operator` available again if the server paused them at login for contacts from
     /// before a restart and the last of those has ended.
     pub(crate) fn release_recovering(&self, operator: &str, now: Millis) {
-        if self.book.recovered_with(operator) > 0 || self.recovering.remove(operator).is_none() {
+        if self.recovered_with(operator) > 0 || self.recovering.remove(operator).is_none() {
             return;
         }
         let mut ev = Vec::new();

@@ -87,7 +87,7 @@ impl OperatorService for OperatorSvc {
         let req = login_request(request.into_inner()).map(|mut r| {
             // A contact of theirs from before a restart may still be in service: no offer until
             // it ends (it is unknown to the engine, which would otherwise see them free).
-            if self.0.book.recovered_with(&r.operator_id) > 0 {
+            if self.0.recovered_with(&r.operator_id) > 0 {
                 r.paused = Some(super::RECOVERY_PAUSE.to_owned());
             }
             r
@@ -100,7 +100,7 @@ impl OperatorService for OperatorSvc {
             }
             Ok(pb::LoginResponse {
                 queues: queues.iter().map(|q| q.to_string()).collect(),
-                in_service: s.book.recovered_of(&req.operator_id),
+                in_service: s.recovered_of(&req.operator_id),
             })
         })
         .await
@@ -135,7 +135,7 @@ impl OperatorService for OperatorSvc {
         };
         self.call("SetState", |s, now, ev| {
             let state = state?;
-            if state == RequestedState::Available && s.book.recovered_with(&req.operator_id) > 0 {
+            if state == RequestedState::Available && s.recovered_with(&req.operator_id) > 0 {
                 return Err(Status::failed_precondition(format!(
                     "operator `{}` still has a contact from before the restart in service: complete it first",
                     req.operator_id
@@ -188,7 +188,7 @@ impl OperatorService for OperatorSvc {
                 // A retried accept of a call that was already in service with this operator
                 // when the process stopped (its hold was recovered): idempotent.
                 Err(RoutingError::UnknownContact(_) | RoutingError::UnknownOperator(_))
-                    if s.book.recovered(&req.contact_id).is_some_and(|h| h.operator == req.operator_id) =>
+                    if s.recovered(&req.contact_id).is_some_and(|h| h.operator == req.operator_id) =>
                 {
                     Ok(pb::AcceptOfferResponse {})
                 }
@@ -220,7 +220,7 @@ impl OperatorService for OperatorSvc {
         let s = &self.0;
         let t = RpcTimer::start("CompleteContact");
         let mut unknown = None;
-        if s.book.recovered(&req.contact_id).is_none() {
+        if s.recovered(&req.contact_id).is_none() {
             let r = self
                 .run(|s, now, ev| {
                     let c = s
