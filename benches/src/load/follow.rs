@@ -168,9 +168,12 @@ impl Group {
     }
 }
 
-/// Whether a failed call is one to follow to another node: UNAVAILABLE, or the connection broke.
+/// Whether a failed call is one to follow to another node: UNAVAILABLE, or the connection broke
+/// under it (tonic reports a connection that died mid-call as CANCELLED, or UNKNOWN "transport
+/// error"; smista itself never answers CANCELLED).
 fn follows(s: &Status) -> bool {
-    s.code() == Code::Unavailable || (s.code() == Code::Unknown && s.message().contains("transport error"))
+    matches!(s.code(), Code::Unavailable | Code::Cancelled)
+        || (s.code() == Code::Unknown && s.message().contains("transport error"))
 }
 
 fn unix_ms() -> u64 {

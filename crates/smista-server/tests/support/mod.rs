@@ -25,10 +25,14 @@ impl Smista {
         Self::start_with_env(args, &[])
     }
 
-    /// [`start`](Self::start) with extra environment variables.
+    /// [`start`](Self::start) with extra environment variables. The gRPC address is an
+    /// ephemeral port unless `args` name one (`--grpc-addr`).
     pub fn start_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Smista {
+        let grpc_named = args.iter().any(|a| *a == "--grpc-addr");
         let mut child = Command::new(env!("CARGO_BIN_EXE_smista"))
-            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .arg("serve")
+            .args(if grpc_named { &[][..] } else { &["--grpc-addr", "127.0.0.1:0"][..] })
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
