@@ -1034,10 +1034,10 @@ impl BudgetGate for BudgetBook {
         }
     }
 
-    fn settle(&self, s: &Settlement<'_>) {
-        let Some(r) = take_reservation(&self.reservations, s.budget, s.contact_id) else { return };
-        let Some(b) = self.budgets.get(s.budget) else { return };
-        self.charge(
+    fn settle(&self, s: &Settlement<'_>) -> Option<i64> {
+        let r = take_reservation(&self.reservations, s.budget, s.contact_id)?;
+        let b = self.budgets.get(s.budget)?;
+        let rec = self.charge(
             b,
             &r,
             s.contact_id,
@@ -1050,6 +1050,7 @@ impl BudgetGate for BudgetBook {
             self.unix(s.now),
             s.outcome,
         );
+        Some(rec.cost_cents)
     }
 
     fn started(&self, s: &Started<'_>) -> bool {

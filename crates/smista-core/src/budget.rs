@@ -84,8 +84,9 @@ pub trait BudgetGate: Send + Sync + std::fmt::Debug {
     fn reserve(&self, req: &FundingRequest<'_>) -> bool;
     /// Give back a reservation: the contact ended unhandled by this budget's operators.
     fn release(&self, budget: &str, contact_id: &str);
-    /// The contact was handled by this budget's operators: charge its actual cost.
-    fn settle(&self, s: &Settlement<'_>);
+    /// The contact was handled by this budget's operators: charge its actual cost. Returns the
+    /// cents charged (`None` if the gate had no reservation to settle).
+    fn settle(&self, s: &Settlement<'_>) -> Option<i64>;
     /// The contact was accepted by an operator this budget pays (its reservation will end in
     /// `settle`, or in `release` if the contact is taken away). A durable gate writes the
     /// reservation down here, so a completion arriving after a restart still finds it. Returns
@@ -104,7 +105,9 @@ impl BudgetGate for Unlimited {
         true
     }
     fn release(&self, _budget: &str, _contact_id: &str) {}
-    fn settle(&self, _s: &Settlement<'_>) {}
+    fn settle(&self, _s: &Settlement<'_>) -> Option<i64> {
+        None
+    }
 }
 
 /// A test double that counts contacts instead of money: each budget may hold at most `limit`
@@ -201,8 +204,9 @@ impl BudgetGate for CountingGate {
         self.drop_hold(budget, contact_id, "release");
     }
 
-    fn settle(&self, s: &Settlement<'_>) {
+    fn settle(&self, s: &Settlement<'_>) -> Option<i64> {
         self.drop_hold(s.budget, s.contact_id, "settle");
         self.settled.fetch_add(1, Ordering::SeqCst);
+        Some(0)
     }
 }

@@ -26,6 +26,8 @@ pub enum Event {
         queue: Arc<str>,
         /// Operator.
         operator: Arc<str>,
+        /// The operator's group.
+        group: Arc<str>,
         /// Channel.
         channel: Channel,
         /// Effective priority (queue + contact).
@@ -113,8 +115,16 @@ pub enum Event {
         handle_ms: u64,
         /// The operator who had it in service, if one did (completed, or hung up in service).
         operator: Option<Arc<str>>,
+        /// That operator's group.
+        group: Option<Arc<str>>,
         /// Wrap-up applied after a completion, else 0.
         wrap_up_ms: u64,
+        /// When it arrived (its original arrival when offered again with one), engine time.
+        arrived: Millis,
+        /// Its segment.
+        segment: Segment,
+        /// The budget charged for it and the cents charged, if a budget settled it.
+        charged: Option<(Arc<str>, i64)>,
     },
     /// An operator's status changed.
     OperatorStatus {

@@ -28,6 +28,7 @@ pub mod event;
 pub mod model;
 mod operator;
 mod queue;
+pub mod report;
 pub mod snapshot;
 pub mod time;
 

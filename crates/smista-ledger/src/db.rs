@@ -159,6 +159,7 @@ CREATE TABLE IF NOT EXISTS contact_ends (
     divert_reason      TEXT    NOT NULL,
     fallback           TEXT    NOT NULL,
     node_id            TEXT    NOT NULL DEFAULT '',
+    {history_columns}
     PRIMARY KEY (contact_id, ended_unix_ms)
 );
 CREATE INDEX IF NOT EXISTS contact_ends_by_time ON contact_ends (ended_unix_ms);
@@ -178,8 +179,32 @@ CREATE TABLE IF NOT EXISTS node_epochs (
 /// The schema as `db` creates it.
 #[must_use]
 pub fn schema(postgres: bool) -> String {
-    SCHEMA.replace("{seq}", if postgres { "BIGSERIAL PRIMARY KEY" } else { "BIGINT NOT NULL PRIMARY KEY" })
+    let history: String = HISTORY_COLUMNS.iter().map(|(name, ty)| format!("{name} {ty},\n    ")).collect();
+    SCHEMA
+        .replace("{seq}", if postgres { "BIGSERIAL PRIMARY KEY" } else { "BIGINT NOT NULL PRIMARY KEY" })
+        .replace("{history_columns}", history.trim_end())
+        + HISTORY_INDEX
 }
+
+/// The detail columns of `contact_ends` (the contact history), added to ledgers written before
+/// them with these defaults (unknown: empty or zero).
+const HISTORY_COLUMNS: [(&str, &str); 12] = [
+    ("arrived_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("received_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("answered_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("first_queue", "TEXT NOT NULL DEFAULT ''"),
+    ("overflows", "TEXT NOT NULL DEFAULT ''"),
+    ("segment", "TEXT NOT NULL DEFAULT ''"),
+    ("offers", "TEXT NOT NULL DEFAULT ''"),
+    ("operator_group", "TEXT NOT NULL DEFAULT ''"),
+    ("supplier", "TEXT NOT NULL DEFAULT ''"),
+    ("budget_id", "TEXT NOT NULL DEFAULT ''"),
+    ("cost_cents", "BIGINT NOT NULL DEFAULT 0"),
+    ("caller_key", "TEXT NOT NULL DEFAULT ''"),
+];
+
+/// Reports read the history by arrival.
+const HISTORY_INDEX: &str = "\nCREATE INDEX IF NOT EXISTS contact_ends_by_arrival ON contact_ends (arrived_unix_ms);\n";
 
 /// Opens `target`, creating the schema and bringing an older one up to date: the pool for reads,
 /// and the one for the group-commit writer (SQLite: a connection of its own, whose page cache no
@@ -215,6 +240,7 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
             // (A pool of one rather than a bare connection: futures holding `&mut
             // SqliteConnection` across awaits are not provably `Send`, and the server spawns this.)
             let setup = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+            add_history_columns(&setup).await?;
             sqlx::raw_sql(&schema(false)).execute(&setup).await?;
             migrate_sqlite(&setup).await?;
             setup.close().await;
@@ -240,8 +266,14 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
             let setup = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
             // Several nodes may open the same database at once: one creates, the others wait.
             // (`budget_leases.epoch` came after the first PostgreSQL ledgers: add it to theirs.)
+            // (So did the history's detail columns of `contact_ends`.) The columns are added
+            // before the schema's index on one of them is created.
+            let history: String = HISTORY_COLUMNS
+                .iter()
+                .map(|(name, ty)| format!("ALTER TABLE IF EXISTS contact_ends ADD COLUMN IF NOT EXISTS {name} {ty};\n"))
+                .collect();
             let ddl = format!(
-                "SELECT pg_advisory_xact_lock(7316255); {}
+                "SELECT pg_advisory_xact_lock(7316255); {history} {}
                  ALTER TABLE budget_leases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;",
                 schema(true)
             );
@@ -252,6 +284,26 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
             Ok((Db::Postgres(pool.clone()), Db::Postgres(pool)))
         }
     }
+}
+
+/// Adds the history's detail columns to a SQLite `contact_ends` written before them (before the
+/// schema script, whose index needs one of them).
+async fn add_history_columns(pool: &SqlitePool) -> Result<(), LedgerError> {
+    let present: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('contact_ends')")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("name"))
+        .collect::<Result<_, _>>()?;
+    if present.is_empty() {
+        return Ok(()); // a new ledger: the schema creates the table whole
+    }
+    for (name, ty) in HISTORY_COLUMNS {
+        if !present.iter().any(|p| p == name) {
+            sqlx::query(&format!("ALTER TABLE contact_ends ADD COLUMN {name} {ty}")).execute(pool).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Brings a SQLite ledger written by an earlier smista up to [`schema`]: columns added since

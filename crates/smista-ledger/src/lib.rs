@@ -31,12 +31,14 @@
 #![forbid(unsafe_code)]
 
 mod db;
+mod history;
 mod leader;
 mod lease;
 pub mod testing;
 mod writer;
 
 pub use db::{schema, Target};
+pub use history::{encode_offers, encode_overflows, Detail, HistoryCursor, OfferOutcome, OfferRecord};
 pub use leader::{Elector, Leadership};
 pub use lease::{Lease, Pool};
 
@@ -124,7 +126,8 @@ pub struct LedgerStats {
     pub errors: u64,
 }
 
-/// How a contact ended, for one that has no cost record (see [`Ledger::ended`]).
+/// How a contact's life ended, with its detail: its *contact detail record* (see
+/// [`Ledger::ended`] and the `history` module).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactEnd {
     /// Contact id.
@@ -147,6 +150,8 @@ pub struct ContactEnd {
     pub operator: String,
     /// Why it was diverted, and where to, if it was.
     pub diverted: Option<(DivertReason, Fallback)>,
+    /// The rest of its detail record: arrival, path, offers, group, supplier, cost.
+    pub detail: Detail,
 }
 
 /// A contact that ended recently, for a restart to remember (see [`Ledger::recently_ended`]).
@@ -328,9 +333,9 @@ impl Ledger {
         self.epoch
     }
 
-    /// Queues the end of a contact (any outcome). [`Ledger::durable`] of the contact waits for
-    /// it. It is not written when the contact's cost record commits in the same transaction
-    /// (the record tells the same), so completions of budgeted contacts cost no extra row.
+    /// Queues the end of a contact's life (any outcome) with its detail: its contact detail
+    /// record, one per life of every contact, budgeted or not. [`Ledger::durable`] of the
+    /// contact waits for it.
     pub fn ended(&self, e: ContactEnd) {
         self.submit(Key::Contact(e.contact.clone()), Op::End(e));
     }
@@ -352,21 +357,7 @@ impl Ledger {
         let sql = self.db.sql("SELECT * FROM contact_ends WHERE contact_id = ? ORDER BY ended_unix_ms DESC LIMIT 1");
         with_db!(&self.db, p => {
             let row = sqlx::query(&sql).bind(contact).fetch_optional(p).await?;
-            row.map(|r| {
-                Ok(ContactEnd {
-                    contact: r.try_get("contact_id")?,
-                    ended_unix_ms: r.try_get("ended_unix_ms")?,
-                    queue: r.try_get("queue")?,
-                    channel: channel(&r.try_get::<String, _>("channel")?)?,
-                    outcome: outcome(&r.try_get::<String, _>("outcome")?)?,
-                    waited_ms: u64::try_from(r.try_get::<i64, _>("waited_ms")?).unwrap_or(0),
-                    handle_ms: u64::try_from(r.try_get::<i64, _>("handle_ms")?).unwrap_or(0),
-                    wrap_up_ms: u64::try_from(r.try_get::<i64, _>("wrap_up_ms")?).unwrap_or(0),
-                    operator: r.try_get("operator_id")?,
-                    diverted: diversion(&r.try_get::<String, _>("divert_reason")?, &r.try_get::<String, _>("fallback")?),
-                })
-            })
-            .transpose()
+            row.as_ref().map(history::end_from_row).transpose()
         })
     }
 

@@ -102,24 +102,9 @@ pub(crate) async fn group_commit(
                 Err(_) => break,
             }
         }
-        // Ends of contacts go last (they depend on nothing else in the batch, and together they
-        // make one statement); an end whose contact is settled in this same batch is not written:
-        // its cost record already tells how it ended.
+        // Ends of contacts (their detail records) go last: they depend on nothing else in the
+        // batch, and together they make one statement.
         batch.sort_by_key(|(op, _)| matches!(op, Op::End(_)));
-        let mut covered = Vec::new();
-        if matches!(batch.last(), Some((Op::End(_), _))) {
-            let settled: std::collections::HashSet<String> = batch
-                .iter()
-                .filter_map(|(op, _)| if let Op::Settle(r) = op { Some(r.contact.clone()) } else { None })
-                .collect();
-            if !settled.is_empty() {
-                let (kept, skip): (Vec<Job>, Vec<Job>) = std::mem::take(&mut batch)
-                    .into_iter()
-                    .partition(|(op, _)| !matches!(op, Op::End(e) if settled.contains(&e.contact)));
-                batch = kept;
-                covered = skip.into_iter().map(|(_, r)| r).collect();
-            }
-        }
         let mut backoff = Duration::from_millis(20);
         let outcome = loop {
             if *me.fenced.borrow() {
@@ -150,8 +135,7 @@ pub(crate) async fn group_commit(
                 *last_error.lock() = None;
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let replies =
-                    batch.into_iter().map(|(_, r)| r).zip(fresh).chain(covered.into_iter().map(|r| (r, false)));
+                let replies = batch.into_iter().map(|(_, r)| r).zip(fresh);
                 for (reply, new) in replies {
                     match reply {
                         Reply::None => {}
@@ -167,7 +151,7 @@ pub(crate) async fn group_commit(
                 }
             }
             Err(err) => {
-                for reply in batch.into_iter().map(|(_, r)| r).chain(covered) {
+                for reply in batch.into_iter().map(|(_, r)| r) {
                     match reply {
                         Reply::None => {}
                         Reply::Record(tx) => {
@@ -199,8 +183,10 @@ const HOLD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const HOLD_TAIL: &str = " ON CONFLICT (budget_id, contact_id) DO NOTHING RETURNING budget_id, contact_id";
 const DELETE_HOLDS: &str = "DELETE FROM holds WHERE (budget_id, contact_id) IN (VALUES ";
 const END_COLUMNS: &str = "INSERT INTO contact_ends (contact_id, ended_unix_ms, queue, channel, outcome, waited_ms,
-     handle_ms, wrap_up_ms, operator_id, divert_reason, fallback, node_id) VALUES ";
-const END_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     handle_ms, wrap_up_ms, operator_id, divert_reason, fallback, node_id, arrived_unix_ms, received_unix_ms,
+     answered_unix_ms, first_queue, overflows, segment, offers, operator_group, supplier, budget_id, cost_cents,
+     caller_key) VALUES ";
+const END_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const END_TAIL: &str = " ON CONFLICT (contact_id, ended_unix_ms) DO NOTHING";
 const INSERT_AMENDMENT: &str = "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, note, field, old_value,
      new_value, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
@@ -381,7 +367,19 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                                 .bind(&e.operator)
                                 .bind(e.diverted.map_or("", |d| d.0.as_str()))
                                 .bind(e.diverted.map_or("", |d| d.1.as_str()))
-                                .bind(node);
+                                .bind(node)
+                                .bind(e.detail.arrived_unix_ms)
+                                .bind(e.detail.received_unix_ms)
+                                .bind(e.detail.answered_unix_ms)
+                                .bind(&e.detail.first_queue)
+                                .bind(crate::encode_overflows(&e.detail.overflows))
+                                .bind(&e.detail.segment)
+                                .bind(crate::encode_offers(&e.detail.offers))
+                                .bind(&e.detail.group)
+                                .bind(&e.detail.supplier)
+                                .bind(&e.detail.budget)
+                                .bind(e.detail.cost_cents)
+                                .bind(&e.detail.caller_key);
                         }
                     }
                     q.execute(&mut *tx).await?;

@@ -9,7 +9,7 @@
 
 use smista_core::book::{AuditRecord, CostRecord, HoldRecord, SettlementSink};
 use smista_core::{Channel, Outcome};
-use smista_ledger::{ContactEnd, Key, Ledger, Target, Totals};
+use smista_ledger::{ContactEnd, Detail, HistoryCursor, Key, Ledger, OfferOutcome, OfferRecord, Target, Totals};
 
 /// Where one test's ledger lives.
 struct Backend {
@@ -72,7 +72,8 @@ conformance!(
     concurrent_completions_share_commits_and_all_become_durable,
     the_report_groups_spend_by_budget_period_queue_and_supplier,
     recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them,
-    how_a_contact_ended_survives_reopening_and_a_settled_one_costs_no_extra_row,
+    how_a_contact_ended_survives_reopening_with_its_detail,
+    the_history_reads_by_arrival_in_pages_and_purges_by_age,
 );
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -264,7 +265,13 @@ async fn a_ledger_written_before_the_outcome_and_note_columns_opens_and_keeps_it
                 budget_id TEXT NOT NULL, actor TEXT NOT NULL, field TEXT NOT NULL, old_value TEXT NOT NULL,
                 new_value TEXT NOT NULL, reason TEXT NOT NULL);
              INSERT INTO amendments VALUES (1, 1795000000000, 'ccm-2026', 'typed by a client', 'ceiling_cents',
-                '100', '200', 'amendment 1');",
+                '100', '200', 'amendment 1');
+             CREATE TABLE contact_ends (contact_id TEXT NOT NULL, ended_unix_ms BIGINT NOT NULL, queue TEXT NOT NULL,
+                channel TEXT NOT NULL, outcome TEXT NOT NULL, waited_ms BIGINT NOT NULL, handle_ms BIGINT NOT NULL,
+                wrap_up_ms BIGINT NOT NULL, operator_id TEXT NOT NULL, divert_reason TEXT NOT NULL,
+                fallback TEXT NOT NULL, node_id TEXT NOT NULL DEFAULT '', PRIMARY KEY (contact_id, ended_unix_ms));
+             INSERT INTO contact_ends VALUES ('gone', 1795000001000, 'naspi', 'voice', 'abandoned', 4000, 0, 0, '',
+                '', '', '');",
         )
         .execute(&pool)
         .await
@@ -272,6 +279,9 @@ async fn a_ledger_written_before_the_outcome_and_note_columns_opens_and_keeps_it
         pool.close().await;
     }
     let l = Ledger::open(&path).await.expect("open migrates");
+    // An end record from before the history's detail columns: kept, its detail unknown.
+    let gone = l.end_of("gone").await.expect("read").expect("the old end record is kept");
+    assert_eq!((gone.outcome, gone.detail), (Outcome::Abandoned, Detail::default()));
     let old = l.settled("old").await.expect("read").expect("the old record is kept");
     assert_eq!((old.cost_cents, old.outcome), (266, Outcome::Completed));
     let a = &l.recovery().await.expect("recovery").amendments[0];
@@ -306,32 +316,96 @@ fn end(contact: &str, outcome: Outcome, at: i64) -> ContactEnd {
         operator: if outcome == Outcome::Completed { "staff-1".into() } else { String::new() },
         diverted: (outcome == Outcome::Diverted)
             .then_some((smista_core::DivertReason::NoOperators, smista_core::Fallback::CallbackBooking)),
+        detail: Detail {
+            arrived_unix_ms: at - 100_000,
+            received_unix_ms: at - 99_000,
+            answered_unix_ms: if outcome == Outcome::Completed { at - 95_000 } else { 0 },
+            first_queue: "general".into(),
+            overflows: vec!["naspi".into()],
+            segment: "vulnerable".into(),
+            offers: vec![
+                OfferRecord { operator: "staff,2".into(), group: "internal".into(), outcome: OfferOutcome::TimedOut },
+                OfferRecord { operator: "staff-1".into(), group: "internal".into(), outcome: OfferOutcome::Accepted },
+            ],
+            group: "internal".into(),
+            supplier: String::new(),
+            budget: String::new(),
+            cost_cents: 0,
+            caller_key: String::new(),
+        },
     }
 }
 
-async fn how_a_contact_ended_survives_reopening_and_a_settled_one_costs_no_extra_row(b: Backend) {
+async fn how_a_contact_ended_survives_reopening_with_its_detail(b: Backend) {
     let l = b.open().await;
-    l.ended(end("gone", Outcome::Abandoned, 1_000));
-    l.ended(end("staff", Outcome::Completed, 2_000));
-    // A budgeted completion: its cost record and its end queued together, as the server does.
+    l.ended(end("gone", Outcome::Abandoned, 1_000_000));
+    l.ended(end("staff", Outcome::Completed, 2_000_000));
+    // A budgeted completion: its cost record and its end queued together, as the server does;
+    // the end record names the budget and the cost too.
     SettlementSink::record(&l, &record("paid", "naspi", "supplier-a", 266));
-    l.ended(end("paid", Outcome::Completed, 3_000));
+    let mut paid = end("paid", Outcome::Completed, 3_000_000);
+    paid.detail.budget = "ccm-2026".into();
+    paid.detail.cost_cents = 266;
+    paid.detail.supplier = "acme".into();
+    l.ended(paid.clone());
     for c in ["gone", "staff", "paid"] {
         l.durable(&Key::Contact(c.into())).await.expect("durable");
     }
     // A second life of "gone", later.
-    l.ended(end("gone", Outcome::Diverted, 9_000));
+    l.ended(end("gone", Outcome::Diverted, 9_000_000));
     l.durable(&Key::Contact("gone".into())).await.expect("durable");
     l.close().await;
 
     let l = b.open().await;
     assert_eq!(l.end_of("gone").await.expect("read").map(|e| e.outcome), Some(Outcome::Diverted), "latest life");
-    assert_eq!(l.end_of("staff").await.expect("read"), Some(end("staff", Outcome::Completed, 2_000)), "whole");
+    assert_eq!(l.end_of("staff").await.expect("read"), Some(end("staff", Outcome::Completed, 2_000_000)), "whole");
     assert_eq!(l.end_of("never").await.expect("read"), None);
     assert!(l.settled("paid").await.expect("read").is_some());
-    // Committed in one batch with its cost record, the end is not written twice (a later batch
-    // may write it; either way the cost record answers first).
-    let e = l.end_of("paid").await.expect("read");
-    assert!(e.is_none() || e.is_some_and(|e| e.outcome == Outcome::Completed));
+    assert_eq!(l.end_of("paid").await.expect("read"), Some(paid), "every life has its detail record");
+    l.close().await;
+}
+
+async fn the_history_reads_by_arrival_in_pages_and_purges_by_age(b: Backend) {
+    let l = b.open().await;
+    // 25 contacts arriving a second apart (ended 100 s after arrival), and a second life of c3.
+    for i in 0..25i64 {
+        l.ended(end(&format!("c{i:02}"), Outcome::Completed, 1_100_000 + i * 1_000));
+    }
+    let mut again = end("c03", Outcome::Abandoned, 1_150_000);
+    again.detail.arrived_unix_ms = 1_003_000;
+    l.ended(again);
+    for i in 0..25 {
+        l.durable(&Key::Contact(format!("c{i:02}"))).await.expect("durable");
+    }
+    // Arrivals in [1_005_000, 1_020_000): c05..c19, read 4 at a time.
+    let (mut seen, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = l.history_page(1_005_000, 1_020_000, cursor.as_ref(), 4).await.expect("page");
+        let Some(last) = page.last() else { break };
+        cursor = Some(HistoryCursor {
+            arrived_unix_ms: last.detail.arrived_unix_ms,
+            contact: last.contact.clone(),
+            ended_unix_ms: last.ended_unix_ms,
+        });
+        seen.extend(page.iter().map(|e| e.contact.clone()));
+    }
+    let want: Vec<String> = (5..20).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(seen, want, "each record once, in arrival order");
+    // Both lives of c03 arrived at 1_003_000.
+    let c03 = l.history_page(1_003_000, 1_003_001, None, 10).await.expect("page");
+    assert_eq!(c03.iter().map(|e| e.outcome).collect::<Vec<_>>(), vec![Outcome::Completed, Outcome::Abandoned]);
+    // Purge what arrived before 1_010_000, in batches of 3.
+    let mut purged = 0;
+    loop {
+        let n = l.purge_history(1_010_000, 3).await.expect("purge");
+        purged += n;
+        if n < 3 {
+            break;
+        }
+    }
+    assert_eq!(purged, 11, "c00..c09 and the second life of c03");
+    let left = l.history_page(0, i64::MAX, None, 100).await.expect("page");
+    assert_eq!(left.len(), 15);
+    assert_eq!(left[0].contact, "c10");
     l.close().await;
 }

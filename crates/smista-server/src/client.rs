@@ -121,7 +121,7 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
 /// A channel to the active node among `targets` (comma-separated): the first whose health says
 /// `smista.v1.ContactService` is SERVING; failing that, the first reachable one (its answer says
 /// why it does not route, e.g. UNAVAILABLE naming the active node).
-async fn active_channel(
+pub(crate) async fn active_channel(
     creds: &smista_server::connect::Credentials,
     targets: &str,
 ) -> Result<tonic::transport::Channel, String> {

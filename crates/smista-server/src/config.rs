@@ -33,6 +33,13 @@
 //! schema = ""            # postgres: schema holding the tables (default: the server's search path)
 //! recovered_hold_max_age_ms = 14400000   # see LedgerSection
 //!
+//! [history]              # optional: the contact history (see history::HistorySection)
+//! retention_days = 400   # detail records purged after this (0: never)
+//! keep_caller_key = false
+//! time_zone = "Europe/Rome"
+//! interval_minutes = 30
+//! short_abandon_ms = 5000
+//!
 //! [engine]               # optional
 //! max_operators = 20000
 //! finished_retention_ms = 600000
@@ -208,6 +215,9 @@ pub struct Config {
     /// `[cluster]`.
     #[serde(default)]
     pub cluster: crate::lease::ClusterSection,
+    /// `[history]`.
+    #[serde(default)]
+    pub history: crate::history::HistorySection,
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -301,6 +311,7 @@ impl Config {
         }
         self.limits.validate().map_err(|(k, p)| bad(&k, &p))?;
         self.cluster.validate().map_err(|(k, p)| bad(&k, &p))?;
+        self.history.validate().map_err(|p| bad("history", &p))?;
         if self.cluster.failover && self.ledger.kind != LedgerKind::Postgres {
             return Err(bad("cluster.failover", "active/standby needs [ledger] kind = \"postgres\""));
         }

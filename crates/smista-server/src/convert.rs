@@ -187,7 +187,18 @@ pub fn contact_event(e: &Event, now: Millis, unix_ms: u64) -> Option<pb::Contact
 /// An `Offered` event as the operator desktop's offer.
 #[must_use]
 pub fn offer(e: &Event, now: Millis) -> Option<(String, Millis, pb::Offer)> {
-    let Event::Offered { contact, queue, operator, channel, priority, segment, language, deadline, waited_ms } = e
+    let Event::Offered {
+        contact,
+        queue,
+        operator,
+        channel,
+        priority,
+        segment,
+        language,
+        deadline,
+        waited_ms,
+        group: _,
+    } = e
     else {
         return None;
     };

@@ -397,7 +397,11 @@ mod tests {
             waited_ms: 0,
             handle_ms: 0,
             operator: None,
+            group: None,
             wrap_up_ms: 0,
+            arrived: smista_core::Millis(0),
+            segment: smista_core::Segment::General,
+            charged: None,
         }
     }
 

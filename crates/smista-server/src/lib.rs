@@ -26,6 +26,7 @@ pub mod connect;
 pub mod convert;
 pub mod error;
 pub mod failover;
+pub mod history;
 pub mod hub;
 pub mod lease;
 pub mod limits;

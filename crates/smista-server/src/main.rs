@@ -10,6 +10,7 @@ use smista_server::config::{Config, LogFormat};
 use smista_server::server::{serve, Listeners};
 
 mod client;
+mod intervals;
 mod report;
 
 /// jemalloc rather than glibc's allocator: routing and the gRPC stack allocate small objects on
@@ -41,6 +42,9 @@ enum Cmd {
     Client(client::ClientArgs),
     /// Read the budget ledger: `smista ledger report [--format table|csv|json]`.
     Ledger(report::LedgerArgs),
+    /// Reports of a running server: `smista report intervals --from 2026-03-29 --to 2026-03-30
+    /// --interval 30m [--format table|csv|json]`.
+    Report(intervals::ReportArgs),
     /// Mint development credentials (CA, certificates, JWKS, tokens, API keys) and a secure demo
     /// configuration using them. Never for production.
     DevCredentials {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => run_serve(args),
         Cmd::Client(args) => client::run(args),
         Cmd::Ledger(args) => report::run(args),
+        Cmd::Report(args) => intervals::run(args),
         Cmd::DevCredentials { out, operators, hosts } => {
             let mut o = smista_server::mint::Options::new(&out);
             o.operators = operators;

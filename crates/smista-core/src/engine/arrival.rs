@@ -348,21 +348,28 @@ impl Engine {
         }
         let session = handled.and_then(|(slot, _, _)| self.slot(slot).session.lock().clone());
         let operator = session.as_ref().map(|s| s.id.clone());
+        let group = session.as_ref().map(|s| s.group.clone());
+        let mut charged = None;
         if let Some(b) = rec.funding.take() {
             let paid_by_budget = session.filter(|s| s.budget.as_ref() == Some(&b));
             match (paid_by_budget, handled) {
-                (Some(s), Some((_, c, accepted_at))) => self.gate.settle(&Settlement {
-                    budget: &b,
-                    contact_id: id,
-                    queue: &q.name,
-                    group: &s.group,
-                    operator: &s.id,
-                    channel: rec.channel,
-                    handle_ms: c.handle_ms,
-                    accepted_at,
-                    now,
-                    outcome,
-                }),
+                (Some(s), Some((_, c, accepted_at))) => {
+                    charged = self
+                        .gate
+                        .settle(&Settlement {
+                            budget: &b,
+                            contact_id: id,
+                            queue: &q.name,
+                            group: &s.group,
+                            operator: &s.id,
+                            channel: rec.channel,
+                            handle_ms: c.handle_ms,
+                            accepted_at,
+                            now,
+                            outcome,
+                        })
+                        .map(|cents| (b.clone(), cents));
+                }
                 _ => self.gate.release(&b, id),
             }
         }
@@ -385,7 +392,11 @@ impl Engine {
             waited_ms,
             handle_ms: handled.map_or(0, |h| h.1.handle_ms),
             operator,
+            group,
             wrap_up_ms: handled.map_or(0, |h| h.1.wrap_up_ms),
+            arrived: rec.arrived,
+            segment: rec.segment,
+            charged,
         });
     }
 

@@ -262,6 +262,7 @@ impl Engine {
             contact: id.clone(),
             queue: q.name.clone(),
             operator: session.id.clone(),
+            group: session.group.clone(),
             channel: rec.channel,
             priority: q.priority + rec.priority,
             segment: rec.segment,

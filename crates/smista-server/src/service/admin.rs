@@ -196,6 +196,16 @@ impl AdminService for AdminSvc {
         t.finish(&r);
         r.map(Response::new)
     }
+
+    async fn get_interval_report(
+        &self,
+        request: Request<pb::GetIntervalReportRequest>,
+    ) -> Result<Response<pb::GetIntervalReportResponse>, Status> {
+        let t = RpcTimer::start("GetIntervalReport");
+        let r = crate::history::interval_page(&self.0, request.get_ref()).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
 }
 
 /// Records of a budget's audit trail from `page_token` (an index into the trail, which only

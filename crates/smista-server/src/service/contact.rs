@@ -37,7 +37,7 @@ impl ContactService for ContactSvc {
         let id = &request.get_ref().contact_id;
         let now = s.clock.now();
         let r = if s.recovered(id).is_some() {
-            // In service with a budgeted operator when the process stopped: the caller hung up.
+            // In service when the process stopped: the caller hung up.
             s.end_after_restart(id, None, now).await.map(|rec| rec.map_or(Outcome::CancelledInService, |r| r.outcome))
         } else {
             let mut ev = Vec::new();
@@ -104,8 +104,8 @@ impl ContactSvc {
             max_patience_ms: req.max_patience_ms,
             arrived,
         };
-        // In service with a budgeted operator when the process stopped (its hold was recovered
-        // from the ledger): the engine does not know it, and must not route it to a second
+        // In service when the process stopped (its hold or service record was recovered from
+        // the ledger): the engine does not know it, and must not route it to a second
         // operator. The answer is the one a re-offer got before the restart.
         if let Some(h) = s.recovered(&offer.contact_id) {
             let d = smista_core::Decision::Assigned {
@@ -115,8 +115,15 @@ impl ContactSvc {
             };
             return Ok(convert::decision(offer.contact_id, &d, now));
         }
+        let received = i64::try_from(s.clock.unix_ms(now)).unwrap_or(i64::MAX);
+        let arrived_unix = offer.arrived.map_or(received, |a| i64::try_from(s.clock.unix_ms(a)).unwrap_or(received));
+        let traced = s.history.arrive(&offer.contact_id, &offer.queue, arrived_unix, received, &req.caller_key);
         let mut ev = Vec::new();
         let r = s.engine.offer(&offer, now, &mut ev).map_err(client_error);
+        // A repeated offer (or a refused one) routes nothing: no trail to keep.
+        if traced && !ev.iter().any(|e| e.contact().is_some_and(|c| **c == *offer.contact_id)) {
+            s.history.forget(&offer.contact_id);
+        }
         s.publish(&ev, now);
         let d = r?;
         record_decision(&offer.queue, channel, &d);

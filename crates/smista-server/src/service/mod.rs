@@ -145,6 +145,12 @@ pub struct Shared {
     /// them, from their service records: like recovered holds (see [`Shared::recovered`]) but
     /// with nothing to charge.
     pub serving: DashMap<String, HoldRecord>,
+    /// The trails of live contacts, for their detail records.
+    pub history: crate::history::History,
+    /// The history's settings (`[history]`).
+    pub history_cfg: crate::history::HistorySection,
+    /// The queues' service-level thresholds, for reports.
+    pub sl_thresholds: std::collections::BTreeMap<String, u64>,
     /// This node's id among several (empty: alone).
     pub node_id: String,
     /// This node's budget leases (empty unless `[cluster] node_id` with the PostgreSQL ledger).
@@ -193,6 +199,9 @@ impl Shared {
             bounds: cfg.limits.clone(),
             recovering: DashMap::new(),
             serving: DashMap::new(),
+            history: crate::history::History::new(&cfg.groups, cfg.history.keep_caller_key),
+            history_cfg: cfg.history.clone(),
+            sl_thresholds: cfg.queues.iter().map(|q| (q.name.clone(), q.service_level_threshold_ms)).collect(),
             node_id: cfg.cluster.node_id.clone(),
             leases: DashMap::new(),
         }
@@ -219,8 +228,11 @@ impl Shared {
         }
         self.board.apply(events, now);
         let unix = self.clock.unix_ms(now);
+        let unix_ms = i64::try_from(unix).unwrap_or(i64::MAX);
+        let clock = &self.clock;
+        let ended = self.history.apply(events, unix_ms, |m| i64::try_from(clock.unix_ms(m)).unwrap_or(i64::MAX));
         if let Some(ledger) = &self.ledger {
-            for (i, e) in events.iter().enumerate() {
+            for e in events {
                 if let Event::Accepted { contact, queue, operator, channel, held: false, .. } = e {
                     ledger.serving(HoldRecord {
                         contact: contact.to_string(),
@@ -231,40 +243,12 @@ impl Shared {
                         group: String::new(),
                         operator: operator.to_string(),
                         channel: *channel,
-                        accepted_unix_ms: i64::try_from(unix).unwrap_or(i64::MAX),
+                        accepted_unix_ms: unix_ms,
                     });
                 }
-                if let Event::Finished {
-                    contact,
-                    queue,
-                    channel,
-                    outcome,
-                    waited_ms,
-                    handle_ms,
-                    operator,
-                    wrap_up_ms,
-                } = e
-                {
-                    // A diversion is reported just before its end, in the same batch.
-                    let diverted = events[..i].iter().rev().find_map(|d| match d {
-                        Event::Diverted { contact: c, reason, fallback, .. } if c == contact => {
-                            Some((*reason, *fallback))
-                        }
-                        _ => None,
-                    });
-                    ledger.ended(ContactEnd {
-                        contact: contact.to_string(),
-                        ended_unix_ms: i64::try_from(unix).unwrap_or(i64::MAX),
-                        queue: queue.to_string(),
-                        channel: *channel,
-                        outcome: *outcome,
-                        waited_ms: *waited_ms,
-                        handle_ms: *handle_ms,
-                        wrap_up_ms: *wrap_up_ms,
-                        operator: operator.as_deref().unwrap_or_default().to_owned(),
-                        diverted,
-                    });
-                }
+            }
+            for end in ended {
+                ledger.ended(end);
             }
         }
         self.log.publish(events, now, unix);
@@ -322,6 +306,7 @@ impl Shared {
                     wrap_up_ms: 0,
                     operator: h.operator.clone(),
                     diverted: None,
+                    detail: self.recovered_detail(&h, None),
                 };
                 tracing::info!(queue = %h.queue, handle_ms = end.handle_ms, "unbudgeted contact in service at restart ended");
                 ledger.ended(end.clone());
@@ -341,6 +326,19 @@ impl Shared {
             match self.book.complete_recovered(contact, operator, outcome, now) {
                 Ok(rec) => {
                     tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");
+                    ledger.ended(ContactEnd {
+                        contact: contact.to_owned(),
+                        ended_unix_ms: rec.completed_unix_ms,
+                        queue: rec.queue.clone(),
+                        channel: rec.channel,
+                        outcome: rec.outcome,
+                        waited_ms: 0,
+                        handle_ms: rec.handle_ms,
+                        wrap_up_ms: 0,
+                        operator: rec.operator.clone(),
+                        diverted: None,
+                        detail: self.recovered_detail(&h, Some(rec.cost_cents)),
+                    });
                     ledger.durable(&key).await.map_err(crate::error::ledger_status)?;
                     self.release_recovering(&rec.operator, now);
                     return Ok(Some(Ended::from(&rec)));
@@ -363,6 +361,20 @@ impl Shared {
                 Err(Status::failed_precondition(format!("contact `{contact}` ended without being completed by `{o}`")))
             }
             _ => Ok(Some(end)),
+        }
+    }
+
+    /// The detail record of a contact in service across a restart: what its hold or service
+    /// record tells (its arrival and offers before the restart are not on record).
+    fn recovered_detail(&self, h: &HoldRecord, cost_cents: Option<i64>) -> smista_ledger::Detail {
+        smista_ledger::Detail {
+            answered_unix_ms: h.accepted_unix_ms,
+            first_queue: h.queue.clone(),
+            group: h.group.clone(),
+            supplier: self.history.supplier_of(&h.group),
+            budget: h.budget.clone(),
+            cost_cents: cost_cents.unwrap_or(0),
+            ..smista_ledger::Detail::default()
         }
     }
 

@@ -1,0 +1,294 @@
+//! `smista report intervals`: the interval report of a running server
+//! (`AdminService.GetIntervalReport`, every page), as a table, CSV or JSON.
+
+use std::process::ExitCode;
+
+use smista_proto::v1 as pb;
+use smista_proto::v1::admin_service_client::AdminServiceClient;
+
+/// `smista report`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReportArgs {
+    #[command(subcommand)]
+    cmd: ReportCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ReportCmd {
+    /// Per interval and queue (and operator group): offered, answered, abandoned, diverted, ASA,
+    /// AHT, service level. `--from 2026-03-29 --to 2026-03-30 --interval 30m`.
+    Intervals {
+        /// The server, or the nodes of an active/standby group separated by commas.
+        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
+        target: String,
+        #[command(flatten)]
+        creds: smista_server::connect::Credentials,
+        /// Start: a date (`2026-03-29`, its local midnight), a local time (`2026-03-29T10:00`),
+        /// both on `--time-zone`'s clock, or an instant with its offset (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// End (exclusive), in the same forms; at most 31 days after `--from`.
+        #[arg(long)]
+        to: String,
+        /// Interval: `15m`, `30m`, `1h` (a divisor of a day); default: the server's.
+        #[arg(long)]
+        interval: Option<String>,
+        /// The time zone of dates and local times in `--from` and `--to` (the server reports
+        /// in its own `[history] time_zone`).
+        #[arg(long, default_value = "Europe/Rome")]
+        time_zone: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Print the operator groups' rows too.
+        #[arg(long)]
+        groups: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// `2026-03-29`, `2026-03-29T10:00[:00]` on `tz`'s clock, or an RFC 3339 instant: Unix ms.
+fn instant(s: &str, tz: &jiff::tz::TimeZone) -> Result<u64, String> {
+    let t = if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        t
+    } else if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+        dt.to_zoned(tz.clone()).map_err(|e| format!("`{s}`: {e}"))?.timestamp()
+    } else if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        d.to_zoned(tz.clone()).map_err(|e| format!("`{s}`: {e}"))?.timestamp()
+    } else {
+        return Err(format!("`{s}` is neither a date, a local time nor an RFC 3339 instant"));
+    };
+    u64::try_from(t.as_millisecond()).map_err(|_| format!("`{s}` is before 1970"))
+}
+
+/// `30m`, `1h`, `90` (minutes).
+fn minutes(s: &str) -> Result<u32, String> {
+    let (n, unit) = match s.strip_suffix('h') {
+        Some(n) => (n, 60),
+        None => (s.strip_suffix('m').unwrap_or(s), 1),
+    };
+    n.parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("bad interval `{s}`: e.g. 15m, 30m, 1h"))
+}
+
+pub(crate) fn run(args: ReportArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(intervals(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let ReportCmd::Intervals { target, creds, from, to, interval, time_zone, format, groups } = args.cmd;
+    let tz = smista_server::history::zone(&time_zone)?;
+    let req = pb::GetIntervalReportRequest {
+        from_unix_ms: instant(&from, &tz)?,
+        to_unix_ms: instant(&to, &tz)?,
+        interval_minutes: interval.as_deref().map(minutes).transpose()?.unwrap_or(0),
+        page_size: 2000,
+        page_token: String::new(),
+    };
+    let ch = crate::client::active_channel(&creds, &target).await?;
+    let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
+    let mut all = pb::GetIntervalReportResponse::default();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .get_interval_report(pb::GetIntervalReportRequest { page_token: token, ..req.clone() })
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        all.queues.extend(page.queues);
+        all.groups.extend(page.groups);
+        all.time_zone = page.time_zone;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json(&all))?),
+        Format::Csv => print!("{}", csv(&all, groups)),
+        Format::Table => print!("{}", table(&all, groups)),
+    }
+    Ok(())
+}
+
+fn json(r: &pb::GetIntervalReportResponse) -> serde_json::Value {
+    let q: Vec<serde_json::Value> = r
+        .queues
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "start_unix_ms": q.start_unix_ms, "start_local": q.start_local, "queue": q.queue,
+                "threshold_ms": q.threshold_ms, "offered": q.offered, "answered": q.answered,
+                "answered_within": q.answered_within, "abandoned": q.abandoned,
+                "short_abandoned": q.short_abandoned, "abandoned_after_threshold": q.abandoned_after_threshold,
+                "diverted": q.diverted, "extra_budget_diverted": q.extra_budget_diverted,
+                "diverted_by_reason": q.diverted_by_reason, "overflowed": q.overflowed,
+                "in_progress": q.in_progress, "asa_ms": q.asa_ms, "average_wait_ms": q.average_wait_ms,
+                "max_wait_ms": q.max_wait_ms, "handled": q.handled, "aht_ms": q.aht_ms,
+                "average_wrap_up_ms": q.average_wrap_up_ms, "service_level_offered": q.service_level_offered,
+                "service_level_answered": q.service_level_answered,
+            })
+        })
+        .collect();
+    let g: Vec<serde_json::Value> = r
+        .groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "start_unix_ms": g.start_unix_ms, "start_local": g.start_local, "group": g.group,
+                "supplier": g.supplier, "answered": g.answered, "handled": g.handled, "aht_ms": g.aht_ms,
+                "average_wrap_up_ms": g.average_wrap_up_ms,
+            })
+        })
+        .collect();
+    serde_json::json!({ "time_zone": r.time_zone, "queues": q, "groups": g })
+}
+
+fn csv(r: &pb::GetIntervalReportResponse, groups: bool) -> String {
+    let mut out = String::from(
+        "start_local,start_unix_ms,queue,threshold_ms,offered,answered,answered_within,abandoned,short_abandoned,abandoned_after_threshold,diverted,extra_budget_diverted,overflowed,in_progress,asa_ms,average_wait_ms,max_wait_ms,handled,aht_ms,average_wrap_up_ms,service_level_offered,service_level_answered\n",
+    );
+    for q in &r.queues {
+        out += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.0},{:.0},{},{},{:.0},{:.0},{:.4},{:.4}\n",
+            q.start_local,
+            q.start_unix_ms,
+            q.queue,
+            q.threshold_ms,
+            q.offered,
+            q.answered,
+            q.answered_within,
+            q.abandoned,
+            q.short_abandoned,
+            q.abandoned_after_threshold,
+            q.diverted,
+            q.extra_budget_diverted,
+            q.overflowed,
+            q.in_progress,
+            q.asa_ms,
+            q.average_wait_ms,
+            q.max_wait_ms,
+            q.handled,
+            q.aht_ms,
+            q.average_wrap_up_ms,
+            q.service_level_offered,
+            q.service_level_answered
+        );
+    }
+    if groups {
+        out += "\nstart_local,start_unix_ms,group,supplier,answered,handled,aht_ms,average_wrap_up_ms\n";
+        for g in &r.groups {
+            out += &format!(
+                "{},{},{},{},{},{},{:.0},{:.0}\n",
+                g.start_local,
+                g.start_unix_ms,
+                g.group,
+                g.supplier,
+                g.answered,
+                g.handled,
+                g.aht_ms,
+                g.average_wrap_up_ms
+            );
+        }
+    }
+    out
+}
+
+fn table(r: &pb::GetIntervalReportResponse, groups: bool) -> String {
+    let mut out = format!(
+        "{:<25} {:<18} {:>7} {:>7} {:>7} {:>9} {:>8} {:>6} {:>7} {:>7} {:>6} {:>6}\n",
+        "interval",
+        "queue",
+        "offered",
+        "answer",
+        "within",
+        "abandon",
+        "divert",
+        "live",
+        "ASA s",
+        "AHT s",
+        "SL%",
+        "SL2%"
+    );
+    for q in &r.queues {
+        out += &format!(
+            "{:<25} {:<18} {:>7} {:>7} {:>7} {:>5}({:>2}) {:>4}({:>2}) {:>6} {:>7.1} {:>7.1} {:>6.1} {:>6.1}\n",
+            q.start_local,
+            q.queue,
+            q.offered,
+            q.answered,
+            q.answered_within,
+            q.abandoned,
+            q.short_abandoned,
+            q.diverted,
+            q.extra_budget_diverted,
+            q.in_progress,
+            q.asa_ms / 1000.0,
+            q.aht_ms / 1000.0,
+            q.service_level_offered * 100.0,
+            q.service_level_answered * 100.0
+        );
+    }
+    out += &format!(
+        "(time zone {}; abandon(short), divert(extra budget); SL% = within / (offered - short - live), SL2% = within / (answered + abandoned after threshold))\n",
+        r.time_zone
+    );
+    if groups {
+        out += &format!(
+            "\n{:<25} {:<18} {:<14} {:>7} {:>7} {:>7}\n",
+            "interval", "group", "supplier", "answer", "handled", "AHT s"
+        );
+        for g in &r.groups {
+            out += &format!(
+                "{:<25} {:<18} {:<14} {:>7} {:>7} {:>7.1}\n",
+                g.start_local,
+                g.group,
+                g.supplier,
+                g.answered,
+                g.handled,
+                g.aht_ms / 1000.0
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_intervals_parse_in_the_centres_zone() {
+        let rome = smista_server::history::zone("Europe/Rome").expect("zone");
+        // Local midnight of 29 March 2026 is 23:00 UTC the day before (CET, +01:00).
+        assert_eq!(instant("2026-03-29", &rome), Ok(1_774_738_800_000));
+        assert_eq!(instant("2026-03-29T03:00", &rome), Ok(1_774_746_000_000), "03:00 CEST = 01:00 UTC");
+        assert_eq!(instant("2026-03-29T01:00:00Z", &rome), Ok(1_774_746_000_000));
+        assert!(instant("yesterday", &rome).is_err());
+        assert_eq!(minutes("30m"), Ok(30));
+        assert_eq!(minutes("1h"), Ok(60));
+        assert_eq!(minutes("15"), Ok(15));
+        assert!(minutes("x").is_err());
+    }
+}

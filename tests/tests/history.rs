@@ -1,0 +1,173 @@
+//! The contact history through the server: every contact's life ends in one detail record
+//! (budgeted or not, with its offers and cost), the interval report adds up to what happened,
+//! and survives a restart.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use smista_proto::v1 as pb;
+use smista_server::config::Config;
+use support::{assigned, login, temp_dir, voice, Server};
+use tonic::Code;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn config(data: &std::path::Path) -> Config {
+    let mut cfg = Config::load(None).expect("demo");
+    cfg.server.data_dir = data.to_owned();
+    cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
+    cfg.budgets[0].protected_reserve_bp = 0;
+    cfg
+}
+
+async fn report(srv: &Server, from: u64, to: u64) -> pb::GetIntervalReportResponse {
+    let mut admin = srv.admin().await;
+    let mut all = pb::GetIntervalReportResponse::default();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .get_interval_report(pb::GetIntervalReportRequest {
+                from_unix_ms: from,
+                to_unix_ms: to,
+                interval_minutes: 60,
+                page_size: 1,
+                page_token: token,
+            })
+            .await
+            .expect("report")
+            .into_inner();
+        all.queues.extend(page.queues);
+        all.groups.extend(page.groups);
+        all.time_zone = page.time_zone;
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        token = page.next_page_token;
+    }
+}
+
+fn sum(r: &pb::GetIntervalReportResponse, queue: &str, f: fn(&pb::QueueIntervalRow) -> u64) -> u64 {
+    r.queues.iter().filter(|q| q.queue == queue).map(f).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
+    let data = temp_dir("history");
+    let from = now_ms() - 3_600_000;
+    let srv = Server::start_in(config(&data)).await;
+    let mut o = srv.operators().await;
+    let mut c = srv.contacts().await;
+    o.login(login("op-1", "supplier-a", &[("naspi", 6)])).await.expect("supplier desk");
+    o.login(login("op-2", "internal", &[("naspi", 6)])).await.expect("internal desk");
+    // Two answered and completed (one by each desk), one abandoned while waiting, one still
+    // waiting, one in service when the report is made.
+    for id in ["h-1", "h-2"] {
+        let d = c.offer_contact(voice(id, "naspi")).await.expect("offer").into_inner();
+        let op = assigned(&d).expect("assigned");
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: op.clone(), contact_id: id.into() })
+            .await
+            .expect("accept");
+        o.complete_contact(pb::CompleteContactRequest { operator_id: op, contact_id: id.into(), wrap_up_ms: 1 })
+            .await
+            .expect("complete");
+    }
+    // Both desks are in wrap-up (1 ms) then free again: take one with a contact in service.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = c.offer_contact(voice("h-3", "naspi")).await.expect("offer").into_inner();
+    let busy = assigned(&d).expect("assigned");
+    o.accept_offer(pb::AcceptOfferRequest { operator_id: busy.clone(), contact_id: "h-3".into() })
+        .await
+        .expect("accept");
+    let other = if busy == "op-1" { "op-2" } else { "op-1" };
+    o.set_state(pb::SetStateRequest {
+        operator_id: other.into(),
+        status: pb::OperatorStatus::Paused as i32,
+        reason: "break".into(),
+    })
+    .await
+    .expect("pause");
+    c.offer_contact(voice("h-4", "naspi")).await.expect("offer");
+    c.cancel_contact(pb::CancelContactRequest { contact_id: "h-4".into() }).await.expect("hang up");
+    c.offer_contact(voice("h-5", "naspi")).await.expect("offer (waits)");
+    // A closed queue diverts.
+    let mut admin = srv.admin().await;
+    admin.set_queue_open(pb::SetQueueOpenRequest { queue: "isee".into(), open: false }).await.expect("close");
+    c.offer_contact(voice("h-6", "isee")).await.expect("offer (diverted)");
+
+    let to = now_ms() + 3_600_000;
+    let r = report(&srv, from, to).await;
+    assert_eq!(r.time_zone, "Europe/Rome");
+    assert_eq!(sum(&r, "naspi", |q| q.offered), 5);
+    assert_eq!(sum(&r, "naspi", |q| q.answered), 2, "completed ones; h-3 is in service, so in progress");
+    assert_eq!(sum(&r, "naspi", |q| q.handled), 2);
+    assert_eq!(sum(&r, "naspi", |q| q.abandoned), 1);
+    assert_eq!(sum(&r, "naspi", |q| q.short_abandoned), 1, "hung up at once");
+    assert_eq!(sum(&r, "naspi", |q| q.in_progress), 2, "h-3 in service, h-5 waiting");
+    assert_eq!(sum(&r, "isee", |q| q.diverted), 1);
+    for q in &r.queues {
+        assert_eq!(q.answered + q.abandoned + q.diverted + q.in_progress, q.offered, "{q:?}");
+        assert!(q.start_local.ends_with("+01:00") || q.start_local.ends_with("+02:00"), "{}", q.start_local);
+    }
+    let answered_by: u64 = r.groups.iter().map(|g| g.answered).sum();
+    assert_eq!(answered_by, 2);
+    assert!(r.groups.iter().any(|g| g.group == "supplier-a" && !g.supplier.is_empty()));
+    assert!(r.groups.iter().any(|g| g.group == "internal" && g.supplier.is_empty()));
+    // Bad requests.
+    let e = admin
+        .get_interval_report(pb::GetIntervalReportRequest { from_unix_ms: to, to_unix_ms: from, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = admin
+        .get_interval_report(pb::GetIntervalReportRequest {
+            from_unix_ms: from,
+            to_unix_ms: to,
+            interval_minutes: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    o.complete_contact(pb::CompleteContactRequest { operator_id: busy, contact_id: "h-3".into(), wrap_up_ms: 0 })
+        .await
+        .expect("complete h-3");
+    srv.stop().await;
+
+    // After a restart: the records are the system of record; h-5 was waiting when the process
+    // stopped (the platform would offer it again), so it has no record and is not counted.
+    let srv = Server::start_in(config(&data)).await;
+    let r = report(&srv, from, to).await;
+    assert_eq!(sum(&r, "naspi", |q| q.offered), 4);
+    assert_eq!(sum(&r, "naspi", |q| q.answered), 3);
+    assert_eq!(sum(&r, "naspi", |q| q.in_progress), 0);
+    srv.stop().await;
+
+    // Each contact's detail record, read back from the ledger.
+    let ledger = smista_ledger::Ledger::open(&data.join("ledger.db")).await.expect("ledger");
+    let h1 = ledger.end_of("h-1").await.expect("read").expect("h-1 has its record");
+    assert_eq!(h1.outcome, smista_core::Outcome::Completed);
+    assert_eq!(h1.detail.first_queue, "naspi");
+    assert!(h1.detail.arrived_unix_ms > 0 && h1.detail.answered_unix_ms >= h1.detail.arrived_unix_ms);
+    assert_eq!(h1.detail.offers.len(), 1);
+    assert_eq!(h1.detail.offers[0].outcome, smista_ledger::OfferOutcome::Accepted);
+    assert!(h1.detail.caller_key.is_empty(), "no caller data unless configured");
+    let paid = ["h-1", "h-2"];
+    let mut charged = 0;
+    for id in paid {
+        let e = ledger.end_of(id).await.expect("read").expect("record");
+        if e.detail.group == "supplier-a" {
+            assert_eq!(e.detail.budget, "ccm-2026");
+            assert!(e.detail.cost_cents > 0);
+            charged += 1;
+        } else {
+            assert_eq!((e.detail.budget.as_str(), e.detail.cost_cents), ("", 0));
+        }
+    }
+    assert_eq!(charged, 1, "one of the two was the supplier's");
+    let h6 = ledger.end_of("h-6").await.expect("read").expect("h-6");
+    assert_eq!(h6.diverted.map(|d| d.0), Some(smista_core::DivertReason::Closed));
+    ledger.close().await;
+}
