@@ -32,6 +32,7 @@ pub fn centre(queues: usize, operators: usize) -> (EngineConfig, Vec<LoginReques
         groups,
         max_operators: u32::try_from(operators).unwrap_or(u32::MAX).max(1),
         finished_retention_ms: 60_000,
+        sl_window_ms: 900_000,
     };
     let logins = (0..operators)
         .map(|o| LoginRequest {

@@ -20,7 +20,18 @@ fn config(data: &std::path::Path) -> Config {
     cfg.server.data_dir = data.to_owned();
     cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
     cfg.budgets[0].protected_reserve_bp = 0;
+    // A threshold a test can miss: 100 ms.
+    for q in &mut cfg.queues {
+        if q.name == "naspi" {
+            q.service_level_threshold_ms = 100;
+        }
+    }
     cfg
+}
+
+async fn naspi_service_level(srv: &Server) -> f64 {
+    let s = srv.admin().await.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+    s.queues.iter().find(|q| q.name == "naspi").expect("naspi").service_level
 }
 
 async fn report(srv: &Server, from: u64, to: u64) -> pb::GetIntervalReportResponse {
@@ -90,6 +101,8 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
     .await
     .expect("pause");
     c.offer_contact(voice("h-4", "naspi")).await.expect("offer");
+    // Hangs up after the 100 ms threshold: a late abandon.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     c.cancel_contact(pb::CancelContactRequest { contact_id: "h-4".into() }).await.expect("hang up");
     c.offer_contact(voice("h-5", "naspi")).await.expect("offer (waits)");
     // A closed queue diverts.
@@ -104,7 +117,8 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
     assert_eq!(sum(&r, "naspi", |q| q.answered), 2, "completed ones; h-3 is in service, so in progress");
     assert_eq!(sum(&r, "naspi", |q| q.handled), 2);
     assert_eq!(sum(&r, "naspi", |q| q.abandoned), 1);
-    assert_eq!(sum(&r, "naspi", |q| q.short_abandoned), 1, "hung up at once");
+    assert_eq!(sum(&r, "naspi", |q| q.short_abandoned), 1, "hung up within 5 s");
+    assert_eq!(sum(&r, "naspi", |q| q.abandoned_after_threshold), 1);
     assert_eq!(sum(&r, "naspi", |q| q.in_progress), 2, "h-3 in service, h-5 waiting");
     assert_eq!(sum(&r, "isee", |q| q.diverted), 1);
     for q in &r.queues {
@@ -134,11 +148,15 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
     o.complete_contact(pb::CompleteContactRequest { operator_id: busy, contact_id: "h-3".into(), wrap_up_ms: 0 })
         .await
         .expect("complete h-3");
+    // The live service level over the window: 3 answered within 100 ms, 1 abandoned after it.
+    let live = naspi_service_level(&srv).await;
+    assert!((live - 0.75).abs() < 1e-9, "{live}");
     srv.stop().await;
 
     // After a restart: the records are the system of record; h-5 was waiting when the process
     // stopped (the platform would offer it again), so it has no record and is not counted.
     let srv = Server::start_in(config(&data)).await;
+    assert!((naspi_service_level(&srv).await - live).abs() < 1e-9, "the window is rebuilt from the history");
     let r = report(&srv, from, to).await;
     assert_eq!(sum(&r, "naspi", |q| q.offered), 4);
     assert_eq!(sum(&r, "naspi", |q| q.answered), 3);

@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         max_operators: 16,
         finished_retention_ms: 600_000,
+        sl_window_ms: 900_000,
     };
     // The budget funds three contacts at a time in this demo (the real ledger counts money).
     let gate = Arc::new(CountingGate::with_limits(&[("ccm-2026-11", 3)]));

@@ -180,6 +180,13 @@ pub struct EngineConfig {
     /// How long finished contacts are remembered for idempotent retries.
     #[serde(default = "default_retention")]
     pub finished_retention_ms: u64,
+    /// The window of the live service level (snapshot, metrics), ms.
+    #[serde(default = "default_sl_window")]
+    pub sl_window_ms: u64,
+}
+
+fn default_sl_window() -> u64 {
+    900_000
 }
 
 fn default_max_operators() -> u32 {

@@ -29,6 +29,7 @@ pub mod model;
 mod operator;
 mod queue;
 pub mod report;
+pub mod sl_window;
 pub mod snapshot;
 pub mod time;
 

@@ -13,6 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::{ExpansionStep, QueueConfig, Strategy};
 use crate::model::{Channel, Fallback};
 use crate::operator::Session;
+use crate::sl_window::{SlCounts, SlWindow};
 use crate::time::Millis;
 
 /// Routing order inside a queue: contacts returned after a decline or time-out first (class 0),
@@ -126,10 +127,12 @@ pub(crate) struct Queue {
     pub(crate) answered: AtomicU64,
     pub(crate) answered_in_sl: AtomicU64,
     pub(crate) abandoned_after_sl: AtomicU64,
+    /// The same three over the sliding window, for the live service level.
+    pub(crate) sl_window: SlWindow,
 }
 
 impl Queue {
-    pub(crate) fn new(idx: u32, cfg: &QueueConfig, overflow: Vec<u32>) -> Queue {
+    pub(crate) fn new(idx: u32, cfg: &QueueConfig, overflow: Vec<u32>, sl_window_ms: u64) -> Queue {
         Queue {
             idx,
             name: Arc::from(cfg.name.as_str()),
@@ -167,6 +170,7 @@ impl Queue {
             answered: AtomicU64::new(0),
             answered_in_sl: AtomicU64::new(0),
             abandoned_after_sl: AtomicU64::new(0),
+            sl_window: SlWindow::new(sl_window_ms),
         }
     }
 
@@ -248,18 +252,24 @@ impl Queue {
         }
         st.accepts.push_back(now);
         self.answered.fetch_add(1, Ordering::Relaxed);
-        if waited_ms <= self.sl_threshold_ms {
+        let within = waited_ms <= self.sl_threshold_ms;
+        if within {
             self.answered_in_sl.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sl_window.record(now, now, SlCounts { answered: 1, within: u64::from(within), abandoned_late: 0 });
+    }
+
+    /// Counts an abandonment after `waited_ms` at `now`.
+    pub(crate) fn record_abandon(&self, waited_ms: u64, now: Millis) {
+        if waited_ms > self.sl_threshold_ms {
+            self.abandoned_after_sl.fetch_add(1, Ordering::Relaxed);
+            self.sl_window.record(now, now, SlCounts { answered: 0, within: 0, abandoned_late: 1 });
         }
     }
 
-    /// Share of contacts answered within the threshold, counting abandonments after it.
-    pub(crate) fn service_level(&self) -> f64 {
-        let a = self.answered.load(Ordering::Relaxed);
-        let ab = self.abandoned_after_sl.load(Ordering::Relaxed);
-        if a + ab == 0 {
-            return 1.0;
-        }
-        self.answered_in_sl.load(Ordering::Relaxed) as f64 / (a + ab) as f64
+    /// Share of contacts answered within the threshold over the sliding window, counting
+    /// abandonments after it (1 with neither).
+    pub(crate) fn service_level(&self, now: Millis) -> f64 {
+        self.sl_window.totals(now).service_level()
     }
 }

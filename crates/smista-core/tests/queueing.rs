@@ -94,6 +94,7 @@ fn simulate(c: u32, rate_per_s: f64, aht_s: f64, arrivals: u64, seed: u64) -> Ru
         groups: vec![GroupConfig { name: "staff".into(), supplier: None, budget: None }],
         max_operators: c + 8,
         finished_retention_ms: 60_000,
+        sl_window_ms: 900_000,
     };
     let e = Engine::new(&cfg, Arc::new(Unlimited)).expect("valid config");
     let mut ev = Vec::new();

@@ -237,6 +237,22 @@ impl Ledger {
         })
     }
 
+    /// This node's contact detail records of lives that ended since `since_unix_ms` (a restart
+    /// rebuilds the live service level's window from them).
+    pub async fn ended_since(&self, since_unix_ms: i64) -> Result<Vec<ContactEnd>, LedgerError> {
+        let sql = self.db.sql("SELECT * FROM contact_ends WHERE ended_unix_ms >= ? AND node_id = ?");
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(since_unix_ms)
+                .bind(&self.node)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(end_from_row)
+                .collect()
+        })
+    }
+
     /// Deletes up to `limit` contact detail records of contacts that arrived before
     /// `before_unix_ms`; returns how many. Call it until it returns less than `limit`.
     pub async fn purge_history(&self, before_unix_ms: i64, limit: u32) -> Result<u64, LedgerError> {

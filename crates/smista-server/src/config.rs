@@ -43,6 +43,7 @@
 //! [engine]               # optional
 //! max_operators = 20000
 //! finished_retention_ms = 600000
+//! sl_window_ms = 900000  # window of the live service level
 //!
 //! [[groups]]             # operator groups; `budget` names the capped budget paying them
 //! [[queues]]             # service lines: see smista_core::config::QueueConfig
@@ -173,11 +174,13 @@ pub struct EngineSection {
     pub max_operators: u32,
     /// How long finished contacts are remembered for idempotent retries.
     pub finished_retention_ms: u64,
+    /// The window of the live service level, ms (15 minutes by default).
+    pub sl_window_ms: u64,
 }
 
 impl Default for EngineSection {
     fn default() -> Self {
-        EngineSection { max_operators: 20_000, finished_retention_ms: 600_000 }
+        EngineSection { max_operators: 20_000, finished_retention_ms: 600_000, sl_window_ms: 900_000 }
     }
 }
 
@@ -297,6 +300,7 @@ impl Config {
             groups: self.groups.clone(),
             max_operators: self.engine.max_operators,
             finished_retention_ms: self.engine.finished_retention_ms,
+            sl_window_ms: self.engine.sl_window_ms,
         }
     }
 

@@ -144,6 +144,29 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
             engine.remember_ended(&e.contact, &e.queue, e.outcome, e.diverted);
         }
         tracing::info!(contacts = ended.len(), "recently ended contacts remembered from the ledger");
+        // The live service level's window, rebuilt from the contact history (answers and late
+        // abandons of this node's records within it).
+        let now = clock.now();
+        let since = i64::try_from(clock.unix_ms(now)).unwrap_or(i64::MAX)
+            - i64::try_from(cfg.engine.sl_window_ms).unwrap_or(i64::MAX);
+        let mut seeded = 0usize;
+        for e in l.ended_since(since).await? {
+            let (at, answered) = if e.detail.answered_unix_ms >= since {
+                (e.detail.answered_unix_ms, true)
+            } else if e.outcome == smista_core::Outcome::Abandoned {
+                (e.ended_unix_ms, false)
+            } else {
+                continue;
+            };
+            if let Some(at) = clock.from_unix(at) {
+                seeded += usize::from(engine.seed_service_level(&e.queue, at, now, e.waited_ms, answered));
+            }
+        }
+        tracing::info!(
+            contacts = seeded,
+            window_ms = cfg.engine.sl_window_ms,
+            "live service level rebuilt from the history"
+        );
     }
     let gate = Arc::new(Gate {
         auth: Authenticator::new(&cfg.auth).map_err(ServeError::Security)?,

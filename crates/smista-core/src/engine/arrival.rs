@@ -343,8 +343,8 @@ impl Engine {
             Some((_, _, accepted_at)) => accepted_at.since(rec.arrived),
             None => now.since(rec.arrived),
         };
-        if outcome == Outcome::Abandoned && waited_ms > q.sl_threshold_ms {
-            q.abandoned_after_sl.fetch_add(1, Ordering::Relaxed);
+        if outcome == Outcome::Abandoned {
+            q.record_abandon(waited_ms, now);
         }
         let session = handled.and_then(|(slot, _, _)| self.slot(slot).session.lock().clone());
         let operator = session.as_ref().map(|s| s.id.clone());

@@ -220,7 +220,7 @@ impl Engine {
             .enumerate()
             .map(|(i, q)| {
                 let overflow = q.overflow.iter().filter_map(|n| queue_by_name.get(n).copied()).collect();
-                Queue::new(i as u32, q, overflow)
+                Queue::new(i as u32, q, overflow, cfg.sl_window_ms)
             })
             .collect();
         let groups = cfg

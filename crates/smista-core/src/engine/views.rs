@@ -60,6 +60,23 @@ impl Engine {
         counts
     }
 
+    /// Counts, in `queue`'s live service level, a contact answered (`answered`) or abandoned
+    /// after waiting `waited_ms` at `at` (a restart rebuilding the window from the contact
+    /// history). Returns `false` for an unknown queue.
+    pub fn seed_service_level(&self, queue: &str, at: Millis, now: Millis, waited_ms: u64, answered: bool) -> bool {
+        let Some(q) = self.queues.iter().find(|q| &*q.name == queue) else { return false };
+        let within = waited_ms <= q.sl_threshold_ms;
+        let add = if answered {
+            crate::sl_window::SlCounts { answered: 1, within: u64::from(within), abandoned_late: 0 }
+        } else if !within {
+            crate::sl_window::SlCounts { answered: 0, within: 0, abandoned_late: 1 }
+        } else {
+            return true;
+        };
+        q.sl_window.record(at, now, add);
+        true
+    }
+
     /// A view of every queue and operator.
     #[must_use]
     pub fn snapshot(&self, now: Millis) -> Snapshot {
@@ -80,7 +97,7 @@ impl Engine {
                     offered: q.offered.load(Ordering::Relaxed),
                     in_service: q.in_service.load(Ordering::Relaxed),
                     oldest_wait_ms: oldest,
-                    service_level: q.service_level(),
+                    service_level: q.service_level(now),
                     service_level_target: q.sl_target,
                     service_level_threshold_ms: q.sl_threshold_ms,
                     estimated_wait_ms,

@@ -16,7 +16,7 @@ pub fn groups() -> Vec<GroupConfig> {
 }
 
 pub fn config(queues: Vec<QueueConfig>) -> EngineConfig {
-    EngineConfig { queues, groups: groups(), max_operators: 64, finished_retention_ms: 600_000 }
+    EngineConfig { queues, groups: groups(), max_operators: 64, finished_retention_ms: 600_000, sl_window_ms: 900_000 }
 }
 
 pub fn engine(queues: Vec<QueueConfig>) -> Engine {

@@ -77,6 +77,12 @@ impl Clock {
         self.start_unix_ms + t.0
     }
 
+    /// The engine time of `unix_ms` (`None` before engine time zero).
+    #[must_use]
+    pub fn from_unix(&self, unix_ms: i64) -> Option<Millis> {
+        u64::try_from(unix_ms).ok()?.checked_sub(self.start_unix_ms).map(Millis)
+    }
+
     /// The wall time of engine time zero, Unix ms.
     #[must_use]
     pub fn epoch_unix_ms(&self) -> i64 {
