@@ -148,6 +148,23 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
     o.complete_contact(pb::CompleteContactRequest { operator_id: busy, contact_id: "h-3".into(), wrap_up_ms: 0 })
         .await
         .expect("complete h-3");
+    // The budget's burn-down: today's spend is what the supplier's completions cost.
+    let burn = admin
+        .get_budget_burn(pb::GetBudgetBurnRequest { budget_id: "ccm-2026".into() })
+        .await
+        .expect("burn")
+        .into_inner();
+    let snap = admin.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+    let settled = snap.budgets.iter().find(|b| b.budget_id == "ccm-2026").expect("budget").settled_cents;
+    let today = burn.days.last().expect("a day");
+    assert!(settled > 0);
+    assert_eq!(today.cumulative_cents, settled, "{burn:?}");
+    assert_eq!(burn.days.iter().map(|d| d.spent_cents).sum::<i64>(), settled);
+    assert!(burn.days.windows(2).all(|w| w[0].start_unix_ms < w[1].start_unix_ms));
+    assert!(today.paced_allowance_cents > 0 && today.paced_allowance_cents <= burn.ceiling_cents);
+    assert_eq!(burn.time_zone, "Europe/Rome");
+    let e = admin.get_budget_burn(pb::GetBudgetBurnRequest { budget_id: "nope".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
     // The live service level over the window: 3 answered within 100 ms, 1 abandoned after it.
     let live = naspi_service_level(&srv).await;
     assert!((live - 0.75).abs() < 1e-9, "{live}");

@@ -38,6 +38,7 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         idle_subscribers: 0,
         idle_queue: String::new(),
         list_contacts: false,
+        vs_other: None,
     }
 }
 

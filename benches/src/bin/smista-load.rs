@@ -180,6 +180,9 @@ fn print_table(r: &Report) {
     {
         println!("offers/s no subscriber {n:.0}  with idle filtered subscribers {i:.0}  ratio {x:.3}");
     }
+    if let (Some(s), Some(p), Some(x)) = (r.target_offer_rps, r.other_offer_rps, r.other_ratio) {
+        println!("offers/s target {s:.0}  other {p:.0}  ratio {x:.3}");
+    }
     if let (Some(s), Some(p), Some(x)) = (r.secure_offer_rps, r.plain_offer_rps, r.secure_ratio) {
         println!("offers/s TLS + tokens {s:.0}  plaintext {p:.0}  ratio {x:.3}");
     }

@@ -146,6 +146,11 @@ pub struct LoadConfig {
     /// The quiet queue the idle subscribers filter on.
     #[arg(long, default_value = "disability")]
     pub idle_queue: String,
+    /// Also measure closed-loop offers against this second, open server (the same binary with
+    /// another configuration, e.g. `[history] enabled = false`), alternating rounds with
+    /// `--target`: `other_ratio` = target's offers/s over the other's, in one run.
+    #[arg(long)]
+    pub vs_other: Option<String>,
     /// With `--scenario follow`: list in the report the contacts whose completion was
     /// acknowledged (to check them one by one against the ledger).
     #[arg(long)]
@@ -275,6 +280,12 @@ pub struct Report {
     pub max_rate: Option<f64>,
     /// Seconds the arrivals ran.
     pub elapsed_seconds: f64,
+    /// `--vs-other`: closed-loop offers per second against `--target`.
+    pub target_offer_rps: Option<f64>,
+    /// `--vs-other`: the same against the other server.
+    pub other_offer_rps: Option<f64>,
+    /// target_offer_rps / other_offer_rps.
+    pub other_ratio: Option<f64>,
     /// `follow`: what a client following the active saw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follow: Option<follow::FollowFigures>,
@@ -543,8 +554,14 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         report.idle_subscriber_offer_rps = Some(idle);
         report.idle_subscriber_ratio = Some(if none > 0.0 { idle / none } else { 0.0 });
     }
+    if let Some(other) = &cfg.vs_other {
+        let (this, that) = vs_pair(cfg, &pool, other, ("target", "other"), &stop).await?;
+        report.target_offer_rps = Some(this);
+        report.other_offer_rps = Some(that);
+        report.other_ratio = Some(if that > 0.0 { this / that } else { 0.0 });
+    }
     if let Some(plain) = &cfg.vs_plain {
-        let (secure, open) = vs_plain(cfg, &pool, plain, &stop).await?;
+        let (secure, open) = vs_pair(cfg, &pool, plain, ("TLS + tokens", "plaintext"), &stop).await?;
         report.secure_offer_rps = Some(secure);
         report.plain_offer_rps = Some(open);
         report.secure_ratio = Some(if open > 0.0 { secure / open } else { 0.0 });
@@ -1139,12 +1156,13 @@ async fn vs_idle(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Resul
     Ok((best_none, best_idle))
 }
 
-/// Alternates closed-loop offer rounds against the secure `--target` and the plaintext, open
-/// `plain` server; returns the best of each (offers per second).
-async fn vs_plain(
+/// Alternates closed-loop offer rounds against `--target` (`secure`) and the open server at
+/// `plain`, printing them under `labels`; returns the best of each (offers per second).
+async fn vs_pair(
     cfg: &LoadConfig,
     secure: &Pool,
     plain: &str,
+    labels: (&str, &str),
     stop: &Arc<AtomicBool>,
 ) -> Result<(f64, f64), LoadError> {
     let open = Pool::connect(plain, 4, &Credentials::default(), Identity::default()).await?;
@@ -1157,7 +1175,7 @@ async fn vs_plain(
     for round in 0..3 {
         let (s, _) = closed_offers(secure, cfg, 100 + round, phase, stop).await;
         let (p, _) = closed_offers(&open, cfg, 200 + round, phase, stop).await;
-        eprintln!("[vs-plain round {round}] TLS + tokens {s:.0} offers/s, plaintext {p:.0} offers/s");
+        eprintln!("[round {round}] {} {s:.0} offers/s, {} {p:.0} offers/s", labels.0, labels.1);
         best_s = best_s.max(s);
         best_p = best_p.max(p);
     }

@@ -388,6 +388,14 @@ pub struct BudgetView {
     /// minute). Admission stops at the ceiling, so a projection above it means extra-budget
     /// diversions ahead.
     pub projected_cents: i64,
+    /// When the money runs out at the settled spend's average rate since the period began:
+    /// the instant the exposure reaches the ceiling (now if it has), Unix ms; `None` if it lasts
+    /// the period (or nothing has been settled yet).
+    pub exhausted_at_unix_ms: Option<i64>,
+    /// The period's bounds, Unix ms.
+    pub period_start_unix_ms: i64,
+    /// End of the period (exclusive), Unix ms.
+    pub period_end_unix_ms: i64,
 }
 
 /// What a settled contact cost, for the durable ledger.
@@ -742,10 +750,20 @@ impl BudgetBook {
                 i64::try_from(i128::from(settled) * i128::from(left) / i128::from(elapsed)).unwrap_or(i64::MAX),
             )
         };
+        let ceiling = b.ceiling.load(Ordering::Acquire);
+        let exhausted_at = if exposure >= ceiling {
+            Some(unix)
+        } else if settled > 0 && elapsed > 0 {
+            let left = i128::from(ceiling - exposure) * i128::from(elapsed) / i128::from(settled);
+            let at = i64::try_from(i128::from(unix) + left).unwrap_or(i64::MAX);
+            (at < p.end).then_some(at)
+        } else {
+            None
+        };
         BudgetView {
             id: b.cfg.id.clone(),
             period: p.label.clone(),
-            ceiling_cents: b.ceiling.load(Ordering::Acquire),
+            ceiling_cents: ceiling,
             settled_cents: p.settled.load(Ordering::Acquire),
             reserved_cents: p.reserved.load(Ordering::Acquire),
             paced_allowance_cents: Self::limit(b, &p, unix, false),
@@ -755,7 +773,20 @@ impl BudgetBook {
             running_overrun_cents: p.running_overrun.load(Ordering::Acquire),
             exposure_cents: exposure,
             projected_cents: projected,
+            exhausted_at_unix_ms: exhausted_at,
+            period_start_unix_ms: p.start,
+            period_end_unix_ms: p.end,
         }
+    }
+
+    /// What `budget`'s pacing allows committed in all by `unix_ms` of its current period (the
+    /// ceiling less any protected reserve without pacing), for burn-down reports: `None` for an
+    /// unknown budget or an instant outside the current period.
+    #[must_use]
+    pub fn allowance_at(&self, budget: &str, now: Millis, unix_ms: i64) -> Option<i64> {
+        let b = self.budgets.get(budget)?;
+        let p = Self::period_at(b, self.unix(now));
+        (p.start..=p.end).contains(&unix_ms).then(|| Self::rule_limit(b, &p, unix_ms, false))
     }
 
     /// Recomputes, for every period, what calls in service cost by `now` beyond their

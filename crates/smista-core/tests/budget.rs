@@ -187,6 +187,30 @@ fn an_overrun_is_charged_and_reported_not_cut_off() {
     assert_eq!(v.reserved_cents, 0);
 }
 
+/// The burn-down's projection: at the settled spend's average rate the money runs out when the
+/// exposure reaches the ceiling, or lasts the period.
+#[test]
+fn the_money_runs_out_when_the_average_rate_says() {
+    let book = BudgetBook::new(&[budget(10_000, PacingConfig::None)], 0).unwrap();
+    assert_eq!(book.views(Millis(DAY as u64))[0].exhausted_at_unix_ms, None, "nothing settled: no projection");
+    // 500 cents (a 300 s call) settled by the end of day 1 of 30: 500 a day, 9,500 left: 19 more
+    // days, so day 20, before the end.
+    assert!(book.reserve(&req("a", 0)));
+    settle(&book, "a", 300_000, 0);
+    let v = book.views(Millis(DAY as u64))[0].clone();
+    assert_eq!(v.settled_cents, 500);
+    assert_eq!(v.exhausted_at_unix_ms, Some(20 * DAY));
+    assert_eq!((v.period_start_unix_ms, v.period_end_unix_ms), (0, 30 * DAY));
+    // By day 25 the same spend lasts the period.
+    assert_eq!(book.views(Millis(25 * DAY as u64))[0].exhausted_at_unix_ms, None);
+    // The pacing's allowance is the ceiling without pacing; outside the period, none.
+    assert_eq!(book.allowance_at("ccm", Millis(DAY as u64), 2 * DAY), Some(10_000));
+    assert_eq!(book.allowance_at("ccm", Millis(DAY as u64), 31 * DAY), None);
+    assert_eq!(book.allowance_at("nope", Millis(DAY as u64), DAY), None);
+    let paced = BudgetBook::new(&[budget(30_000, PacingConfig::Even { lookahead_ms: 0 })], 0).unwrap();
+    assert_eq!(paced.allowance_at("ccm", Millis(0), 10 * DAY), Some(10_000), "a third of the way, a third");
+}
+
 /// Demand above the budget, the same arrivals every day: unpaced money runs out in the first days
 /// of the period; paced money lasts until the end and diversions are spread over it.
 #[test]

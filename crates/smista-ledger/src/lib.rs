@@ -434,6 +434,25 @@ impl Ledger {
         })
     }
 
+    /// `budget`'s spend in `period` per quarter hour of completion, from every node's cost
+    /// records: (quarter-hour start, cents, contacts), in order (for burn-down reports).
+    pub async fn spend_by_quarter_hour(&self, budget: &str, period: &str) -> Result<Vec<(i64, i64, i64)>, LedgerError> {
+        let sql = self.db.sql(
+            "SELECT (completed_unix_ms / 900000) * 900000 AS q, CAST(SUM(cost_cents) AS BIGINT) AS cost, COUNT(*) AS n
+             FROM cost_records WHERE budget_id = ? AND period = ? GROUP BY q ORDER BY q",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(budget)
+                .bind(period)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("q")?, r.try_get("cost")?, r.try_get("n")?)))
+                .collect()
+        })
+    }
+
     /// The settled record of `contact`'s latest life, if any (for an idempotent completion after
     /// a restart).
     pub async fn settled(&self, contact: &str) -> Result<Option<CostRecord>, LedgerError> {

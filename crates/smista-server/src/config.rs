@@ -34,6 +34,7 @@
 //! recovered_hold_max_age_ms = 14400000   # see LedgerSection
 //!
 //! [history]              # optional: the contact history (see history::HistorySection)
+//! enabled = true
 //! retention_days = 400   # detail records purged after this (0: never)
 //! keep_caller_key = false
 //! time_zone = "Europe/Rome"

@@ -20,6 +20,11 @@ use smista_ledger::{ContactEnd, Detail, OfferOutcome, OfferRecord};
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistorySection {
+    /// Keep the contact history (on by default). Off, contacts are not followed and their end
+    /// records are written only when no cost record tells how they ended (what idempotent
+    /// replies after a restart need): no interval reports, no detail. For measuring what the
+    /// history costs, and for a centre that keeps its records elsewhere.
+    pub enabled: bool,
     /// Contact detail records older than this (by arrival) are purged, days. 0 keeps them for
     /// ever.
     pub retention_days: u32,
@@ -37,6 +42,7 @@ pub struct HistorySection {
 impl Default for HistorySection {
     fn default() -> Self {
         HistorySection {
+            enabled: true,
             retention_days: 400,
             keep_caller_key: false,
             time_zone: "Europe/Rome".into(),
@@ -104,6 +110,7 @@ struct Trail {
 /// The trails of live contacts and how to turn them into records.
 #[derive(Debug, Default)]
 pub struct History {
+    enabled: bool,
     trails: DashMap<Arc<str>, Trail>,
     /// Group -> its supplier.
     suppliers: HashMap<String, String>,
@@ -113,8 +120,10 @@ pub struct History {
 impl History {
     /// An empty history for groups `groups` (name, supplier).
     #[must_use]
-    pub fn new(groups: &[smista_core::config::GroupConfig], keep_caller_key: bool) -> Self {
+    pub fn new(groups: &[smista_core::config::GroupConfig], cfg: &HistorySection) -> Self {
+        let keep_caller_key = cfg.keep_caller_key;
         History {
+            enabled: cfg.enabled,
             trails: DashMap::new(),
             suppliers: groups.iter().filter_map(|g| g.supplier.clone().map(|s| (g.name.clone(), s))).collect(),
             keep_caller_key,
@@ -132,7 +141,7 @@ impl History {
         received_unix_ms: i64,
         caller_key: &str,
     ) -> bool {
-        if self.trails.contains_key(contact) {
+        if !self.enabled || self.trails.contains_key(contact) {
             return false;
         }
         let mut created = false;
@@ -214,6 +223,9 @@ impl History {
                         }
                         _ => None,
                     });
+                    if !self.enabled && charged.is_some() {
+                        continue; // its cost record tells how it ended
+                    }
                     let trail = self.trails.remove(&**contact).map(|(_, t)| t);
                     let group = group.as_deref().unwrap_or_default().to_owned();
                     let detail = Detail {
@@ -370,6 +382,9 @@ pub async fn interval_page(
         return Err(Status::failed_precondition("no history: [ledger] kind = \"none\" keeps no contact records"));
     };
     let cfg = &s.history_cfg;
+    if !cfg.enabled {
+        return Err(Status::failed_precondition("no history: [history] enabled = false"));
+    }
     let minutes = if req.interval_minutes == 0 { cfg.interval_minutes } else { req.interval_minutes };
     if !(1..=1440).contains(&minutes) || 1440 % minutes != 0 {
         return Err(Status::invalid_argument(format!("interval_minutes {minutes} does not divide a day")));
@@ -466,6 +481,70 @@ pub async fn interval_page(
             .collect(),
         next_page_token: if end < to { end.to_string() } else { String::new() },
         time_zone: cfg.time_zone.clone(),
+    })
+}
+
+/// `AdminService.GetBudgetBurn` (see the proto): the current period's spend per local day.
+pub async fn budget_burn(
+    s: &crate::service::Shared,
+    budget: &str,
+) -> Result<smista_proto::v1::GetBudgetBurnResponse, tonic::Status> {
+    use tonic::Status;
+    let Some(ledger) = &s.ledger else {
+        return Err(Status::failed_precondition("no ledger: [ledger] kind = \"none\" keeps no cost records"));
+    };
+    let now = s.clock.now();
+    let view = s
+        .book
+        .views(now)
+        .into_iter()
+        .find(|v| v.id == budget)
+        .ok_or_else(|| Status::not_found(format!("unknown budget `{}`", smista_core::error::clip(budget))))?;
+    let tz = zone(&s.history_cfg.time_zone).map_err(Status::internal)?;
+    let quarters = ledger.spend_by_quarter_hour(budget, &view.period).await.map_err(crate::error::ledger_status)?;
+    let now_unix = i64::try_from(s.clock.unix_ms(now)).unwrap_or(i64::MAX);
+    let (start, end) = (view.period_start_unix_ms, view.period_end_unix_ms);
+    let last = now_unix.min(end - 1);
+    let ts = |ms: i64| jiff::Timestamp::from_millisecond(ms).map_err(|e| Status::internal(e.to_string()));
+    let mut day = ts(start)?.to_zoned(tz.clone()).date();
+    let mut days = Vec::new();
+    let (mut cumulative, mut q) = (0i64, quarters.iter().peekable());
+    loop {
+        let day_start =
+            day.to_zoned(tz.clone()).map_err(|e| Status::internal(e.to_string()))?.timestamp().as_millisecond();
+        let from = day_start.max(start);
+        if from > last {
+            break;
+        }
+        let next = day.tomorrow().map_err(|e| Status::internal(e.to_string()))?;
+        let day_end =
+            next.to_zoned(tz.clone()).map_err(|e| Status::internal(e.to_string()))?.timestamp().as_millisecond();
+        let to = day_end.min(end);
+        let (mut spent, mut contacts) = (0i64, 0u64);
+        while let Some((_, cents, n)) = q.next_if(|(at, ..)| *at < to) {
+            spent += cents;
+            contacts += u64::try_from(*n).unwrap_or(0);
+        }
+        cumulative += spent;
+        days.push(smista_proto::v1::BudgetDay {
+            date: day.to_string(),
+            start_unix_ms: u64::try_from(from).unwrap_or(0),
+            spent_cents: spent,
+            contacts,
+            cumulative_cents: cumulative,
+            paced_allowance_cents: s.book.allowance_at(budget, now, to).unwrap_or(view.ceiling_cents),
+        });
+        day = next;
+    }
+    Ok(smista_proto::v1::GetBudgetBurnResponse {
+        budget_id: budget.to_owned(),
+        period: view.period,
+        ceiling_cents: view.ceiling_cents,
+        days,
+        projected_exhaustion_unix_ms: view.exhausted_at_unix_ms.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
+        time_zone: s.history_cfg.time_zone.clone(),
+        period_start_unix_ms: u64::try_from(start).unwrap_or(0),
+        period_end_unix_ms: u64::try_from(end).unwrap_or(0),
     })
 }
 

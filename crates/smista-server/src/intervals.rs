@@ -44,6 +44,20 @@ enum ReportCmd {
         #[arg(long)]
         groups: bool,
     },
+    /// A budget's burn-down in its current period: spend per day against the pacing's
+    /// allowance, and when the money runs out at the current rate.
+    Budget {
+        /// The server, or the nodes of an active/standby group separated by commas.
+        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
+        target: String,
+        #[command(flatten)]
+        creds: smista_server::connect::Credentials,
+        /// The budget.
+        budget: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -87,7 +101,13 @@ pub(crate) fn run(args: ReportArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(intervals(args)) {
+    let run = async {
+        match args.cmd {
+            ReportCmd::Budget { target, creds, budget, format } => burn(target, creds, budget, format).await,
+            cmd @ ReportCmd::Intervals { .. } => intervals(ReportArgs { cmd }).await,
+        }
+    };
+    match rt.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -97,7 +117,9 @@ pub(crate) fn run(args: ReportArgs) -> ExitCode {
 }
 
 async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let ReportCmd::Intervals { target, creds, from, to, interval, time_zone, format, groups } = args.cmd;
+    let ReportCmd::Intervals { target, creds, from, to, interval, time_zone, format, groups } = args.cmd else {
+        return Err("not an interval report".into());
+    };
     let tz = smista_server::history::zone(&time_zone)?;
     let req = pb::GetIntervalReportRequest {
         from_unix_ms: instant(&from, &tz)?,
@@ -128,6 +150,66 @@ async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&json(&all))?),
         Format::Csv => print!("{}", csv(&all, groups)),
         Format::Table => print!("{}", table(&all, groups)),
+    }
+    Ok(())
+}
+
+async fn burn(
+    target: String,
+    creds: smista_server::connect::Credentials,
+    budget: String,
+    format: Format,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ch = crate::client::active_channel(&creds, &target).await?;
+    let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
+    let b = admin
+        .get_budget_burn(pb::GetBudgetBurnRequest { budget_id: budget })
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let tz = smista_server::history::Tz(smista_server::history::zone(&b.time_zone)?);
+    let runs_out = if b.projected_exhaustion_unix_ms == 0 {
+        "lasts the period at the current rate".to_owned()
+    } else {
+        format!("runs out {} at the current rate", tz.format(b.projected_exhaustion_unix_ms as i64))
+    };
+    match format {
+        Format::Json => {
+            let days: Vec<serde_json::Value> = b
+                .days
+                .iter()
+                .map(|d| {
+                    serde_json::json!({"date": d.date, "start_unix_ms": d.start_unix_ms, "spent_cents": d.spent_cents,
+                        "contacts": d.contacts, "cumulative_cents": d.cumulative_cents,
+                        "paced_allowance_cents": d.paced_allowance_cents})
+                })
+                .collect();
+            let v = serde_json::json!({"budget_id": b.budget_id, "period": b.period, "ceiling_cents": b.ceiling_cents,
+                "time_zone": b.time_zone, "projected_exhaustion_unix_ms": b.projected_exhaustion_unix_ms, "days": days});
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Csv => {
+            println!("date,start_unix_ms,spent_cents,contacts,cumulative_cents,paced_allowance_cents");
+            for d in &b.days {
+                println!(
+                    "{},{},{},{},{},{}",
+                    d.date, d.start_unix_ms, d.spent_cents, d.contacts, d.cumulative_cents, d.paced_allowance_cents
+                );
+            }
+        }
+        Format::Table => {
+            println!(
+                "budget {} period {} ceiling {} cents ({}; {})",
+                b.budget_id, b.period, b.ceiling_cents, runs_out, b.time_zone
+            );
+            println!("{:<12} {:>12} {:>9} {:>14} {:>16}", "day", "spent", "contacts", "cumulative", "paced allowance");
+            for d in &b.days {
+                println!(
+                    "{:<12} {:>12} {:>9} {:>14} {:>16}",
+                    d.date, d.spent_cents, d.contacts, d.cumulative_cents, d.paced_allowance_cents
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -195,6 +195,7 @@ pub const POLICY: &[(&str, Roles, Class)] = &[
     ("/smista.v1.AdminService/GetSnapshot", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/ListBudgetAudit", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/GetIntervalReport", Roles::of(&[Role::Supervisor]), Class::Read),
+    ("/smista.v1.AdminService/GetBudgetBurn", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/SetQueueOpen", Roles::of(&[Role::Admin]), Class::Admin),
     ("/smista.v1.AdminService/UpdateQueue", Roles::of(&[Role::Admin]), Class::Admin),
     ("/smista.v1.AdminService/UpdateBudget", Roles::of(&[Role::Admin]), Class::Admin),

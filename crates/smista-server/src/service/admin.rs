@@ -34,6 +34,7 @@ fn budget_pb(s: &Shared, v: BudgetView) -> pb::BudgetSnapshot {
         running_overrun_cents: v.running_overrun_cents,
         exposure_cents: v.exposure_cents,
         projected_cents: v.projected_cents,
+        projected_exhaustion_unix_ms: v.exhausted_at_unix_ms.map_or(0, |t| u64::try_from(t).unwrap_or(0)),
     }
 }
 
@@ -203,6 +204,16 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<pb::GetIntervalReportResponse>, Status> {
         let t = RpcTimer::start("GetIntervalReport");
         let r = crate::history::interval_page(&self.0, request.get_ref()).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn get_budget_burn(
+        &self,
+        request: Request<pb::GetBudgetBurnRequest>,
+    ) -> Result<Response<pb::GetBudgetBurnResponse>, Status> {
+        let t = RpcTimer::start("GetBudgetBurn");
+        let r = crate::history::budget_burn(&self.0, &request.get_ref().budget_id).await;
         t.finish(&r);
         r.map(Response::new)
     }

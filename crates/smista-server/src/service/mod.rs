@@ -205,7 +205,7 @@ impl Shared {
             bounds: cfg.limits.clone(),
             recovering: DashMap::new(),
             serving: DashMap::new(),
-            history: crate::history::History::new(&cfg.groups, cfg.history.keep_caller_key),
+            history: crate::history::History::new(&cfg.groups, &cfg.history),
             history_cfg: cfg.history.clone(),
             sl_thresholds: cfg.queues.iter().map(|q| (q.name.clone(), q.service_level_threshold_ms)).collect(),
             node_id: cfg.cluster.node_id.clone(),
