@@ -39,6 +39,7 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         idle_queue: String::new(),
         list_contacts: false,
         vs_other: None,
+        check_report: false,
     }
 }
 
@@ -83,9 +84,16 @@ async fn server() -> Server {
 async fn erlang_scenario_report_is_consistent() {
     let srv = server().await;
     let cfg = config(format!("http://{}", srv.grpc), Scenario::Erlang, "general");
+    let mut cfg = cfg;
+    cfg.check_report = true;
     let r = run(&cfg, Arc::new(AtomicBool::new(false))).await.expect("run");
     check_consistency(&r);
     assert!(r.outcomes.get("completed").copied().unwrap_or(0) > 0);
+    // The server's interval report of the run's period says exactly what the run counted.
+    let check = r.report_check.as_ref().expect("report check");
+    assert!(check.agrees, "{check:#?}");
+    let general = check.report.iter().find(|q| q.queue == "general").expect("general");
+    assert!(general.answered > 0 && general.in_progress == 0, "{general:?}");
     assert!(r.theory.is_some(), "Erlang C prediction for the erlang scenario");
     assert!(r.occupancy > 0.0 && r.occupancy <= 1.05, "{}", r.occupancy);
     srv.stop().await;

@@ -163,6 +163,21 @@ fn print_table(r: &Report) {
             );
         }
     }
+    if let Some(c) = &r.report_check {
+        println!(
+            "interval report      {} this run's counts ({} ms .. {} ms)",
+            if c.agrees { "AGREES with" } else { "DIFFERS from" },
+            c.from_unix_ms,
+            c.to_unix_ms
+        );
+        for (m, q) in c.mine.iter().zip(c.report.iter()) {
+            println!(
+                "  {:<18} run: offered {} answered {} abandoned {} diverted {} live {} | report: offered {} answered {} abandoned {} diverted {} live {}",
+                m.queue, m.offered, m.answered, m.abandoned, m.diverted, m.in_progress,
+                q.offered, q.answered, q.abandoned, q.diverted, q.in_progress
+            );
+        }
+    }
     if let Some(m) = r.max_rate {
         println!("max rate within p99 bound  {m:.0}/s");
     }

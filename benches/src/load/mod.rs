@@ -151,10 +151,47 @@ pub struct LoadConfig {
     /// `--target`: `other_ratio` = target's offers/s over the other's, in one run.
     #[arg(long)]
     pub vs_other: Option<String>,
+    /// After an open-loop run, read the server's interval report (`GetIntervalReport`) for the
+    /// run's period and compare it, queue by queue, with this run's own counts: offered,
+    /// answered, abandoned, diverted, in progress. Exact on a server no other client uses.
+    #[arg(long)]
+    pub check_report: bool,
     /// With `--scenario follow`: list in the report the contacts whose completion was
     /// acknowledged (to check them one by one against the ledger).
     #[arg(long)]
     pub list_contacts: bool,
+}
+
+/// Contacts of one queue by how they ended, as counted by this run and by the server's report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// The queue the contacts were offered to.
+    pub queue: String,
+    /// Offered (decided by the server).
+    pub offered: u64,
+    /// Accepted by an operator (completed, or hung up in service).
+    pub answered: u64,
+    /// Hung up while waiting.
+    pub abandoned: u64,
+    /// Diverted.
+    pub diverted: u64,
+    /// Not ended.
+    pub in_progress: u64,
+}
+
+/// `--check-report`: this run's own counts and the server's interval report for its period.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReportCheck {
+    /// Per queue, as this run counted.
+    pub mine: Vec<QueueCounts>,
+    /// Per queue, as the report says.
+    pub report: Vec<QueueCounts>,
+    /// Whether they are equal.
+    pub agrees: bool,
+    /// The period read, Unix ms.
+    pub from_unix_ms: u64,
+    /// End of the period read (exclusive), Unix ms.
+    pub to_unix_ms: u64,
 }
 
 /// Latency percentiles, microseconds.
@@ -286,6 +323,9 @@ pub struct Report {
     pub other_offer_rps: Option<f64>,
     /// target_offer_rps / other_offer_rps.
     pub other_ratio: Option<f64>,
+    /// `--check-report`: this run's counts against the server's interval report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_check: Option<ReportCheck>,
     /// `follow`: what a client following the active saw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follow: Option<follow::FollowFigures>,
@@ -324,7 +364,9 @@ fn rpc(what: impl Into<String>) -> impl FnOnce(tonic::Status) -> LoadError {
 struct Tracker {
     latency: Mutex<Option<Histogram<u64>>>,
     /// Contacts of this run (inserted before their offer is sent).
-    mine: DashMap<String, ()>,
+    mine: DashMap<String, Box<str>>,
+    /// (queue offered to, final outcome) -> contacts, for `--check-report`.
+    by_queue: Mutex<BTreeMap<(String, String), u64>>,
     decided: DashMap<String, u8>,
     finished: DashMap<String, u32>,
     waiting_for_answer: DashMap<String, oneshot::Sender<u64>>,
@@ -660,9 +702,7 @@ async fn follow_events(
         use pb::contact_event::Kind;
         while let Ok(Some(ev)) = stream.message().await {
             // Contacts of other clients on the same server are ignored.
-            if !tracker.mine.contains_key(&ev.contact_id) {
-                continue;
-            }
+            let Some(queue) = tracker.mine.get(&ev.contact_id).map(|q| q.to_string()) else { continue };
             match ev.kind {
                 Some(Kind::Accepted(a)) => {
                     tracker.answered.fetch_add(1, Ordering::Relaxed);
@@ -677,6 +717,7 @@ async fn follow_events(
                 Some(Kind::Finished(f)) => {
                     let outcome = pb::Outcome::try_from(f.outcome)
                         .map_or("unknown".into(), |o| short_name(o.as_str_name(), "OUTCOME_"));
+                    *tracker.by_queue.lock().entry((queue.clone(), outcome.clone())).or_default() += 1;
                     Tracker::count(&tracker.outcomes, &outcome);
                     *tracker.finished.entry(ev.contact_id.clone()).or_default() += 1;
                     tracker.waiting_for_answer.remove(&ev.contact_id);
@@ -696,6 +737,7 @@ async fn open_loop(
 ) -> Result<Report, LoadError> {
     let tracker = Arc::new(Tracker { latency: Mutex::new(Histogram::new(3).ok()), ..Tracker::default() });
     let sl_ms = (cfg.sl_threshold * 1000.0) as u64;
+    let started_unix_ms = unix_now_ms();
     let ops = login_operators(cfg, pool, prefix, cfg.operators, true, &tracker).await?;
     let events = follow_events(pool, tracker.clone(), sl_ms).await?;
     let mut rng = SmallRng::seed_from_u64(stream_seed(cfg.seed, u64::MAX));
@@ -763,13 +805,86 @@ async fn open_loop(
     }
     let mut admin = pool.admin();
     let snapshot = admin.get_snapshot(pb::GetSnapshotRequest {}).await.map_err(rpc("snapshot"))?.into_inner();
+    let check = if cfg.check_report {
+        Some(check_report(&pool, &tracker, started_unix_ms.saturating_sub(1_000), unix_now_ms() + 1_000).await?)
+    } else {
+        None
+    };
     let mut opsc = pool.supervisor_ops();
     for id in &ops {
         let _ = opsc.logout(pb::LogoutRequest { operator_id: id.clone(), force: true }).await;
     }
     // Close the event stream so later phases (--vs-floor) do not pay for it.
     events.abort();
-    Ok(build_report(cfg, rate, &tracker, (start, elapsed), &snapshot))
+    let mut report = build_report(cfg, rate, &tracker, (start, elapsed), &snapshot);
+    report.report_check = check;
+    Ok(report)
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads the server's interval report for `[from, to)` (every page) and compares it with the
+/// run's own per-queue counts.
+async fn check_report(pool: &Pool, tracker: &Tracker, from: u64, to: u64) -> Result<ReportCheck, LoadError> {
+    let mut mine: BTreeMap<String, QueueCounts> = BTreeMap::new();
+    for ((queue, outcome), n) in tracker.by_queue.lock().iter() {
+        let c =
+            mine.entry(queue.clone()).or_insert_with(|| QueueCounts { queue: queue.clone(), ..QueueCounts::default() });
+        c.offered += n;
+        match outcome.as_str() {
+            "completed" | "cancelled_in_service" => c.answered += n,
+            "abandoned" => c.abandoned += n,
+            "diverted" => c.diverted += n,
+            _ => c.in_progress += n,
+        }
+    }
+    // Decided contacts without a final outcome are in progress for this run too.
+    for e in &tracker.decided {
+        if !tracker.finished.contains_key(e.key()) {
+            if let Some(q) = tracker.mine.get(e.key()) {
+                let c = mine
+                    .entry(q.to_string())
+                    .or_insert_with(|| QueueCounts { queue: q.to_string(), ..QueueCounts::default() });
+                c.offered += 1;
+                c.in_progress += 1;
+            }
+        }
+    }
+    let mut report: BTreeMap<String, QueueCounts> = BTreeMap::new();
+    let mut admin = pool.admin();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .get_interval_report(pb::GetIntervalReportRequest {
+                from_unix_ms: from,
+                to_unix_ms: to,
+                interval_minutes: 60,
+                page_size: 5000,
+                page_token: token,
+            })
+            .await
+            .map_err(rpc("interval report"))?
+            .into_inner();
+        for r in page.queues {
+            let c = report
+                .entry(r.queue.clone())
+                .or_insert_with(|| QueueCounts { queue: r.queue.clone(), ..QueueCounts::default() });
+            c.offered += r.offered;
+            c.answered += r.answered;
+            c.abandoned += r.abandoned;
+            c.diverted += r.diverted;
+            c.in_progress += r.in_progress;
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let (mine, report): (Vec<QueueCounts>, Vec<QueueCounts>) =
+        (mine.into_values().collect(), report.into_values().collect());
+    Ok(ReportCheck { agrees: mine == report, mine, report, from_unix_ms: from, to_unix_ms: to })
 }
 
 /// One offer from the moment its caller is spawned until its decision is recorded (or its RPC
@@ -841,7 +956,7 @@ async fn caller(
     sl_ms: u64,
 ) {
     let (tx, rx) = oneshot::channel();
-    tracker.mine.insert(id.clone(), ());
+    tracker.mine.insert(id.clone(), queue.as_str().into());
     tracker.waiting_for_answer.insert(id.clone(), tx);
     let mut contacts = pool.contacts();
     let r = contacts
