@@ -26,7 +26,8 @@ pub struct QueueSnapshot {
     pub in_service: u32,
     /// Longest current wait.
     pub oldest_wait_ms: u64,
-    /// Answered within threshold / (answered + abandoned after threshold), since start.
+    /// Answered within threshold / (answered + abandoned after threshold), over the sliding
+    /// window (`EngineConfig::sl_window_ms`).
     pub service_level: f64,
     /// Target share.
     pub service_level_target: f64,
