@@ -806,7 +806,7 @@ async fn open_loop(
     let mut admin = pool.admin();
     let snapshot = admin.get_snapshot(pb::GetSnapshotRequest {}).await.map_err(rpc("snapshot"))?.into_inner();
     let check = if cfg.check_report {
-        Some(check_report(&pool, &tracker, started_unix_ms.saturating_sub(1_000), unix_now_ms() + 1_000).await?)
+        Some(check_report(pool, &tracker, started_unix_ms.saturating_sub(1_000), unix_now_ms() + 1_000).await?)
     } else {
         None
     };
