@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS cost_records (
     reserved_cents     BIGINT  NOT NULL,
     outcome            TEXT    NOT NULL DEFAULT 'completed',
     node_id            TEXT    NOT NULL DEFAULT '',
+    {record_detail_columns}
     PRIMARY KEY (contact_id, budget_id, accepted_unix_ms)
 );
 CREATE INDEX IF NOT EXISTS cost_records_by_period ON cost_records (budget_id, period);
@@ -180,9 +181,11 @@ CREATE TABLE IF NOT EXISTS node_epochs (
 #[must_use]
 pub fn schema(postgres: bool) -> String {
     let history: String = HISTORY_COLUMNS.iter().map(|(name, ty)| format!("{name} {ty},\n    ")).collect();
+    let detail: String = RECORD_DETAIL_COLUMNS.iter().map(|(name, ty)| format!("{name} {ty},\n    ")).collect();
     SCHEMA
         .replace("{seq}", if postgres { "BIGSERIAL PRIMARY KEY" } else { "BIGINT NOT NULL PRIMARY KEY" })
         .replace("{history_columns}", history.trim_end())
+        .replace("{record_detail_columns}", detail.trim_end())
         + HISTORY_INDEX
 }
 
@@ -203,8 +206,25 @@ const HISTORY_COLUMNS: [(&str, &str); 12] = [
     ("caller_key", "TEXT NOT NULL DEFAULT ''"),
 ];
 
-/// Reports read the history by arrival.
-const HISTORY_INDEX: &str = "\nCREATE INDEX IF NOT EXISTS contact_ends_by_arrival ON contact_ends (arrived_unix_ms);\n";
+/// The detail columns of `cost_records`: a budgeted contact's detail record is its cost record
+/// (one row per contact, not two) when its end is committed with it (see `writer.rs`).
+pub(crate) const RECORD_DETAIL_COLUMNS: [(&str, &str); 11] = [
+    ("waited_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("wrap_up_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("arrived_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("received_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("answered_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
+    ("first_queue", "TEXT NOT NULL DEFAULT ''"),
+    ("overflows", "TEXT NOT NULL DEFAULT ''"),
+    ("segment", "TEXT NOT NULL DEFAULT ''"),
+    ("offers", "TEXT NOT NULL DEFAULT ''"),
+    ("supplier", "TEXT NOT NULL DEFAULT ''"),
+    ("caller_key", "TEXT NOT NULL DEFAULT ''"),
+];
+
+/// Reports read the history by arrival (cost records without a detail have arrival 0).
+const HISTORY_INDEX: &str = "\nCREATE INDEX IF NOT EXISTS contact_ends_by_arrival ON contact_ends (arrived_unix_ms);
+CREATE INDEX IF NOT EXISTS cost_records_by_arrival ON cost_records (arrived_unix_ms);\n";
 
 /// Opens `target`, creating the schema and bringing an older one up to date: the pool for reads,
 /// and the one for the group-commit writer (SQLite: a connection of its own, whose page cache no
@@ -271,6 +291,9 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
             let history: String = HISTORY_COLUMNS
                 .iter()
                 .map(|(name, ty)| format!("ALTER TABLE IF EXISTS contact_ends ADD COLUMN IF NOT EXISTS {name} {ty};\n"))
+                .chain(RECORD_DETAIL_COLUMNS.iter().map(|(name, ty)| {
+                    format!("ALTER TABLE IF EXISTS cost_records ADD COLUMN IF NOT EXISTS {name} {ty};\n")
+                }))
                 .collect();
             let ddl = format!(
                 "SELECT pg_advisory_xact_lock(7316255); {history} {}
@@ -286,21 +309,24 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
     }
 }
 
-/// Adds the history's detail columns to a SQLite `contact_ends` written before them (before the
-/// schema script, whose index needs one of them).
+/// Adds the history's detail columns to a SQLite `contact_ends` and `cost_records` written before
+/// them (before the schema script, whose indexes need some of them).
 async fn add_history_columns(pool: &SqlitePool) -> Result<(), LedgerError> {
-    let present: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('contact_ends')")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("name"))
-        .collect::<Result<_, _>>()?;
-    if present.is_empty() {
-        return Ok(()); // a new ledger: the schema creates the table whole
-    }
-    for (name, ty) in HISTORY_COLUMNS {
-        if !present.iter().any(|p| p == name) {
-            sqlx::query(&format!("ALTER TABLE contact_ends ADD COLUMN {name} {ty}")).execute(pool).await?;
+    for (table, columns) in [("contact_ends", &HISTORY_COLUMNS[..]), ("cost_records", &RECORD_DETAIL_COLUMNS[..])] {
+        let present: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info(?)")
+            .bind(table)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<Result<_, _>>()?;
+        if present.is_empty() {
+            continue; // a new ledger: the schema creates the table whole
+        }
+        for (name, ty) in columns {
+            if !present.iter().any(|p| p == name) {
+                sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}")).execute(pool).await?;
+            }
         }
     }
     Ok(())
@@ -359,6 +385,8 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
              ALTER TABLE cost_records RENAME TO cost_records_v1;
              DROP INDEX IF EXISTS cost_records_by_period;
              DROP INDEX IF EXISTS cost_records_by_contact;
+             DROP INDEX IF EXISTS cost_records_by_completion;
+             DROP INDEX IF EXISTS cost_records_by_arrival;
              {}
              INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group, operator_id,
                 channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id)

@@ -1,6 +1,8 @@
 //! The contact history: one *contact detail record* per life of every contact, budgeted or not,
-//! in `contact_ends` (written through the group commit as [`ContactEnd`]s, read back here by
-//! arrival for the interval reports, purged after the retention).
+//! written through the group commit as [`ContactEnd`]s, read back here by arrival for the
+//! interval reports. A budgeted contact whose end is committed with its cost record has its
+//! detail in the record's columns (one row, not two); every other end is a row of
+//! `contact_ends`, purged after the retention (cost records are the money ledger: kept).
 //!
 //! Lists inside a record are stored as text: the overflow path as queue names separated by
 //! commas, the offers as `operator/group/outcome` separated by commas (outcome `a` accepted, `d`
@@ -186,6 +188,26 @@ where
     })
 }
 
+/// The columns of a detail record, from `contact_ends`.
+const END_SELECT: &str = "contact_id, ended_unix_ms, queue, channel, outcome, waited_ms, handle_ms, wrap_up_ms,
+    operator_id, divert_reason, fallback, node_id, arrived_unix_ms, received_unix_ms, answered_unix_ms, first_queue,
+    overflows, segment, offers, operator_group, supplier, budget_id, cost_cents, caller_key FROM contact_ends";
+
+/// The same columns from a cost record that carries its contact's detail (arrival set).
+const RECORD_SELECT: &str = "contact_id, completed_unix_ms AS ended_unix_ms, queue, channel, outcome, waited_ms,
+    handle_ms, wrap_up_ms, operator_id, '' AS divert_reason, '' AS fallback, node_id, arrived_unix_ms,
+    received_unix_ms, answered_unix_ms, first_queue, overflows, segment, offers, operator_group, supplier, budget_id,
+    cost_cents, caller_key FROM cost_records";
+
+/// The latest detail record of one contact (bind the id twice).
+pub(crate) fn latest_of_sql() -> String {
+    format!(
+        "SELECT * FROM (SELECT {END_SELECT} WHERE contact_id = ?
+            UNION ALL SELECT {RECORD_SELECT} WHERE contact_id = ? AND arrived_unix_ms > 0) h
+         ORDER BY ended_unix_ms DESC LIMIT 1"
+    )
+}
+
 /// Where a page of the history ends: the next page starts after it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HistoryCursor {
@@ -208,12 +230,16 @@ impl Ledger {
         after: Option<&HistoryCursor>,
         limit: u32,
     ) -> Result<Vec<ContactEnd>, LedgerError> {
-        let sql = self.db.sql(
-            "SELECT * FROM contact_ends
-             WHERE arrived_unix_ms >= ? AND arrived_unix_ms < ?
-               AND (arrived_unix_ms > ? OR (arrived_unix_ms = ? AND (contact_id > ? OR (contact_id = ? AND ended_unix_ms > ?))))
-             ORDER BY arrived_unix_ms, contact_id, ended_unix_ms LIMIT ?",
-        );
+        let sql = self.db.sql(&format!(
+            "SELECT * FROM (
+                SELECT {END_SELECT} WHERE arrived_unix_ms >= ? AND arrived_unix_ms < ?
+                UNION ALL
+                SELECT {RECORD_SELECT} WHERE arrived_unix_ms >= ? AND arrived_unix_ms < ? AND arrived_unix_ms > 0
+             ) h
+             WHERE arrived_unix_ms > ? OR (arrived_unix_ms = ? AND (contact_id > ? OR (contact_id = ? AND ended_unix_ms > ?)))
+             ORDER BY arrived_unix_ms, contact_id, ended_unix_ms LIMIT ?"
+        ))
+        .into_owned();
         let c = after.cloned().unwrap_or(HistoryCursor {
             arrived_unix_ms: from_unix_ms - 1,
             contact: String::new(),
@@ -221,6 +247,8 @@ impl Ledger {
         });
         with_db!(&self.db, p => {
             sqlx::query(&sql)
+                .bind(from_unix_ms)
+                .bind(to_unix_ms)
                 .bind(from_unix_ms)
                 .bind(to_unix_ms)
                 .bind(c.arrived_unix_ms)
@@ -240,9 +268,18 @@ impl Ledger {
     /// This node's contact detail records of lives that ended since `since_unix_ms` (a restart
     /// rebuilds the live service level's window from them).
     pub async fn ended_since(&self, since_unix_ms: i64) -> Result<Vec<ContactEnd>, LedgerError> {
-        let sql = self.db.sql("SELECT * FROM contact_ends WHERE ended_unix_ms >= ? AND node_id = ?");
+        let sql = self
+            .db
+            .sql(&format!(
+                "SELECT {END_SELECT} WHERE ended_unix_ms >= ? AND node_id = ?
+                 UNION ALL
+                 SELECT {RECORD_SELECT} WHERE completed_unix_ms >= ? AND node_id = ? AND arrived_unix_ms > 0"
+            ))
+            .into_owned();
         with_db!(&self.db, p => {
             sqlx::query(&sql)
+                .bind(since_unix_ms)
+                .bind(&self.node)
                 .bind(since_unix_ms)
                 .bind(&self.node)
                 .fetch_all(p)

@@ -282,7 +282,7 @@ impl Ledger {
     pub async fn record(&self, r: CostRecord) -> Result<bool, LedgerError> {
         self.check_fence()?;
         let (tx, rx) = oneshot::channel();
-        self.send((Op::Settle(r), Reply::Record(tx)))?;
+        self.send((Op::Settle(r, None), Reply::Record(tx)))?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 
@@ -351,12 +351,13 @@ impl Ledger {
         self.submit(Key::Contact(h.contact.clone()), Op::Hold(h));
     }
 
-    /// How `contact`'s latest life ended, from its end record (none for a contact that has a
-    /// cost record instead; see [`Ledger::settled`]).
+    /// How `contact`'s latest life ended, from its detail record: its end record, or the cost
+    /// record that carries its detail (none for a cost record written without one, by an older
+    /// smista; see [`Ledger::settled`]).
     pub async fn end_of(&self, contact: &str) -> Result<Option<ContactEnd>, LedgerError> {
-        let sql = self.db.sql("SELECT * FROM contact_ends WHERE contact_id = ? ORDER BY ended_unix_ms DESC LIMIT 1");
+        let sql = self.db.sql(&history::latest_of_sql()).into_owned();
         with_db!(&self.db, p => {
-            let row = sqlx::query(&sql).bind(contact).fetch_optional(p).await?;
+            let row = sqlx::query(&sql).bind(contact).bind(contact).fetch_optional(p).await?;
             row.as_ref().map(history::end_from_row).transpose()
         })
     }
@@ -589,7 +590,7 @@ impl Ledger {
 
 impl SettlementSink for Ledger {
     fn record(&self, r: &CostRecord) {
-        self.submit(Key::Contact(r.contact.clone()), Op::Settle(r.clone()));
+        self.submit(Key::Contact(r.contact.clone()), Op::Settle(r.clone(), None));
     }
 
     fn hold(&self, h: &HoldRecord) {

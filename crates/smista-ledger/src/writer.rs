@@ -28,9 +28,13 @@ const MAX_BATCH: usize = 1024;
 
 #[derive(Debug)]
 pub(crate) enum Op {
-    Settle(CostRecord),
+    /// A cost record, with the contact's detail record when its end was in the same batch.
+    Settle(CostRecord, Option<Box<ContactEnd>>),
     Hold(HoldRecord),
-    Release { budget: String, contact: String },
+    Release {
+        budget: String,
+        contact: String,
+    },
     Amend(AuditRecord),
     End(ContactEnd),
 }
@@ -102,6 +106,10 @@ pub(crate) async fn group_commit(
                 Err(_) => break,
             }
         }
+        // A budgeted contact's end committed with its cost record rides in it (its detail goes
+        // into the record's columns): one row per contact. The end's waiter is answered with
+        // the batch.
+        let covered = merge_ends(&mut batch);
         // Ends of contacts (their detail records) go last: they depend on nothing else in the
         // batch, and together they make one statement.
         batch.sort_by_key(|(op, _)| matches!(op, Op::End(_)));
@@ -135,7 +143,8 @@ pub(crate) async fn group_commit(
                 *last_error.lock() = None;
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let replies = batch.into_iter().map(|(_, r)| r).zip(fresh);
+                let replies =
+                    batch.into_iter().map(|(_, r)| r).zip(fresh).chain(covered.into_iter().map(|r| (r, true)));
                 for (reply, new) in replies {
                     match reply {
                         Reply::None => {}
@@ -151,7 +160,7 @@ pub(crate) async fn group_commit(
                 }
             }
             Err(err) => {
-                for reply in batch.into_iter().map(|(_, r)| r) {
+                for reply in batch.into_iter().map(|(_, r)| r).chain(covered) {
                     match reply {
                         Reply::None => {}
                         Reply::Record(tx) => {
@@ -172,9 +181,11 @@ pub(crate) async fn group_commit(
 /// PostgreSQL: SQLite has no fence and no `FOR SHARE`).
 const FENCE: &str = "SELECT epoch FROM node_epochs WHERE node_id = $1 FOR SHARE";
 const RECORD_COLUMNS: &str = "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group,
-     operator_id, channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id)
+     operator_id, channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id,
+     waited_ms, wrap_up_ms, arrived_unix_ms, received_unix_ms, answered_unix_ms, first_queue, overflows, segment, offers,
+     supplier, caller_key)
      VALUES ";
-const RECORD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const RECORD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const RECORD_TAIL: &str = " ON CONFLICT (budget_id, contact_id, accepted_unix_ms) DO NOTHING
      RETURNING budget_id, contact_id, accepted_unix_ms";
 const HOLD_COLUMNS: &str = "INSERT INTO holds (budget_id, contact_id, period, amount_cents, queue, operator_group,
@@ -207,6 +218,41 @@ fn rows(head: &str, row: &str, n: usize, tail: &str) -> String {
     s
 }
 
+/// Moves into its cost record the end of each contact settled in the same batch (same life: the
+/// end's time is the record's completion); returns the replies of the ends so merged.
+fn merge_ends(batch: &mut Vec<Job>) -> Vec<Reply> {
+    let settled: std::collections::HashMap<(String, i64), usize> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (op, _))| match op {
+            Op::Settle(r, None) => Some(((r.contact.clone(), r.completed_unix_ms), i)),
+            _ => None,
+        })
+        .collect();
+    if settled.is_empty() {
+        return Vec::new();
+    }
+    let mut covered = Vec::new();
+    let mut kept = Vec::with_capacity(batch.len());
+    let mut ends = Vec::new();
+    for (i, job) in std::mem::take(batch).into_iter().enumerate() {
+        match job {
+            (Op::End(e), reply) if settled.contains_key(&(e.contact.clone(), e.ended_unix_ms)) => {
+                ends.push((settled[&(e.contact.clone(), e.ended_unix_ms)], e, reply));
+            }
+            other => kept.push((i, other)),
+        }
+    }
+    for (target, e, reply) in ends {
+        if let Some((_, (Op::Settle(_, slot), _))) = kept.iter_mut().find(|(i, _)| *i == target) {
+            *slot = Some(Box::new(e));
+        }
+        covered.push(reply);
+    }
+    *batch = kept.into_iter().map(|(_, j)| j).collect();
+    covered
+}
+
 /// The kind of a run of consecutive writes of a batch, written as one statement.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -219,7 +265,7 @@ enum Kind {
 
 fn kind(op: &Op) -> Kind {
     match op {
-        Op::Settle(_) => Kind::Settle,
+        Op::Settle(..) => Kind::Settle,
         Op::Hold(_) => Kind::Hold,
         Op::Release { .. } => Kind::Release,
         Op::Amend(_) => Kind::Amend,
@@ -279,10 +325,13 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
         for (k, run, sql) in &runs {
             match k {
                 Kind::Settle => {
-                    let recs: Vec<&CostRecord> =
-                        run.iter().filter_map(|(op, _)| if let Op::Settle(r) = op { Some(r) } else { None }).collect();
+                    let recs: Vec<(&CostRecord, Option<&ContactEnd>)> = run
+                        .iter()
+                        .filter_map(|(op, _)| if let Op::Settle(r, e) = op { Some((r, e.as_deref())) } else { None })
+                        .collect();
                     let mut q = sqlx::query(sql);
-                    for r in &recs {
+                    for (r, e) in &recs {
+                        let d = e.map(|e| &e.detail);
                         q = q
                             .bind(&r.budget)
                             .bind(&r.contact)
@@ -297,7 +346,18 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                             .bind(r.cost_cents)
                             .bind(r.reserved_cents)
                             .bind(r.outcome.as_str())
-                            .bind(node);
+                            .bind(node)
+                            .bind(e.map_or(0, |e| i64::try_from(e.waited_ms).unwrap_or(i64::MAX)))
+                            .bind(e.map_or(0, |e| i64::try_from(e.wrap_up_ms).unwrap_or(i64::MAX)))
+                            .bind(d.map_or(0, |d| d.arrived_unix_ms))
+                            .bind(d.map_or(0, |d| d.received_unix_ms))
+                            .bind(d.map_or(0, |d| d.answered_unix_ms))
+                            .bind(d.map_or("", |d| d.first_queue.as_str()))
+                            .bind(d.map_or_else(String::new, |d| crate::encode_overflows(&d.overflows)))
+                            .bind(d.map_or("", |d| d.segment.as_str()))
+                            .bind(d.map_or_else(String::new, |d| crate::encode_offers(&d.offers)))
+                            .bind(d.map_or("", |d| d.supplier.as_str()))
+                            .bind(d.map_or("", |d| d.caller_key.as_str()));
                     }
                     let mut inserted = std::collections::HashSet::new();
                     for row in q.fetch_all(&mut *tx).await? {
@@ -308,11 +368,12 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                     // The settled contacts' holds go in the same transaction.
                     let del = db.sql(&rows(DELETE_HOLDS, "(?, ?)", recs.len(), ")")).into_owned();
                     let mut q = sqlx::query(&del);
-                    for r in &recs {
+                    for (r, _) in &recs {
                         q = q.bind(&r.budget).bind(&r.contact);
                     }
                     q.execute(&mut *tx).await?;
-                    let keys = recs.iter().map(|r| (r.budget.clone(), r.contact.clone(), r.accepted_unix_ms)).collect();
+                    let keys =
+                        recs.iter().map(|(r, _)| (r.budget.clone(), r.contact.clone(), r.accepted_unix_ms)).collect();
                     fresh.extend(fresh_flags(keys, inserted));
                 }
                 Kind::Hold => {

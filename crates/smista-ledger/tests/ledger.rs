@@ -74,6 +74,7 @@ conformance!(
     recovery_reads_back_holds_totals_and_amendments_as_the_sink_left_them,
     how_a_contact_ended_survives_reopening_with_its_detail,
     the_history_reads_by_arrival_in_pages_and_purges_by_age,
+    a_budgeted_contacts_detail_rides_in_its_cost_record,
 );
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -407,5 +408,52 @@ async fn the_history_reads_by_arrival_in_pages_and_purges_by_age(b: Backend) {
     let left = l.history_page(0, i64::MAX, None, 100).await.expect("page");
     assert_eq!(left.len(), 15);
     assert_eq!(left[0].contact, "c10");
+    l.close().await;
+}
+
+async fn a_budgeted_contacts_detail_rides_in_its_cost_record(b: Backend) {
+    let l = b.open().await;
+    // As the server does: the cost record from the book, then the contact's end, same instant.
+    let r = record("merged", "naspi", "supplier-a", 266);
+    let mut e = end("merged", Outcome::Completed, r.completed_unix_ms);
+    e.queue = r.queue.clone();
+    e.handle_ms = r.handle_ms;
+    e.operator = r.operator.clone();
+    e.detail.group = r.group.clone();
+    e.detail.supplier = "acme".into();
+    e.detail.budget = r.budget.clone();
+    e.detail.cost_cents = r.cost_cents;
+    for i in 0..20 {
+        // Twenty more, so that some ends are committed with their records and some may not be.
+        let mut ri = record(&format!("m{i}"), "naspi", "supplier-a", 266);
+        ri.completed_unix_ms += i;
+        let mut ei = e.clone();
+        ei.contact = ri.contact.clone();
+        ei.ended_unix_ms = ri.completed_unix_ms;
+        SettlementSink::record(&l, &ri);
+        l.ended(ei);
+    }
+    SettlementSink::record(&l, &r);
+    l.ended(e.clone());
+    l.durable(&Key::Contact("merged".into())).await.expect("durable");
+    for i in 0..20 {
+        l.durable(&Key::Contact(format!("m{i}"))).await.expect("durable");
+    }
+    l.close().await;
+
+    let l = b.open().await;
+    assert_eq!(l.end_of("merged").await.expect("read"), Some(e.clone()), "its detail, wherever it is kept");
+    assert!(l.settled("merged").await.expect("read").is_some());
+    // Exactly one detail record per contact in the history, merged or not.
+    let all = l.history_page(e.detail.arrived_unix_ms, e.detail.arrived_unix_ms + 1, None, 100).await.expect("page");
+    let mut ids: Vec<String> = all.iter().map(|x| x.contact.clone()).collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..20).map(|i| format!("m{i}")).chain(["merged".to_owned()]).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(all
+        .iter()
+        .all(|x| x.detail.cost_cents == 266 && x.detail.budget == "ccm-2026" && x.detail.offers.len() == 2));
+    assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 21, cost_cents: 21 * 266 });
     l.close().await;
 }
