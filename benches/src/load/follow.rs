@@ -41,8 +41,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::{
-    draw_handle, latency, operator_setup, pace, run_nonce, stream_seed, BudgetFigures, Consistency, Identity,
-    LoadConfig, LoadError, Report,
+    draw_handle, latency, operator_setup, pace, run_nonce, stream_seed, Consistency, Identity, LoadConfig, LoadError,
+    Report,
 };
 
 /// Events of operations that run at the same instant on different server threads may be
@@ -599,22 +599,7 @@ fn report(cfg: &LoadConfig, g: &Group, books: &Books, elapsed: f64, snap: Option
             missing: open,
             duplicated: 0,
         },
-        budgets: snap
-            .iter()
-            .flat_map(|s| {
-                s.budgets.iter().map(|b| BudgetFigures {
-                    budget: b.budget_id.clone(),
-                    ceiling_cents: b.ceiling_cents,
-                    settled_cents: b.settled_cents,
-                    reserved_cents: b.reserved_cents,
-                    overrun_cents: b.overrun_cents,
-                    paced_allowance_cents: b.paced_allowance_cents,
-                    extra_budget_diversions: b.extra_budget_diversions,
-                    node_id: s.node_id.clone(),
-                    lease_cents: b.lease_cents,
-                })
-            })
-            .collect(),
+        budgets: snap.as_ref().map(super::budget_figures).unwrap_or_default(),
         elapsed_seconds: elapsed,
         follow: Some(follow),
         ..Report::default()

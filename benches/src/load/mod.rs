@@ -1040,6 +1040,24 @@ fn occupancy(busy: &[(Instant, Instant)], start: Instant, elapsed: f64, operator
     inside / (f64::from(operators.max(1)) * elapsed)
 }
 
+/// The budgets of a snapshot, as the report shows them.
+fn budget_figures(snap: &pb::Snapshot) -> Vec<BudgetFigures> {
+    snap.budgets
+        .iter()
+        .map(|b| BudgetFigures {
+            budget: b.budget_id.clone(),
+            ceiling_cents: b.ceiling_cents,
+            settled_cents: b.settled_cents,
+            reserved_cents: b.reserved_cents,
+            overrun_cents: b.overrun_cents,
+            paced_allowance_cents: b.paced_allowance_cents,
+            extra_budget_diversions: b.extra_budget_diversions,
+            node_id: snap.node_id.clone(),
+            lease_cents: b.lease_cents,
+        })
+        .collect()
+}
+
 fn build_report(
     cfg: &LoadConfig,
     rate: f64,
@@ -1093,21 +1111,7 @@ fn build_report(
         abandon_rate: if offers > 0 { abandoned as f64 / offers as f64 } else { 0.0 },
         occupancy: occupancy(&t.busy.lock(), start, elapsed, cfg.operators),
         consistency,
-        budgets: snap
-            .budgets
-            .iter()
-            .map(|b| BudgetFigures {
-                budget: b.budget_id.clone(),
-                ceiling_cents: b.ceiling_cents,
-                settled_cents: b.settled_cents,
-                reserved_cents: b.reserved_cents,
-                overrun_cents: b.overrun_cents,
-                paced_allowance_cents: b.paced_allowance_cents,
-                extra_budget_diversions: b.extra_budget_diversions,
-                node_id: snap.node_id.clone(),
-                lease_cents: b.lease_cents,
-            })
-            .collect(),
+        budgets: budget_figures(snap),
         theory,
         elapsed_seconds: elapsed,
         ..Report::default()

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_client::AdminServiceClient;
 
+use crate::report::Format;
+
 /// `smista report`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReportArgs {
@@ -58,13 +60,6 @@ enum ReportCmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Format {
-    Table,
-    Csv,
-    Json,
 }
 
 /// `2026-03-29`, `2026-03-29T10:00[:00]` on `tz`'s clock, or an RFC 3339 instant: Unix ms.

@@ -34,8 +34,9 @@ enum LedgerCmd {
     },
 }
 
+/// How a report is printed.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Table,
     Csv,
     Json,

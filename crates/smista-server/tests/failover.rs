@@ -45,6 +45,35 @@ struct Load {
     load: LoadConfig,
 }
 
+/// `smista-load --scenario follow` on `targets`: 40 calls/s for `duration` seconds, six desks
+/// (supplier and internal staff in turn) holding each call 60 ms.
+fn load(targets: &[String], duration: &str, prefix: &str) -> Load {
+    Load::parse_from([
+        "smista-load",
+        "--scenario",
+        "follow",
+        "--target",
+        &targets.join(","),
+        "--rate",
+        "40",
+        "--duration",
+        duration,
+        "--operators",
+        "6",
+        "--aht",
+        "0.06",
+        "--handle",
+        "fixed",
+        "--queue",
+        "naspi",
+        "--group",
+        "supplier,internal",
+        "--prefix",
+        prefix,
+        "--list-contacts",
+    ])
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -180,32 +209,9 @@ async fn run(trouble: Trouble) {
     };
     assert_eq!(refused.code(), Code::Unavailable);
     assert_eq!(refused.metadata().get("smista-active").and_then(|v| v.to_str().ok()), Some(addrs[0].as_str()));
-    // smista-load follows the group: 40 calls/s on six desks holding each for 60 ms.
+    // smista-load follows the group.
     let targets: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
-    let cli = Load::parse_from([
-        "smista-load",
-        "--scenario",
-        "follow",
-        "--target",
-        &targets.join(","),
-        "--rate",
-        "40",
-        "--duration",
-        "6",
-        "--operators",
-        "6",
-        "--aht",
-        "0.06",
-        "--handle",
-        "fixed",
-        "--queue",
-        "naspi",
-        "--group",
-        "supplier,internal",
-        "--prefix",
-        &tag,
-        "--list-contacts",
-    ]);
+    let cli = load(&targets, "6", &tag);
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(async move { run_many(&cli.load, stop).await });
     // A wallboard on the active's event stream.
@@ -361,30 +367,7 @@ async fn a_rolling_upgrade_of_two_nodes_drops_nothing() {
     nodes.push(start(&dir, "node-1", &schema, &url));
     let addrs: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
     let targets: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
-    let cli = Load::parse_from([
-        "smista-load",
-        "--scenario",
-        "follow",
-        "--target",
-        &targets.join(","),
-        "--rate",
-        "40",
-        "--duration",
-        "9",
-        "--operators",
-        "6",
-        "--aht",
-        "0.06",
-        "--handle",
-        "fixed",
-        "--queue",
-        "naspi",
-        "--group",
-        "supplier,internal",
-        "--prefix",
-        "rolling",
-        "--list-contacts",
-    ]);
+    let cli = load(&targets, "9", "rolling");
     let load = tokio::spawn(async move { run_many(&cli.load, Arc::new(AtomicBool::new(false))).await });
     for (old, new) in [(0usize, 1usize), (1, 0)] {
         tokio::time::sleep(Duration::from_millis(1_500)).await;
