@@ -20,9 +20,12 @@
 //!   forgotten (retention, restart) is a new life with its own record, so the ledger and the
 //!   in-memory totals never differ.
 //!
-//! - **How every contact ended**: beside the cost records, one [`ContactEnd`] per contact that
-//!   ended without one (abandoned, diverted, or handled by staff no budget pays), so a request
-//!   about a finished contact gets the same answer after a restart as before it.
+//! - **How every contact ended, and its detail** (the contact history): one detail record
+//!   ([`ContactEnd`]) per life of every contact — in its cost record's columns when it has one
+//!   committed in the same batch, else a row of `contact_ends` — so a request about a finished
+//!   contact gets the same answer after a restart as before it, and the interval reports read
+//!   what happened (`history.rs`). Contacts in service with staff no budget pays leave a
+//!   *service record* (a hold of no budget) so a restart knows who has them.
 //!
 //! The ledger plugs into the budget book as its [`SettlementSink`]: the book's calls only queue a
 //! write (they run inside routing operations and must not block); the server then waits, outside
