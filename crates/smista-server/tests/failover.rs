@@ -158,6 +158,37 @@ async fn ledger(url: &str, schema: &str) -> (HashMap<String, i64>, HashMap<Strin
     (records.into_iter().collect(), ends.into_iter().collect(), holds)
 }
 
+/// Checks every acknowledged completion of a follow run against the ledger (a supplier desk's is
+/// charged once; internal staff's has no cost and is told by its end record) and that nothing is
+/// charged twice; returns the holds and service records left.
+async fn check_ledger(url: &str, schema: &str, f: &smista_benches::load::follow::FollowFigures) -> i64 {
+    let (records, ends, holds) = ledger(url, schema).await;
+    for c in &f.completed_ids {
+        let told = match records.get(c) {
+            Some(n) => *n == 1,
+            None => ends.get(c) == Some(&1),
+        };
+        if !told {
+            let pool = sqlx::PgPool::connect(url).await.expect("connect");
+            let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(&format!(
+                "SELECT operator_id, node_id, accepted_unix_ms, completed_unix_ms FROM {schema}.cost_records WHERE contact_id = $1"
+            ))
+            .bind(c)
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+            panic!(
+                "acknowledged completion of {c} charged {:?} times ({rows:?}), {:?} end records",
+                records.get(c),
+                ends.get(c)
+            );
+        }
+    }
+    assert_eq!(f.completed_ids.len() as u64, f.completed);
+    assert!(records.values().all(|n| *n == 1), "no contact charged twice");
+    holds
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Trouble {
     Kill,
@@ -289,32 +320,7 @@ async fn run(trouble: Trouble) {
         f.resyncs,
         f.surfaced_errors
     );
-    let (records, ends, holds) = ledger(&url, &schema).await;
-    for c in &f.completed_ids {
-        // A completion by a supplier's desk is charged once; one by internal staff has no cost
-        // and is told by its end record.
-        let told = match records.get(c) {
-            Some(n) => *n == 1,
-            None => ends.get(c) == Some(&1),
-        };
-        if !told {
-            let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-            let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(&format!(
-                "SELECT operator_id, node_id, accepted_unix_ms, completed_unix_ms FROM {schema}.cost_records WHERE contact_id = $1"
-            ))
-            .bind(c)
-            .fetch_all(&pool)
-            .await
-            .expect("rows");
-            panic!(
-                "acknowledged completion of {c} charged {:?} times ({rows:?}), {:?} end records",
-                records.get(c),
-                ends.get(c)
-            );
-        }
-    }
-    assert_eq!(f.completed_ids.len() as u64, f.completed);
-    assert!(records.values().all(|n| *n == 1), "no contact charged twice");
+    let holds = check_ledger(&url, &schema, &f).await;
     assert_eq!(f.accepted_twice, 0, "no contact accepted by two operators");
     assert_eq!(holds, 0, "every contact ended: no hold or service record is left");
     assert_eq!(f.diverted, 0, "contacts offered again while desks log in again queue, they are not diverted");
@@ -398,20 +404,7 @@ async fn a_rolling_upgrade_of_two_nodes_drops_nothing() {
         f.order_inversions,
         f.surfaced_errors
     );
-    let (records, ends, holds) = ledger(&url, &schema).await;
-    for c in &f.completed_ids {
-        let told = match records.get(c) {
-            Some(n) => *n == 1,
-            None => ends.get(c) == Some(&1),
-        };
-        assert!(
-            told,
-            "acknowledged completion of {c}: {:?} cost records, {:?} end records",
-            records.get(c),
-            ends.get(c)
-        );
-    }
-    assert!(records.values().all(|n| *n == 1), "no contact charged twice");
+    let holds = check_ledger(&url, &schema, &f).await;
     assert_eq!(holds, 0, "no hold or service record left");
     assert_eq!(f.switches.len(), 2, "two handovers: {:?}", f.switches);
     assert_eq!(f.accepted_twice, 0);
