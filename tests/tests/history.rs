@@ -127,6 +127,18 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
     }
     let answered_by: u64 = r.groups.iter().map(|g| g.answered).sum();
     assert_eq!(answered_by, 2);
+    // Staffed time: both desks logged in since the start, h-3 in service since before the
+    // 150 ms sleep, one desk paused.
+    let staffed: u64 = r.groups.iter().map(|g| g.staffed_ms).sum();
+    let busy_ms: u64 = r.groups.iter().map(|g| g.busy_ms).sum();
+    let paused: u64 = r.groups.iter().map(|g| g.paused_ms).sum();
+    assert!(
+        busy_ms >= 150 && paused >= 150 && staffed >= busy_ms + paused,
+        "staffed {staffed} busy {busy_ms} paused {paused}"
+    );
+    for g in &r.groups {
+        assert!((0.0..=1.0).contains(&g.occupancy), "{g:?}");
+    }
     assert!(r.groups.iter().any(|g| g.group == "supplier-a" && !g.supplier.is_empty()));
     assert!(r.groups.iter().any(|g| g.group == "internal" && g.supplier.is_empty()));
     // Bad requests.

@@ -169,11 +169,12 @@ impl Group {
 }
 
 /// Whether a failed call is one to follow to another node: UNAVAILABLE, or the connection broke
-/// under it (tonic reports a connection that died mid-call as CANCELLED, or UNKNOWN "transport
-/// error"; smista itself never answers CANCELLED).
+/// under it. tonic reports a connection that died mid-call as CANCELLED, as UNKNOWN ("transport
+/// error"), or, when the peer's HTTP/2 session ends abruptly, as INTERNAL "h2 protocol error";
+/// smista itself never answers CANCELLED or UNKNOWN, nor INTERNAL with that text.
 fn follows(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::Cancelled)
-        || (s.code() == Code::Unknown && s.message().contains("transport error"))
+    matches!(s.code(), Code::Unavailable | Code::Cancelled | Code::Unknown)
+        || (s.code() == Code::Internal && s.message().contains("h2 protocol error"))
 }
 
 fn unix_ms() -> u64 {

@@ -8,7 +8,9 @@
 //! caller hung up in service), *abandoned* (the caller hung up while waiting), *diverted*
 //! (queue full, no operators, maximum wait, extra budget...), or is still *in progress* when
 //! the report is made. So `answered + abandoned + diverted + in_progress = offered` in every row.
-//! Group rows count the contacts a group's operators answered, in the interval of arrival.
+//! Group rows count the contacts a group's operators answered, in the interval of arrival, and
+//! the time its operators were logged in, paused and busy in the interval itself, whence
+//! `occupancy = busy / (staffed - paused)`.
 //!
 //! **Intervals** follow the centre's wall clock: an interval starts where the local time is a
 //! multiple of the interval since local midnight, so a 30-minute report has 46 rows on the day
@@ -199,6 +201,12 @@ pub struct GroupInterval {
     pub handle_ms: u64,
     /// Sum of wrap-up times, ms.
     pub wrap_up_ms: u64,
+    /// Time its operators were logged in during the interval, ms.
+    pub staffed_ms: u64,
+    /// Of which paused, ms.
+    pub paused_ms: u64,
+    /// Of which with a contact in service or in wrap-up, ms.
+    pub busy_ms: u64,
 }
 
 impl GroupInterval {
@@ -206,6 +214,13 @@ impl GroupInterval {
     #[must_use]
     pub fn aht_ms(&self) -> f64 {
         ratio(self.handle_ms, self.handled)
+    }
+
+    /// Occupancy: busy / (staffed - paused), the share of the time ready for work spent
+    /// working (0 with no such time).
+    #[must_use]
+    pub fn occupancy(&self) -> f64 {
+        ratio(self.busy_ms, self.staffed_ms.saturating_sub(self.paused_ms))
     }
 }
 
@@ -302,12 +317,7 @@ impl<'z> Builder<'z> {
         let answered = matches!(r.outcome, Outcome::Completed | Outcome::CancelledInService);
         if answered && !r.group.is_empty() {
             let start = interval_start(r.arrived_unix_ms, self.interval_ms, self.zone);
-            let g = self.groups.entry((start, r.group.to_owned())).or_insert_with(|| GroupInterval {
-                start_unix_ms: start,
-                group: r.group.to_owned(),
-                supplier: r.supplier.to_owned(),
-                ..GroupInterval::default()
-            });
+            let g = self.group_row(start, r.group, r.supplier);
             g.answered += 1;
             if r.outcome == Outcome::Completed {
                 g.handled += 1;
@@ -315,6 +325,25 @@ impl<'z> Builder<'z> {
                 g.wrap_up_ms += r.wrap_up_ms;
             }
         }
+    }
+
+    fn group_row(&mut self, start: i64, group: &str, supplier: &str) -> &mut GroupInterval {
+        self.groups.entry((start, group.to_owned())).or_insert_with(|| GroupInterval {
+            start_unix_ms: start,
+            group: group.to_owned(),
+            supplier: supplier.to_owned(),
+            ..GroupInterval::default()
+        })
+    }
+
+    /// Adds a group's staffed time measured from `at` (a quarter hour, which lies within one
+    /// interval of 15 minutes or more): staffed, paused and busy ms.
+    pub fn add_staffing(&mut self, at: i64, group: &str, supplier: &str, time: (u64, u64, u64)) {
+        let start = interval_start(at, self.interval_ms, self.zone);
+        let g = self.group_row(start, group, supplier);
+        g.staffed_ms += time.0;
+        g.paused_ms += time.1;
+        g.busy_ms += time.2;
     }
 
     /// Adds a contact that has not ended yet (waiting, offered or in service).

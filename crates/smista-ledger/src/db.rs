@@ -164,6 +164,15 @@ CREATE TABLE IF NOT EXISTS contact_ends (
     PRIMARY KEY (contact_id, ended_unix_ms)
 );
 CREATE INDEX IF NOT EXISTS contact_ends_by_time ON contact_ends (ended_unix_ms);
+CREATE TABLE IF NOT EXISTS staffing (
+    quarter_unix_ms    BIGINT  NOT NULL,
+    operator_group     TEXT    NOT NULL,
+    node_id            TEXT    NOT NULL,
+    staffed_ms         BIGINT  NOT NULL,
+    paused_ms          BIGINT  NOT NULL,
+    busy_ms            BIGINT  NOT NULL,
+    PRIMARY KEY (quarter_unix_ms, operator_group, node_id)
+);
 CREATE TABLE IF NOT EXISTS leaders (
     grp                TEXT    NOT NULL PRIMARY KEY,
     node_id            TEXT    NOT NULL,

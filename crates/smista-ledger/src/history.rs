@@ -290,6 +290,72 @@ impl Ledger {
         })
     }
 
+    /// Adds staffed time (quarter-hour start, group, staffed, paused, busy ms) to this node's
+    /// `staffing` rows, in one transaction (not through the group commit: a few rows every few
+    /// seconds, nobody waits on them).
+    pub async fn add_staffing(&self, rows: &[(i64, String, i64, i64, i64)]) -> Result<(), LedgerError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sql = self.db.sql(
+            "INSERT INTO staffing (quarter_unix_ms, operator_group, node_id, staffed_ms, paused_ms, busy_ms)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (quarter_unix_ms, operator_group, node_id) DO UPDATE SET
+               staffed_ms = staffing.staffed_ms + excluded.staffed_ms,
+               paused_ms = staffing.paused_ms + excluded.paused_ms,
+               busy_ms = staffing.busy_ms + excluded.busy_ms",
+        );
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            for (q, g, staffed, paused, busy) in rows {
+                sqlx::query(&sql)
+                    .bind(q)
+                    .bind(g)
+                    .bind(&self.node)
+                    .bind(staffed)
+                    .bind(paused)
+                    .bind(busy)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Staffed time of every node per quarter hour starting in `[from, to)` and group:
+    /// (quarter-hour start, group, staffed, paused, busy ms).
+    pub async fn staffing(
+        &self,
+        from_unix_ms: i64,
+        to_unix_ms: i64,
+    ) -> Result<Vec<(i64, String, i64, i64, i64)>, LedgerError> {
+        let sql = self.db.sql(
+            "SELECT quarter_unix_ms, operator_group, CAST(SUM(staffed_ms) AS BIGINT) AS s,
+                    CAST(SUM(paused_ms) AS BIGINT) AS p, CAST(SUM(busy_ms) AS BIGINT) AS b
+             FROM staffing WHERE quarter_unix_ms >= ? AND quarter_unix_ms < ?
+             GROUP BY quarter_unix_ms, operator_group ORDER BY quarter_unix_ms, operator_group",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(from_unix_ms)
+                .bind(to_unix_ms)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("quarter_unix_ms")?,
+                        r.try_get("operator_group")?,
+                        r.try_get("s")?,
+                        r.try_get("p")?,
+                        r.try_get("b")?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
     /// Deletes up to `limit` contact detail records of contacts that arrived before
     /// `before_unix_ms`; returns how many. Call it until it returns less than `limit`.
     pub async fn purge_history(&self, before_unix_ms: i64, limit: u32) -> Result<u64, LedgerError> {

@@ -338,6 +338,38 @@ pub async fn purge_loop(
     }
 }
 
+/// Writes the staffed time accounted so far to the ledger (what fails is kept for the next try).
+pub async fn flush_staffing(
+    s: &crate::service::Shared,
+    ledger: &smista_ledger::Ledger,
+) -> Result<(), smista_ledger::LedgerError> {
+    let now = i64::try_from(s.clock.unix_ms(s.clock.now())).unwrap_or(i64::MAX);
+    let rows: Vec<(i64, String, i64, i64, i64)> =
+        s.staffing.take(now).into_iter().map(|(q, g, t)| (q, g, t.staffed_ms, t.paused_ms, t.busy_ms)).collect();
+    if let Err(e) = ledger.add_staffing(&rows).await {
+        s.staffing.put_back(rows);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Flushes the staffed time every 10 seconds, and once more at shutdown.
+pub async fn staffing_loop(s: Arc<crate::service::Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(ledger) = s.ledger.clone() else { return };
+    loop {
+        let done = tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => false,
+            _ = stop.changed() => true,
+        };
+        if let Err(e) = flush_staffing(&s, &ledger).await {
+            tracing::warn!(error = %e, "staffed time not written; retried");
+        }
+        if done {
+            return;
+        }
+    }
+}
+
 /// Longest period one report request may cover.
 const MAX_REPORT_MS: u64 = 31 * 86_400_000;
 /// Records read from the ledger per query while folding a page.
@@ -429,6 +461,16 @@ pub async fn interval_page(
         smista_core::config::QueueConfig::new("", &[]).service_level_threshold_ms,
         cfg.short_abandon_ms,
     );
+    // Staffed time: what this node has not written yet first, then every node's quarter hours.
+    flush_staffing(s, ledger).await.map_err(crate::error::ledger_status)?;
+    let first_quarter = start - start.rem_euclid(crate::staffing::QUARTER_MS);
+    for (q, group, staffed, paused, busy) in
+        ledger.staffing(first_quarter, end).await.map_err(crate::error::ledger_status)?
+    {
+        let supplier = s.history.supplier_of(&group);
+        let ms = |x: i64| u64::try_from(x).unwrap_or(0);
+        b.add_staffing(q, &group, &supplier, (ms(staffed), ms(paused), ms(busy)));
+    }
     let mut cursor = None;
     loop {
         let page =
@@ -473,6 +515,10 @@ pub async fn interval_page(
                 start_local: tz.format(g.start_unix_ms),
                 aht_ms: g.aht_ms(),
                 average_wrap_up_ms: if g.handled == 0 { 0.0 } else { g.wrap_up_ms as f64 / g.handled as f64 },
+                occupancy: g.occupancy(),
+                staffed_ms: g.staffed_ms,
+                paused_ms: g.paused_ms,
+                busy_ms: g.busy_ms,
                 group: g.group,
                 supplier: g.supplier,
                 answered: g.answered,

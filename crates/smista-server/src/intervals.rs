@@ -235,7 +235,8 @@ fn json(r: &pb::GetIntervalReportResponse) -> serde_json::Value {
             serde_json::json!({
                 "start_unix_ms": g.start_unix_ms, "start_local": g.start_local, "group": g.group,
                 "supplier": g.supplier, "answered": g.answered, "handled": g.handled, "aht_ms": g.aht_ms,
-                "average_wrap_up_ms": g.average_wrap_up_ms,
+                "average_wrap_up_ms": g.average_wrap_up_ms, "staffed_ms": g.staffed_ms, "paused_ms": g.paused_ms,
+                "busy_ms": g.busy_ms, "occupancy": g.occupancy,
             })
         })
         .collect();
@@ -274,10 +275,10 @@ fn csv(r: &pb::GetIntervalReportResponse, groups: bool) -> String {
         );
     }
     if groups {
-        out += "\nstart_local,start_unix_ms,group,supplier,answered,handled,aht_ms,average_wrap_up_ms\n";
+        out += "\nstart_local,start_unix_ms,group,supplier,answered,handled,aht_ms,average_wrap_up_ms,staffed_ms,paused_ms,busy_ms,occupancy\n";
         for g in &r.groups {
             out += &format!(
-                "{},{},{},{},{},{},{:.0},{:.0}\n",
+                "{},{},{},{},{},{},{:.0},{:.0},{},{},{},{:.4}\n",
                 g.start_local,
                 g.start_unix_ms,
                 g.group,
@@ -285,7 +286,11 @@ fn csv(r: &pb::GetIntervalReportResponse, groups: bool) -> String {
                 g.answered,
                 g.handled,
                 g.aht_ms,
-                g.average_wrap_up_ms
+                g.average_wrap_up_ms,
+                g.staffed_ms,
+                g.paused_ms,
+                g.busy_ms,
+                g.occupancy
             );
         }
     }
@@ -333,18 +338,19 @@ fn table(r: &pb::GetIntervalReportResponse, groups: bool) -> String {
     );
     if groups {
         out += &format!(
-            "\n{:<25} {:<18} {:<14} {:>7} {:>7} {:>7}\n",
-            "interval", "group", "supplier", "answer", "handled", "AHT s"
+            "\n{:<25} {:<18} {:<14} {:>7} {:>7} {:>7} {:>10}\n",
+            "interval", "group", "supplier", "answer", "handled", "AHT s", "occupancy"
         );
         for g in &r.groups {
             out += &format!(
-                "{:<25} {:<18} {:<14} {:>7} {:>7} {:>7.1}\n",
+                "{:<25} {:<18} {:<14} {:>7} {:>7} {:>7.1} {:>9.1}%\n",
                 g.start_local,
                 g.group,
                 g.supplier,
                 g.answered,
                 g.handled,
-                g.aht_ms / 1000.0
+                g.aht_ms / 1000.0,
+                g.occupancy * 100.0
             );
         }
     }

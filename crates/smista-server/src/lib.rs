@@ -35,4 +35,5 @@ pub mod metrics;
 pub mod mint;
 pub mod server;
 pub mod service;
+pub mod staffing;
 pub mod transport;

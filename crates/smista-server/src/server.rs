@@ -289,6 +289,9 @@ pub(crate) async fn serve_routing(
         stop_rx.clone(),
     ));
     let metrics_http = tokio::spawn(crate::metrics::serve_http(listeners.metrics, handle, stop_rx.clone()));
+    if cfg.history.enabled {
+        tokio::spawn(crate::history::staffing_loop(shared.clone(), stop_rx.clone()));
+    }
     if let (Some(ledger), days @ 1..) = (shared.ledger.clone(), cfg.history.retention_days) {
         tokio::spawn(crate::history::purge_loop(ledger, days, stop_rx.clone()));
     }

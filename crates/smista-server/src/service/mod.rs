@@ -153,6 +153,8 @@ pub struct Shared {
     pub serving: DashMap<String, HoldRecord>,
     /// The trails of live contacts, for their detail records.
     pub history: crate::history::History,
+    /// Staffed time per group, for occupancy.
+    pub staffing: crate::staffing::Staffing,
     /// The history's settings (`[history]`).
     pub history_cfg: crate::history::HistorySection,
     /// The queues' service-level thresholds, for reports.
@@ -207,6 +209,7 @@ impl Shared {
             serving: DashMap::new(),
             history: crate::history::History::new(&cfg.groups, &cfg.history),
             history_cfg: cfg.history.clone(),
+            staffing: crate::staffing::Staffing::default(),
             sl_thresholds: cfg.queues.iter().map(|q| (q.name.clone(), q.service_level_threshold_ms)).collect(),
             node_id: cfg.cluster.node_id.clone(),
             leases: DashMap::new(),
@@ -237,6 +240,9 @@ impl Shared {
         let unix_ms = i64::try_from(unix).unwrap_or(i64::MAX);
         let clock = &self.clock;
         let ended = self.history.apply(events, unix_ms, |m| i64::try_from(clock.unix_ms(m)).unwrap_or(i64::MAX));
+        if self.history_cfg.enabled {
+            self.staffing.apply(events, unix_ms);
+        }
         if let Some(ledger) = &self.ledger {
             for e in events {
                 if let Event::Accepted { contact, queue, operator, channel, held: false, .. } = e {
