@@ -356,6 +356,14 @@ impl Ledger {
         })
     }
 
+    /// Deletes staffed time of quarter hours before `before_unix_ms`; returns how many rows.
+    pub async fn purge_staffing(&self, before_unix_ms: i64) -> Result<u64, LedgerError> {
+        let sql = self.db.sql("DELETE FROM staffing WHERE quarter_unix_ms < ?");
+        with_db!(&self.db, p => {
+            Ok(sqlx::query(&sql).bind(before_unix_ms).execute(p).await?.rows_affected())
+        })
+    }
+
     /// Deletes up to `limit` contact detail records of contacts that arrived before
     /// `before_unix_ms`; returns how many. Call it until it returns less than `limit`.
     pub async fn purge_history(&self, before_unix_ms: i64, limit: u32) -> Result<u64, LedgerError> {

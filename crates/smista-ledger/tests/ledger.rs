@@ -75,6 +75,7 @@ conformance!(
     how_a_contact_ended_survives_reopening_with_its_detail,
     the_history_reads_by_arrival_in_pages_and_purges_by_age,
     a_budgeted_contacts_detail_rides_in_its_cost_record,
+    staffed_time_adds_up_per_quarter_and_group_and_is_purged,
 );
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -455,5 +456,30 @@ async fn a_budgeted_contacts_detail_rides_in_its_cost_record(b: Backend) {
         .iter()
         .all(|x| x.detail.cost_cents == 266 && x.detail.budget == "ccm-2026" && x.detail.offers.len() == 2));
     assert_eq!(l.totals("ccm-2026", "2026-11").await.expect("totals"), Totals { contacts: 21, cost_cents: 21 * 266 });
+    l.close().await;
+}
+
+async fn staffed_time_adds_up_per_quarter_and_group_and_is_purged(b: Backend) {
+    let l = b.open().await;
+    let q: i64 = 1_800_000_000_000; // a quarter hour's start
+    l.add_staffing(&[(q, "internal".into(), 600_000, 60_000, 300_000), (q, "supplier-a".into(), 900_000, 0, 0)])
+        .await
+        .expect("add");
+    // Added to, not replaced.
+    l.add_staffing(&[(q, "internal".into(), 300_000, 0, 200_000), (q + 900_000, "internal".into(), 1_000, 0, 0)])
+        .await
+        .expect("add");
+    let rows = l.staffing(q, q + 1_800_000).await.expect("read");
+    assert_eq!(
+        rows,
+        vec![
+            (q, "internal".to_owned(), 900_000, 60_000, 500_000),
+            (q, "supplier-a".to_owned(), 900_000, 0, 0),
+            (q + 900_000, "internal".to_owned(), 1_000, 0, 0),
+        ]
+    );
+    assert_eq!(l.staffing(q + 900_000, q + 1_800_000).await.expect("read").len(), 1);
+    assert_eq!(l.purge_staffing(q + 900_000).await.expect("purge"), 2);
+    assert_eq!(l.staffing(0, i64::MAX).await.expect("read").len(), 1);
     l.close().await;
 }

@@ -328,8 +328,12 @@ pub async fn purge_loop(
                 return;
             }
         }
+        match ledger.purge_staffing(before).await {
+            Ok(n) => purged += n,
+            Err(e) => tracing::warn!(error = %e, "purging old staffed time failed; retried in an hour"),
+        }
         if purged > 0 {
-            tracing::info!(purged, retention_days, "old contact records purged");
+            tracing::info!(purged, retention_days, "old contact records and staffed time purged");
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
