@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::budget::{BudgetGate, FundingRequest, Settlement, Started};
-use crate::calendar;
+use crate::calendar::{self, Zone};
 use crate::config::valid_name;
 use crate::model::{Channel, Outcome, Segment};
 use crate::time::Millis;
@@ -322,6 +322,8 @@ struct Budget {
     /// Exponential average of the squared handle time per queue (ms²), for its spread.
     learned_sq: DashMap<String, f64>,
     audit: Mutex<Vec<AuditRecord>>,
+    /// The centre's time zone (month boundaries, hour of the week).
+    zone: Arc<dyn Zone>,
 }
 
 /// Who changes a budget, and why (see [`BudgetBook::amend`]).
@@ -572,8 +574,19 @@ pub struct BudgetBook {
 }
 
 impl BudgetBook {
-    /// A book for `budgets`; engine time `Millis(0)` is `epoch_unix_ms` on the wall clock.
+    /// A book for `budgets` whose calendar is UTC; engine time `Millis(0)` is `epoch_unix_ms`
+    /// on the wall clock.
     pub fn new(budgets: &[BudgetConfig], epoch_unix_ms: i64) -> Result<BudgetBook, BudgetError> {
+        Self::new_in(budgets, epoch_unix_ms, Arc::new(crate::calendar::FixedOffset(0)))
+    }
+
+    /// A book for `budgets` whose monthly periods and hour-of-week pacing follow the wall clock
+    /// of `zone` (the centre's time zone); engine time `Millis(0)` is `epoch_unix_ms`.
+    pub fn new_in(
+        budgets: &[BudgetConfig],
+        epoch_unix_ms: i64,
+        zone: Arc<dyn Zone>,
+    ) -> Result<BudgetBook, BudgetError> {
         let mut map = HashMap::new();
         for (i, cfg) in budgets.iter().enumerate() {
             cfg.validate(&format!("budgets[{i}]"))?;
@@ -584,7 +597,7 @@ impl BudgetBook {
             for t in &cfg.tariffs {
                 tariffs[t.channel.index()] = t.tariff;
             }
-            let period = Arc::new(new_period(cfg, epoch_unix_ms, false));
+            let period = Arc::new(new_period(cfg, &*zone, epoch_unix_ms, false));
             map.insert(
                 cfg.id.clone(),
                 Budget {
@@ -597,6 +610,7 @@ impl BudgetBook {
                     learned_handle: DashMap::new(),
                     learned_sq: DashMap::new(),
                     audit: Mutex::new(Vec::new()),
+                    zone: zone.clone(),
                 },
             );
         }
@@ -688,7 +702,7 @@ impl BudgetBook {
                 let t = unix.saturating_add(*lookahead_ms).clamp(p.start, p.end);
                 let h = ((t - p.start) / 3_600_000) as usize;
                 let base = cum.get(h).copied().unwrap_or(total);
-                let w = u64::from(hour_weights[calendar::hour_of_week(t)]);
+                let w = u64::from(hour_weights[calendar::hour_of_week(t, &*b.zone)]);
                 let into_hour = ((t - p.start) % 3_600_000) as u64;
                 let done = (base + w * into_hour / 3_600_000).min(total);
                 i64::try_from(i128::from(general) * i128::from(done) / i128::from(total)).unwrap_or(general)
@@ -711,7 +725,7 @@ impl BudgetBook {
         }
         let mut cur = b.current.write();
         if !(unix >= cur.start && unix < cur.end) {
-            let next = Arc::new(new_period(&b.cfg, unix, b.leased.load(Ordering::Acquire)));
+            let next = Arc::new(new_period(&b.cfg, &*b.zone, unix, b.leased.load(Ordering::Acquire)));
             let old = std::mem::replace(&mut *cur, next);
             let mut past = b.past.lock();
             past.push(old);
@@ -964,9 +978,9 @@ impl BudgetBook {
     }
 }
 
-fn new_period(cfg: &BudgetConfig, unix: i64, leased: bool) -> Period {
+fn new_period(cfg: &BudgetConfig, zone: &dyn Zone, unix: i64, leased: bool) -> Period {
     let (start, end, label) = match &cfg.period {
-        PeriodConfig::Monthly => calendar::month_of(unix),
+        PeriodConfig::Monthly => calendar::month_of(unix, zone),
         PeriodConfig::Fixed { start_unix_ms, length_ms } => {
             let k = (unix - start_unix_ms).div_euclid(*length_ms);
             let s = start_unix_ms + k * length_ms;
@@ -982,7 +996,7 @@ fn new_period(cfg: &BudgetConfig, unix: i64, leased: bool) -> Period {
             for h in 0..hours {
                 let t = start + h as i64 * 3_600_000;
                 let span = (end - t).min(3_600_000) as u64;
-                acc += u64::from(hour_weights[calendar::hour_of_week(t)]) * span / 3_600_000;
+                acc += u64::from(hour_weights[calendar::hour_of_week(t, zone)]) * span / 3_600_000;
                 cum.push(acc);
             }
             Some(cum)
@@ -1219,7 +1233,12 @@ impl BudgetBook {
                 match past.iter().find(|p| p.label == h.period) {
                     Some(p) => p.clone(),
                     None => {
-                        let p = Arc::new(new_period(&b.cfg, h.accepted_unix_ms, b.leased.load(Ordering::Acquire)));
+                        let p = Arc::new(new_period(
+                            &b.cfg,
+                            &*b.zone,
+                            h.accepted_unix_ms,
+                            b.leased.load(Ordering::Acquire),
+                        ));
                         past.push(p.clone());
                         p
                     }

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::hours::{Hours, HoursConfig};
 use crate::model::Fallback;
 
 /// How a queue picks among several operators free to take a contact.
@@ -101,6 +102,10 @@ pub struct QueueConfig {
     /// Handle time assumed before any has been observed, for wait estimates.
     #[serde(default = "default_aht")]
     pub default_aht_ms: u64,
+    /// Opening hours on the centre's wall clock (none: always open). A contact offered while
+    /// the queue is closed is diverted CLOSED with the next opening time.
+    #[serde(default)]
+    pub hours: Option<HoursConfig>,
 }
 
 fn default_max_length() -> u32 {
@@ -148,6 +153,7 @@ impl QueueConfig {
             budget: None,
             fallback: Fallback::SelfServiceIvr,
             default_aht_ms: default_aht(),
+            hours: None,
         }
     }
 }
@@ -318,6 +324,9 @@ impl EngineConfig {
                 if !valid_name(b) {
                     return Err(bad(key("budget"), "must be 1 to 64 characters of [A-Za-z0-9_.-]"));
                 }
+            }
+            if let Some(h) = &q.hours {
+                Hours::parse(h).map_err(|e| bad(key("hours"), &e))?;
             }
         }
         Ok(())

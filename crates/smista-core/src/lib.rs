@@ -20,11 +20,12 @@
 
 pub mod book;
 pub mod budget;
-mod calendar;
+pub mod calendar;
 pub mod config;
 mod engine;
 pub mod error;
 pub mod event;
+pub mod hours;
 pub mod model;
 mod operator;
 mod queue;

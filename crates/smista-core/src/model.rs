@@ -290,6 +290,10 @@ pub enum Decision {
         fallback: Fallback,
         /// The queue whose policy decided.
         queue: Arc<str>,
+        /// For a queue closed by its opening hours ([`DivertReason::Closed`]): when it opens
+        /// next (engine time), for the announcement. `None` otherwise, or when an admin closed
+        /// it, or it does not open within a year.
+        reopens: Option<Millis>,
     },
 }
 

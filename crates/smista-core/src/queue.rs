@@ -11,6 +11,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{ExpansionStep, QueueConfig, Strategy};
+use crate::hours::Hours;
 use crate::model::{Channel, Fallback};
 use crate::operator::Session;
 use crate::sl_window::{SlCounts, SlWindow};
@@ -112,7 +113,10 @@ pub(crate) struct Queue {
     pub(crate) sl_target: f64,
     pub(crate) sl_threshold_ms: u64,
     pub(crate) default_aht_ms: u64,
+    /// Whether an admin lets the queue take contacts (its hours apply on top).
     pub(crate) open: AtomicBool,
+    /// Opening hours (none: always open).
+    pub(crate) hours: RwLock<Option<Arc<Hours>>>,
     pub(crate) candidates: RwLock<Vec<Candidate>>,
     /// Free operators by how long they have been free, for the longest-idle strategy. A hint
     /// with lazy deletion: entries are checked against the operator's word when read, and the
@@ -148,6 +152,7 @@ impl Queue {
             sl_threshold_ms: cfg.service_level_threshold_ms,
             default_aht_ms: cfg.default_aht_ms,
             open: AtomicBool::new(cfg.open),
+            hours: RwLock::new(cfg.hours.as_ref().and_then(|h| Hours::parse(h).ok()).map(Arc::new)),
             candidates: RwLock::new(Vec::new()),
             idle: Mutex::new(BTreeMap::new()),
             rr_cursor: AtomicUsize::new(0),

@@ -33,21 +33,7 @@ use std::collections::BTreeMap;
 
 use crate::model::{DivertReason, Outcome};
 
-/// A time zone: the offset of local time from UTC at an instant.
-pub trait Zone: Send + Sync {
-    /// Local time minus UTC at `unix_ms`, in milliseconds (e.g. +3,600,000 in Rome in winter).
-    fn offset_ms(&self, unix_ms: i64) -> i64;
-}
-
-/// UTC (and any fixed offset).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FixedOffset(pub i64);
-
-impl Zone for FixedOffset {
-    fn offset_ms(&self, _unix_ms: i64) -> i64 {
-        self.0
-    }
-}
+pub use crate::calendar::{FixedOffset, Zone};
 
 /// The start of the interval of length `interval_ms` containing `unix_ms`, aligned on the local
 /// wall clock of `zone` (see the module docs).

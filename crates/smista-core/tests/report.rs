@@ -31,6 +31,7 @@ fn last_sunday_1utc(y: i64, m: i64) -> i64 {
 
 /// Central European Time by the EU rule (Europe/Rome since 1996), written out independently of
 /// the IANA database the server uses.
+#[derive(Debug)]
 struct Rome;
 
 impl Zone for Rome {

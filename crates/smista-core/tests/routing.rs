@@ -268,7 +268,8 @@ fn full_closed_and_unstaffed_queues_divert_with_a_precise_reason() {
         Decision::Diverted {
             reason: DivertReason::QueueFull,
             fallback: Fallback::Announcement,
-            queue: "pensions".into()
+            queue: "pensions".into(),
+            reopens: None,
         }
     );
     e.set_queue_open("pensions", false).unwrap();
@@ -280,7 +281,8 @@ fn full_closed_and_unstaffed_queues_divert_with_a_precise_reason() {
         Decision::Diverted {
             reason: DivertReason::QueueFull,
             fallback: Fallback::Announcement,
-            queue: "pensions".into()
+            queue: "pensions".into(),
+            reopens: None,
         }
     );
     assert_clean(&e, t(4));
@@ -388,7 +390,8 @@ fn extra_budget_contacts_never_reach_supplier_operators() {
         Decision::Diverted {
             reason: DivertReason::ExtraBudget,
             fallback: Fallback::CallbackBooking,
-            queue: "pensions".into()
+            queue: "pensions".into(),
+            reopens: None,
         }
     );
 
@@ -528,7 +531,12 @@ fn a_closed_line_diverts_with_its_own_fallback_instead_of_overflowing() {
     let d = e.offer(&offer("c1", "pensions"), t(1), &mut ev).unwrap();
     assert_eq!(
         d,
-        Decision::Diverted { reason: DivertReason::Closed, fallback: Fallback::Announcement, queue: "pensions".into() }
+        Decision::Diverted {
+            reason: DivertReason::Closed,
+            fallback: Fallback::Announcement,
+            queue: "pensions".into(),
+            reopens: None
+        }
     );
     // A closed queue further down a chain is skipped.
     e.set_queue_open("pensions", true).unwrap();

@@ -45,6 +45,7 @@
 //! max_operators = 20000
 //! finished_retention_ms = 600000
 //! sl_window_ms = 900000  # window of the live service level
+//! time_zone = "Europe/Rome"   # opening hours, monthly budget periods, hour-of-week pacing
 //!
 //! [[groups]]             # operator groups; `budget` names the capped budget paying them
 //! [[queues]]             # service lines: see smista_core::config::QueueConfig
@@ -177,11 +178,19 @@ pub struct EngineSection {
     pub finished_retention_ms: u64,
     /// The window of the live service level, ms (15 minutes by default).
     pub sl_window_ms: u64,
+    /// The centre's IANA time zone: queues' opening hours, monthly budget periods and
+    /// hour-of-week pacing follow its wall clock.
+    pub time_zone: String,
 }
 
 impl Default for EngineSection {
     fn default() -> Self {
-        EngineSection { max_operators: 20_000, finished_retention_ms: 600_000, sl_window_ms: 900_000 }
+        EngineSection {
+            max_operators: 20_000,
+            finished_retention_ms: 600_000,
+            sl_window_ms: 900_000,
+            time_zone: "Europe/Rome".into(),
+        }
     }
 }
 
@@ -317,6 +326,9 @@ impl Config {
         self.limits.validate().map_err(|(k, p)| bad(&k, &p))?;
         self.cluster.validate().map_err(|(k, p)| bad(&k, &p))?;
         self.history.validate().map_err(|p| bad("history", &p))?;
+        jiff::tz::TimeZone::get(&self.engine.time_zone).map_err(|e| {
+            bad("engine.time_zone", &format!("`{}` is not an IANA time zone: {e}", self.engine.time_zone))
+        })?;
         if self.cluster.failover && self.ledger.kind != LedgerKind::Postgres {
             return Err(bad("cluster.failover", "active/standby needs [ledger] kind = \"postgres\""));
         }

@@ -104,7 +104,12 @@ pub fn status_pb(s: OperatorStatus) -> pb::OperatorStatus {
 
 /// A decision as the wire response.
 #[must_use]
-pub fn decision(contact_id: String, d: &Decision, now: Millis) -> pb::OfferContactResponse {
+pub fn decision(
+    contact_id: String,
+    d: &Decision,
+    now: Millis,
+    clock: &crate::service::Clock,
+) -> pb::OfferContactResponse {
     use pb::offer_contact_response::Decision as D;
     let decision = match d {
         Decision::Assigned { operator, queue, deadline } => D::Assigned(pb::Assigned {
@@ -117,10 +122,11 @@ pub fn decision(contact_id: String, d: &Decision, now: Millis) -> pb::OfferConta
             position: *position,
             estimated_wait_ms: *estimated_wait_ms,
         }),
-        Decision::Diverted { reason, fallback, queue } => D::Diverted(pb::Diverted {
+        Decision::Diverted { reason, fallback, queue, reopens } => D::Diverted(pb::Diverted {
             reason: reason_pb(*reason) as i32,
             fallback: fallback_pb(*fallback) as i32,
             queue: queue.to_string(),
+            reopens_unix_ms: reopens.map_or(0, |t| clock.unix_ms(t)),
         }),
     };
     pb::OfferContactResponse { contact_id, decision: Some(decision) }

@@ -95,7 +95,11 @@ impl Listeners {
 /// (`ContactSvc(shared.clone())`...), so benches can call them without a network.
 pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<Arc<Shared>, ServeError> {
     let clock = crate::service::Clock::default();
-    let mut book = BudgetBook::new(&cfg.budgets, clock.epoch_unix_ms())?;
+    let zone: Arc<dyn smista_core::calendar::Zone> =
+        Arc::new(crate::history::Tz(crate::history::zone(&cfg.engine.time_zone).map_err(|e| {
+            ServeError::Config(smista_core::ConfigError { key: "engine.time_zone".into(), problem: e })
+        })?));
+    let mut book = BudgetBook::new_in(&cfg.budgets, clock.epoch_unix_ms(), zone.clone())?;
     // Contacts that were in service with an operator no budget paid for it (service records).
     let mut serving = Vec::new();
     let ledger = match cfg.ledger.target(&cfg.server.data_dir) {
@@ -133,7 +137,7 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
         }
     };
     let book = Arc::new(book);
-    let engine = Arc::new(Engine::new(&cfg.engine_config(), book.clone())?);
+    let engine = Arc::new(Engine::new(&cfg.engine_config(), book.clone())?.with_calendar(clock.epoch_unix_ms(), zone));
     if let Some(l) = &ledger {
         // Contacts that ended within the retention window before this start: remembered as in
         // the life that ended them, so a repeated offer does not route them again.

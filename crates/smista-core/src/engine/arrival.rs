@@ -34,6 +34,7 @@ impl Engine {
                             reason,
                             fallback,
                             queue: self.queues[f.queue as usize].name.clone(),
+                            reopens: self.reopens_if(reason, f.queue, now),
                         }),
                         None => Err(RoutingError::ContactFinished(req.contact_id.clone())),
                     };
@@ -136,9 +137,12 @@ impl Engine {
                 Ok(Decision::Assigned { operator: self.operator_name(slot), queue: q.name.clone(), deadline: now })
             }
             CState::Done => match self.finished_get(id) {
-                Some(Finished { diverted: Some((reason, fallback)), queue, .. }) => {
-                    Ok(Decision::Diverted { reason, fallback, queue: self.queues[queue as usize].name.clone() })
-                }
+                Some(Finished { diverted: Some((reason, fallback)), queue, .. }) => Ok(Decision::Diverted {
+                    reason,
+                    fallback,
+                    queue: self.queues[queue as usize].name.clone(),
+                    reopens: self.reopens_if(reason, queue, now),
+                }),
                 _ => Err(RoutingError::ContactFinished(id.to_string())),
             },
         }
@@ -168,7 +172,7 @@ impl Engine {
         };
         for (i, &qi) in chain.iter().enumerate() {
             let q = &self.queues[qi as usize];
-            if !q.open.load(Ordering::Acquire) {
+            if !self.is_open(q, now) {
                 if !staffed {
                     last = (DivertReason::Closed, qi);
                 }
@@ -322,7 +326,12 @@ impl Engine {
             self.finish(&mut rec, id, Outcome::Diverted, Some((reason, fallback)), None, now, out);
         }
         self.remove_done(id);
-        Decision::Diverted { reason, fallback, queue: q.name.clone() }
+        Decision::Diverted { reason, fallback, queue: q.name.clone(), reopens: self.reopens_if(reason, qi, now) }
+    }
+
+    /// The next opening of queue `qi` for a CLOSED diversion.
+    fn reopens_if(&self, reason: DivertReason, qi: u32, now: Millis) -> Option<Millis> {
+        (reason == DivertReason::Closed).then(|| self.reopens(&self.queues[qi as usize], now)).flatten()
     }
 
     /// Marks a contact finished (under its map entry), releases its budget reservation unless

@@ -31,6 +31,7 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::budget::{BudgetGate, FundingRequest, Settlement, Started};
+use crate::calendar::{CentralEurope, Zone};
 use crate::config::{EngineConfig, Strategy, MAX_PRIORITY};
 use crate::error::{ConfigError, RoutingError};
 use crate::event::Event;
@@ -169,6 +170,10 @@ pub struct Engine {
     staff_grace_until: AtomicU64,
     seq: AtomicU64,
     gate: Arc<dyn BudgetGate>,
+    /// Engine time `Millis(0)` on the wall clock, Unix ms (see [`Engine::with_calendar`]).
+    epoch_unix_ms: i64,
+    /// The centre's time zone, for opening hours.
+    zone: Arc<dyn Zone>,
 }
 
 /// A slot's owner lock, held while a session starts.
@@ -246,7 +251,43 @@ impl Engine {
             staff_grace_until: AtomicU64::new(0),
             seq: AtomicU64::new(1),
             gate,
+            epoch_unix_ms: 0,
+            zone: Arc::new(CentralEurope),
         })
+    }
+
+    /// Sets the wall clock the engine reads opening hours on: engine time `Millis(0)` is
+    /// `epoch_unix_ms`, local time is `zone`'s. Without it engine time is Unix time and the zone
+    /// is [`CentralEurope`] (Europe/Rome's rule).
+    #[must_use]
+    pub fn with_calendar(mut self, epoch_unix_ms: i64, zone: Arc<dyn Zone>) -> Engine {
+        self.epoch_unix_ms = epoch_unix_ms;
+        self.zone = zone;
+        self
+    }
+
+    /// Unix ms of engine time `now`.
+    pub(super) fn unix(&self, now: Millis) -> i64 {
+        self.epoch_unix_ms.saturating_add(i64::try_from(now.0).unwrap_or(i64::MAX))
+    }
+
+    /// Engine time of Unix ms `unix` (time zero if before the epoch).
+    pub(super) fn engine_time(&self, unix: i64) -> Millis {
+        Millis(u64::try_from(unix.saturating_sub(self.epoch_unix_ms)).unwrap_or(0))
+    }
+
+    /// Whether queue `q` takes contacts at `now`: an admin has it open and its hours do.
+    pub(super) fn is_open(&self, q: &Queue, now: Millis) -> bool {
+        q.open.load(Ordering::Acquire) && q.hours.read().as_ref().is_none_or(|h| h.is_open(self.unix(now), &*self.zone))
+    }
+
+    /// When a queue closed at `now` by its hours opens next (`None` if an admin closed it).
+    pub(super) fn reopens(&self, q: &Queue, now: Millis) -> Option<Millis> {
+        if !q.open.load(Ordering::Acquire) {
+            return None;
+        }
+        let hours = q.hours.read().clone()?;
+        hours.next_open(self.unix(now), &*self.zone).map(|u| self.engine_time(u))
     }
 
     /// Queue names, in configuration order.

@@ -92,7 +92,7 @@ impl Engine {
                 drop(st);
                 QueueSnapshot {
                     name: q.name.to_string(),
-                    open: q.open.load(Ordering::Acquire),
+                    open: self.is_open(q, now),
                     waiting,
                     offered: q.offered.load(Ordering::Relaxed),
                     in_service: q.in_service.load(Ordering::Relaxed),

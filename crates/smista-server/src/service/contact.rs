@@ -113,7 +113,7 @@ impl ContactSvc {
                 queue: h.queue.as_str().into(),
                 deadline: now,
             };
-            return Ok(convert::decision(offer.contact_id, &d, now));
+            return Ok(convert::decision(offer.contact_id, &d, now, &s.clock));
         }
         let received = i64::try_from(s.clock.unix_ms(now)).unwrap_or(i64::MAX);
         let arrived_unix = offer.arrived.map_or(received, |a| i64::try_from(s.clock.unix_ms(a)).unwrap_or(received));
@@ -127,6 +127,6 @@ impl ContactSvc {
         s.publish(&ev, now);
         let d = r?;
         record_decision(&offer.queue, channel, &d);
-        Ok(convert::decision(offer.contact_id, &d, now))
+        Ok(convert::decision(offer.contact_id, &d, now, &s.clock))
     }
 }
