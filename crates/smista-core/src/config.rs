@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::hours::{Hours, HoursConfig};
-use crate::model::Fallback;
+use crate::model::{Fallback, Segment};
 
 /// How a queue picks among several operators free to take a contact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -106,6 +106,33 @@ pub struct QueueConfig {
     /// the queue is closed is diverted CLOSED with the next opening time.
     #[serde(default)]
     pub hours: Option<HoursConfig>,
+    /// Rules for segments the centre treats apart (vulnerable, urgent, intermediary contacts).
+    #[serde(default)]
+    pub segments: Vec<SegmentRule>,
+}
+
+/// How a queue treats one segment of its contacts (`[[queues.segments]]`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRule {
+    /// `vulnerable`, `urgent` or `intermediary`.
+    pub segment: Segment,
+    /// Priority levels added to the contact's own (0..=100): with the queue's aging of one level
+    /// per `aging_ms_per_level`, a boost of 20 at 60 s per level puts a vulnerable caller ahead
+    /// of ordinary callers who have waited up to 20 minutes.
+    #[serde(default)]
+    pub priority_boost: u32,
+    /// A service-level threshold of the segment's own (default: the queue's).
+    #[serde(default)]
+    pub service_level_threshold_ms: Option<u64>,
+    /// A service-level target of the segment's own (default: the queue's).
+    #[serde(default)]
+    pub service_level_target: Option<f64>,
+    /// Route the segment's contacts to this queue instead (e.g. intermediaries to the
+    /// patronati line served by their own operator group). One hop: that queue's own
+    /// `route_to` does not apply again.
+    #[serde(default)]
+    pub route_to: Option<String>,
 }
 
 fn default_max_length() -> u32 {
@@ -154,6 +181,7 @@ impl QueueConfig {
             fallback: Fallback::SelfServiceIvr,
             default_aht_ms: default_aht(),
             hours: None,
+            segments: Vec::new(),
         }
     }
 }
@@ -327,6 +355,29 @@ impl EngineConfig {
             }
             if let Some(h) = &q.hours {
                 Hours::parse(h).map_err(|e| bad(key("hours"), &e))?;
+            }
+            for (j, r) in q.segments.iter().enumerate() {
+                let key = |k: &str| key(&format!("segments[{j}].{k}"));
+                if r.segment == Segment::General {
+                    return Err(bad(key("segment"), "general contacts follow the queue's own settings"));
+                }
+                if q.segments[..j].iter().any(|o| o.segment == r.segment) {
+                    return Err(bad(key("segment"), &format!("`{}` has two rules", r.segment.as_str())));
+                }
+                if r.priority_boost > MAX_PRIORITY {
+                    return Err(bad(key("priority_boost"), "must be 0..=100"));
+                }
+                if r.service_level_threshold_ms == Some(0) {
+                    return Err(bad(key("service_level_threshold_ms"), "must be positive"));
+                }
+                if r.service_level_target.is_some_and(|t| !(0.0..=1.0).contains(&t) || t.is_nan()) {
+                    return Err(bad(key("service_level_target"), "must be between 0 and 1"));
+                }
+                if let Some(to) = &r.route_to {
+                    if to == &q.name || !self.queues.iter().any(|x| &x.name == to) {
+                        return Err(bad(key("route_to"), &format!("`{to}` is not another configured queue")));
+                    }
+                }
             }
         }
         Ok(())

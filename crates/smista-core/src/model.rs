@@ -79,6 +79,15 @@ pub enum Segment {
 }
 
 impl Segment {
+    /// Every segment, in index order.
+    pub const ALL: [Segment; 4] = [Segment::General, Segment::Vulnerable, Segment::Intermediary, Segment::Urgent];
+
+    /// Index 0..4 (for per-segment arrays).
+    #[must_use]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Lower-case name.
     #[must_use]
     pub fn as_str(self) -> &'static str {

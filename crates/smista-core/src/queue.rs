@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::{ExpansionStep, QueueConfig, Strategy};
 use crate::hours::Hours;
-use crate::model::{Channel, Fallback};
+use crate::model::{Channel, Fallback, Segment};
 use crate::operator::Session;
 use crate::sl_window::{SlCounts, SlWindow};
 use crate::time::Millis;
@@ -39,6 +39,7 @@ pub(crate) struct Waiting {
     pub(crate) declined: Vec<u32>,
     pub(crate) funding: Option<Arc<str>>,
     pub(crate) expiry: Option<(Millis, u64)>,
+    pub(crate) segment: Segment,
 }
 
 /// Parameters an admin may change at run time (read under the queue lock).
@@ -94,6 +95,21 @@ pub(crate) struct Candidate {
 /// Key of the free-operator index: (tier, free since, slot, generation). Lowest is best.
 pub(crate) type IdleKey = (u8, u64, u32, u8);
 
+/// A queue's figures and rule for one segment of its contacts.
+#[derive(Debug)]
+pub(crate) struct SegmentState {
+    /// Priority levels added at arrival.
+    pub(crate) boost: u32,
+    /// Queue the segment's contacts are routed to instead.
+    pub(crate) route_to: Option<u32>,
+    /// Whether a rule names the segment (it then shows in snapshots and metrics).
+    pub(crate) ruled: bool,
+    pub(crate) sl_target: f64,
+    pub(crate) sl_threshold_ms: u64,
+    pub(crate) waiting: AtomicU32,
+    pub(crate) sl_window: SlWindow,
+}
+
 /// Recent-acceptance window kept for the service rate.
 const RATE_WINDOW: usize = 64;
 
@@ -133,11 +149,34 @@ pub(crate) struct Queue {
     pub(crate) abandoned_after_sl: AtomicU64,
     /// The same three over the sliding window, for the live service level.
     pub(crate) sl_window: SlWindow,
+    /// Per segment, by [`Segment::index`].
+    pub(crate) segments: [SegmentState; 4],
 }
 
 impl Queue {
-    pub(crate) fn new(idx: u32, cfg: &QueueConfig, overflow: Vec<u32>, sl_window_ms: u64) -> Queue {
+    pub(crate) fn new(
+        idx: u32,
+        cfg: &QueueConfig,
+        overflow: Vec<u32>,
+        sl_window_ms: u64,
+        queue_idx: impl Fn(&str) -> Option<u32>,
+    ) -> Queue {
+        let segments = Segment::ALL.map(|seg| {
+            let rule = cfg.segments.iter().find(|r| r.segment == seg);
+            SegmentState {
+                boost: rule.map_or(0, |r| r.priority_boost),
+                route_to: rule.and_then(|r| r.route_to.as_deref()).and_then(&queue_idx),
+                ruled: rule.is_some(),
+                sl_target: rule.and_then(|r| r.service_level_target).unwrap_or(cfg.service_level_target),
+                sl_threshold_ms: rule
+                    .and_then(|r| r.service_level_threshold_ms)
+                    .unwrap_or(cfg.service_level_threshold_ms),
+                waiting: AtomicU32::new(0),
+                sl_window: SlWindow::new(sl_window_ms),
+            }
+        });
         Queue {
+            segments,
             idx,
             name: Arc::from(cfg.name.as_str()),
             priority: cfg.priority,
@@ -251,7 +290,22 @@ impl Queue {
         pos.saturating_mul(self.default_aht_ms) / servers
     }
 
-    pub(crate) fn record_accept(&self, st: &mut State, waited_ms: u64, now: Millis) {
+    /// Counts a contact of `segment` entering the waiting list.
+    pub(crate) fn entered_waiting(&self, segment: Segment) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.segments[segment.index()].waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a contact of `segment` leaving the waiting list.
+    pub(crate) fn left_waiting(&self, segment: Segment) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.segments[segment.index()].waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_accept(&self, st: &mut State, segment: Segment, waited_ms: u64, now: Millis) {
+        let seg = &self.segments[segment.index()];
+        let within = u64::from(waited_ms <= seg.sl_threshold_ms);
+        seg.sl_window.record(now, now, SlCounts { answered: 1, within, abandoned_late: 0 });
         if st.accepts.len() == RATE_WINDOW {
             st.accepts.pop_front();
         }
@@ -265,7 +319,11 @@ impl Queue {
     }
 
     /// Counts an abandonment after `waited_ms` at `now`.
-    pub(crate) fn record_abandon(&self, waited_ms: u64, now: Millis) {
+    pub(crate) fn record_abandon(&self, segment: Segment, waited_ms: u64, now: Millis) {
+        let seg = &self.segments[segment.index()];
+        if waited_ms > seg.sl_threshold_ms {
+            seg.sl_window.record(now, now, SlCounts { answered: 0, within: 0, abandoned_late: 1 });
+        }
         if waited_ms > self.sl_threshold_ms {
             self.abandoned_after_sl.fetch_add(1, Ordering::Relaxed);
             self.sl_window.record(now, now, SlCounts { answered: 0, within: 0, abandoned_late: 1 });

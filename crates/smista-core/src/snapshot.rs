@@ -1,6 +1,6 @@
 //! Read-only views of the engine for supervisors and metrics, and admin updates.
 
-use crate::model::{Fallback, OperatorStatus};
+use crate::model::{Fallback, OperatorStatus, Segment};
 
 /// A view of all queues and operators at one moment (each queue read under its own lock).
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +43,24 @@ pub struct QueueSnapshot {
     pub answered_within_threshold: u64,
     /// Contacts abandoned after waiting longer than the threshold.
     pub abandoned_after_threshold: u64,
+    /// Per segment, for a queue with segment rules: each ruled segment and the general one.
+    pub segments: Vec<SegmentSnapshot>,
+}
+
+/// One segment of a queue's contacts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentSnapshot {
+    /// The segment.
+    pub segment: Segment,
+    /// Its contacts waiting.
+    pub waiting: u32,
+    /// Its service level over the sliding window, against its own threshold (1 with nothing
+    /// answered or abandoned late).
+    pub service_level: f64,
+    /// Its target share.
+    pub service_level_target: f64,
+    /// Its threshold.
+    pub service_level_threshold_ms: u64,
 }
 
 /// One operator.

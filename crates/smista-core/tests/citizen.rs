@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use common::*;
 use smista_core::calendar::{days_from_civil, to_unix, CentralEurope};
-use smista_core::config::QueueConfig;
+use smista_core::config::{QueueConfig, SegmentRule};
 use smista_core::hours::HoursConfig;
-use smista_core::{Decision, DivertReason, Engine, Millis};
+use smista_core::{Decision, DivertReason, Engine, Millis, Segment};
 
 const H: i64 = 3_600_000;
 /// Engine time zero: 2026-12-01 00:00 UTC.
@@ -85,4 +85,103 @@ fn closing_time_stops_arrivals_not_the_contacts_already_waiting() {
     let snap = e.snapshot(rome(2026, 12, 28, 18, 5));
     assert!(!snap.queues[0].open, "the snapshot shows the queue closed by its hours");
     assert_clean(&e, rome(2026, 12, 28, 18, 5));
+}
+
+fn with_segments(mut q: QueueConfig) -> QueueConfig {
+    q.segments = vec![
+        SegmentRule {
+            segment: Segment::Vulnerable,
+            priority_boost: 20,
+            service_level_threshold_ms: Some(10_000),
+            service_level_target: Some(0.9),
+            route_to: None,
+        },
+        SegmentRule {
+            segment: Segment::Intermediary,
+            priority_boost: 0,
+            service_level_threshold_ms: None,
+            service_level_target: None,
+            route_to: Some("patronati".into()),
+        },
+    ];
+    q
+}
+
+fn segment_offer(id: &str, queue: &str, segment: Segment) -> smista_core::OfferRequest {
+    smista_core::OfferRequest { segment, ..offer(id, queue) }
+}
+
+#[test]
+fn a_vulnerable_caller_waiting_behind_ordinary_ones_is_answered_first() {
+    let e = engine(vec![
+        with_segments(QueueConfig::new("pensions", &[("pensions", 5)])),
+        QueueConfig::new("patronati", &[("patronati", 5)]),
+    ]);
+    let mut ev = vec![];
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&offer("busy", "pensions"), t(0), &mut ev).unwrap();
+    for i in 0..3 {
+        let d = e.offer(&offer(&format!("g{i}"), "pensions"), t(1_000 + i), &mut ev).unwrap();
+        assert!(matches!(d, Decision::Queued { .. }), "{d:?}");
+    }
+    // Five minutes later a vulnerable caller arrives: a boost of 20 levels at 60 s per level
+    // outweighs the ordinary callers' five minutes.
+    let d = e.offer(&segment_offer("v", "pensions", Segment::Vulnerable), t(300_000), &mut ev).unwrap();
+    assert!(matches!(d, Decision::Queued { position: 1, .. }), "the vulnerable caller goes first: {d:?}");
+    let snap = e.snapshot(t(300_000));
+    let segs = &snap.queues[0].segments;
+    let of = |s: Segment| segs.iter().find(|x| x.segment == s).expect("segment shown");
+    assert_eq!((of(Segment::Vulnerable).waiting, of(Segment::General).waiting), (1, 3));
+    assert_eq!(of(Segment::Vulnerable).service_level_threshold_ms, 10_000);
+    assert_eq!(of(Segment::General).service_level_threshold_ms, 20_000);
+    e.accept("op1", "busy", t(300_001), &mut ev).unwrap();
+    ev.clear();
+    e.complete("op1", "busy", 0, t(310_000), &mut ev).unwrap();
+    assert_eq!(offered(&ev), vec![("v".into(), "op1".into())]);
+    e.accept("op1", "v", t(310_001), &mut ev).unwrap();
+    // Answered after 10 s: outside the vulnerable segment's 10-second threshold, within the
+    // queue's 20 seconds.
+    let snap = e.snapshot(t(310_001));
+    let v = snap.queues[0].segments.iter().find(|x| x.segment == Segment::Vulnerable).expect("shown");
+    assert_eq!((v.waiting, v.service_level), (0, 0.0));
+    ev.clear();
+    e.complete("op1", "v", 0, t(320_000), &mut ev).unwrap();
+    assert_eq!(offered(&ev), vec![("g0".into(), "op1".into())], "then the ordinary callers, in order");
+    assert_clean(&e, t(320_000));
+}
+
+#[test]
+fn intermediaries_are_routed_to_their_own_queue() {
+    let e = engine(vec![
+        with_segments(QueueConfig::new("pensions", &[("pensions", 5)])),
+        QueueConfig::new("patronati", &[("patronati", 5)]),
+    ]);
+    let mut ev = vec![];
+    e.login(&login("citizens", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.login(&login("desk-p", "internal", &[("patronati", 5)]), t(1), &mut ev).unwrap();
+    let d = e.offer(&segment_offer("p1", "pensions", Segment::Intermediary), t(10), &mut ev).unwrap();
+    match &d {
+        Decision::Assigned { operator, queue, .. } => assert_eq!((&**operator, &**queue), ("desk-p", "patronati")),
+        other => panic!("{other:?}"),
+    }
+    let d = e.offer(&offer("c1", "pensions"), t(20), &mut ev).unwrap();
+    assert_eq!(assigned_to(&d), Some("citizens"));
+    assert_clean(&e, t(20));
+}
+
+#[test]
+fn segment_rules_are_checked() {
+    let mut bad = with_segments(QueueConfig::new("pensions", &[("pensions", 5)]));
+    bad.segments[1].route_to = Some("nowhere".into());
+    let err = smista_core::Engine::new(&config(vec![bad]), Arc::new(smista_core::budget::Unlimited)).unwrap_err();
+    assert_eq!(err.key, "queues[0].segments[1].route_to");
+    let mut bad = QueueConfig::new("pensions", &[("pensions", 5)]);
+    bad.segments = with_segments(QueueConfig::new("x", &[])).segments;
+    bad.segments[1].segment = Segment::Vulnerable;
+    bad.segments[1].route_to = None;
+    let err = smista_core::Engine::new(&config(vec![bad]), Arc::new(smista_core::budget::Unlimited)).unwrap_err();
+    assert_eq!(
+        (err.key.as_str(), err.problem.as_str()),
+        ("queues[0].segments[1].segment", "`vulnerable` has two rules")
+    );
 }

@@ -239,6 +239,17 @@ pub fn queue_snapshot(q: &QueueSnapshot) -> pb::QueueSnapshot {
         service_level_threshold_ms: q.service_level_threshold_ms,
         estimated_wait_ms: q.estimated_wait_ms,
         operators_logged_in: q.operators_logged_in,
+        segments: q
+            .segments
+            .iter()
+            .map(|s| pb::SegmentSnapshot {
+                segment: segment_pb(s.segment) as i32,
+                waiting: s.waiting,
+                service_level: s.service_level,
+                service_level_target: s.service_level_target,
+                service_level_threshold_ms: s.service_level_threshold_ms,
+            })
+            .collect(),
     }
 }
 

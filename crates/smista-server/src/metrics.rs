@@ -39,6 +39,12 @@ pub const QUEUE_OLDEST: &str = "smista_queue_oldest_wait_seconds";
 pub const SERVICE_LEVEL: &str = "smista_service_level_ratio";
 /// Service level target, by queue.
 pub const SERVICE_LEVEL_TARGET: &str = "smista_service_level_target_ratio";
+/// Contacts waiting, by queue and segment (queues with segment rules).
+pub const SEGMENT_WAITING: &str = "smista_segment_waiting";
+/// Service level over the sliding window, by queue and segment (queues with segment rules).
+pub const SEGMENT_SERVICE_LEVEL: &str = "smista_segment_service_level_ratio";
+/// Service-level target, by queue and segment (queues with segment rules).
+pub const SEGMENT_SERVICE_LEVEL_TARGET: &str = "smista_segment_service_level_target_ratio";
 /// Logged-in operators by state: idle, busy, paused, wrap_up.
 pub const OPERATORS: &str = "smista_operators";
 /// Budget ceiling for the current period, by budget.
@@ -136,6 +142,9 @@ fn describe() {
     describe_gauge!(SERVICE_LEVEL, "Share of contacts answered within the threshold since start.");
     describe_gauge!(SERVICE_LEVEL_TARGET, "Service-level target share of the queue.");
     describe_gauge!(OPERATORS, Unit::Count, "Operators by state.");
+    describe_gauge!(SEGMENT_WAITING, Unit::Count, "Contacts of the segment waiting in the queue.");
+    describe_gauge!(SEGMENT_SERVICE_LEVEL, "Share of the segment's contacts answered within its threshold.");
+    describe_gauge!(SEGMENT_SERVICE_LEVEL_TARGET, "Service-level target of the segment in the queue.");
     describe_gauge!(BUDGET_CEILING, "Budget ceiling of the current period, in euro cents.");
     describe_gauge!(BUDGET_SETTLED, "Cost of completed contacts in the current period, in euro cents.");
     describe_gauge!(BUDGET_RESERVED, "Expected cost reserved by admitted contacts not yet ended, in euro cents.");
@@ -288,6 +297,12 @@ pub fn refresh_gauges(engine: &Engine, now: Millis) {
         gauge!(QUEUE_OLDEST, "queue" => q.name.clone()).set(q.oldest_wait_ms as f64 / 1000.0);
         gauge!(SERVICE_LEVEL, "queue" => q.name.clone()).set(q.service_level);
         gauge!(SERVICE_LEVEL_TARGET, "queue" => q.name.clone()).set(q.service_level_target);
+        for s in &q.segments {
+            let labels = [("queue", q.name.clone()), ("segment", s.segment.as_str().to_owned())];
+            gauge!(SEGMENT_WAITING, &labels).set(f64::from(s.waiting));
+            gauge!(SEGMENT_SERVICE_LEVEL, &labels).set(s.service_level);
+            gauge!(SEGMENT_SERVICE_LEVEL_TARGET, &labels).set(s.service_level_target);
+        }
     }
     for (state, n) in engine.operator_counts() {
         gauge!(OPERATORS, "state" => state).set(f64::from(n));

@@ -17,7 +17,12 @@ impl Engine {
         if req.max_patience_ms > crate::config::MAX_DURATION_MS {
             return Err(RoutingError::invalid("max_patience_ms", "above one day"));
         }
-        let q0 = self.queue_idx(&req.queue)?;
+        let mut q0 = self.queue_idx(&req.queue)?;
+        let rule = &self.queues[q0 as usize].segments[req.segment.index()];
+        let boost = rule.boost;
+        if let Some(to) = rule.route_to {
+            q0 = to;
+        }
         let id: Arc<str> = Arc::from(req.contact_id.as_str());
         match self.contacts.entry(id.clone()) {
             Entry::Occupied(e) => {
@@ -43,7 +48,7 @@ impl Engine {
                 v.insert(Contact {
                     queue: q0,
                     channel: req.channel,
-                    priority: req.priority,
+                    priority: req.priority + boost,
                     segment: req.segment,
                     language: Arc::from(req.language.as_str()),
                     arrived,
@@ -304,7 +309,7 @@ impl Engine {
             st.expiry.insert(e, (rec.channel, rank));
         }
         st.waiting[rec.channel.index()].insert(rank, waiting_of(q, id, rec, expiry));
-        q.waiting.fetch_add(1, Ordering::Relaxed);
+        q.entered_waiting(rec.segment);
         rec.state = CState::Queued { rank };
         st.position(rec.channel, &rank)
     }
@@ -353,7 +358,7 @@ impl Engine {
             None => now.since(rec.arrived),
         };
         if outcome == Outcome::Abandoned {
-            q.record_abandon(waited_ms, now);
+            q.record_abandon(rec.segment, waited_ms, now);
         }
         let session = handled.and_then(|(slot, _, _)| self.slot(slot).session.lock().clone());
         let operator = session.as_ref().map(|s| s.id.clone());
@@ -447,7 +452,7 @@ impl Engine {
                                 if let Some(e) = w.expiry {
                                     st.expiry.remove(&e);
                                 }
-                                q.waiting.fetch_sub(1, Ordering::Relaxed);
+                                q.left_waiting(w.segment);
                             }
                         }
                         CState::Offered { slot, gen, deadline } => {

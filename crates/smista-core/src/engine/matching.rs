@@ -200,7 +200,7 @@ impl Engine {
         if let Some(e) = w.expiry {
             st.expiry.remove(&e);
         }
-        q.waiting.fetch_sub(1, Ordering::Relaxed);
+        q.left_waiting(w.segment);
         Ok(self.offer_locked(q, &mut st, &mut rec, id, session, slot, new_funding, now, out))
     }
 

@@ -195,6 +195,7 @@ fn waiting_of(q: &Queue, id: &Arc<str>, rec: &Contact, expiry: Option<(Millis, u
         declined: rec.declined.clone(),
         funding: rec.funding.clone(),
         expiry,
+        segment: rec.segment,
     }
 }
 
@@ -225,7 +226,7 @@ impl Engine {
             .enumerate()
             .map(|(i, q)| {
                 let overflow = q.overflow.iter().filter_map(|n| queue_by_name.get(n).copied()).collect();
-                Queue::new(i as u32, q, overflow, cfg.sl_window_ms)
+                Queue::new(i as u32, q, overflow, cfg.sl_window_ms, |n| queue_by_name.get(n).copied())
             })
             .collect();
         let groups = cfg

@@ -345,7 +345,7 @@ impl Engine {
         q.offered.fetch_sub(1, Ordering::Relaxed);
         q.in_service.fetch_add(1, Ordering::Relaxed);
         let waited_ms = now.since(rec.arrived);
-        q.record_accept(&mut st, waited_ms, now);
+        q.record_accept(&mut st, rec.segment, waited_ms, now);
         rec.state = CState::InService { slot, gen, accepted_at: now };
         let held = rec.funding.as_ref().filter(|b| session.budget.as_ref() == Some(*b)).is_some_and(|b| {
             self.gate.started(&Started {

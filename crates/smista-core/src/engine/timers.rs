@@ -57,7 +57,7 @@ impl Engine {
                 }
                 let Some((_, (ch, rank))) = st.expiry.pop_first() else { break };
                 let Some(w) = st.waiting[ch.index()].remove(&rank) else { continue };
-                q.waiting.fetch_sub(1, Ordering::Relaxed);
+                q.left_waiting(w.segment);
                 if let Some(mut rec) = self.contacts.get_mut(&w.contact) {
                     rec.state = CState::Arriving;
                     moving.push((q.idx, w.contact));

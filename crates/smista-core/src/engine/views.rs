@@ -2,6 +2,7 @@
 //! and the consistency audit.
 
 use super::*;
+use crate::snapshot::SegmentSnapshot;
 
 impl Engine {
     /// Opens or closes a queue for new contacts.
@@ -105,6 +106,7 @@ impl Engine {
                     answered: q.answered.load(Ordering::Relaxed),
                     answered_within_threshold: q.answered_in_sl.load(Ordering::Relaxed),
                     abandoned_after_threshold: q.abandoned_after_sl.load(Ordering::Relaxed),
+                    segments: segment_views(q, now),
                 }
             })
             .collect();
@@ -256,4 +258,23 @@ impl Engine {
         }
         v
     }
+}
+
+/// The per-segment figures of a queue with segment rules (each ruled segment and the general one).
+fn segment_views(q: &Queue, now: Millis) -> Vec<SegmentSnapshot> {
+    if !q.segments.iter().any(|s| s.ruled) {
+        return Vec::new();
+    }
+    Segment::ALL
+        .into_iter()
+        .zip(&q.segments)
+        .filter(|(seg, s)| s.ruled || *seg == Segment::General)
+        .map(|(segment, s)| SegmentSnapshot {
+            segment,
+            waiting: s.waiting.load(Ordering::Relaxed),
+            service_level: s.sl_window.totals(now).service_level(),
+            service_level_target: s.sl_target,
+            service_level_threshold_ms: s.sl_threshold_ms,
+        })
+        .collect()
 }
