@@ -59,5 +59,6 @@ pub fn voice_offer(id: String, queue: String) -> OfferRequest {
         segment: Segment::General,
         max_patience_ms: 0,
         arrived: None,
+        caller_key: String::new(),
     }
 }

@@ -76,6 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             segment: if n % 7 == 0 { Segment::Vulnerable } else { Segment::General },
             max_patience_ms: 0,
             arrived: None,
+            caller_key: String::new(),
         };
         let d = engine.offer(&req, now, &mut events)?;
         decisions[match d {

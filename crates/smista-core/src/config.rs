@@ -109,7 +109,27 @@ pub struct QueueConfig {
     /// Rules for segments the centre treats apart (vulnerable, urgent, intermediary contacts).
     #[serde(default)]
     pub segments: Vec<SegmentRule>,
+    /// A caller who hangs up while waiting and calls again within this window (recognised by
+    /// the offer's `caller_key`) gets their place back: the new contact keeps the old one's
+    /// arrival time and priority. 0 (the default) turns the rule off; at most one hour.
+    #[serde(default)]
+    pub resume_window_ms: u64,
+    /// Delays before each further attempt of a callback whose attempt went unanswered, e.g.
+    /// `[120000, 600000]`: three attempts in all, the second 2 minutes after the first failed,
+    /// the third 10 minutes after the second; a retry that falls outside the opening hours
+    /// waits for the next opening. When they run out the callback ends UNREACHABLE.
+    #[serde(default = "default_callback_retry")]
+    pub callback_retry_ms: Vec<u64>,
 }
+
+fn default_callback_retry() -> Vec<u64> {
+    vec![120_000, 600_000]
+}
+
+/// The longest `resume_window_ms`.
+pub const MAX_RESUME_WINDOW_MS: u64 = 3_600_000;
+/// The most retries a callback may be given.
+pub const MAX_CALLBACK_RETRIES: usize = 10;
 
 /// How a queue treats one segment of its contacts (`[[queues.segments]]`).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -182,6 +202,8 @@ impl QueueConfig {
             default_aht_ms: default_aht(),
             hours: None,
             segments: Vec::new(),
+            resume_window_ms: 0,
+            callback_retry_ms: default_callback_retry(),
         }
     }
 }
@@ -355,6 +377,15 @@ impl EngineConfig {
             }
             if let Some(h) = &q.hours {
                 Hours::parse(h).map_err(|e| bad(key("hours"), &e))?;
+            }
+            if q.resume_window_ms > MAX_RESUME_WINDOW_MS {
+                return Err(bad(key("resume_window_ms"), "at most one hour (3600000)"));
+            }
+            if q.callback_retry_ms.len() > MAX_CALLBACK_RETRIES {
+                return Err(bad(key("callback_retry_ms"), "at most 10 retries"));
+            }
+            if let Some(j) = q.callback_retry_ms.iter().position(|&d| d == 0 || d > MAX_DURATION_MS) {
+                return Err(bad(key(&format!("callback_retry_ms[{j}]")), "must be 1 ms to one day"));
             }
             for (j, r) in q.segments.iter().enumerate() {
                 let key = |k: &str| key(&format!("segments[{j}].{k}"));

@@ -40,6 +40,29 @@ pub enum Event {
         deadline: Millis,
         /// Wait so far, in milliseconds.
         waited_ms: u64,
+        /// An outbound callback: once the operator accepts, the platform dials the citizen.
+        callback: bool,
+    },
+    /// A waiting caller chose to be called back: the contact keeps its place (its arrival and
+    /// priority), the platform drops the call, and it is offered as a callback at the head.
+    CallbackRequested {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue.
+        queue: Arc<str>,
+        /// 1-based position at the time.
+        position: u32,
+    },
+    /// A callback's attempt went unanswered; the next one is scheduled.
+    CallbackScheduled {
+        /// Contact.
+        contact: Arc<str>,
+        /// Queue.
+        queue: Arc<str>,
+        /// Attempts made so far.
+        attempts: u32,
+        /// When it goes back in line (engine time; within the queue's opening hours).
+        due: Millis,
     },
     /// The offer lapsed: the operator did not accept in time (and was paused "no answer") or
     /// logged out. The contact is back at the head of its queue.
@@ -151,7 +174,9 @@ impl Event {
             | Event::Accepted { contact, .. }
             | Event::Overflowed { contact, .. }
             | Event::Diverted { contact, .. }
-            | Event::Finished { contact, .. } => Some(contact),
+            | Event::Finished { contact, .. }
+            | Event::CallbackRequested { contact, .. }
+            | Event::CallbackScheduled { contact, .. } => Some(contact),
             Event::OperatorStatus { .. } => None,
         }
     }
@@ -166,7 +191,9 @@ impl Event {
             | Event::OfferDeclined { queue, .. }
             | Event::Accepted { queue, .. }
             | Event::Diverted { queue, .. }
-            | Event::Finished { queue, .. } => Some(queue),
+            | Event::Finished { queue, .. }
+            | Event::CallbackRequested { queue, .. }
+            | Event::CallbackScheduled { queue, .. } => Some(queue),
             Event::Overflowed { from, .. } => Some(from),
             Event::OperatorStatus { .. } => None,
         }

@@ -34,6 +34,7 @@ pub mod sl_window;
 pub mod snapshot;
 pub mod time;
 
+pub use engine::callback::CallbackNext;
 pub use engine::{validate_id, Engine};
 pub use error::{ConfigError, RoutingError};
 pub use event::Event;

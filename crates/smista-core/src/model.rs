@@ -190,6 +190,9 @@ pub enum Outcome {
     Abandoned,
     /// Cancelled while in service, never completed.
     CancelledInService,
+    /// A callback whose every attempt went unanswered (the queue's `callback_retry_ms`
+    /// schedule ran out).
+    Unreachable,
 }
 
 impl Outcome {
@@ -201,13 +204,14 @@ impl Outcome {
             Outcome::Diverted => "diverted",
             Outcome::Abandoned => "abandoned",
             Outcome::CancelledInService => "cancelled_in_service",
+            Outcome::Unreachable => "unreachable",
         }
     }
 
     /// The outcome named by [`Outcome::as_str`], as written in the ledger.
     #[must_use]
     pub fn parse(name: &str) -> Option<Self> {
-        [Outcome::Completed, Outcome::Diverted, Outcome::Abandoned, Outcome::CancelledInService]
+        [Outcome::Completed, Outcome::Diverted, Outcome::Abandoned, Outcome::CancelledInService, Outcome::Unreachable]
             .into_iter()
             .find(|o| o.as_str() == name)
     }
@@ -268,6 +272,10 @@ pub struct OfferRequest {
     /// When the contact first arrived, if before this offer (a contact offered again after a
     /// failover keeps its place); a time after `now` is read as `now`.
     pub arrived: Option<Millis>,
+    /// Keyed hash of the caller's number, computed by the platform (empty: unknown). Kept only
+    /// by queues with a `resume_window_ms`, only for that window after a hang-up, to give a
+    /// caller who rings again their place back.
+    pub caller_key: String,
 }
 
 /// The routing decision for an offered contact.

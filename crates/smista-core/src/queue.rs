@@ -63,6 +63,8 @@ pub(crate) struct State {
     pub(crate) offered: BTreeMap<(Millis, u64), Arc<str>>,
     /// Recent acceptance instants, for the service rate behind wait estimates.
     pub(crate) accepts: VecDeque<Millis>,
+    /// (due, seq) -> contact, for callbacks waiting for their next attempt.
+    pub(crate) parked: BTreeMap<(Millis, u64), Arc<str>>,
 }
 
 impl State {
@@ -151,6 +153,10 @@ pub(crate) struct Queue {
     pub(crate) sl_window: SlWindow,
     /// Per segment, by [`Segment::index`].
     pub(crate) segments: [SegmentState; 4],
+    /// How long a hung-up caller's place is kept for a redial (0: not kept).
+    pub(crate) resume_window_ms: u64,
+    /// Delays before a callback's further attempts.
+    pub(crate) callback_retry_ms: Vec<u64>,
 }
 
 impl Queue {
@@ -177,6 +183,8 @@ impl Queue {
         });
         Queue {
             segments,
+            resume_window_ms: cfg.resume_window_ms,
+            callback_retry_ms: cfg.callback_retry_ms.clone(),
             idx,
             name: Arc::from(cfg.name.as_str()),
             priority: cfg.priority,
@@ -207,6 +215,7 @@ impl Queue {
                 expiry: BTreeMap::new(),
                 offered: BTreeMap::new(),
                 accepts: VecDeque::with_capacity(RATE_WINDOW),
+                parked: BTreeMap::new(),
             }),
             waiting: AtomicU32::new(0),
             offered: AtomicU32::new(0),

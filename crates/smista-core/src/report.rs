@@ -283,6 +283,13 @@ impl<'z> Builder<'z> {
                     row.wrap_up_ms += r.wrap_up_ms;
                 }
             }
+            // A callback nobody answered: the citizen was lost, without hanging up in line (it
+            // counts as abandoned, and neither as short nor in the service level).
+            Outcome::Unreachable => {
+                row.abandoned += 1;
+                row.wait_ms += r.waited_ms;
+                row.max_wait_ms = row.max_wait_ms.max(r.waited_ms);
+            }
             Outcome::Abandoned => {
                 row.abandoned += 1;
                 row.wait_ms += r.waited_ms;

@@ -9,7 +9,7 @@ use common::*;
 use smista_core::calendar::{days_from_civil, to_unix, CentralEurope};
 use smista_core::config::{QueueConfig, SegmentRule};
 use smista_core::hours::HoursConfig;
-use smista_core::{Decision, DivertReason, Engine, Millis, Segment};
+use smista_core::{CallbackNext, Decision, DivertReason, Engine, Millis, Outcome, Segment};
 
 const H: i64 = 3_600_000;
 /// Engine time zero: 2026-12-01 00:00 UTC.
@@ -184,4 +184,171 @@ fn segment_rules_are_checked() {
         (err.key.as_str(), err.problem.as_str()),
         ("queues[0].segments[1].segment", "`vulnerable` has two rules")
     );
+}
+
+fn callback_queue() -> QueueConfig {
+    let mut q = QueueConfig::new("pensions", &[("pensions", 5)]);
+    q.max_wait_ms = 60_000;
+    q.callback_retry_ms = vec![120_000];
+    q
+}
+
+fn callbacks(ev: &[smista_core::Event]) -> Vec<(String, bool)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            smista_core::Event::Offered { contact, callback, .. } => Some((contact.to_string(), *callback)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_callback_keeps_its_place_among_calls() {
+    let e = engine(vec![callback_queue()]);
+    let mut ev = vec![];
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&offer("busy", "pensions"), t(0), &mut ev).unwrap();
+    e.accept("op1", "busy", t(1), &mut ev).unwrap();
+    e.offer(&offer("first", "pensions"), t(1_000), &mut ev).unwrap();
+    e.offer(&offer("cb", "pensions"), t(2_000), &mut ev).unwrap();
+    e.offer(&offer("third", "pensions"), t(3_000), &mut ev).unwrap();
+    // The second caller asks to be called back: they keep position 2.
+    let d = e.request_callback("cb", t(10_000), &mut ev).unwrap();
+    assert!(matches!(d, Decision::Queued { position: 2, .. }), "{d:?}");
+    assert_eq!(e.request_callback("cb", t(10_001), &mut ev).unwrap(), d, "asking again changes nothing");
+    // The queue's one-minute maximum wait diverts the live callers, not the callback.
+    ev.clear();
+    e.tick(t(70_000), &mut ev);
+    let diverted: Vec<_> = ev
+        .iter()
+        .filter_map(|x| match x {
+            smista_core::Event::Diverted { contact, .. } => Some(contact.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(diverted, vec!["first".to_owned(), "third".to_owned()]);
+    ev.clear();
+    e.complete("op1", "busy", 0, t(80_000), &mut ev).unwrap();
+    assert_eq!(callbacks(&ev), vec![("cb".into(), true)], "offered as an outbound callback");
+    assert_clean(&e, t(80_000));
+}
+
+#[test]
+fn a_callback_offered_in_order_with_calls_that_arrived_later() {
+    let e = engine(vec![QueueConfig::new("pensions", &[("pensions", 5)])]);
+    let mut ev = vec![];
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&offer("busy", "pensions"), t(0), &mut ev).unwrap();
+    e.accept("op1", "busy", t(1), &mut ev).unwrap();
+    e.offer(&offer("cb", "pensions"), t(1_000), &mut ev).unwrap();
+    e.request_callback("cb", t(1_500), &mut ev).unwrap();
+    e.offer(&offer("later", "pensions"), t(2_000), &mut ev).unwrap();
+    ev.clear();
+    e.complete("op1", "busy", 0, t(5_000), &mut ev).unwrap();
+    assert_eq!(offered(&ev), vec![("cb".into(), "op1".into())], "the callback's place came first");
+    assert_clean(&e, t(5_000));
+}
+
+#[test]
+fn an_unanswered_callback_is_retried_then_ends_unreachable() {
+    let e = engine(vec![callback_queue()]);
+    let mut ev = vec![];
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.login(&login("op2", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&offer("busy1", "pensions"), t(0), &mut ev).unwrap();
+    e.offer(&offer("busy2", "pensions"), t(0), &mut ev).unwrap();
+    e.offer(&offer("cb", "pensions"), t(1_000), &mut ev).unwrap();
+    e.request_callback("cb", t(2_000), &mut ev).unwrap();
+    e.accept("op1", "busy1", t(3_000), &mut ev).unwrap();
+    e.complete("op1", "busy1", 0, t(4_000), &mut ev).unwrap();
+    e.accept("op1", "cb", t(5_000), &mut ev).unwrap();
+    // Calling back before the operator accepted is refused (nobody has dialled).
+    assert!(e.callback_unanswered("busy2", t(5_000), &mut ev).is_err(), "not a callback");
+    ev.clear();
+    let next = e.callback_unanswered("cb", t(20_000), &mut ev).unwrap();
+    assert_eq!(next, CallbackNext::Scheduled { attempts: 1, due: t(140_000) });
+    assert_eq!(e.callback_unanswered("cb", t(20_001), &mut ev).unwrap(), next, "a repeated report answers the same");
+    let d = e.offer(&offer("cb", "pensions"), t(21_000), &mut ev).unwrap();
+    assert!(matches!(d, Decision::Queued { position: 0, estimated_wait_ms: 119_000, .. }), "{d:?}");
+    // op1 is free at once, without wrap-up.
+    assert_eq!(e.snapshot(t(20_000)).operators.iter().find(|o| o.id == "op1").map(|o| o.active_contacts), Some(0));
+    // Nothing is offered until the retry is due; then it goes back in line.
+    e.tick(t(139_999), &mut ev);
+    assert!(callbacks(&ev).is_empty());
+    e.tick(t(140_000), &mut ev);
+    assert_eq!(callbacks(&ev), vec![("cb".into(), true)]);
+    let to = offered(&ev)[0].1.clone();
+    e.accept(&to, "cb", t(141_000), &mut ev).unwrap();
+    ev.clear();
+    assert_eq!(e.callback_unanswered("cb", t(150_000), &mut ev).unwrap(), CallbackNext::Unreachable);
+    assert!(ev.iter().any(|x| matches!(x, smista_core::Event::Finished { outcome: Outcome::Unreachable, .. })));
+    assert_eq!(e.cancel("cb", t(150_001), &mut ev).unwrap(), Outcome::Unreachable, "ended once, for good");
+    assert_eq!(e.callback_unanswered("cb", t(150_002), &mut ev).unwrap(), CallbackNext::Unreachable);
+    assert_clean(&e, t(150_002));
+}
+
+#[test]
+fn a_retry_outside_opening_hours_waits_for_the_next_opening() {
+    let mut q = office_hours(callback_queue());
+    q.callback_retry_ms = vec![3_600_000];
+    let e = rome_engine(vec![q]);
+    let mut ev = vec![];
+    let at = |h, m| rome(2026, 12, 4, h, m); // a Friday
+    let mut desk = login("op1", "internal", &[("pensions", 5)]);
+    desk.channels = vec![(smista_core::Channel::Voice, 1), (smista_core::Channel::Callback, 1)];
+    e.login(&desk, at(8, 0), &mut ev).unwrap();
+    e.offer(&offer("cb", "pensions"), at(17, 0), &mut ev).unwrap();
+    e.accept("op1", "cb", at(17, 1), &mut ev).unwrap();
+    // A CALLBACK-channel contact needs no request; here it is a voice call in service already.
+    assert!(e.callback_unanswered("cb", at(17, 2), &mut ev).is_err());
+    e.complete("op1", "cb", 0, at(17, 3), &mut ev).unwrap();
+    let web = smista_core::OfferRequest { channel: smista_core::Channel::Callback, ..offer("web", "pensions") };
+    e.offer(&web, at(17, 30), &mut ev).unwrap();
+    e.accept("op1", "web", at(17, 31), &mut ev).unwrap();
+    // One hour after 17:32 is 18:32, after closing: the retry waits for Monday 08:00.
+    let next = e.callback_unanswered("web", at(17, 32), &mut ev).unwrap();
+    assert_eq!(next, CallbackNext::Scheduled { attempts: 1, due: rome(2026, 12, 7, 8, 0) });
+    assert_clean(&e, at(17, 32));
+}
+
+#[test]
+fn a_redial_within_the_window_resumes_the_place_and_after_it_does_not() {
+    let mut q = QueueConfig::new("pensions", &[("pensions", 5)]);
+    q.resume_window_ms = 120_000;
+    let e = engine(vec![q]);
+    let mut ev = vec![];
+    let keyed = |id: &str, key: &str| smista_core::OfferRequest { caller_key: key.into(), ..offer(id, "pensions") };
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&offer("busy", "pensions"), t(0), &mut ev).unwrap();
+    e.accept("op1", "busy", t(1), &mut ev).unwrap();
+    e.offer(&keyed("first-try", "k-anna"), t(1_000), &mut ev).unwrap();
+    e.offer(&offer("other", "pensions"), t(5_000), &mut ev).unwrap();
+    // Anna hangs up and calls again a minute later: she is back ahead of `other`.
+    assert_eq!(e.cancel("first-try", t(30_000), &mut ev).unwrap(), Outcome::Abandoned);
+    assert_eq!(e.places_kept(), 1);
+    let d = e.offer(&keyed("second-try", "k-anna"), t(90_000), &mut ev).unwrap();
+    assert!(matches!(d, Decision::Queued { position: 1, .. }), "resumed: {d:?}");
+    assert_eq!(e.places_kept(), 0, "a place is taken once");
+    // She hangs up again; this time she calls back after the window: a new place at the end.
+    e.cancel("second-try", t(100_000), &mut ev).unwrap();
+    e.tick(t(220_000), &mut ev);
+    assert_eq!(e.places_kept(), 0, "the key is forgotten when the window ends");
+    let d = e.offer(&keyed("third-try", "k-anna"), t(230_000), &mut ev).unwrap();
+    assert!(matches!(d, Decision::Queued { position: 2, .. }), "not resumed: {d:?}");
+    // Without a key, or on a queue without the rule, nothing is kept.
+    e.cancel("other", t(231_000), &mut ev).unwrap();
+    assert_eq!(e.places_kept(), 0);
+    assert_clean(&e, t(231_000));
+}
+
+#[test]
+fn a_queue_without_the_redial_rule_keeps_no_caller_key() {
+    let e = engine(vec![QueueConfig::new("pensions", &[("pensions", 5)])]);
+    let mut ev = vec![];
+    let keyed = |id: &str| smista_core::OfferRequest { caller_key: "k-anna".into(), ..offer(id, "pensions") };
+    e.offer(&keyed("a"), t(0), &mut ev).unwrap();
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.offer(&keyed("b"), t(1_000), &mut ev).unwrap();
+    e.cancel("b", t(2_000), &mut ev).unwrap();
+    assert_eq!(e.places_kept(), 0);
 }

@@ -22,7 +22,7 @@ enum Op {
     Logout { op: usize, force: bool },
     Pause { op: usize },
     Available { op: usize },
-    Offer { contact: usize, queue: usize, chat: bool, priority: u32 },
+    Offer { contact: usize, queue: usize, chat: bool, priority: u32, caller: u8 },
     Cancel { contact: usize },
     Accept { pick: usize },
     AcceptWrong { op: usize, contact: usize },
@@ -30,6 +30,9 @@ enum Op {
     Complete { pick: usize, wrap: u64 },
     Advance { ms: u64 },
     Refuse { on: bool },
+    RequestCallback { pick: usize },
+    RequestCallbackAny { contact: usize },
+    CallbackUnanswered { pick: usize },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -38,7 +41,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0..6usize, any::<bool>()).prop_map(|(op, force)| Op::Logout { op, force }),
         1 => (0..6usize).prop_map(|op| Op::Pause { op }),
         2 => (0..6usize).prop_map(|op| Op::Available { op }),
-        5 => (0..40usize, 0..3usize, any::<bool>(), 0..=10u32).prop_map(|(contact, queue, chat, priority)| Op::Offer { contact, queue, chat, priority }),
+        5 => (0..40usize, 0..3usize, any::<bool>(), 0..=10u32, 0..4u8).prop_map(|(contact, queue, chat, priority, caller)| Op::Offer { contact, queue, chat, priority, caller }),
+        3 => any::<usize>().prop_map(|pick| Op::RequestCallback { pick }),
+        1 => (0..40usize).prop_map(|contact| Op::RequestCallbackAny { contact }),
+        3 => any::<usize>().prop_map(|pick| Op::CallbackUnanswered { pick }),
         1 => (0..40usize).prop_map(|contact| Op::Cancel { contact }),
         4 => any::<usize>().prop_map(|pick| Op::Accept { pick }),
         1 => (0..6usize, 0..40usize).prop_map(|(op, contact)| Op::AcceptWrong { op, contact }),
@@ -60,6 +66,8 @@ fn queues() -> Vec<QueueConfig> {
     p.overflow = vec!["isee".into()];
     p.budget = Some("contract-a".into());
     p.expansion = vec![ExpansionStep { after_ms: 15_000, level_drop: 3 }];
+    p.callback_retry_ms = vec![3_000, 20_000];
+    p.resume_window_ms = 30_000;
     let mut n = QueueConfig::new("naspi", &[("naspi", 3)]);
     n.strategy = Pick::MostSkilled;
     n.max_length = 5;
@@ -70,6 +78,8 @@ fn queues() -> Vec<QueueConfig> {
     i.strategy = Pick::LeastOccupied;
     i.max_wait_ms = 60_000;
     i.offer_timeout_ms = 10_000;
+    i.callback_retry_ms = vec![];
+    i.resume_window_ms = 10_000;
     vec![p, n, i]
 }
 
@@ -78,6 +88,8 @@ enum MContact {
     Waiting,
     Offered(usize, Channel),
     InService(usize, Channel),
+    /// A callback between attempts.
+    Parked,
     Finished(Outcome),
 }
 
@@ -96,6 +108,7 @@ struct Model {
     contacts: HashMap<String, MContact>,
     ops: HashMap<String, MOperator>,
     finished_events: HashMap<String, usize>,
+    callbacks: std::collections::HashSet<String>,
 }
 
 fn op_index(name: &str) -> usize {
@@ -161,7 +174,10 @@ impl Model {
             }
             Event::Overflowed { contact, .. } | Event::Diverted { contact, .. } => {
                 let c = self.contacts.get(&**contact).copied();
-                if !matches!(c, Some(MContact::Waiting) | None) {
+                // A callback whose retry the budget no longer funds is diverted from service.
+                let callback_in_service =
+                    matches!(c, Some(MContact::InService(..))) && self.callbacks.contains(&**contact);
+                if !matches!(c, Some(MContact::Waiting) | None) && !callback_in_service {
                     return Err(format!("{contact} overflowed/diverted while {c:?}"));
                 }
             }
@@ -172,8 +188,13 @@ impl Model {
                     (c, outcome),
                     (None | Some(MContact::Waiting), Outcome::Diverted | Outcome::Abandoned)
                         | (Some(MContact::Offered(..)), Outcome::Abandoned)
+                        | (Some(MContact::Parked), Outcome::Abandoned)
                         | (Some(MContact::InService(..)), Outcome::Completed | Outcome::CancelledInService)
-                );
+                ) || (self.callbacks.contains(&**contact)
+                    && matches!(
+                        (c, outcome),
+                        (Some(MContact::InService(..)), Outcome::Unreachable | Outcome::Diverted)
+                    ));
                 if !ok {
                     return Err(format!("{contact} finished {outcome:?} from {c:?}"));
                 }
@@ -181,6 +202,24 @@ impl Model {
                     self.ops.get_mut(&format!("op{o}")).ok_or("unknown operator")?.load[ch.index()] -= 1;
                 }
                 self.contacts.insert(contact.to_string(), MContact::Finished(*outcome));
+            }
+            Event::CallbackRequested { contact, .. } => {
+                let c = self.contacts.get(&**contact).copied();
+                if c != Some(MContact::Waiting) {
+                    return Err(format!("{contact} became a callback while {c:?}"));
+                }
+                self.callbacks.insert(contact.to_string());
+            }
+            Event::CallbackScheduled { contact, .. } => {
+                let c = self.contacts.get(&**contact).copied();
+                let Some(MContact::InService(o, ch)) = c else {
+                    return Err(format!("{contact} parked while {c:?}"));
+                };
+                if !self.callbacks.contains(&**contact) {
+                    return Err(format!("{contact} parked but is not a callback"));
+                }
+                self.ops.get_mut(&format!("op{o}")).ok_or("unknown operator")?.load[ch.index()] -= 1;
+                self.contacts.insert(contact.to_string(), MContact::Parked);
             }
             Event::OperatorStatus { operator, from, to, .. } => {
                 let o = self.ops.entry(operator.to_string()).or_insert(MOperator {
@@ -271,9 +310,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Available { op } => {
                 e.set_state(&format!("op{op}"), &RequestedState::Available, now, &mut ev).map(|_| ())
             }
-            Op::Offer { contact, queue, chat, priority } => {
+            Op::Offer { contact, queue, chat, priority, caller } => {
                 let mut o = offer(&format!("c{contact}"), QUEUES[*queue]);
                 o.priority = *priority;
+                if *caller > 0 {
+                    o.caller_key = format!("key-{caller}");
+                }
                 if *chat {
                     o.channel = Channel::Chat;
                 }
@@ -287,6 +329,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             Decision::Assigned { operator, .. } => {
                                 matches!(st, Some(MContact::Offered(o, _) | MContact::InService(o, _)) if o == op_index(operator))
                             }
+                            Decision::Queued { position: 0, .. } => st == Some(MContact::Parked),
                             Decision::Queued { .. } => st == Some(MContact::Waiting),
                             Decision::Diverted { .. } => st == Some(MContact::Finished(Outcome::Diverted)),
                         };
@@ -348,6 +391,41 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Refuse { on } => {
                 gate.set_refuse_all(*on);
                 Ok(())
+            }
+            Op::RequestCallback { pick } => {
+                let mut waiting: Vec<_> =
+                    m.contacts.iter().filter(|(_, s)| **s == MContact::Waiting).map(|(c, _)| c.clone()).collect();
+                waiting.sort();
+                if waiting.is_empty() {
+                    Ok(())
+                } else {
+                    e.request_callback(&waiting[pick % waiting.len()], now, &mut ev).map(|_| ())
+                }
+            }
+            Op::RequestCallbackAny { contact } => {
+                let c = format!("c{contact}");
+                let r = e.request_callback(&c, now, &mut ev);
+                let waiting = matches!(m.contacts.get(&c), Some(MContact::Waiting | MContact::Parked));
+                let chat = matches!(m.contacts.get(&c), Some(MContact::Waiting)) && r.is_err();
+                prop_assert!(
+                    r.is_ok() == waiting || chat,
+                    "request_callback({}) = {:?} while {:?}",
+                    c,
+                    r,
+                    m.contacts.get(&c)
+                );
+                r.map(|_| ())
+            }
+            Op::CallbackUnanswered { pick } => {
+                let busy: Vec<_> = m.in_service().into_iter().filter(|(c, _)| m.callbacks.contains(c)).collect();
+                if busy.is_empty() {
+                    Ok(())
+                } else {
+                    let (c, _) = &busy[pick % busy.len()];
+                    let r = e.callback_unanswered(c, now, &mut ev);
+                    prop_assert!(r.is_ok(), "an unanswered callback in service was refused: {r:?}");
+                    r.map(|_| ())
+                }
             }
         };
         if let Err(err) = &result {

@@ -143,6 +143,7 @@ fn simulate(c: u32, rate_per_s: f64, aht_s: f64, arrivals: u64, seed: u64) -> Ru
             segment: Segment::General,
             max_patience_ms: 0,
             arrived: None,
+            caller_key: String::new(),
         };
         let d = e.offer(&offer, Millis(at), &mut ev).expect("offer");
         match d {

@@ -191,7 +191,7 @@ proptest! {
             match o {
                 Outcome::Completed => { answered += 1; handle += r.handle_ms; }
                 Outcome::CancelledInService => answered += 1,
-                Outcome::Abandoned => abandoned += 1,
+                Outcome::Abandoned | Outcome::Unreachable => abandoned += 1,
                 Outcome::Diverted => diverted += 1,
             }
         }

@@ -35,6 +35,10 @@ enum Call {
     },
     /// Cancel a contact (the caller hung up).
     Cancel { contact: String },
+    /// A waiting caller chose to be called back: the contact keeps its place.
+    Callback { contact: String },
+    /// The dial of an accepted callback went unanswered: retry later or end UNREACHABLE.
+    Unanswered { contact: String },
     /// Log an operator in: `login OPERATOR GROUP --skill pensions=7 [--chats 3]`.
     Login {
         operator: String,
@@ -169,6 +173,26 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .await?;
             println!("{:?}", r.into_inner().decision);
+        }
+        Call::Callback { contact } => {
+            let r = contacts.request_callback(pb::RequestCallbackRequest { contact_id: contact }).await?.into_inner();
+            let q = r.queued.unwrap_or_default();
+            println!(
+                "callback kept at position {} of {}, estimated wait {} ms",
+                q.position, q.queue, q.estimated_wait_ms
+            );
+        }
+        Call::Unanswered { contact } => {
+            use pb::callback_unanswered_response::Next;
+            let r =
+                contacts.callback_unanswered(pb::CallbackUnansweredRequest { contact_id: contact }).await?.into_inner();
+            match r.next {
+                Some(Next::Retry(x)) => {
+                    println!("attempt {} unanswered; next attempt at {} (Unix ms)", x.attempts, x.due_unix_ms)
+                }
+                Some(Next::Ended(o)) => println!("outcome: {:?}", pb::Outcome::try_from(o).unwrap_or_default()),
+                None => println!("no answer"),
+            }
         }
         Call::Cancel { contact } => {
             let r = contacts.cancel_contact(pb::CancelContactRequest { contact_id: contact }).await?.into_inner();

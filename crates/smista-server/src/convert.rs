@@ -88,6 +88,7 @@ pub fn outcome_pb(o: Outcome) -> pb::Outcome {
         Outcome::Diverted => pb::Outcome::Diverted,
         Outcome::Abandoned => pb::Outcome::Abandoned,
         Outcome::CancelledInService => pb::Outcome::CancelledInService,
+        Outcome::Unreachable => pb::Outcome::Unreachable,
     }
 }
 
@@ -141,12 +142,24 @@ pub fn contact_event(e: &Event, now: Millis, unix_ms: u64) -> Option<pb::Contact
         Event::Queued { contact, queue, position } => {
             (contact, queue, Kind::Queued(pb::EventQueued { position: *position }))
         }
-        Event::Offered { contact, queue, operator, deadline, .. } => (
+        Event::Offered { contact, queue, operator, deadline, callback, .. } => (
             contact,
             queue,
             Kind::Offered(pb::EventOffered {
                 operator_id: operator.to_string(),
                 offer_deadline_ms: deadline.since(now),
+                callback: *callback,
+            }),
+        ),
+        Event::CallbackRequested { contact, queue, position } => {
+            (contact, queue, Kind::CallbackRequested(pb::EventCallbackRequested { position: *position }))
+        }
+        Event::CallbackScheduled { contact, queue, attempts, due } => (
+            contact,
+            queue,
+            Kind::CallbackScheduled(pb::EventCallbackScheduled {
+                attempts: *attempts,
+                due_unix_ms: unix_ms + due.since(now),
             }),
         ),
         Event::OfferTimedOut { contact, queue, operator } => {
@@ -203,6 +216,7 @@ pub fn offer(e: &Event, now: Millis) -> Option<(String, Millis, pb::Offer)> {
         language,
         deadline,
         waited_ms,
+        callback,
         group: _,
     } = e
     else {
@@ -220,6 +234,7 @@ pub fn offer(e: &Event, now: Millis) -> Option<(String, Millis, pb::Offer)> {
             language: language.to_string(),
             offer_deadline_ms: deadline.since(now),
             waited_ms: *waited_ms,
+            callback: *callback,
         },
     ))
 }

@@ -188,7 +188,7 @@ struct QueueSeries {
     /// By reason, in [`reason_index`] order.
     diversions: [OnceLock<Counter>; 5],
     /// By outcome, in [`outcome_index`] order.
-    finished: [OnceLock<Counter>; 4],
+    finished: [OnceLock<Counter>; 5],
     timeouts: OnceLock<Counter>,
     wait: OnceLock<Histogram>,
     handle: OnceLock<Histogram>,
@@ -237,6 +237,7 @@ fn outcome_index(o: Outcome) -> usize {
         Outcome::Diverted => 1,
         Outcome::Abandoned => 2,
         Outcome::CancelledInService => 3,
+        Outcome::Unreachable => 4,
     }
 }
 

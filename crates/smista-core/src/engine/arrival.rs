@@ -44,11 +44,21 @@ impl Engine {
                         None => Err(RoutingError::ContactFinished(req.contact_id.clone())),
                     };
                 }
-                let arrived = req.arrived.map_or(now, |a| a.min(now));
+                let mut arrived = req.arrived.map_or(now, |a| a.min(now));
+                let mut priority = req.priority + boost;
+                let keeps_key = self.queues[q0 as usize].resume_window_ms > 0 && !req.caller_key.is_empty();
+                let caller_key = keeps_key.then(|| Arc::from(req.caller_key.as_str()));
+                if let Some(place) = caller_key.as_ref().and_then(|k| self.resume_place(k, q0, now)) {
+                    arrived = arrived.min(place.arrived);
+                    priority = priority.max(place.priority);
+                }
                 v.insert(Contact {
                     queue: q0,
+                    entry_queue: q0,
+                    caller_key,
+                    callback: (req.channel == Channel::Callback).then_some(0),
                     channel: req.channel,
-                    priority: req.priority + boost,
+                    priority,
                     segment: req.segment,
                     language: Arc::from(req.language.as_str()),
                     arrived,
@@ -140,6 +150,10 @@ impl Engine {
             }),
             CState::InService { slot, .. } => {
                 Ok(Decision::Assigned { operator: self.operator_name(slot), queue: q.name.clone(), deadline: now })
+            }
+            // A callback between attempts: not in line (position 0) until its next attempt.
+            CState::Parked { due } => {
+                Ok(Decision::Queued { queue: q.name.clone(), position: 0, estimated_wait_ms: due.0.since(now) })
             }
             CState::Done => match self.finished_get(id) {
                 Some(Finished { diverted: Some((reason, fallback)), queue, .. }) => Ok(Decision::Diverted {
@@ -298,8 +312,10 @@ impl Engine {
     ) -> u32 {
         let seq = self.next_seq();
         let rank = q.rank(head, rec.arrived, q.priority + rec.priority, seq);
-        let by_wait = (st.params.max_wait_ms > 0).then(|| rec.entered.plus(st.params.max_wait_ms));
-        let by_patience = (rec.patience_ms > 0).then(|| rec.arrived.plus(rec.patience_ms));
+        // A callback has no caller on the line: neither a maximum wait nor a patience applies.
+        let live = rec.callback.is_none();
+        let by_wait = (live && st.params.max_wait_ms > 0).then(|| rec.entered.plus(st.params.max_wait_ms));
+        let by_patience = (live && rec.patience_ms > 0).then(|| rec.arrived.plus(rec.patience_ms));
         let expiry = match (by_wait, by_patience) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -439,7 +455,7 @@ impl Engine {
             match state {
                 CState::Arriving => return Err(RoutingError::Busy(contact_id.to_owned())),
                 CState::Done => continue,
-                CState::Queued { .. } | CState::Offered { .. } => {
+                CState::Queued { .. } | CState::Offered { .. } | CState::Parked { .. } => {
                     let mut st = q.state.lock();
                     let Some(mut rec) = self.contacts.get_mut(&id) else { continue };
                     if rec.state != state || rec.queue != qi {
@@ -462,8 +478,12 @@ impl Engine {
                             self.slot(slot).release(gen, rec.channel, now);
                             freed = Some(slot);
                         }
+                        CState::Parked { due } => {
+                            st.parked.remove(&due);
+                        }
                         _ => {}
                     }
+                    self.keep_place(&rec, now);
                     self.finish(&mut rec, &id, Outcome::Abandoned, None, None, now, out);
                     drop(rec);
                     drop(st);

@@ -269,6 +269,7 @@ impl Engine {
             language: rec.language.clone(),
             deadline: deadline.0,
             waited_ms: now.since(rec.arrived),
+            callback: rec.callback.is_some(),
         });
         deadline.0
     }

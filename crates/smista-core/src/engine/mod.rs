@@ -45,6 +45,7 @@ use crate::snapshot::{OperatorSnapshot, QueueSnapshot, Snapshot};
 use crate::time::Millis;
 
 mod arrival;
+pub(crate) mod callback;
 mod matching;
 mod operators;
 mod timers;
@@ -75,6 +76,10 @@ enum CState {
         gen: u8,
         accepted_at: Millis,
     },
+    /// A callback waiting for its next attempt, in its queue's `parked` list.
+    Parked {
+        due: (Millis, u64),
+    },
     /// Finished; the record is about to be removed and the outcome is in `finished`.
     Done,
 }
@@ -82,6 +87,12 @@ enum CState {
 #[derive(Debug)]
 struct Contact {
     queue: u32,
+    /// The queue it arrived in (after a segment's `route_to`), for a resumed place.
+    entry_queue: u32,
+    /// The caller's keyed hash, kept only if the entry queue resumes places.
+    caller_key: Option<Arc<str>>,
+    /// A callback (requested by a waiting caller, or a CALLBACK contact): attempts made so far.
+    callback: Option<u32>,
     channel: Channel,
     priority: u32,
     segment: Segment,
@@ -174,6 +185,8 @@ pub struct Engine {
     epoch_unix_ms: i64,
     /// The centre's time zone, for opening hours.
     zone: Arc<dyn Zone>,
+    /// Places kept for callers who hung up, by caller key (see `callback.rs`).
+    redial: Mutex<callback::Redial>,
 }
 
 /// A slot's owner lock, held while a session starts.
@@ -254,6 +267,7 @@ impl Engine {
             gate,
             epoch_unix_ms: 0,
             zone: Arc::new(CentralEurope),
+            redial: Mutex::new(callback::Redial::default()),
         })
     }
 

@@ -1,5 +1,5 @@
-//! The clock: offer time-outs, maximum waits, wrap-up ends, skill expansion, and the rotation of
-//! the finished-contacts memory.
+//! The clock: offer time-outs, maximum waits, wrap-up ends, skill expansion, callbacks due for
+//! their next attempt, places kept for a redial, and the rotation of the finished-contacts memory.
 
 use super::*;
 
@@ -9,10 +9,14 @@ impl Engine {
     /// freed by all that or by skill expansion. Call it often (the server does every 100 ms).
     pub fn tick(&self, now: Millis, out: &mut Vec<Event>) {
         self.rotate_finished(now);
+        self.purge_places(now);
         let mut redispatch: Vec<(u32, Arc<str>)> = Vec::new();
         let mut moving: Vec<(u32, Arc<str>)> = Vec::new();
         for q in &self.queues {
             let mut st = q.state.lock();
+            for id in self.unpark_due(q, &mut st, now, out) {
+                redispatch.push((q.idx, id));
+            }
             while let Some((&dkey, _)) = st.offered.first_key_value() {
                 if dkey.0 > now {
                     break;

@@ -144,6 +144,7 @@ impl Engine {
         let mut held_expected: HashMap<u32, Vec<Arc<str>>> = HashMap::new();
         let mut queued_expected: HashMap<(u32, RankKey), Arc<str>> = HashMap::new();
         let mut offered_expected = 0usize;
+        let mut parked_expected: HashMap<(u32, (Millis, u64)), Arc<str>> = HashMap::new();
         for r in self.contacts.iter() {
             match r.state {
                 CState::Offered { slot, .. } | CState::InService { slot, .. } => {
@@ -155,6 +156,9 @@ impl Engine {
                 }
                 CState::Queued { rank } => {
                     queued_expected.insert((r.queue, rank), r.key().clone());
+                }
+                CState::Parked { due } => {
+                    parked_expected.insert((r.queue, due), r.key().clone());
                 }
                 CState::Arriving | CState::Done => {
                     v.push(format!("contact {} left in transient state {:?}", r.key(), r.state))
@@ -214,6 +218,11 @@ impl Engine {
                     }
                 }
             }
+            for (due, c) in &st.parked {
+                if parked_expected.remove(&(q.idx, *due)).as_ref() != Some(c) {
+                    v.push(format!("queue {}: parked {c} not matched by a parked contact", q.name));
+                }
+            }
             let expiring = st.waiting.iter().flat_map(|m| m.values()).filter(|w| w.expiry.is_some()).count();
             if expiring != st.expiry.len() {
                 v.push(format!(
@@ -226,6 +235,9 @@ impl Engine {
         }
         if offered_seen != offered_expected {
             v.push(format!("{offered_seen} offer deadlines for {offered_expected} offered contacts"));
+        }
+        for ((qi, _), c) in parked_expected {
+            v.push(format!("contact {c} parked in {} but absent from it", self.queues[qi as usize].name));
         }
         for ((qi, _), c) in queued_expected {
             v.push(format!("contact {c} queued in {} but absent from it", self.queues[qi as usize].name));

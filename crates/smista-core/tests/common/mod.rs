@@ -38,6 +38,7 @@ pub fn offer(id: &str, queue: &str) -> OfferRequest {
         segment: Segment::General,
         max_patience_ms: 0,
         arrived: None,
+        caller_key: String::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use smista_core::{OfferRequest, Outcome};
+use smista_core::{CallbackNext, OfferRequest, Outcome};
 use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_server::ContactService;
 use tonic::{Request, Response, Status};
@@ -59,6 +59,53 @@ impl ContactService for ContactSvc {
         r.map(Response::new)
     }
 
+    async fn request_callback(
+        &self,
+        request: Request<pb::RequestCallbackRequest>,
+    ) -> Result<Response<pb::RequestCallbackResponse>, Status> {
+        let t = RpcTimer::start("RequestCallback");
+        let s = &self.0;
+        let now = s.clock.now();
+        let mut ev = Vec::new();
+        let r = s.engine.request_callback(&request.get_ref().contact_id, now, &mut ev).map_err(client_error);
+        s.publish(&ev, now);
+        let r = r.map(|d| {
+            let queued = match convert::decision(String::new(), &d, now, &s.clock).decision {
+                Some(pb::offer_contact_response::Decision::Queued(q)) => Some(q),
+                _ => None,
+            };
+            pb::RequestCallbackResponse { queued }
+        });
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn callback_unanswered(
+        &self,
+        request: Request<pb::CallbackUnansweredRequest>,
+    ) -> Result<Response<pb::CallbackUnansweredResponse>, Status> {
+        use pb::callback_unanswered_response::Next;
+        let t = RpcTimer::start("CallbackUnanswered");
+        let s = &self.0;
+        let now = s.clock.now();
+        let mut ev = Vec::new();
+        let r = s.engine.callback_unanswered(&request.get_ref().contact_id, now, &mut ev).map_err(client_error);
+        s.publish(&ev, now);
+        let r = match r {
+            Ok(next) => s.persist(&ev).await.map(|()| match next {
+                CallbackNext::Scheduled { attempts, due } => {
+                    Next::Retry(pb::CallbackRetry { attempts, due_unix_ms: s.clock.unix_ms(due) })
+                }
+                CallbackNext::Unreachable => Next::Ended(pb::Outcome::Unreachable as i32),
+                CallbackNext::Unfunded => Next::Ended(pb::Outcome::Diverted as i32),
+            }),
+            Err(e) => Err(e),
+        };
+        let r = r.map(|next| pb::CallbackUnansweredResponse { next: Some(next) });
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
     type StreamEventsStream = Guarded<pb::ContactEvent>;
 
     async fn stream_events(
@@ -103,6 +150,7 @@ impl ContactSvc {
             segment,
             max_patience_ms: req.max_patience_ms,
             arrived,
+            caller_key: req.caller_key.clone(),
         };
         // In service when the process stopped (its hold or service record was recovered from
         // the ledger): the engine does not know it, and must not route it to a second

@@ -1,0 +1,240 @@
+//! The citizen's side over gRPC: callbacks, a redial that resumes its place, segments in the
+//! snapshot, a queue closed by its hours answering its next opening, and the precise statuses
+//! of bad requests and bad hours.
+
+mod support;
+
+use smista_core::calendar::{to_local, to_unix, weekday, CentralEurope};
+use smista_proto::v1 as pb;
+use smista_server::config::Config;
+use support::*;
+use tonic::Code;
+
+const DAY: i64 = 86_400_000;
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn now_unix() -> i64 {
+    i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis())
+        .expect("fits")
+}
+
+/// A queue open one hour a week, on the weekday three days from today in Rome, and when it
+/// opens next (Europe/Rome follows the EU rule `CentralEurope` computes).
+fn closed_line() -> (String, i64) {
+    let today = to_local(now_unix(), &CentralEurope).div_euclid(DAY);
+    let day = today + 3;
+    let opens = to_unix(day * DAY + 10 * 3_600_000, &CentralEurope);
+    let toml = format!(
+        "[[queues]]\nname = \"closed-line\"\nskills = [{{ skill = \"pensions\", min_level = 4 }}]\nfallback = \"announcement\"\nhours = {{ weekly = [\"{} 10:00-11:00\"], national_holidays = false }}\n",
+        DAYS[weekday(day) as usize]
+    );
+    (toml, opens)
+}
+
+fn config() -> Config {
+    let (closed, _) = closed_line();
+    let text = format!(
+        r#"
+[engine]
+time_zone = "Europe/Rome"
+
+[[groups]]
+name = "internal"
+
+[[queues]]
+name = "pensions"
+skills = [{{ skill = "pensions", min_level = 4 }}]
+callback_retry_ms = [60000]
+resume_window_ms = 60000
+segments = [{{ segment = "vulnerable", priority_boost = 20, service_level_threshold_ms = 10000 }}]
+
+{closed}
+"#
+    );
+    Config::parse(&text, "citizen test").expect("valid config")
+}
+
+fn queued(r: &pb::OfferContactResponse) -> Option<&pb::Queued> {
+    match &r.decision {
+        Some(pb::offer_contact_response::Decision::Queued(q)) => Some(q),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_keeps_its_place_is_retried_and_ends_unreachable() {
+    let srv = Server::start_with(config()).await;
+    let mut c = srv.contacts().await;
+    let mut o = srv.operators().await;
+    let mut events = c.stream_events(pb::StreamEventsRequest::default()).await.expect("stream").into_inner();
+    o.login(login("op-a", "internal", &[("pensions", 5)])).await.expect("login");
+    let mut offers =
+        o.watch_offers(pb::WatchOffersRequest { operator_id: "op-a".into() }).await.expect("watch").into_inner();
+    assert_eq!(
+        assigned(&c.offer_contact(voice("busy", "pensions")).await.expect("offer").into_inner()).as_deref(),
+        Some("op-a")
+    );
+    o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-a".into(), contact_id: "busy".into() })
+        .await
+        .expect("accept");
+    let r = c.offer_contact(voice("anna", "pensions")).await.expect("offer").into_inner();
+    assert_eq!(queued(&r).map(|q| q.position), Some(1));
+    c.offer_contact(voice("later", "pensions")).await.expect("offer");
+
+    // Anna chooses to be called back: she keeps position 1.
+    let r = c
+        .request_callback(pb::RequestCallbackRequest { contact_id: "anna".into() })
+        .await
+        .expect("callback")
+        .into_inner();
+    assert_eq!(r.queued.as_ref().map(|q| q.position), Some(1));
+    // Bad requests, with precise statuses.
+    let e = c.request_callback(pb::RequestCallbackRequest { contact_id: "nobody".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c.request_callback(pb::RequestCallbackRequest { contact_id: "busy".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "in service: answered live");
+    let e = c.request_callback(pb::RequestCallbackRequest { contact_id: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c.callback_unanswered(pb::CallbackUnansweredRequest { contact_id: "later".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "not a callback");
+    let e = c.callback_unanswered(pb::CallbackUnansweredRequest { contact_id: "anna".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "not accepted yet: nobody dialled");
+
+    // The operator finishes and is offered Anna as a callback, ahead of the later caller.
+    o.complete_contact(pb::CompleteContactRequest {
+        operator_id: "op-a".into(),
+        contact_id: "busy".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("complete");
+    let offer = loop {
+        let x = next(&mut offers, 5).await.expect("offer pushed");
+        if x.contact_id == "anna" {
+            break x;
+        }
+    };
+    assert!(offer.callback, "offered as an outbound callback: {offer:?}");
+    o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-a".into(), contact_id: "anna".into() })
+        .await
+        .expect("accept");
+    let before = now_unix();
+    let r = c
+        .callback_unanswered(pb::CallbackUnansweredRequest { contact_id: "anna".into() })
+        .await
+        .expect("report")
+        .into_inner();
+    let Some(pb::callback_unanswered_response::Next::Retry(retry)) = r.next else { panic!("{r:?}") };
+    assert_eq!(retry.attempts, 1);
+    let due = i64::try_from(retry.due_unix_ms).expect("fits");
+    assert!(due >= before + 60_000 && due <= now_unix() + 60_000, "due one minute later: {due}");
+    // op-a is free at once: the later caller is offered.
+    let x = next(&mut offers, 5).await.expect("offer pushed");
+    assert_eq!(x.contact_id, "later");
+    // Between attempts the callback answers position 0.
+    let again = c.offer_contact(voice("anna", "pensions")).await.expect("offer").into_inner();
+    assert_eq!(queued(&again).map(|q| q.position), Some(0), "{again:?}");
+    let r2 = c.callback_unanswered(pb::CallbackUnansweredRequest { contact_id: "anna".into() }).await.expect("repeat");
+    assert_eq!(r2.into_inner().next, Some(pb::callback_unanswered_response::Next::Retry(retry)));
+    // The citizen withdraws: the callback ends abandoned, once.
+    let out =
+        c.cancel_contact(pb::CancelContactRequest { contact_id: "anna".into() }).await.expect("cancel").into_inner();
+    assert_eq!(out.outcome, pb::Outcome::Abandoned as i32);
+    // The stream told the story.
+    let mut kinds = Vec::new();
+    while let Some(e) = next(&mut events, 2).await {
+        if e.contact_id == "anna" {
+            kinds.push(match e.kind {
+                Some(pb::contact_event::Kind::CallbackRequested(_)) => "callback_requested",
+                Some(pb::contact_event::Kind::Offered(ref x)) if x.callback => "offered_callback",
+                Some(pb::contact_event::Kind::CallbackScheduled(_)) => "callback_scheduled",
+                Some(pb::contact_event::Kind::Finished(_)) => "finished",
+                _ => "other",
+            });
+        }
+        if kinds.last() == Some(&"finished") {
+            break;
+        }
+    }
+    kinds.retain(|k| *k != "other");
+    assert_eq!(kinds, ["callback_requested", "offered_callback", "callback_scheduled", "finished"]);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redial_resumes_its_place_and_a_closed_line_names_its_opening() {
+    let srv = Server::start_with(config()).await;
+    let mut c = srv.contacts().await;
+    let mut o = srv.operators().await;
+    let mut a = srv.admin().await;
+    o.login(login("op-a", "internal", &[("pensions", 5)])).await.expect("login");
+    c.offer_contact(voice("busy", "pensions")).await.expect("offer");
+    let keyed = |id: &str| pb::OfferContactRequest { caller_key: "k-7f3a".into(), ..voice(id, "pensions") };
+    c.offer_contact(keyed("first-try")).await.expect("offer");
+    // (Arrival times are in milliseconds: let `other` arrive strictly later.)
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    c.offer_contact(voice("other", "pensions")).await.expect("offer");
+    let vulnerable = pb::OfferContactRequest { segment: pb::Segment::Vulnerable as i32, ..voice("vuln", "pensions") };
+    c.offer_contact(vulnerable).await.expect("offer");
+    c.cancel_contact(pb::CancelContactRequest { contact_id: "first-try".into() }).await.expect("hang up");
+    let r = c.offer_contact(keyed("second-try")).await.expect("redial").into_inner();
+    // Behind the vulnerable caller (boosted), ahead of `other`, who arrived after the first try.
+    assert_eq!(queued(&r).map(|q| q.position), Some(2), "{r:?}");
+    let snap = a.get_snapshot(pb::GetSnapshotRequest::default()).await.expect("snapshot").into_inner();
+    let q = snap.queues.iter().find(|q| q.name == "pensions").expect("pensions");
+    let seg = |s: pb::Segment| q.segments.iter().find(|x| x.segment == s as i32).expect("segment row");
+    assert_eq!((seg(pb::Segment::Vulnerable).waiting, seg(pb::Segment::General).waiting), (1, 2));
+    assert_eq!(seg(pb::Segment::Vulnerable).service_level_threshold_ms, 10_000);
+    // Gauges are refreshed on the server's gauge interval: wait for one.
+    let mut metrics = srv.scrape().await;
+    for _ in 0..50 {
+        if metrics.contains("smista_segment_waiting{queue=\"pensions\",segment=\"vulnerable\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        metrics = srv.scrape().await;
+    }
+    assert!(
+        metrics.contains("smista_segment_waiting{queue=\"pensions\",segment=\"vulnerable\"} 1"),
+        "segment gauge missing: {}",
+        metrics.lines().filter(|l| l.contains("segment")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(!metrics.contains("k-7f3a"), "the caller key never reaches the metrics");
+
+    let (_, opens) = closed_line();
+    let r = c.offer_contact(voice("late", "closed-line")).await.expect("offer").into_inner();
+    match r.decision {
+        Some(pb::offer_contact_response::Decision::Diverted(d)) => {
+            assert_eq!(d.reason, pb::DivertReason::Closed as i32);
+            assert_eq!(d.fallback, pb::Fallback::Announcement as i32);
+            assert_eq!(i64::try_from(d.reopens_unix_ms).expect("fits"), opens, "the next opening, 10:00 in Rome");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An admin closure announces no opening.
+    a.set_queue_open(pb::SetQueueOpenRequest { queue: "pensions".into(), open: false }).await.expect("close");
+    let r = c.offer_contact(voice("closed", "pensions")).await.expect("offer").into_inner();
+    assert!(
+        matches!(r.decision, Some(pb::offer_contact_response::Decision::Diverted(ref d)) if d.reopens_unix_ms == 0),
+        "{r:?}"
+    );
+    srv.stop().await;
+}
+
+#[test]
+fn hours_that_do_not_parse_are_refused_at_start_naming_the_key() {
+    let bad = |hours: &str| {
+        let text = format!("[[groups]]\nname = \"internal\"\n[[queues]]\nname = \"pensions\"\nhours = {hours}\n");
+        Config::parse(&text, "bad hours").expect_err("must be refused").to_string()
+    };
+    let e = bad("{ weekly = [\"mon-fri 8-18\"] }");
+    assert!(e.contains("queues[0].hours") && e.contains("`8` is not a time HH:MM"), "{e}");
+    let e = bad("{ closed = [\"2027-02-30\"] }");
+    assert!(e.contains("not a date"), "{e}");
+    let e = bad("{ weekly = [\"mon 22:00-02:00\"] }");
+    assert!(e.contains("cross midnight"), "{e}");
+    let text =
+        "[engine]\ntime_zone = \"Europe/Nowhere\"\n[[groups]]\nname = \"internal\"\n[[queues]]\nname = \"pensions\"\n";
+    let e = Config::parse(text, "bad zone").expect_err("must be refused").to_string();
+    assert!(e.contains("engine.time_zone"), "{e}");
+}
