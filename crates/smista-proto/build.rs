@@ -10,7 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["common", "contact", "operator", "admin"].map(|f| root.join(format!("smista/v1/{f}.proto")));
+    let files =
+        ["common", "contact", "operator", "admin", "appointment"].map(|f| root.join(format!("smista/v1/{f}.proto")));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

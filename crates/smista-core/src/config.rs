@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::appointments::AppointmentRules;
 use crate::error::ConfigError;
 use crate::hours::{Hours, HoursConfig};
 use crate::model::{Fallback, Segment};
@@ -120,6 +121,9 @@ pub struct QueueConfig {
     /// waits for the next opening. When they run out the callback ends UNREACHABLE.
     #[serde(default = "default_callback_retry")]
     pub callback_retry_ms: Vec<u64>,
+    /// Consultancy by appointment on this queue (none: no appointments).
+    #[serde(default)]
+    pub appointments: Option<AppointmentRules>,
 }
 
 fn default_callback_retry() -> Vec<u64> {
@@ -204,6 +208,7 @@ impl QueueConfig {
             segments: Vec::new(),
             resume_window_ms: 0,
             callback_retry_ms: default_callback_retry(),
+            appointments: None,
         }
     }
 }
@@ -239,6 +244,14 @@ pub struct EngineConfig {
     /// The window of the live service level (snapshot, metrics), ms.
     #[serde(default = "default_sl_window")]
     pub sl_window_ms: u64,
+}
+
+impl EngineConfig {
+    /// The appointment rules of the queues that take appointments, by queue name.
+    #[must_use]
+    pub fn appointment_rules(&self) -> std::collections::HashMap<String, AppointmentRules> {
+        self.queues.iter().filter_map(|q| q.appointments.clone().map(|a| (q.name.clone(), a))).collect()
+    }
 }
 
 fn default_sl_window() -> u64 {
@@ -386,6 +399,17 @@ impl EngineConfig {
             }
             if let Some(j) = q.callback_retry_ms.iter().position(|&d| d == 0 || d > MAX_DURATION_MS) {
                 return Err(bad(key(&format!("callback_retry_ms[{j}]")), "must be 1 ms to one day"));
+            }
+            if let Some(a) = &q.appointments {
+                if !(60_000..=MAX_DURATION_MS).contains(&a.slot_ms) {
+                    return Err(bad(key("appointments.slot_ms"), "must be one minute to one day"));
+                }
+                if a.guard_ms > MAX_DURATION_MS {
+                    return Err(bad(key("appointments.guard_ms"), "at most one day"));
+                }
+                if a.grace_ms > MAX_DURATION_MS {
+                    return Err(bad(key("appointments.grace_ms"), "at most one day"));
+                }
             }
             for (j, r) in q.segments.iter().enumerate() {
                 let key = |k: &str| key(&format!("segments[{j}].{k}"));

@@ -9,7 +9,9 @@
 //! - [`budget::BudgetGate`] is the budget admission interface consulted before a contact reaches an
 //!   operator paid from a capped budget; [`book::BudgetBook`] implements it with ceilings,
 //!   tariffs, pacing and a protected reserve.
-//! - [`config::EngineConfig`] describes queues and operator groups.
+//! - [`config::EngineConfig`] describes queues and operator groups; [`hours`] their opening
+//!   hours on the centre's [`calendar`]; [`appointments`] the consultancy slots operators
+//!   publish and citizens book.
 //!
 //! Invariants the engine guarantees (and its tests check under random interleavings and threads):
 //! an operator never holds two exclusive (voice/video/callback) contacts or more than its capacity;
@@ -18,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod appointments;
 pub mod book;
 pub mod budget;
 pub mod calendar;

@@ -142,6 +142,9 @@ pub(crate) struct Slot {
     pub(crate) owner: Mutex<Option<Arc<str>>>,
     pub(crate) pause_reason: Mutex<String>,
     pub(crate) held: Mutex<Held>,
+    /// Until when (engine ms) the operator is kept for an appointment: no ordinary offers, only
+    /// contacts pinned to them.
+    pub(crate) reserved_until: AtomicU64,
 }
 
 impl Default for Slot {
@@ -155,6 +158,7 @@ impl Default for Slot {
             owner: Mutex::new(None),
             pause_reason: Mutex::new(String::new()),
             held: Mutex::new(Held::default()),
+            reserved_until: AtomicU64::new(0),
         }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Waiting {
     pub(crate) funding: Option<Arc<str>>,
     pub(crate) expiry: Option<(Millis, u64)>,
     pub(crate) segment: Segment,
+    /// An appointment waiting for its booked operator: (slot, until when only they may take it).
+    pub(crate) pinned: Option<(u32, Millis)>,
 }
 
 /// Parameters an admin may change at run time (read under the queue lock).

@@ -352,3 +352,164 @@ fn a_queue_without_the_redial_rule_keeps_no_caller_key() {
     e.cancel("b", t(2_000), &mut ev).unwrap();
     assert_eq!(e.places_kept(), 0);
 }
+
+mod appointments {
+    use super::*;
+    use smista_core::appointments::{
+        AppointmentBook, AppointmentError, AppointmentRules, AppointmentState, Availability, Booking,
+    };
+    use smista_core::Channel;
+
+    const SLOT: i64 = 1_800_000;
+
+    fn consultancy() -> QueueConfig {
+        let mut q = QueueConfig::new("consultancy", &[("pensions", 7)]);
+        q.appointments = Some(AppointmentRules { slot_ms: SLOT as u64, guard_ms: 300_000, grace_ms: 120_000 });
+        q
+    }
+
+    fn book_for(queues: &[QueueConfig]) -> AppointmentBook {
+        AppointmentBook::new(config(queues.to_vec()).appointment_rules())
+    }
+
+    /// A consultant's desk: voice and video (web meetings).
+    fn desk(op: &str) -> smista_core::LoginRequest {
+        let mut l = login(op, "internal", &[("pensions", 8)]);
+        l.channels = vec![(Channel::Voice, 1), (Channel::Video, 1)];
+        l
+    }
+
+    fn block(op: &str, start: i64, end: i64) -> Availability {
+        Availability {
+            operator: op.into(),
+            queue: "consultancy".into(),
+            start_unix_ms: start,
+            end_unix_ms: end,
+            display_name: format!("Dr. {op}"),
+        }
+    }
+
+    fn booking(id: &str, op: Option<&str>, start: i64) -> Booking {
+        Booking {
+            id: id.into(),
+            queue: "consultancy".into(),
+            operator: op.map(Into::into),
+            start_unix_ms: start,
+            channel: Channel::Video,
+            segment: smista_core::Segment::General,
+            recording: false,
+        }
+    }
+
+    /// Drives the engine the way the server does each tick: holds, then due appointments.
+    fn drive(e: &Engine, book: &AppointmentBook, now: Millis, ev: &mut Vec<smista_core::Event>) {
+        let unix = i64::try_from(now.0).expect("fits");
+        for (op, until) in book.holds(unix) {
+            e.hold_operator(&op, Millis(u64::try_from(until).expect("fits")));
+        }
+        for a in book.due(unix) {
+            let req = smista_core::OfferRequest { channel: a.channel, ..offer(&a.id, &a.queue) };
+            e.offer_appointment(&req, &a.operator, 120_000, now, ev).expect("appointment offered");
+        }
+    }
+
+    #[test]
+    fn slots_bookings_and_their_refusals() {
+        let book = book_for(&[consultancy()]);
+        let now = 1_000_000;
+        let nine = 10_000_000;
+        book.publish(block("op-anna", nine, nine + 2 * SLOT), now).expect("publish");
+        book.publish(block("op-bruno", nine, nine + SLOT), now).expect("publish");
+        assert_eq!(book.free_slots("consultancy", None, nine, nine + 4 * SLOT, now).unwrap().len(), 3);
+        let a = book.book(&booking("a1", Some("op-anna"), nine), now).expect("booked");
+        assert_eq!((a.display_name.as_str(), a.end_unix_ms, a.recording), ("Dr. op-anna", nine + SLOT, false));
+        assert_eq!(book.book(&booking("a1", Some("op-anna"), nine), now).unwrap(), a, "idempotent");
+        // Overlapping booking, unknown operator, past slot, misaligned slot, no appointments.
+        assert!(matches!(book.book(&booking("a2", Some("op-anna"), nine), now), Err(AppointmentError::Unavailable(_))));
+        assert!(matches!(
+            book.book(&booking("a3", Some("op-zeno"), nine), now),
+            Err(AppointmentError::UnknownOperator(_))
+        ));
+        assert!(matches!(book.book(&booking("a4", None, now - 1), now), Err(AppointmentError::Invalid { .. })));
+        assert!(matches!(
+            book.book(&booking("a5", Some("op-anna"), nine + 60_000), now),
+            Err(AppointmentError::Unavailable(_))
+        ));
+        let mut other = booking("a6", None, nine);
+        other.queue = "pensions".into();
+        assert!(matches!(book.book(&other, now), Err(AppointmentError::NoAppointments(_))));
+        assert!(matches!(book.book(&booking("a1", Some("op-bruno"), nine), now), Err(AppointmentError::Conflict(_))));
+        // Anyone free: op-bruno is the one left at nine.
+        let b = book.book(&booking("b1", None, nine), now).expect("booked");
+        assert_eq!(b.operator, "op-bruno");
+        assert!(matches!(book.book(&booking("c1", None, nine), now), Err(AppointmentError::Unavailable(_))));
+        // Move and cancel.
+        let moved = book.move_to("a1", nine + SLOT, None, now).expect("moved");
+        assert_eq!(moved.start_unix_ms, nine + SLOT);
+        assert_eq!(book.free_slots("consultancy", Some("op-anna"), nine, nine + 4 * SLOT, now).unwrap().len(), 1);
+        assert!(book.withdraw("op-anna", nine).is_err(), "a block with bookings cannot be withdrawn");
+        assert_eq!(book.cancel("a1").unwrap().state, AppointmentState::Cancelled);
+        assert_eq!(book.cancel("a1").unwrap().state, AppointmentState::Cancelled, "idempotent");
+        assert!(book.withdraw("op-anna", nine).unwrap().is_some());
+        // Availability that overlaps the operator's own block is refused.
+        assert!(book.publish(block("op-bruno", nine + 60_000, nine + SLOT + 60_000), now).is_err());
+    }
+
+    #[test]
+    fn a_booked_contact_is_offered_at_its_slot_to_its_operator_before_ordinary_traffic() {
+        let e = engine(vec![consultancy()]);
+        let book = book_for(&[consultancy()]);
+        let mut ev = vec![];
+        let nine = 10_000_000;
+        book.publish(block("op-anna", nine, nine + 2 * SLOT), 0).unwrap();
+        book.book(&booking("appt-1", Some("op-anna"), nine), 0).unwrap();
+        e.login(&desk("op-anna"), t(0), &mut ev).unwrap();
+        e.login(&desk("op-carlo"), t(1), &mut ev).unwrap();
+        // Four minutes before the slot: op-anna is held, so ordinary callers go to op-carlo
+        // or wait.
+        drive(&e, &book, Millis(nine as u64 - 240_000), &mut ev);
+        let d = e.offer(&offer("c1", "consultancy"), Millis(nine as u64 - 230_000), &mut ev).unwrap();
+        assert_eq!(assigned_to(&d), Some("op-carlo"), "{d:?}");
+        let d = e.offer(&offer("c2", "consultancy"), Millis(nine as u64 - 220_000), &mut ev).unwrap();
+        assert!(matches!(d, Decision::Queued { .. }), "op-anna is kept for her appointment: {d:?}");
+        // At the slot the appointment goes to op-anna, although c2 has waited longer.
+        ev.clear();
+        drive(&e, &book, Millis(nine as u64), &mut ev);
+        assert_eq!(offered(&ev), vec![("appt-1".into(), "op-anna".into())]);
+        assert_eq!(book.get("appt-1").unwrap().state, AppointmentState::Started);
+        assert_clean(&e, Millis(nine as u64));
+    }
+
+    #[test]
+    fn an_absent_operator_s_appointment_goes_to_another_skilled_operator() {
+        let e = engine(vec![consultancy()]);
+        let book = book_for(&[consultancy()]);
+        let mut ev = vec![];
+        let nine = 10_000_000;
+        book.publish(block("op-anna", nine, nine + SLOT), 0).unwrap();
+        book.publish(block("op-dario", nine, nine + SLOT), 0).unwrap();
+        book.book(&booking("appt-anna", Some("op-anna"), nine), 0).unwrap();
+        book.book(&booking("appt-dario", Some("op-dario"), nine), 0).unwrap();
+        // op-anna never logged in; op-dario is logged in but busy with a call.
+        e.login(&desk("op-dario"), t(0), &mut ev).unwrap();
+        e.login(&desk("op-carlo"), t(1), &mut ev).unwrap();
+        let d = e.offer(&offer("busy", "consultancy"), t(2), &mut ev).unwrap();
+        assert_eq!(assigned_to(&d), Some("op-dario"));
+        e.accept("op-dario", "busy", t(3), &mut ev).unwrap();
+        ev.clear();
+        drive(&e, &book, Millis(nine as u64), &mut ev);
+        // The absent operator's appointment goes to op-carlo at once; op-dario's waits for them.
+        let got = offered(&ev);
+        assert!(got.contains(&("appt-anna".into(), "op-carlo".into())), "{got:?}");
+        assert!(!got.iter().any(|(c, _)| c == "appt-dario"), "{got:?}");
+        // op-carlo finishes; op-dario is still busy past the grace: op-carlo takes it.
+        e.accept("op-carlo", "appt-anna", Millis(nine as u64 + 1_000), &mut ev).unwrap();
+        e.complete("op-carlo", "appt-anna", 0, Millis(nine as u64 + 60_000), &mut ev).unwrap();
+        ev.clear();
+        e.tick(Millis(nine as u64 + 100_000), &mut ev);
+        assert!(offered(&ev).is_empty(), "within the grace only op-dario may take it");
+        e.tick(Millis(nine as u64 + 120_000), &mut ev);
+        assert_eq!(offered(&ev), vec![("appt-dario".into(), "op-carlo".into())]);
+        assert_clean(&e, Millis(nine as u64 + 120_000));
+    }
+}

@@ -31,6 +31,8 @@ enum Op {
     Advance { ms: u64 },
     Refuse { on: bool },
     RequestCallback { pick: usize },
+    Appointment { contact: usize, op: usize, grace: u64 },
+    Hold { op: usize, ms: u64 },
     RequestCallbackAny { contact: usize },
     CallbackUnanswered { pick: usize },
 }
@@ -43,6 +45,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0..6usize).prop_map(|op| Op::Available { op }),
         5 => (0..40usize, 0..3usize, any::<bool>(), 0..=10u32, 0..4u8).prop_map(|(contact, queue, chat, priority, caller)| Op::Offer { contact, queue, chat, priority, caller }),
         3 => any::<usize>().prop_map(|pick| Op::RequestCallback { pick }),
+        2 => (0..40usize, 0..6usize, 0..30_000u64).prop_map(|(contact, op, grace)| Op::Appointment { contact, op, grace }),
+        1 => (0..6usize, 0..60_000u64).prop_map(|(op, ms)| Op::Hold { op, ms }),
         1 => (0..40usize).prop_map(|contact| Op::RequestCallbackAny { contact }),
         3 => any::<usize>().prop_map(|pick| Op::CallbackUnanswered { pick }),
         1 => (0..40usize).prop_map(|contact| Op::Cancel { contact }),
@@ -401,6 +405,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     e.request_callback(&waiting[pick % waiting.len()], now, &mut ev).map(|_| ())
                 }
+            }
+            Op::Appointment { contact, op, grace } => {
+                let o = offer(&format!("c{contact}"), QUEUES[0]);
+                e.offer_appointment(&o, &format!("op{op}"), *grace, now, &mut ev).map(|_| ())
+            }
+            Op::Hold { op, ms } => {
+                e.hold_operator(&format!("op{op}"), now.plus(*ms));
+                Ok(())
             }
             Op::RequestCallbackAny { contact } => {
                 let c = format!("c{contact}");

@@ -180,6 +180,27 @@ CREATE TABLE IF NOT EXISTS leaders (
     expires_unix_ms    BIGINT  NOT NULL,
     address            TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS appointments (
+    id                 TEXT    NOT NULL PRIMARY KEY,
+    queue              TEXT    NOT NULL,
+    operator_id        TEXT    NOT NULL,
+    display_name       TEXT    NOT NULL,
+    start_unix_ms      BIGINT  NOT NULL,
+    end_unix_ms        BIGINT  NOT NULL,
+    channel            TEXT    NOT NULL,
+    segment            TEXT    NOT NULL,
+    recording          BIGINT  NOT NULL,
+    state              TEXT    NOT NULL,
+    updated_unix_ms    BIGINT  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS availability (
+    operator_id        TEXT    NOT NULL,
+    start_unix_ms      BIGINT  NOT NULL,
+    queue              TEXT    NOT NULL,
+    end_unix_ms        BIGINT  NOT NULL,
+    display_name       TEXT    NOT NULL,
+    PRIMARY KEY (operator_id, start_unix_ms)
+);
 CREATE TABLE IF NOT EXISTS node_epochs (
     node_id            TEXT    NOT NULL PRIMARY KEY,
     epoch              BIGINT  NOT NULL

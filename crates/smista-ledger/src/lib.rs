@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+mod appointments;
 mod db;
 mod history;
 mod leader;

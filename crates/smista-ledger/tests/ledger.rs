@@ -76,6 +76,7 @@ conformance!(
     the_history_reads_by_arrival_in_pages_and_purges_by_age,
     a_budgeted_contacts_detail_rides_in_its_cost_record,
     staffed_time_adds_up_per_quarter_and_group_and_is_purged,
+    appointments_and_availability_survive_reopening,
 );
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -481,5 +482,46 @@ async fn staffed_time_adds_up_per_quarter_and_group_and_is_purged(b: Backend) {
     assert_eq!(l.staffing(q + 900_000, q + 1_800_000).await.expect("read").len(), 1);
     assert_eq!(l.purge_staffing(q + 900_000).await.expect("purge"), 2);
     assert_eq!(l.staffing(0, i64::MAX).await.expect("read").len(), 1);
+    l.close().await;
+}
+
+async fn appointments_and_availability_survive_reopening(b: Backend) {
+    use smista_core::appointments::{Appointment, AppointmentState, Availability};
+    let l = b.open().await;
+    let block = Availability {
+        operator: "op-anna".into(),
+        queue: "consultancy".into(),
+        start_unix_ms: 1_800_000_000_000,
+        end_unix_ms: 1_800_003_600_000,
+        display_name: "Dott.ssa Anna".into(),
+    };
+    l.put_availability(&block).await.expect("availability");
+    let mut a = Appointment {
+        id: "appt-1".into(),
+        queue: "consultancy".into(),
+        operator: "op-anna".into(),
+        display_name: "Dott.ssa Anna".into(),
+        start_unix_ms: 1_800_000_000_000,
+        end_unix_ms: 1_800_001_800_000,
+        channel: smista_core::Channel::Video,
+        segment: smista_core::Segment::Intermediary,
+        recording: false,
+        state: AppointmentState::Booked,
+    };
+    l.put_appointment(&a, 1).await.expect("appointment");
+    a.start_unix_ms += 1_800_000;
+    a.end_unix_ms += 1_800_000;
+    l.put_appointment(&a, 2).await.expect("moved");
+    l.close().await;
+    let l = b.open().await;
+    assert_eq!(l.availability(0).await.expect("read"), vec![block.clone()]);
+    assert_eq!(l.appointments(0).await.expect("read"), vec![a.clone()], "one row per appointment, as last written");
+    // A booked appointment is read back even when it ended long ago (it never started).
+    assert_eq!(l.appointments(i64::MAX).await.expect("read").len(), 1);
+    a.state = AppointmentState::Cancelled;
+    l.put_appointment(&a, 3).await.expect("cancelled");
+    assert!(l.appointments(i64::MAX).await.expect("read").is_empty());
+    l.delete_availability("op-anna", block.start_unix_ms).await.expect("delete");
+    assert!(l.availability(0).await.expect("read").is_empty());
     l.close().await;
 }

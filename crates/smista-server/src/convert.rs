@@ -52,7 +52,9 @@ pub fn channel_pb(c: Channel) -> pb::Channel {
     }
 }
 
-fn segment_pb(s: Segment) -> pb::Segment {
+/// Core segment to wire.
+#[must_use]
+pub fn segment_pb(s: Segment) -> pb::Segment {
     match s {
         Segment::General => pb::Segment::General,
         Segment::Vulnerable => pb::Segment::Vulnerable,

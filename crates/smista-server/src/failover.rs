@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use smista_ledger::Elector;
 use smista_proto::v1::admin_service_server::AdminServiceServer;
+use smista_proto::v1::appointment_service_server::AppointmentServiceServer;
 use smista_proto::v1::contact_service_server::ContactServiceServer;
 use smista_proto::v1::operator_service_server::OperatorServiceServer;
 use tokio::net::TcpListener;
@@ -44,6 +45,7 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::server::{Listeners, ServeError};
 use crate::service::admin::AdminSvc;
+use crate::service::appointment::AppointmentSvc;
 use crate::service::contact::ContactSvc;
 use crate::service::operator::OperatorSvc;
 use crate::transport::Tls;
@@ -139,6 +141,7 @@ async fn standby(
     reporter.set_not_serving::<ContactServiceServer<ContactSvc>>().await;
     reporter.set_not_serving::<OperatorServiceServer<OperatorSvc>>().await;
     reporter.set_not_serving::<AdminServiceServer<AdminSvc>>().await;
+    reporter.set_not_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
     // The process itself is healthy (liveness): only the routing services are not here.
     reporter.set_service_status("", ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()

@@ -10,6 +10,7 @@ use std::time::Duration;
 use smista_core::book::BudgetBook;
 use smista_core::Engine;
 use smista_proto::v1::admin_service_server::AdminServiceServer;
+use smista_proto::v1::appointment_service_server::AppointmentServiceServer;
 use smista_proto::v1::contact_service_server::ContactServiceServer;
 use smista_proto::v1::operator_service_server::OperatorServiceServer;
 use thiserror::Error;
@@ -21,6 +22,7 @@ use crate::auth::{AuthLayer, Authenticator, Gate};
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::service::admin::AdminSvc;
+use crate::service::appointment::AppointmentSvc;
 use crate::service::contact::ContactSvc;
 use crate::service::operator::OperatorSvc;
 use crate::service::Shared;
@@ -180,6 +182,14 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
     for h in serving {
         shared.serving.insert(h.contact.clone(), h);
     }
+    if let Some(l) = &shared.ledger {
+        // Bookings and availability survive a restart: those not over by a day ago, and every
+        // booking not started yet (a slot missed while the node was down starts at once).
+        let since = i64::try_from(shared.clock.unix_ms(shared.clock.now())).unwrap_or(i64::MAX) - 86_400_000;
+        let (availability, appointments) = (l.availability(since).await?, l.appointments(since).await?);
+        tracing::info!(blocks = availability.len(), appointments = appointments.len(), "appointments restored");
+        shared.appointments.restore(availability, appointments);
+    }
     Ok(Arc::new(shared))
 }
 
@@ -281,6 +291,7 @@ pub(crate) async fn serve_routing(
     reporter.set_serving::<ContactServiceServer<ContactSvc>>().await;
     reporter.set_serving::<OperatorServiceServer<OperatorSvc>>().await;
     reporter.set_serving::<AdminServiceServer<AdminSvc>>().await;
+    reporter.set_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
     reporter.set_service_status("", ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(smista_proto::FILE_DESCRIPTOR_SET)
@@ -319,6 +330,7 @@ pub(crate) async fn serve_routing(
         reporter.set_not_serving::<ContactServiceServer<ContactSvc>>().await;
         reporter.set_not_serving::<OperatorServiceServer<OperatorSvc>>().await;
         reporter.set_not_serving::<AdminServiceServer<AdminSvc>>().await;
+        reporter.set_not_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
         reporter.set_service_status("", ServingStatus::NotServing).await;
         let _ = stop_tx.send(true);
         draining.board.close_all();
@@ -346,6 +358,7 @@ pub(crate) async fn serve_routing(
         .add_service(ContactServiceServer::new(ContactSvc(shared.clone())))
         .add_service(OperatorServiceServer::new(OperatorSvc(shared.clone())))
         .add_service(AdminServiceServer::new(AdminSvc(shared.clone())))
+        .add_service(AppointmentServiceServer::new(AppointmentSvc(shared.clone())))
         .serve_with_incoming_shutdown(incoming, stop)
         .await?;
 
@@ -397,6 +410,7 @@ async fn tick_loop(shared: Arc<Shared>, period: Duration, hold_max_age_ms: i64, 
         shared.engine.tick(now, &mut ev);
         shared.publish(&ev, now);
         ev.clear();
+        crate::service::appointment::drive(&shared, now).await;
         if n % every == 0 {
             crate::metrics::refresh_gauges(&shared.engine, now);
             for h in shared.book.expire_recovered(now, hold_max_age_ms) {

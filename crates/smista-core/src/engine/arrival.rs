@@ -7,6 +7,53 @@ impl Engine {
     /// Routes a new contact and returns its decision. Idempotent on the contact id: repeating an
     /// offer returns the current decision and routes nothing twice.
     pub fn offer(&self, req: &OfferRequest, now: Millis, out: &mut Vec<Event>) -> Result<Decision, RoutingError> {
+        self.offer_as(req, None, now, out)
+    }
+
+    /// Routes an appointment whose slot has started, as a contact at the head of its queue
+    /// (ahead of ordinary traffic): for `grace_ms` only its booked `operator` may take it (if
+    /// they are logged in; if not, any operator with the skill at once), then anyone who can.
+    /// Idempotent on the contact id like [`Engine::offer`].
+    pub fn offer_appointment(
+        &self,
+        req: &OfferRequest,
+        operator: &str,
+        grace_ms: u64,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<Decision, RoutingError> {
+        let slot = self
+            .operator_ids
+            .get(operator)
+            .map(|r| *r.value())
+            .filter(|&s| self.slot(s).session.lock().as_ref().is_some_and(|x| *x.id == *operator));
+        self.offer_as(req, Some(slot.map(|s| (s, now.plus(grace_ms)))), now, out)
+    }
+
+    /// Keeps operator `operator_id` from ordinary offers until `until` (an appointment is due):
+    /// only contacts pinned to them are offered to them meanwhile, also if they log in later.
+    pub fn hold_operator(&self, operator_id: &str, until: Millis) {
+        if validate_id("operator_id", operator_id).is_err() {
+            return;
+        }
+        self.reserved.entry(Arc::from(operator_id)).and_modify(|u| *u = (*u).max(until.0)).or_insert(until.0);
+        let Some(slot) = self.operator_ids.get(operator_id).map(|r| *r.value()) else { return };
+        let s = self.slot(slot);
+        // Under the session lock, so a slot handed to another operator id is not held.
+        let session = s.session.lock();
+        if session.as_ref().is_some_and(|x| *x.id == *operator_id) {
+            s.reserved_until.fetch_max(until.0, Ordering::Relaxed);
+        }
+    }
+
+    /// `offer`, for an appointment when `appointment` is set (with its pin, if any).
+    fn offer_as(
+        &self,
+        req: &OfferRequest,
+        appointment: Option<Option<(u32, Millis)>>,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<Decision, RoutingError> {
         validate_id("contact_id", &req.contact_id)?;
         if req.priority > MAX_PRIORITY {
             return Err(RoutingError::invalid("priority", format!("{} is above {MAX_PRIORITY}", req.priority)));
@@ -57,6 +104,8 @@ impl Engine {
                     entry_queue: q0,
                     caller_key,
                     callback: (req.channel == Channel::Callback).then_some(0),
+                    pinned: appointment.flatten(),
+                    appointment: appointment.is_some(),
                     channel: req.channel,
                     priority,
                     segment: req.segment,
@@ -311,7 +360,7 @@ impl Engine {
         now: Millis,
     ) -> u32 {
         let seq = self.next_seq();
-        let rank = q.rank(head, rec.arrived, q.priority + rec.priority, seq);
+        let rank = q.rank(head || rec.appointment, rec.arrived, q.priority + rec.priority, seq);
         // A callback has no caller on the line: neither a maximum wait nor a patience applies.
         let live = rec.callback.is_none();
         let by_wait = (live && st.params.max_wait_ms > 0).then(|| rec.entered.plus(st.params.max_wait_ms));

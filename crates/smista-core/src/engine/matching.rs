@@ -66,7 +66,7 @@ impl Engine {
         let rr = q.rr_cursor.load(Ordering::Relaxed) % n;
         let mut best: Option<((u8, u64, u64), usize)> = None;
         for (i, c) in cands.iter().enumerate() {
-            if excluded_slots.contains(&c.slot) || !q.eligible(w, c.margin, &c.session, c.slot, now) {
+            if excluded_slots.contains(&c.slot) || !self.can_serve(q, w, c.margin, &c.session, c.slot, now) {
                 continue;
             }
             let slot = self.slot(c.slot);
@@ -122,7 +122,7 @@ impl Engine {
             }
             if excluded_slots.contains(&c.slot)
                 || !slot.can_take(word, ch)
-                || !q.eligible(w, c.margin, &c.session, c.slot, now)
+                || !self.can_serve(q, w, c.margin, &c.session, c.slot, now)
             {
                 continue;
             }
@@ -304,7 +304,7 @@ impl Engine {
                 let st = q.state.lock();
                 for &ch in &channels {
                     for (rank, w) in st.waiting[ch.index()].iter().take(SCAN_LIMIT) {
-                        if !q.eligible(w, margin, &session, slot_idx, now) {
+                        if !self.can_serve(q, w, margin, &session, slot_idx, now) {
                             continue;
                         }
                         if refused_here(&session.budget, &w.funding, &excluded_budgets) {

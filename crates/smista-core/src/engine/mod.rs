@@ -93,6 +93,11 @@ struct Contact {
     caller_key: Option<Arc<str>>,
     /// A callback (requested by a waiting caller, or a CALLBACK contact): attempts made so far.
     callback: Option<u32>,
+    /// An appointment: its booked operator's slot and until when only they may take it. An
+    /// appointment always waits at the head of its queue.
+    pinned: Option<(u32, Millis)>,
+    /// An appointment (pinned or not any more): ranks at the head.
+    appointment: bool,
     channel: Channel,
     priority: u32,
     segment: Segment,
@@ -187,6 +192,9 @@ pub struct Engine {
     zone: Arc<dyn Zone>,
     /// Places kept for callers who hung up, by caller key (see `callback.rs`).
     redial: Mutex<callback::Redial>,
+    /// Operators kept for an appointment, by id: until when (engine ms). Copied into their slot
+    /// (`Slot::reserved_until`), also at a later login.
+    reserved: Map<u64>,
 }
 
 /// A slot's owner lock, held while a session starts.
@@ -209,6 +217,7 @@ fn waiting_of(q: &Queue, id: &Arc<str>, rec: &Contact, expiry: Option<(Millis, u
         funding: rec.funding.clone(),
         expiry,
         segment: rec.segment,
+        pinned: rec.pinned,
     }
 }
 
@@ -268,6 +277,7 @@ impl Engine {
             epoch_unix_ms: 0,
             zone: Arc::new(CentralEurope),
             redial: Mutex::new(callback::Redial::default()),
+            reserved: Map::default(),
         })
     }
 
@@ -289,6 +299,34 @@ impl Engine {
     /// Engine time of Unix ms `unix` (time zero if before the epoch).
     pub(super) fn engine_time(&self, unix: i64) -> Millis {
         Millis(u64::try_from(unix.saturating_sub(self.epoch_unix_ms)).unwrap_or(0))
+    }
+
+    /// Whether operator `slot` may take waiting contact `w` of `q`: the queue's rules (skills,
+    /// expansion, language, declines), an appointment's pin to its booked operator, and an
+    /// operator kept for an appointment taking nothing else.
+    pub(super) fn can_serve(
+        &self,
+        q: &Queue,
+        w: &Waiting,
+        margin: i8,
+        session: &Session,
+        slot: u32,
+        now: Millis,
+    ) -> bool {
+        let pinned_here = match w.pinned {
+            Some((s, until)) if now < until => {
+                if s != slot {
+                    return false;
+                }
+                true
+            }
+            Some((s, _)) => s == slot,
+            None => false,
+        };
+        if !pinned_here && self.slot(slot).reserved_until.load(Ordering::Relaxed) > now.0 {
+            return false;
+        }
+        q.eligible(w, margin, session, slot, now)
     }
 
     /// Whether queue `q` takes contacts at `now`: an admin has it open and its hours do.

@@ -186,7 +186,13 @@ impl Engine {
             skills,
             caps,
         });
-        *slot.session.lock() = Some(session.clone());
+        {
+            let mut installed = slot.session.lock();
+            // A hold for an appointment of this operator (set before they logged in) applies;
+            // one of a previous owner of the slot does not.
+            slot.reserved_until.store(self.reserved.get(&*id).map_or(0, |u| *u), Ordering::Relaxed);
+            *installed = Some(session.clone());
+        }
         for (qi, margin) in &queues {
             let mut c = self.queues[*qi as usize].candidates.write();
             c.retain(|c| c.slot != idx);

@@ -10,6 +10,7 @@ impl Engine {
     pub fn tick(&self, now: Millis, out: &mut Vec<Event>) {
         self.rotate_finished(now);
         self.purge_places(now);
+        self.reserved.retain(|_, until| *until > now.0);
         let mut redispatch: Vec<(u32, Arc<str>)> = Vec::new();
         let mut moving: Vec<(u32, Arc<str>)> = Vec::new();
         for q in &self.queues {

@@ -261,7 +261,7 @@ impl Engine {
                         |f: &Option<Arc<str>>| session.budget.is_none() || f.as_ref() == session.budget.as_ref();
                     if let Some(c) = st.waiting[ch.index()]
                         .values()
-                        .find(|x| q.eligible(x, margin, &session, i, now) && fundable(&x.funding))
+                        .find(|x| self.can_serve(q, x, margin, &session, i, now) && fundable(&x.funding))
                     {
                         v.push(format!("operator {} idles while {} waits in {}", session.id, c.contact, q.name));
                     }

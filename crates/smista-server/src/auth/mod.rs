@@ -199,6 +199,13 @@ pub const POLICY: &[(&str, Roles, Class)] = &[
     ("/smista.v1.AdminService/GetIntervalReport", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/GetBudgetBurn", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/SetQueueOpen", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AppointmentService/PublishAvailability", Roles::of(&[Role::Desk, Role::Supervisor]), Class::Desk),
+    ("/smista.v1.AppointmentService/WithdrawAvailability", Roles::of(&[Role::Desk, Role::Supervisor]), Class::Desk),
+    ("/smista.v1.AppointmentService/ListSlots", Roles::of(&[Role::Platform, Role::Supervisor]), Class::Read),
+    ("/smista.v1.AppointmentService/BookAppointment", Roles::of(&[Role::Platform, Role::Supervisor]), Class::Contact),
+    ("/smista.v1.AppointmentService/MoveAppointment", Roles::of(&[Role::Platform, Role::Supervisor]), Class::Contact),
+    ("/smista.v1.AppointmentService/CancelAppointment", Roles::of(&[Role::Platform, Role::Supervisor]), Class::Contact),
+    ("/smista.v1.AppointmentService/ListAppointments", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/UpdateQueue", Roles::of(&[Role::Admin]), Class::Admin),
     ("/smista.v1.AdminService/UpdateBudget", Roles::of(&[Role::Admin]), Class::Admin),
 ];

@@ -2,6 +2,7 @@
 //! request, call the engine, publish its events, convert the answer.
 
 pub mod admin;
+pub mod appointment;
 pub mod contact;
 pub mod operator;
 
@@ -163,6 +164,8 @@ pub struct Shared {
     pub node_id: String,
     /// This node's budget leases (empty unless `[cluster] node_id` with the PostgreSQL ledger).
     pub leases: crate::lease::Leases,
+    /// Availability and bookings of the queues that take appointments.
+    pub appointments: Arc<smista_core::appointments::AppointmentBook>,
 }
 
 /// Why an operator is paused at login after a restart.
@@ -213,6 +216,9 @@ impl Shared {
             sl_thresholds: cfg.queues.iter().map(|q| (q.name.clone(), q.service_level_threshold_ms)).collect(),
             node_id: cfg.cluster.node_id.clone(),
             leases: DashMap::new(),
+            appointments: Arc::new(smista_core::appointments::AppointmentBook::new(
+                cfg.engine_config().appointment_rules(),
+            )),
         }
     }
 

@@ -1,0 +1,137 @@
+//! Appointments and the availability they are booked in: written through at once (not through
+//! the group commit: a booking is rare and its caller waits for it to be durable), read back at
+//! start-up so bookings survive a restart or a failover to another node of the group.
+
+use smista_core::appointments::{Appointment, AppointmentState, Availability};
+use smista_core::Segment;
+use sqlx::Row;
+
+use crate::db::with_db;
+use crate::{channel, Ledger, LedgerError};
+
+fn segment(name: &str) -> Result<Segment, LedgerError> {
+    Segment::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| LedgerError::Corrupt(format!("unknown segment `{name}`")))
+}
+
+impl Ledger {
+    /// Writes an appointment as it stands (insert or replace), durably.
+    pub async fn put_appointment(&self, a: &Appointment, now_unix_ms: i64) -> Result<(), LedgerError> {
+        let sql = self.db.sql(
+            "INSERT INTO appointments (id, queue, operator_id, display_name, start_unix_ms, end_unix_ms, channel,
+                                       segment, recording, state, updated_unix_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, operator_id = excluded.operator_id,
+               display_name = excluded.display_name, start_unix_ms = excluded.start_unix_ms,
+               end_unix_ms = excluded.end_unix_ms, channel = excluded.channel, segment = excluded.segment,
+               recording = excluded.recording, state = excluded.state, updated_unix_ms = excluded.updated_unix_ms",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(&a.id)
+                .bind(&a.queue)
+                .bind(&a.operator)
+                .bind(&a.display_name)
+                .bind(a.start_unix_ms)
+                .bind(a.end_unix_ms)
+                .bind(a.channel.as_str())
+                .bind(a.segment.as_str())
+                .bind(i64::from(a.recording))
+                .bind(a.state.as_str())
+                .bind(now_unix_ms)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Appointments ending at or after `from_unix_ms`, and every one still booked.
+    pub async fn appointments(&self, from_unix_ms: i64) -> Result<Vec<Appointment>, LedgerError> {
+        let sql = self.db.sql(
+            "SELECT id, queue, operator_id, display_name, start_unix_ms, end_unix_ms, channel, segment, recording, state
+             FROM appointments WHERE end_unix_ms >= ? OR state = 'booked' ORDER BY start_unix_ms, id",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(from_unix_ms)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| {
+                    let state: String = r.try_get("state")?;
+                    let recording: i64 = r.try_get("recording")?;
+                    Ok(Appointment {
+                        id: r.try_get("id")?,
+                        queue: r.try_get("queue")?,
+                        operator: r.try_get("operator_id")?,
+                        display_name: r.try_get("display_name")?,
+                        start_unix_ms: r.try_get("start_unix_ms")?,
+                        end_unix_ms: r.try_get("end_unix_ms")?,
+                        channel: channel(&r.try_get::<String, _>("channel")?)?,
+                        segment: segment(&r.try_get::<String, _>("segment")?)?,
+                        recording: recording != 0,
+                        state: AppointmentState::parse(&state)
+                            .ok_or_else(|| LedgerError::Corrupt(format!("unknown appointment state `{state}`")))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Writes a block of availability (insert or replace), durably.
+    pub async fn put_availability(&self, a: &Availability) -> Result<(), LedgerError> {
+        let sql = self.db.sql(
+            "INSERT INTO availability (operator_id, start_unix_ms, queue, end_unix_ms, display_name)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (operator_id, start_unix_ms) DO UPDATE SET queue = excluded.queue,
+               end_unix_ms = excluded.end_unix_ms, display_name = excluded.display_name",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(&a.operator)
+                .bind(a.start_unix_ms)
+                .bind(&a.queue)
+                .bind(a.end_unix_ms)
+                .bind(&a.display_name)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Removes the block of `operator` starting at `start_unix_ms`.
+    pub async fn delete_availability(&self, operator: &str, start_unix_ms: i64) -> Result<(), LedgerError> {
+        let sql = self.db.sql("DELETE FROM availability WHERE operator_id = ? AND start_unix_ms = ?");
+        with_db!(&self.db, p => {
+            sqlx::query(&sql).bind(operator).bind(start_unix_ms).execute(p).await?;
+            Ok(())
+        })
+    }
+
+    /// Availability ending at or after `from_unix_ms`.
+    pub async fn availability(&self, from_unix_ms: i64) -> Result<Vec<Availability>, LedgerError> {
+        let sql = self.db.sql(
+            "SELECT operator_id, queue, start_unix_ms, end_unix_ms, display_name FROM availability
+             WHERE end_unix_ms >= ? ORDER BY operator_id, start_unix_ms",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(from_unix_ms)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Availability {
+                        operator: r.try_get("operator_id")?,
+                        queue: r.try_get("queue")?,
+                        start_unix_ms: r.try_get("start_unix_ms")?,
+                        end_unix_ms: r.try_get("end_unix_ms")?,
+                        display_name: r.try_get("display_name")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,285 @@
+//! `AppointmentService`: availability, slots and bookings (see `smista_core::appointments`),
+//! made durable in the ledger before each reply, and the tick's part: holding booked operators
+//! before their slots and turning appointments whose slot started into contacts.
+
+use std::sync::Arc;
+
+use smista_core::appointments::{Appointment, AppointmentError, AppointmentState, Availability, Booking};
+use smista_core::OfferRequest;
+use smista_proto::v1 as pb;
+use smista_proto::v1::appointment_service_server::AppointmentService;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::convert;
+use crate::metrics::RpcTimer;
+
+/// The appointments service.
+#[derive(Debug, Clone)]
+pub struct AppointmentSvc(pub Arc<Shared>);
+
+/// An appointment error as a gRPC status (the one mapping of these errors).
+fn status(e: AppointmentError) -> Status {
+    let code = match &e {
+        AppointmentError::Invalid { .. } => tonic::Code::InvalidArgument,
+        AppointmentError::NoAppointments(_)
+        | AppointmentError::UnknownOperator(_)
+        | AppointmentError::UnknownAppointment(_) => tonic::Code::NotFound,
+        AppointmentError::Unavailable(_) => tonic::Code::FailedPrecondition,
+        AppointmentError::Conflict(_) => tonic::Code::AlreadyExists,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn ms(field: &str, v: u64) -> Result<i64, Status> {
+    i64::try_from(v).map_err(|_| Status::invalid_argument(format!("{field} out of range")))
+}
+
+fn state_pb(s: AppointmentState) -> pb::AppointmentState {
+    match s {
+        AppointmentState::Booked => pb::AppointmentState::Booked,
+        AppointmentState::Started => pb::AppointmentState::Started,
+        AppointmentState::Cancelled => pb::AppointmentState::Cancelled,
+    }
+}
+
+fn appointment_pb(a: &Appointment) -> pb::Appointment {
+    pb::Appointment {
+        appointment_id: a.id.clone(),
+        queue: a.queue.clone(),
+        operator_id: a.operator.clone(),
+        display_name: a.display_name.clone(),
+        start_unix_ms: u64::try_from(a.start_unix_ms).unwrap_or(0),
+        end_unix_ms: u64::try_from(a.end_unix_ms).unwrap_or(0),
+        channel: convert::channel_pb(a.channel) as i32,
+        segment: convert::segment_pb(a.segment) as i32,
+        recording: a.recording,
+        state: state_pb(a.state) as i32,
+    }
+}
+
+impl AppointmentSvc {
+    fn now_unix(&self) -> i64 {
+        i64::try_from(self.0.clock.unix_ms(self.0.clock.now())).unwrap_or(i64::MAX)
+    }
+
+    /// Makes `a` durable (when there is a ledger) before the reply.
+    async fn persist(&self, a: &Appointment) -> Result<(), Status> {
+        match &self.0.ledger {
+            Some(l) => l.put_appointment(a, self.now_unix()).await.map_err(crate::error::ledger_status),
+            None => Ok(()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AppointmentService for AppointmentSvc {
+    async fn publish_availability(
+        &self,
+        request: Request<pb::PublishAvailabilityRequest>,
+    ) -> Result<Response<pb::PublishAvailabilityResponse>, Status> {
+        let t = RpcTimer::start("PublishAvailability");
+        let r = async {
+            let principal = self.0.principal(&request)?;
+            let req = request.into_inner();
+            if !principal.roles.has(crate::auth::Role::Supervisor) {
+                principal.check_operator(&req.operator_id)?;
+            }
+            let a = Availability {
+                operator: req.operator_id,
+                queue: req.queue,
+                start_unix_ms: ms("start_unix_ms", req.start_unix_ms)?,
+                end_unix_ms: ms("end_unix_ms", req.end_unix_ms)?,
+                display_name: req.display_name,
+            };
+            let a = self.0.appointments.publish(a, self.now_unix()).map_err(status)?;
+            if let Some(l) = &self.0.ledger {
+                l.put_availability(&a).await.map_err(crate::error::ledger_status)?;
+            }
+            Ok(pb::PublishAvailabilityResponse {})
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn withdraw_availability(
+        &self,
+        request: Request<pb::WithdrawAvailabilityRequest>,
+    ) -> Result<Response<pb::WithdrawAvailabilityResponse>, Status> {
+        let t = RpcTimer::start("WithdrawAvailability");
+        let r = async {
+            let principal = self.0.principal(&request)?;
+            let req = request.into_inner();
+            if !principal.roles.has(crate::auth::Role::Supervisor) {
+                principal.check_operator(&req.operator_id)?;
+            }
+            let start = ms("start_unix_ms", req.start_unix_ms)?;
+            let gone = self.0.appointments.withdraw(&req.operator_id, start).map_err(status)?;
+            if let (Some(l), Some(_)) = (&self.0.ledger, &gone) {
+                l.delete_availability(&req.operator_id, start).await.map_err(crate::error::ledger_status)?;
+            }
+            Ok(pb::WithdrawAvailabilityResponse { withdrawn: gone.is_some() })
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn list_slots(
+        &self,
+        request: Request<pb::ListSlotsRequest>,
+    ) -> Result<Response<pb::ListSlotsResponse>, Status> {
+        let t = RpcTimer::start("ListSlots");
+        let req = request.into_inner();
+        let r = (|| {
+            let op = (!req.operator_id.is_empty()).then_some(req.operator_id.as_str());
+            let slots = self
+                .0
+                .appointments
+                .free_slots(
+                    &req.queue,
+                    op,
+                    ms("from_unix_ms", req.from_unix_ms)?,
+                    ms("to_unix_ms", req.to_unix_ms)?,
+                    self.now_unix(),
+                )
+                .map_err(status)?;
+            Ok(pb::ListSlotsResponse {
+                slots: slots
+                    .into_iter()
+                    .map(|s| pb::FreeSlot {
+                        operator_id: s.operator,
+                        display_name: s.display_name,
+                        start_unix_ms: u64::try_from(s.start_unix_ms).unwrap_or(0),
+                        end_unix_ms: u64::try_from(s.end_unix_ms).unwrap_or(0),
+                    })
+                    .collect(),
+            })
+        })();
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn book_appointment(
+        &self,
+        request: Request<pb::BookAppointmentRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
+        let t = RpcTimer::start("BookAppointment");
+        let req = request.into_inner();
+        let r = async {
+            let b = Booking {
+                id: req.appointment_id,
+                queue: req.queue,
+                operator: (!req.operator_id.is_empty()).then_some(req.operator_id),
+                start_unix_ms: ms("start_unix_ms", req.start_unix_ms)?,
+                channel: convert::channel(req.channel)?,
+                segment: convert::segment(req.segment)?,
+                recording: req.recording,
+            };
+            let a = self.0.appointments.book(&b, self.now_unix()).map_err(status)?;
+            self.persist(&a).await?;
+            Ok(appointment_pb(&a))
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn move_appointment(
+        &self,
+        request: Request<pb::MoveAppointmentRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
+        let t = RpcTimer::start("MoveAppointment");
+        let req = request.into_inner();
+        let r = async {
+            let op = (!req.operator_id.is_empty()).then_some(req.operator_id.as_str());
+            let a = self
+                .0
+                .appointments
+                .move_to(&req.appointment_id, ms("start_unix_ms", req.start_unix_ms)?, op, self.now_unix())
+                .map_err(status)?;
+            self.persist(&a).await?;
+            Ok(appointment_pb(&a))
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn cancel_appointment(
+        &self,
+        request: Request<pb::CancelAppointmentRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
+        let t = RpcTimer::start("CancelAppointment");
+        let req = request.into_inner();
+        let r = async {
+            let a = self.0.appointments.cancel(&req.appointment_id).map_err(status)?;
+            self.persist(&a).await?;
+            Ok(appointment_pb(&a))
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn list_appointments(
+        &self,
+        request: Request<pb::ListAppointmentsRequest>,
+    ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
+        let t = RpcTimer::start("ListAppointments");
+        let req = request.into_inner();
+        let r = (|| {
+            let (from, to) = (ms("from_unix_ms", req.from_unix_ms)?, ms("to_unix_ms", req.to_unix_ms)?);
+            if to <= from || to - from > 31 * 86_400_000 {
+                return Err(Status::invalid_argument("to_unix_ms must follow from_unix_ms, by at most 31 days"));
+            }
+            let list = self.0.appointments.list(&req.queue, from, to);
+            Ok(pb::ListAppointmentsResponse { appointments: list.iter().map(appointment_pb).collect() })
+        })();
+        t.finish(&r);
+        r.map(Response::new)
+    }
+}
+
+/// The tick's part: keeps booked operators from ordinary offers from `guard_ms` before their
+/// slots, and turns appointments whose slot started into contacts (made durable as started).
+pub async fn drive(shared: &Shared, now: smista_core::Millis) {
+    let unix = i64::try_from(shared.clock.unix_ms(now)).unwrap_or(i64::MAX);
+    for (operator, until) in shared.appointments.holds(unix) {
+        if let Some(t) = shared.clock.from_unix(until) {
+            shared.engine.hold_operator(&operator, t);
+        }
+    }
+    let due = shared.appointments.due(unix);
+    if due.is_empty() {
+        return;
+    }
+    let mut ev = Vec::new();
+    for a in &due {
+        let grace = shared.appointments.rules(&a.queue).map_or(0, |r| r.grace_ms);
+        let req = OfferRequest {
+            contact_id: a.id.clone(),
+            queue: a.queue.clone(),
+            channel: a.channel,
+            priority: 0,
+            language: String::new(),
+            segment: a.segment,
+            max_patience_ms: 0,
+            arrived: shared.clock.from_unix(a.start_unix_ms),
+            caller_key: String::new(),
+        };
+        let received = i64::try_from(shared.clock.unix_ms(now)).unwrap_or(i64::MAX);
+        shared.history.arrive(&a.id, &a.queue, a.start_unix_ms.min(received), received, "");
+        match shared.engine.offer_appointment(&req, &a.operator, grace, now, &mut ev) {
+            Ok(d) => crate::metrics::record_decision(&a.queue, a.channel, &d),
+            Err(e) => tracing::warn!(appointment = %a.id, error = %e, "appointment not routed at its slot"),
+        }
+        if let Some(l) = &shared.ledger {
+            if let Err(e) = l.put_appointment(a, unix).await {
+                tracing::warn!(appointment = %a.id, error = %e, "appointment's start not recorded in the ledger");
+            }
+        }
+    }
+    shared.publish(&ev, now);
+}
