@@ -390,3 +390,102 @@ async fn appointments_are_booked_kept_across_a_restart_and_offered_at_their_slot
     assert_eq!(list[0].state, pb::AppointmentState::Started as i32);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_edits_survive_a_restart_with_their_audit_and_operators_change_skills_live() {
+    let mut cfg = config();
+    cfg.server.data_dir = temp_dir("queue-edits");
+    let srv = Server::start_in(cfg.clone()).await;
+    let mut a = srv.admin().await;
+    let bad = pb::UpdateQueueRequest {
+        queue: "pensions".into(),
+        hours: Some(pb::QueueHours { weekly: vec!["mon 9-17".into()], ..Default::default() }),
+        ..Default::default()
+    };
+    let e = a.update_queue(bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("`9` is not a time"), "{}", e.message());
+    let e = a
+        .update_queue(pb::UpdateQueueRequest { queue: "nope".into(), priority: Some(1), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = a
+        .update_queue(pb::UpdateQueueRequest { queue: "pensions".into(), priority: Some(101), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // Closed hours for pensions (one minute on a day three days away), a priority, a strategy.
+    let (closed, _) = closed_line();
+    let weekly = closed.split("weekly = [\"").nth(1).and_then(|x| x.split('"').next()).expect("weekly").to_owned();
+    a.update_queue(pb::UpdateQueueRequest {
+        queue: "pensions".into(),
+        priority: Some(7),
+        strategy: pb::SelectionStrategy::MostSkilled as i32,
+        hours: Some(pb::QueueHours { weekly: vec![weekly], national_holidays: false, ..Default::default() }),
+        ..Default::default()
+    })
+    .await
+    .expect("update");
+    a.set_queue_open(pb::SetQueueOpenRequest { queue: "consultancy".into(), open: false }).await.expect("close");
+    srv.stop().await;
+
+    // After a restart the queue is still closed by its new hours, and consultancy by the admin.
+    let srv = Server::start_in(cfg).await;
+    let mut c = srv.contacts().await;
+    let mut a = srv.admin().await;
+    let r = c.offer_contact(voice("after-restart", "pensions")).await.expect("offer").into_inner();
+    assert!(
+        matches!(r.decision, Some(pb::offer_contact_response::Decision::Diverted(ref d)) if d.reason == pb::DivertReason::Closed as i32 && d.reopens_unix_ms > 0),
+        "{r:?}"
+    );
+    let r = c.offer_contact(voice("closed-by-admin", "consultancy")).await.expect("offer").into_inner();
+    assert!(
+        matches!(r.decision, Some(pb::offer_contact_response::Decision::Diverted(ref d)) if d.reason == pb::DivertReason::Closed as i32 && d.reopens_unix_ms == 0),
+        "{r:?}"
+    );
+    let audit = a.list_queue_audit(pb::ListQueueAuditRequest::default()).await.expect("audit").into_inner().records;
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!((audit[0].queue.as_str(), audit[0].actor.as_str()), ("pensions", "anonymous"));
+    assert!(
+        audit[0].change.contains("priority = 7") && audit[0].change.contains("most_skilled"),
+        "{}",
+        audit[0].change
+    );
+    assert!(audit[1].change.contains("open = false"), "{}", audit[1].change);
+    // Clearing the hours opens pensions again.
+    a.update_queue(pb::UpdateQueueRequest { queue: "pensions".into(), clear_hours: true, ..Default::default() })
+        .await
+        .expect("clear hours");
+
+    // An operator gains a skill without logging out.
+    let mut o = srv.operators().await;
+    o.login(login("op-b", "internal", &[("naspi", 5)])).await.expect("login");
+    let r = a
+        .update_operator(pb::UpdateOperatorRequest {
+            operator_id: "op-b".into(),
+            skills: Some(pb::SkillSet { skills: vec![pb::Skill { name: "pensions".into(), level: 6 }] }),
+            ..Default::default()
+        })
+        .await
+        .expect("update operator")
+        .into_inner();
+    assert_eq!(r.queues, ["pensions", "consultancy", "closed-line"]);
+    let r = c.offer_contact(voice("served", "pensions")).await.expect("offer").into_inner();
+    assert_eq!(assigned(&r).as_deref(), Some("op-b"));
+    let e = a
+        .update_operator(pb::UpdateOperatorRequest {
+            operator_id: "op-b".into(),
+            group: Some("nowhere".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = a
+        .update_operator(pb::UpdateOperatorRequest { operator_id: "ghost".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    srv.stop().await;
+}

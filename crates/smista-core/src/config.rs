@@ -25,6 +25,24 @@ pub enum Strategy {
     LeastOccupied,
 }
 
+impl Strategy {
+    /// Every strategy, in index order.
+    pub const ALL: [Strategy; 4] =
+        [Strategy::LongestIdle, Strategy::MostSkilled, Strategy::RoundRobin, Strategy::LeastOccupied];
+
+    /// Index in [`Strategy::ALL`].
+    #[must_use]
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// The strategy of an index (longest idle for an unknown one).
+    #[must_use]
+    pub fn from_index(i: u8) -> Strategy {
+        Strategy::ALL.get(usize::from(i)).copied().unwrap_or_default()
+    }
+}
+
 /// After a contact has waited `after_ms`, operators `level_drop` levels below the queue's minimum
 /// are accepted too (skill expansion). The first step also drops the contact's language wish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -38,6 +38,7 @@ pub mod snapshot;
 pub mod time;
 
 pub use engine::callback::CallbackNext;
+pub use engine::operators::OperatorUpdate;
 pub use engine::{validate_id, Engine};
 pub use error::{ConfigError, RoutingError};
 pub use event::Event;

@@ -209,6 +209,28 @@ impl Slot {
         }
     }
 
+    /// Replaces the channel capacities of session `gen`, keeping status and load. `None` if the
+    /// session ended; `Some(false)`, changing nothing, if a channel holds more contacts than its
+    /// new capacity (or an exclusive channel would sit beside others).
+    pub(crate) fn set_caps(&self, gen: u8, caps: [u8; 4]) -> Option<bool> {
+        loop {
+            let w = self.word();
+            if w.generation() != gen || w.status() == OperatorStatus::LoggedOut {
+                return None;
+            }
+            if Channel::ALL.iter().any(|c| w.load(*c) > caps[c.index()]) {
+                return Some(false);
+            }
+            let mut n = w.0 & !(0xFFFF << CAP_SHIFT);
+            for c in Channel::ALL {
+                n |= (u64::from(caps[c.index()]) & LOAD_MASK) << (CAP_SHIFT + 4 * c.index() as u32);
+            }
+            if self.cas(w, Word(n)) {
+                return Some(true);
+            }
+        }
+    }
+
     /// Whether the operator can take a contact on `ch`: available with room. A wrap-up ends only
     /// through [`Slot::transition`] (the engine's tick), which then serves waiting contacts first;
     /// were it to end lazily here, a new arrival could take the operator ahead of them.

@@ -122,11 +122,17 @@ const RATE_WINDOW: usize = 64;
 pub(crate) struct Queue {
     pub(crate) idx: u32,
     pub(crate) name: Arc<str>,
-    pub(crate) priority: u32,
+    /// Priority added to every contact of the queue (an admin may change it: it is not part of
+    /// a waiting contact's rank, which orders contacts of one queue, only of comparisons across
+    /// queues).
+    priority: AtomicU32,
     pub(crate) aging_ms: u64,
-    pub(crate) skills: Vec<(String, u8)>,
+    /// Required skills with minimum levels (an admin may change them: operators' margins are
+    /// then recomputed).
+    pub(crate) skills: RwLock<Vec<(String, u8)>>,
     pub(crate) expansion: Vec<ExpansionStep>,
-    pub(crate) strategy: Strategy,
+    /// Operator selection strategy, as [`Strategy`]'s index (an admin may change it).
+    strategy: std::sync::atomic::AtomicU8,
     pub(crate) prefer_unbudgeted: bool,
     pub(crate) budget: Option<Arc<str>>,
     pub(crate) overflow: Vec<u32>,
@@ -189,11 +195,11 @@ impl Queue {
             callback_retry_ms: cfg.callback_retry_ms.clone(),
             idx,
             name: Arc::from(cfg.name.as_str()),
-            priority: cfg.priority,
+            priority: AtomicU32::new(cfg.priority),
             aging_ms: if cfg.aging_ms_per_level == 0 { u64::from(u32::MAX) } else { cfg.aging_ms_per_level },
-            skills: cfg.skills.iter().map(|s| (s.skill.clone(), s.min_level)).collect(),
+            skills: RwLock::new(cfg.skills.iter().map(|s| (s.skill.clone(), s.min_level)).collect()),
             expansion: cfg.expansion.clone(),
-            strategy: cfg.strategy,
+            strategy: std::sync::atomic::AtomicU8::new(cfg.strategy.index()),
             prefer_unbudgeted: cfg.prefer_unbudgeted,
             budget: cfg.budget.as_deref().map(Arc::from),
             overflow,
@@ -229,6 +235,26 @@ impl Queue {
         }
     }
 
+    /// The queue's priority now.
+    pub(crate) fn priority(&self) -> u32 {
+        self.priority.load(Ordering::Relaxed)
+    }
+
+    /// Sets the queue's priority.
+    pub(crate) fn set_priority(&self, p: u32) {
+        self.priority.store(p, Ordering::Relaxed);
+    }
+
+    /// The selection strategy now.
+    pub(crate) fn strategy(&self) -> Strategy {
+        Strategy::from_index(self.strategy.load(Ordering::Relaxed))
+    }
+
+    /// Sets the selection strategy.
+    pub(crate) fn set_strategy(&self, s: Strategy) {
+        self.strategy.store(s.index(), Ordering::Relaxed);
+    }
+
     /// The furthest any expansion step lowers the minimum level.
     pub(crate) fn max_drop(&self) -> i8 {
         self.expansion.iter().map(|e| e.level_drop as i8).max().unwrap_or(0)
@@ -247,7 +273,7 @@ impl Queue {
     /// An operator's margin on this queue, or `None` if they can never serve it.
     pub(crate) fn margin_for(&self, skills: &[(String, u8)]) -> Option<i8> {
         let mut margin: i8 = 9;
-        for (name, min) in &self.skills {
+        for (name, min) in self.skills.read().iter() {
             let level = skills.iter().find(|(n, _)| n == name).map(|(_, l)| *l)?;
             margin = margin.min(level as i8 - *min as i8);
         }
@@ -278,7 +304,8 @@ impl Queue {
 
     /// Effective priority in thousandths of a level at `now`, for comparing across queues.
     pub(crate) fn effective_priority(&self, rank: &RankKey, w: &Waiting, now: Millis) -> u64 {
-        let aged = u64::from(w.priority) * 1000 + now.since(w.arrived).saturating_mul(1000) / self.aging_ms;
+        let aged =
+            u64::from(self.priority() + w.priority) * 1000 + now.since(w.arrived).saturating_mul(1000) / self.aging_ms;
         if rank.class == 0 {
             aged + (1 << 50)
         } else {

@@ -93,4 +93,12 @@ pub struct QueueUpdate {
     pub offer_timeout_ms: Option<u64>,
     /// Fallback for diverted contacts.
     pub fallback: Option<Fallback>,
+    /// Priority added to the queue's contacts (0..=100).
+    pub priority: Option<u32>,
+    /// Operator selection strategy.
+    pub strategy: Option<crate::config::Strategy>,
+    /// Required skills (replacing all): operators' queues are recomputed at once.
+    pub skills: Option<Vec<crate::config::SkillRequirement>>,
+    /// Opening hours: `Some(None)` removes them (always open).
+    pub hours: Option<Option<crate::hours::HoursConfig>>,
 }

@@ -513,3 +513,116 @@ mod appointments {
         assert_clean(&e, Millis(nine as u64 + 120_000));
     }
 }
+
+mod runtime_control {
+    use super::*;
+    use smista_core::config::{SkillRequirement, Strategy};
+    use smista_core::snapshot::QueueUpdate;
+    use smista_core::{Channel, OperatorUpdate, Skill};
+
+    #[test]
+    fn an_operator_s_skills_channels_and_group_change_without_a_logout() {
+        let e =
+            engine(vec![QueueConfig::new("pensions", &[("pensions", 5)]), QueueConfig::new("naspi", &[("naspi", 5)])]);
+        let mut ev = vec![];
+        e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+        let mut away = login("op2", "internal", &[("naspi", 5)]);
+        away.paused = Some("training".into());
+        e.login(&away, t(0), &mut ev).unwrap();
+        let d = e.offer(&offer("n1", "naspi"), t(10), &mut ev).unwrap();
+        assert!(matches!(d, Decision::Queued { .. }));
+        // Given the naspi skill, op1 is offered the waiting naspi call at once.
+        ev.clear();
+        let upd = OperatorUpdate {
+            operator_id: "op1".into(),
+            skills: Some(vec![Skill { name: "pensions".into(), level: 5 }, Skill { name: "naspi".into(), level: 6 }]),
+            ..OperatorUpdate::default()
+        };
+        let queues = e.update_operator(&upd, t(20), &mut ev).unwrap();
+        assert_eq!(queues.iter().map(|q| &**q).collect::<Vec<_>>(), ["pensions", "naspi"]);
+        assert_eq!(offered(&ev), vec![("n1".into(), "op1".into())]);
+        // The group cannot change while a contact is in hand.
+        let regroup =
+            OperatorUpdate { operator_id: "op1".into(), group: Some("supplier-a".into()), ..OperatorUpdate::default() };
+        assert!(matches!(e.update_operator(&regroup, t(21), &mut ev), Err(smista_core::RoutingError::WrongState(_))));
+        e.accept("op1", "n1", t(22), &mut ev).unwrap();
+        e.complete("op1", "n1", 0, t(30), &mut ev).unwrap();
+        e.update_operator(&regroup, t(31), &mut ev).unwrap();
+        assert_eq!(e.snapshot(t(31)).operators[0].group, "supplier-a");
+        // Two chats at once instead of voice: two chat contacts are offered together.
+        let chats = OperatorUpdate {
+            operator_id: "op1".into(),
+            channels: Some(vec![(Channel::Chat, 2)]),
+            ..OperatorUpdate::default()
+        };
+        e.update_operator(&chats, t(32), &mut ev).unwrap();
+        ev.clear();
+        let chat = |id: &str| smista_core::OfferRequest { channel: Channel::Chat, ..offer(id, "pensions") };
+        assert_eq!(assigned_to(&e.offer(&chat("chat-1"), t(40), &mut ev).unwrap()), Some("op1"));
+        assert_eq!(assigned_to(&e.offer(&chat("chat-2"), t(41), &mut ev).unwrap()), Some("op1"));
+        assert!(matches!(e.offer(&offer("voice", "pensions"), t(42), &mut ev).unwrap(), Decision::Queued { .. }));
+        // Bad input and unknown operators are refused, changing nothing.
+        let bad = OperatorUpdate {
+            operator_id: "op1".into(),
+            skills: Some(vec![Skill { name: "pensions".into(), level: 11 }]),
+            ..OperatorUpdate::default()
+        };
+        assert!(matches!(
+            e.update_operator(&bad, t(43), &mut ev),
+            Err(smista_core::RoutingError::InvalidArgument { .. })
+        ));
+        let ghost = OperatorUpdate { operator_id: "nobody".into(), ..OperatorUpdate::default() };
+        assert!(matches!(
+            e.update_operator(&ghost, t(43), &mut ev),
+            Err(smista_core::RoutingError::UnknownOperator(_))
+        ));
+        assert_clean(&e, t(43));
+    }
+
+    #[test]
+    fn queue_priority_skills_strategy_and_hours_change_at_run_time() {
+        let e = rome_engine(vec![
+            QueueConfig::new("pensions", &[("pensions", 5)]),
+            QueueConfig::new("naspi", &[("naspi", 5)]),
+        ]);
+        let mut ev = vec![];
+        let now = rome(2026, 12, 2, 10, 0);
+        e.login(&login("op1", "internal", &[("pensions", 5), ("naspi", 5)]), now, &mut ev).unwrap();
+        e.offer(&offer("busy", "pensions"), now, &mut ev).unwrap();
+        e.accept("op1", "busy", now, &mut ev).unwrap();
+        e.offer(&offer("p1", "pensions"), now.plus(1_000), &mut ev).unwrap();
+        e.offer(&offer("n1", "naspi"), now.plus(2_000), &mut ev).unwrap();
+        // naspi's priority goes up: its caller is answered first, and the pensions order holds.
+        e.update_queue("naspi", &QueueUpdate { priority: Some(10), ..QueueUpdate::default() }).unwrap();
+        ev.clear();
+        e.complete("op1", "busy", 0, now.plus(3_000), &mut ev).unwrap();
+        assert_eq!(offered(&ev), vec![("n1".into(), "op1".into())]);
+        // pensions now needs level 7: op1 no longer serves it (p1 waits), and the strategy
+        // and hours change too.
+        let upd = QueueUpdate {
+            skills: Some(vec![SkillRequirement { skill: "pensions".into(), min_level: 7 }]),
+            strategy: Some(Strategy::MostSkilled),
+            hours: Some(Some(HoursConfig { weekly: vec!["mon-fri 08:00-09:00".into()], ..HoursConfig::default() })),
+            ..QueueUpdate::default()
+        };
+        e.update_queue("pensions", &upd).unwrap();
+        e.accept("op1", "n1", now.plus(3_001), &mut ev).unwrap();
+        ev.clear();
+        e.complete("op1", "n1", 0, now.plus(4_000), &mut ev).unwrap();
+        assert!(offered(&ev).is_empty(), "op1's level is below the new minimum: {ev:?}");
+        let d = e.offer(&offer("late", "pensions"), now.plus(5_000), &mut ev).unwrap();
+        assert!(matches!(d, Decision::Diverted { reason: DivertReason::Closed, .. }), "{d:?}");
+        // Bad hours are refused with the entry named, changing nothing.
+        let bad = QueueUpdate {
+            hours: Some(Some(HoursConfig { weekly: vec!["mon 9-17".into()], ..HoursConfig::default() })),
+            ..QueueUpdate::default()
+        };
+        let err = e.update_queue("naspi", &bad).unwrap_err();
+        assert!(err.to_string().contains("`9` is not a time"), "{err}");
+        e.update_queue("pensions", &QueueUpdate { hours: Some(None), ..QueueUpdate::default() }).unwrap();
+        // Open again (no hours), but nobody has level 7: not CLOSED any more, NO_OPERATORS.
+        let d = e.offer(&offer("later", "pensions"), now.plus(6_000), &mut ev).unwrap();
+        assert!(matches!(d, Decision::Diverted { reason: DivertReason::NoOperators, .. }), "{d:?}");
+        assert_clean(&e, now.plus(6_000));
+    }
+}

@@ -33,6 +33,7 @@ enum Op {
     RequestCallback { pick: usize },
     Appointment { contact: usize, op: usize, grace: u64 },
     Hold { op: usize, ms: u64 },
+    Update { op: usize, level: u8, chats: u8 },
     RequestCallbackAny { contact: usize },
     CallbackUnanswered { pick: usize },
 }
@@ -47,6 +48,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(|pick| Op::RequestCallback { pick }),
         2 => (0..40usize, 0..6usize, 0..30_000u64).prop_map(|(contact, op, grace)| Op::Appointment { contact, op, grace }),
         1 => (0..6usize, 0..60_000u64).prop_map(|(op, ms)| Op::Hold { op, ms }),
+        1 => (0..6usize, 1..=10u8, 0..=3u8).prop_map(|(op, level, chats)| Op::Update { op, level, chats }),
         1 => (0..40usize).prop_map(|contact| Op::RequestCallbackAny { contact }),
         3 => any::<usize>().prop_map(|pick| Op::CallbackUnanswered { pick }),
         1 => (0..40usize).prop_map(|contact| Op::Cancel { contact }),
@@ -409,6 +411,29 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Appointment { contact, op, grace } => {
                 let o = offer(&format!("c{contact}"), QUEUES[0]);
                 e.offer_appointment(&o, &format!("op{op}"), *grace, now, &mut ev).map(|_| ())
+            }
+            Op::Update { op, level, chats } => {
+                let name = format!("op{op}");
+                let mut channels = vec![(Channel::Voice, 1)];
+                if *chats > 0 {
+                    channels.push((Channel::Chat, *chats));
+                }
+                let u = smista_core::OperatorUpdate {
+                    operator_id: name.clone(),
+                    skills: Some(vec![
+                        smista_core::Skill { name: "pensions".into(), level: *level },
+                        smista_core::Skill { name: "naspi".into(), level: 11 - *level },
+                    ]),
+                    channels: Some(channels),
+                    group: None,
+                };
+                let r = e.update_operator(&u, now, &mut ev).map(|_| ());
+                if r.is_ok() {
+                    if let Some(mo) = m.ops.get_mut(&name) {
+                        mo.caps = [1, 0, 0, *chats];
+                    }
+                }
+                r
             }
             Op::Hold { op, ms } => {
                 e.hold_operator(&format!("op{op}"), now.plus(*ms));

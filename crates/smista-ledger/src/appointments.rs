@@ -1,6 +1,8 @@
-//! Appointments and the availability they are booked in: written through at once (not through
-//! the group commit: a booking is rare and its caller waits for it to be durable), read back at
-//! start-up so bookings survive a restart or a failover to another node of the group.
+//! What admins and bookings change at run time, written through at once (not through the group
+//! commit: such changes are rare and their caller waits for them to be durable), read back at
+//! start-up so they survive a restart or a failover to another node of the group: appointments
+//! and the availability they are booked in; queue settings changed by admins, with their audit
+//! trail.
 
 use smista_core::appointments::{Appointment, AppointmentState, Availability};
 use smista_core::Segment;
@@ -131,6 +133,64 @@ impl Ledger {
                         display_name: r.try_get("display_name")?,
                     })
                 })
+                .collect()
+        })
+    }
+
+    /// Records an admin's change of a queue: its settings as they now stand (opaque text, the
+    /// server's) and the change itself in the audit trail, in one transaction.
+    pub async fn record_queue_change(
+        &self,
+        queue: &str,
+        settings: &str,
+        at_unix_ms: i64,
+        actor: &str,
+        change: &str,
+    ) -> Result<(), LedgerError> {
+        let upsert = self.db.sql(
+            "INSERT INTO queue_settings (queue, settings, updated_unix_ms) VALUES (?, ?, ?)
+             ON CONFLICT (queue) DO UPDATE SET settings = excluded.settings, updated_unix_ms = excluded.updated_unix_ms",
+        );
+        let audit = self.db.sql(
+            "INSERT INTO queue_audit (queue, at_unix_ms, actor, change) VALUES (?, ?, ?, ?)
+             ON CONFLICT (queue, at_unix_ms, change) DO NOTHING",
+        );
+        with_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(&upsert).bind(queue).bind(settings).bind(at_unix_ms).execute(&mut *tx).await?;
+            sqlx::query(&audit).bind(queue).bind(at_unix_ms).bind(actor).bind(change).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Every queue's settings as admins last left them: (queue, settings).
+    pub async fn queue_settings(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        let sql = self.db.sql("SELECT queue, settings FROM queue_settings ORDER BY queue");
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("queue")?, r.try_get("settings")?)))
+                .collect()
+        })
+    }
+
+    /// A queue's audit trail (all queues if empty), oldest first: (queue, at, actor, change).
+    pub async fn queue_audit(&self, queue: &str) -> Result<Vec<(String, i64, String, String)>, LedgerError> {
+        let sql = self.db.sql(
+            "SELECT queue, at_unix_ms, actor, change FROM queue_audit WHERE ? = '' OR queue = ?
+             ORDER BY at_unix_ms, queue",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(queue)
+                .bind(queue)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("queue")?, r.try_get("at_unix_ms")?, r.try_get("actor")?, r.try_get("change")?)))
                 .collect()
         })
     }

@@ -201,6 +201,18 @@ CREATE TABLE IF NOT EXISTS availability (
     display_name       TEXT    NOT NULL,
     PRIMARY KEY (operator_id, start_unix_ms)
 );
+CREATE TABLE IF NOT EXISTS queue_settings (
+    queue              TEXT    NOT NULL PRIMARY KEY,
+    settings           TEXT    NOT NULL,
+    updated_unix_ms    BIGINT  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue_audit (
+    queue              TEXT    NOT NULL,
+    at_unix_ms         BIGINT  NOT NULL,
+    actor              TEXT    NOT NULL,
+    change             TEXT    NOT NULL,
+    PRIMARY KEY (queue, at_unix_ms, change)
+);
 CREATE TABLE IF NOT EXISTS node_epochs (
     node_id            TEXT    NOT NULL PRIMARY KEY,
     epoch              BIGINT  NOT NULL

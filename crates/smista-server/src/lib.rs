@@ -11,7 +11,8 @@
 //! - [`limits`]: quotas per principal, class and caller; stream caps; every configured bound.
 //! - [`transport`]: accepted connections, the connection cap, TLS and its reload.
 //! - [`mint`]: development credentials (a CA, certificates, a JWKS, tokens, API keys).
-//! - [`service`]: the three gRPC services.
+//! - [`service`]: the gRPC services (contacts, operators, admin, appointments).
+//! - [`queues`]: queue settings admins change at run time, made durable and audited.
 //! - [`lease`]: this node's budget leases when several nodes share budgets.
 //! - [`hub`]: event stream and operator offer fan-out.
 //! - [`metrics`]: metric names, recording and the `/metrics` endpoint.
@@ -33,6 +34,7 @@ pub mod limits;
 pub mod logfmt;
 pub mod metrics;
 pub mod mint;
+pub mod queues;
 pub mod server;
 pub mod service;
 pub mod staffing;

@@ -190,6 +190,7 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
         tracing::info!(blocks = availability.len(), appointments = appointments.len(), "appointments restored");
         shared.appointments.restore(availability, appointments);
     }
+    crate::queues::restore(&shared).await?;
     Ok(Arc::new(shared))
 }
 

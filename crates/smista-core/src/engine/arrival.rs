@@ -264,7 +264,7 @@ impl Engine {
                     contact_id: id,
                     queue: &q.name,
                     channel,
-                    priority: q.priority + priority,
+                    priority: q.priority() + priority,
                     segment,
                     now,
                 };
@@ -334,7 +334,7 @@ impl Engine {
         now: Millis,
         out: &mut Vec<Event>,
     ) -> Result<Decision, Option<u32>> {
-        let view = waiting_of(q, id, rec, None);
+        let view = waiting_of(id, rec, None);
         let c = self.pick_operator(q, &view, rec.channel, now, &[], &[]).ok_or(None)?;
         if !self.slot(c.slot).try_claim(c.gen, rec.channel) {
             return Err(None);
@@ -360,7 +360,7 @@ impl Engine {
         now: Millis,
     ) -> u32 {
         let seq = self.next_seq();
-        let rank = q.rank(head || rec.appointment, rec.arrived, q.priority + rec.priority, seq);
+        let rank = q.rank(head || rec.appointment, rec.arrived, rec.priority, seq);
         // A callback has no caller on the line: neither a maximum wait nor a patience applies.
         let live = rec.callback.is_none();
         let by_wait = (live && st.params.max_wait_ms > 0).then(|| rec.entered.plus(st.params.max_wait_ms));
@@ -373,7 +373,7 @@ impl Engine {
         if let Some(e) = expiry {
             st.expiry.insert(e, (rec.channel, rank));
         }
-        st.waiting[rec.channel.index()].insert(rank, waiting_of(q, id, rec, expiry));
+        st.waiting[rec.channel.index()].insert(rank, waiting_of(id, rec, expiry));
         q.entered_waiting(rec.segment);
         rec.state = CState::Queued { rank };
         st.position(rec.channel, &rank)

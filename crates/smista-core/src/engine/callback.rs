@@ -174,7 +174,7 @@ impl Engine {
                 contact_id: &id,
                 queue: &q.name,
                 channel: rec.channel,
-                priority: q.priority + rec.priority,
+                priority: q.priority() + rec.priority,
                 segment: rec.segment,
                 now,
             };

@@ -23,7 +23,7 @@ impl Engine {
                 if rec.queue != qi {
                     return None;
                 }
-                let view = waiting_of(q, id, &rec, None);
+                let view = waiting_of(id, &rec, None);
                 (rank, rec.channel, view)
             };
             let c = self.pick_operator(q, &view, ch, now, &excluded_budgets, &excluded_slots)?;
@@ -55,7 +55,7 @@ impl Engine {
         excluded_budgets: &[Arc<str>],
         excluded_slots: &[u32],
     ) -> Option<Candidate> {
-        if q.strategy == Strategy::LongestIdle {
+        if q.strategy() == Strategy::LongestIdle {
             return self.pick_longest_idle(q, w, ch, now, excluded_budgets, excluded_slots);
         }
         let cands = q.candidates.read();
@@ -79,7 +79,7 @@ impl Engine {
             }
             let tier = u8::from(q.prefer_unbudgeted && c.session.budget.is_some());
             let idle = slot.free_since();
-            let key = match q.strategy {
+            let key = match q.strategy() {
                 Strategy::LongestIdle => (tier, idle, u64::from(c.slot)),
                 Strategy::MostSkilled => (tier, (10 - i64::from(c.margin)).max(0) as u64, idle),
                 Strategy::RoundRobin => (tier, ((i + n - rr) % n) as u64, 0),
@@ -92,7 +92,7 @@ impl Engine {
             }
         }
         let (_, i) = best?;
-        if q.strategy == Strategy::RoundRobin {
+        if q.strategy() == Strategy::RoundRobin {
             q.rr_cursor.store(i + 1, Ordering::Relaxed);
         }
         Some(cands[i].clone())
@@ -156,7 +156,7 @@ impl Engine {
         let since = slot.free_since();
         for &(qi, margin) in &session.queues {
             let q = &self.queues[qi as usize];
-            if q.strategy != Strategy::LongestIdle {
+            if q.strategy() != Strategy::LongestIdle {
                 continue;
             }
             let tier = u8::from(q.prefer_unbudgeted && session.budget.is_some());
@@ -222,7 +222,7 @@ impl Engine {
             contact_id: id,
             queue: &q.name,
             channel: rec.channel,
-            priority: q.priority + rec.priority,
+            priority: q.priority() + rec.priority,
             segment: rec.segment,
             now,
         };
@@ -264,7 +264,7 @@ impl Engine {
             operator: session.id.clone(),
             group: session.group.clone(),
             channel: rec.channel,
-            priority: q.priority + rec.priority,
+            priority: q.priority() + rec.priority,
             segment: rec.segment,
             language: rec.language.clone(),
             deadline: deadline.0,

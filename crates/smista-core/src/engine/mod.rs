@@ -47,7 +47,7 @@ use crate::time::Millis;
 mod arrival;
 pub(crate) mod callback;
 mod matching;
-mod operators;
+pub(crate) mod operators;
 mod timers;
 mod views;
 
@@ -207,11 +207,11 @@ fn refused_here(payer: &Option<Arc<str>>, funding: &Option<Arc<str>>, refused: &
 }
 
 /// What eligibility checks need to know of a contact, as kept in its queue's waiting list.
-fn waiting_of(q: &Queue, id: &Arc<str>, rec: &Contact, expiry: Option<(Millis, u64)>) -> Waiting {
+fn waiting_of(id: &Arc<str>, rec: &Contact, expiry: Option<(Millis, u64)>) -> Waiting {
     Waiting {
         contact: id.clone(),
         arrived: rec.arrived,
-        priority: q.priority + rec.priority,
+        priority: rec.priority,
         language: rec.language.clone(),
         declined: rec.declined.clone(),
         funding: rec.funding.clone(),

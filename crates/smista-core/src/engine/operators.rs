@@ -2,6 +2,7 @@
 //! decline, complete).
 
 use super::*;
+use crate::model::Skill;
 
 impl Engine {
     pub(super) fn drop_held(&self, slot: u32, id: &Arc<str>) {
@@ -93,51 +94,103 @@ impl Engine {
         Ok((idx, session))
     }
 
+    /// The queues an operator with `skills` serves, with their margin on each.
+    pub(super) fn queues_for(&self, skills: &[(String, u8)]) -> Vec<(u32, i8)> {
+        self.queues.iter().filter_map(|q| q.margin_for(skills).map(|m| (q.idx, m))).collect()
+    }
+
+    /// Changes a logged-in operator's skills, channel capacities or group without a logout; it
+    /// takes effect at their next offer (contacts in hand stay with them). A capacity may not drop
+    /// below the contacts in hand on its channel, and the group may change only while they hold
+    /// no contact (its budget would pay what the old one funded). Returns the queues they now
+    /// serve.
+    pub fn update_operator(
+        &self,
+        u: &OperatorUpdate,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<Vec<Arc<str>>, RoutingError> {
+        validate_id("operator_id", &u.operator_id)?;
+        let skills = u.skills.as_deref().map(parse_skills).transpose()?;
+        let caps = u.channels.as_deref().map(parse_caps).transpose()?;
+        let group = match &u.group {
+            Some(g) => Some(self.groups.get(g).ok_or_else(|| RoutingError::UnknownGroup(crate::error::clip(g)))?),
+            None => None,
+        };
+        let (idx, old) = self.logged_in(&u.operator_id)?;
+        let slot = self.slot(idx);
+        if let Some(g) = group {
+            if *g.name != *old.group && slot.word().total_load() > 0 {
+                return Err(RoutingError::WrongState(format!(
+                    "operator `{}` holds contacts: the group (and the budget paying them) can change once they are done",
+                    u.operator_id
+                )));
+            }
+        }
+        let skills = skills.unwrap_or_else(|| old.skills.clone());
+        let caps = caps.unwrap_or(old.caps);
+        let new = Session {
+            group: group.map_or_else(|| old.group.clone(), |g| g.name.clone()),
+            budget: group.map_or_else(|| old.budget.clone(), |g| g.budget.clone()),
+            queues: self.queues_for(&skills),
+            skills,
+            caps,
+            ..(*old).clone()
+        };
+        match slot.set_caps(old.gen, caps) {
+            None => return Err(RoutingError::UnknownOperator(u.operator_id.clone())),
+            Some(false) => {
+                return Err(RoutingError::WrongState(format!(
+                    "operator `{}` holds more contacts than the new capacities allow: change them once those end",
+                    u.operator_id
+                )))
+            }
+            Some(true) => {}
+        }
+        let names = new.queues.iter().map(|(q, _)| self.queues[*q as usize].name.clone()).collect();
+        self.reinstall(idx, &old, new);
+        self.find_work(idx, now, out);
+        Ok(names)
+    }
+
+    /// Replaces the session of slot `idx` (same login) with `new`: in the slot, in every queue's
+    /// candidates, in the free-operator index.
+    pub(super) fn reinstall(&self, idx: u32, old: &Session, new: Session) {
+        let slot = self.slot(idx);
+        let new = Arc::new(new);
+        {
+            let mut s = slot.session.lock();
+            let w = slot.word();
+            let current = s.as_ref().is_some_and(|x| x.gen == old.gen && x.id == old.id);
+            if !current || w.status() == OperatorStatus::LoggedOut || w.generation() != old.gen {
+                return;
+            }
+            *s = Some(new.clone());
+        }
+        for q in &self.queues {
+            let margin = new.queues.iter().find(|(qi, _)| *qi == q.idx).map(|(_, m)| *m);
+            {
+                let mut c = q.candidates.write();
+                c.retain(|c| c.slot != idx);
+                if let Some(margin) = margin {
+                    c.push(Candidate { slot: idx, gen: new.gen, margin, session: new.clone() });
+                }
+            }
+            q.idle.lock().retain(|k, _| k.2 != idx);
+        }
+        self.mark_free(idx);
+    }
+
     /// Logs an operator in; returns the queues they can serve. Idempotent for the same session id.
     pub fn login(&self, req: &LoginRequest, now: Millis, out: &mut Vec<Event>) -> Result<Vec<Arc<str>>, RoutingError> {
         validate_id("operator_id", &req.operator_id)?;
         validate_id("session_id", &req.session_id)?;
         let group =
             self.groups.get(&req.group).ok_or_else(|| RoutingError::UnknownGroup(crate::error::clip(&req.group)))?;
-        let mut skills: Vec<(String, u8)> = Vec::with_capacity(req.skills.len());
-        for s in &req.skills {
-            if !crate::config::valid_name(&s.name) {
-                return Err(RoutingError::invalid(
-                    "skills.name",
-                    format!("`{}` is not a valid skill name", crate::error::clip(&s.name)),
-                ));
-            }
-            if !(1..=10).contains(&s.level) {
-                return Err(RoutingError::invalid(
-                    "skills.level",
-                    format!("level {} of `{}` is not 1..=10", s.level, s.name),
-                ));
-            }
-            if skills.iter().any(|(n, _)| *n == s.name) {
-                return Err(RoutingError::invalid("skills", format!("skill `{}` given twice", s.name)));
-            }
-            skills.push((s.name.clone(), s.level));
-        }
-        let mut caps = [0u8; 4];
-        if req.channels.is_empty() {
-            caps[Channel::Voice.index()] = 1;
-        }
-        for (ch, n) in &req.channels {
-            if *n == 0 || *n > ch.max_capacity() {
-                return Err(RoutingError::invalid(
-                    "channels.max_concurrent",
-                    format!("{} for {} is not 1..={}", n, ch.as_str(), ch.max_capacity()),
-                ));
-            }
-            if caps[ch.index()] != 0 {
-                return Err(RoutingError::invalid("channels", format!("{} given twice", ch.as_str())));
-            }
-            caps[ch.index()] = *n;
-        }
+        let skills = parse_skills(&req.skills)?;
+        let caps = parse_caps(&req.channels)?;
         let id: Arc<str> = Arc::from(req.operator_id.as_str());
-        skills.sort_unstable();
-        let queues: Vec<(u32, i8)> =
-            self.queues.iter().filter_map(|q| q.margin_for(&skills).map(|m| (q.idx, m))).collect();
+        let queues = self.queues_for(&skills);
         let names: Vec<Arc<str>> = queues.iter().map(|(q, _)| self.queues[*q as usize].name.clone()).collect();
         // The slot's owner lock is held until the session is visible: a reclaim (see
         // `allocate_slot`) cannot hand the slot to another id meanwhile.
@@ -529,4 +582,63 @@ impl Engine {
     // ----------------------------------------------------------------------------------------
     // Time
     // ----------------------------------------------------------------------------------------
+}
+
+/// What [`Engine::update_operator`] changes; `None` keeps the current value.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorUpdate {
+    /// The operator.
+    pub operator_id: String,
+    /// Another operator group.
+    pub group: Option<String>,
+    /// New skills with levels (replacing all).
+    pub skills: Option<Vec<Skill>>,
+    /// New channel capacities (replacing all; empty means one voice contact).
+    pub channels: Option<Vec<(Channel, u8)>>,
+}
+
+/// Checked skills, sorted by name.
+fn parse_skills(given: &[Skill]) -> Result<Vec<(String, u8)>, RoutingError> {
+    let mut skills: Vec<(String, u8)> = Vec::with_capacity(given.len());
+    for s in given {
+        if !crate::config::valid_name(&s.name) {
+            return Err(RoutingError::invalid(
+                "skills.name",
+                format!("`{}` is not a valid skill name", crate::error::clip(&s.name)),
+            ));
+        }
+        if !(1..=10).contains(&s.level) {
+            return Err(RoutingError::invalid(
+                "skills.level",
+                format!("level {} of `{}` is not 1..=10", s.level, s.name),
+            ));
+        }
+        if skills.iter().any(|(n, _)| *n == s.name) {
+            return Err(RoutingError::invalid("skills", format!("skill `{}` given twice", s.name)));
+        }
+        skills.push((s.name.clone(), s.level));
+    }
+    skills.sort_unstable();
+    Ok(skills)
+}
+
+/// Checked channel capacities; none given means one voice contact.
+fn parse_caps(channels: &[(Channel, u8)]) -> Result<[u8; 4], RoutingError> {
+    let mut caps = [0u8; 4];
+    if channels.is_empty() {
+        caps[Channel::Voice.index()] = 1;
+    }
+    for (ch, n) in channels {
+        if *n == 0 || *n > ch.max_capacity() {
+            return Err(RoutingError::invalid(
+                "channels.max_concurrent",
+                format!("{} for {} is not 1..={}", n, ch.as_str(), ch.max_capacity()),
+            ));
+        }
+        if caps[ch.index()] != 0 {
+            return Err(RoutingError::invalid("channels", format!("{} given twice", ch.as_str())));
+        }
+        caps[ch.index()] = *n;
+    }
+    Ok(caps)
 }

@@ -22,6 +22,61 @@ impl Engine {
             update.offer_timeout_ms,
         )
         .map_err(|(field, problem)| RoutingError::invalid(field, problem))?;
+        if update.priority.is_some_and(|p| p > MAX_PRIORITY) {
+            return Err(RoutingError::invalid("priority", "must be 0..=100"));
+        }
+        let skills = match &update.skills {
+            Some(list) => {
+                let mut v: Vec<(String, u8)> = Vec::with_capacity(list.len());
+                for s in list {
+                    if !crate::config::valid_name(&s.skill) || !(1..=10).contains(&s.min_level) {
+                        return Err(RoutingError::invalid(
+                            "skills",
+                            format!(
+                                "`{}` at level {}: a skill name at level 1..=10",
+                                crate::error::clip(&s.skill),
+                                s.min_level
+                            ),
+                        ));
+                    }
+                    if v.iter().any(|(n, _)| *n == s.skill) {
+                        return Err(RoutingError::invalid("skills", format!("skill `{}` given twice", s.skill)));
+                    }
+                    v.push((s.skill.clone(), s.min_level));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let hours = match &update.hours {
+            Some(Some(h)) => Some(Some(Arc::new(
+                crate::hours::Hours::parse(h)
+                    .map_err(|e| RoutingError::InvalidArgument { field: "hours", problem: e })?,
+            ))),
+            Some(None) => Some(None),
+            None => None,
+        };
+        let q = &self.queues[qi as usize];
+        if let Some(p) = update.priority {
+            q.set_priority(p);
+        }
+        if let Some(h) = hours {
+            *q.hours.write() = h;
+        }
+        if let Some(s) = update.strategy {
+            q.set_strategy(s);
+            if s == Strategy::LongestIdle {
+                // The free-operator index of the queue is filled from now on: seed it.
+                let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
+                for i in 0..n as u32 {
+                    self.mark_free(i);
+                }
+            }
+        }
+        if let Some(v) = skills {
+            *q.skills.write() = v;
+            self.recompute_queues();
+        }
         let mut st = self.queues[qi as usize].state.lock();
         let p = &mut st.params;
         if let Some(v) = update.max_length {
@@ -40,6 +95,19 @@ impl Engine {
             p.fallback = v;
         }
         Ok(())
+    }
+
+    /// Recomputes every logged-in operator's queues after a queue's skills changed.
+    fn recompute_queues(&self) {
+        let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
+        for i in 0..n as u32 {
+            let Some(old) = self.slot(i).session.lock().clone() else { continue };
+            let queues = self.queues_for(&old.skills);
+            if queues != old.queues {
+                let new = Session { queues, ..(*old).clone() };
+                self.reinstall(i, &old, new);
+            }
+        }
     }
 
     /// Logged-in operators by activity — `idle` (available, nothing in hand), `busy` (available

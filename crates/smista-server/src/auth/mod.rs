@@ -207,6 +207,8 @@ pub const POLICY: &[(&str, Roles, Class)] = &[
     ("/smista.v1.AppointmentService/CancelAppointment", Roles::of(&[Role::Platform, Role::Supervisor]), Class::Contact),
     ("/smista.v1.AppointmentService/ListAppointments", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/UpdateQueue", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AdminService/UpdateOperator", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AdminService/ListQueueAudit", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/UpdateBudget", Roles::of(&[Role::Admin]), Class::Admin),
 ];
 

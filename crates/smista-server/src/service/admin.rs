@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use smista_core::book::{BudgetView, ChannelTariff, Tariff};
-use smista_core::snapshot::QueueUpdate;
+use smista_core::config::{SkillRequirement, Strategy};
+use smista_core::hours::HoursConfig;
+use smista_core::OperatorUpdate;
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
@@ -11,6 +13,19 @@ use tonic::{Request, Response, Status};
 use super::{client_error, Shared};
 use crate::convert;
 use crate::metrics::RpcTimer;
+use crate::queues::QueueOverride;
+
+/// A wire strategy (UNSPECIFIED: unchanged).
+fn strategy(v: i32) -> Result<Option<Strategy>, Status> {
+    match pb::SelectionStrategy::try_from(v) {
+        Ok(pb::SelectionStrategy::Unspecified) => Ok(None),
+        Ok(pb::SelectionStrategy::LongestIdle) => Ok(Some(Strategy::LongestIdle)),
+        Ok(pb::SelectionStrategy::MostSkilled) => Ok(Some(Strategy::MostSkilled)),
+        Ok(pb::SelectionStrategy::RoundRobin) => Ok(Some(Strategy::RoundRobin)),
+        Ok(pb::SelectionStrategy::LeastOccupied) => Ok(Some(Strategy::LeastOccupied)),
+        Err(_) => Err(Status::invalid_argument(format!("unknown strategy {v}"))),
+    }
+}
 
 /// The administrators' service.
 #[derive(Debug, Clone)]
@@ -65,12 +80,15 @@ impl AdminService for AdminSvc {
         request: Request<pb::SetQueueOpenRequest>,
     ) -> Result<Response<pb::SetQueueOpenResponse>, Status> {
         let t = RpcTimer::start("SetQueueOpen");
-        let r = self.0.principal(&request).and_then(|p| {
+        let r = async {
+            let p = self.0.principal(&request)?;
             let req = request.get_ref();
             self.0.engine.set_queue_open(&req.queue, req.open).map_err(client_error)?;
-            tracing::info!(principal = %p.name, queue = %req.queue, open = req.open, "queue opened or closed");
+            let change = QueueOverride { open: Some(req.open), ..QueueOverride::default() };
+            crate::queues::record(&self.0, &req.queue, &change, &p.name).await?;
             Ok(pb::SetQueueOpenResponse {})
-        });
+        }
+        .await;
         t.finish(&r);
         r.map(Response::new)
     }
@@ -80,19 +98,115 @@ impl AdminService for AdminSvc {
         request: Request<pb::UpdateQueueRequest>,
     ) -> Result<Response<pb::UpdateQueueResponse>, Status> {
         let t = RpcTimer::start("UpdateQueue");
-        let r = self.0.principal(&request).and_then(|p| {
+        let r = async {
+            let p = self.0.principal(&request)?;
             let req = request.get_ref();
-            let update = QueueUpdate {
+            let change = QueueOverride {
+                open: None,
                 max_length: req.max_length,
                 max_wait_ms: req.max_wait_ms,
                 wrap_up_ms: req.wrap_up_ms,
                 offer_timeout_ms: req.offer_timeout_ms,
                 fallback: convert::fallback_opt(req.fallback)?,
+                priority: req.priority,
+                strategy: strategy(req.strategy)?,
+                skills: req.skills.as_ref().map(|s| {
+                    s.skills
+                        .iter()
+                        .map(|k| SkillRequirement {
+                            skill: k.name.clone(),
+                            min_level: u8::try_from(k.level).unwrap_or(u8::MAX),
+                        })
+                        .collect()
+                }),
+                hours: req.hours.as_ref().map(|h| HoursConfig {
+                    weekly: h.weekly.clone(),
+                    national_holidays: h.national_holidays,
+                    closed: h.closed.clone(),
+                    open: h.open.clone(),
+                }),
+                always_open: req.clear_hours.then_some(true),
             };
-            self.0.engine.update_queue(&req.queue, &update).map_err(client_error)?;
-            tracing::info!(principal = %p.name, queue = %req.queue, ?update, "queue updated");
+            if change.hours.is_some() && req.clear_hours {
+                return Err(Status::invalid_argument("hours and clear_hours: set one"));
+            }
+            self.0.engine.update_queue(&req.queue, &change.update()).map_err(client_error)?;
+            crate::queues::record(&self.0, &req.queue, &change, &p.name).await?;
             Ok(pb::UpdateQueueResponse {})
-        });
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn list_queue_audit(
+        &self,
+        request: Request<pb::ListQueueAuditRequest>,
+    ) -> Result<Response<pb::ListQueueAuditResponse>, Status> {
+        let t = RpcTimer::start("ListQueueAudit");
+        let r = async {
+            let req = request.get_ref();
+            let Some(l) = &self.0.ledger else {
+                return Err(Status::failed_precondition("no ledger: queue changes are not recorded"));
+            };
+            let rows = l.queue_audit(&req.queue).await.map_err(crate::error::ledger_status)?;
+            Ok(pb::ListQueueAuditResponse {
+                records: rows
+                    .into_iter()
+                    .map(|(queue, at, actor, change)| pb::QueueAuditRecord {
+                        queue,
+                        at_unix_ms: u64::try_from(at).unwrap_or(0),
+                        actor,
+                        change,
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn update_operator(
+        &self,
+        request: Request<pb::UpdateOperatorRequest>,
+    ) -> Result<Response<pb::UpdateOperatorResponse>, Status> {
+        let t = RpcTimer::start("UpdateOperator");
+        let r = (|| {
+            let p = self.0.principal(&request)?;
+            let req = request.get_ref();
+            let u = OperatorUpdate {
+                operator_id: req.operator_id.clone(),
+                group: req.group.clone(),
+                skills: req.skills.as_ref().map(|s| {
+                    s.skills
+                        .iter()
+                        .map(|k| smista_core::Skill {
+                            name: k.name.clone(),
+                            level: u8::try_from(k.level).unwrap_or(u8::MAX),
+                        })
+                        .collect()
+                }),
+                channels: match &req.channels {
+                    Some(c) => Some(
+                        c.channels
+                            .iter()
+                            .map(|x| {
+                                Ok((convert::channel(x.channel)?, u8::try_from(x.max_concurrent).unwrap_or(u8::MAX)))
+                            })
+                            .collect::<Result<Vec<_>, Status>>()?,
+                    ),
+                    None => None,
+                },
+            };
+            let now = self.0.clock.now();
+            let mut ev = Vec::new();
+            let queues = self.0.engine.update_operator(&u, now, &mut ev).map_err(client_error);
+            self.0.publish(&ev, now);
+            let queues = queues?;
+            tracing::info!(principal = %p.name, operator = %req.operator_id, "operator updated");
+            Ok(pb::UpdateOperatorResponse { queues: queues.iter().map(|q| q.to_string()).collect() })
+        })();
         t.finish(&r);
         r.map(Response::new)
     }

@@ -166,6 +166,8 @@ pub struct Shared {
     pub leases: crate::lease::Leases,
     /// Availability and bookings of the queues that take appointments.
     pub appointments: Arc<smista_core::appointments::AppointmentBook>,
+    /// Queue settings admins changed (durable through the ledger).
+    pub queue_overrides: crate::queues::Overrides,
 }
 
 /// Why an operator is paused at login after a restart.
@@ -219,6 +221,7 @@ impl Shared {
             appointments: Arc::new(smista_core::appointments::AppointmentBook::new(
                 cfg.engine_config().appointment_rules(),
             )),
+            queue_overrides: crate::queues::Overrides::default(),
         }
     }
 
