@@ -139,6 +139,25 @@ fn print_table(r: &Report) {
             );
         }
     }
+    if let Some(c) = &r.citizen {
+        println!(
+            "calls                {} offered, {} answered live, {} abandoned",
+            c.calls, c.answered_live, c.abandoned
+        );
+        println!(
+            "callbacks            {} requested instead of hanging up ({:.0}% of callers out of patience), {} completed, {} unanswered attempts, {} unreachable",
+            c.callbacks_requested,
+            100.0 * c.abandon_avoided_share,
+            c.callbacks_completed,
+            c.callback_attempts_unanswered,
+            c.callbacks_unreachable
+        );
+        println!(
+            "appointments         {} booked, {} offered on time to their operator, {} early, slowest {} ms after its slot",
+            c.appointments_booked, c.appointments_on_time, c.appointments_early, c.appointment_max_delay_ms
+        );
+        println!("open at the end      {}", c.open_at_end);
+    }
     if let Some(f) = &r.follow {
         println!("group                {}", f.targets.join(", "));
         println!(

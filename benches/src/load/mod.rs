@@ -7,6 +7,7 @@
 //! their offers, accept at once, handle for a drawn time and complete. Callers hang up after a
 //! drawn patience. Every contact's final outcome is read from `StreamEvents`.
 
+pub mod citizen;
 pub mod follow;
 pub mod theory;
 
@@ -51,6 +52,9 @@ pub enum Scenario {
     /// One active/standby group (`--target a,b,c`): follow the active across a failover or a
     /// handover, offer again what had not ended, and count what a following client saw.
     Follow,
+    /// Callers who cannot wait (callbacks instead of hang-ups) and consultations by
+    /// appointment (start smista with `benches/scenarios/citizen.toml`).
+    Citizen,
 }
 
 /// Handle-time distribution.
@@ -329,6 +333,9 @@ pub struct Report {
     /// `follow`: what a client following the active saw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follow: Option<follow::FollowFigures>,
+    /// `citizen`: callbacks, abandons avoided, appointments kept on time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citizen: Option<citizen::CitizenFigures>,
 }
 
 /// Why a run could not be made.
@@ -588,6 +595,7 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         }
         Scenario::Max => max_rate(cfg, &pool, &stop).await?,
         Scenario::Follow => follow::run(cfg, vec![cfg.target.clone()], stop.clone()).await?,
+        Scenario::Citizen => citizen::run(cfg, &pool, &stop).await?,
         _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
     };
     if cfg.idle_subscribers > 0 {

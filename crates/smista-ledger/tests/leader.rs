@@ -4,6 +4,7 @@
 //!
 //! Needs `SMISTA_TEST_PG_URL` (set by `.ci/run`; required when `CI=true`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use smista_ledger::testing::drop_schema;
@@ -56,15 +57,21 @@ async fn many_standbys_racing_for_the_lease_elect_exactly_one() {
     let Some(url) = pg_url() else { return };
     let schema = smista_ledger::testing::schema_name("leader_race");
     let target = Target::Postgres { url: url.clone(), schema: Some(schema.clone()) };
+    // Connected before the race, and a lease long enough that it cannot expire while the others
+    // are still trying (a 100 ms lease did on a loaded machine: five winners in one round, each
+    // after the previous one's lease had lapsed).
+    let mut electors = Vec::new();
+    for n in 0..8 {
+        electors.push(Arc::new(Elector::connect(&target, "main", &format!("node-{n}"), "x:1").await.expect("connect")));
+    }
     for round in 0..5 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(electors.len()));
         let mut tasks = Vec::new();
-        for n in 0..8 {
-            let target = target.clone();
+        for e in &electors {
+            let (e, barrier) = (e.clone(), barrier.clone());
             tasks.push(tokio::spawn(async move {
-                let e = Elector::connect(&target, "main", &format!("node-{n}"), "x:1").await.expect("connect");
-                let got = e.try_acquire(100).await.expect("acquire");
-                e.close().await;
-                got
+                barrier.wait().await;
+                e.try_acquire(1_000).await.expect("acquire")
             }));
         }
         let mut winners = 0;
@@ -72,7 +79,10 @@ async fn many_standbys_racing_for_the_lease_elect_exactly_one() {
             winners += usize::from(t.await.expect("task").is_some());
         }
         assert_eq!(winners, 1, "round {round}: exactly one standby wins an expired lease");
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
+    for e in electors {
+        e.close().await;
     }
     drop_schema(&url, &schema).await;
 }

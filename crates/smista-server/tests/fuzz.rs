@@ -139,7 +139,12 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
             priority: Some(u(4) as u32),
             strategy: i32_(5),
             skills: Some(pb::SkillRequirements { skills: vec![pb::Skill { name: st(1), level: u(5) as u32 }] }),
-            hours: Some(pb::QueueHours { weekly: vec![st(2)], national_holidays: true, closed: vec![st(3)], open: vec![] }),
+            hours: Some(pb::QueueHours {
+                weekly: vec![st(2)],
+                national_holidays: true,
+                closed: vec![st(3)],
+                open: vec![],
+            }),
             clear_hours: false,
         }
         .encode_to_vec(),
