@@ -113,7 +113,6 @@ pub(super) async fn run(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -
             skills: vec![pb::Skill { name: "pensions".into(), level: 6 }],
             channels: voice_channels(),
             session_id: format!("{op}-s"),
-            ..Default::default()
         })
         .await
         .map_err(|s| {
@@ -148,7 +147,6 @@ pub(super) async fn run(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -
                 pb::ChannelCapacity { channel: pb::Channel::Video as i32, max_concurrent: 1 },
             ],
             session_id: format!("{op}-s"),
-            ..Default::default()
         })
         .await
         .map_err(|s| LoadError::Usage(format!("consultant login refused: {s}")))?;
