@@ -489,3 +489,119 @@ async fn queue_edits_survive_a_restart_with_their_audit_and_operators_change_ski
     assert_eq!(e.code(), Code::NotFound);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_budget_callback_is_booked_into_the_next_period_and_offered_then() {
+    const PERIOD: u64 = 6_000;
+    let text = format!(
+        r#"
+[[budgets]]
+id = "contract"
+ceiling_cents = 600
+period = {{ kind = "fixed", start_unix_ms = 0, length_ms = {PERIOD} }}
+default_handle_ms = 300000
+tariffs = [
+  {{ channel = "voice", fee_per_contact_cents = 100, rate_per_second_centicents = 10, billing_increment_seconds = 3600 }},
+  {{ channel = "callback", fee_per_contact_cents = 100, rate_per_second_centicents = 10, billing_increment_seconds = 3600 }},
+]
+
+[[groups]]
+name = "supplier"
+supplier = "acme"
+budget = "contract"
+
+[[queues]]
+name = "money"
+skills = [{{ skill = "money", min_level = 1 }}]
+budget = "contract"
+fallback = "callback_booking"
+"#
+    );
+    let mut cfg = Config::parse(&text, "extra budget").expect("valid");
+    cfg.server.data_dir = temp_dir("scheduled-callback");
+    // Start just after a period boundary, so the first two calls fall in one period.
+    let into = u64::try_from(now_unix()).expect("fits") % PERIOD;
+    tokio::time::sleep(std::time::Duration::from_millis((PERIOD - into + 200) % PERIOD)).await;
+    let srv = Server::start_in(cfg).await;
+    let mut c = srv.contacts().await;
+    let mut o = srv.operators().await;
+    let mut desk = login("op-s", "supplier", &[("money", 5)]);
+    desk.channels = vec![
+        pb::ChannelCapacity { channel: pb::Channel::Voice as i32, max_concurrent: 1 },
+        pb::ChannelCapacity { channel: pb::Channel::Callback as i32, max_concurrent: 1 },
+    ];
+    o.login(desk).await.expect("login");
+    let mut offers =
+        o.watch_offers(pb::WatchOffersRequest { operator_id: "op-s".into() }).await.expect("watch").into_inner();
+    assert_eq!(
+        assigned(&c.offer_contact(voice("c1", "money")).await.expect("offer").into_inner()).as_deref(),
+        Some("op-s")
+    );
+    let r = c.offer_contact(voice("c2", "money")).await.expect("offer").into_inner();
+    match r.decision {
+        Some(pb::offer_contact_response::Decision::Diverted(d)) => {
+            assert_eq!(
+                (d.reason, d.fallback),
+                (pb::DivertReason::ExtraBudget as i32, pb::Fallback::CallbackBooking as i32)
+            );
+        }
+        other => panic!("the money for this period is committed: {other:?}"),
+    }
+    let booked = c
+        .schedule_callback(pb::ScheduleCallbackRequest {
+            contact_id: "c2".into(),
+            queue: "money".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("book")
+        .into_inner();
+    let period_end = (u64::try_from(now_unix()).expect("fits") / PERIOD + 1) * PERIOD;
+    assert_eq!(booked.callback_contact_id, "c2~cb1");
+    assert_eq!(booked.due_unix_ms, period_end, "not before the budget's next period");
+    let again = c
+        .schedule_callback(pb::ScheduleCallbackRequest {
+            contact_id: "c2".into(),
+            queue: "money".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("book again")
+        .into_inner();
+    assert_eq!(again, booked, "idempotent");
+    let e = c
+        .schedule_callback(pb::ScheduleCallbackRequest {
+            contact_id: "c1".into(),
+            queue: "money".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "c1 is live");
+    let e = c
+        .schedule_callback(pb::ScheduleCallbackRequest {
+            contact_id: "c3".into(),
+            queue: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // c1 is answered and completed; the callback comes in the next period, as a callback.
+    let first = next(&mut offers, 5).await.expect("c1 offered");
+    assert_eq!(first.contact_id, "c1");
+    o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-s".into(), contact_id: "c1".into() })
+        .await
+        .expect("accept");
+    o.complete_contact(pb::CompleteContactRequest {
+        operator_id: "op-s".into(),
+        contact_id: "c1".into(),
+        wrap_up_ms: 1,
+    })
+    .await
+    .expect("complete");
+    let cb = next(&mut offers, 15).await.expect("the booked callback is offered");
+    assert_eq!((cb.contact_id.as_str(), cb.channel), ("c2~cb1", pb::Channel::Callback as i32));
+    assert!(u64::try_from(now_unix()).expect("fits") >= period_end, "not before the next period");
+    srv.stop().await;
+}

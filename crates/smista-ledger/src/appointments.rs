@@ -194,4 +194,72 @@ impl Ledger {
                 .collect()
         })
     }
+
+    /// Writes a scheduled callback as it stands (`state` "booked" or "offered").
+    pub async fn put_scheduled_callback(&self, c: &ScheduledCallback) -> Result<(), LedgerError> {
+        let sql = self.db.sql(
+            "INSERT INTO scheduled_callbacks (contact_id, queue, segment, due_unix_ms, created_unix_ms, state, tries)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (contact_id) DO UPDATE SET due_unix_ms = excluded.due_unix_ms, state = excluded.state,
+               tries = excluded.tries",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .bind(&c.contact_id)
+                .bind(&c.queue)
+                .bind(c.segment.as_str())
+                .bind(c.due_unix_ms)
+                .bind(c.created_unix_ms)
+                .bind(if c.offered { "offered" } else { "booked" })
+                .bind(i64::from(c.tries))
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Scheduled callbacks not offered yet.
+    pub async fn scheduled_callbacks(&self) -> Result<Vec<ScheduledCallback>, LedgerError> {
+        let sql = self.db.sql(
+            "SELECT contact_id, queue, segment, due_unix_ms, created_unix_ms, tries FROM scheduled_callbacks
+             WHERE state = 'booked' ORDER BY due_unix_ms",
+        );
+        with_db!(&self.db, p => {
+            sqlx::query(&sql)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(ScheduledCallback {
+                        contact_id: r.try_get("contact_id")?,
+                        queue: r.try_get("queue")?,
+                        segment: segment(&r.try_get::<String, _>("segment")?)?,
+                        due_unix_ms: r.try_get("due_unix_ms")?,
+                        created_unix_ms: r.try_get("created_unix_ms")?,
+                        offered: false,
+                        tries: u32::try_from(r.try_get::<i64, _>("tries")?).unwrap_or(u32::MAX),
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// A callback booked for later (`ScheduleCallback`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledCallback {
+    /// The contact it is for.
+    pub contact_id: String,
+    /// The queue.
+    pub queue: String,
+    /// The caller's segment.
+    pub segment: Segment,
+    /// When it is due, Unix ms.
+    pub due_unix_ms: i64,
+    /// When it was booked, Unix ms.
+    pub created_unix_ms: i64,
+    /// Whether it has been offered (it then lives as a contact).
+    pub offered: bool,
+    /// Times it was offered and diverted again (its next offer's id ends with this plus one).
+    pub tries: u32,
 }

@@ -213,6 +213,15 @@ CREATE TABLE IF NOT EXISTS queue_audit (
     change             TEXT    NOT NULL,
     PRIMARY KEY (queue, at_unix_ms, change)
 );
+CREATE TABLE IF NOT EXISTS scheduled_callbacks (
+    contact_id         TEXT    NOT NULL PRIMARY KEY,
+    queue              TEXT    NOT NULL,
+    segment            TEXT    NOT NULL,
+    due_unix_ms        BIGINT  NOT NULL,
+    created_unix_ms    BIGINT  NOT NULL,
+    state              TEXT    NOT NULL,
+    tries              BIGINT  NOT NULL
+);
 CREATE TABLE IF NOT EXISTS node_epochs (
     node_id            TEXT    NOT NULL PRIMARY KEY,
     epoch              BIGINT  NOT NULL

@@ -41,6 +41,7 @@ mod lease;
 pub mod testing;
 mod writer;
 
+pub use appointments::ScheduledCallback;
 pub use db::{schema, Target};
 pub use history::{encode_offers, encode_overflows, Detail, HistoryCursor, OfferOutcome, OfferRecord};
 pub use leader::{Elector, Leadership};

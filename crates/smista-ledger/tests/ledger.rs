@@ -77,6 +77,7 @@ conformance!(
     a_budgeted_contacts_detail_rides_in_its_cost_record,
     staffed_time_adds_up_per_quarter_and_group_and_is_purged,
     appointments_and_availability_survive_reopening,
+    queue_changes_and_booked_callbacks_survive_reopening,
 );
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -523,5 +524,43 @@ async fn appointments_and_availability_survive_reopening(b: Backend) {
     assert!(l.appointments(i64::MAX).await.expect("read").is_empty());
     l.delete_availability("op-anna", block.start_unix_ms).await.expect("delete");
     assert!(l.availability(0).await.expect("read").is_empty());
+    l.close().await;
+}
+
+async fn queue_changes_and_booked_callbacks_survive_reopening(b: Backend) {
+    let l = b.open().await;
+    l.record_queue_change("pensions", "priority = 3\n", 10, "admin-1", "priority = 3\n").await.expect("change");
+    l.record_queue_change("pensions", "open = false\npriority = 3\n", 20, "admin-2", "open = false\n")
+        .await
+        .expect("change");
+    // The same change at the same instant is recorded once.
+    l.record_queue_change("pensions", "open = false\npriority = 3\n", 20, "admin-2", "open = false\n")
+        .await
+        .expect("again");
+    let cb = smista_ledger::ScheduledCallback {
+        contact_id: "c2".into(),
+        queue: "pensions".into(),
+        segment: smista_core::Segment::Vulnerable,
+        due_unix_ms: 1_000,
+        created_unix_ms: 500,
+        offered: false,
+        tries: 0,
+    };
+    l.put_scheduled_callback(&cb).await.expect("book");
+    l.close().await;
+    let l = b.open().await;
+    assert_eq!(
+        l.queue_settings().await.expect("read"),
+        vec![("pensions".to_owned(), "open = false\npriority = 3\n".to_owned())]
+    );
+    let audit = l.queue_audit("").await.expect("audit");
+    assert_eq!(audit.len(), 2);
+    assert_eq!((audit[1].1, audit[1].2.as_str()), (20, "admin-2"));
+    assert_eq!(l.queue_audit("naspi").await.expect("audit").len(), 0);
+    assert_eq!(l.scheduled_callbacks().await.expect("read"), vec![cb.clone()]);
+    l.put_scheduled_callback(&smista_ledger::ScheduledCallback { offered: true, tries: 1, ..cb })
+        .await
+        .expect("offered");
+    assert!(l.scheduled_callbacks().await.expect("read").is_empty());
     l.close().await;
 }

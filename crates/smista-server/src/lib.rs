@@ -12,6 +12,7 @@
 //! - [`transport`]: accepted connections, the connection cap, TLS and its reload.
 //! - [`mint`]: development credentials (a CA, certificates, a JWKS, tokens, API keys).
 //! - [`service`]: the gRPC services (contacts, operators, admin, appointments).
+//! - [`callbacks`]: callbacks booked for later (next opening, next budget period).
 //! - [`queues`]: queue settings admins change at run time, made durable and audited.
 //! - [`lease`]: this node's budget leases when several nodes share budgets.
 //! - [`hub`]: event stream and operator offer fan-out.
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod connect;
 pub mod convert;

@@ -191,6 +191,9 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
         shared.appointments.restore(availability, appointments);
     }
     crate::queues::restore(&shared).await?;
+    if let Some(l) = &shared.ledger {
+        shared.scheduled.restore(l.scheduled_callbacks().await?);
+    }
     Ok(Arc::new(shared))
 }
 
@@ -412,6 +415,7 @@ async fn tick_loop(shared: Arc<Shared>, period: Duration, hold_max_age_ms: i64, 
         shared.publish(&ev, now);
         ev.clear();
         crate::service::appointment::drive(&shared, now).await;
+        crate::callbacks::drive(&shared, now).await;
         if n % every == 0 {
             crate::metrics::refresh_gauges(&shared.engine, now);
             for h in shared.book.expire_recovered(now, hold_max_age_ms) {

@@ -5,6 +5,24 @@ use super::*;
 use crate::snapshot::SegmentSnapshot;
 
 impl Engine {
+    /// The first instant at or after `at` at which `queue` is open by its hours (`at` itself
+    /// for a queue without hours; `None` if its hours never open within a year).
+    pub fn next_opening(&self, queue: &str, at: Millis) -> Result<Option<Millis>, RoutingError> {
+        let q = &self.queues[self.queue_idx(queue)? as usize];
+        let Some(hours) = q.hours.read().clone() else { return Ok(Some(at)) };
+        Ok(hours.next_open(self.unix(at), &*self.zone).map(|u| self.engine_time(u).max(at)))
+    }
+
+    /// How a contact stands, for booking a callback after it: `Some(None)` live, `Some(Some(r))`
+    /// ended diverted with reason `r`, `None` otherwise (ended another way, or unknown).
+    #[must_use]
+    pub fn diversion_of(&self, contact_id: &str) -> Option<Option<DivertReason>> {
+        if self.contacts.contains_key(contact_id) {
+            return Some(None);
+        }
+        self.finished_get(contact_id).and_then(|f| f.diverted).map(|(r, _)| Some(r))
+    }
+
     /// Opens or closes a queue for new contacts.
     pub fn set_queue_open(&self, queue: &str, open: bool) -> Result<(), RoutingError> {
         let qi = self.queue_idx(queue)?;

@@ -186,6 +186,7 @@ pub const POLICY: &[(&str, Roles, Class)] = &[
     ("/smista.v1.ContactService/CancelContact", Roles::of(&[Role::Platform]), Class::Contact),
     ("/smista.v1.ContactService/RequestCallback", Roles::of(&[Role::Platform]), Class::Contact),
     ("/smista.v1.ContactService/CallbackUnanswered", Roles::of(&[Role::Platform]), Class::Contact),
+    ("/smista.v1.ContactService/ScheduleCallback", Roles::of(&[Role::Platform]), Class::Contact),
     ("/smista.v1.ContactService/StreamEvents", Roles::of(&[Role::Platform, Role::Supervisor]), Class::Stream),
     ("/smista.v1.OperatorService/Login", Roles::of(&[Role::Desk]), Class::Login),
     ("/smista.v1.OperatorService/Logout", Roles::of(&[Role::Desk, Role::Supervisor]), Class::Login),

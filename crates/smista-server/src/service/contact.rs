@@ -106,6 +106,25 @@ impl ContactService for ContactSvc {
         r.map(Response::new)
     }
 
+    async fn schedule_callback(
+        &self,
+        request: Request<pb::ScheduleCallbackRequest>,
+    ) -> Result<Response<pb::ScheduleCallbackResponse>, Status> {
+        let t = RpcTimer::start("ScheduleCallback");
+        let req = request.into_inner();
+        let r = async {
+            let segment = convert::segment(req.segment)?;
+            let not_before = i64::try_from(req.not_before_unix_ms)
+                .map_err(|_| Status::invalid_argument("not_before_unix_ms out of range"))?;
+            let (id, due) =
+                crate::callbacks::schedule(&self.0, &req.contact_id, &req.queue, segment, not_before).await?;
+            Ok(pb::ScheduleCallbackResponse { callback_contact_id: id, due_unix_ms: u64::try_from(due).unwrap_or(0) })
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
     type StreamEventsStream = Guarded<pb::ContactEvent>;
 
     async fn stream_events(

@@ -168,6 +168,8 @@ pub struct Shared {
     pub appointments: Arc<smista_core::appointments::AppointmentBook>,
     /// Queue settings admins changed (durable through the ledger).
     pub queue_overrides: crate::queues::Overrides,
+    /// Callbacks booked for later.
+    pub scheduled: crate::callbacks::Scheduled,
 }
 
 /// Why an operator is paused at login after a restart.
@@ -222,6 +224,7 @@ impl Shared {
                 cfg.engine_config().appointment_rules(),
             )),
             queue_overrides: crate::queues::Overrides::default(),
+            scheduled: crate::callbacks::Scheduled::default(),
         }
     }
 
@@ -476,7 +479,7 @@ impl Shared {
 }
 
 /// A client error, logged at debug level, counted, returned.
-pub(crate) fn client_error(e: smista_core::RoutingError) -> Status {
+pub fn client_error(e: smista_core::RoutingError) -> Status {
     let s = crate::error::status(e);
     tracing::debug!(code = ?s.code(), message = s.message(), "request refused");
     s
