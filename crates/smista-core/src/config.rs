@@ -383,6 +383,9 @@ impl EngineConfig {
                     return Err(bad(key(&format!("skills[{j}].min_level")), "must be 1..=10"));
                 }
             }
+            if q.expansion.len() > crate::queue::MAX_EXPANSION_STEPS {
+                return Err(bad(key("expansion"), "at most 8 steps"));
+            }
             let mut last = 0;
             for (j, e) in q.expansion.iter().enumerate() {
                 if e.after_ms <= last && j > 0 {

@@ -114,6 +114,45 @@ pub(crate) struct SegmentState {
     pub(crate) sl_window: SlWindow,
 }
 
+/// The most expansion steps a queue may have.
+pub(crate) const MAX_EXPANSION_STEPS: usize = 8;
+
+/// Skill expansion steps in atomics, so eligibility checks read them without a lock: each step
+/// is `after_ms << 8 | level_drop`. An admin's change stores the steps, then the count; a reader
+/// racing with it may see a mix of old and new steps for that instant, which only changes who
+/// may serve a contact, never capacity or uniqueness.
+#[derive(Debug)]
+struct Expansion {
+    len: std::sync::atomic::AtomicU8,
+    steps: [AtomicU64; MAX_EXPANSION_STEPS],
+}
+
+impl Expansion {
+    fn new(steps: &[ExpansionStep]) -> Expansion {
+        let e = Expansion { len: std::sync::atomic::AtomicU8::new(0), steps: Default::default() };
+        e.set(steps);
+        e
+    }
+
+    fn set(&self, steps: &[ExpansionStep]) {
+        let n = steps.len().min(MAX_EXPANSION_STEPS);
+        self.len.store(0, Ordering::Release);
+        for (slot, s) in self.steps.iter().zip(&steps[..n]) {
+            slot.store((s.after_ms.min(u64::MAX >> 8) << 8) | u64::from(s.level_drop), Ordering::Relaxed);
+        }
+        self.len.store(n as u8, Ordering::Release);
+    }
+
+    /// (after_ms, level_drop) in order.
+    fn steps(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        let n = usize::from(self.len.load(Ordering::Acquire));
+        self.steps[..n].iter().map(|s| {
+            let v = s.load(Ordering::Relaxed);
+            (v >> 8, (v & 0xFF) as u8)
+        })
+    }
+}
+
 /// Recent-acceptance window kept for the service rate.
 const RATE_WINDOW: usize = 64;
 
@@ -130,12 +169,15 @@ pub(crate) struct Queue {
     /// Required skills with minimum levels (an admin may change them: operators' margins are
     /// then recomputed).
     pub(crate) skills: RwLock<Vec<(String, u8)>>,
-    pub(crate) expansion: Vec<ExpansionStep>,
+    /// Skill expansion steps (an admin may change them; read without a lock).
+    expansion: Expansion,
     /// Operator selection strategy, as [`Strategy`]'s index (an admin may change it).
     strategy: std::sync::atomic::AtomicU8,
     pub(crate) prefer_unbudgeted: bool,
     pub(crate) budget: Option<Arc<str>>,
-    pub(crate) overflow: Vec<u32>,
+    /// Queues tried in order when this one is full or a contact waited too long (an admin may
+    /// change them: read once per placement).
+    overflow: RwLock<Arc<[u32]>>,
     pub(crate) sl_target: f64,
     pub(crate) sl_threshold_ms: u64,
     pub(crate) default_aht_ms: u64,
@@ -198,11 +240,11 @@ impl Queue {
             priority: AtomicU32::new(cfg.priority),
             aging_ms: if cfg.aging_ms_per_level == 0 { u64::from(u32::MAX) } else { cfg.aging_ms_per_level },
             skills: RwLock::new(cfg.skills.iter().map(|s| (s.skill.clone(), s.min_level)).collect()),
-            expansion: cfg.expansion.clone(),
+            expansion: Expansion::new(&cfg.expansion),
             strategy: std::sync::atomic::AtomicU8::new(cfg.strategy.index()),
             prefer_unbudgeted: cfg.prefer_unbudgeted,
             budget: cfg.budget.as_deref().map(Arc::from),
-            overflow,
+            overflow: RwLock::new(Arc::from(overflow)),
             sl_target: cfg.service_level_target,
             sl_threshold_ms: cfg.service_level_threshold_ms,
             default_aht_ms: cfg.default_aht_ms,
@@ -255,19 +297,34 @@ impl Queue {
         self.strategy.store(s.index(), Ordering::Relaxed);
     }
 
+    /// The overflow chain now.
+    pub(crate) fn overflow(&self) -> Arc<[u32]> {
+        self.overflow.read().clone()
+    }
+
+    /// Replaces the overflow chain.
+    pub(crate) fn set_overflow(&self, chain: Vec<u32>) {
+        *self.overflow.write() = Arc::from(chain);
+    }
+
+    /// Replaces the expansion steps (at most [`MAX_EXPANSION_STEPS`], by increasing `after_ms`).
+    pub(crate) fn set_expansion(&self, steps: &[ExpansionStep]) {
+        self.expansion.set(steps);
+    }
+
     /// The furthest any expansion step lowers the minimum level.
     pub(crate) fn max_drop(&self) -> i8 {
-        self.expansion.iter().map(|e| e.level_drop as i8).max().unwrap_or(0)
+        self.expansion.steps().map(|(_, d)| d as i8).max().unwrap_or(0)
     }
 
     /// Levels below the minimum accepted after waiting `wait_ms`.
     pub(crate) fn level_drop(&self, wait_ms: u64) -> i8 {
-        self.expansion.iter().take_while(|e| e.after_ms <= wait_ms).last().map_or(0, |e| e.level_drop as i8)
+        self.expansion.steps().take_while(|(after, _)| *after <= wait_ms).last().map_or(0, |(_, d)| d as i8)
     }
 
     /// Whether a contact's language wish still binds after waiting `wait_ms`.
     pub(crate) fn language_binds(&self, wait_ms: u64) -> bool {
-        self.expansion.first().is_none_or(|e| wait_ms < e.after_ms)
+        self.expansion.steps().next().is_none_or(|(after, _)| wait_ms < after)
     }
 
     /// An operator's margin on this queue, or `None` if they can never serve it.

@@ -101,4 +101,8 @@ pub struct QueueUpdate {
     pub skills: Option<Vec<crate::config::SkillRequirement>>,
     /// Opening hours: `Some(None)` removes them (always open).
     pub hours: Option<Option<crate::hours::HoursConfig>>,
+    /// Overflow chain (queue names, replacing all).
+    pub overflow: Option<Vec<String>>,
+    /// Skill expansion steps (replacing all): operators' queues are recomputed at once.
+    pub expansion: Option<Vec<crate::config::ExpansionStep>>,
 }

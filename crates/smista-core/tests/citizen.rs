@@ -620,9 +620,30 @@ mod runtime_control {
         let err = e.update_queue("naspi", &bad).unwrap_err();
         assert!(err.to_string().contains("`9` is not a time"), "{err}");
         e.update_queue("pensions", &QueueUpdate { hours: Some(None), ..QueueUpdate::default() }).unwrap();
-        // Open again (no hours), but nobody has level 7: not CLOSED any more, NO_OPERATORS.
+        // An expansion step of two levels after one second lets op1 (level 5) serve pensions
+        // again; an overflow to naspi must name another configured queue.
+        let bad = QueueUpdate { overflow: Some(vec!["pensions".into()]), ..QueueUpdate::default() };
+        assert!(e.update_queue("pensions", &bad).is_err());
+        let bad = QueueUpdate { overflow: Some(vec!["nope".into()]), ..QueueUpdate::default() };
+        assert!(e.update_queue("pensions", &bad).is_err());
+        let steps = vec![
+            smista_core::config::ExpansionStep { after_ms: 5_000, level_drop: 1 },
+            smista_core::config::ExpansionStep { after_ms: 1_000, level_drop: 2 },
+        ];
+        let bad = QueueUpdate { expansion: Some(steps), ..QueueUpdate::default() };
+        assert!(e.update_queue("pensions", &bad).is_err(), "steps must increase");
+        let upd = QueueUpdate {
+            expansion: Some(vec![smista_core::config::ExpansionStep { after_ms: 1_000, level_drop: 2 }]),
+            overflow: Some(vec!["naspi".into()]),
+            ..QueueUpdate::default()
+        };
+        e.update_queue("pensions", &upd).unwrap();
+        ev.clear();
+        e.tick(now.plus(5_500), &mut ev);
+        assert_eq!(offered(&ev), vec![("p1".into(), "op1".into())], "expanded to op1's level after a second");
+        // Open again (no hours), and op1 serves pensions through the expansion: queued.
         let d = e.offer(&offer("later", "pensions"), now.plus(6_000), &mut ev).unwrap();
-        assert!(matches!(d, Decision::Diverted { reason: DivertReason::NoOperators, .. }), "{d:?}");
+        assert!(matches!(d, Decision::Queued { .. }), "{d:?}");
         assert_clean(&e, now.plus(6_000));
     }
 }

@@ -376,7 +376,8 @@ mod tests {
     #[test]
     fn demo_is_valid() {
         let c = Config::load(None).expect("demo parses");
-        assert_eq!(c.queues.len(), 6);
+        assert_eq!(c.queues.len(), 7);
+        assert!(c.queues.iter().any(|q| q.appointments.is_some()));
         assert!(c.groups.iter().any(|g| g.budget.is_none()));
     }
 

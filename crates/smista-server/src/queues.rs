@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use smista_core::config::{SkillRequirement, Strategy};
+use smista_core::config::{ExpansionStep, SkillRequirement, Strategy};
 use smista_core::hours::HoursConfig;
 use smista_core::snapshot::QueueUpdate;
 use smista_core::Fallback;
@@ -50,6 +50,12 @@ pub struct QueueOverride {
     /// Opening hours removed by an admin (open around the clock).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub always_open: Option<bool>,
+    /// See [`QueueUpdate`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<Vec<String>>,
+    /// See [`QueueUpdate`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expansion: Option<Vec<ExpansionStep>>,
 }
 
 impl QueueOverride {
@@ -58,7 +64,19 @@ impl QueueOverride {
         macro_rules! take {
             ($($f:ident),*) => { $( if other.$f.is_some() { self.$f.clone_from(&other.$f); } )* };
         }
-        take!(open, max_length, max_wait_ms, wrap_up_ms, offer_timeout_ms, fallback, priority, strategy, skills);
+        take!(
+            open,
+            max_length,
+            max_wait_ms,
+            wrap_up_ms,
+            offer_timeout_ms,
+            fallback,
+            priority,
+            strategy,
+            skills,
+            overflow,
+            expansion
+        );
         if other.hours.is_some() {
             self.hours.clone_from(&other.hours);
             self.always_open = None;
@@ -86,6 +104,8 @@ impl QueueOverride {
                 (None, Some(true)) => Some(None),
                 _ => None,
             },
+            overflow: self.overflow.clone(),
+            expansion: self.expansion.clone(),
         }
     }
 

@@ -146,6 +146,10 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
                 open: vec![],
             }),
             clear_hours: false,
+            overflow: Some(pb::OverflowChain { queues: vec![st(3)] }),
+            expansion: Some(pb::ExpansionSteps {
+                steps: vec![pb::ExpansionStep { after_ms: u(6), level_drop: u(7) as u32 }],
+            }),
         }
         .encode_to_vec(),
         _ => pb::UpdateBudgetRequest {

@@ -120,9 +120,10 @@ impl Engine {
             }
         }
         let q = &self.queues[q0 as usize];
-        let mut chain = Vec::with_capacity(1 + q.overflow.len());
+        let overflow = q.overflow();
+        let mut chain = Vec::with_capacity(1 + overflow.len());
         chain.push(q0);
-        chain.extend_from_slice(&q.overflow);
+        chain.extend_from_slice(&overflow);
         // The decision is the one made during this call: queued at placement, or assigned by this
         // call's dispatch. What happens afterwards (maybe at once, on another thread) is an event.
         match self.place(&id, &chain, now, out, true) {

@@ -102,7 +102,7 @@ impl Engine {
 
     pub(super) fn overflow_or_divert(&self, from: u32, id: &Arc<str>, now: Millis, out: &mut Vec<Event>) {
         let q = &self.queues[from as usize];
-        let chain = q.overflow.clone();
+        let chain = q.overflow();
         match self.place(id, &chain, now, out, false) {
             Ok((to, _)) => {
                 out.push(Event::Overflowed {

@@ -74,7 +74,34 @@ impl Engine {
             Some(None) => Some(None),
             None => None,
         };
+        let overflow = match &update.overflow {
+            Some(names) => {
+                let mut chain = Vec::with_capacity(names.len());
+                for n in names {
+                    let i = self.queue_idx(n).map_err(|_| {
+                        RoutingError::invalid("overflow", format!("unknown queue `{}`", crate::error::clip(n)))
+                    })?;
+                    if i == qi {
+                        return Err(RoutingError::invalid("overflow", "a queue cannot overflow to itself"));
+                    }
+                    chain.push(i);
+                }
+                Some(chain)
+            }
+            None => None,
+        };
+        if let Some(steps) = &update.expansion {
+            if steps.len() > crate::queue::MAX_EXPANSION_STEPS {
+                return Err(RoutingError::invalid("expansion", "at most 8 steps"));
+            }
+            if steps.windows(2).any(|w| w[1].after_ms <= w[0].after_ms) || steps.iter().any(|s| s.level_drop > 9) {
+                return Err(RoutingError::invalid("expansion", "steps by increasing after_ms, level_drop 0..=9"));
+            }
+        }
         let q = &self.queues[qi as usize];
+        if let Some(chain) = overflow {
+            q.set_overflow(chain);
+        }
         if let Some(p) = update.priority {
             q.set_priority(p);
         }
@@ -91,8 +118,14 @@ impl Engine {
                 }
             }
         }
+        let regroup = skills.is_some() || update.expansion.is_some();
         if let Some(v) = skills {
             *q.skills.write() = v;
+        }
+        if let Some(steps) = &update.expansion {
+            q.set_expansion(steps);
+        }
+        if regroup {
             self.recompute_queues();
         }
         let mut st = self.queues[qi as usize].state.lock();

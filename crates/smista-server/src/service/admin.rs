@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use smista_core::book::{BudgetView, ChannelTariff, Tariff};
-use smista_core::config::{SkillRequirement, Strategy};
+use smista_core::config::{ExpansionStep, SkillRequirement, Strategy};
 use smista_core::hours::HoursConfig;
 use smista_core::OperatorUpdate;
 use smista_proto::v1 as pb;
@@ -126,6 +126,16 @@ impl AdminService for AdminSvc {
                     open: h.open.clone(),
                 }),
                 always_open: req.clear_hours.then_some(true),
+                overflow: req.overflow.as_ref().map(|o| o.queues.clone()),
+                expansion: req.expansion.as_ref().map(|e| {
+                    e.steps
+                        .iter()
+                        .map(|s| ExpansionStep {
+                            after_ms: s.after_ms,
+                            level_drop: u8::try_from(s.level_drop).unwrap_or(u8::MAX),
+                        })
+                        .collect()
+                }),
             };
             if change.hours.is_some() && req.clear_hours {
                 return Err(Status::invalid_argument("hours and clear_hours: set one"));
