@@ -40,6 +40,7 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         list_contacts: false,
         vs_other: None,
         check_report: false,
+        server_metrics: None,
     }
 }
 
@@ -118,5 +119,30 @@ async fn budget_scenario_diverts_extra_budget_and_stays_within_the_ceiling() {
     let b = r.budgets.iter().find(|b| b.budget == "contract").expect("budget figures");
     assert!(b.settled_cents + b.reserved_cents <= b.ceiling_cents + b.overrun_cents, "{b:?}");
     assert_eq!(b.reserved_cents, 0, "every reservation released or settled at the end: {b:?}");
+    srv.stop().await;
+}
+
+/// Issue 14's floor at a tenth of its size, in CI: 3,000 virtual desks (each holding its own
+/// `WatchOffers` stream) log in, every one of them is offered contacts, and every contact ends
+/// exactly once. Not timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_thousand_desks_log_in_each_gets_offers_and_every_contact_ends_once() {
+    let mut cfg = loadtest_config();
+    cfg.engine.max_operators = 4_000;
+    cfg.limits.max_streams_per_principal = 10_000;
+    let srv = Server::start_with(cfg).await;
+    let mut lc = config(format!("http://{}", srv.grpc), Scenario::Erlang, "general");
+    lc.operators = 3_000;
+    // 2,000 offers a second for 4 s, 0.2 s each: about 400 desks busy at a time, and
+    // longest-idle routing walks through all 3,000.
+    lc.rate = 2_000.0;
+    lc.duration = 4.0;
+    lc.aht = 0.2;
+    lc.patience = 0.0;
+    lc.sl_threshold = 1.0;
+    let r = run(&lc, Arc::new(AtomicBool::new(false))).await.expect("run");
+    check_consistency(&r);
+    assert!(r.consistency.contacts > 3_000, "enough offers for every desk: {:?}", r.consistency);
+    assert_eq!(r.desks_offered, 3_000, "every desk was offered contacts");
     srv.stop().await;
 }

@@ -139,6 +139,15 @@ fn print_table(r: &Report) {
             );
         }
     }
+    if let (Some(cpu), Some(rss)) = (r.server_cpu_us_per_contact, r.server_rss_bytes) {
+        println!(
+            "server               {cpu:.0} µs of CPU per contact, {:.1} MiB resident at the end",
+            rss / 1_048_576.0
+        );
+    }
+    if r.desks_offered > 0 {
+        println!("desks offered        {} of the run's desks", r.desks_offered);
+    }
     if let Some(c) = &r.citizen {
         println!(
             "calls                {} offered, {} answered live, {} abandoned",

@@ -160,6 +160,10 @@ pub struct LoadConfig {
     /// answered, abandoned, diverted, in progress. Exact on a server no other client uses.
     #[arg(long)]
     pub check_report: bool,
+    /// The server's metrics endpoint (e.g. `http://127.0.0.1:9464/metrics`): read before and
+    /// after the run, for the server's CPU time per contact and its resident memory (Linux).
+    #[arg(long)]
+    pub server_metrics: Option<String>,
     /// With `--scenario follow`: list in the report the contacts whose completion was
     /// acknowledged (to check them one by one against the ledger).
     #[arg(long)]
@@ -291,6 +295,14 @@ pub struct Report {
     pub occupancy: f64,
     /// Every contact ends exactly once.
     pub consistency: Consistency,
+    /// Virtual desks that were offered at least one contact (of `--operators`).
+    pub desks_offered: u64,
+    /// `--server-metrics`: the server's CPU time during the run per contact offered, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_contact: Option<f64>,
+    /// `--server-metrics`: the server's resident memory at the end, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_bytes: Option<f64>,
     /// Budgets at the end.
     pub budgets: Vec<BudgetFigures>,
     /// Erlang C prediction (erlang scenario).
@@ -381,6 +393,8 @@ struct Tracker {
     reasons: Mutex<BTreeMap<String, u64>>,
     answered: AtomicU64,
     answered_after_queue: AtomicU64,
+    /// Desks that were offered at least one contact.
+    desks_offered: AtomicU64,
     answered_in_sl: AtomicU64,
     waited_ms_sum: AtomicU64,
     abandoned: AtomicU64,
@@ -506,6 +520,31 @@ fn stream_seed(seed: u64, k: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The server's CPU seconds and resident bytes, from its Prometheus endpoint `url`
+/// (`http://host:port/metrics`, plain HTTP).
+async fn server_usage(url: &str) -> Result<(f64, f64), LoadError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bad = |m: String| LoadError::Usage(format!("--server-metrics {url}: {m}"));
+    let rest = url.strip_prefix("http://").ok_or_else(|| bad("not an http:// URL".into()))?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/metrics".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut s = tokio::net::TcpStream::connect(host).await.map_err(|e| bad(e.to_string()))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.map_err(|e| bad(e.to_string()))?;
+    let value = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    match (value("smista_process_cpu_seconds"), value("smista_process_resident_memory_bytes")) {
+        (Some(c), Some(r)) => Ok((c, r)),
+        _ => Err(bad("no smista_process_* gauges (the server reads them from /proc: Linux only)".into())),
+    }
+}
+
 fn draw_exp(rng: &mut SmallRng, mean: f64) -> f64 {
     let u: f64 = rng.random_range(f64::EPSILON..1.0);
     -u.ln() * mean
@@ -588,6 +627,10 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         return Err(LoadError::Usage("--rate, --duration and --aht must be positive".into()));
     }
     let pool = Pool::connect(&cfg.target, 4, &cfg.creds, Identity::from_config(cfg)?).await?;
+    let before = match &cfg.server_metrics {
+        Some(url) => Some(server_usage(url).await?),
+        None => None,
+    };
     let mut report = match cfg.scenario {
         Scenario::Floor => {
             let rps = floor(&pool, cfg.concurrency, Duration::from_secs_f64(cfg.duration), &stop).await;
@@ -598,6 +641,14 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         Scenario::Citizen => citizen::run(cfg, &pool, &stop).await?,
         _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
     };
+    if let (Some(url), Some((cpu0, _))) = (&cfg.server_metrics, before) {
+        // The gauges refresh about once a second: let the last one catch the run's end.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let (cpu1, rss) = server_usage(url).await?;
+        let contacts = report.consistency.contacts.max(1) as f64;
+        report.server_cpu_us_per_contact = Some((cpu1 - cpu0) * 1e6 / contacts);
+        report.server_rss_bytes = Some(rss);
+    }
     if cfg.idle_subscribers > 0 {
         let (none, idle) = vs_idle(cfg, &pool, &stop).await?;
         report.no_subscriber_offer_rps = Some(none);
@@ -660,7 +711,11 @@ async fn login_operators(
             let (dist, aht) = (cfg.handle, cfg.aht);
             let mut rng = SmallRng::seed_from_u64(stream_seed(cfg.seed, 1 + u64::from(i)));
             tokio::spawn(async move {
+                let mut first = true;
                 while let Ok(Some(offer)) = stream.message().await {
+                    if std::mem::take(&mut first) {
+                        tracker.desks_offered.fetch_add(1, Ordering::Relaxed);
+                    }
                     let handle = draw_handle(&mut rng, dist, aht);
                     let (pool, tracker, op) = (pool.clone(), tracker.clone(), id2.clone());
                     tokio::spawn(async move {
@@ -1119,6 +1174,7 @@ fn build_report(
         abandon_rate: if offers > 0 { abandoned as f64 / offers as f64 } else { 0.0 },
         occupancy: occupancy(&t.busy.lock(), start, elapsed, cfg.operators),
         consistency,
+        desks_offered: t.desks_offered.load(Ordering::Relaxed),
         budgets: budget_figures(snap),
         theory,
         elapsed_seconds: elapsed,

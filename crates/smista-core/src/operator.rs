@@ -381,3 +381,53 @@ mod tests {
         assert_eq!(s.word().load(Channel::Voice), 0);
     }
 }
+
+/// One bit per operator slot, set and cleared with single atomic operations: the tick's list of
+/// operators that may be able to work (available or in wrap-up, with room), so that it visits
+/// those rather than every slot. Set whenever an operator frees up; cleared lazily by the tick
+/// when it finds the operator busy, paused or gone (clearing first, then re-checking, so a
+/// concurrent set is never lost).
+#[derive(Debug)]
+pub(crate) struct SlotBits {
+    words: Box<[AtomicU64]>,
+}
+
+impl SlotBits {
+    pub(crate) fn new(slots: usize) -> SlotBits {
+        SlotBits { words: (0..slots.div_ceil(64)).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    pub(crate) fn set(&self, i: u32) {
+        let (w, b) = (i as usize / 64, i % 64);
+        if let Some(word) = self.words.get(w) {
+            // Most frees find the bit set already: a load first spares the cache line a write.
+            if word.load(Ordering::Relaxed) & (1 << b) == 0 {
+                word.fetch_or(1 << b, Ordering::AcqRel);
+            }
+        }
+    }
+
+    pub(crate) fn clear(&self, i: u32) {
+        let (w, b) = (i as usize / 64, i % 64);
+        if let Some(word) = self.words.get(w) {
+            word.fetch_and(!(1 << b), Ordering::AcqRel);
+        }
+    }
+
+    /// The slots whose bit is set now, among the first `n`.
+    pub(crate) fn set_slots(&self, n: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (wi, word) in self.words.iter().enumerate().take(n.div_ceil(64)) {
+            let mut v = word.load(Ordering::Acquire);
+            while v != 0 {
+                let b = v.trailing_zeros();
+                v &= v - 1;
+                let i = wi * 64 + b as usize;
+                if i < n {
+                    out.push(i as u32);
+                }
+            }
+        }
+        out
+    }
+}

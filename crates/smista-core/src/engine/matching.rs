@@ -145,7 +145,8 @@ impl Engine {
             && Channel::ALL.iter().any(|c| word.has_room(*c))
     }
 
-    /// Enters a free operator in the free-operator index of each longest-idle queue it serves.
+    /// Enters a free operator in the free-operator index of each longest-idle queue it serves,
+    /// and in the tick's list of operators that may work.
     pub(super) fn mark_free(&self, slot_idx: u32) {
         let slot = self.slot(slot_idx);
         let Some(session) = slot.session.lock().clone() else { return };
@@ -153,6 +154,7 @@ impl Engine {
         if word.generation() != session.gen || !Self::may_work(word) {
             return;
         }
+        self.free_bits.set(slot_idx);
         let since = slot.free_since();
         for &(qi, margin) in &session.queues {
             let q = &self.queues[qi as usize];

@@ -39,7 +39,7 @@ use crate::model::{
     Channel, Completion, Decision, DivertReason, Fallback, LoginRequest, OfferRequest, OperatorStatus, Outcome,
     RequestedState, Segment,
 };
-use crate::operator::{Session, Slot, Transition};
+use crate::operator::{Session, Slot, SlotBits, Transition};
 use crate::queue::{Candidate, Queue, RankKey, State, Waiting};
 use crate::snapshot::{OperatorSnapshot, QueueSnapshot, Snapshot};
 use crate::time::Millis;
@@ -195,6 +195,8 @@ pub struct Engine {
     /// Operators kept for an appointment, by id: until when (engine ms). Copied into their slot
     /// (`Slot::reserved_until`), also at a later login.
     reserved: Map<u64>,
+    /// Operators that may be able to work (see [`SlotBits`]): what the tick visits.
+    free_bits: SlotBits,
 }
 
 /// A slot's owner lock, held while a session starts.
@@ -278,6 +280,7 @@ impl Engine {
             zone: Arc::new(CentralEurope),
             redial: Mutex::new(callback::Redial::default()),
             reserved: Map::default(),
+            free_bits: SlotBits::new(cfg.max_operators as usize),
         })
     }
 

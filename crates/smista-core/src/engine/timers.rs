@@ -75,9 +75,14 @@ impl Engine {
         for (qi, id) in redispatch {
             self.dispatch_contact(qi, &id, now, out);
         }
+        // Only operators that may work (available or in wrap-up, with room) are visited: the
+        // tick's cost follows what can happen, not the number of desks logged in.
         let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
-        for i in 0..n as u32 {
+        let work_anywhere = self.queues.iter().any(|q| q.waiting.load(Ordering::Relaxed) > 0);
+        for i in self.free_bits.set_slots(n) {
             let slot = self.slot(i);
+            // Cleared first, set again below if still free: a concurrent free is never lost.
+            self.free_bits.clear(i);
             let w = slot.word();
             if w.status() == OperatorStatus::WrapUp && slot.wrap_until() <= now {
                 let t =
@@ -87,7 +92,11 @@ impl Engine {
                 }
                 self.mark_free(i);
             }
-            if slot.visible_status() != OperatorStatus::Available {
+            if !Self::may_work(slot.word()) || slot.word().status() == OperatorStatus::LoggedOut {
+                continue;
+            }
+            self.free_bits.set(i);
+            if !work_anywhere || slot.visible_status() != OperatorStatus::Available {
                 continue;
             }
             let has_room = Channel::ALL.iter().any(|c| slot.can_take(slot.word(), *c));

@@ -197,11 +197,11 @@ impl Engine {
         true
     }
 
-    /// A view of every queue and operator.
+    /// The queues' part of [`Engine::snapshot`], without the operators (for metrics: no cost
+    /// per logged-in operator).
     #[must_use]
-    pub fn snapshot(&self, now: Millis) -> Snapshot {
-        let queues = self
-            .queues
+    pub fn queue_views(&self, now: Millis) -> Vec<QueueSnapshot> {
+        self.queues
             .iter()
             .map(|q| {
                 let st = q.state.lock();
@@ -228,7 +228,13 @@ impl Engine {
                     segments: segment_views(q, now),
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// A view of every queue and operator.
+    #[must_use]
+    pub fn snapshot(&self, now: Millis) -> Snapshot {
+        let queues = self.queue_views(now);
         let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
         let operators = self.slots[..n]
             .iter()
