@@ -140,9 +140,12 @@ fn print_table(r: &Report) {
         }
     }
     if let (Some(cpu), Some(rss)) = (r.server_cpu_us_per_contact, r.server_rss_bytes) {
+        let start = r.server_rss_start_bytes.unwrap_or(rss);
+        let desks = r.usage_at_arrivals.map_or(0.0, |u| u.1) - start;
         println!(
-            "server               {cpu:.0} µs of CPU per contact, {:.1} MiB resident at the end",
-            rss / 1_048_576.0
+            "server               {cpu:.0} µs of CPU per contact; resident {:.1} MiB at the end, of which {:.1} MiB for the desks' logins and streams",
+            rss / 1_048_576.0,
+            desks / 1_048_576.0
         );
     }
     if r.desks_offered > 0 {

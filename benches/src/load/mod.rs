@@ -300,6 +300,12 @@ pub struct Report {
     /// `--server-metrics`: the server's CPU time during the run per contact offered, µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_contact: Option<f64>,
+    /// The server's (CPU seconds, resident bytes) when arrivals began, after the desks logged in.
+    #[serde(skip)]
+    pub usage_at_arrivals: Option<(f64, f64)>,
+    /// `--server-metrics`: the server's resident memory before the run's desks logged in, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_start_bytes: Option<f64>,
     /// `--server-metrics`: the server's resident memory at the end, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_bytes: Option<f64>,
@@ -626,7 +632,9 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
     if cfg.rate <= 0.0 || cfg.duration <= 0.0 || cfg.aht <= 0.0 {
         return Err(LoadError::Usage("--rate, --duration and --aht must be positive".into()));
     }
-    let pool = Pool::connect(&cfg.target, 4, &cfg.creds, Identity::from_config(cfg)?).await?;
+    // Several connections, as real desks spread over them: one per 2,000 desks, at least 4.
+    let connections = (cfg.operators as usize).div_ceil(2_000).max(4);
+    let pool = Pool::connect(&cfg.target, connections, &cfg.creds, Identity::from_config(cfg)?).await?;
     let before = match &cfg.server_metrics {
         Some(url) => Some(server_usage(url).await?),
         None => None,
@@ -641,7 +649,10 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         Scenario::Citizen => citizen::run(cfg, &pool, &stop).await?,
         _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
     };
-    if let (Some(url), Some((cpu0, _))) = (&cfg.server_metrics, before) {
+    if let (Some(url), Some((cpu0, rss0))) = (&cfg.server_metrics, before) {
+        report.server_rss_start_bytes = Some(rss0);
+        // CPU from the first arrival (the desks' logins are not the contacts' cost).
+        let cpu0 = report.usage_at_arrivals.map_or(cpu0, |u| u.0);
         // The gauges refresh about once a second: let the last one catch the run's end.
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let (cpu1, rss) = server_usage(url).await?;
@@ -802,6 +813,14 @@ async fn open_loop(
     let sl_ms = (cfg.sl_threshold * 1000.0) as u64;
     let started_unix_ms = unix_now_ms();
     let ops = login_operators(cfg, pool, prefix, cfg.operators, true, &tracker).await?;
+    // The server's usage once the desks are in: what the contacts cost is measured from here.
+    let usage_at_arrivals = match &cfg.server_metrics {
+        Some(url) => {
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            Some(server_usage(url).await?)
+        }
+        None => None,
+    };
     let events = follow_events(pool, tracker.clone(), sl_ms).await?;
     let mut rng = SmallRng::seed_from_u64(stream_seed(cfg.seed, u64::MAX));
     let start = Instant::now();
@@ -881,6 +900,7 @@ async fn open_loop(
     events.abort();
     let mut report = build_report(cfg, rate, &tracker, (start, elapsed), &snapshot);
     report.report_check = check;
+    report.usage_at_arrivals = usage_at_arrivals;
     Ok(report)
 }
 

@@ -155,6 +155,9 @@ impl Engine {
             return;
         }
         self.free_bits.set(slot_idx);
+        if word.status() == OperatorStatus::WrapUp {
+            self.wrap_bits.set(slot_idx);
+        }
         let since = slot.free_since();
         for &(qi, margin) in &session.queues {
             let q = &self.queues[qi as usize];

@@ -195,8 +195,11 @@ pub struct Engine {
     /// Operators kept for an appointment, by id: until when (engine ms). Copied into their slot
     /// (`Slot::reserved_until`), also at a later login.
     reserved: Map<u64>,
-    /// Operators that may be able to work (see [`SlotBits`]): what the tick visits.
+    /// Operators that may be able to work (see [`SlotBits`]): what the tick visits when
+    /// contacts wait.
     free_bits: SlotBits,
+    /// Operators in wrap-up: what the tick visits always (to end the wrap-ups that are due).
+    wrap_bits: SlotBits,
 }
 
 /// A slot's owner lock, held while a session starts.
@@ -281,6 +284,7 @@ impl Engine {
             redial: Mutex::new(callback::Redial::default()),
             reserved: Map::default(),
             free_bits: SlotBits::new(cfg.max_operators as usize),
+            wrap_bits: SlotBits::new(cfg.max_operators as usize),
         })
     }
 

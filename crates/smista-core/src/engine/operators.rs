@@ -94,6 +94,12 @@ impl Engine {
         Ok((idx, session))
     }
 
+    /// Whether `operator_id` is logged in now (O(1): no snapshot).
+    #[must_use]
+    pub fn is_logged_in(&self, operator_id: &str) -> bool {
+        self.logged_in(operator_id).is_ok()
+    }
+
     /// The queues an operator with `skills` serves, with their margin on each.
     pub(super) fn queues_for(&self, skills: &[(String, u8)]) -> Vec<(u32, i8)> {
         self.queues.iter().filter_map(|q| q.margin_for(skills).map(|m| (q.idx, m))).collect()

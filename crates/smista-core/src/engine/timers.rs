@@ -75,28 +75,44 @@ impl Engine {
         for (qi, id) in redispatch {
             self.dispatch_contact(qi, &id, now, out);
         }
-        // Only operators that may work (available or in wrap-up, with room) are visited: the
-        // tick's cost follows what can happen, not the number of desks logged in.
+        // Only operators in wrap-up, and when contacts wait those that may work (available or
+        // in wrap-up, with room), are visited: the tick's cost follows what can happen, not the
+        // number of desks logged in.
         let n = (self.next_slot.load(Ordering::Relaxed) as usize).min(self.slots.len());
-        let work_anywhere = self.queues.iter().any(|q| q.waiting.load(Ordering::Relaxed) > 0);
+        for i in self.wrap_bits.set_slots(n) {
+            let slot = self.slot(i);
+            // Cleared first, set again if still in wrap-up: a concurrent set is never lost.
+            self.wrap_bits.clear(i);
+            let w = slot.word();
+            if w.status() != OperatorStatus::WrapUp {
+                continue;
+            }
+            if slot.wrap_until() > now {
+                self.wrap_bits.set(i);
+                continue;
+            }
+            let t = slot.transition(w.generation(), &[OperatorStatus::WrapUp], OperatorStatus::Available, None, now);
+            if let Some(s) = slot.session.lock().clone() {
+                self.status_event(&s, t, out);
+            }
+            // Free again: the longest-idle index, and a look for waiting work.
+            self.mark_free(i);
+            if slot.word().status() == OperatorStatus::WrapUp {
+                self.wrap_bits.set(i);
+            }
+        }
+        if !self.queues.iter().any(|q| q.waiting.load(Ordering::Relaxed) > 0) {
+            return;
+        }
         for i in self.free_bits.set_slots(n) {
             let slot = self.slot(i);
             // Cleared first, set again below if still free: a concurrent free is never lost.
             self.free_bits.clear(i);
-            let w = slot.word();
-            if w.status() == OperatorStatus::WrapUp && slot.wrap_until() <= now {
-                let t =
-                    slot.transition(w.generation(), &[OperatorStatus::WrapUp], OperatorStatus::Available, None, now);
-                if let Some(s) = slot.session.lock().clone() {
-                    self.status_event(&s, t, out);
-                }
-                self.mark_free(i);
-            }
             if !Self::may_work(slot.word()) || slot.word().status() == OperatorStatus::LoggedOut {
                 continue;
             }
             self.free_bits.set(i);
-            if !work_anywhere || slot.visible_status() != OperatorStatus::Available {
+            if slot.visible_status() != OperatorStatus::Available {
                 continue;
             }
             let has_room = Channel::ALL.iter().any(|c| slot.can_take(slot.word(), *c));
