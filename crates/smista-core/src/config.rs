@@ -264,6 +264,37 @@ pub struct EngineConfig {
     pub sl_window_ms: u64,
 }
 
+/// Checks a queue's required skills (names, levels 1..=10); the error names the entry's field
+/// (`skills[1].min_level`) and the problem. Used by the configuration and by `UpdateQueue`.
+pub(crate) fn check_skills(skills: &[SkillRequirement]) -> Result<(), (String, &'static str)> {
+    for (j, s) in skills.iter().enumerate() {
+        if !valid_name(&s.skill) {
+            return Err((format!("skills[{j}].skill"), "must be 1 to 64 characters of [A-Za-z0-9_.-]"));
+        }
+        if !(1..=10).contains(&s.min_level) {
+            return Err((format!("skills[{j}].min_level"), "must be 1..=10"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks skill expansion steps (at most 8, by increasing `after_ms`, level drops 0..=9); the
+/// error names the step's field and the problem. Used by the configuration and by `UpdateQueue`.
+pub(crate) fn check_expansion(steps: &[ExpansionStep]) -> Result<(), (String, &'static str)> {
+    if steps.len() > crate::queue::MAX_EXPANSION_STEPS {
+        return Err(("expansion".into(), "at most 8 steps"));
+    }
+    for (j, e) in steps.iter().enumerate() {
+        if j > 0 && e.after_ms <= steps[j - 1].after_ms {
+            return Err((format!("expansion[{j}].after_ms"), "steps must have increasing after_ms"));
+        }
+        if e.level_drop > 9 {
+            return Err((format!("expansion[{j}].level_drop"), "must be 0..=9"));
+        }
+    }
+    Ok(())
+}
+
 impl EngineConfig {
     /// The appointment rules of the queues that take appointments, by queue name.
     #[must_use]
@@ -372,30 +403,8 @@ impl EngineConfig {
             if q.default_aht_ms == 0 {
                 return Err(bad(key("default_aht_ms"), "must be positive"));
             }
-            for (j, s) in q.skills.iter().enumerate() {
-                if !valid_name(&s.skill) {
-                    return Err(bad(
-                        key(&format!("skills[{j}].skill")),
-                        "must be 1 to 64 characters of [A-Za-z0-9_.-]",
-                    ));
-                }
-                if !(1..=10).contains(&s.min_level) {
-                    return Err(bad(key(&format!("skills[{j}].min_level")), "must be 1..=10"));
-                }
-            }
-            if q.expansion.len() > crate::queue::MAX_EXPANSION_STEPS {
-                return Err(bad(key("expansion"), "at most 8 steps"));
-            }
-            let mut last = 0;
-            for (j, e) in q.expansion.iter().enumerate() {
-                if e.after_ms <= last && j > 0 {
-                    return Err(bad(key(&format!("expansion[{j}].after_ms")), "steps must have increasing after_ms"));
-                }
-                if e.level_drop > 9 {
-                    return Err(bad(key(&format!("expansion[{j}].level_drop")), "must be 0..=9"));
-                }
-                last = e.after_ms;
-            }
+            check_skills(&q.skills).map_err(|(field, problem)| bad(key(&field), problem))?;
+            check_expansion(&q.expansion).map_err(|(field, problem)| bad(key(&field), problem))?;
             for (j, o) in q.overflow.iter().enumerate() {
                 if o == &q.name {
                     return Err(bad(key(&format!("overflow[{j}]")), "a queue cannot overflow to itself"));

@@ -200,7 +200,7 @@ impl Engine {
             }
             Some(&delay) => {
                 let at = now.plus(delay);
-                let due = (self.reopens_after(q, at).unwrap_or(at), self.next_seq());
+                let due = (self.hours_open_from(q, at).unwrap_or(at), self.next_seq());
                 st.parked.insert(due, id.clone());
                 rec.state = CState::Parked { due };
                 out.push(Event::CallbackScheduled { contact: id.clone(), queue: q.name.clone(), attempts, due: due.0 });
@@ -216,13 +216,6 @@ impl Engine {
         self.remove_done(&id);
         self.find_work(slot, now, out);
         Ok(next)
-    }
-
-    /// The first instant at or after `at` the queue's hours are open (`None`: no hours, or an
-    /// admin closed it, or no opening within a year — the attempt then keeps `at`).
-    fn reopens_after(&self, q: &Queue, at: Millis) -> Option<Millis> {
-        let hours = q.hours.read().clone()?;
-        hours.next_open(self.unix(at), &*self.zone).map(|u| self.engine_time(u))
     }
 
     /// Puts the queue's parked callbacks that are due back in line, with their original rank;

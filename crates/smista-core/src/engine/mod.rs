@@ -346,8 +346,14 @@ impl Engine {
         if !q.open.load(Ordering::Acquire) {
             return None;
         }
+        self.hours_open_from(q, now)
+    }
+
+    /// The first instant at or after `at` at which `q`'s hours are open (`None`: the queue has
+    /// no hours, or they do not open within a year).
+    pub(super) fn hours_open_from(&self, q: &Queue, at: Millis) -> Option<Millis> {
         let hours = q.hours.read().clone()?;
-        hours.next_open(self.unix(now), &*self.zone).map(|u| self.engine_time(u))
+        hours.next_open(self.unix(at), &*self.zone).map(|u| self.engine_time(u))
     }
 
     /// Queue names, in configuration order.

@@ -108,7 +108,7 @@ impl Engine {
             let slot = self.slot(i);
             // Cleared first, set again below if still free: a concurrent free is never lost.
             self.free_bits.clear(i);
-            if !Self::may_work(slot.word()) || slot.word().status() == OperatorStatus::LoggedOut {
+            if !Self::may_work(slot.word()) {
                 continue;
             }
             self.free_bits.set(i);

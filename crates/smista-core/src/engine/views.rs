@@ -9,8 +9,10 @@ impl Engine {
     /// for a queue without hours; `None` if its hours never open within a year).
     pub fn next_opening(&self, queue: &str, at: Millis) -> Result<Option<Millis>, RoutingError> {
         let q = &self.queues[self.queue_idx(queue)? as usize];
-        let Some(hours) = q.hours.read().clone() else { return Ok(Some(at)) };
-        Ok(hours.next_open(self.unix(at), &*self.zone).map(|u| self.engine_time(u).max(at)))
+        if q.hours.read().is_none() {
+            return Ok(Some(at));
+        }
+        Ok(self.hours_open_from(q, at).map(|t| t.max(at)))
     }
 
     /// How a contact stands, for booking a callback after it: `Some(None)` live, `Some(Some(r))`
@@ -45,18 +47,10 @@ impl Engine {
         }
         let skills = match &update.skills {
             Some(list) => {
+                crate::config::check_skills(list)
+                    .map_err(|(field, problem)| RoutingError::invalid("skills", format!("{field}: {problem}")))?;
                 let mut v: Vec<(String, u8)> = Vec::with_capacity(list.len());
                 for s in list {
-                    if !crate::config::valid_name(&s.skill) || !(1..=10).contains(&s.min_level) {
-                        return Err(RoutingError::invalid(
-                            "skills",
-                            format!(
-                                "`{}` at level {}: a skill name at level 1..=10",
-                                crate::error::clip(&s.skill),
-                                s.min_level
-                            ),
-                        ));
-                    }
                     if v.iter().any(|(n, _)| *n == s.skill) {
                         return Err(RoutingError::invalid("skills", format!("skill `{}` given twice", s.skill)));
                     }
@@ -91,12 +85,8 @@ impl Engine {
             None => None,
         };
         if let Some(steps) = &update.expansion {
-            if steps.len() > crate::queue::MAX_EXPANSION_STEPS {
-                return Err(RoutingError::invalid("expansion", "at most 8 steps"));
-            }
-            if steps.windows(2).any(|w| w[1].after_ms <= w[0].after_ms) || steps.iter().any(|s| s.level_drop > 9) {
-                return Err(RoutingError::invalid("expansion", "steps by increasing after_ms, level_drop 0..=9"));
-            }
+            crate::config::check_expansion(steps)
+                .map_err(|(field, problem)| RoutingError::invalid("expansion", format!("{field}: {problem}")))?;
         }
         let q = &self.queues[qi as usize];
         if let Some(chain) = overflow {
