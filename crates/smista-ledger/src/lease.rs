@@ -106,6 +106,25 @@ const RECLAIM: &str = "WITH pool AS (
      WHERE budget_id = $1 AND period = $2
      RETURNING CAST((SELECT COALESCE(SUM(back), 0) FROM upl) AS BIGINT) AS reclaimed";
 
+/// Takes the pool's row lock in a statement of its own, at the start of a transaction. A
+/// statement that waits for that lock inside a CTE keeps the snapshot it started with, so two
+/// nodes reclaiming the same expired lease at once both computed what to take back from the
+/// lease as it was before the other's reclaim, and took it back twice (a lease cut below zero,
+/// and the pool lending out money a node had recorded: the ledger passed the ceiling). Locked
+/// first, the reclaim's own statement reads the leases as the previous holder left them.
+async fn lock_pool(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    budget: &str,
+    period: &str,
+) -> Result<(), LedgerError> {
+    sqlx::query("SELECT 1 FROM budget_pool WHERE budget_id = $1 AND period = $2 FOR UPDATE")
+        .bind(budget)
+        .bind(period)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl Ledger {
     fn pg(&self) -> Result<&sqlx::PgPool, LedgerError> {
         match &self.db {
@@ -166,13 +185,16 @@ impl Ledger {
         keep_cents: i64,
     ) -> Result<Option<Lease>, LedgerError> {
         let p = self.pg()?;
+        let mut tx = p.begin().await?;
+        lock_pool(&mut tx, budget, period).await?;
         let row = sqlx::query(GIVE_BACK)
             .bind(budget)
             .bind(period)
             .bind(&self.node)
             .bind(keep_cents)
-            .fetch_optional(p)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         row.map(|r| Ok(Lease { granted_cents: r.try_get(0)?, added_cents: 0, expires_unix_ms: r.try_get(1)? }))
             .transpose()
     }
@@ -197,13 +219,16 @@ impl Ledger {
             .bind(expired_before_unix_ms)
             .fetch_all(p)
             .await?;
+        let mut tx = p.begin().await?;
+        lock_pool(&mut tx, budget, period).await?;
         let row = sqlx::query(RECLAIM)
             .bind(budget)
             .bind(period)
             .bind(&self.node)
             .bind(expired_before_unix_ms)
-            .fetch_optional(p)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.unwrap_or(0))
     }
 
