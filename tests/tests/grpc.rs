@@ -148,7 +148,7 @@ async fn event_stream_resumes_after_reconnect_without_loss_or_duplicates() {
     }
     let last = got.last().map(|e| e.sequence).expect("some");
     let mut resumed = c
-        .stream_events(pb::StreamEventsRequest { after_sequence: last, queues: vec![], after_epoch: 0 })
+        .stream_events(pb::StreamEventsRequest { after_sequence: last, ..Default::default() })
         .await
         .expect("resume")
         .into_inner();
@@ -164,7 +164,7 @@ async fn event_stream_resumes_after_reconnect_without_loss_or_duplicates() {
     assert_eq!(finished, 5);
     // A position beyond the end is refused.
     let e = c
-        .stream_events(pb::StreamEventsRequest { after_sequence: 1_000_000, queues: vec![], after_epoch: 0 })
+        .stream_events(pb::StreamEventsRequest { after_sequence: 1_000_000, ..Default::default() })
         .await
         .expect_err("beyond the end");
     assert_eq!(e.code(), Code::OutOfRange);

@@ -41,6 +41,11 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         vs_other: None,
         check_report: false,
         server_metrics: None,
+        wallboards: 0,
+        wallboard_queue: String::new(),
+        wallboard_delay_ms: 250,
+        scrape_interval_ms: 0,
+        vs_wallboards: false,
     }
 }
 
@@ -87,8 +92,21 @@ async fn erlang_scenario_report_is_consistent() {
     let cfg = config(format!("http://{}", srv.grpc), Scenario::Erlang, "general");
     let mut cfg = cfg;
     cfg.check_report = true;
+    // Wallboards beside the run, two filtered to its queue and two not, batched every 100 ms.
+    cfg.wallboards = 4;
+    cfg.wallboard_delay_ms = 100;
     let r = run(&cfg, Arc::new(AtomicBool::new(false))).await.expect("run");
     check_consistency(&r);
+    let boards = r.wallboards.as_ref().expect("wallboard figures");
+    assert_eq!((boards.subscribers, boards.filtered, boards.streams_ended_early), (4, 2, 0), "{boards:?}");
+    // Every contact has at least its arrival and its end on the stream (the last batch may
+    // still be on its way when the run closes the boards).
+    assert!(
+        boards.events_received >= 4 * r.consistency.contacts,
+        "{} events for {} contacts",
+        boards.events_received,
+        r.consistency.contacts
+    );
     assert!(r.outcomes.get("completed").copied().unwrap_or(0) > 0);
     // The server's interval report of the run's period says exactly what the run counted.
     let check = r.report_check.as_ref().expect("report check");

@@ -368,7 +368,8 @@ async fn the_event_stream_resumes_within_a_life_and_asks_for_a_resync_across_a_r
         drop(stream);
         c.offer_contact(voice("e-2", "naspi")).await.expect("offer");
         // Reconnecting within the same life continues without a gap.
-        let resume = |epoch, seq| pb::StreamEventsRequest { after_epoch: epoch, after_sequence: seq, queues: vec![] };
+        let resume =
+            |epoch, seq| pb::StreamEventsRequest { after_epoch: epoch, after_sequence: seq, ..Default::default() };
         let mut again = c.stream_events(resume(first.epoch, first.sequence)).await.expect("resume").into_inner();
         let second = next(&mut again, 5).await.expect("event");
         assert_eq!((second.epoch, second.sequence), (first.epoch, first.sequence + 1));

@@ -589,7 +589,7 @@ async fn a_superseded_watch_ends_aborted_and_bad_input_gets_precise_statuses() {
     let e = srv
         .contacts()
         .await
-        .stream_events(pb::StreamEventsRequest { after_sequence: 0, queues: vec!["nope".into()], after_epoch: 0 })
+        .stream_events(pb::StreamEventsRequest { queues: vec!["nope".into()], ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);

@@ -148,6 +148,26 @@ fn print_table(r: &Report) {
             desks / 1_048_576.0
         );
     }
+    if let Some(d) = r.server_rss_per_desk_bytes {
+        println!("memory per desk      {:.1} KiB (logged in, WatchOffers open)", d / 1024.0);
+    }
+    if let Some(w) = &r.wallboards {
+        println!(
+            "wallboards           {} ({} filtered to {}, {} ms batches): {} events read, {} ended early; {} scrapes, {} failed{}",
+            w.subscribers,
+            w.filtered,
+            w.queue,
+            w.max_delay_ms,
+            w.events_received,
+            w.streams_ended_early,
+            w.scrapes,
+            w.scrape_failures,
+            w.rss_per_subscriber_bytes.map_or(String::new(), |b| format!("; {:.1} KiB per subscriber", b / 1024.0))
+        );
+    }
+    if let (Some(n), Some(w), Some(x)) = (r.no_wallboard_offer_rps, r.wallboard_offer_rps, r.wallboard_ratio) {
+        println!("offers/s no wallboard {n:.0}  with the wallboards and scraper {w:.0}  ratio {x:.3}");
+    }
     if r.desks_offered > 0 {
         println!("desks offered        {} of the run's desks", r.desks_offered);
     }

@@ -478,8 +478,12 @@ async fn wallboard(
         let opened = g
             .call(|ch| {
                 let mut c = g.contacts(ch);
-                let req =
-                    pb::StreamEventsRequest { after_epoch: epoch, after_sequence: seq, queues: vec![queue.clone()] };
+                let req = pb::StreamEventsRequest {
+                    after_epoch: epoch,
+                    after_sequence: seq,
+                    queues: vec![queue.clone()],
+                    max_delay_ms: 0,
+                };
                 async move { c.stream_events(req).await }
             })
             .await;

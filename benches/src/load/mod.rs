@@ -10,6 +10,7 @@
 pub mod citizen;
 pub mod follow;
 pub mod theory;
+pub mod wallboards;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +56,9 @@ pub enum Scenario {
     /// Callers who cannot wait (callbacks instead of hang-ups) and consultations by
     /// appointment (start smista with `benches/scenarios/citizen.toml`).
     Citizen,
+    /// Only `--wallboards` (and the scraper) for `--duration`: run beside another smista-load
+    /// so that the readers' decoding does not share the measuring process.
+    Wallboards,
 }
 
 /// Handle-time distribution.
@@ -164,6 +168,25 @@ pub struct LoadConfig {
     /// after the run, for the server's CPU time per contact and its resident memory (Linux).
     #[arg(long)]
     pub server_metrics: Option<String>,
+    /// Supervisors' wallboards: this many `StreamEvents` subscribers, half unfiltered and half
+    /// filtered to `--wallboard-queue`, each reading every event, open while the contacts flow.
+    #[arg(long, default_value_t = 0)]
+    pub wallboards: u32,
+    /// How late the wallboards accept events (`StreamEventsRequest.max_delay_ms`): a wallboard
+    /// redrawing every second asks for a few hundred ms.
+    #[arg(long, default_value_t = 250)]
+    pub wallboard_delay_ms: u32,
+    /// The queue of the filtered wallboards (default: `--queue`).
+    #[arg(long, default_value = "")]
+    pub wallboard_queue: String,
+    /// While the wallboards are open, also scrape `--server-metrics` this often, ms (0: never),
+    /// as Prometheus would.
+    #[arg(long, default_value_t = 0)]
+    pub scrape_interval_ms: u64,
+    /// Also measure closed-loop offers with the `--wallboards` (and the scraper) against none,
+    /// alternating rounds in one run.
+    #[arg(long)]
+    pub vs_wallboards: bool,
     /// With `--scenario follow`: list in the report the contacts whose completion was
     /// acknowledged (to check them one by one against the ledger).
     #[arg(long)]
@@ -335,6 +358,19 @@ pub struct Report {
     pub idle_subscriber_offer_rps: Option<f64>,
     /// idle_subscriber_offer_rps / no_subscriber_offer_rps.
     pub idle_subscriber_ratio: Option<f64>,
+    /// `--wallboards`: what the subscribers and the scraper did during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wallboards: Option<wallboards::WallboardFigures>,
+    /// `--vs-wallboards`: closed-loop offers per second with no wallboard.
+    pub no_wallboard_offer_rps: Option<f64>,
+    /// The same with the wallboards open and the scraper running.
+    pub wallboard_offer_rps: Option<f64>,
+    /// wallboard_offer_rps / no_wallboard_offer_rps.
+    pub wallboard_ratio: Option<f64>,
+    /// `--server-metrics`: the server's resident memory added per connected desk (logged in,
+    /// `WatchOffers` open), bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_per_desk_bytes: Option<f64>,
     /// Highest rate meeting the p99 bound (max).
     pub max_rate: Option<f64>,
     /// Seconds the arrivals ran.
@@ -470,7 +506,7 @@ impl Identity {
 
 /// A small pool of channels, used round-robin, with the identities to call through them.
 #[derive(Clone, Debug)]
-struct Pool {
+pub(crate) struct Pool {
     channels: Arc<Vec<Channel>>,
     next: Arc<AtomicU64>,
     id: Identity,
@@ -647,6 +683,14 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         Scenario::Max => max_rate(cfg, &pool, &stop).await?,
         Scenario::Follow => follow::run(cfg, vec![cfg.target.clone()], stop.clone()).await?,
         Scenario::Citizen => citizen::run(cfg, &pool, &stop).await?,
+        Scenario::Wallboards => {
+            let boards = wallboards::Wallboards::start(cfg, &pool).await?;
+            let until = Instant::now() + Duration::from_secs_f64(cfg.duration);
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Report { scenario: "wallboards".into(), wallboards: Some(boards.finish().await), ..Report::default() }
+        }
         _ => open_loop(cfg, &pool, cfg.rate, &stop, &cfg.prefix).await?,
     };
     if let (Some(url), Some((cpu0, rss0))) = (&cfg.server_metrics, before) {
@@ -659,6 +703,19 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         let contacts = report.consistency.contacts.max(1) as f64;
         report.server_cpu_us_per_contact = Some((cpu1 - cpu0) * 1e6 / contacts);
         report.server_rss_bytes = Some(rss);
+    }
+    if let (Some(start), Some((_, rss1))) = (report.server_rss_start_bytes, report.usage_at_arrivals) {
+        report.server_rss_per_desk_bytes = Some((rss1 - start) / f64::from(cfg.operators.max(1)));
+    }
+    if cfg.vs_wallboards {
+        if cfg.wallboards == 0 {
+            return Err(LoadError::Usage("--vs-wallboards needs --wallboards N".into()));
+        }
+        let (none, with, figures) = vs_wallboards(cfg, &pool, &stop).await?;
+        report.no_wallboard_offer_rps = Some(none);
+        report.wallboard_offer_rps = Some(with);
+        report.wallboard_ratio = Some(if none > 0.0 { with / none } else { 0.0 });
+        report.wallboards.get_or_insert(figures);
     }
     if cfg.idle_subscribers > 0 {
         let (none, idle) = vs_idle(cfg, &pool, &stop).await?;
@@ -822,6 +879,7 @@ async fn open_loop(
         None => None,
     };
     let events = follow_events(pool, tracker.clone(), sl_ms).await?;
+    let boards = if cfg.wallboards > 0 { Some(wallboards::Wallboards::start(cfg, pool).await?) } else { None };
     let mut rng = SmallRng::seed_from_u64(stream_seed(cfg.seed, u64::MAX));
     let start = Instant::now();
     let horizon = Duration::from_secs_f64(cfg.duration);
@@ -898,8 +956,13 @@ async fn open_loop(
     }
     // Close the event stream so later phases (--vs-floor) do not pay for it.
     events.abort();
+    let boards = match boards {
+        Some(b) => Some(b.finish().await),
+        None => None,
+    };
     let mut report = build_report(cfg, rate, &tracker, (start, elapsed), &snapshot);
     report.report_check = check;
+    report.wallboards = boards;
     report.usage_at_arrivals = usage_at_arrivals;
     Ok(report)
 }
@@ -1338,6 +1401,7 @@ async fn vs_idle(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Resul
                     after_sequence: 0,
                     queues: vec![cfg.idle_queue.clone()],
                     after_epoch: 0,
+                    max_delay_ms: 0,
                 })
                 .await
                 .map_err(rpc("idle subscriber"))?;
@@ -1357,6 +1421,38 @@ async fn vs_idle(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -> Resul
         let _ = o.logout(pb::LogoutRequest { operator_id: id, force: true }).await;
     }
     Ok((best_none, best_idle))
+}
+
+/// Alternates closed-loop offer rounds without and with `--wallboards` subscribers reading their
+/// streams (and the scraper); returns the best of each (offers per second) and the last
+/// round's wallboard figures.
+async fn vs_wallboards(
+    cfg: &LoadConfig,
+    pool: &Pool,
+    stop: &Arc<AtomicBool>,
+) -> Result<(f64, f64, wallboards::WallboardFigures), LoadError> {
+    let tracker = Arc::new(Tracker::default());
+    let ops =
+        login_operators(cfg, pool, &format!("{}-vw", cfg.prefix), cfg.concurrency.max(1), false, &tracker).await?;
+    let phase = Duration::from_secs(2);
+    let (mut best_none, mut best_with, mut figures) = (0.0f64, 0.0f64, wallboards::WallboardFigures::default());
+    for round in 0..3 {
+        let (none, _) = closed_offers(pool, cfg, 500 + round, phase, stop).await;
+        let boards = wallboards::Wallboards::start(cfg, pool).await?;
+        let (with, _) = closed_offers(pool, cfg, 600 + round, phase, stop).await;
+        figures = boards.finish().await;
+        eprintln!(
+            "[wallboards round {round}] none {none:.0} offers/s, {} wallboards {with:.0} offers/s ({} events read, {} scrapes)",
+            cfg.wallboards, figures.events_received, figures.scrapes
+        );
+        best_none = best_none.max(none);
+        best_with = best_with.max(with);
+    }
+    let mut o = pool.supervisor_ops();
+    for id in ops {
+        let _ = o.logout(pb::LogoutRequest { operator_id: id, force: true }).await;
+    }
+    Ok((best_none, best_with, figures))
 }
 
 /// Alternates closed-loop offer rounds against `--target` (`secure`) and the open server at

@@ -276,7 +276,12 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         Call::Events { after, count } => {
             let mut s = contacts
-                .stream_events(pb::StreamEventsRequest { after_sequence: after, queues: vec![], after_epoch: 0 })
+                .stream_events(pb::StreamEventsRequest {
+                    after_sequence: after,
+                    queues: vec![],
+                    after_epoch: 0,
+                    max_delay_ms: 0,
+                })
                 .await?
                 .into_inner();
             for _ in 0..count {

@@ -8,6 +8,7 @@
 //! data_dir = "./smista-data"
 //! log_format = "human"   # or "json"
 //! tick_ms = 100          # how often time-based routing runs
+//! event_flush_ms = 10    # StreamEvents readers are woken at most this often (0: at each event)
 //! max_offers_per_second = 0   # 0: no limit; above it OfferContact gets RESOURCE_EXHAUSTED
 //!
 //! [tls]                  # optional: gRPC over TLS (see transport::TlsSection)
@@ -88,6 +89,10 @@ pub struct ServerSection {
     pub log_format: LogFormat,
     /// Period of the routing clock tick, in milliseconds (10..=1000).
     pub tick_ms: u64,
+    /// `StreamEvents` readers are woken at once when an event follows a quiet spell, and at most
+    /// once per this many milliseconds while events keep coming, each time with everything
+    /// published since (0..=1000; 0: woken by every publish, on the publishing thread).
+    pub event_flush_ms: u64,
     /// Admission limit on OfferContact, for the whole server (0: none).
     pub max_offers_per_second: u32,
     /// Serve without TLS or authentication on a non-loopback address (set by `--insecure`, not
@@ -104,6 +109,7 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("./smista-data"),
             log_format: LogFormat::Human,
             tick_ms: 100,
+            event_flush_ms: 10,
             max_offers_per_second: 0,
             insecure: false,
         }
@@ -316,6 +322,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), smista_core::ConfigError> {
         let bad = |key: &str, problem: &str| smista_core::ConfigError { key: key.into(), problem: problem.into() };
+        if self.server.event_flush_ms > 1000 {
+            return Err(bad("server.event_flush_ms", "must be 0..=1000"));
+        }
         if !(10..=1000).contains(&self.server.tick_ms) {
             return Err(bad("server.tick_ms", "must be 10..=1000"));
         }

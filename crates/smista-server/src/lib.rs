@@ -28,6 +28,7 @@ pub mod config;
 pub mod connect;
 pub mod convert;
 pub mod error;
+pub mod events_route;
 pub mod failover;
 pub mod history;
 pub mod hub;

@@ -359,7 +359,7 @@ pub(crate) async fn serve_routing(
         .layer(AuthLayer(shared.gate.clone()))
         .add_service(health)
         .add_service(reflection)
-        .add_service(ContactServiceServer::new(ContactSvc(shared.clone())))
+        .add_service(crate::events_route::ContactRoutes::new(ContactSvc(shared.clone())))
         .add_service(OperatorServiceServer::new(OperatorSvc(shared.clone())))
         .add_service(AdminServiceServer::new(AdminSvc(shared.clone())))
         .add_service(AppointmentServiceServer::new(AppointmentSvc(shared.clone())))

@@ -274,6 +274,7 @@ async fn run(trouble: Trouble) {
             after_epoch: seen.epoch,
             after_sequence: seen.sequence,
             queues: vec![],
+            max_delay_ms: 0,
         })
         .await
         .expect_err("the old epoch's events are gone");

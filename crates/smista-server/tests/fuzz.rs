@@ -115,8 +115,13 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
         }
         .encode_to_vec(),
         1 => pb::CancelContactRequest { contact_id: st(0) }.encode_to_vec(),
-        2 => pb::StreamEventsRequest { after_sequence: u(0), queues: vec![st(1), st(2)], after_epoch: u(1) }
-            .encode_to_vec(),
+        2 => pb::StreamEventsRequest {
+            after_sequence: u(0),
+            queues: vec![st(1), st(2)],
+            after_epoch: u(1),
+            max_delay_ms: u(2) as u32,
+        }
+        .encode_to_vec(),
         3 => pb::LoginRequest { operator_id: st(0), group: st(1), skills, channels, session_id: st(2) }.encode_to_vec(),
         4 => pb::LogoutRequest { operator_id: st(0), force: u(0) % 2 == 0 }.encode_to_vec(),
         5 => pb::SetStateRequest { operator_id: st(0), status: i32_(0), reason: st(1) }.encode_to_vec(),

@@ -1,15 +1,16 @@
 //! `ContactService`: the telephony platform's API.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use smista_core::{CallbackNext, OfferRequest, Outcome};
 use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_server::ContactService;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{client_error, Shared};
 use crate::convert;
-use crate::hub::Guarded;
 use crate::metrics::{record_decision, RpcTimer};
 
 /// The telephony platform's service.
@@ -125,18 +126,21 @@ impl ContactService for ContactSvc {
         r.map(Response::new)
     }
 
-    type StreamEventsStream = Guarded<pb::ContactEvent>;
+    type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<pb::ContactEvent, Status>> + Send + 'static>>;
 
+    /// Served over the network by [`crate::events_route`], which sends each event's bytes as
+    /// encoded once for every reader; this form (decoded messages) is for callers in process.
     async fn stream_events(
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let s = &self.0;
-        let principal = s.principal(&request)?;
-        let req = request.into_inner();
-        s.log.queue_indices(&req.queues)?;
-        let guard = s.gate.limits.open_stream(&principal)?;
-        s.log.subscribe(req.after_epoch, req.after_sequence, req.queues, guard, s.shutdown.clone()).map(Response::new)
+        let events = crate::events_route::open(&self.0, request)?;
+        let decoded = events.map(|r| {
+            r.and_then(|wire| {
+                prost::Message::decode(wire).map_err(|e| Status::internal(format!("event not decodable: {e}")))
+            })
+        });
+        Ok(Response::new(Box::pin(decoded)))
     }
 }
 

@@ -196,7 +196,7 @@ impl Shared {
             .map(|l| u64::try_from(l.epoch()).unwrap_or(0))
             .filter(|e| *e > 0)
             .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as u64));
-        let log = Arc::new(EventLog::new(100_000, engine.queue_names(), epoch));
+        let log = Arc::new(EventLog::new(100_000, engine.queue_names(), epoch, cfg.server.event_flush_ms));
         let queue_budget = cfg.queues.iter().filter_map(|q| q.budget.clone().map(|b| (q.name.clone(), b))).collect();
         Shared {
             engine,
