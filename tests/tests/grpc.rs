@@ -288,3 +288,49 @@ async fn health_reports_serving() {
     assert_eq!(r.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
     srv.stop().await;
 }
+
+/// Server reflection answers in both protocol versions clients speak (v1, and v1alpha for
+/// Python's grpcio-reflection and older grpcurl), and describes the health protocol too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_speaks_v1_and_v1alpha_and_describes_health() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let srv = Server::start().await;
+    let ch = srv.channel().await;
+
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let ask = |m| v1alpha::ServerReflectionRequest { host: String::new(), message_request: Some(m) };
+    let reqs = vec![
+        ask(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+        ask(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol("grpc.health.v1.Health".into())),
+    ];
+    let mut replies = alpha.server_reflection_info(tokio_stream::iter(reqs)).await.expect("v1alpha").into_inner();
+    let listed = replies.message().await.expect("reply").expect("one");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) = listed.message_response
+    else {
+        panic!("a service list: {listed:?}")
+    };
+    let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+    for want in ["smista.v1.ContactService", "smista.v1.OperatorService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    let health = replies.message().await.expect("reply").expect("two");
+    assert!(
+        matches!(health.message_response, Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+        "{health:?}"
+    );
+
+    let mut v1c = v1::server_reflection_client::ServerReflectionClient::new(ch);
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "smista.v1.ContactService".into(),
+        )),
+    };
+    let mut r = v1c.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("v1").into_inner();
+    let got = r.message().await.expect("reply").expect("one");
+    assert!(
+        matches!(got.message_response, Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+        "{got:?}"
+    );
+    srv.stop().await;
+}

@@ -297,9 +297,15 @@ pub(crate) async fn serve_routing(
     reporter.set_serving::<AdminServiceServer<AdminSvc>>().await;
     reporter.set_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
     reporter.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(smista_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection in both versions clients speak (grpcurl and GUIs newer and older, Python's
+    // grpcio-reflection), describing smista's services and the health protocol.
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(smista_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = described().build_v1()?;
+    let reflection_v1alpha = described().build_v1alpha()?;
 
     let ticker = tokio::spawn(tick_loop(
         shared.clone(),
@@ -359,6 +365,7 @@ pub(crate) async fn serve_routing(
         .layer(AuthLayer(shared.gate.clone()))
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(crate::events_route::ContactRoutes::new(ContactSvc(shared.clone())))
         .add_service(OperatorServiceServer::new(OperatorSvc(shared.clone())))
         .add_service(AdminServiceServer::new(AdminSvc(shared.clone())))
