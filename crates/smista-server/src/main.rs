@@ -143,6 +143,34 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let origin = |flag: Option<SocketAddr>, name: &str, key: &str, default: SocketAddr, now: SocketAddr| {
+        let var = format!("SMISTA_{}", name.to_uppercase().replace('-', "_"));
+        if flag.is_some() {
+            if std::env::var_os(&var).is_some() {
+                format!("set by {var}")
+            } else {
+                format!("set by --{name}")
+            }
+        } else if now != default {
+            match &args.config {
+                Some(p) => format!("set by {key} in {}", p.display()),
+                None => format!("set by {key} in the embedded demo"),
+            }
+        } else {
+            format!("the default; change it with --{name}, {var} or {key}")
+        }
+    };
+    let defaults = smista_server::config::ServerSection::default();
+    let origins = (
+        origin(args.grpc_addr, "grpc-addr", "[server] grpc_addr", defaults.grpc_addr, cfg.server.grpc_addr),
+        origin(
+            args.metrics_addr,
+            "metrics-addr",
+            "[server] metrics_addr",
+            defaults.metrics_addr,
+            cfg.server.metrics_addr,
+        ),
+    );
     if let Some(a) = args.grpc_addr {
         cfg.server.grpc_addr = a;
     }
@@ -182,7 +210,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let listeners = Listeners::bind(cfg.server.grpc_addr, cfg.server.metrics_addr).await?;
+        let listeners = Listeners::bind_from(cfg.server.grpc_addr, cfg.server.metrics_addr, origins).await?;
         let (grpc, metrics) = listeners.addrs()?;
         tracing::info!(grpc = %grpc, metrics = %metrics, config = %args.config.as_ref().map_or("embedded demo".into(), |p| p.display().to_string()), "smista listening");
         serve(&cfg, listeners, shutdown_signal(), Duration::from_millis(args.drain_ms)).await

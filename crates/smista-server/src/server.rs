@@ -53,6 +53,9 @@ pub enum ServeError {
     /// Binding or reading an address failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A listen address could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// Credentials, keys or certificates could not be loaded.
     #[error("security configuration: {0}")]
     Security(String),
@@ -79,10 +82,46 @@ pub struct Listeners {
     pub metrics: TcpListener,
 }
 
+/// A listen address that could not be bound, naming it and where it was set.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for {what} on {addr} ({origin}): {source}")]
+pub struct BindError {
+    /// `gRPC` or `metrics`.
+    pub what: &'static str,
+    /// The address.
+    pub addr: SocketAddr,
+    /// Where the address came from: a flag, a variable, a configuration key, or the default.
+    pub origin: String,
+    /// The cause (e.g. the address is in use).
+    pub source: std::io::Error,
+}
+
 impl Listeners {
     /// Binds both addresses.
-    pub async fn bind(grpc: SocketAddr, metrics: SocketAddr) -> Result<Listeners, std::io::Error> {
-        Ok(Listeners { grpc: TcpListener::bind(grpc).await?, metrics: TcpListener::bind(metrics).await? })
+    pub async fn bind(grpc: SocketAddr, metrics: SocketAddr) -> Result<Listeners, BindError> {
+        Self::bind_from(grpc, metrics, ("[server] grpc_addr".into(), "[server] metrics_addr".into())).await
+    }
+
+    /// Binds both addresses; an error names the address and `origins` (gRPC's, metrics'): where
+    /// each was set.
+    pub async fn bind_from(
+        grpc: SocketAddr,
+        metrics: SocketAddr,
+        origins: (String, String),
+    ) -> Result<Listeners, BindError> {
+        let grpc = TcpListener::bind(grpc).await.map_err(|source| BindError {
+            what: "gRPC",
+            addr: grpc,
+            origin: origins.0,
+            source,
+        })?;
+        let metrics = TcpListener::bind(metrics).await.map_err(|source| BindError {
+            what: "metrics",
+            addr: metrics,
+            origin: origins.1,
+            source,
+        })?;
+        Ok(Listeners { grpc, metrics })
     }
 
     /// The bound addresses (grpc, metrics).
@@ -495,5 +534,26 @@ async fn warn_insecure(addr: SocketAddr, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port in use is reported with the address and where it was set, not as a bare io error.
+    #[tokio::test]
+    async fn a_busy_address_is_named_with_its_origin() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let e = Listeners::bind_from(any, addr, ("set by --grpc-addr".into(), "set by SMISTA_METRICS_ADDR".into()))
+            .await
+            .expect_err("in use");
+        let text = ServeError::from(e).to_string();
+        assert!(
+            text.starts_with(&format!("cannot listen for metrics on {addr} (set by SMISTA_METRICS_ADDR): ")),
+            "{text}"
+        );
     }
 }
