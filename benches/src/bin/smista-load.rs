@@ -7,11 +7,16 @@ use std::sync::Arc;
 use clap::Parser;
 use smista_benches::load::{run_many, LoadConfig, Report};
 
-/// Drive running smista nodes like a telephony platform and an operator floor, and report:
-/// open-loop scenarios compared with Erlang C, budget runs, the transport floor, and the cost of
-/// the trust boundary. See benches/README.md.
+/// Drives running smista nodes like a telephony platform and an operator floor, and reports what
+/// it measured: open-loop scenarios compared with Erlang C, budget runs, the transport floor,
+/// wallboards, and the cost of the trust boundary. See benches/README.md.
+///
+/// Each scenario needs the server started with its configuration: `erlang`, `max`, `budget` and
+/// `floor` with `smista serve --config benches/scenarios/loadtest.toml`, `citizen` with
+/// `benches/scenarios/citizen.toml`, `mix` with the embedded demo (`smista serve`). The run
+/// checks the server's queues first and says which configuration it needs.
 #[derive(Debug, Parser)]
-#[command(name = "smista-load", version, about)]
+#[command(name = "smista-load", version)]
 struct Cli {
     #[command(flatten)]
     load: LoadConfig,

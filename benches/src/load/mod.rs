@@ -44,7 +44,8 @@ pub enum Scenario {
     Erlang,
     /// The demo contact centre's mix of service lines and operator groups.
     Mix,
-    /// Demand above a budget ceiling (start smista with `benches/scenarios/budget.toml`).
+    /// Demand above a budget ceiling (start smista with `benches/scenarios/loadtest.toml`:
+    /// its `supplier` group is paid by a small budget).
     Budget,
     /// The highest offer rate whose p99 latency stays under `--p99-bound-us`.
     Max,
@@ -675,6 +676,7 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
         Some(url) => Some(server_usage(url).await?),
         None => None,
     };
+    preflight(cfg, &pool).await?;
     let mut report = match cfg.scenario {
         Scenario::Floor => {
             let rps = floor(&pool, cfg.concurrency, Duration::from_secs_f64(cfg.duration), &stop).await;
@@ -747,6 +749,46 @@ pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, Load
     Ok(report)
 }
 
+impl Scenario {
+    /// The configuration a server needs for this scenario, as the command that starts it.
+    #[must_use]
+    pub fn server_command(self) -> &'static str {
+        match self {
+            Scenario::Mix => "smista serve (the embedded demo)",
+            Scenario::Citizen => "smista serve --config benches/scenarios/citizen.toml",
+            Scenario::Follow => "the active/standby group of benches/README.md (\"Failover\")",
+            _ => "smista serve --config benches/scenarios/loadtest.toml",
+        }
+    }
+}
+
+/// Checks, through the server's snapshot, that it has what the scenario needs (its queues, a
+/// budget for `budget`), so a run against the wrong configuration stops at once with the command
+/// that starts the right one instead of failing on its first login.
+async fn preflight(cfg: &LoadConfig, pool: &Pool) -> Result<(), LoadError> {
+    let needs: Vec<&str> = match cfg.scenario {
+        Scenario::Floor | Scenario::Follow | Scenario::Citizen | Scenario::Wallboards => return Ok(()),
+        Scenario::Mix => MIX.iter().map(|m| m.0).collect(),
+        Scenario::Erlang | Scenario::Max | Scenario::Budget => vec![cfg.queue.as_str()],
+    };
+    let snap = pool.admin().get_snapshot(pb::GetSnapshotRequest {}).await.map_err(rpc("snapshot"))?.into_inner();
+    let have: Vec<&str> = snap.queues.iter().map(|q| q.name.as_str()).collect();
+    let wrong = |what: String| {
+        LoadError::Usage(format!(
+            "{what}: the {:?} scenario needs a server started with `{}`",
+            cfg.scenario,
+            cfg.scenario.server_command()
+        ))
+    };
+    if let Some(q) = needs.iter().find(|q| !have.contains(q)) {
+        return Err(wrong(format!("the server at {} has no queue `{q}` (it has {})", cfg.target, have.join(", "))));
+    }
+    if cfg.scenario == Scenario::Budget && snap.budgets.is_empty() {
+        return Err(wrong(format!("the server at {} has no budget", cfg.target)));
+    }
+    Ok(())
+}
+
 async fn login_operators(
     cfg: &LoadConfig,
     pool: &Pool,
@@ -768,7 +810,18 @@ async fn login_operators(
             session_id: format!("{id}-desk"),
         })
         .await
-        .map_err(rpc(format!("login {id}")))?;
+        .map_err(|status| {
+            if status.message().contains("unknown operator group") {
+                LoadError::Usage(format!(
+                    "login {id}: {}: the {:?} scenario needs a server started with `{}`",
+                    status.message(),
+                    cfg.scenario,
+                    cfg.scenario.server_command()
+                ))
+            } else {
+                LoadError::Rpc { what: format!("login {id}"), status }
+            }
+        })?;
         if with_watch {
             let mut stream = ops
                 .watch_offers(pb::WatchOffersRequest { operator_id: id.clone() })
