@@ -1,13 +1,17 @@
-//! `smista client`: one RPC per invocation, printed as text. For the quick tour, scripts and
-//! smoke tests; the telephony platform and desktops use the gRPC API directly.
+//! `smista client`: one RPC per invocation, printed as readable lines (or JSON with `--json`, see
+//! `show.rs`). For the quick tour, scripts and smoke tests; the telephony platform and desktops
+//! use the gRPC API directly.
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use serde_json::{json, Value};
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
+
+use crate::show;
 
 /// `smista client`.
 #[derive(Debug, clap::Args)]
@@ -16,6 +20,9 @@ pub(crate) struct ClientArgs {
     /// the one whose gRPC health says it routes: the active).
     #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051", global = true)]
     target: String,
+    /// Print each answer as one JSON object per line, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(flatten)]
     creds: smista_server::connect::Credentials,
     #[command(subcommand)]
@@ -75,12 +82,15 @@ enum Call {
     },
     /// Print queues and operators.
     Snapshot,
-    /// Print contact events: `events [--after 0] [--count 10]`.
+    /// Print the contact events after a sequence number (`--after 0`: from now on) that have
+    /// happened, then stop; `--follow` keeps printing new ones; `--count` stops after that many.
     Events {
         #[arg(long, default_value_t = 0)]
         after: u64,
-        #[arg(long, default_value_t = 10)]
-        count: usize,
+        #[arg(long)]
+        count: Option<usize>,
+        #[arg(long)]
+        follow: bool,
     },
     /// Print offers for an operator: `watch OPERATOR [--count 1]`.
     Watch {
@@ -116,7 +126,10 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
     match rt.block_on(call(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match e.downcast_ref::<tonic::Status>() {
+                Some(s) => eprintln!("error: {}", show::status(s)),
+                None => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -161,6 +174,14 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut contacts = ContactServiceClient::with_interceptor(ch.clone(), bearer.clone());
     let mut ops = OperatorServiceClient::with_interceptor(ch.clone(), bearer.clone());
     let mut admin = AdminServiceClient::with_interceptor(ch, bearer);
+    let json = args.json;
+    let print = |(line, value): (String, Value)| {
+        if json {
+            println!("{value}");
+        } else {
+            println!("{line}");
+        }
+    };
     match args.call {
         Call::Offer { contact, queue, channel: c, priority } => {
             let r = contacts
@@ -171,32 +192,39 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                     priority,
                     ..Default::default()
                 })
-                .await?;
-            println!("{:?}", r.into_inner().decision);
+                .await?
+                .into_inner();
+            print(show::decision(r.decision.as_ref()));
         }
         Call::Callback { contact } => {
             let r = contacts.request_callback(pb::RequestCallbackRequest { contact_id: contact }).await?.into_inner();
             let q = r.queued.unwrap_or_default();
-            println!(
-                "callback kept at position {} of {}, estimated wait {} ms",
-                q.position, q.queue, q.estimated_wait_ms
-            );
+            print((
+                format!(
+                    "callback kept at position {} of {}, estimated wait {}",
+                    q.position,
+                    q.queue,
+                    show::duration(q.estimated_wait_ms)
+                ),
+                json!({"queue": q.queue, "position": q.position, "estimated_wait_ms": q.estimated_wait_ms}),
+            ));
         }
         Call::Unanswered { contact } => {
             use pb::callback_unanswered_response::Next;
             let r =
                 contacts.callback_unanswered(pb::CallbackUnansweredRequest { contact_id: contact }).await?.into_inner();
             match r.next {
-                Some(Next::Retry(x)) => {
-                    println!("attempt {} unanswered; next attempt at {} (Unix ms)", x.attempts, x.due_unix_ms)
-                }
-                Some(Next::Ended(o)) => println!("outcome: {:?}", pb::Outcome::try_from(o).unwrap_or_default()),
-                None => println!("no answer"),
+                Some(Next::Retry(x)) => print((
+                    format!("attempt {} unanswered; next attempt at {} (Unix ms)", x.attempts, x.due_unix_ms),
+                    json!({"attempts": x.attempts, "due_unix_ms": x.due_unix_ms}),
+                )),
+                Some(Next::Ended(o)) => print(show::outcome_line(o)),
+                None => print(("no answer".into(), json!({}))),
             }
         }
         Call::Cancel { contact } => {
             let r = contacts.cancel_contact(pb::CancelContactRequest { contact_id: contact }).await?.into_inner();
-            println!("outcome: {:?}", r.outcome());
+            print(show::outcome_line(r.outcome));
         }
         Call::Login { operator, group, skills, chats } => {
             let mut channels = vec![pb::ChannelCapacity { channel: pb::Channel::Voice as i32, max_concurrent: 1 }];
@@ -211,12 +239,13 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                     skills: skills.into_iter().map(|(name, level)| pb::Skill { name, level }).collect(),
                     channels,
                 })
-                .await?;
-            println!("serves: {}", r.into_inner().queues.join(", "));
+                .await?
+                .into_inner();
+            print((format!("serves: {}", r.queues.join(", ")), json!({"queues": r.queues})));
         }
         Call::Logout { operator, force } => {
             ops.logout(pb::LogoutRequest { operator_id: operator, force }).await?;
-            println!("logged out");
+            print(("logged out".into(), json!({"logged_out": true})));
         }
         Call::Available { operator } => {
             let r = ops
@@ -225,8 +254,10 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                     status: pb::OperatorStatus::Available as i32,
                     reason: String::new(),
                 })
-                .await?;
-            println!("status: {:?}", r.into_inner().status());
+                .await?
+                .into_inner();
+            let st = show::operator_status(r.status);
+            print((format!("status: {st}"), json!({"status": st})));
         }
         Call::Pause { operator, reason } => {
             let r = ops
@@ -235,26 +266,49 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                     status: pb::OperatorStatus::Paused as i32,
                     reason,
                 })
-                .await?;
-            println!("status: {:?}", r.into_inner().status());
+                .await?
+                .into_inner();
+            let st = show::operator_status(r.status);
+            print((format!("status: {st}"), json!({"status": st})));
         }
         Call::Accept { operator, contact } => {
             ops.accept_offer(pb::AcceptOfferRequest { operator_id: operator, contact_id: contact }).await?;
-            println!("accepted");
+            print(("accepted".into(), json!({"accepted": true})));
         }
         Call::Decline { operator, contact } => {
             ops.decline_offer(pb::DeclineOfferRequest { operator_id: operator, contact_id: contact }).await?;
-            println!("declined");
+            print(("declined".into(), json!({"declined": true})));
         }
         Call::Complete { operator, contact, wrap_up_ms } => {
             let r = ops
                 .complete_contact(pb::CompleteContactRequest { operator_id: operator, contact_id: contact, wrap_up_ms })
                 .await?
                 .into_inner();
-            println!("handle {} ms, wrap-up {} ms", r.handle_ms, r.wrap_up_ms);
+            print((
+                format!(
+                    "completed: handled in {}, wrap-up {}",
+                    show::duration(r.handle_ms),
+                    show::duration(r.wrap_up_ms)
+                ),
+                json!({"handle_ms": r.handle_ms, "wrap_up_ms": r.wrap_up_ms}),
+            ));
         }
         Call::Snapshot => {
             let s = admin.get_snapshot(pb::GetSnapshotRequest {}).await?.into_inner();
+            if json {
+                let queues: Vec<Value> = s
+                    .queues
+                    .iter()
+                    .map(|q| json!({"queue": q.name, "open": q.open, "waiting": q.waiting, "in_service": q.in_service, "service_level": q.service_level, "operators_logged_in": q.operators_logged_in}))
+                    .collect();
+                let operators: Vec<Value> = s
+                    .operators
+                    .iter()
+                    .map(|o| json!({"operator_id": o.operator_id, "group": o.group, "status": show::operator_status(o.status), "pause_reason": o.pause_reason}))
+                    .collect();
+                println!("{}", json!({"queues": queues, "operators": operators}));
+                return Ok(());
+            }
             println!(
                 "{:<18} {:>5} {:>7} {:>7} {:>10} {:>6}",
                 "queue", "open", "waiting", "serving", "svc level", "ops"
@@ -263,18 +317,27 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 println!(
                     "{:<18} {:>5} {:>7} {:>7} {:>9.1}% {:>6}",
                     q.name,
-                    q.open,
+                    if q.open { "yes" } else { "no" },
                     q.waiting,
                     q.in_service,
                     q.service_level * 100.0,
                     q.operators_logged_in
                 );
             }
+            if !s.operators.is_empty() {
+                println!("\n{:<18} {:<12} {:<10} pause reason", "operator", "group", "status");
+            }
             for o in &s.operators {
-                println!("operator {:<12} {:<12} {:?} {}", o.operator_id, o.group, o.status(), o.pause_reason);
+                println!(
+                    "{:<18} {:<12} {:<10} {}",
+                    o.operator_id,
+                    o.group,
+                    show::operator_status(o.status),
+                    o.pause_reason
+                );
             }
         }
-        Call::Events { after, count } => {
+        Call::Events { after, count, follow } => {
             let mut s = contacts
                 .stream_events(pb::StreamEventsRequest {
                     after_sequence: after,
@@ -284,24 +347,29 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .await?
                 .into_inner();
-            for _ in 0..count {
-                match s.message().await? {
-                    Some(e) => println!("#{} {} {} {:?}", e.sequence, e.contact_id, e.queue, e.kind),
-                    None => break,
-                }
+            // Without --follow: what has happened, i.e. until the stream stays quiet for a
+            // moment (events already published arrive within the server's flush period).
+            let quiet = std::time::Duration::from_millis(500);
+            let mut printed = 0;
+            while count.is_none_or(|c| printed < c) {
+                let next = if follow {
+                    s.message().await?
+                } else {
+                    match tokio::time::timeout(quiet, s.message()).await {
+                        Ok(m) => m?,
+                        Err(_) => break,
+                    }
+                };
+                let Some(e) = next else { break };
+                print(show::event(&e));
+                printed += 1;
             }
         }
         Call::Watch { operator, count } => {
             let mut s = ops.watch_offers(pb::WatchOffersRequest { operator_id: operator }).await?.into_inner();
             for _ in 0..count {
                 match s.message().await? {
-                    Some(o) => println!(
-                        "offer {} from {} ({:?}), accept within {} ms",
-                        o.contact_id,
-                        o.queue,
-                        o.channel(),
-                        o.offer_deadline_ms
-                    ),
+                    Some(o) => print(show::offer(&o)),
                     None => break,
                 }
             }

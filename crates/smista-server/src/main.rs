@@ -12,6 +12,7 @@ use smista_server::server::{serve, Listeners};
 mod client;
 mod intervals;
 mod report;
+mod show;
 
 /// jemalloc rather than glibc's allocator: routing and the gRPC stack allocate small objects on
 /// every request. Measured side by side on the reference machine (`benches/README.md`): about
