@@ -339,7 +339,10 @@ async fn run(trouble: Trouble) {
             .output()
             .expect("smista client");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && (text.contains("Queued") || text.contains("Assigned")), "{out:?}");
+        assert!(
+            out.status.success() && (text.starts_with("queued in ") || text.starts_with("assigned to ")),
+            "{out:?}"
+        );
     }
     teardown(nodes, &url, &schema, &dir).await;
 }
