@@ -621,3 +621,82 @@ async fn an_open_server_is_refused_beyond_loopback_and_state_is_owner_only() {
         assert_eq!(mode(&ledger), 0o600);
     }
 }
+
+/// `[server] health_addr`: probes that cannot speak TLS (Kubernetes' gRPC probes) get the health
+/// protocol in plaintext, without a credential, and nothing else; through the drain they read
+/// NOT_SERVING before the listener goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_listener_answers_probes_in_plaintext_and_nothing_else() {
+    use smista_server::server::{serve, Listeners};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let dir = temp_dir("health-creds");
+    let m = mint::mint(&mint::Options::new(&dir)).expect("mint");
+    let mut cfg = config(&m, |_| {});
+    cfg.server.data_dir = temp_dir("health");
+    let lo = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut l = Listeners::bind(lo, lo).await.expect("bind");
+    l.bind_health(lo, "test".into()).await.expect("bind health");
+    let health_addr = l.health.as_ref().expect("bound").local_addr().expect("addr");
+    let (grpc, _) = l.addrs().expect("addrs");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        serve(
+            &cfg,
+            l,
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_millis(1500),
+        )
+        .await
+    });
+    let plain = |addr: std::net::SocketAddr| async move {
+        for _ in 0..100 {
+            if let Ok(ch) = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await {
+                return ch;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no plaintext connection to {addr}");
+    };
+    let ch = plain(health_addr).await;
+    let mut health = HealthClient::new(ch.clone());
+    for service in ["", "smista.v1.ContactService", "smista.v1.OperatorService"] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.expect("plaintext, no token");
+        assert_eq!(r.into_inner().status, ServingStatus::Serving as i32, "{service}");
+    }
+    let e = health.check(HealthCheckRequest { service: "nope".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Nothing but health there: no routing call, not even with a valid token.
+    let admin = std::fs::read_to_string(&m.admin_key).expect("admin key");
+    let e = ContactServiceClient::new(ch.clone()).offer_contact(with(voice("h-1", "isee"), &admin)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    let e = AdminServiceClient::new(ch)
+        .set_queue_open(with(pb::SetQueueOpenRequest { queue: "isee".into(), open: false }, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    // The main port still wants TLS.
+    if let Ok(ch) = Channel::from_shared(format!("http://{grpc}")).expect("uri").connect().await {
+        let e = HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await.unwrap_err();
+        assert!(matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Internal), "{e:?}");
+    }
+    // A probe watching through the shutdown sees NOT_SERVING while the server drains.
+    let mut watch = health
+        .watch(HealthCheckRequest { service: "smista.v1.ContactService".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("first").expect("status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let _ = stop_tx.send(());
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.expect("in time").expect("message");
+    assert_eq!(next.expect("status").status, ServingStatus::NotServing as i32);
+    let r = health.check(HealthCheckRequest { service: String::new() }).await.expect("still answering in the drain");
+    assert_eq!(r.into_inner().status, ServingStatus::NotServing as i32);
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops").expect("task").expect("serve");
+    // Then the listener is gone.
+    assert!(tokio::net::TcpStream::connect(health_addr).await.is_err(), "the health port closes after the drain");
+}

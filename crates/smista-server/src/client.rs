@@ -92,6 +92,16 @@ enum Call {
         #[arg(long)]
         follow: bool,
     },
+    /// Ask gRPC health whether the server (or `--service`) is SERVING, at every target; exits 0
+    /// only if each answers SERVING. For container health checks and scripts.
+    Health {
+        /// The service to ask about, e.g. `smista.v1.ContactService` (default: the server).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up on a target after this many milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
     /// Print offers for an operator: `watch OPERATOR [--count 1]`.
     Watch {
         operator: String,
@@ -168,7 +178,54 @@ pub(crate) async fn active_channel(
     fallback.ok_or(last)
 }
 
+/// `smista client health`: each target's answer, one line each; an error unless all are SERVING.
+async fn health(args: &ClientArgs, service: &str, timeout: std::time::Duration) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let targets: Vec<&str> = args.target.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    let mut failed = Vec::new();
+    for t in &targets {
+        let asked = tokio::time::timeout(timeout, async {
+            let ch = args.creds.channel(t).await?;
+            HealthClient::new(ch)
+                .check(HealthCheckRequest { service: service.to_owned() })
+                .await
+                .map(|r| r.into_inner().status)
+                .map_err(|s| show::status(&s))
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer from {t} within {} ms", timeout.as_millis())));
+        let status = match asked {
+            Ok(code) => ServingStatus::try_from(code).map_or("UNKNOWN", |s| s.as_str_name()),
+            Err(e) => {
+                failed.push(format!("{t}: {e}"));
+                continue;
+            }
+        };
+        if status != "SERVING" {
+            failed.push(format!("{t}: {status}"));
+        }
+        let shown = if service.is_empty() { "the server" } else { service };
+        if args.json {
+            println!("{}", json!({"target": t, "service": service, "status": status}));
+        } else if targets.len() == 1 {
+            println!("{status}");
+        } else {
+            println!("{t}: {shown} {status}");
+        }
+    }
+    match failed.as_slice() {
+        [] if !targets.is_empty() => Ok(()),
+        [] => Err(format!("no target in `{}`", args.target)),
+        _ => Err(format!("not serving: {}", failed.join("; "))),
+    }
+}
+
 async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if let Call::Health { service, timeout_ms } = &args.call {
+        return Ok(health(&args, service, std::time::Duration::from_millis(*timeout_ms)).await?);
+    }
     let ch = active_channel(&args.creds, &args.target).await?;
     let bearer = args.creds.bearer()?;
     let mut contacts = ContactServiceClient::with_interceptor(ch.clone(), bearer.clone());
@@ -374,6 +431,8 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
+        // Answered before choosing the active node (every target is asked).
+        Call::Health { .. } => {}
     }
     Ok(())
 }

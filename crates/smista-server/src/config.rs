@@ -5,6 +5,7 @@
 //! [server]               # all optional
 //! grpc_addr = "127.0.0.1:50051"
 //! metrics_addr = "127.0.0.1:9464"
+//! health_addr = "0.0.0.0:50052"   # optional: plaintext gRPC health only, for probes (see below)
 //! data_dir = "./smista-data"
 //! log_format = "human"   # or "json"
 //! tick_ms = 100          # how often time-based routing runs
@@ -83,6 +84,11 @@ pub struct ServerSection {
     pub grpc_addr: SocketAddr,
     /// Prometheus listen address (port 0 picks a free port).
     pub metrics_addr: SocketAddr,
+    /// Optional second listener serving only the gRPC health protocol (`grpc.health.v1`), in
+    /// plaintext whatever `[tls]` says: for probes that cannot speak TLS (Kubernetes' native gRPC
+    /// probes, container health checks). It reveals only whether each service is SERVING, never
+    /// routing state, so it is allowed beyond loopback without `--insecure`.
+    pub health_addr: Option<SocketAddr>,
     /// Where durable state lives.
     pub data_dir: PathBuf,
     /// Log format.
@@ -106,6 +112,7 @@ impl Default for ServerSection {
         ServerSection {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            health_addr: None,
             data_dir: PathBuf::from("./smista-data"),
             log_format: LogFormat::Human,
             tick_ms: 100,
@@ -117,7 +124,7 @@ impl Default for ServerSection {
 }
 
 /// Which ledger backend stores budget spend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerKind {
     /// SQLite file `ledger.db` in the data directory (WAL, group commit).

@@ -144,9 +144,11 @@ async fn standby(
     reporter.set_not_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
     // The process itself is healthy (liveness): only the routing services are not here.
     reporter.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(smista_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let (reflection, reflection_v1alpha) = crate::server::reflection()?;
+    let health_only = match &listeners.health {
+        Some(l) => Some(crate::server::serve_health(clone(l)?, health.clone())),
+        None => None,
+    };
     let active = Arc::new(Mutex::new(String::new()));
     let lim = &cfg.limits;
     let incoming = crate::transport::incoming(
@@ -161,6 +163,7 @@ async fn standby(
             .layer(StandbyLayer(active.clone()))
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.wait_for(|s| *s).await;
             }),
@@ -195,6 +198,10 @@ async fn standby(
         }
     };
     let _ = stop_tx.send(true);
+    // The routing server takes the health listener over (connections wait in its backlog).
+    if let Some(h) = health_only {
+        h.abort();
+    }
     // Open streams (a health Watch) must not hold the takeover up.
     if tokio::time::timeout(Duration::from_millis(200), server).await.is_err() {
         tracing::debug!("standby listener still had open streams: dropped");

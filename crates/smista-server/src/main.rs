@@ -72,6 +72,10 @@ struct ServeArgs {
     /// Prometheus listen address; port 0 picks a free port.
     #[arg(long, env = "SMISTA_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Plaintext listen address serving only gRPC health, for probes that cannot speak TLS
+    /// (Kubernetes' gRPC probes, container health checks): `[server] health_addr`.
+    #[arg(long, env = "SMISTA_HEALTH_ADDR")]
+    health_addr: Option<SocketAddr>,
     /// Directory for durable state.
     #[arg(long, env = "SMISTA_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -84,6 +88,10 @@ struct ServeArgs {
     /// How long to keep answering (with UNAVAILABLE for offers) after SIGTERM before stopping.
     #[arg(long, env = "SMISTA_DRAIN_MS", default_value_t = 500)]
     drain_ms: u64,
+    /// Where budget spend is made durable (`[ledger] kind`): one configuration file for a
+    /// single node on SQLite and for nodes sharing PostgreSQL (its URL in `SMISTA_LEDGER_URL`).
+    #[arg(long, env = "SMISTA_LEDGER_KIND", value_enum)]
+    ledger_kind: Option<smista_server::config::LedgerKind>,
     /// This node's id (`[cluster] node_id`), e.g. the pod's name: one configuration for all nodes.
     #[arg(long, env = "SMISTA_NODE_ID")]
     node_id: Option<String>,
@@ -178,6 +186,15 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     if let Some(a) = args.metrics_addr {
         cfg.server.metrics_addr = a;
     }
+    let health_origin = match (args.health_addr, &args.config) {
+        (Some(_), _) if std::env::var_os("SMISTA_HEALTH_ADDR").is_some() => "set by SMISTA_HEALTH_ADDR".to_owned(),
+        (Some(_), _) => "set by --health-addr".to_owned(),
+        (None, Some(p)) => format!("set by [server] health_addr in {}", p.display()),
+        (None, None) => "set by [server] health_addr in the embedded demo".to_owned(),
+    };
+    if let Some(a) = args.health_addr {
+        cfg.server.health_addr = Some(a);
+    }
     if let Some(d) = args.data_dir {
         cfg.server.data_dir = d;
     }
@@ -195,8 +212,15 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         eprintln!("error: {key}: {problem}");
         return ExitCode::FAILURE;
     }
+    if let Some(k) = args.ledger_kind {
+        cfg.ledger.kind = k;
+    }
     if let Ok(url) = std::env::var("SMISTA_LEDGER_URL") {
         cfg.ledger.url = url;
+    }
+    if cfg.ledger.kind == smista_server::config::LedgerKind::Postgres && cfg.ledger.url.is_empty() {
+        eprintln!("error: ledger.url: the PostgreSQL ledger needs a connection URL: set SMISTA_LEDGER_URL");
+        return ExitCode::FAILURE;
     }
     init_tracing(cfg.server.log_format);
     if let Err(e) = smista_server::mint::private_dir(&cfg.server.data_dir) {
@@ -211,9 +235,16 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let listeners = Listeners::bind_from(cfg.server.grpc_addr, cfg.server.metrics_addr, origins).await?;
+        let mut listeners = Listeners::bind_from(cfg.server.grpc_addr, cfg.server.metrics_addr, origins).await?;
+        if let Some(addr) = cfg.server.health_addr {
+            listeners.bind_health(addr, health_origin).await?;
+        }
         let (grpc, metrics) = listeners.addrs()?;
-        tracing::info!(grpc = %grpc, metrics = %metrics, config = %args.config.as_ref().map_or("embedded demo".into(), |p| p.display().to_string()), "smista listening");
+        let health = match &listeners.health {
+            Some(l) => l.local_addr()?.to_string(),
+            None => "none".to_owned(),
+        };
+        tracing::info!(grpc = %grpc, metrics = %metrics, health = %health, config = %args.config.as_ref().map_or("embedded demo".into(), |p| p.display().to_string()), "smista listening");
         serve(&cfg, listeners, shutdown_signal(), Duration::from_millis(args.drain_ms)).await
     });
     match result {

@@ -80,13 +80,16 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// Prometheus `/metrics`.
     pub metrics: TcpListener,
+    /// Plaintext gRPC health only (`[server] health_addr`), when configured: the health protocol
+    /// and nothing else, for probes that cannot speak TLS.
+    pub health: Option<TcpListener>,
 }
 
 /// A listen address that could not be bound, naming it and where it was set.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for {what} on {addr} ({origin}): {source}")]
 pub struct BindError {
-    /// `gRPC` or `metrics`.
+    /// `gRPC`, `metrics` or `gRPC health`.
     pub what: &'static str,
     /// The address.
     pub addr: SocketAddr,
@@ -121,7 +124,15 @@ impl Listeners {
             origin: origins.1,
             source,
         })?;
-        Ok(Listeners { grpc, metrics })
+        Ok(Listeners { grpc, metrics, health: None })
+    }
+
+    /// Binds the health-only listener at `addr`; an error names `origin`: where it was set.
+    pub async fn bind_health(&mut self, addr: SocketAddr, origin: String) -> Result<(), BindError> {
+        let l =
+            TcpListener::bind(addr).await.map_err(|source| BindError { what: "gRPC health", addr, origin, source })?;
+        self.health = Some(l);
+        Ok(())
     }
 
     /// The bound addresses (grpc, metrics).
@@ -285,6 +296,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    let mut listeners = listeners;
+    if let (None, Some(addr)) = (&listeners.health, cfg.server.health_addr) {
+        listeners.bind_health(addr, "[server] health_addr".into()).await?;
+    }
     if cfg.cluster.failover {
         return crate::failover::run(cfg, listeners, shutdown, drain).await;
     }
@@ -336,15 +351,8 @@ pub(crate) async fn serve_routing(
     reporter.set_serving::<AdminServiceServer<AdminSvc>>().await;
     reporter.set_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
     reporter.set_service_status("", ServingStatus::Serving).await;
-    // Reflection in both versions clients speak (grpcurl and GUIs newer and older, Python's
-    // grpcio-reflection), describing smista's services and the health protocol.
-    let described = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(smista_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection = described().build_v1()?;
-    let reflection_v1alpha = described().build_v1alpha()?;
+    let (reflection, reflection_v1alpha) = reflection()?;
+    let health_only = listeners.health.map(|l| serve_health(l, health.clone()));
 
     let ticker = tokio::spawn(tick_loop(
         shared.clone(),
@@ -411,6 +419,10 @@ pub(crate) async fn serve_routing(
         .add_service(AppointmentServiceServer::new(AppointmentSvc(shared.clone())))
         .serve_with_incoming_shutdown(incoming, stop)
         .await?;
+    // Probes saw NOT_SERVING through the drain; now the process goes.
+    if let Some(h) = health_only {
+        h.abort();
+    }
 
     let _ = ticker.await;
     let _ = metrics_http.await;
@@ -431,6 +443,45 @@ pub(crate) async fn serve_routing(
         return Err(ServeError::Fenced);
     }
     Ok(())
+}
+
+/// The reflection services, v1 and v1alpha (grpcurl and GUIs newer and older, Python's
+/// grpcio-reflection), describing smista's services and the health protocol.
+pub(crate) fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServeError,
+> {
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(smista_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((described().build_v1()?, described().build_v1alpha()?))
+}
+
+/// Serves only the gRPC health protocol on `listener`, in plaintext and without authentication,
+/// until the task is aborted: the `[server] health_addr` listener for probes that cannot speak
+/// TLS. It answers what `health` answers on the main port (the same reporter), nothing else.
+pub(crate) fn serve_health(
+    listener: TcpListener,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .timeout(Duration::from_secs(10))
+            .add_service(health)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "the gRPC health listener stopped");
+        }
+    })
 }
 
 /// Resolves once the ledger says this node was fenced (never without a ledger).
