@@ -678,10 +678,11 @@ async fn the_health_listener_answers_probes_in_plaintext_and_nothing_else() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-    // The main port still wants TLS.
+    // The main port still wants TLS: plaintext gets no answer there (how the refusal shows,
+    // a failed connect or a closed connection, depends on timing).
     if let Ok(ch) = Channel::from_shared(format!("http://{grpc}")).expect("uri").connect().await {
-        let e = HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await.unwrap_err();
-        assert!(matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Internal), "{e:?}");
+        let r = HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await;
+        assert!(r.is_err(), "plaintext answered on the TLS port: {r:?}");
     }
     // A probe watching through the shutdown sees NOT_SERVING while the server drains.
     let mut watch = health
