@@ -2,6 +2,7 @@
 //! size) and the `smista-load` load generator ([`load`]).
 
 pub mod load;
+pub mod scaling;
 
 /// Every bench, example and the load generator run on the allocator the `smista` binary uses
 /// (a global allocator declared in a library applies to whatever links it).

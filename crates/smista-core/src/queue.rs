@@ -67,9 +67,20 @@ pub(crate) struct State {
     pub(crate) accepts: VecDeque<Millis>,
     /// (due, seq) -> contact, for callbacks waiting for their next attempt.
     pub(crate) parked: BTreeMap<(Millis, u64), Arc<str>>,
+    /// The last sequence number handed out by [`State::next_seq`].
+    seq: u64,
 }
 
 impl State {
+    /// A number unique within this queue, increasing: the tie-breaker of ranks (first come,
+    /// first served within a millisecond) and of deadline, expiry and due keys. Per queue, under
+    /// its lock, rather than one counter for the engine that every arrival on every core would
+    /// write (ranks are only ever compared within one queue).
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.waiting.iter().map(BTreeMap::len).sum()
     }
@@ -266,6 +277,7 @@ impl Queue {
                 offered: BTreeMap::new(),
                 accepts: VecDeque::with_capacity(RATE_WINDOW),
                 parked: BTreeMap::new(),
+                seq: 0,
             }),
             waiting: AtomicU32::new(0),
             offered: AtomicU32::new(0),

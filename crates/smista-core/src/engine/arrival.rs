@@ -163,7 +163,7 @@ impl Engine {
             return;
         }
         let f = Finished { outcome, queue: qi, diverted, completed_by: None, completion: None };
-        self.finished.read().current.insert(id, f);
+        self.finished.insert(id, f);
     }
 
     /// Until `until`, queues with nobody logged in queue their contacts instead of diverting
@@ -360,7 +360,7 @@ impl Engine {
         head: bool,
         now: Millis,
     ) -> u32 {
-        let seq = self.next_seq();
+        let seq = st.next_seq();
         let rank = q.rank(head || rec.appointment, rec.arrived, rec.priority, seq);
         // A callback has no caller on the line: neither a maximum wait nor a patience applies.
         let live = rec.callback.is_none();
@@ -454,7 +454,7 @@ impl Engine {
             }
         }
         rec.state = CState::Done;
-        self.finished.read().current.insert(
+        self.finished.insert(
             id.clone(),
             Finished {
                 outcome,
@@ -485,8 +485,7 @@ impl Engine {
     }
 
     pub(super) fn finished_get(&self, id: &str) -> Option<Finished> {
-        let f = self.finished.read();
-        f.current.get(id).or_else(|| f.previous.get(id)).map(|r| r.value().clone())
+        self.finished.get(id)
     }
 
     /// The caller hung up (or the platform gave up). Returns the contact's final outcome;

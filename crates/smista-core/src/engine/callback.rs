@@ -42,6 +42,8 @@ pub(super) struct Place {
 pub(super) struct Redial {
     by_key: HashMap<Arc<str>, Place>,
     by_expiry: BTreeMap<(Millis, u64), Arc<str>>,
+    /// Tie-breaker of `by_expiry` keys.
+    seq: u64,
 }
 
 /// What follows an unanswered callback attempt.
@@ -200,7 +202,7 @@ impl Engine {
             }
             Some(&delay) => {
                 let at = now.plus(delay);
-                let due = (self.hours_open_from(q, at).unwrap_or(at), self.next_seq());
+                let due = (self.hours_open_from(q, at).unwrap_or(at), st.next_seq());
                 st.parked.insert(due, id.clone());
                 rec.state = CState::Parked { due };
                 out.push(Event::CallbackScheduled { contact: id.clone(), queue: q.name.clone(), attempts, due: due.0 });
@@ -247,9 +249,10 @@ impl Engine {
         if window == 0 || rec.callback.is_some() {
             return;
         }
-        let expires = (now.plus(window), self.next_seq());
-        let place = Place { queue: rec.entry_queue, arrived: rec.arrived, priority: rec.priority, expires };
         let mut r = self.redial.lock();
+        r.seq += 1;
+        let expires = (now.plus(window), r.seq);
+        let place = Place { queue: rec.entry_queue, arrived: rec.arrived, priority: rec.priority, expires };
         if let Some(old) = r.by_key.insert(key.clone(), place) {
             r.by_expiry.remove(&old.expires);
         }

@@ -258,7 +258,7 @@ impl Engine {
                 self.gate.release(&old, id);
             }
         }
-        let deadline = (now.plus(st.params.offer_timeout_ms), self.next_seq());
+        let deadline = (now.plus(st.params.offer_timeout_ms), st.next_seq());
         st.offered.insert(deadline, id.clone());
         q.offered.fetch_add(1, Ordering::Relaxed);
         rec.state = CState::Offered { slot, gen: session.gen, deadline };

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::budget::{BudgetGate, FundingRequest, Settlement, Started};
 use crate::calendar::{CentralEurope, Zone};
@@ -157,12 +157,59 @@ struct Group {
 /// who choose the ids.
 type Map<V> = DashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
+/// Shards of each map: many more than cores, so two threads rarely want the same shard's lock
+/// (DashMap's default is four per core: 8 on two cores, where two threads met on a shard in one
+/// operation out of eight and the profile showed its lock's slow paths).
+const MAP_SHARDS: usize = 128;
+
+fn new_map<V>() -> Map<V> {
+    Map::with_hasher_and_shard_amount(foldhash::fast::RandomState::default(), MAP_SHARDS)
+}
+
 /// Finished contacts are kept in two generations, swapped every half retention, so forgetting
-/// them is O(1) and never scans.
+/// them is O(1) and never scans. Lock-free: readers look in both maps; a writer inserts into
+/// the current one and checks that no rotation ran meanwhile (else it inserts again, into the
+/// new current), so an entry is never dropped before half the retention.
 #[derive(Debug)]
 struct FinishedGens {
-    current: Map<Finished>,
-    previous: Map<Finished>,
+    maps: [Map<Finished>; 2],
+    /// Even: `maps[(epoch / 2) % 2]` is current. Odd: a rotation is clearing the older map.
+    epoch: AtomicU64,
+}
+
+impl FinishedGens {
+    fn new() -> FinishedGens {
+        FinishedGens { maps: [new_map(), new_map()], epoch: AtomicU64::new(0) }
+    }
+
+    fn get(&self, id: &str) -> Option<Finished> {
+        let cur = ((self.epoch.load(Ordering::Acquire) / 2) % 2) as usize;
+        self.maps[cur].get(id).or_else(|| self.maps[1 - cur].get(id)).map(|r| r.value().clone())
+    }
+
+    fn insert(&self, id: Arc<str>, f: Finished) {
+        loop {
+            let e = self.epoch.load(Ordering::Acquire);
+            if e % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.maps[((e / 2) % 2) as usize].insert(id.clone(), f.clone());
+            if self.epoch.load(Ordering::Acquire) == e {
+                return;
+            }
+        }
+    }
+
+    /// Forgets the older generation and makes its map the current one. One caller at a time
+    /// (the engine's `last_rotation` CAS decides who).
+    fn rotate(&self) {
+        let e = self.epoch.fetch_add(1, Ordering::AcqRel);
+        debug_assert_eq!(e % 2, 0, "one rotation at a time");
+        let older = ((e / 2 + 1) % 2) as usize;
+        self.maps[older].clear();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// The routing engine. Cheap to share (`Arc<Engine>`); every method takes `&self`.
@@ -178,13 +225,12 @@ pub struct Engine {
     logged_out: Mutex<VecDeque<u32>>,
     operator_ids: Map<u32>,
     contacts: Map<Contact>,
-    finished: RwLock<FinishedGens>,
+    finished: FinishedGens,
     last_rotation: AtomicU64,
     retention_ms: u64,
     /// Until when (engine ms) a queue with nobody logged in still queues its contacts instead of
     /// diverting them NO_OPERATORS: the desks are reconnecting after a takeover.
     staff_grace_until: AtomicU64,
-    seq: AtomicU64,
     gate: Arc<dyn BudgetGate>,
     /// Engine time `Millis(0)` on the wall clock, Unix ms (see [`Engine::with_calendar`]).
     epoch_unix_ms: i64,
@@ -271,18 +317,17 @@ impl Engine {
             slots,
             next_slot: AtomicU32::new(0),
             logged_out: Mutex::new(VecDeque::new()),
-            operator_ids: Map::default(),
-            contacts: Map::default(),
-            finished: RwLock::new(FinishedGens { current: Map::default(), previous: Map::default() }),
+            operator_ids: new_map(),
+            contacts: new_map(),
+            finished: FinishedGens::new(),
             last_rotation: AtomicU64::new(0),
             retention_ms: cfg.finished_retention_ms,
             staff_grace_until: AtomicU64::new(0),
-            seq: AtomicU64::new(1),
             gate,
             epoch_unix_ms: 0,
             zone: Arc::new(CentralEurope),
             redial: Mutex::new(callback::Redial::default()),
-            reserved: Map::default(),
+            reserved: new_map(),
             free_bits: SlotBits::new(cfg.max_operators as usize),
             wrap_bits: SlotBits::new(cfg.max_operators as usize),
         })
@@ -365,10 +410,6 @@ impl Engine {
     #[must_use]
     pub fn live_contacts(&self) -> usize {
         self.contacts.len()
-    }
-
-    pub(super) fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(super) fn queue_idx(&self, name: &str) -> Result<u32, RoutingError> {

@@ -149,9 +149,7 @@ impl Engine {
             return;
         }
         if self.last_rotation.compare_exchange(last, now.0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            let mut f = self.finished.write();
-            let current = std::mem::take(&mut f.current);
-            f.previous = current;
+            self.finished.rotate();
         }
     }
 

@@ -1,0 +1,69 @@
+//! Two threads against one, measured in alternating rounds in one run, for the routing core
+//! (`offers`, `assign_cycle`, `queue_cycle`: 3,300 operators, 40 queues) and the server's request
+//! path (handlers without network). Each round of each side does the same work; the ratio is the
+//! median over rounds of the two-thread rate to the one-thread rate just before it, so the
+//! machine's drift (tens of percent within minutes here) falls on both sides alike.
+//!
+//! Run: `cargo run --release -p smista-benches --example scaling [-- --rounds 7 --threads 2]`.
+//! Prints a table and, last, one JSON line (the report).
+
+use std::sync::Arc;
+
+use smista_benches::scaling::{compare, engine, request_state, run_cycles, run_offers, run_requests, Comparison, Lane};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let rounds = arg("--rounds", 7);
+    let threads = arg("--threads", 2).max(2);
+    let mut results: Vec<Comparison> = Vec::new();
+
+    let e = engine(false);
+    let mut lanes: Vec<Lane> = (0..threads as u64).map(|t| Lane::new(t, 0)).collect();
+    results.push(compare("routing/offers", threads, rounds, 400_000, |k, ops| {
+        let mut took = std::time::Duration::ZERO;
+        let per_batch = 1_000 / k as u64;
+        let mut done = 0;
+        while done < ops {
+            took += run_offers(&e, &mut lanes[..k], per_batch);
+            done += per_batch * k as u64;
+            let n = lanes.iter().map(|l| l.n).max().unwrap_or(0);
+            lanes.iter_mut().for_each(|l| l.n = n);
+        }
+        took
+    }));
+    for (name, paused, ops) in [("routing/assign_cycle", false, 400_000), ("routing/queue_cycle", true, 800_000)] {
+        let e: Arc<_> = engine(paused);
+        let mut lanes: Vec<Lane> = (0..threads as u64).map(|t| Lane::new(t, 0)).collect();
+        results.push(compare(name, threads, rounds, ops, |k, ops| {
+            let took = run_cycles(&e, &mut lanes[..k], ops / k as u64);
+            let n = lanes.iter().map(|l| l.n).max().unwrap_or(0);
+            lanes.iter_mut().for_each(|l| l.n = n);
+            took
+        }));
+        let audit = e.audit(smista_core::Millis(u64::MAX / 2));
+        assert!(audit.iter().all(|v| v.contains("idles")), "the engine ended inconsistent: {audit:?}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let shared = rt.block_on(request_state());
+    let mut next = vec![0u64; threads];
+    results.push(compare("request_path/offer_accept_complete", threads, rounds, 100_000, |k, ops| {
+        run_requests(&shared, &mut next[..k], ops / k as u64)
+    }));
+
+    println!(
+        "{:<38} {:>14} {:>14} {:>7}   rounds ({threads} threads / 1)",
+        "workload",
+        "1 thread /s",
+        format!("{threads} threads /s"),
+        "ratio"
+    );
+    for r in &results {
+        let per: Vec<String> = r.one.iter().zip(&r.many).map(|(a, b)| format!("{:.2}", b / a)).collect();
+        println!("{:<38} {:>14.0} {:>14.0} {:>7.2}   {}", r.name, r.one_median, r.many_median, r.ratio, per.join(" "));
+    }
+    println!("{}", serde_json::json!({ "scaling": results }));
+}

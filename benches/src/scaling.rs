@@ -1,0 +1,359 @@
+//! How the routing core and the server's request path scale with threads: the workloads of the
+//! `routing` and `request_path` criterion benches, and [`compare`], which runs one workload on
+//! one thread and on several in alternating rounds so that the ratio is measured in one run
+//! (this machine's speed drifts by tens of percent within minutes; alternating rounds see the
+//! same drift on both sides).
+//!
+//! Nothing in a timed loop is shared between threads but the engine (or the server's state):
+//! each thread numbers its own contacts, keeps its own clock and draws its queues from its own
+//! generator ([`Lane`]).
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use smista_core::budget::Unlimited;
+use smista_core::{Decision, Engine, Event, Millis, RequestedState};
+
+use crate::{centre, voice_offer};
+
+/// Queues of the routing workloads.
+pub const QUEUES: usize = 40;
+/// Operators of the routing workloads.
+pub const OPERATORS: usize = 3_300;
+
+/// One thread's contacts: its own numbering, clock and queue choice (splitmix64).
+#[derive(Clone, Debug)]
+pub struct Lane {
+    /// The thread's number, part of its contact ids.
+    pub thread: u64,
+    /// The last contact number handed out (also the thread's clock, in engine ms).
+    pub n: u64,
+    rng: u64,
+}
+
+impl Lane {
+    /// Lane of `thread`, numbering from `start + 1`.
+    #[must_use]
+    pub fn new(thread: u64, start: u64) -> Lane {
+        Lane { thread, n: start, rng: 0x9E37_79B9_7F4A_7C15 ^ (thread + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ start }
+    }
+
+    /// The next contact's number and queue index (uniform over `queues`).
+    pub fn next(&mut self, queues: usize) -> (u64, usize) {
+        self.n += 1;
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (self.n, (z % queues.max(1) as u64) as usize)
+    }
+}
+
+/// The routing workloads' engine: [`OPERATORS`] operators on [`QUEUES`] queues, all logged in,
+/// all paused if `paused`.
+#[must_use]
+pub fn engine(paused: bool) -> Arc<Engine> {
+    let (cfg, logins) = centre(QUEUES, OPERATORS);
+    let e = Engine::new(&cfg, Arc::new(Unlimited)).expect("valid config");
+    let mut ev = Vec::new();
+    for l in &logins {
+        e.login(l, Millis(0), &mut ev).expect("login");
+        if paused {
+            e.set_state(&l.operator_id, &RequestedState::Paused("bench".into()), Millis(0), &mut ev).expect("pause");
+        }
+    }
+    Arc::new(e)
+}
+
+/// One offer decision, then whatever brings the engine back to its starting state: accept and
+/// complete if assigned (`assign_cycle`), cancel if queued (`queue_cycle`, operators paused).
+/// Ticks every 1,024 of the lane's cycles, as the server's tick would forget finished contacts.
+pub fn cycle(e: &Engine, lane: &mut Lane, ev: &mut Vec<Event>, queues: &[String]) {
+    let (n, qi) = lane.next(queues.len());
+    let id = format!("t{}-c{n}", lane.thread);
+    let now = Millis(n);
+    let d = e.offer(&voice_offer(id.clone(), queues[qi].clone()), now, ev).expect("offer");
+    match &d {
+        Decision::Assigned { operator, .. } => {
+            e.accept(operator, &id, now, ev).expect("accept");
+            e.complete(operator, &id, 1, now, ev).expect("complete");
+        }
+        Decision::Queued { .. } => {
+            e.cancel(&id, now, ev).expect("cancel");
+        }
+        Decision::Diverted { .. } => {}
+    }
+    black_box(&d);
+    if n % 1024 == 0 {
+        e.tick(now, ev);
+    }
+    ev.clear();
+}
+
+/// `per_thread` cycles on each of `lanes.len()` threads, started together; the wall time.
+pub fn run_cycles(e: &Arc<Engine>, lanes: &mut [Lane], per_thread: u64) -> Duration {
+    let queues: Arc<Vec<String>> = Arc::new(e.queue_names().map(str::to_owned).collect());
+    let barrier = Arc::new(Barrier::new(lanes.len() + 1));
+    let handles: Vec<_> = lanes
+        .iter()
+        .map(|lane| {
+            let (e, queues, barrier, mut lane) = (e.clone(), queues.clone(), barrier.clone(), lane.clone());
+            std::thread::spawn(move || {
+                let mut ev = Vec::with_capacity(16);
+                barrier.wait();
+                for _ in 0..per_thread {
+                    cycle(&e, &mut lane, &mut ev, &queues);
+                }
+                lane
+            })
+        })
+        .collect();
+    barrier.wait();
+    let begun = Instant::now();
+    for (slot, h) in lanes.iter_mut().zip(handles) {
+        *slot = h.join().expect("bench thread");
+    }
+    begun.elapsed()
+}
+
+/// Offer decisions alone: each thread builds `per_thread` requests, then (timed, started
+/// together) offers them; then (untimed) accepts and completes what was assigned and cancels
+/// what was queued, and ticks. The slowest thread's offering time.
+pub fn run_offers(e: &Arc<Engine>, lanes: &mut [Lane], per_thread: u64) -> Duration {
+    let queues: Arc<Vec<String>> = Arc::new(e.queue_names().map(str::to_owned).collect());
+    let barrier = Arc::new(Barrier::new(lanes.len()));
+    let handles: Vec<_> = lanes
+        .iter()
+        .map(|lane| {
+            let (e, queues, barrier, mut lane) = (e.clone(), queues.clone(), barrier.clone(), lane.clone());
+            std::thread::spawn(move || {
+                let reqs: Vec<_> = (0..per_thread)
+                    .map(|_| {
+                        let (n, qi) = lane.next(queues.len());
+                        (n, voice_offer(format!("t{}-o{n}", lane.thread), queues[qi].clone()))
+                    })
+                    .collect();
+                let mut ev = Vec::with_capacity(16 * per_thread as usize);
+                let mut decided = Vec::with_capacity(reqs.len());
+                barrier.wait();
+                let start = Instant::now();
+                for (n, r) in &reqs {
+                    decided.push(e.offer(r, Millis(*n), &mut ev).expect("offer"));
+                }
+                let elapsed = start.elapsed();
+                for ((n, r), d) in reqs.iter().zip(decided) {
+                    let now = Millis(*n);
+                    match black_box(d) {
+                        Decision::Assigned { operator, .. } => {
+                            e.accept(&operator, &r.contact_id, now, &mut ev).expect("accept");
+                            e.complete(&operator, &r.contact_id, 1, now, &mut ev).expect("complete");
+                        }
+                        Decision::Queued { .. } => {
+                            let _ = e.cancel(&r.contact_id, now, &mut ev);
+                        }
+                        Decision::Diverted { .. } => {}
+                    }
+                    ev.clear();
+                }
+                (elapsed, lane)
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for (slot, h) in lanes.iter_mut().zip(handles) {
+        let (took, lane) = h.join().expect("bench thread");
+        slowest = slowest.max(took);
+        *slot = lane;
+    }
+    let now = lanes.iter().map(|l| l.n).max().unwrap_or(0);
+    e.tick(Millis(now), &mut Vec::new());
+    slowest
+}
+
+/// One workload measured on one thread and on `threads`, alternating.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Comparison {
+    /// The workload's name.
+    pub name: String,
+    /// Threads of the multi-threaded side.
+    pub threads: usize,
+    /// Operations per second of each one-thread round.
+    pub one: Vec<f64>,
+    /// Operations per second of each multi-thread round.
+    pub many: Vec<f64>,
+    /// Median of the ratios of each multi-thread round to the one-thread round before it.
+    pub ratio: f64,
+    /// Median operations per second on one thread.
+    pub one_median: f64,
+    /// Median operations per second on `threads` threads.
+    pub many_median: f64,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Runs `round(threads, ops)` on 1 and on `threads` threads in `rounds` alternating pairs, each
+/// side doing `ops` operations in all; `round` returns the wall time of the timed part.
+pub fn compare(
+    name: &str,
+    threads: usize,
+    rounds: usize,
+    ops: u64,
+    mut round: impl FnMut(usize, u64) -> Duration,
+) -> Comparison {
+    // Warm up both sides (allocator, caches, maps at their working size).
+    round(1, ops / 4);
+    round(threads, ops / 4);
+    let (mut one, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let a = ops as f64 / round(1, ops).as_secs_f64();
+        let b = ops as f64 / round(threads, ops).as_secs_f64();
+        one.push(a);
+        many.push(b);
+        ratios.push(b / a);
+    }
+    Comparison {
+        name: name.to_owned(),
+        threads,
+        ratio: median(&ratios),
+        one_median: median(&one),
+        many_median: median(&many),
+        one,
+        many,
+    }
+}
+
+/// Operators logged in for the request-path workload (the load-test configuration's `general`
+/// queue, internal staff: no budget, nothing for a ledger to write).
+pub const REQUEST_OPERATORS: u32 = 70;
+
+/// The server's shared state on `benches/scenarios/loadtest.toml` without a ledger, with
+/// [`REQUEST_OPERATORS`] operators logged in to `general`. Needs a Tokio runtime to build.
+pub async fn request_state() -> Arc<smista_server::service::Shared> {
+    use smista_proto::v1 as pb;
+    use smista_proto::v1::operator_service_server::OperatorService;
+    let text = include_str!("../scenarios/loadtest.toml");
+    let mut cfg = smista_server::config::Config::parse(text, "loadtest.toml").expect("valid config");
+    cfg.ledger.kind = smista_server::config::LedgerKind::None;
+    let _ = smista_server::metrics::install();
+    // Nothing ever stops the benches' state: the sender lives as long as the process.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(stop_tx);
+    let shared = smista_server::server::build_shared(&cfg, stop_rx).await.expect("shared state");
+    let ops = smista_server::service::operator::OperatorSvc(shared.clone());
+    for i in 0..REQUEST_OPERATORS {
+        ops.login(tonic::Request::new(pb::LoginRequest {
+            operator_id: format!("op-{i}"),
+            group: "internal".into(),
+            skills: vec![pb::Skill { name: "general".into(), level: 5 }],
+            channels: vec![],
+            session_id: format!("desk-{i}"),
+        }))
+        .await
+        .expect("login");
+    }
+    shared
+}
+
+/// `iters` contacts of thread `t` through the gRPC handlers (no network), numbered from `from`:
+/// OfferContact, AcceptOffer, CompleteContact with 1 ms of wrap-up (or CancelContact if
+/// queued); ticks every `tick_every` so wrap-ups end as the server's tick loop would end them.
+/// Returns the last number used.
+pub async fn request_cycles(
+    shared: &Arc<smista_server::service::Shared>,
+    t: usize,
+    from: u64,
+    iters: u64,
+    tick_every: u64,
+) -> u64 {
+    use smista_proto::v1 as pb;
+    use smista_proto::v1::contact_service_server::ContactService;
+    use smista_proto::v1::offer_contact_response::Decision as Wire;
+    use smista_proto::v1::operator_service_server::OperatorService;
+    use tonic::Request;
+    let contacts = smista_server::service::contact::ContactSvc(shared.clone());
+    let ops = smista_server::service::operator::OperatorSvc(shared.clone());
+    let mut n = from;
+    for _ in 0..iters {
+        n += 1;
+        let id = format!("t{t}-c{n}");
+        let r = contacts
+            .offer_contact(Request::new(pb::OfferContactRequest {
+                contact_id: id.clone(),
+                queue: "general".into(),
+                channel: pb::Channel::Voice as i32,
+                ..Default::default()
+            }))
+            .await
+            .expect("offer")
+            .into_inner();
+        match r.decision {
+            Some(Wire::Assigned(a)) => {
+                ops.accept_offer(Request::new(pb::AcceptOfferRequest {
+                    operator_id: a.operator_id.clone(),
+                    contact_id: id.clone(),
+                }))
+                .await
+                .expect("accept");
+                ops.complete_contact(Request::new(pb::CompleteContactRequest {
+                    operator_id: a.operator_id,
+                    contact_id: id,
+                    wrap_up_ms: 1,
+                }))
+                .await
+                .expect("complete");
+            }
+            Some(Wire::Queued(_)) => {
+                contacts
+                    .cancel_contact(Request::new(pb::CancelContactRequest { contact_id: id }))
+                    .await
+                    .expect("cancel");
+            }
+            other => panic!("unexpected decision {other:?}"),
+        }
+        if n % tick_every == 0 {
+            let now = shared.clock.now();
+            let mut ev = Vec::new();
+            shared.engine.tick(now.plus(2), &mut ev);
+            shared.publish(&ev, now);
+        }
+    }
+    n
+}
+
+/// `per_thread` request-path contacts on each of `next.len()` threads, each a current-thread
+/// runtime of its own (as a tokio worker would be), started together; the wall time. `next`
+/// holds where each thread's numbering goes on.
+pub fn run_requests(shared: &Arc<smista_server::service::Shared>, next: &mut [u64], per_thread: u64) -> Duration {
+    let threads = next.len();
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    // Tick often enough that at most half the operators are in wrap-up between ticks.
+    let tick_every = (u64::from(REQUEST_OPERATORS) / 2 / threads as u64).max(1);
+    let handles: Vec<_> = next
+        .iter()
+        .enumerate()
+        .map(|(t, &from)| {
+            let (shared, barrier) = (shared.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                barrier.wait();
+                rt.block_on(request_cycles(&shared, t, from, per_thread, tick_every))
+            })
+        })
+        .collect();
+    barrier.wait();
+    let begun = Instant::now();
+    for (slot, h) in next.iter_mut().zip(handles) {
+        *slot = h.join().expect("bench thread");
+    }
+    begun.elapsed()
+}
