@@ -183,8 +183,15 @@ pub struct Comparison {
     pub one: Vec<f64>,
     /// Operations per second of each multi-thread round.
     pub many: Vec<f64>,
-    /// Median of the ratios of each multi-thread round to the one-thread round before it.
+    /// Median of the ratios of each multi-thread round to the one-thread round before it, over
+    /// the rounds whose control found the cores there (see `control`; all rounds if none did).
     pub ratio: f64,
+    /// The same ratio for the control (threads sharing nothing: [`spin`]) run around each round:
+    /// what the machine gave the threads at that moment (2.0 on two idle cores). A round whose
+    /// control is below 0.9 of the thread count ran while the machine lent a core elsewhere.
+    pub control: Vec<f64>,
+    /// Rounds whose control found the cores there, out of all.
+    pub rounds_counted: usize,
     /// Median operations per second on one thread.
     pub one_median: f64,
     /// Median operations per second on `threads` threads.
@@ -201,6 +208,36 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// Iterations of [`spin`] per thread in a control round (about 30 ms here).
+const SPIN: u64 = 20_000_000;
+
+/// The control: `threads` threads each mixing `iters` numbers (splitmix64), sharing nothing, started
+/// together; the wall time. Two threads take as long as one exactly when two cores are there.
+#[must_use]
+pub fn spin(threads: usize, iters: u64) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut lane = Lane::new(t as u64, 0);
+                barrier.wait();
+                let mut acc = 0usize;
+                for _ in 0..iters {
+                    acc ^= lane.next(1 << 20).1;
+                }
+                black_box(acc)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let begun = Instant::now();
+    for h in handles {
+        h.join().expect("control thread");
+    }
+    begun.elapsed()
+}
+
 /// Runs `round(threads, ops)` on 1 and on `threads` threads in `rounds` alternating pairs, each
 /// side doing `ops` operations in all; `round` returns the wall time of the timed part.
 pub fn compare(
@@ -213,18 +250,28 @@ pub fn compare(
     // Warm up both sides (allocator, caches, maps at their working size).
     round(1, ops / 4);
     round(threads, ops / 4);
-    let (mut one, mut many, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut one, mut many, mut ratios, mut control, mut counted) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
+        let c1 = spin(1, SPIN);
         let a = ops as f64 / round(1, ops).as_secs_f64();
         let b = ops as f64 / round(threads, ops).as_secs_f64();
+        let ck = spin(threads, SPIN);
+        let c = c1.as_secs_f64() / ck.as_secs_f64() * threads as f64;
         one.push(a);
         many.push(b);
         ratios.push(b / a);
+        control.push(c);
+        if c >= 0.9 * threads as f64 {
+            counted.push(b / a);
+        }
     }
     Comparison {
         name: name.to_owned(),
         threads,
-        ratio: median(&ratios),
+        ratio: median(if counted.is_empty() { &ratios } else { &counted }),
+        rounds_counted: counted.len(),
+        control,
         one_median: median(&one),
         many_median: median(&many),
         one,

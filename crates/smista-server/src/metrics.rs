@@ -200,13 +200,70 @@ struct QueueSeries {
     handle: OnceLock<Histogram>,
 }
 
-/// Series handles by a label value (a queue, an RPC method).
-type Cache<V> = OnceLock<DashMap<Box<str>, V>>;
+/// Series handles by a label value (a queue, an RPC method): read on every event by every
+/// thread, written once per new value. An open-addressing table of write-once slots, so a lookup
+/// is a few plain loads, with no lock word for the threads to pass between their caches (a
+/// `DashMap`'s read lock was one more contended cache line per event). Keys are bounded
+/// (configured queues, RPC methods); past [`CACHE_SLOTS`] of them a locked map takes the rest.
+struct Cache<V: 'static> {
+    slots: [OnceLock<(Box<str>, Box<V>)>; CACHE_SLOTS],
+    add: parking_lot::Mutex<()>,
+    overflow: OnceLock<DashMap<Box<str>, V>>,
+}
+
+/// Slots of a [`Cache`].
+const CACHE_SLOTS: usize = 512;
+
+impl<V: Default> Cache<V> {
+    const fn new() -> Cache<V> {
+        Cache {
+            slots: [const { OnceLock::new() }; CACHE_SLOTS],
+            add: parking_lot::Mutex::new(()),
+            overflow: OnceLock::new(),
+        }
+    }
+
+    /// FNV-1a: keys are configuration names, not chosen by callers.
+    fn home(key: &str) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (h as usize) % CACHE_SLOTS
+    }
+
+    fn with(&self, key: &str, f: impl FnOnce(&V)) {
+        let home = Self::home(key);
+        for i in 0..CACHE_SLOTS {
+            let slot = &self.slots[(home + i) % CACHE_SLOTS];
+            match slot.get() {
+                Some((k, v)) if **k == *key => return f(v),
+                Some(_) => continue,
+                None => {
+                    // Slots fill in probe order under `add`: an empty one ends the search.
+                    let _one_writer = self.add.lock();
+                    if slot.get().is_none() {
+                        let _ = slot.set((key.into(), Box::default()));
+                    }
+                    match slot.get() {
+                        Some((k, v)) if **k == *key => return f(v),
+                        _ => continue,
+                    }
+                }
+            }
+        }
+        let map = self.overflow.get_or_init(DashMap::new);
+        if let Some(v) = map.get(key) {
+            return f(&v);
+        }
+        f(&map.entry(key.into()).or_default());
+    }
+}
 
 /// Per-queue series, by queue name.
-static QUEUE_SERIES: Cache<QueueSeries> = OnceLock::new();
+static QUEUE_SERIES: Cache<QueueSeries> = Cache::new();
 /// RPC latency histograms, by method.
-static RPC_SERIES: Cache<OnceLock<Histogram>> = OnceLock::new();
+static RPC_SERIES: Cache<OnceLock<Histogram>> = Cache::new();
 
 /// Runs `f` on the handles cached for `key`, created empty on first use, if smista's recorder is
 /// installed: there is nothing to record to otherwise, and a handle registered before the
@@ -215,12 +272,7 @@ fn with_cached<V: Default>(cache: &'static Cache<V>, key: &str, f: impl FnOnce(&
     if !matches!(RECORDER.get(), Some(Ok(_))) {
         return;
     }
-    let map = cache.get_or_init(DashMap::new);
-    if let Some(v) = map.get(key) {
-        f(&v);
-        return;
-    }
-    f(&map.entry(key.into()).or_default());
+    cache.with(key, f);
 }
 
 fn with_queue(queue: &str, f: impl FnOnce(&QueueSeries)) {

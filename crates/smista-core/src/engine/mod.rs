@@ -21,6 +21,13 @@
 //! Lock order: a queue's lock, then a contact's map shard, then an operator's `held`/`session`
 //! mutex. Never two queue locks at once. The budget gate may be called under these locks and must
 //! not call back into the engine.
+//!
+//! Nothing is written by every operation on every core: maps have many more shards than cores
+//! ([`MAP_SHARDS`]), sequence numbers are per queue under its lock (they only order one queue's
+//! entries), and the memory of finished contacts is lock-free ([`FinishedGens`]). What two cores
+//! still share is what they work on together: a queue's lock and free-operator index when both
+//! route into one queue, an operator's slot when one core frees it and the other offers to it
+//! (`benches/README.md`, "Lock-free in fact").
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
