@@ -199,9 +199,7 @@ async fn standby(
     };
     let _ = stop_tx.send(true);
     // The routing server takes the health listener over (connections wait in its backlog).
-    if let Some(h) = health_only {
-        h.abort();
-    }
+    drop(health_only);
     // Open streams (a health Watch) must not hold the takeover up.
     if tokio::time::timeout(Duration::from_millis(200), server).await.is_err() {
         tracing::debug!("standby listener still had open streams: dropped");

@@ -241,9 +241,11 @@ impl<V: Default> Cache<V> {
                 Some(_) => continue,
                 None => {
                     // Slots fill in probe order under `add`: an empty one ends the search.
-                    let _one_writer = self.add.lock();
-                    if slot.get().is_none() {
-                        let _ = slot.set((key.into(), Box::default()));
+                    {
+                        let _one_writer = self.add.lock();
+                        if slot.get().is_none() {
+                            let _ = slot.set((key.into(), Box::default()));
+                        }
                     }
                     match slot.get() {
                         Some((k, v)) if **k == *key => return f(v),

@@ -292,11 +292,10 @@ pub const LEDGER_FILE: &str = "ledger.db";
 /// the node first waits as a standby until it is its group's active (see `failover.rs`).
 pub async fn serve(
     cfg: &Config,
-    listeners: Listeners,
+    mut listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> Result<(), ServeError> {
-    let mut listeners = listeners;
     if let (None, Some(addr)) = (&listeners.health, cfg.server.health_addr) {
         listeners.bind_health(addr, "[server] health_addr".into()).await?;
     }
@@ -352,7 +351,8 @@ pub(crate) async fn serve_routing(
     reporter.set_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
     reporter.set_service_status("", ServingStatus::Serving).await;
     let (reflection, reflection_v1alpha) = reflection()?;
-    let health_only = listeners.health.map(|l| serve_health(l, health.clone()));
+    // Serves until dropped: after the drain below, or on any early return.
+    let _health_only = listeners.health.map(|l| serve_health(l, health.clone()));
 
     let ticker = tokio::spawn(tick_loop(
         shared.clone(),
@@ -419,10 +419,6 @@ pub(crate) async fn serve_routing(
         .add_service(AppointmentServiceServer::new(AppointmentSvc(shared.clone())))
         .serve_with_incoming_shutdown(incoming, stop)
         .await?;
-    // Probes saw NOT_SERVING through the drain; now the process goes.
-    if let Some(h) = health_only {
-        h.abort();
-    }
 
     let _ = ticker.await;
     let _ = metrics_http.await;
@@ -464,14 +460,24 @@ pub(crate) fn reflection() -> Result<
     Ok((described().build_v1()?, described().build_v1alpha()?))
 }
 
+/// A task that stops when this is dropped.
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves only the gRPC health protocol on `listener`, in plaintext and without authentication,
-/// until the task is aborted: the `[server] health_addr` listener for probes that cannot speak
-/// TLS. It answers what `health` answers on the main port (the same reporter), nothing else.
+/// until the returned guard is dropped: the `[server] health_addr` listener for probes that
+/// cannot speak TLS. It answers what `health` answers on the main port (the same reporter),
+/// nothing else; probes see NOT_SERVING through a drain, as long as the guard lives.
 pub(crate) fn serve_health(
     listener: TcpListener,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         if let Err(e) = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(10))
@@ -481,7 +487,7 @@ pub(crate) fn serve_health(
         {
             tracing::error!(error = %e, "the gRPC health listener stopped");
         }
-    })
+    }))
 }
 
 /// Resolves once the ledger says this node was fenced (never without a ledger).
