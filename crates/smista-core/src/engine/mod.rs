@@ -174,13 +174,14 @@ fn new_map<V>() -> Map<V> {
 }
 
 /// Finished contacts are kept in two generations, swapped every half retention, so forgetting
-/// them is O(1) and never scans. Lock-free: readers look in both maps; a writer inserts into
-/// the current one and checks that no rotation ran meanwhile (else it inserts again, into the
-/// new current), so an entry is never dropped before half the retention.
+/// them is O(1) and never scans. Lock-free, and nobody waits for a rotation: readers look in both
+/// maps; a writer inserts into the current one (the one not being cleared) and checks that it
+/// was not cleared meanwhile (else inserts again, into the new current), so an entry is never
+/// dropped before half the retention.
 #[derive(Debug)]
 struct FinishedGens {
     maps: [Map<Finished>; 2],
-    /// Even: `maps[(epoch / 2) % 2]` is current. Odd: a rotation is clearing the older map.
+    /// Even: `maps[(epoch / 2) % 2]` is current. Odd: a rotation is clearing the other map.
     epoch: AtomicU64,
 }
 
@@ -196,13 +197,11 @@ impl FinishedGens {
 
     fn insert(&self, id: Arc<str>, f: Finished) {
         loop {
-            let e = self.epoch.load(Ordering::Acquire);
-            if e % 2 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            self.maps[((e / 2) % 2) as usize].insert(id.clone(), f.clone());
-            if self.epoch.load(Ordering::Acquire) == e {
+            // The map that is current (or, while a rotation clears the other, was current until
+            // now): it is cleared only by the rotation after next, which starts at `base + 3`.
+            let base = self.epoch.load(Ordering::Acquire) & !1;
+            self.maps[((base / 2) % 2) as usize].insert(id.clone(), f.clone());
+            if self.epoch.load(Ordering::Acquire) < base + 3 {
                 return;
             }
         }
