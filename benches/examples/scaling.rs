@@ -36,15 +36,10 @@ fn main() {
     let mut lanes: Vec<Lane> = (0..threads as u64).map(|t| Lane::new(t, 0)).collect();
     if wanted("routing/offers") {
         results.push(compare("routing/offers", threads, rounds, 400_000, |k, ops| {
-            let mut took = std::time::Duration::ZERO;
             let per_batch = 1_000 / k as u64;
-            let mut done = 0;
-            while done < ops {
-                took += run_offers(&e, &mut lanes[..k], per_batch);
-                done += per_batch * k as u64;
-                let n = lanes.iter().map(|l| l.n).max().unwrap_or(0);
-                lanes.iter_mut().for_each(|l| l.n = n);
-            }
+            let took = run_offers(&e, &mut lanes[..k], ops.div_ceil(per_batch * k as u64), per_batch);
+            let n = lanes.iter().map(|l| l.n).max().unwrap_or(0);
+            lanes.iter_mut().for_each(|l| l.n = n);
             took
         }));
     }
