@@ -12,6 +12,7 @@ use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
 
 use crate::show;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// `smista client`.
 #[derive(Debug, clap::Args)]
@@ -145,6 +146,19 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
     }
 }
 
+/// The nodes of a `--target` list (comma-separated, blanks ignored).
+fn target_list(targets: &str) -> Vec<&str> {
+    targets.split(',').map(str::trim).filter(|t| !t.is_empty()).collect()
+}
+
+/// What gRPC health on `ch` says of `service` ("": the server as a whole).
+async fn serving_status(ch: tonic::transport::Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let r = HealthClient::new(ch).check(HealthCheckRequest { service: service.to_owned() }).await?;
+    Ok(ServingStatus::try_from(r.into_inner().status).unwrap_or(ServingStatus::Unknown))
+}
+
 /// A channel to the active node among `targets` (comma-separated): the first whose health says
 /// `smista.v1.ContactService` is SERVING; failing that, the first reachable one (its answer says
 /// why it does not route, e.g. UNAVAILABLE naming the active node).
@@ -152,10 +166,7 @@ pub(crate) async fn active_channel(
     creds: &smista_server::connect::Credentials,
     targets: &str,
 ) -> Result<tonic::transport::Channel, String> {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let list: Vec<&str> = targets.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    let list = target_list(targets);
     if let [one] = list.as_slice() {
         return creds.channel(one).await;
     }
@@ -164,10 +175,10 @@ pub(crate) async fn active_channel(
     for t in list {
         match creds.channel(t).await {
             Ok(ch) => {
-                let asked = HealthClient::new(ch.clone())
-                    .check(HealthCheckRequest { service: "smista.v1.ContactService".into() })
-                    .await;
-                if asked.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
+                if serving_status(ch.clone(), "smista.v1.ContactService")
+                    .await
+                    .is_ok_and(|s| s == ServingStatus::Serving)
+                {
                     return Ok(ch);
                 }
                 fallback.get_or_insert(ch);
@@ -180,24 +191,17 @@ pub(crate) async fn active_channel(
 
 /// `smista client health`: each target's answer, one line each; an error unless all are SERVING.
 async fn health(args: &ClientArgs, service: &str, timeout: std::time::Duration) -> Result<(), String> {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let targets: Vec<&str> = args.target.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    let targets = target_list(&args.target);
     let mut failed = Vec::new();
     for t in &targets {
         let asked = tokio::time::timeout(timeout, async {
             let ch = args.creds.channel(t).await?;
-            HealthClient::new(ch)
-                .check(HealthCheckRequest { service: service.to_owned() })
-                .await
-                .map(|r| r.into_inner().status)
-                .map_err(|s| show::status(&s))
+            serving_status(ch, service).await.map_err(|s| show::status(&s))
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer from {t} within {} ms", timeout.as_millis())));
         let status = match asked {
-            Ok(code) => ServingStatus::try_from(code).map_or("UNKNOWN", |s| s.as_str_name()),
+            Ok(s) => s.as_str_name(),
             Err(e) => {
                 failed.push(format!("{t}: {e}"));
                 continue;
