@@ -199,7 +199,9 @@ async fn standby(
     };
     let _ = stop_tx.send(true);
     // The routing server takes the health listener over (connections wait in its backlog).
-    drop(health_only);
+    if let Some(h) = health_only {
+        h.stop().await;
+    }
     // Open streams (a health Watch) must not hold the takeover up.
     if tokio::time::timeout(Duration::from_millis(200), server).await.is_err() {
         tracing::debug!("standby listener still had open streams: dropped");

@@ -351,8 +351,8 @@ pub(crate) async fn serve_routing(
     reporter.set_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
     reporter.set_service_status("", ServingStatus::Serving).await;
     let (reflection, reflection_v1alpha) = reflection()?;
-    // Serves until dropped: after the drain below, or on any early return.
-    let _health_only = listeners.health.map(|l| serve_health(l, health.clone()));
+    // Serves through the drain below; stopped at the end (or dropped on an early return).
+    let health_only = listeners.health.map(|l| serve_health(l, health.clone()));
 
     let ticker = tokio::spawn(tick_loop(
         shared.clone(),
@@ -435,6 +435,9 @@ pub(crate) async fn serve_routing(
     let waiting: u32 = snap.queues.iter().map(|q| q.waiting).sum();
     let in_service: u32 = snap.queues.iter().map(|q| q.in_service).sum();
     tracing::info!(waiting, in_service, last_event = shared.log.latest(), "stopped");
+    if let Some(h) = health_only {
+        h.stop().await;
+    }
     if was_fenced.load(Ordering::Acquire) {
         return Err(ServeError::Fenced);
     }
@@ -460,12 +463,24 @@ pub(crate) fn reflection() -> Result<
     Ok((described().build_v1()?, described().build_v1alpha()?))
 }
 
-/// A task that stops when this is dropped.
-pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task that stops when this is dropped, or (waiting until it has) with [`AbortOnDrop::stop`].
+pub(crate) struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Stops the task and returns once it is gone (what it held, e.g. a listener, is closed).
+    pub(crate) async fn stop(mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
     }
 }
 
@@ -477,7 +492,7 @@ pub(crate) fn serve_health(
     listener: TcpListener,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(async move {
+    AbortOnDrop(Some(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         if let Err(e) = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(10))
@@ -487,7 +502,7 @@ pub(crate) fn serve_health(
         {
             tracing::error!(error = %e, "the gRPC health listener stopped");
         }
-    }))
+    })))
 }
 
 /// Resolves once the ledger says this node was fenced (never without a ledger).
