@@ -52,10 +52,16 @@ impl Lane {
 }
 
 /// The routing workloads' engine: [`OPERATORS`] operators on [`QUEUES`] queues, all logged in,
-/// all paused if `paused`.
+/// all paused if `paused`. Offers time out after an hour of engine time: each lane keeps its
+/// own clock (one millisecond per contact) and ticks at it, so a lane running ahead of another
+/// by more than the default 15 s would time out the other's offers before its accept (the
+/// accept then failed: the harness, not the engine, was wrong). A round is far shorter.
 #[must_use]
 pub fn engine(paused: bool) -> Arc<Engine> {
-    let (cfg, logins) = centre(QUEUES, OPERATORS);
+    let (mut cfg, logins) = centre(QUEUES, OPERATORS);
+    for q in &mut cfg.queues {
+        q.offer_timeout_ms = 3_600_000;
+    }
     let e = Engine::new(&cfg, Arc::new(Unlimited)).expect("valid config");
     let mut ev = Vec::new();
     for l in &logins {

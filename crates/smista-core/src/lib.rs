@@ -29,6 +29,7 @@ mod engine;
 pub mod error;
 pub mod event;
 pub mod hours;
+mod idle;
 pub mod model;
 mod operator;
 mod queue;

@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::{ExpansionStep, QueueConfig, Strategy};
 use crate::hours::Hours;
+use crate::idle::IdleIndex;
 use crate::model::{Channel, Fallback, Segment};
 use crate::operator::Session;
 use crate::sl_window::{SlCounts, SlWindow};
@@ -107,9 +108,6 @@ pub(crate) struct Candidate {
     pub(crate) session: Arc<Session>,
 }
 
-/// Key of the free-operator index: (tier, free since, slot, generation). Lowest is best.
-pub(crate) type IdleKey = (u8, u64, u32, u8);
-
 /// A queue's figures and rule for one segment of its contacts.
 #[derive(Debug)]
 pub(crate) struct SegmentState {
@@ -199,8 +197,8 @@ pub(crate) struct Queue {
     pub(crate) candidates: RwLock<Vec<Candidate>>,
     /// Free operators by how long they have been free, for the longest-idle strategy. A hint
     /// with lazy deletion: entries are checked against the operator's word when read, and the
-    /// claim itself is still the operator's CAS.
-    pub(crate) idle: Mutex<BTreeMap<IdleKey, Candidate>>,
+    /// claim itself is still the operator's CAS (see [`IdleIndex`]).
+    pub(crate) idle: Mutex<IdleIndex>,
     pub(crate) rr_cursor: AtomicUsize,
     pub(crate) state: Mutex<State>,
     /// Contacts waiting (mirrors `state`, readable without the lock).
@@ -262,7 +260,7 @@ impl Queue {
             open: AtomicBool::new(cfg.open),
             hours: RwLock::new(cfg.hours.as_ref().and_then(|h| Hours::parse(h).ok()).map(Arc::new)),
             candidates: RwLock::new(Vec::new()),
-            idle: Mutex::new(BTreeMap::new()),
+            idle: Mutex::new(IdleIndex::default()),
             rr_cursor: AtomicUsize::new(0),
             state: Mutex::new(State {
                 params: Params {

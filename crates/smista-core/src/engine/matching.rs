@@ -2,6 +2,7 @@
 //! contact, claims, takes and offers (the protocol at the top of `engine/mod.rs`).
 
 use super::*;
+use crate::idle::IdleEntry;
 
 impl Engine {
     /// Finds an operator for a queued contact, as long as one can be claimed.
@@ -111,31 +112,48 @@ impl Engine {
         excluded_slots: &[u32],
     ) -> Option<Candidate> {
         let mut idle = q.idle.lock();
-        let mut stale: Vec<crate::queue::IdleKey> = Vec::new();
+        let mut stale = Vec::new();
         let mut found = None;
-        for (key, c) in idle.iter() {
-            let slot = self.slot(c.slot);
+        for (tier, e) in idle.iter() {
+            let slot = self.slot(e.slot);
             let word = slot.word();
-            if word.generation() != c.gen || slot.free_since() != key.1 || !Self::may_work(word) {
-                stale.push(*key);
+            if !self.idle_entry_valid(&e) {
+                stale.push((tier, e));
                 continue;
             }
-            if excluded_slots.contains(&c.slot)
-                || !slot.can_take(word, ch)
-                || !self.can_serve(q, w, c.margin, &c.session, c.slot, now)
+            if excluded_slots.contains(&e.slot) || !slot.can_take(word, ch) {
+                continue;
+            }
+            // The session is read here, for the one entry that may win: the index holds none,
+            // so freeing an operator writes no shared reference count.
+            let Some(session) = slot.session.lock().clone().filter(|s| s.gen == e.gen) else {
+                stale.push((tier, e));
+                continue;
+            };
+            if !self.can_serve(q, w, e.margin, &session, e.slot, now)
+                || refused_here(&session.budget, &w.funding, excluded_budgets)
             {
                 continue;
             }
-            if refused_here(&c.session.budget, &w.funding, excluded_budgets) {
-                continue;
-            }
-            found = Some(c.clone());
+            found = Some(Candidate { slot: e.slot, gen: e.gen, margin: e.margin, session });
             break;
         }
-        for k in stale {
-            idle.remove(&k);
-        }
+        idle.remove(&stale);
         found
+    }
+
+    /// Whether a free-operator index entry still stands for an operator free to take work now:
+    /// same session, not freed again since, available with room. An operator in wrap-up is
+    /// left out, and enters again when the wrap-up ends (the tick's `mark_free`): kept in,
+    /// every pick walked past all the queue's operators in wrap-up (a third of a floor, with
+    /// wrap-ups as long as calls).
+    fn idle_entry_valid(&self, e: &IdleEntry) -> bool {
+        let slot = self.slot(e.slot);
+        let word = slot.word();
+        word.generation() == e.gen
+            && slot.free_since() == e.since
+            && word.status() == OperatorStatus::Available
+            && Self::may_work(word)
     }
 
     /// Whether an operator word may take work now or later without anyone else acting: available
@@ -145,8 +163,8 @@ impl Engine {
             && Channel::ALL.iter().any(|c| word.has_room(*c))
     }
 
-    /// Enters a free operator in the free-operator index of each longest-idle queue it serves,
-    /// and in the tick's list of operators that may work.
+    /// Enters a free operator in the tick's list of operators that may work and, when it is
+    /// available (not in wrap-up), in the free-operator index of each longest-idle queue it serves.
     pub(super) fn mark_free(&self, slot_idx: u32) {
         let slot = self.slot(slot_idx);
         let Some(session) = slot.session.lock().clone() else { return };
@@ -158,6 +176,10 @@ impl Engine {
         if word.status() == OperatorStatus::WrapUp {
             self.wrap_bits.set(slot_idx);
         }
+        // In wrap-up: out of the index until the wrap-up ends (the tick marks it free again).
+        if word.status() != OperatorStatus::Available {
+            return;
+        }
         let since = slot.free_since();
         for &(qi, margin) in &session.queues {
             let q = &self.queues[qi as usize];
@@ -165,10 +187,9 @@ impl Engine {
                 continue;
             }
             let tier = u8::from(q.prefer_unbudgeted && session.budget.is_some());
-            q.idle.lock().insert(
-                (tier, since, slot_idx, session.gen),
-                Candidate { slot: slot_idx, gen: session.gen, margin, session: session.clone() },
-            );
+            let mut idle = q.idle.lock();
+            idle.insert(tier, IdleEntry { since, slot: slot_idx, gen: session.gen, margin });
+            idle.compact_if_due(|e| self.idle_entry_valid(e));
         }
     }
 

@@ -182,7 +182,7 @@ impl Engine {
                     c.push(Candidate { slot: idx, gen: new.gen, margin, session: new.clone() });
                 }
             }
-            q.idle.lock().retain(|k, _| k.2 != idx);
+            q.idle.lock().retain(|e| e.slot != idx);
         }
         self.mark_free(idx);
     }
