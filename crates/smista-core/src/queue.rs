@@ -165,8 +165,10 @@ impl Expansion {
 /// Recent-acceptance window kept for the service rate.
 const RATE_WINDOW: usize = 64;
 
-/// A queue at run time.
+/// A queue at run time. Aligned to 128 bytes, so two queues never share a cache line (see
+/// [`crate::operator::Slot`]).
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct Queue {
     pub(crate) idx: u32,
     pub(crate) name: Arc<str>,
