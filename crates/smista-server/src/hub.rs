@@ -188,46 +188,62 @@ impl EventLog {
     }
 
     /// Appends the contact events among `events`, giving each the next sequence number.
+    ///
+    /// Only the sequence numbers and the ring's own push and pop happen under its lock: the
+    /// entries are built (allocated, the event cloned, its queue looked up) before it, and the
+    /// entries pushed out of a full ring are dropped after it. Every RPC of every core comes
+    /// through here; the allocation and the event's clone and drop under the lock were most of
+    /// the time two cores waited on each other.
     pub fn publish(&self, events: &[Event], now: Millis, unix_ms: u64) {
-        let mut last = None;
+        let mut stored: Vec<Arc<Stored>> = events
+            .iter()
+            .filter(|e| e.contact().is_some())
+            .map(|e| {
+                let qi = e.queue().and_then(|q| self.queue_idx.get(&**q)).copied();
+                let queue = qi.and_then(|q| u32::try_from(q).ok()).unwrap_or(u32::MAX);
+                Arc::new(Stored { seq: 0, queue, event: e.clone(), now, unix_ms, wire: OnceLock::new() })
+            })
+            .collect();
+        if stored.is_empty() {
+            return;
+        }
         // Few queues per batch: a small list, not a set.
         let mut touched: [usize; 8] = [usize::MAX; 8];
         let mut n_touched = 0;
         let w = &*self.wakers;
+        let mut last = None;
         {
             let mut ring = self.ring.lock();
-            for e in events.iter().filter(|e| e.contact().is_some()) {
+            for entry in &mut stored {
                 let seq = ring.next;
                 last = Some(seq);
                 ring.next += 1;
-                if ring.buf.len() == ring.cap {
-                    ring.buf.pop_front();
+                // Built just above and shared with no one yet, so always unique.
+                if let Some(s) = Arc::get_mut(entry) {
+                    s.seq = seq;
                 }
-                let qi = e.queue().and_then(|q| self.queue_idx.get(&**q)).copied();
-                if let Some(qi) = qi {
-                    if !touched[..n_touched].contains(&qi) {
-                        if n_touched < touched.len() {
-                            touched[n_touched] = qi;
-                            n_touched += 1;
-                        } else if w.flush_ms == 0 {
-                            // Woken now: it takes the lock to read, after this event is in.
-                            w.by_queue[qi].send_replace(seq);
-                        } else {
-                            w.touched[qi / 64].fetch_or(1 << (qi % 64), Ordering::Relaxed);
-                        }
+                let qi = entry.queue as usize;
+                if entry.queue != u32::MAX && !touched[..n_touched].contains(&qi) {
+                    if n_touched < touched.len() {
+                        touched[n_touched] = qi;
+                        n_touched += 1;
+                    } else if w.flush_ms == 0 {
+                        // Woken now: it takes the lock to read, after this event is in.
+                        w.by_queue[qi].send_replace(seq);
+                    } else {
+                        w.touched[qi / 64].fetch_or(1 << (qi % 64), Ordering::Relaxed);
                     }
                 }
-                let queue = qi.and_then(|q| u32::try_from(q).ok()).unwrap_or(u32::MAX);
-                ring.buf.push_back(Arc::new(Stored {
-                    seq,
-                    queue,
-                    event: e.clone(),
-                    now,
-                    unix_ms,
-                    wire: OnceLock::new(),
-                }));
+                let evicted = if ring.buf.len() == ring.cap { ring.buf.pop_front() } else { None };
+                ring.buf.push_back(entry.clone());
+                // The entry pushed out takes the new one's place in `stored`, to be dropped
+                // after the lock.
+                if let Some(old) = evicted {
+                    *entry = old;
+                }
             }
         }
+        drop(stored);
         let Some(seq) = last else { return };
         if w.flush_ms == 0 {
             w.wake(touched[..n_touched].iter().copied(), seq);

@@ -18,8 +18,10 @@
 //! Every offer carries a deadline, so a claim that became an offer always ends: accepted, declined,
 //! timed out (contact back at the head of its queue, operator paused), cancelled or logged out.
 //!
-//! Lock order: a queue's lock, then a contact's map shard, then an operator's `held`/`session`
-//! mutex. Never two queue locks at once. The budget gate may be called under these locks and must
+//! Lock order: a queue's lock, then a contact's map shard, then a queue's free-operator index
+//! (`Queue::idle`; the arrival fast path picks under the first two), then an operator's
+//! `held`/`session` mutex (a pick reads the winner's session under the index). Never two queue
+//! locks, nor two indexes, at once. The budget gate may be called under these locks and must
 //! not call back into the engine.
 //!
 //! Nothing is written by every operation on every core: maps have many more shards than cores
@@ -27,7 +29,8 @@
 //! entries), and the memory of finished contacts is lock-free ([`FinishedGens`]). What two cores
 //! still share is what they work on together: a queue's lock and free-operator index when both
 //! route into one queue, an operator's slot when one core frees it and the other offers to it
-//! (`benches/README.md`, "Lock-free in fact").
+//! (`benches/README.md`, "Lock-free in fact"). Slots and queues are aligned to 128 bytes, so
+//! neighbours never share a cache line.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
