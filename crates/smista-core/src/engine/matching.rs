@@ -115,12 +115,11 @@ impl Engine {
         let mut stale = Vec::new();
         let mut found = None;
         for (tier, e) in idle.iter() {
-            let slot = self.slot(e.slot);
-            let word = slot.word();
-            if !self.idle_entry_valid(&e) {
+            let Some(word) = self.idle_entry_word(&e) else {
                 stale.push((tier, e));
                 continue;
-            }
+            };
+            let slot = self.slot(e.slot);
             if excluded_slots.contains(&e.slot) || !slot.can_take(word, ch) {
                 continue;
             }
@@ -142,18 +141,19 @@ impl Engine {
         found
     }
 
-    /// Whether a free-operator index entry still stands for an operator free to take work now:
-    /// same session, not freed again since, available with room. An operator in wrap-up is
-    /// left out, and enters again when the wrap-up ends (the tick's `mark_free`): kept in,
-    /// every pick walked past all the queue's operators in wrap-up (a third of a floor, with
-    /// wrap-ups as long as calls).
-    fn idle_entry_valid(&self, e: &IdleEntry) -> bool {
+    /// The operator's word, if a free-operator index entry still stands for an operator free to
+    /// take work now: same session, not freed again since, available with room (one load of
+    /// the word, the line a pick waits for). An operator in wrap-up is left out, and enters
+    /// again when the wrap-up ends (the tick's `mark_free`): kept in, every pick walked past
+    /// all the queue's operators in wrap-up (a third of a floor, with wrap-ups as long as calls).
+    fn idle_entry_word(&self, e: &IdleEntry) -> Option<crate::operator::Word> {
         let slot = self.slot(e.slot);
         let word = slot.word();
-        word.generation() == e.gen
+        (word.generation() == e.gen
             && slot.free_since() == e.since
             && word.status() == OperatorStatus::Available
-            && Self::may_work(word)
+            && Self::may_work(word))
+        .then_some(word)
     }
 
     /// Whether an operator word may take work now or later without anyone else acting: available
@@ -189,7 +189,7 @@ impl Engine {
             let tier = u8::from(q.prefer_unbudgeted && session.budget.is_some());
             let mut idle = q.idle.lock();
             idle.insert(tier, IdleEntry { since, slot: slot_idx, gen: session.gen, margin });
-            idle.compact_if_due(|e| self.idle_entry_valid(e));
+            idle.compact_if_due(|e| self.idle_entry_word(e).is_some());
         }
     }
 
