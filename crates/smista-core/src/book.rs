@@ -454,6 +454,9 @@ pub struct HoldRecord {
     pub channel: Channel,
     /// Accepted, Unix ms.
     pub accepted_unix_ms: i64,
+    /// When the contact arrived (its original arrival after a failover), Unix ms; 0 only in a
+    /// hold written by a version that did not record it.
+    pub arrived_unix_ms: i64,
 }
 
 /// Receives what must outlive the process (the durable ledger implements it). Calls come from
@@ -1113,6 +1116,7 @@ impl BudgetGate for BudgetBook {
             operator: s.operator.to_owned(),
             channel: s.channel,
             accepted_unix_ms: self.unix(s.now),
+            arrived_unix_ms: self.unix(s.arrived),
         };
         drop(held);
         if let Some(sink) = &self.sink {

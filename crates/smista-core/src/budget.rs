@@ -72,6 +72,8 @@ pub struct Started<'a> {
     pub operator: &'a str,
     /// Its channel.
     pub channel: Channel,
+    /// When it arrived (its original arrival when offered again after a failover).
+    pub arrived: Millis,
     /// When it was accepted.
     pub now: Millis,
 }

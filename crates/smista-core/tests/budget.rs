@@ -529,6 +529,7 @@ fn recovered_holds_without_a_completion_expire_and_free_their_money() {
         operator: "s1".into(),
         channel: Channel::Voice,
         accepted_unix_ms: accepted,
+        arrived_unix_ms: accepted,
     };
     let done = book.restore(
         &Recovery {
@@ -620,6 +621,7 @@ fn simulate_day(seed: u64, tail_sigmas: f64) -> (i64, i64) {
                         group: "supplier-a",
                         operator: "op",
                         channel: Channel::Voice,
+                        arrived: Millis(now as u64),
                         now: Millis(now as u64),
                     });
                     let handle = (-(next().max(1e-12)).ln() * 300_000.0) as u64;

@@ -117,6 +117,7 @@ CREATE TABLE IF NOT EXISTS holds (
     channel            TEXT    NOT NULL,
     accepted_unix_ms   BIGINT  NOT NULL,
     node_id            TEXT    NOT NULL DEFAULT '',
+    arrived_unix_ms    BIGINT  NOT NULL DEFAULT 0,
     PRIMARY KEY (budget_id, contact_id)
 );
 CREATE TABLE IF NOT EXISTS amendments (
@@ -348,7 +349,8 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
                 .collect();
             let ddl = format!(
                 "SELECT pg_advisory_xact_lock(7316255); {history} {}
-                 ALTER TABLE budget_leases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;",
+                 ALTER TABLE budget_leases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
+                 ALTER TABLE holds ADD COLUMN IF NOT EXISTS arrived_unix_ms BIGINT NOT NULL DEFAULT 0;",
                 schema(true)
             );
             sqlx::raw_sql(&ddl).execute(&setup).await?;
@@ -402,6 +404,9 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
     }
     if !has("holds", "node_id").await? {
         sqlx::query("ALTER TABLE holds ADD COLUMN node_id TEXT NOT NULL DEFAULT ''").execute(pool).await?;
+    }
+    if !has("holds", "arrived_unix_ms").await? {
+        sqlx::query("ALTER TABLE holds ADD COLUMN arrived_unix_ms BIGINT NOT NULL DEFAULT 0").execute(pool).await?;
     }
     if !has("cost_records", "outcome").await? {
         // Ledgers before the column settled only contacts their operator completed or whose

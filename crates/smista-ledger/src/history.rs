@@ -364,12 +364,15 @@ impl Ledger {
         })
     }
 
-    /// Deletes up to `limit` contact detail records of contacts that arrived before
-    /// `before_unix_ms`; returns how many. Call it until it returns less than `limit`.
+    /// Deletes up to `limit` contact detail records of contacts that ended before
+    /// `before_unix_ms`; returns how many. Call it until it returns less than `limit`. By the
+    /// end, not the arrival: a record whose arrival is unknown (0, as an older version wrote
+    /// for contacts in service across a restart) is still a record of a contact that ended
+    /// just now, and is kept for the whole retention.
     pub async fn purge_history(&self, before_unix_ms: i64, limit: u32) -> Result<u64, LedgerError> {
         let sql = self.db.sql(
             "DELETE FROM contact_ends WHERE (contact_id, ended_unix_ms) IN (
-                SELECT contact_id, ended_unix_ms FROM contact_ends WHERE arrived_unix_ms < ? LIMIT ?)",
+                SELECT contact_id, ended_unix_ms FROM contact_ends WHERE ended_unix_ms < ? LIMIT ?)",
         );
         with_db!(&self.db, p => {
             let done = sqlx::query(&sql).bind(before_unix_ms).bind(i64::from(limit)).execute(p).await?;

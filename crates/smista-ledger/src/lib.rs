@@ -193,6 +193,8 @@ pub struct Ledger {
     /// Turns true, for good, once the node is fenced.
     fenced: Arc<watch::Sender<bool>>,
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    /// Set when closing starts: [`Ledger::durable`] answers `Closed` from then on.
+    closed: std::sync::atomic::AtomicBool,
     pending: Arc<Pending>,
     seq: AtomicU64,
     counters: Arc<Counters>,
@@ -261,6 +263,7 @@ impl Ledger {
             epoch,
             fenced,
             jobs: Mutex::new(Some(jobs)),
+            closed: std::sync::atomic::AtomicBool::new(false),
             pending,
             seq: AtomicU64::new(1),
             counters,
@@ -318,9 +321,13 @@ impl Ledger {
         }
     }
 
+    /// Fenced, or closing: nothing more can be made durable, so nothing more may be
+    /// acknowledged — also for a key whose write already failed and is pending no more.
     fn check_fence(&self) -> Result<(), LedgerError> {
         if *self.fenced.borrow() {
             Err(LedgerError::Fenced(self.node.clone()))
+        } else if self.closed.load(Ordering::Acquire) {
+            Err(LedgerError::Closed)
         } else {
             Ok(())
         }
@@ -545,6 +552,7 @@ impl Ledger {
                         operator: r.try_get("operator_id")?,
                         channel: channel(&r.try_get::<String, _>("channel")?)?,
                         accepted_unix_ms: r.try_get("accepted_unix_ms")?,
+                        arrived_unix_ms: r.try_get("arrived_unix_ms")?,
                     })
                 })
                 .collect::<Result<Vec<_>, LedgerError>>()?;
@@ -583,6 +591,7 @@ impl Ledger {
 
     /// Stops accepting writes, waits for the writer to commit what it has, closes the pool.
     pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         drop(self.jobs.lock().take());
         let writer = self.writer.lock().take();
         if let Some(w) = writer {

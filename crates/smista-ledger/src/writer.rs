@@ -189,8 +189,8 @@ const RECORD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
 const RECORD_TAIL: &str = " ON CONFLICT (budget_id, contact_id, accepted_unix_ms) DO NOTHING
      RETURNING budget_id, contact_id, accepted_unix_ms";
 const HOLD_COLUMNS: &str = "INSERT INTO holds (budget_id, contact_id, period, amount_cents, queue, operator_group,
-     operator_id, channel, accepted_unix_ms, node_id) VALUES ";
-const HOLD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     operator_id, channel, accepted_unix_ms, node_id, arrived_unix_ms) VALUES ";
+const HOLD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const HOLD_TAIL: &str = " ON CONFLICT (budget_id, contact_id) DO NOTHING RETURNING budget_id, contact_id";
 const DELETE_HOLDS: &str = "DELETE FROM holds WHERE (budget_id, contact_id) IN (VALUES ";
 const END_COLUMNS: &str = "INSERT INTO contact_ends (contact_id, ended_unix_ms, queue, channel, outcome, waited_ms,
@@ -391,7 +391,8 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                             .bind(&h.operator)
                             .bind(h.channel.as_str())
                             .bind(h.accepted_unix_ms)
-                            .bind(node);
+                            .bind(node)
+                            .bind(h.arrived_unix_ms);
                     }
                     let mut inserted = std::collections::HashSet::new();
                     for row in q.fetch_all(&mut *tx).await? {

@@ -191,6 +191,7 @@ fn hold(contact: &str) -> HoldRecord {
         operator: "op-1".into(),
         channel: Channel::Voice,
         accepted_unix_ms: 1_795_000_000_000,
+        arrived_unix_ms: 1_794_999_940_000,
     }
 }
 

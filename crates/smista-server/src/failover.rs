@@ -82,8 +82,19 @@ pub async fn run(
     tracing::info!(group = %c.group, node = %c.node_id, epoch, "active: taking over");
     crate::metrics::set_leader(&c.group, Some(epoch));
     let (lost_tx, lost) = watch::channel(false);
-    let keeper =
-        tokio::spawn(keep(elector.clone(), c.group.clone(), epoch, sent, c.leader_ttl_ms, c.leader_renew_ms, lost_tx));
+    // Counted from before the winning attempt was sent, less a renewal period of margin.
+    let leadership = crate::leadership::Leadership::until(
+        sent + Duration::from_millis(c.leader_ttl_ms) - Duration::from_millis(c.leader_renew_ms),
+    );
+    let keeper = tokio::spawn(keep(
+        elector.clone(),
+        c.group.clone(),
+        epoch,
+        leadership.clone(),
+        Duration::from_millis(c.leader_ttl_ms),
+        Duration::from_millis(c.leader_renew_ms),
+        lost_tx,
+    ));
     let mut stop_term = term.clone();
     let mut stop_lost = lost.clone();
     let stop = async move {
@@ -102,11 +113,17 @@ pub async fn run(
         let _ = lost_hard.wait_for(|l| *l).await;
         tokio::time::sleep(drain + Duration::from_millis(300)).await;
     };
+    let active = crate::server::Active {
+        staff_grace: Duration::from_millis(c.takeover_grace_ms),
+        leadership: leadership.clone(),
+    };
     let served = tokio::select! {
-        r = crate::server::serve_routing(cfg, listeners, stop, drain, Some(Duration::from_millis(c.takeover_grace_ms))) => r,
+        r = crate::server::serve_routing(cfg, listeners, stop, drain, Some(active)) => r,
         () = hard_stop => Err(ServeError::LostLeadership),
     };
     keeper.abort();
+    // Whatever happens next, this process answers nothing more as the active.
+    leadership.revoke();
     crate::metrics::set_leader(&c.group, None);
     if *lost.borrow() {
         elector.close().await;
@@ -210,36 +227,42 @@ async fn standby(
     Ok(won)
 }
 
-/// Renews the leadership of `epoch` (taken by an attempt sent at `sent`) until it fails for
-/// longer than the lease allows; then flips `lost`.
+/// Renews the leadership of `epoch` until it fails for longer than the lease allows; then
+/// revokes `leadership` and flips `lost`. Each success moves the leadership's end to the
+/// renewal's send time plus the time to live, less one renewal period of margin.
 async fn keep(
     elector: Elector,
     group: String,
     epoch: i64,
-    sent: Instant,
-    ttl_ms: u64,
-    renew_ms: u64,
+    leadership: Arc<crate::leadership::Leadership>,
+    ttl: Duration,
+    every: Duration,
     lost: watch::Sender<bool>,
 ) {
-    let ttl = Duration::from_millis(ttl_ms);
-    let every = Duration::from_millis(renew_ms);
-    // The lease runs from the database's clock when the statement ran, which is after `sent`:
-    // counting from `sent`, less a renewal period of margin, is never late.
-    let mut valid_until = sent + ttl - every;
     let mut last_ok = Instant::now();
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::time::sleep(every).await;
         let sent = Instant::now();
-        let ttl_ms = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
+        // The lease runs from the database's clock when the statement ran, which is after
+        // `sent`: counting from `sent`, less a renewal period of margin, is never late.
+        let Some(valid_until) = leadership.valid_until().filter(|u| *u > sent) else {
+            // Lapsed while this task was not running (the process was stopped): the calls
+            // are already refused; another node may be the active by now.
+            tracing::error!(epoch, "the leadership lapsed before it could be renewed (was the process stopped?)");
+            leadership.revoke();
+            let _ = lost.send(true);
+            return;
+        };
         // A renewal that has not answered by the deadline is as good as failed.
-        let left = valid_until.saturating_duration_since(sent);
-        match tokio::time::timeout(left, elector.renew(epoch, ttl_ms)).await {
+        match tokio::time::timeout(valid_until - sent, elector.renew(epoch, ttl_ms)).await {
             Ok(Ok(true)) => {
-                valid_until = sent + ttl - every;
+                leadership.extend(sent + ttl - every);
                 last_ok = sent;
             }
             Ok(Ok(false)) => {
                 tracing::error!(epoch, "another node holds the leadership now");
+                leadership.revoke();
                 let _ = lost.send(true);
                 return;
             }
@@ -247,7 +270,8 @@ async fn keep(
             Err(_) => tracing::warn!("leadership renewal timed out"),
         }
         crate::metrics::leader_renew_age(&group, last_ok.elapsed());
-        if Instant::now() >= valid_until {
+        if !leadership.is_valid() {
+            leadership.revoke();
             let _ = lost.send(true);
             return;
         }

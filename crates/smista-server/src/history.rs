@@ -25,7 +25,7 @@ pub struct HistorySection {
     /// replies after a restart need): no interval reports, no detail. For measuring what the
     /// history costs, and for a centre that keeps its records elsewhere.
     pub enabled: bool,
-    /// Contact detail records older than this (by arrival) are purged, days. 0 keeps them for
+    /// Contact detail records older than this (by their end) are purged, days. 0 keeps them for
     /// ever.
     pub retention_days: u32,
     /// Keep the caller's keyed hash (`caller_key`) in the records (off by default: the records
@@ -298,7 +298,7 @@ impl History {
     }
 }
 
-/// Deletes contact detail records older than `retention_days` (by arrival): at start, then
+/// Deletes contact detail records older than `retention_days` (by their end): at start, then
 /// hourly, in batches of 10,000 so that the group commit is never held up for long.
 pub async fn purge_loop(
     ledger: Arc<smista_ledger::Ledger>,

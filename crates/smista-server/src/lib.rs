@@ -15,6 +15,7 @@
 //! - [`callbacks`]: callbacks booked for later (next opening, next budget period).
 //! - [`queues`]: queue settings admins change at run time, made durable and audited.
 //! - [`lease`]: this node's budget leases when several nodes share budgets.
+//! - [`leadership`]: the active's leadership as its own clock counts it; no reply after it lapses.
 //! - [`hub`]: event stream and operator offer fan-out.
 //! - [`metrics`]: metric names, recording and the `/metrics` endpoint.
 //! - [`error`]: the one mapping of routing errors to gRPC statuses.
@@ -32,6 +33,7 @@ pub mod events_route;
 pub mod failover;
 pub mod history;
 pub mod hub;
+pub mod leadership;
 pub mod lease;
 pub mod limits;
 pub mod logfmt;

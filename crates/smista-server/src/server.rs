@@ -305,13 +305,22 @@ pub async fn serve(
     serve_routing(cfg, listeners, shutdown, drain, None).await
 }
 
+/// What a node that took over an active/standby group's leadership routes with.
+#[derive(Debug, Clone)]
+pub(crate) struct Active {
+    /// For this long, queues whose desks have not logged in again queue instead of diverting.
+    pub(crate) staff_grace: Duration,
+    /// The leadership: no call is answered, and no reply frame sent, after it lapses.
+    pub(crate) leadership: Arc<crate::leadership::Leadership>,
+}
+
 /// Routes until `shutdown` resolves, then drains (see [`serve`]).
 pub(crate) async fn serve_routing(
     cfg: &Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
-    staff_grace: Option<Duration>,
+    active: Option<Active>,
 ) -> Result<(), ServeError> {
     let grpc_addr = listeners.grpc.local_addr()?;
     let insecure = exposed(cfg, grpc_addr);
@@ -326,8 +335,8 @@ pub(crate) async fn serve_routing(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = build_shared(cfg, stop_rx.clone()).await?;
-    if let Some(g) = staff_grace {
-        shared.engine.set_staff_grace(shared.clock.now().plus(g.as_millis() as u64));
+    if let Some(a) = &active {
+        shared.engine.set_staff_grace(shared.clock.now().plus(a.staff_grace.as_millis() as u64));
     }
     if insecure {
         tokio::spawn(warn_insecure(grpc_addr, stop_rx.clone()));
@@ -410,6 +419,7 @@ pub(crate) async fn serve_routing(
         .timeout(Duration::from_millis(lim.request_timeout_ms))
         .http2_max_header_list_size(64 * 1024)
         .layer(AuthLayer(shared.gate.clone()))
+        .layer(crate::leadership::LeaderLayer(active.map(|a| a.leadership)))
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -529,8 +539,13 @@ async fn tick_loop(shared: Arc<Shared>, period: Duration, hold_max_age_ms: i64, 
             _ = stop.changed() => return,
         }
         let now = shared.clock.now();
-        shared.engine.tick(now, &mut ev);
-        shared.publish(&ev, now);
+        {
+            // One section: a retry that finds a contact the tick ended waits until its end
+            // record is queued (see `Sections`).
+            let _section = shared.sections.global();
+            shared.engine.tick(now, &mut ev);
+            shared.publish(&ev, now);
+        }
         ev.clear();
         crate::service::appointment::drive(&shared, now).await;
         crate::callbacks::drive(&shared, now).await;

@@ -418,3 +418,82 @@ async fn a_rolling_upgrade_of_two_nodes_drops_nothing() {
     assert_eq!(f.surfaced_errors, 0, "a rolling upgrade shows no error to a following client");
     teardown(nodes, &url, &schema, &dir).await;
 }
+
+/// A paused active (SIGSTOP, a frozen VM) continued after another node took over must answer
+/// nothing from memory, not even before its own renewal task has run: the calls sent to it
+/// while it was stopped wait in its sockets and are read first thing after SIGCONT. Each gets
+/// UNAVAILABLE (never an answer of the old leadership), and the node then exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_active_continued_after_a_takeover_answers_nothing() {
+    let Some(url) = smista_ledger::testing::pg_url("the failover test") else { return };
+    let schema = smista_ledger::testing::schema_name("failover_paused");
+    let dir = std::env::temp_dir().join(format!("smista-failover-paused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut nodes = vec![start(&dir, "node-0", &schema, &url)];
+    let (a0, _) = active_node(&nodes, None).await;
+    assert_eq!(a0, 0);
+    nodes.push(start(&dir, "node-1", &schema, &url));
+    let old = Channel::from_shared(format!("http://{}", nodes[0].grpc)).expect("uri").connect().await.expect("connect");
+    // Something in memory to answer from: a desk logged in, a contact offered.
+    let mut desk = smista_proto::v1::operator_service_client::OperatorServiceClient::new(old.clone());
+    desk.login(pb::LoginRequest {
+        operator_id: "op-1".into(),
+        group: "internal".into(),
+        skills: vec![pb::Skill { name: "naspi".into(), level: 5 }],
+        channels: vec![],
+        session_id: "desk-op-1".into(),
+    })
+    .await
+    .expect("login on the active");
+    let offer = |id: &str| pb::OfferContactRequest {
+        contact_id: id.into(),
+        queue: "naspi".into(),
+        channel: pb::Channel::Voice as i32,
+        ..Default::default()
+    };
+    ContactServiceClient::new(old.clone()).offer_contact(offer("p-1")).await.expect("offer on the active");
+
+    let pid = nodes[0].child.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+    // Calls sent to the stopped node: they wait in its socket.
+    let mut pending = Vec::new();
+    for i in 0..8 {
+        let ch = old.clone();
+        let id = format!("p-{i}");
+        pending.push(tokio::spawn(async move {
+            let mut c = ContactServiceClient::new(ch.clone());
+            let mut a = smista_proto::v1::admin_service_client::AdminServiceClient::new(ch);
+            let o = c.offer_contact(offer(&id)).await.map(|_| ()).map_err(|s| s.code());
+            let s = a.get_snapshot(pb::GetSnapshotRequest {}).await.map(|_| ()).map_err(|s| s.code());
+            (o, s)
+        }));
+    }
+    // node-1 takes over once the lease has expired.
+    let (a1, _) = active_node(&nodes, Some(0)).await;
+    assert_eq!(a1, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill").success());
+    for p in pending {
+        let (o, s) = tokio::time::timeout(Duration::from_secs(10), p).await.expect("answered").expect("task");
+        // A broken connection (the node exiting) is an answer of no leadership too.
+        assert!(
+            matches!(o, Err(Code::Unavailable | Code::Unknown | Code::Cancelled)),
+            "offer answered by a lapsed active: {o:?}"
+        );
+        assert!(
+            matches!(s, Err(Code::Unavailable | Code::Unknown | Code::Cancelled)),
+            "snapshot answered by a lapsed active: {s:?}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = nodes[0].child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the lapsed active went on running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success(), "a node that lost its leadership exits with an error: {status}");
+    teardown(nodes, &url, &schema, &dir).await;
+}

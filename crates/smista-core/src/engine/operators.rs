@@ -420,6 +420,7 @@ impl Engine {
                 group: &session.group,
                 operator: &session.id,
                 channel: rec.channel,
+                arrived: rec.arrived,
                 now,
             })
         });

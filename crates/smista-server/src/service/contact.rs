@@ -24,7 +24,7 @@ impl ContactService for ContactSvc {
         request: Request<pb::OfferContactRequest>,
     ) -> Result<Response<pb::OfferContactResponse>, Status> {
         let t = RpcTimer::start("OfferContact");
-        let r = self.offer(request.into_inner());
+        let r = self.offer(request.into_inner()).await;
         t.finish(&r);
         r.map(Response::new)
     }
@@ -41,11 +41,9 @@ impl ContactService for ContactSvc {
             // In service when the process stopped: the caller hung up.
             s.end_after_restart(id, None, now).await.map(|rec| rec.map_or(Outcome::CancelledInService, |r| r.outcome))
         } else {
-            let mut ev = Vec::new();
-            let r = s.engine.cancel(id, now, &mut ev).map_err(client_error);
-            s.publish(&ev, now);
+            let (r, ev) = s.about(id, now, |ev| s.engine.cancel(id, now, ev).map_err(client_error));
             match r {
-                Ok(o) => s.persist(&ev).await.map(|()| o),
+                Ok(o) => s.acknowledge(id, &ev).await.map(|()| o),
                 // Unknown to the engine: settled before a restart? Its record tells how it ended.
                 Err(e) if e.code() == tonic::Code::NotFound => match s.end_after_restart(id, None, now).await {
                     Ok(Some(rec)) => Ok(rec.outcome),
@@ -89,11 +87,10 @@ impl ContactService for ContactSvc {
         let t = RpcTimer::start("CallbackUnanswered");
         let s = &self.0;
         let now = s.clock.now();
-        let mut ev = Vec::new();
-        let r = s.engine.callback_unanswered(&request.get_ref().contact_id, now, &mut ev).map_err(client_error);
-        s.publish(&ev, now);
+        let id = &request.get_ref().contact_id;
+        let (r, ev) = s.about(id, now, |ev| s.engine.callback_unanswered(id, now, ev).map_err(client_error));
         let r = match r {
-            Ok(next) => s.persist(&ev).await.map(|()| match next {
+            Ok(next) => s.acknowledge(id, &ev).await.map(|()| match next {
                 CallbackNext::Scheduled { attempts, due } => {
                     Next::Retry(pb::CallbackRetry { attempts, due_unix_ms: s.clock.unix_ms(due) })
                 }
@@ -145,7 +142,10 @@ impl ContactService for ContactSvc {
 }
 
 impl ContactSvc {
-    fn offer(&self, req: pb::OfferContactRequest) -> Result<pb::OfferContactResponse, Status> {
+    /// Offers a contact. A decision that ends it (DIVERTED), or reports it in service (a repeat
+    /// of an accepted contact), is answered once that is durable: a platform told "diverted"
+    /// never offers it again, so its end record must outlive this node.
+    async fn offer(&self, req: pb::OfferContactRequest) -> Result<pb::OfferContactResponse, Status> {
         let s = &self.0;
         if s.is_draining() {
             return Err(Status::unavailable("smista is shutting down; offer the contact elsewhere"));
@@ -188,15 +188,19 @@ impl ContactSvc {
         }
         let received = i64::try_from(s.clock.unix_ms(now)).unwrap_or(i64::MAX);
         let arrived_unix = offer.arrived.map_or(received, |a| i64::try_from(s.clock.unix_ms(a)).unwrap_or(received));
-        let traced = s.history.arrive(&offer.contact_id, &offer.queue, arrived_unix, received, &req.caller_key);
-        let mut ev = Vec::new();
-        let r = s.engine.offer(&offer, now, &mut ev).map_err(client_error);
-        // A repeated offer (or a refused one) routes nothing: no trail to keep.
-        if traced && !ev.iter().any(|e| e.contact().is_some_and(|c| **c == *offer.contact_id)) {
-            s.history.forget(&offer.contact_id);
-        }
-        s.publish(&ev, now);
+        let (r, ev) = s.about(&offer.contact_id, now, |ev| {
+            let traced = s.history.arrive(&offer.contact_id, &offer.queue, arrived_unix, received, &req.caller_key);
+            let r = s.engine.offer(&offer, now, ev).map_err(client_error);
+            // A repeated offer (or a refused one) routes nothing: no trail to keep.
+            if traced && !ev.iter().any(|e| e.contact().is_some_and(|c| **c == *offer.contact_id)) {
+                s.history.forget(&offer.contact_id);
+            }
+            r
+        });
         let d = r?;
+        if matches!(d, smista_core::Decision::Diverted { .. } | smista_core::Decision::Assigned { .. }) {
+            s.acknowledge(&offer.contact_id, &ev).await?;
+        }
         record_decision(&offer.queue, channel, &d);
         Ok(convert::decision(offer.contact_id, &d, now, &s.clock))
     }

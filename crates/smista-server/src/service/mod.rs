@@ -170,6 +170,53 @@ pub struct Shared {
     pub queue_overrides: crate::queues::Overrides,
     /// Callbacks booked for later.
     pub scheduled: crate::callbacks::Scheduled,
+    /// Engine calls and the publishing of their events, per contact (see [`Shared::about`]).
+    pub sections: Sections,
+}
+
+/// Makes "the change is made" and "its writes are queued" one step for every request that can
+/// see it. An engine call changes a contact at once, but the records its events carry (a
+/// service record, an end record) are handed to the ledger afterwards, by
+/// [`Shared::publish`]. A retried request that found the change already made would otherwise
+/// find nothing pending in the ledger in that gap and answer before the change was durable.
+/// So requests about one contact run their engine call and its publishing under that
+/// contact's stripe, and the tick, which changes contacts nobody asked about, under `global`;
+/// a request that changed nothing itself waits for both before it asks the ledger
+/// ([`Shared::acknowledge`]). Never held across an `.await`.
+#[derive(Debug)]
+pub struct Sections {
+    stripes: Box<[Stripe]>,
+    hasher: foldhash::fast::RandomState,
+    global: Mutex<()>,
+}
+
+/// One stripe, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(Mutex<()>);
+
+impl Default for Sections {
+    fn default() -> Self {
+        Sections {
+            stripes: (0..64).map(|_| Stripe::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            global: Mutex::new(()),
+        }
+    }
+}
+
+impl Sections {
+    /// The section of requests about `contact`.
+    pub fn contact(&self, contact: &str) -> parking_lot::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one(contact) as usize) % self.stripes.len();
+        self.stripes[i].0.lock()
+    }
+
+    /// The section of the tick (and of anything else that changes contacts nobody asked about).
+    pub fn global(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.global.lock()
+    }
 }
 
 /// Why an operator is paused at login after a restart.
@@ -225,7 +272,37 @@ impl Shared {
             )),
             queue_overrides: crate::queues::Overrides::default(),
             scheduled: crate::callbacks::Scheduled::default(),
+            sections: Sections::default(),
         }
+    }
+
+    /// Calls the engine about `contact` (`f` gets the events vector) and publishes what it
+    /// reported, in the contact's section (see [`Sections`]); returns `f`'s result and the
+    /// events, for [`Shared::acknowledge`].
+    pub fn about<T>(&self, contact: &str, now: Millis, f: impl FnOnce(&mut Vec<Event>) -> T) -> (T, Vec<Event>) {
+        let _section = self.sections.contact(contact);
+        let mut ev = Vec::new();
+        let r = f(&mut ev);
+        self.publish(&ev, now);
+        (r, ev)
+    }
+
+    /// Waits until the state of `contact` that a reply is about to report is durable: what this
+    /// request changed (its `events`), and also what an earlier request or the tick changed and
+    /// this one only found (a retry: the engine's idempotent path reports nothing). Every reply
+    /// that says a contact was accepted, completed, cancelled or diverted passes here, first
+    /// try or retry. Fails (UNAVAILABLE, or what the ledger says) when the ledger cannot make
+    /// it durable: fenced, closing.
+    pub async fn acknowledge(&self, contact: &str, events: &[Event]) -> Result<(), Status> {
+        let Some(ledger) = &self.ledger else { return Ok(()) };
+        if !events.iter().any(|e| e.contact().is_some_and(|c| **c == *contact)) {
+            // Changed before this request: by a request about the same contact (its section
+            // ended before ours began, so its writes are queued) or by the tick, whose section
+            // may still be publishing: wait for it to end.
+            drop(self.sections.global());
+        }
+        ledger.durable(&Key::Contact(contact.to_owned())).await.map_err(crate::error::ledger_status)?;
+        self.persist(events).await
     }
 
     /// Publishes what an engine call reported: metrics, offer board, event log.
@@ -257,7 +334,7 @@ impl Shared {
         }
         if let Some(ledger) = &self.ledger {
             for e in events {
-                if let Event::Accepted { contact, queue, operator, channel, held: false, .. } = e {
+                if let Event::Accepted { contact, queue, operator, channel, waited_ms, held: false } = e {
                     ledger.serving(HoldRecord {
                         contact: contact.to_string(),
                         budget: String::new(),
@@ -268,6 +345,7 @@ impl Shared {
                         operator: operator.to_string(),
                         channel: *channel,
                         accepted_unix_ms: unix_ms,
+                        arrived_unix_ms: unix_ms.saturating_sub(i64::try_from(*waited_ms).unwrap_or(0)),
                     });
                 }
             }
@@ -389,9 +467,14 @@ impl Shared {
     }
 
     /// The detail record of a contact in service across a restart: what its hold or service
-    /// record tells (its arrival and offers before the restart are not on record).
+    /// record tells (its offers before the restart are not on record). Its arrival is the one
+    /// the hold recorded; a hold written by a version that did not record it gives its
+    /// acceptance instead, never 0 (the history's retention and reports read arrivals).
     fn recovered_detail(&self, h: &HoldRecord, cost_cents: Option<i64>) -> smista_ledger::Detail {
+        let arrived = if h.arrived_unix_ms > 0 { h.arrived_unix_ms } else { h.accepted_unix_ms };
         smista_ledger::Detail {
+            arrived_unix_ms: arrived,
+            received_unix_ms: arrived,
             answered_unix_ms: h.accepted_unix_ms,
             first_queue: h.queue.clone(),
             group: h.group.clone(),

@@ -25,23 +25,46 @@ impl OperatorSvc {
         f: impl FnOnce(&Shared, smista_core::Millis, &mut Vec<smista_core::Event>) -> Result<T, Status>,
     ) -> Result<Response<T>, Status> {
         let t = RpcTimer::start(method);
-        let r = self.run(f).await;
+        let r = self.run(None, f).await;
         t.finish(&r);
         r.map(Response::new)
     }
 
-    /// [`call`](Self::call) without the timing.
+    /// [`call`](Self::call) about one contact: the engine call and its publishing run in the
+    /// contact's section, and the reply waits until the contact's state it reports is durable,
+    /// also when this request changed nothing (a retry; see [`Shared::acknowledge`]).
+    async fn call_about<T>(
+        &self,
+        method: &'static str,
+        contact: &str,
+        f: impl FnOnce(&Shared, smista_core::Millis, &mut Vec<smista_core::Event>) -> Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let t = RpcTimer::start(method);
+        let r = self.run(Some(contact), f).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    /// [`call`](Self::call) or [`call_about`](Self::call_about) without the timing.
     async fn run<T>(
         &self,
+        contact: Option<&str>,
         f: impl FnOnce(&Shared, smista_core::Millis, &mut Vec<smista_core::Event>) -> Result<T, Status>,
     ) -> Result<T, Status> {
         let s = &self.0;
         let now = s.clock.now();
-        let mut ev = Vec::new();
-        let r = f(s, now, &mut ev);
-        s.publish(&ev, now);
+        let Some(contact) = contact else {
+            let mut ev = Vec::new();
+            let r = f(s, now, &mut ev);
+            s.publish(&ev, now);
+            return match r {
+                Ok(v) => s.persist(&ev).await.map(|()| v),
+                Err(e) => Err(e),
+            };
+        };
+        let (r, ev) = s.about(contact, now, |ev| f(s, now, ev));
         match r {
-            Ok(v) => s.persist(&ev).await.map(|()| v),
+            Ok(v) => s.acknowledge(contact, &ev).await.map(|()| v),
             Err(e) => Err(e),
         }
     }
@@ -178,7 +201,7 @@ impl OperatorService for OperatorSvc {
     ) -> Result<Response<pb::AcceptOfferResponse>, Status> {
         self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = request.into_inner();
-        self.call("AcceptOffer", |s, now, ev| {
+        self.call_about("AcceptOffer", &req.contact_id, |s, now, ev| {
             match s.engine.accept(&req.operator_id, &req.contact_id, now, ev) {
                 Ok(()) => Ok(pb::AcceptOfferResponse {}),
                 // A retried accept of a call that was already in service with this operator
@@ -200,7 +223,7 @@ impl OperatorService for OperatorSvc {
     ) -> Result<Response<pb::DeclineOfferResponse>, Status> {
         self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = request.into_inner();
-        self.call("DeclineOffer", |s, now, ev| {
+        self.call_about("DeclineOffer", &req.contact_id, |s, now, ev| {
             s.engine.decline(&req.operator_id, &req.contact_id, now, ev).map_err(client_error)?;
             Ok(pb::DeclineOfferResponse {})
         })
@@ -218,7 +241,7 @@ impl OperatorService for OperatorSvc {
         let mut unknown = None;
         if s.recovered(&req.contact_id).is_none() {
             let r = self
-                .run(|s, now, ev| {
+                .run(Some(&req.contact_id), |s, now, ev| {
                     let c = s
                         .engine
                         .complete(&req.operator_id, &req.contact_id, req.wrap_up_ms, now, ev)
