@@ -6,7 +6,9 @@
 //! node cut off from PostgreSQL (its connections go through a TCP proxy the test stops): it
 //! stops admitting when its lease runs out, the others fence it and take its lease back, and
 //! when PostgreSQL is reachable again its late writes are refused and it exits. And both in one
-//! run: one node killed, another cut off, the last one standing takes both leases back.
+//! run: one node killed, another cut off, the last one standing takes both leases back. And a node
+//! whose PostgreSQL hangs (connections open, nothing answered) keeps answering snapshots, which
+//! read its lease, and stops on SIGTERM (issue 25: it froze for good).
 //!
 //! Needs `SMISTA_TEST_PG_URL` (set by `.ci/run`; required when `CI=true`).
 
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smista_proto::v1 as pb;
+use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
@@ -329,4 +332,117 @@ async fn a_node_cut_off_from_postgresql_is_fenced_and_its_late_writes_refused() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_killed_and_another_cut_off_in_one_run_never_pass_the_ceiling() {
     run(Trouble::Both).await;
+}
+
+/// Issue 25, fault 3: the lease renewal held the lease map's entry (a shard write lock) across
+/// its PostgreSQL call; with PostgreSQL hanging, a snapshot (which reads the lease) blocked a
+/// worker thread on that lock, two blocked both, and nothing could poll the renewal that would
+/// release it: the node answered nothing and ignored SIGTERM, for good. Here one node's
+/// PostgreSQL connections hang for four seconds (open, silent) while the test asks that node for
+/// snapshots without pause under load: every one must be answered within 2 s, during the hang
+/// and after it, and SIGTERM must end the node. Leases live 6 s and are reclaimed only after 30
+/// s more, so the hang (longer than half a lease: a renewal is due during it) fences nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_postgresql_hangs_keeps_answering_and_stops_on_sigterm() {
+    let Some(url) = pg_url() else { return };
+    let _one_at_a_time = SERIAL.lock().await;
+    let schema = smista_ledger::testing::schema_name("nodes_hang");
+    let dir = std::env::temp_dir().join(format!("smista-nodes-hang-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (_, upstream) = through(&url, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let proxy = Proxy::start(upstream).await;
+    let (hung_url, _) = through(&url, proxy.addr);
+    let config = |node: &str| {
+        format!(
+            r#"
+[ledger]
+kind = "postgres"
+url = "set by SMISTA_LEDGER_URL"
+schema = "{schema}"
+
+[cluster]
+node_id = "{node}"
+lease_ttl_ms = 6000
+lease_renew_ms = 100
+lease_horizon_ms = 1000
+lease_min_cents = {COST}
+reclaim_grace_ms = 30000
+{}"#,
+            contract_toml(CEILING, "naspi", "max_wait_ms = 2000")
+        )
+    };
+    let mut nodes = vec![
+        start_node(&dir, "node-0", &config("node-0"), &url, &[]),
+        start_node(&dir, "node-1", &config("node-1"), &hung_url, &[]),
+    ];
+    let tally = Arc::new(Tally::default());
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut drivers = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let ch = n.channel().await;
+        drivers.push(tokio::spawn(drive(ch, i, until, tally.clone())));
+    }
+    // Snapshots of node-1 without pause from four connections until `polls_end`.
+    let polls_end = Instant::now() + Duration::from_secs(7);
+    let mut pollers = Vec::new();
+    for _ in 0..4 {
+        let mut admin = AdminServiceClient::new(nodes[1].channel().await);
+        pollers.push(tokio::spawn(async move {
+            let (mut answered, mut slowest, mut unanswered) = (0u32, Duration::ZERO, Vec::new());
+            while Instant::now() < polls_end {
+                let asked = Instant::now();
+                match tokio::time::timeout(Duration::from_secs(2), admin.get_snapshot(pb::GetSnapshotRequest {})).await
+                {
+                    Ok(Ok(snap)) => {
+                        assert!(!snap.into_inner().budgets.is_empty(), "the snapshot shows the budget");
+                        answered += 1;
+                        slowest = slowest.max(asked.elapsed());
+                    }
+                    Ok(Err(status)) => unanswered.push(format!("{status:?}")),
+                    Err(_) => {
+                        unanswered.push("no answer within 2 s".to_owned());
+                        break; // a frozen node answers nothing more
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (answered, slowest, unanswered)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    proxy.hang();
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    proxy.resume();
+    let mut answered = 0;
+    let mut slowest = Duration::ZERO;
+    let mut unanswered = Vec::new();
+    for p in pollers {
+        let (a, s, u) = p.await.expect("poller");
+        answered += a;
+        slowest = slowest.max(s);
+        unanswered.extend(u);
+    }
+    println!("hang: {answered} snapshots answered, the slowest in {slowest:?}");
+    assert!(unanswered.is_empty(), "node-1 left snapshots unanswered: {unanswered:?}");
+    assert!(answered > 100, "node-1 answered only {answered} snapshots");
+    assert!(nodes[1].child.try_wait().expect("wait").is_none(), "node-1 is still serving (not fenced)");
+    let status = Command::new("kill").args(["-TERM", &nodes[1].child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = nodes[1].child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "node-1 did not stop within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("hang: node-1 stopped on SIGTERM: {status}");
+    for d in drivers {
+        let _ = d.await;
+    }
+    let (_, total) = ledger_total(&url, &schema).await;
+    assert!(total <= CEILING, "the ledger's total {total} passed the ceiling {CEILING}");
+    nodes.truncate(1);
+    teardown(nodes, &url, &schema, &dir).await;
 }

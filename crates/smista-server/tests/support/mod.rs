@@ -77,12 +77,16 @@ impl Drop for Smista {
 }
 
 /// A TCP proxy to PostgreSQL that the test can cut: every connection through it is closed at
-/// once, and new ones are closed as soon as they are accepted, until it is restored.
+/// once, and new ones are closed as soon as they are accepted, until it is restored. Or hang:
+/// every connection, old and new, stays open but no byte goes through either way (a network that
+/// drops packets, a server that stopped answering) until it is resumed.
 pub struct Proxy {
     /// Where to connect instead of PostgreSQL.
     pub addr: std::net::SocketAddr,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
+    /// True while bytes flow.
+    flowing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -92,24 +96,29 @@ impl Proxy {
         let addr = listener.local_addr().expect("addr");
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (cut, _) = tokio::sync::watch::channel(0u64);
-        let (flag, cuts) = (up.clone(), cut.clone());
+        let (flowing, _) = tokio::sync::watch::channel(true);
+        let (flag, cuts, gate) = (up.clone(), cut.clone(), flowing.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !flag.load(std::sync::atomic::Ordering::Acquire) {
                     continue; // dropped: closed at once
                 }
                 let mut gone = cuts.subscribe();
+                let (to_server, to_client) = (gate.subscribe(), gate.subscribe());
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let (client_r, client_w) = client.into_split();
+                    let (server_r, server_w) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = pump(client_r, server_w, to_server) => {}
+                        () = pump(server_r, client_w, to_client) => {}
                         _ = gone.changed() => {} // both sockets dropped: PostgreSQL aborts the session
                     }
                 });
             }
         });
-        Proxy { addr, up, cut }
+        Proxy { addr, up, cut, flowing }
     }
 
     /// Closes every connection, and every new one, until [`restore`](Self::restore).
@@ -121,6 +130,40 @@ impl Proxy {
     /// Forwards new connections again.
     pub fn restore(&self) {
         self.up.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Stops forwarding bytes on every connection, old and new, keeping them all open, until
+    /// [`resume`](Self::resume): whoever waits for PostgreSQL waits (no error, no close).
+    pub fn hang(&self) {
+        self.flowing.send_replace(false);
+    }
+
+    /// Forwards bytes again after [`hang`](Self::hang), those held back first.
+    pub fn resume(&self) {
+        self.flowing.send_replace(true);
+    }
+}
+
+/// Copies `from` to `to` while `gate` is true; while it is false, what was read waits (and the
+/// socket buffers fill, so the sender waits too). Ends when either side closes.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut gate: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if gate.wait_for(|flowing| *flowing).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if gate.wait_for(|flowing| *flowing).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
