@@ -2,6 +2,19 @@
 //! PostgreSQL database (several nodes sharing budgets). Statements are written once, with `?`
 //! placeholders, and numbered (`$1`...) for PostgreSQL; the few differences (amendment numbering,
 //! migrations of old SQLite files) are here.
+//!
+//! **Schema versions.** The schema's version is recorded in `schema_version`. Opening a ledger
+//! whose schema is current reads that version and runs no DDL at all: a node starting, or taking
+//! over from an active cut off with a transaction still open, never waits for another session's
+//! locks on the ledger's tables and never deadlocks with its writer (issue 25). A ledger of an
+//! older version (or of none: written before versions were recorded) is migrated once, by
+//! whichever opener gets there first, in one transaction: on PostgreSQL under an advisory lock
+//! and a `lock_timeout` shorter than the default `deadlock_timeout` (so a migration that would
+//! deadlock with a running writer gives up first, and the writer is never the victim), retried
+//! with back-off a bounded number of times and then refused with an error saying why; on SQLite
+//! under `BEGIN IMMEDIATE` (one writer per file). Every step only adds (tables, columns with
+//! defaults, indexes), so a node of the previous version keeps working on a migrated ledger
+//! (rolling upgrades).
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -9,7 +22,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::Row;
+use sqlx::{Executor, Row};
 
 use crate::LedgerError;
 
@@ -227,6 +240,10 @@ CREATE TABLE IF NOT EXISTS node_epochs (
     node_id            TEXT    NOT NULL PRIMARY KEY,
     epoch              BIGINT  NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schema_version (
+    id                 BIGINT  NOT NULL PRIMARY KEY,
+    version            BIGINT  NOT NULL
+);
 ";
 
 /// The schema as `db` creates it.
@@ -278,6 +295,46 @@ pub(crate) const RECORD_DETAIL_COLUMNS: [(&str, &str); 11] = [
 const HISTORY_INDEX: &str = "\nCREATE INDEX IF NOT EXISTS contact_ends_by_arrival ON contact_ends (arrived_unix_ms);
 CREATE INDEX IF NOT EXISTS cost_records_by_arrival ON cost_records (arrived_unix_ms);\n";
 
+/// The schema's changes since versions are recorded: `STEPS[i]` brings a ledger from version
+/// `i + 1` to `i + 2`, as columns (table, column, type with its default) added to tables that
+/// exist; [`SCHEMA`] creates the tables that do not (new ledgers, new tables) in their latest
+/// shape. Version 1 is the schema of the ledgers written before versions were recorded, reached
+/// from any of their shapes by the idempotent catch-up they always ran (in `postgres_migration`
+/// and `sqlite_migration`). A change to the schema: the column in [`SCHEMA`] (for new ledgers) and a
+/// step here (for existing ones). Only additions: a node of the previous version must keep
+/// working on the migrated ledger during a rolling upgrade.
+const STEPS: &[&[(&str, &str, &str)]] = &[
+    // 2: the arrival time of a contact in service, so that a takeover re-ranks it truthfully.
+    &[("holds", "arrived_unix_ms", "BIGINT NOT NULL DEFAULT 0")],
+];
+
+/// The version of [`schema`], recorded in `schema_version` by whoever creates or migrates a ledger.
+pub(crate) const SCHEMA_VERSION: i64 = 1 + STEPS.len() as i64;
+
+/// The advisory lock serialising schema creation and migrations on one PostgreSQL database.
+const SCHEMA_LOCK: i64 = 7_316_255;
+
+/// How a PostgreSQL migration waits for the locks it needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MigrationPolicy {
+    /// `lock_timeout` of each attempt: how long it may wait for the advisory lock and for each
+    /// table lock. Below PostgreSQL's default `deadlock_timeout` (1 s), so that a migration
+    /// waiting in a cycle with a running writer times out before the deadlock detector runs and
+    /// may pick that writer as its victim.
+    pub(crate) lock_timeout_ms: u64,
+    /// Attempts before giving up.
+    pub(crate) attempts: u32,
+    /// Pause after the first failed attempt, doubled after each (at most `max_backoff_ms`).
+    pub(crate) backoff_ms: u64,
+    pub(crate) max_backoff_ms: u64,
+}
+
+impl MigrationPolicy {
+    /// About 15 s in all before an opening that must migrate gives up.
+    pub(crate) const DEFAULT: MigrationPolicy =
+        MigrationPolicy { lock_timeout_ms: 500, attempts: 8, backoff_ms: 250, max_backoff_ms: 2_000 };
+}
+
 /// Opens `target`, creating the schema and bringing an older one up to date: the pool for reads,
 /// and the one for the group-commit writer (SQLite: a connection of its own, whose page cache no
 /// other connection's writes invalidate; PostgreSQL: the same pool).
@@ -312,10 +369,9 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
             // (A pool of one rather than a bare connection: futures holding `&mut
             // SqliteConnection` across awaits are not provably `Send`, and the server spawns this.)
             let setup = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-            add_history_columns(&setup).await?;
-            sqlx::raw_sql(&schema(false)).execute(&setup).await?;
-            migrate_sqlite(&setup).await?;
+            let migrated = migrate_sqlite(&setup).await;
             setup.close().await;
+            migrated?;
             let writer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
             let readers = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
             Ok((Db::Sqlite(readers), Db::Sqlite(writer)))
@@ -328,33 +384,26 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
                     return Err(LedgerError::Storage(format!("bad schema name `{ns}`")));
                 }
                 let setup = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-                // Concurrent CREATE SCHEMA IF NOT EXISTS can fail on a unique index: serialise. (A
+                // Created only when missing (an existing schema is not even locked). Concurrent
+                // CREATE SCHEMA IF NOT EXISTS can fail on a unique index: serialise. (A
                 // multi-statement simple query is one transaction: the lock is held to its commit.)
-                let create = format!("SELECT pg_advisory_xact_lock(7316255); CREATE SCHEMA IF NOT EXISTS {ns};");
-                sqlx::raw_sql(&create).execute(&setup).await?;
+                let exists: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = lower($1))")
+                        .bind(ns)
+                        .fetch_one(&setup)
+                        .await?;
+                if !exists {
+                    let create =
+                        format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); CREATE SCHEMA IF NOT EXISTS {ns};");
+                    sqlx::raw_sql(&create).execute(&setup).await?;
+                }
                 setup.close().await;
                 opts = opts.options([("search_path", ns.as_str())]);
             }
             let setup = PgPoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-            // Several nodes may open the same database at once: one creates, the others wait.
-            // (`budget_leases.epoch` came after the first PostgreSQL ledgers: add it to theirs.)
-            // (So did the history's detail columns of `contact_ends`.) The columns are added
-            // before the schema's index on one of them is created.
-            let history: String = HISTORY_COLUMNS
-                .iter()
-                .map(|(name, ty)| format!("ALTER TABLE IF EXISTS contact_ends ADD COLUMN IF NOT EXISTS {name} {ty};\n"))
-                .chain(RECORD_DETAIL_COLUMNS.iter().map(|(name, ty)| {
-                    format!("ALTER TABLE IF EXISTS cost_records ADD COLUMN IF NOT EXISTS {name} {ty};\n")
-                }))
-                .collect();
-            let ddl = format!(
-                "SELECT pg_advisory_xact_lock(7316255); {history} {}
-                 ALTER TABLE budget_leases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
-                 ALTER TABLE holds ADD COLUMN IF NOT EXISTS arrived_unix_ms BIGINT NOT NULL DEFAULT 0;",
-                schema(true)
-            );
-            sqlx::raw_sql(&ddl).execute(&setup).await?;
+            let migrated = migrate_postgres(&setup, MigrationPolicy::DEFAULT).await;
             setup.close().await;
+            migrated?;
             let pool =
                 PgPoolOptions::new().max_connections(pg_conns).acquire_timeout(acquire).connect_with(opts).await?;
             Ok((Db::Postgres(pool.clone()), Db::Postgres(pool)))
@@ -362,83 +411,233 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
     }
 }
 
-/// Adds the history's detail columns to a SQLite `contact_ends` and `cost_records` written before
-/// them (before the schema script, whose indexes need some of them).
-async fn add_history_columns(pool: &SqlitePool) -> Result<(), LedgerError> {
-    for (table, columns) in [("contact_ends", &HISTORY_COLUMNS[..]), ("cost_records", &RECORD_DETAIL_COLUMNS[..])] {
-        let present: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info(?)")
-            .bind(table)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get("name"))
-            .collect::<Result<_, _>>()?;
-        if present.is_empty() {
-            continue; // a new ledger: the schema creates the table whole
-        }
-        for (name, ty) in columns {
-            if !present.iter().any(|p| p == name) {
-                sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}")).execute(pool).await?;
+/// Whether PostgreSQL's `schema_version` exists (in the search path).
+const PG_HAS_VERSION: &str = "SELECT to_regclass('schema_version') IS NOT NULL";
+/// The version recorded (NULL: none).
+const VERSION: &str = "SELECT MAX(version) FROM schema_version";
+
+/// Brings a PostgreSQL ledger to [`SCHEMA_VERSION`]; with the schema current, only reads it (no
+/// lock but `schema_version`'s share lock, which no migration conflicts with).
+pub(crate) async fn migrate_postgres(pool: &PgPool, policy: MigrationPolicy) -> Result<(), LedgerError> {
+    let has: bool = sqlx::query(PG_HAS_VERSION).fetch_one(pool).await?.try_get(0)?;
+    let found: Option<i64> = if has { sqlx::query(VERSION).fetch_one(pool).await?.try_get(0)? } else { None };
+    if found.is_some_and(|v| v >= SCHEMA_VERSION) {
+        return Ok(()); // current (or newer: a rolling upgrade; every step only adds)
+    }
+    let mut pause = policy.backoff_ms;
+    let mut attempt = 1;
+    loop {
+        match migrate_postgres_once(pool, policy.lock_timeout_ms).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < policy.attempts && lock_trouble(&e) => {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                pause = (pause * 2).min(policy.max_backoff_ms);
+                attempt += 1;
             }
+            Err(e) if lock_trouble(&e) => {
+                return Err(LedgerError::Storage(format!(
+                    "the ledger's schema (version {}) must be migrated to version {SCHEMA_VERSION}, and {} attempts \
+                     could not get the locks it needs within {} ms each: other sessions hold the ledger's tables \
+                     (an open transaction of another node?); start again when they are done (last error: {e})",
+                    found.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+                    policy.attempts,
+                    policy.lock_timeout_ms,
+                )))
+            }
+            Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A lock not granted in time, or a deadlock: worth another attempt.
+fn lock_trouble(e: &sqlx::Error) -> bool {
+    // 55P03 lock_not_available (lock_timeout), 40P01 deadlock_detected.
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("55P03" | "40P01")))
+}
+
+/// One attempt at migrating, in one transaction under the schema lock: the version read again
+/// under it (another node may just have migrated), the steps it lacks, the version recorded.
+/// (Statements on the transaction only, in this one function: futures holding a `&mut
+/// PgConnection` passed in are not provably `Send`, and the server spawns this.)
+async fn migrate_postgres_once(pool: &PgPool, lock_timeout_ms: u64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let r = async {
+        // Half the server's deadlock_timeout if that is shorter (the writer is never the victim).
+        let deadlock_ms: i64 = sqlx::query(
+            "SELECT CAST(EXTRACT(EPOCH FROM CAST(current_setting('deadlock_timeout') AS INTERVAL)) * 1000 AS BIGINT)",
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let ms = lock_timeout_ms.min(u64::try_from(deadlock_ms / 2).unwrap_or(0).max(10));
+        (&mut *tx).execute(sqlx::raw_sql(&format!("SET LOCAL lock_timeout = '{ms}ms'"))).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
+        let has: bool = sqlx::query(PG_HAS_VERSION).fetch_one(&mut *tx).await?.try_get(0)?;
+        let from: Option<i64> = if has { sqlx::query(VERSION).fetch_one(&mut *tx).await?.try_get(0)? } else { None };
+        if from.is_some_and(|v| v >= SCHEMA_VERSION) {
+            return Ok(()); // another node migrated meanwhile
+        }
+        // The tables the steps and the indexes change, all locked first, in one statement, in the
+        // order a group commit usually writes them: no DDL done and then undone for a lock that
+        // never comes, and as few moments as may be holding one while waiting for another.
+        let existing: Vec<String> = sqlx::query(
+            "SELECT t FROM unnest(CAST($1 AS TEXT[])) WITH ORDINALITY AS u(t, n)
+             WHERE to_regclass(t) IS NOT NULL ORDER BY n",
+        )
+        .bind(["cost_records", "holds", "contact_ends", "budget_leases"].map(str::to_owned).to_vec())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+        if !existing.is_empty() {
+            let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", existing.join(", "));
+            (&mut *tx).execute(sqlx::raw_sql(&lock)).await?;
+        }
+        let ddl = postgres_migration(from.unwrap_or(0));
+        (&mut *tx).execute(sqlx::raw_sql(&ddl)).await?;
+        sqlx::query(
+            "INSERT INTO schema_version (id, version) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET version = GREATEST(schema_version.version, excluded.version)",
+        )
+        .bind(SCHEMA_VERSION)
+        .execute(&mut *tx)
+        .await?;
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+    match r {
+        Ok(()) => tx.commit().await,
+        Err(e) => {
+            // At once (the advisory lock with it), not when the connection is next used.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// The script bringing a PostgreSQL ledger of version `from` (0: none recorded) to
+/// [`SCHEMA_VERSION`]: the columns it lacks (`IF EXISTS`: the tables it lacks are created whole
+/// by the schema script), then the schema script for the missing tables and indexes (after the
+/// columns some indexes are on).
+fn postgres_migration(from: i64) -> String {
+    let mut ddl = String::new();
+    if from == 0 {
+        // Before versions were recorded: `budget_leases.epoch` came after the first PostgreSQL
+        // ledgers, and so did the history's detail columns of `contact_ends` and `cost_records`.
+        let legacy = HISTORY_COLUMNS
+            .iter()
+            .map(|(name, ty)| ("contact_ends", *name, *ty))
+            .chain(RECORD_DETAIL_COLUMNS.iter().map(|(name, ty)| ("cost_records", *name, *ty)))
+            .chain([("budget_leases", "epoch", "BIGINT NOT NULL DEFAULT 0")]);
+        for (table, name, ty) in legacy {
+            ddl.push_str(&format!("ALTER TABLE IF EXISTS {table} ADD COLUMN IF NOT EXISTS {name} {ty};\n"));
+        }
+    }
+    for (table, name, ty) in steps_after(from).flatten() {
+        ddl.push_str(&format!("ALTER TABLE IF EXISTS {table} ADD COLUMN IF NOT EXISTS {name} {ty};\n"));
+    }
+    ddl.push_str(&schema(true));
+    ddl
+}
+
+/// The steps a ledger of version `from` lacks.
+fn steps_after(from: i64) -> impl Iterator<Item = &'static [(&'static str, &'static str, &'static str)]> {
+    STEPS.iter().copied().skip(usize::try_from(from.max(1) - 1).unwrap_or(0))
+}
+
+/// Brings a SQLite ledger to [`SCHEMA_VERSION`]; with the schema current, only reads it. One
+/// transaction, `BEGIN IMMEDIATE` (the file's write lock first, then the version read again).
+/// (Statements on the transaction only, in this one function: futures holding a `&mut
+/// SqliteConnection` passed in are not provably `Send`, and the server spawns this.)
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
+    const HAS_VERSION: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'";
+    let has: i64 = sqlx::query(HAS_VERSION).fetch_one(pool).await?.try_get(0)?;
+    if has > 0 {
+        let v: Option<i64> = sqlx::query(VERSION).fetch_one(pool).await?.try_get(0)?;
+        if v.is_some_and(|v| v >= SCHEMA_VERSION) {
+            return Ok(());
+        }
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let has: i64 = sqlx::query(HAS_VERSION).fetch_one(&mut *tx).await?.try_get(0)?;
+    let from: Option<i64> = if has > 0 { sqlx::query(VERSION).fetch_one(&mut *tx).await?.try_get(0)? } else { None };
+    if from.is_some_and(|v| v >= SCHEMA_VERSION) {
+        tx.commit().await?;
+        return Ok(());
+    }
+    let columns: Vec<(String, String, i64)> = sqlx::query(
+        "SELECT m.name, p.name, p.pk FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p
+         WHERE m.type = 'table'",
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+    .collect::<Result<_, sqlx::Error>>()?;
+    let script = sqlite_migration(from.unwrap_or(0), &columns);
+    (&mut *tx).execute(sqlx::raw_sql(&script)).await?;
+    sqlx::query(
+        "INSERT INTO schema_version (id, version) VALUES (1, ?)
+         ON CONFLICT (id) DO UPDATE SET version = MAX(schema_version.version, excluded.version)",
+    )
+    .bind(SCHEMA_VERSION)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
-/// Brings a SQLite ledger written by an earlier smista up to [`schema`]: columns added since
-/// (their defaults describe the old rows truthfully) and the cost records' key, which now tells
-/// the lives of a re-used contact id apart. Idempotent.
-async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
-    let has = |table: &'static str, column: &'static str| async move {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info(?) WHERE name = ?")
-            .bind(table)
-            .bind(column)
-            .fetch_one(pool)
-            .await?
-            .try_get("n")?;
-        Ok::<bool, LedgerError>(n > 0)
+/// The script bringing a SQLite ledger of version `from` (0: none recorded) whose tables have
+/// `columns` (table, column, position in the key) to [`SCHEMA_VERSION`]: the columns it lacks
+/// (added to the tables it has; the tables it lacks are created whole by the schema script),
+/// then the schema script, then for ledgers written before versions were recorded the cost
+/// records' key rebuilt if it is an old one.
+fn sqlite_migration(from: i64, columns: &[(String, String, i64)]) -> String {
+    let has_table = |t: &str| columns.iter().any(|(table, _, _)| table == t);
+    let mut adds: Vec<(&str, &str, &str)> = Vec::new();
+    if from == 0 {
+        // Columns added before versions were recorded (their defaults describe the old rows
+        // truthfully). The history's come before the schema script, whose indexes need some.
+        adds.extend(HISTORY_COLUMNS.iter().map(|(n, ty)| ("contact_ends", *n, *ty)));
+        adds.extend(RECORD_DETAIL_COLUMNS.iter().map(|(n, ty)| ("cost_records", *n, *ty)));
+        adds.extend([
+            // Before the column the actor was whatever the client typed, and there was no note.
+            ("amendments", "note", "TEXT NOT NULL DEFAULT ''"),
+            ("holds", "node_id", "TEXT NOT NULL DEFAULT ''"),
+            // Ledgers before the column settled only contacts their operator completed or whose
+            // caller hung up in service, without telling which: `completed` is what they reported.
+            ("cost_records", "outcome", "TEXT NOT NULL DEFAULT 'completed'"),
+            // Leases live on PostgreSQL only; the column keeps one schema for both.
+            ("budget_leases", "epoch", "BIGINT NOT NULL DEFAULT 0"),
+            ("cost_records", "node_id", "TEXT NOT NULL DEFAULT ''"),
+        ]);
+    }
+    adds.extend(steps_after(from).flatten().copied());
+    let mut script = String::new();
+    for (table, name, ty) in adds {
+        let missing = !columns.iter().any(|(t, c, _)| t == table && c == name);
+        if has_table(table) && missing && !script.contains(&format!("ALTER TABLE {table} ADD COLUMN {name} ")) {
+            script.push_str(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty};\n"));
+        }
+    }
+    script.push_str(&schema(false));
+    let key: Vec<&str> = {
+        let mut k: Vec<(i64, &str)> = columns
+            .iter()
+            .filter(|(t, _, pk)| t == "cost_records" && *pk > 0)
+            .map(|(_, c, pk)| (*pk, c.as_str()))
+            .collect();
+        k.sort_unstable();
+        k.into_iter().map(|(_, c)| c).collect()
     };
-    if !has("amendments", "note").await? {
-        // Before the column the actor was whatever the client typed, and there was no note.
-        sqlx::query("ALTER TABLE amendments ADD COLUMN note TEXT NOT NULL DEFAULT ''").execute(pool).await?;
-    }
-    if !has("holds", "node_id").await? {
-        sqlx::query("ALTER TABLE holds ADD COLUMN node_id TEXT NOT NULL DEFAULT ''").execute(pool).await?;
-    }
-    if !has("holds", "arrived_unix_ms").await? {
-        sqlx::query("ALTER TABLE holds ADD COLUMN arrived_unix_ms BIGINT NOT NULL DEFAULT 0").execute(pool).await?;
-    }
-    if !has("cost_records", "outcome").await? {
-        // Ledgers before the column settled only contacts their operator completed or whose
-        // caller hung up in service, without telling which: `completed` is what they reported.
-        sqlx::query("ALTER TABLE cost_records ADD COLUMN outcome TEXT NOT NULL DEFAULT 'completed'")
-            .execute(pool)
-            .await?;
-    }
-    let key_cols: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info('cost_records') WHERE pk > 0")
-        .fetch_one(pool)
-        .await?
-        .try_get("n")?;
-    let first_key: String = sqlx::query("SELECT name FROM pragma_table_info('cost_records') WHERE pk = 1")
-        .fetch_one(pool)
-        .await?
-        .try_get("name")?;
-    if !has("budget_leases", "epoch").await? {
-        // Leases live on PostgreSQL only; the column keeps one schema for both.
-        sqlx::query("ALTER TABLE budget_leases ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0").execute(pool).await?;
-    }
-    if !has("cost_records", "node_id").await? {
-        sqlx::query("ALTER TABLE cost_records ADD COLUMN node_id TEXT NOT NULL DEFAULT ''").execute(pool).await?;
-    }
-    if key_cols != 3 || first_key != "contact_id" {
+    if from == 0 && has_table("cost_records") && (key.len() != 3 || key[0] != "contact_id") {
         // Keyed (budget, contact) before: a contact id re-used after a restart was routed and
         // handled again but its record was dropped. Then keyed by budget first, with a second
         // index by contact: every commit wrote two B-trees at random places. SQLite cannot
-        // change a key: rebuild.
-        // One script on the setup pool's one connection, inside one transaction.
-        let script = format!(
-            "BEGIN;
-             ALTER TABLE cost_records RENAME TO cost_records_v1;
+        // change a key: rebuild (inside the migration's transaction).
+        script.push_str(&format!(
+            "ALTER TABLE cost_records RENAME TO cost_records_v1;
              DROP INDEX IF EXISTS cost_records_by_period;
              DROP INDEX IF EXISTS cost_records_by_contact;
              DROP INDEX IF EXISTS cost_records_by_completion;
@@ -449,11 +648,9 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), LedgerError> {
              SELECT budget_id, contact_id, period, queue, operator_group, operator_id,
                 channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id
              FROM cost_records_v1;
-             DROP TABLE cost_records_v1;
-             COMMIT;",
+             DROP TABLE cost_records_v1;",
             schema(false)
-        );
-        sqlx::raw_sql(&script).execute(pool).await?;
+        ));
     }
-    Ok(())
+    script
 }
