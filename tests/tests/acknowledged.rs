@@ -18,33 +18,12 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smista_proto::v1 as pb;
-use smista_server::config::{Config, LedgerKind};
-use support::{assigned, login, temp_dir, voice, Server};
+use smista_server::config::Config;
+use support::{assigned, backends, drop_backend, ledger_config, login, temp_dir, voice, Server};
 use tonic::Code;
 
 /// How long a client waits for one reply here before it calls the attempt a time-out.
 const DEADLINE: Duration = Duration::from_millis(400);
-
-fn config(data: &std::path::Path, pg: Option<&str>) -> Config {
-    let mut cfg = Config::load(None).expect("demo");
-    cfg.server.data_dir = data.to_owned();
-    cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
-    cfg.budgets[0].protected_reserve_bp = 0;
-    if let Some(schema) = pg {
-        cfg.ledger.kind = LedgerKind::Postgres;
-        cfg.ledger.url = std::env::var("SMISTA_TEST_PG_URL").expect("checked by the caller");
-        cfg.ledger.schema = schema.to_owned();
-    }
-    cfg
-}
-
-fn backends(name: &str) -> Vec<Option<String>> {
-    let mut v = vec![None];
-    if smista_ledger::testing::pg_url(name).is_some() {
-        v.push(Some(smista_ledger::testing::schema_name(name)));
-    }
-    v
-}
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -132,16 +111,11 @@ async fn end_of(cfg: &Config, contact: &str) -> Option<smista_ledger::ContactEnd
     e
 }
 
-async fn cleanup(pg: Option<&str>) {
-    let (Some(schema), Ok(url)) = (pg, std::env::var("SMISTA_TEST_PG_URL")) else { return };
-    smista_ledger::testing::drop_schema(&url, schema).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_reply_first_try_or_retry_says_more_than_the_ledger_holds() {
     for pg in backends("acked") {
         let data = temp_dir("acked");
-        let cfg = config(&data, pg.as_deref());
+        let cfg = ledger_config(&data, pg.as_deref());
         let srv = Server::start_in(cfg.clone()).await;
         let mut o = srv.operators().await;
         let mut c = srv.contacts().await;
@@ -224,7 +198,7 @@ async fn no_reply_first_try_or_retry_says_more_than_the_ledger_holds() {
         assert_eq!(end_of(&cfg, "q-1").await.expect("in the ledger").outcome, smista_core::Outcome::Abandoned);
 
         srv.stop().await;
-        cleanup(pg.as_deref()).await;
+        drop_backend(pg.as_deref()).await;
     }
 }
 
@@ -235,7 +209,7 @@ async fn no_reply_first_try_or_retry_says_more_than_the_ledger_holds() {
 async fn a_contact_in_service_across_a_restart_keeps_its_arrival_and_its_record_outlives_the_purge() {
     for pg in backends("arrival") {
         let data = temp_dir("arrival");
-        let cfg = config(&data, pg.as_deref());
+        let cfg = ledger_config(&data, pg.as_deref());
         for (op, group) in [("op-201", "supplier-a"), ("op-101", "internal")] {
             let id = format!("rp-{op}");
             let arrived = unix_ms() - 65_000;
@@ -280,6 +254,6 @@ async fn a_contact_in_service_across_a_restart_keeps_its_arrival_and_its_record_
             assert!(r.into_inner().handle_ms > 0);
             srv.stop().await;
         }
-        cleanup(pg.as_deref()).await;
+        drop_backend(pg.as_deref()).await;
     }
 }

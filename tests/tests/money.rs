@@ -8,40 +8,8 @@ mod support;
 use std::time::Duration;
 
 use smista_proto::v1 as pb;
-use smista_server::config::{Config, LedgerKind};
-use support::{assigned, login, next, temp_dir, voice, Server};
+use support::{assigned, backends, drop_backend, ledger_config, login, next, temp_dir, voice, Server};
 use tonic::Code;
-
-/// A configuration whose ledger is SQLite in `data` or, with `pg`, a fresh PostgreSQL schema.
-fn config(data: &std::path::Path, pg: Option<&str>) -> Config {
-    let mut cfg = Config::load(None).expect("demo");
-    cfg.server.data_dir = data.to_owned();
-    // No pacing, no reserve: the budget is not what these tests are about.
-    cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
-    cfg.budgets[0].protected_reserve_bp = 0;
-    if let Some(schema) = pg {
-        cfg.ledger.kind = LedgerKind::Postgres;
-        cfg.ledger.url = std::env::var("SMISTA_TEST_PG_URL").expect("checked by the caller");
-        cfg.ledger.schema = schema.to_owned();
-    }
-    cfg
-}
-
-/// The backends to run on: SQLite always, PostgreSQL when `SMISTA_TEST_PG_URL` is set (required
-/// under CI).
-fn backends(name: &str) -> Vec<Option<String>> {
-    let mut v = vec![None];
-    if smista_ledger::testing::pg_url(name).is_some() {
-        v.push(Some(smista_ledger::testing::schema_name(name)));
-    }
-    v
-}
-
-/// Drops a test's PostgreSQL schema.
-async fn cleanup(pg: Option<&str>) {
-    let (Some(schema), Ok(url)) = (pg, std::env::var("SMISTA_TEST_PG_URL")) else { return };
-    smista_ledger::testing::drop_schema(&url, schema).await;
-}
 
 async fn settled(srv: &Server) -> i64 {
     let s = srv.admin().await.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
@@ -56,7 +24,7 @@ fn naspi_op(op: &str) -> pb::LoginRequest {
 async fn a_contact_in_service_at_a_restart_is_never_offered_to_a_second_operator() {
     for pg in backends("inservice") {
         let data = temp_dir("inservice");
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut o = srv.operators().await;
         o.login(naspi_op("op-201")).await.expect("login");
         let d = srv.contacts().await.offer_contact(voice("call-1", "naspi")).await.expect("offer").into_inner();
@@ -66,7 +34,7 @@ async fn a_contact_in_service_at_a_restart_is_never_offered_to_a_second_operator
             .expect("accept: the hold is durable");
         srv.stop().await;
 
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut o = srv.operators().await;
         o.login(naspi_op("op-202")).await.expect("another operator");
         // The platform re-offers the contact: it is in service with op-201, not routed again.
@@ -99,10 +67,10 @@ async fn a_contact_in_service_at_a_restart_is_never_offered_to_a_second_operator
         let once = settled(&srv).await;
         assert!(once > 0);
         srv.stop().await;
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         assert_eq!(settled(&srv).await, once, "the restart rebuilds what was settled, once");
         srv.stop().await;
-        cleanup(pg.as_deref()).await;
+        drop_backend(pg.as_deref()).await;
     }
 }
 
@@ -113,7 +81,7 @@ async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_sec
     for pg in backends("unbudgeted") {
         let data = temp_dir("unbudgeted");
         let staff = |op: &str| login(op, "internal", &[("naspi", 6)]);
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut o = srv.operators().await;
         o.login(staff("op-301")).await.expect("login");
         let d = srv.contacts().await.offer_contact(voice("call-9", "naspi")).await.expect("offer").into_inner();
@@ -124,7 +92,7 @@ async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_sec
         let before = settled(&srv).await;
         srv.stop().await;
 
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut o = srv.operators().await;
         o.login(staff("op-302")).await.expect("another operator");
         let d = srv.contacts().await.offer_contact(voice("call-9", "naspi")).await.expect("re-offer").into_inner();
@@ -167,7 +135,7 @@ async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_sec
         assert_eq!(op.status, pb::OperatorStatus::Available as i32, "made available once call-9 ended");
         srv.stop().await;
         // Nothing is left in service after a further restart: call-9 ended, as completed.
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut o = srv.operators().await;
         let back = o.login(staff("op-301")).await.expect("login").into_inner();
         assert!(back.in_service.is_empty());
@@ -180,7 +148,7 @@ async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_sec
             .into_inner();
         assert_eq!(r.outcome, pb::Outcome::Completed as i32);
         srv.stop().await;
-        cleanup(pg.as_deref()).await;
+        drop_backend(pg.as_deref()).await;
     }
 }
 
@@ -188,7 +156,7 @@ async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_sec
 async fn completing_after_a_hang_up_is_refused_before_and_after_a_restart() {
     for pg in backends("hangup") {
         let data = temp_dir("hangup");
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut o = srv.operators().await;
         o.login(naspi_op("op-201")).await.expect("login");
         srv.contacts().await.offer_contact(voice("call-2", "naspi")).await.expect("offer");
@@ -208,7 +176,7 @@ async fn completing_after_a_hang_up_is_refused_before_and_after_a_restart() {
         assert_eq!(o.complete_contact(complete()).await.unwrap_err().code(), Code::FailedPrecondition);
         srv.stop().await;
 
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut o = srv.operators().await;
         assert_eq!(
             o.complete_contact(complete()).await.unwrap_err().code(),
@@ -224,7 +192,7 @@ async fn completing_after_a_hang_up_is_refused_before_and_after_a_restart() {
             .into_inner();
         assert_eq!(r.outcome(), pb::Outcome::CancelledInService);
         srv.stop().await;
-        cleanup(pg.as_deref()).await;
+        drop_backend(pg.as_deref()).await;
     }
 }
 
@@ -232,7 +200,7 @@ async fn completing_after_a_hang_up_is_refused_before_and_after_a_restart() {
 async fn contacts_that_ended_without_cost_answer_the_same_after_a_restart() {
     for pg in backends("nocost") {
         let data = temp_dir("nocost");
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut c = srv.contacts().await;
         let mut o = srv.operators().await;
         let cancel = |id: &str| pb::CancelContactRequest { contact_id: id.into() };
@@ -282,7 +250,7 @@ async fn contacts_that_ended_without_cost_answer_the_same_after_a_restart() {
         assert_eq!(again_b, Code::AlreadyExists);
         srv.stop().await;
 
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut c = srv.contacts().await;
         let mut o = srv.operators().await;
         o.login(login("staff-1", "internal", &[("naspi", 6)])).await.expect("login");
@@ -301,7 +269,7 @@ async fn contacts_that_ended_without_cost_answer_the_same_after_a_restart() {
         assert_eq!(c.offer_contact(voice("call-b", "naspi")).await.unwrap_err().code(), again_b, "{what}");
         assert_eq!(c.offer_contact(voice("call-a", "naspi")).await.unwrap_err().code(), Code::AlreadyExists, "{what}");
         srv.stop().await;
-        cleanup(pg.as_deref()).await;
+        drop_backend(pg.as_deref()).await;
     }
 }
 
@@ -321,7 +289,7 @@ async fn a_reused_contact_id_is_a_new_life_and_the_ledger_agrees_with_memory() {
     for pg in backends("reuse") {
         let data = temp_dir("reuse");
         // Without a restart: the finished contact is forgotten after its retention.
-        let mut cfg = config(&data, pg.as_deref());
+        let mut cfg = ledger_config(&data, pg.as_deref());
         cfg.engine.finished_retention_ms = 100;
         let srv = Server::start_in(cfg.clone()).await;
         srv.operators().await.login(naspi_op("op-201")).await.expect("login");
@@ -351,7 +319,7 @@ async fn a_reused_contact_id_is_a_new_life_and_the_ledger_agrees_with_memory() {
         let srv = Server::start_in(cfg).await;
         assert_eq!(settled(&srv).await, three);
         srv.stop().await;
-        cleanup(pg.as_deref()).await;
+        drop_backend(pg.as_deref()).await;
     }
 }
 
@@ -359,7 +327,7 @@ async fn a_reused_contact_id_is_a_new_life_and_the_ledger_agrees_with_memory() {
 async fn the_event_stream_resumes_within_a_life_and_asks_for_a_resync_across_a_restart() {
     for pg in backends("epochs") {
         let data = temp_dir("epochs");
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut c = srv.contacts().await;
         let mut stream = c.stream_events(pb::StreamEventsRequest::default()).await.expect("stream").into_inner();
         c.offer_contact(voice("e-1", "naspi")).await.expect("offer");
@@ -376,7 +344,7 @@ async fn the_event_stream_resumes_within_a_life_and_asks_for_a_resync_across_a_r
         drop(again);
         srv.stop().await;
 
-        let srv = Server::start_in(config(&data, pg.as_deref())).await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
         let mut c = srv.contacts().await;
         c.offer_contact(voice("e-3", "naspi")).await.expect("offer");
         c.offer_contact(voice("e-4", "naspi")).await.expect("offer");
@@ -399,14 +367,14 @@ async fn the_event_stream_resumes_within_a_life_and_asks_for_a_resync_across_a_r
         assert_eq!(ev.contact_id, "e-5");
         drop(fresh);
         srv.stop().await;
-        cleanup(pg.as_deref()).await;
+        drop_backend(pg.as_deref()).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contacts_offered_again_with_their_arrival_time_keep_their_place() {
     let data = temp_dir("arrival");
-    let srv = Server::start_in(config(&data, None)).await;
+    let srv = Server::start_in(ledger_config(&data, None)).await;
     let mut c = srv.contacts().await;
     let mut o = srv.operators().await;
     o.login(naspi_op("op-201")).await.expect("login");

@@ -137,3 +137,35 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// The demo configuration with its ledger as SQLite in `data` or, with `pg`, the PostgreSQL
+/// schema `pg` at `SMISTA_TEST_PG_URL`; no pacing and no reserve on the budget (what the money
+/// tests are about is the ledger, not admission).
+pub fn ledger_config(data: &std::path::Path, pg: Option<&str>) -> Config {
+    let mut cfg = Config::load(None).expect("demo");
+    cfg.server.data_dir = data.to_owned();
+    cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
+    cfg.budgets[0].protected_reserve_bp = 0;
+    if let Some(schema) = pg {
+        cfg.ledger.kind = smista_server::config::LedgerKind::Postgres;
+        cfg.ledger.url = std::env::var("SMISTA_TEST_PG_URL").expect("checked by the caller");
+        cfg.ledger.schema = schema.to_owned();
+    }
+    cfg
+}
+
+/// The backends to run on: SQLite always (`None`), PostgreSQL (a fresh schema for `name`) when
+/// `SMISTA_TEST_PG_URL` is set (required under CI).
+pub fn backends(name: &str) -> Vec<Option<String>> {
+    let mut v = vec![None];
+    if smista_ledger::testing::pg_url(name).is_some() {
+        v.push(Some(smista_ledger::testing::schema_name(name)));
+    }
+    v
+}
+
+/// Drops a test's PostgreSQL schema (nothing for SQLite).
+pub async fn drop_backend(pg: Option<&str>) {
+    let (Some(schema), Ok(url)) = (pg, std::env::var("SMISTA_TEST_PG_URL")) else { return };
+    smista_ledger::testing::drop_schema(&url, schema).await;
+}
