@@ -342,6 +342,22 @@ pub(crate) async fn open(target: &Target) -> Result<(Db, Db), LedgerError> {
     open_with(target, 8, Duration::from_secs(5)).await
 }
 
+/// How long PostgreSQL lets one of our sessions sit idle inside a transaction before it ends the
+/// session (`idle_in_transaction_session_timeout`). A node stopped (SIGSTOP, a VM pause) or cut off
+/// in the middle of a transaction would otherwise keep that transaction's locks for as long as it
+/// stays stopped, the fence's share lock on its `node_epochs` row among them, and the next
+/// active's takeover (which moves that row's epoch on) would wait for it: a takeover waited 3.2 s
+/// in a SIGSTOP run, for the paused active's SIGCONT. Our transactions run their statements
+/// back to back, so a second of silence inside one means its node is gone; its writer, if it ever
+/// wakes up, retries on a new session and meets the fence.
+pub(crate) const IDLE_IN_TRANSACTION_MS: u64 = 1_000;
+
+/// The connection options of every PostgreSQL session the ledger opens.
+pub(crate) fn pg_options(url: &str) -> Result<PgConnectOptions, LedgerError> {
+    let opts: PgConnectOptions = url.parse().map_err(|e| LedgerError::Storage(format!("bad PostgreSQL URL: {e}")))?;
+    Ok(opts.options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_MS.to_string())]))
+}
+
 /// [`open`] with a small PostgreSQL pool that gives up quickly on an unreachable server (the
 /// leadership lease: a renewal that cannot get a connection must fail well within its lease).
 pub(crate) async fn open_small(target: &Target) -> Result<(Db, Db), LedgerError> {
@@ -377,8 +393,7 @@ async fn open_with(target: &Target, pg_conns: u32, acquire: Duration) -> Result<
             Ok((Db::Sqlite(readers), Db::Sqlite(writer)))
         }
         Target::Postgres { url, schema: ns } => {
-            let mut opts: PgConnectOptions =
-                url.parse().map_err(|e| LedgerError::Storage(format!("bad PostgreSQL URL: {e}")))?;
+            let mut opts = pg_options(url)?;
             if let Some(ns) = ns {
                 if ns.is_empty() || !ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(LedgerError::Storage(format!("bad schema name `{ns}`")));

@@ -39,3 +39,11 @@ pub fn schema_name(tag: &str) -> String {
     let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(30).collect();
     format!("t_{tag}_{}_{}_{}", std::process::id(), nanos % 1_000_000_000_000, N.fetch_add(1, Ordering::Relaxed))
 }
+
+/// A PostgreSQL pool whose sessions are set up exactly as the ledger's own (in `schema`), for a
+/// test that plays one of a node's sessions, e.g. a writer stopped in the middle of its
+/// transaction.
+pub async fn ledger_session(url: &str, schema: &str) -> Result<sqlx::PgPool, crate::LedgerError> {
+    let opts = crate::db::pg_options(url)?.options([("search_path", schema)]);
+    Ok(sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(opts).await?)
+}

@@ -348,3 +348,39 @@ async fn a_migration_that_cannot_get_its_locks_gives_up_with_a_clear_error() {
     pool.close().await;
     pg.cleanup().await;
 }
+
+/// A takeover does not wait for a stopped active (SIGSTOP, a paused VM) that was inside a
+/// transaction: the active's writer holds the fence's share lock on its `node_epochs` row for
+/// the whole transaction, and the takeover moves that row's epoch on. Played here by a session set
+/// up as the ledger's own (`testing::ledger_session`) that takes the fence's lock and goes silent
+/// for longer than the test's patience; PostgreSQL must end it (`idle_in_transaction_session_timeout`)
+/// so the new active's opening goes through. Found by the fault harness: one SIGSTOP run in
+/// twenty waited 3.2 s, until SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_does_not_wait_for_a_stopped_active_inside_a_transaction() {
+    let Some(pg) = Pg::new("schema_stopped") else { return };
+    let old = pg.connect("group-a").await;
+    let stopped = smista_ledger::testing::ledger_session(&pg.url, &pg.schema).await.expect("session");
+    let mut tx = stopped.begin().await.expect("begin");
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM node_epochs WHERE node_id = $1 FOR SHARE")
+        .bind("group-a")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("the fence's share lock");
+    // The active is stopped here, for longer than the opening below may take.
+    let silent = tokio::spawn(async move {
+        tokio::time::sleep(PATIENCE * 2).await;
+        tx.commit().await
+    });
+    let new = pg.connect("group-a").await;
+    let now: i64 = sqlx::query_scalar("SELECT epoch FROM node_epochs WHERE node_id = $1")
+        .bind("group-a")
+        .fetch_one(&pg.pool(1).await)
+        .await
+        .expect("epoch");
+    assert_eq!(now, epoch + 1, "the takeover moved the epoch on");
+    silent.abort();
+    drop(new);
+    drop(old);
+    pg.cleanup().await;
+}
