@@ -167,13 +167,13 @@ pub enum AppointmentError {
         problem: String,
     },
     /// The queue takes no appointments (or does not exist).
-    #[error("queue `{0}` takes no appointments")]
+    #[error("queue `{}` takes no appointments", crate::error::clip(.0))]
     NoAppointments(String),
     /// The operator has published no availability on the queue.
-    #[error("operator `{0}` has no availability on this queue")]
+    #[error("operator `{}` has no availability on this queue", crate::error::clip(.0))]
     UnknownOperator(String),
     /// No appointment with that id.
-    #[error("unknown appointment `{0}`")]
+    #[error("unknown appointment `{}`", crate::error::clip(.0))]
     UnknownAppointment(String),
     /// The slot is not free: outside availability, or overlapping another booking.
     #[error("{0}")]
@@ -250,8 +250,11 @@ impl AppointmentBook {
         if a.display_name.trim().is_empty() || a.display_name.len() > MAX_DISPLAY_NAME {
             return Err(invalid("display_name", "1 to 64 bytes: the name citizens see"));
         }
-        if a.display_name.chars().any(char::is_control) {
-            return Err(invalid("display_name", "contains control characters"));
+        if a.display_name.chars().any(crate::error::is_hazard) {
+            return Err(invalid(
+                "display_name",
+                "contains control, line-separator, bidirectional or invisible characters",
+            ));
         }
         let mut g = self.inner.lock();
         if let Some(same) = g.availability.get(&(a.operator.clone(), a.start_unix_ms)) {

@@ -206,7 +206,7 @@ fn default_handle() -> u64 {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum BudgetError {
     /// No budget of that id.
-    #[error("unknown budget `{0}`")]
+    #[error("unknown budget `{}`", crate::error::clip(.0))]
     UnknownBudget(String),
     /// A value is out of range or malformed; names the key.
     #[error("{key}: {problem}")]
@@ -534,10 +534,10 @@ pub struct Restored {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RecoveredError {
     /// No recovered hold for that contact.
-    #[error("no recovered contact `{0}`")]
+    #[error("no recovered contact `{}`", crate::error::clip(.0))]
     Unknown(String),
     /// Another operator had the contact.
-    #[error("contact `{contact}` was in service with another operator")]
+    #[error("contact `{}` was in service with another operator", crate::error::clip(contact))]
     OtherOperator {
         /// The contact.
         contact: String,

@@ -24,28 +24,28 @@ pub enum RoutingError {
         problem: String,
     },
     /// No queue of that name.
-    #[error("unknown queue `{0}`")]
+    #[error("unknown queue `{}`", clip(.0))]
     UnknownQueue(String),
     /// No operator group of that name.
-    #[error("unknown operator group `{0}`")]
+    #[error("unknown operator group `{}`", clip(.0))]
     UnknownGroup(String),
     /// The operator is not logged in (or never was).
-    #[error("operator `{0}` is not logged in")]
+    #[error("operator `{}` is not logged in", clip(.0))]
     UnknownOperator(String),
     /// No live or recently finished contact with that id.
-    #[error("unknown contact `{0}`")]
+    #[error("unknown contact `{}`", clip(.0))]
     UnknownContact(String),
     /// The operator is already logged in from another desktop session.
-    #[error("operator `{0}` is already logged in from another session")]
+    #[error("operator `{}` is already logged in from another session", clip(.0))]
     AlreadyLoggedIn(String),
     /// The contact id was already used for a contact that has finished.
-    #[error("contact `{0}` already finished")]
+    #[error("contact `{}` already finished", clip(.0))]
     ContactFinished(String),
     /// The operation does not fit the current state (e.g. accepting an offer that expired).
     #[error("{0}")]
     WrongState(String),
     /// Another request is changing the same contact or operator right now; retry.
-    #[error("`{0}` is being changed by a concurrent request; retry")]
+    #[error("`{}` is being changed by a concurrent request; retry", clip(.0))]
     Busy(String),
     /// Every operator slot is taken (`max_operators`).
     #[error("operator capacity of {0} reached")]
@@ -61,16 +61,83 @@ impl RoutingError {
 /// Most bytes of a client-supplied string quoted in an error message.
 pub const MAX_QUOTED: usize = 128;
 
-/// `s` cut to at most [`MAX_QUOTED`] bytes (on a character boundary, marked with `…`), so that an
-/// error never echoes a huge or hostile input back to the client or into a log.
+/// A character that must never reach a log line, an audit record or an identifier raw: control
+/// characters, the line and paragraph separators (U+2028, U+2029: a line break to many log
+/// viewers and JavaScript), the bidirectional controls (U+061C, U+200E, U+200F, U+202A..=U+202E,
+/// U+2066..=U+2069: they reorder what a reader sees) and the invisible ones (U+200B..=U+200D,
+/// U+2060, U+FEFF: two ids that print the same).
+#[must_use]
+pub fn is_hazard(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
+/// `s` with every [`is_hazard`] character written as its escape (`\n`, `\u{202e}`), so quoted
+/// input can neither break a line nor reorder one.
+#[must_use]
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_hazard(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The one helper every error or log line that quotes client input goes through: `s` escaped
+/// (see [`escape`]) and cut to at most [`MAX_QUOTED`] bytes on a character boundary, marked with
+/// `…`. Work is bounded by [`MAX_QUOTED`], whatever the input's size.
 #[must_use]
 pub fn clip(s: &str) -> String {
-    if s.len() <= MAX_QUOTED {
-        return s.to_owned();
+    let mut out = String::with_capacity(MAX_QUOTED + 4);
+    for c in s.chars() {
+        let before = out.len();
+        if is_hazard(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_QUOTED {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
     }
-    let mut end = MAX_QUOTED;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_bounds_and_escapes_what_it_quotes() {
+        assert_eq!(clip("pensions"), "pensions");
+        let huge = "Z".repeat(100_000);
+        let c = clip(&huge);
+        assert_eq!(c, format!("{}…", "Z".repeat(MAX_QUOTED)));
+        let c = clip(&"è".repeat(100));
+        assert!(c.len() <= MAX_QUOTED + '…'.len_utf8() && c.ends_with('…'));
+        assert_eq!(clip("a\u{202E}b\u{2028}c\nd"), "a\\u{202e}b\\u{2028}c\\nd");
+        // An escape is never cut in half.
+        let c = clip(&format!("{}\u{202E}", "x".repeat(MAX_QUOTED - 3)));
+        assert_eq!(c, format!("{}…", "x".repeat(MAX_QUOTED - 3)));
+        for c in ['\u{200B}', '\u{200E}', '\u{2029}', '\u{2066}', '\u{FEFF}', '\u{061C}', '\u{7f}'] {
+            assert!(is_hazard(c), "{c:?}");
+        }
+        for c in ['a', 'è', '€', ' ', '\u{2030}'] {
+            assert!(!is_hazard(c), "{c:?}");
+        }
     }
-    format!("{}…", &s[..end])
 }

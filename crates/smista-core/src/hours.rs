@@ -71,11 +71,13 @@ pub struct Hours {
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 fn day_index(s: &str) -> Result<usize, String> {
-    DAYS.iter().position(|d| d.eq_ignore_ascii_case(s)).ok_or_else(|| format!("`{s}` is not a day (mon..sun)"))
+    DAYS.iter()
+        .position(|d| d.eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("`{}` is not a day (mon..sun)", crate::error::clip(s)))
 }
 
 fn minutes(s: &str) -> Result<u32, String> {
-    let bad = || format!("`{s}` is not a time HH:MM");
+    let bad = || format!("`{}` is not a time HH:MM", crate::error::clip(s));
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h > 24 || m > 59 || (h == 24 && m != 0) || s.len() != 5 {
@@ -87,10 +89,11 @@ fn minutes(s: &str) -> Result<u32, String> {
 fn ranges<'a>(tokens: impl Iterator<Item = &'a str>) -> Result<Vec<Range>, String> {
     let mut out: Vec<Range> = Vec::new();
     for t in tokens.flat_map(|t| t.split(',')).filter(|t| !t.is_empty()) {
-        let (a, b) = t.split_once('-').ok_or_else(|| format!("`{t}` is not a range HH:MM-HH:MM"))?;
+        let (a, b) =
+            t.split_once('-').ok_or_else(|| format!("`{}` is not a range HH:MM-HH:MM", crate::error::clip(t)))?;
         let (a, b) = (minutes(a)?, minutes(b)?);
         if a >= b {
-            return Err(format!("`{t}` ends before it starts (a range may not cross midnight)"));
+            return Err(format!("`{}` ends before it starts (a range may not cross midnight)", crate::error::clip(t)));
         }
         out.push((a, b));
     }
@@ -106,7 +109,7 @@ fn ranges<'a>(tokens: impl Iterator<Item = &'a str>) -> Result<Vec<Range>, Strin
 
 /// `YYYY-MM-DD` as a day count, checked.
 fn date(s: &str) -> Result<i64, String> {
-    let bad = || format!("`{s}` is not a date YYYY-MM-DD");
+    let bad = || format!("`{}` is not a date YYYY-MM-DD", crate::error::clip(s));
     let mut it = s.splitn(3, '-');
     let (y, m, d) = (it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)?, it.next().ok_or_else(bad)?);
     if y.len() != 4 || m.len() != 2 || d.len() != 2 {
@@ -122,7 +125,7 @@ fn date(s: &str) -> Result<i64, String> {
 }
 
 fn month_day(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("`{s}` is not a date YYYY-MM-DD or MM-DD");
+    let bad = || format!("`{}` is not a date YYYY-MM-DD or MM-DD", crate::error::clip(s));
     let (m, d) = s.split_once('-').ok_or_else(bad)?;
     let (m, d): (u32, u32) = (m.parse().map_err(|_| bad())?, d.parse().map_err(|_| bad())?);
     // 2024 is a leap year: 02-29 is a valid day that exists only in leap years.
@@ -138,7 +141,7 @@ impl Hours {
         let mut weekly: [Vec<Range>; 7] = Default::default();
         let mut set = [false; 7];
         for line in &cfg.weekly {
-            let ctx = |e: String| format!("weekly `{line}`: {e}");
+            let ctx = |e: String| format!("weekly `{}`: {e}", crate::error::clip(line));
             let mut tokens = line.split_whitespace();
             let days = tokens.next().ok_or_else(|| ctx("empty".into()))?;
             let rs = ranges(tokens).map_err(ctx)?;
@@ -151,7 +154,10 @@ impl Hours {
                     }
                 };
                 if a > b {
-                    return Err(ctx(format!("`{part}` runs backwards (write mon-fri, not fri-mon)")));
+                    return Err(ctx(format!(
+                        "`{}` runs backwards (write mon-fri, not fri-mon)",
+                        crate::error::clip(part)
+                    )));
                 }
                 for d in a..=b {
                     if set[d] {
@@ -168,7 +174,7 @@ impl Hours {
         let mut closed_dates = BTreeSet::new();
         let mut closed_every_year = BTreeSet::new();
         for c in &cfg.closed {
-            let ctx = |e: String| format!("closed `{c}`: {e}");
+            let ctx = |e: String| format!("closed `{}`: {e}", crate::error::clip(c));
             if c.len() == 5 {
                 closed_every_year.insert(month_day(c).map_err(ctx)?);
             } else {
@@ -177,7 +183,7 @@ impl Hours {
         }
         let mut open_dates = BTreeMap::new();
         for o in &cfg.open {
-            let ctx = |e: String| format!("open `{o}`: {e}");
+            let ctx = |e: String| format!("open `{}`: {e}", crate::error::clip(o));
             let mut tokens = o.split_whitespace();
             let day = date(tokens.next().unwrap_or_default()).map_err(ctx)?;
             if open_dates.insert(day, ranges(tokens).map_err(ctx)?).is_some() {

@@ -39,7 +39,7 @@ pub mod snapshot;
 pub mod time;
 
 pub use engine::callback::CallbackNext;
-pub use engine::operators::OperatorUpdate;
+pub use engine::operators::{OperatorUpdate, MAX_SKILLS};
 pub use engine::{validate_id, Engine};
 pub use error::{ConfigError, RoutingError};
 pub use event::Event;
@@ -47,4 +47,5 @@ pub use model::{
     Channel, Completion, Decision, DivertReason, Fallback, LoginRequest, OfferRequest, OperatorStatus, Outcome,
     RequestedState, Segment, Skill,
 };
+pub use queue::MAX_EXPANSION_STEPS;
 pub use time::Millis;

@@ -124,7 +124,7 @@ pub(crate) struct SegmentState {
 }
 
 /// The most expansion steps a queue may have.
-pub(crate) const MAX_EXPANSION_STEPS: usize = 8;
+pub const MAX_EXPANSION_STEPS: usize = 8;
 
 /// Skill expansion steps in atomics, so eligibility checks read them without a lock: each step
 /// is `after_ms << 8 | level_drop`. An admin's change stores the steps, then the count; a reader

@@ -29,6 +29,7 @@ pub const PATH: &str = "/smista.v1.ContactService/StreamEvents";
 /// Opens a reader for `request`: the caller's role was checked by the auth layer; here its
 /// filter and its place under the stream caps.
 pub fn open(s: &Shared, request: Request<pb::StreamEventsRequest>) -> Result<EventStream, Status> {
+    crate::service::bounds::Bounded::check_bounds(request.get_ref())?;
     let principal = s.principal(&request)?;
     let req = request.into_inner();
     s.log.queue_indices(&req.queues)?;

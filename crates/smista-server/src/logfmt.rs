@@ -3,25 +3,18 @@
 //! sent (a reason, a note, a queue name in an error) stays inside its field. The JSON format
 //! escapes by construction.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use tracing::field::Field;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::FormatFields;
 
-/// `value` with control characters escaped.
+/// `value` with control characters, line separators and bidirectional or invisible characters
+/// escaped ([`smista_core::error::escape`]).
 #[must_use]
 pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if c.is_control() {
-            let _ = write!(out, "{}", c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    smista_core::error::escape(value)
 }
 
 /// The field formatter of the human log format.

@@ -290,8 +290,11 @@ pub fn validate_id(field: &'static str, s: &str) -> Result<(), RoutingError> {
     if s.len() > MAX_ID_LEN {
         return Err(RoutingError::invalid(field, format!("longer than {MAX_ID_LEN} bytes")));
     }
-    if s.chars().any(char::is_control) {
-        return Err(RoutingError::invalid(field, "contains control characters"));
+    if s.chars().any(crate::error::is_hazard) {
+        return Err(RoutingError::invalid(
+            field,
+            "contains control, line-separator, bidirectional or invisible characters",
+        ));
     }
     Ok(())
 }

@@ -347,7 +347,7 @@ impl Engine {
                 self.find_work(idx, now, out);
             }
             RequestedState::Paused(reason) => {
-                if reason.len() > 64 || reason.chars().any(char::is_control) {
+                if reason.len() > 64 || reason.chars().any(crate::error::is_hazard) {
                     return Err(RoutingError::invalid("reason", "at most 64 printable characters"));
                 }
                 let t = slot.transition(
@@ -604,8 +604,16 @@ pub struct OperatorUpdate {
     pub channels: Option<Vec<(Channel, u8)>>,
 }
 
-/// Checked skills, sorted by name.
+/// The most skills an operator may hold (a Login or an update with more is refused before any
+/// per-skill work).
+pub const MAX_SKILLS: usize = 64;
+
+/// Checked skills, sorted by name. Bounded first, then one pass and a sort: a hostile request
+/// costs at most [`MAX_SKILLS`] checks.
 fn parse_skills(given: &[Skill]) -> Result<Vec<(String, u8)>, RoutingError> {
+    if given.len() > MAX_SKILLS {
+        return Err(RoutingError::invalid("skills", format!("at most {MAX_SKILLS} skills ({} given)", given.len())));
+    }
     let mut skills: Vec<(String, u8)> = Vec::with_capacity(given.len());
     for s in given {
         if !crate::config::valid_name(&s.name) {
@@ -617,21 +625,27 @@ fn parse_skills(given: &[Skill]) -> Result<Vec<(String, u8)>, RoutingError> {
         if !(1..=10).contains(&s.level) {
             return Err(RoutingError::invalid(
                 "skills.level",
-                format!("level {} of `{}` is not 1..=10", s.level, s.name),
+                format!("level {} of `{}` is not 1..=10", s.level, crate::error::clip(&s.name)),
             ));
-        }
-        if skills.iter().any(|(n, _)| *n == s.name) {
-            return Err(RoutingError::invalid("skills", format!("skill `{}` given twice", s.name)));
         }
         skills.push((s.name.clone(), s.level));
     }
     skills.sort_unstable();
+    if let Some(w) = skills.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(RoutingError::invalid("skills", format!("skill `{}` given twice", w[0].0)));
+    }
     Ok(skills)
 }
 
 /// Checked channel capacities; none given means one voice contact.
 fn parse_caps(channels: &[(Channel, u8)]) -> Result<[u8; 4], RoutingError> {
     let mut caps = [0u8; 4];
+    if channels.len() > caps.len() {
+        return Err(RoutingError::invalid(
+            "channels",
+            format!("at most {} channels ({} given)", caps.len(), channels.len()),
+        ));
+    }
     if channels.is_empty() {
         caps[Channel::Voice.index()] = 1;
     }

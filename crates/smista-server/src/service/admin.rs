@@ -10,6 +10,7 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
+use super::bounds::Bounded;
 use super::{client_error, Shared};
 use crate::convert;
 use crate::metrics::RpcTimer;
@@ -99,6 +100,7 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<pb::UpdateQueueResponse>, Status> {
         let t = RpcTimer::start("UpdateQueue");
         let r = async {
+            request.get_ref().check_bounds()?;
             let p = self.0.principal(&request)?;
             let req = request.get_ref();
             let change = QueueOverride {
@@ -183,6 +185,7 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<pb::UpdateOperatorResponse>, Status> {
         let t = RpcTimer::start("UpdateOperator");
         let r = (|| {
+            request.get_ref().check_bounds()?;
             let p = self.0.principal(&request)?;
             let req = request.get_ref();
             let u = OperatorUpdate {
@@ -226,11 +229,11 @@ impl AdminService for AdminSvc {
         request: Request<pb::UpdateBudgetRequest>,
     ) -> Result<Response<pb::UpdateBudgetResponse>, Status> {
         let t = RpcTimer::start("UpdateBudget");
-        let r = self.0.principal(&request).and_then(|p| {
+        let r = request.get_ref().check_bounds().and_then(|()| self.0.principal(&request)).and_then(|p| {
             let req = request.get_ref();
             let s = &self.0;
             let b = &s.bounds;
-            if req.reason.trim().is_empty() || req.reason.len() > super::MAX_REASON || req.reason.chars().any(char::is_control)
+            if req.reason.trim().is_empty() || req.reason.len() > super::MAX_REASON || req.reason.chars().any(smista_core::error::is_hazard)
             {
                 return Err(Status::invalid_argument("reason: required, at most 1 KiB, no control characters"));
             }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod appointment;
+pub mod bounds;
 pub mod contact;
 pub mod operator;
 
@@ -571,17 +572,26 @@ pub fn client_error(e: smista_core::RoutingError) -> Status {
 /// Longest free text (reasons, notes) a request may carry, in bytes.
 pub const MAX_REASON: usize = 1024;
 
-/// Free text a client sent, kept for humans: cut to [`MAX_REASON`] bytes and control characters
-/// replaced, so it can neither forge a log line nor bloat a record.
+/// Free text a client sent, kept for humans: cut to [`MAX_REASON`] bytes, control characters
+/// replaced by spaces and the other hazards (line separators, bidirectional and invisible
+/// characters: [`smista_core::error::is_hazard`]) written as escapes, so it can neither forge a
+/// log line, nor reorder an audit record, nor bloat one.
 #[must_use]
 pub fn sanitize_note(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(MAX_REASON));
     for c in s.chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if out.len() + c.len_utf8() > MAX_REASON {
+        let before = out.len();
+        if c.is_control() {
+            out.push(' ');
+        } else if smista_core::error::is_hazard(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_REASON {
+            out.truncate(before);
             break;
         }
-        out.push(c);
     }
     out
 }
@@ -593,6 +603,7 @@ mod tests {
     #[test]
     fn notes_lose_control_characters_and_excess() {
         assert_eq!(sanitize_note("M. Rossi\nINFO forged line\u{1b}[31m"), "M. Rossi INFO forged line [31m");
+        assert_eq!(sanitize_note("ok\u{202E}gnp.exe\u{2028}x"), "ok\\u{202e}gnp.exe\\u{2028}x");
         let long = "è".repeat(4096);
         let n = sanitize_note(&long);
         assert!(n.len() <= MAX_REASON && n.chars().all(|c| c == 'è'));

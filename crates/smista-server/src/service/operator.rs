@@ -7,6 +7,7 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::operator_service_server::OperatorService;
 use tonic::{Request, Response, Status};
 
+use super::bounds::Bounded;
 use super::{client_error, Shared};
 use crate::convert;
 use crate::hub::Guarded;
@@ -75,8 +76,13 @@ fn login_request(req: pb::LoginRequest) -> Result<LoginRequest, Status> {
         .skills
         .into_iter()
         .map(|s| {
-            let level = u8::try_from(s.level)
-                .map_err(|_| Status::invalid_argument(format!("level {} of `{}` is not 1..=10", s.level, s.name)))?;
+            let level = u8::try_from(s.level).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "level {} of `{}` is not 1..=10",
+                    s.level,
+                    smista_core::error::clip(&s.name)
+                ))
+            })?;
             Ok(Skill { name: s.name, level })
         })
         .collect::<Result<Vec<_>, Status>>()?;
@@ -103,6 +109,7 @@ fn login_request(req: pb::LoginRequest) -> Result<LoginRequest, Status> {
 #[tonic::async_trait]
 impl OperatorService for OperatorSvc {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        request.get_ref().check_bounds()?;
         self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         if self.0.is_draining() {
             return Err(Status::unavailable("smista is shutting down; log in on another node"));
@@ -148,7 +155,7 @@ impl OperatorService for OperatorSvc {
     async fn set_state(&self, request: Request<pb::SetStateRequest>) -> Result<Response<pb::SetStateResponse>, Status> {
         self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = request.into_inner();
-        if req.reason.len() > crate::service::MAX_REASON || req.reason.chars().any(char::is_control) {
+        if req.reason.len() > crate::service::MAX_REASON || req.reason.chars().any(smista_core::error::is_hazard) {
             return Err(Status::invalid_argument("reason: at most 1 KiB, no control characters"));
         }
         let state = match pb::OperatorStatus::try_from(req.status) {

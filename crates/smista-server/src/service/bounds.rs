@@ -1,0 +1,106 @@
+//! The most entries each repeated field of a request may carry, checked first thing in the
+//! handler, before any per-entry work (conversion, validation, a clone): a request's cost is
+//! bounded by these numbers, not by what a client chose to send. Each maximum is written in the
+//! field's comment in `proto/smista/v1` ("at most N"); `tests/bounds.rs` reads the comments from
+//! the descriptor set and sends N + 1 entries to every repeated field of every request.
+
+use smista_proto::v1 as pb;
+use tonic::Status;
+
+/// Skills of an operator (Login, UpdateOperator) or required by a queue (UpdateQueue).
+pub const MAX_SKILLS: usize = smista_core::MAX_SKILLS;
+/// Channel capacities: one per channel.
+pub const MAX_CHANNELS: usize = 4;
+/// Tariff changes in one amendment: one per channel.
+pub const MAX_TARIFFS: usize = 4;
+/// Queues in an overflow chain.
+pub const MAX_OVERFLOW: usize = 16;
+/// Skill expansion steps of a queue.
+pub const MAX_EXPANSION_STEPS: usize = smista_core::MAX_EXPANSION_STEPS;
+/// Weekly opening ranges of a queue.
+pub const MAX_WEEKLY: usize = 32;
+/// Closed dates, and extra openings, of a queue.
+pub const MAX_DATES: usize = 400;
+/// Queues in an event filter.
+pub const MAX_FILTER_QUEUES: usize = crate::hub::MAX_FILTER_QUEUES;
+
+/// INVALID_ARGUMENT when `field` has more than `max` entries.
+fn at_most(field: &str, given: usize, max: usize) -> Result<(), Status> {
+    if given > max {
+        return Err(Status::invalid_argument(format!("{field}: at most {max} entries ({given} given)")));
+    }
+    Ok(())
+}
+
+/// A request whose repeated fields are bounded.
+pub trait Bounded {
+    /// INVALID_ARGUMENT naming the first field over its maximum.
+    fn check_bounds(&self) -> Result<(), Status>;
+}
+
+impl Bounded for pb::LoginRequest {
+    fn check_bounds(&self) -> Result<(), Status> {
+        at_most("skills", self.skills.len(), MAX_SKILLS)?;
+        at_most("channels", self.channels.len(), MAX_CHANNELS)
+    }
+}
+
+impl Bounded for pb::UpdateOperatorRequest {
+    fn check_bounds(&self) -> Result<(), Status> {
+        if let Some(s) = &self.skills {
+            at_most("skills.skills", s.skills.len(), MAX_SKILLS)?;
+        }
+        if let Some(c) = &self.channels {
+            at_most("channels.channels", c.channels.len(), MAX_CHANNELS)?;
+        }
+        Ok(())
+    }
+}
+
+impl Bounded for pb::UpdateQueueRequest {
+    fn check_bounds(&self) -> Result<(), Status> {
+        if let Some(s) = &self.skills {
+            at_most("skills.skills", s.skills.len(), MAX_SKILLS)?;
+        }
+        if let Some(h) = &self.hours {
+            at_most("hours.weekly", h.weekly.len(), MAX_WEEKLY)?;
+            at_most("hours.closed", h.closed.len(), MAX_DATES)?;
+            at_most("hours.open", h.open.len(), MAX_DATES)?;
+        }
+        if let Some(o) = &self.overflow {
+            at_most("overflow.queues", o.queues.len(), MAX_OVERFLOW)?;
+        }
+        if let Some(e) = &self.expansion {
+            at_most("expansion.steps", e.steps.len(), MAX_EXPANSION_STEPS)?;
+        }
+        Ok(())
+    }
+}
+
+impl Bounded for pb::UpdateBudgetRequest {
+    fn check_bounds(&self) -> Result<(), Status> {
+        at_most("tariffs", self.tariffs.len(), MAX_TARIFFS)
+    }
+}
+
+impl Bounded for pb::StreamEventsRequest {
+    fn check_bounds(&self) -> Result<(), Status> {
+        at_most("queues", self.queues.len(), MAX_FILTER_QUEUES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_over_is_refused_naming_the_field() {
+        let skill = pb::Skill { name: "pensions".into(), level: 5 };
+        let mut req = pb::LoginRequest { skills: vec![skill; MAX_SKILLS], ..Default::default() };
+        assert!(req.check_bounds().is_ok());
+        req.skills.push(req.skills[0].clone());
+        let e = req.check_bounds().unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.message(), format!("skills: at most {MAX_SKILLS} entries ({} given)", MAX_SKILLS + 1));
+    }
+}
