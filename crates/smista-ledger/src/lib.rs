@@ -38,6 +38,7 @@ mod db;
 mod history;
 mod leader;
 mod lease;
+mod node_lock;
 pub mod testing;
 mod writer;
 
@@ -46,6 +47,7 @@ pub use db::{schema, Target};
 pub use history::{encode_offers, encode_overflows, Detail, HistoryCursor, OfferOutcome, OfferRecord};
 pub use leader::{Elector, Leadership};
 pub use lease::{Lease, Pool};
+pub use node_lock::NodeLock;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +83,9 @@ pub enum LedgerError {
     /// none of its writes will ever be committed again. The process must restart to rejoin.
     #[error("node `{0}` was fenced by another node: its ledger writes are refused; restart it to rejoin")]
     Fenced(String),
+    /// Another process serves this node on this ledger (see [`NodeLock`]).
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl From<sqlx::Error> for LedgerError {

@@ -28,6 +28,7 @@ pub mod callbacks;
 pub mod config;
 pub mod connect;
 pub mod convert;
+pub mod datadir;
 pub mod error;
 pub mod events_route;
 pub mod failover;

@@ -59,6 +59,9 @@ pub enum ServeError {
     /// Credentials, keys or certificates could not be loaded.
     #[error("security configuration: {0}")]
     Security(String),
+    /// The data directory is another server's, or holds a symbolic link where a file belongs.
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::DataDirError),
     /// This node lost its group's leadership (it could not renew it in time, or another node
     /// holds it): it stopped routing.
     #[error("lost the leadership of the active/standby group: stopped routing; restart to rejoin as a standby")]
@@ -157,7 +160,7 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
     let ledger = match cfg.ledger.target(&cfg.server.data_dir) {
         Some(target) => {
             if let smista_ledger::Target::Sqlite { path, .. } = &target {
-                secure_data_dir(&cfg.server.data_dir, path)?;
+                crate::datadir::secure(&cfg.server.data_dir, path)?;
             }
             let ledger = Arc::new(Ledger::connect_as(&target, &cfg.ledger_identity()).await?);
             let mut recovery = ledger.recovery().await?;
@@ -264,24 +267,24 @@ fn exposed(cfg: &Config, grpc: SocketAddr) -> bool {
     !grpc.ip().is_loopback() && (cfg.tls.is_none() || !cfg.auth.configured())
 }
 
-/// Creates the data directory and the ledger file readable by the owner only, and takes those
-/// rights back from a directory or files made earlier with wider ones. SQLite creates the WAL and
-/// shared-memory files with the database file's permissions.
-fn secure_data_dir(dir: &std::path::Path, ledger: &std::path::Path) -> Result<(), ServeError> {
-    crate::mint::private_dir(dir).map_err(ServeError::Security)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(ledger)?;
-        for suffix in ["", "-wal", "-shm"] {
-            let f = std::path::PathBuf::from(format!("{}{suffix}", ledger.display()));
-            if f.exists() {
-                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
-            }
+/// What keeps a second process off this server's ledger, held while it routes: the data
+/// directory's lock (SQLite), or the node's advisory lock on PostgreSQL for a single server (the
+/// nodes of a `[cluster]` are kept apart by their leases and fences).
+#[derive(Debug)]
+enum Exclusive {
+    Dir(#[allow(dead_code)] crate::datadir::DataDirLock),
+    Node(#[allow(dead_code)] Option<smista_ledger::NodeLock>),
+    None,
+}
+
+async fn exclusive(cfg: &Config) -> Result<Exclusive, ServeError> {
+    Ok(match cfg.ledger.target(&cfg.server.data_dir) {
+        Some(smista_ledger::Target::Sqlite { .. }) => Exclusive::Dir(crate::datadir::lock(&cfg.server.data_dir)?),
+        Some(t) if !cfg.cluster.failover && cfg.cluster.node_id.is_empty() => {
+            Exclusive::Node(smista_ledger::NodeLock::take(&t, &cfg.cluster.node_id).await?)
         }
-    }
-    Ok(())
+        _ => Exclusive::None,
+    })
 }
 
 /// The ledger's file name in the data directory.
@@ -334,6 +337,7 @@ pub(crate) async fn serve_routing(
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let _exclusive = exclusive(cfg).await?;
     let shared = build_shared(cfg, stop_rx.clone()).await?;
     if let Some(a) = &active {
         shared.engine.set_staff_grace(shared.clock.now().plus(a.staff_grace.as_millis() as u64));
