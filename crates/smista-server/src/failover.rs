@@ -153,7 +153,12 @@ async fn standby(
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics_http = tokio::spawn(crate::metrics::serve_http(clone(&listeners.metrics)?, handle, stop_rx.clone()));
+    let metrics_http = tokio::spawn(crate::metrics::serve_http(
+        clone(&listeners.metrics)?,
+        handle,
+        crate::metrics::HttpLimits::of(&cfg.limits),
+        stop_rx.clone(),
+    ));
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<ContactServiceServer<ContactSvc>>().await;
     reporter.set_not_serving::<OperatorServiceServer<OperatorSvc>>().await;
@@ -163,17 +168,12 @@ async fn standby(
     reporter.set_service_status("", ServingStatus::Serving).await;
     let (reflection, reflection_v1alpha) = crate::server::reflection()?;
     let health_only = match &listeners.health {
-        Some(l) => Some(crate::server::serve_health(clone(l)?, health.clone())),
+        Some(l) => Some(crate::server::serve_health(clone(l)?, health.clone(), &cfg.limits)),
         None => None,
     };
     let active = Arc::new(Mutex::new(String::new()));
     let lim = &cfg.limits;
-    let incoming = crate::transport::incoming(
-        clone(&listeners.grpc)?,
-        tls,
-        lim.max_connections,
-        Duration::from_millis(lim.handshake_timeout_ms),
-    );
+    let incoming = crate::transport::incoming(clone(&listeners.grpc)?, tls, crate::transport::ConnLimits::of(lim));
     let mut stopped = stop_rx.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()

@@ -137,6 +137,9 @@ impl Rates {
 pub struct LimitsSection {
     /// Open TCP connections at most; further ones are closed at once.
     pub max_connections: u32,
+    /// Open TCP connections from one remote IP address at most (desks behind one NAT share
+    /// one; behind a proxy that hides clients' addresses, raise it to `max_connections`).
+    pub max_connections_per_address: u32,
     /// HTTP/2 concurrent streams per connection.
     pub max_streams_per_connection: u32,
     /// Open WatchOffers + StreamEvents per principal.
@@ -149,8 +152,16 @@ pub struct LimitsSection {
     pub keepalive_timeout_ms: u64,
     /// Unary requests taking longer are cancelled (streams are not cut), ms.
     pub request_timeout_ms: u64,
-    /// A TLS handshake not finished within this closes the connection, ms.
+    /// From accept, the TLS handshake, the client's HTTP/2 preface and its first SETTINGS frame
+    /// must arrive within this, or the connection is closed, ms (plaintext too: the preface).
     pub handshake_timeout_ms: u64,
+    /// Open connections to the metrics port at most; further ones are closed at once.
+    pub metrics_max_connections: u32,
+    /// Of those, from one remote IP address.
+    pub metrics_max_connections_per_address: u32,
+    /// A metrics request must be read and answered within this, ms (the whole request, not each
+    /// read).
+    pub metrics_request_timeout_ms: u64,
     /// OfferContact per `caller_key` per minute (0: no cap).
     pub offers_per_caller_per_minute: u32,
     /// Highest fee per contact a tariff may set, cents.
@@ -167,6 +178,7 @@ impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_connections: 20_000,
+            max_connections_per_address: 1_024,
             max_streams_per_connection: 4_096,
             max_streams_per_principal: 256,
             max_streams_total: 100_000,
@@ -174,6 +186,9 @@ impl Default for LimitsSection {
             keepalive_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             handshake_timeout_ms: 10_000,
+            metrics_max_connections: 64,
+            metrics_max_connections_per_address: 16,
+            metrics_request_timeout_ms: 5_000,
             offers_per_caller_per_minute: 20,
             max_fee_per_contact_cents: 100_000,
             max_rate_per_second_centicents: 100_000,
@@ -189,6 +204,15 @@ impl LimitsSection {
         let bad = |k: &str, p: &str| Err((format!("limits.{k}"), p.to_owned()));
         if self.max_connections == 0 {
             return bad("max_connections", "must be positive");
+        }
+        if self.max_connections_per_address == 0 {
+            return bad("max_connections_per_address", "must be positive");
+        }
+        if self.metrics_max_connections == 0 || self.metrics_max_connections_per_address == 0 {
+            return bad("metrics_max_connections", "metrics connection caps must be positive");
+        }
+        if self.metrics_request_timeout_ms == 0 {
+            return bad("metrics_request_timeout_ms", "must be positive");
         }
         if self.max_streams_per_connection == 0 {
             return bad("max_streams_per_connection", "must be positive");

@@ -223,6 +223,18 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     init_tracing(cfg.server.log_format);
+    // Every connection is a descriptor: the default soft limit (often 1,024) is far below
+    // `[limits] max_connections`.
+    match smista_server::transport::raise_fd_limit() {
+        Some((before, after)) if after < u64::from(cfg.limits.max_connections) + 256 => tracing::warn!(
+            before,
+            after,
+            max_connections = cfg.limits.max_connections,
+            "open-files limit below [limits] max_connections: raise the hard limit (LimitNOFILE=, ulimit -Hn)"
+        ),
+        Some((before, after)) => tracing::info!(before, after, "open-files limit raised to the hard limit"),
+        None => {}
+    }
     if let Err(e) = smista_server::mint::private_dir(&cfg.server.data_dir) {
         tracing::error!(dir = %cfg.server.data_dir.display(), error = %e, "cannot create the data directory");
         return ExitCode::FAILURE;
@@ -239,6 +251,8 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         if let Some(addr) = cfg.server.health_addr {
             listeners.bind_health(addr, health_origin).await?;
         }
+        // An open server beyond loopback is refused before it says it listens.
+        smista_server::server::check_exposure(&cfg, &listeners)?;
         let (grpc, metrics) = listeners.addrs()?;
         let health = match &listeners.health {
             Some(l) => l.local_addr()?.to_string(),

@@ -83,8 +83,14 @@ pub const AUTH_FAILURES: &str = "smista_auth_failures_total";
 /// Requests refused by a quota, by class (offer, contact, stream, login, desk, read, admin, caller,
 /// streams).
 pub const RATE_LIMITED: &str = "smista_rate_limited_total";
-/// Connections closed at once because the server holds its maximum.
+/// Connections closed at once at a cap, by reason (cap, per_address, metrics_cap,
+/// metrics_per_address).
 pub const CONNECTIONS_REFUSED: &str = "smista_connections_refused_total";
+/// Connections closed because they did not open (TLS, HTTP/2 preface, first SETTINGS) or finish
+/// their metrics request in time, by listener (grpc, metrics).
+pub const CONNECTIONS_TIMED_OUT: &str = "smista_connections_timed_out_total";
+/// Failed accepts (out of file descriptors, and the like), by listener.
+pub const ACCEPT_ERRORS: &str = "smista_accept_errors_total";
 /// TLS handshakes that failed or timed out.
 pub const TLS_HANDSHAKE_FAILURES: &str = "smista_tls_handshake_failures_total";
 /// Certificate and key reloads, by result (ok, error).
@@ -170,7 +176,13 @@ fn describe() {
     describe_counter!(RPC_ERRORS, Unit::Count, "gRPC requests that failed, by method and code.");
     describe_counter!(AUTH_FAILURES, Unit::Count, "Requests refused at the trust boundary, by reason.");
     describe_counter!(RATE_LIMITED, Unit::Count, "Requests refused by a quota, by class.");
-    describe_counter!(CONNECTIONS_REFUSED, Unit::Count, "Connections closed at once: the connection cap was reached.");
+    describe_counter!(CONNECTIONS_REFUSED, Unit::Count, "Connections closed at once at a connection cap, by reason.");
+    describe_counter!(
+        CONNECTIONS_TIMED_OUT,
+        Unit::Count,
+        "Connections closed for not opening (TLS, HTTP/2 preface) or not finishing a metrics request in time."
+    );
+    describe_counter!(ACCEPT_ERRORS, Unit::Count, "Failed accepts (e.g. out of file descriptors), by listener.");
     describe_counter!(TLS_HANDSHAKE_FAILURES, Unit::Count, "TLS handshakes that failed or timed out.");
     describe_counter!(TLS_RELOADS, Unit::Count, "Certificate, key and JWKS reloads, by result.");
     describe_gauge!(BUDGET_EXPOSURE, "Settled + reserved + running overrun of calls in service, by budget.");
@@ -452,12 +464,44 @@ fn code_name(c: tonic::Code) -> &'static str {
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The bounds on the metrics listener (`[limits] metrics_*`).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Open connections at most.
+    pub max_connections: u32,
+    /// Of those, from one remote address.
+    pub max_per_address: u32,
+    /// From accept to the end of the answer.
+    pub request_timeout: std::time::Duration,
+}
+
+impl HttpLimits {
+    /// From `[limits]`.
+    #[must_use]
+    pub fn of(l: &crate::limits::LimitsSection) -> HttpLimits {
+        HttpLimits {
+            max_connections: l.metrics_max_connections,
+            max_per_address: l.metrics_max_connections_per_address,
+            request_timeout: std::time::Duration::from_millis(l.metrics_request_timeout_ms),
+        }
+    }
+}
+
 /// Serves `GET /metrics` (Prometheus text format) until `shutdown` flips, and folds histogram
 /// samples into their buckets every second: the recorder keeps every raw sample until
 /// then, so without it a server nobody scrapes would grow by a few samples per RPC, forever.
-pub async fn serve_http(listener: TcpListener, handle: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
+/// Connections are capped in all and per address (over a cap: closed at once), each request is
+/// read and answered within `limits.request_timeout` of its accept, and accept errors back off.
+pub async fn serve_http(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let caps = crate::transport::Caps::new(limits.max_connections, limits.max_per_address);
+    let mut backoff = crate::transport::AcceptBackoff::new("metrics");
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -467,38 +511,69 @@ pub async fn serve_http(listener: TcpListener, handle: PrometheusHandle, mut shu
             }
             _ = shutdown.changed() => return,
         };
-        let Ok((mut sock, _)) = accepted else { continue };
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            while n < buf.len() {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[n..])).await {
-                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                    Ok(Ok(k)) => n += k,
-                }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
+        let (sock, remote) = match accepted {
+            Ok(x) => {
+                backoff.succeeded();
+                x
+            }
+            Err(e) => {
+                let wait = backoff.failed(&e);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => continue,
+                    _ = shutdown.changed() => return,
                 }
             }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let line = head.lines().next().unwrap_or_default();
-            let mut parts = line.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                handle.run_upkeep();
-                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", handle.render())
-            } else {
-                ("404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics\n".to_owned())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
+        };
+        let admitted = match caps.admit(remote.ip()) {
+            Ok(a) => a,
+            Err(why) => {
+                connection_refused(match why {
+                    crate::transport::Refused::Total => "metrics_cap",
+                    crate::transport::Refused::PerAddress => "metrics_per_address",
+                });
+                drop(sock);
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if tokio::time::timeout(limits.request_timeout, answer(sock, &handle)).await.is_err() {
+                connection_timed_out("metrics");
+            }
+            drop(admitted);
         });
     }
+}
+
+/// Reads one request's head (at most 8 KiB) and answers it.
+async fn answer(mut sock: tokio::net::TcpStream, handle: &PrometheusHandle) {
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    while n < buf.len() {
+        match sock.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let line = head.lines().next().unwrap_or_default();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+        handle.run_upkeep();
+        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", handle.render())
+    } else {
+        ("404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics\n".to_owned())
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = sock.write_all(resp.as_bytes()).await;
+    let _ = sock.shutdown().await;
 }
 
 /// Counts a request refused at the trust boundary.
@@ -511,9 +586,19 @@ pub fn rate_limited(class: &'static str) {
     counter!(RATE_LIMITED, "class" => class).increment(1);
 }
 
-/// Counts a connection closed at the cap.
-pub fn connection_refused() {
-    counter!(CONNECTIONS_REFUSED).increment(1);
+/// Counts a connection closed at a cap (`reason`: cap, per_address, metrics_cap, ...).
+pub fn connection_refused(reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Counts a connection closed at its deadline.
+pub fn connection_timed_out(listener: &'static str) {
+    counter!(CONNECTIONS_TIMED_OUT, "listener" => listener).increment(1);
+}
+
+/// Counts a failed accept.
+pub fn accept_failed(listener: &'static str) {
+    counter!(ACCEPT_ERRORS, "listener" => listener).increment(1);
 }
 
 /// Counts a failed TLS handshake.

@@ -74,6 +74,12 @@ pub enum ServeError {
         "refusing to serve {0} without TLS and authentication: configure [tls] and [auth] (see README, \"Running it securely\"), listen on loopback, or pass --insecure"
     )]
     Insecure(SocketAddr),
+    /// Asked to serve metrics beyond loopback without TLS and authentication (open mode), and
+    /// without `--insecure`: they show budgets, spend and queues to whoever reaches the port.
+    #[error(
+        "refusing to serve metrics on {0} without TLS and authentication (they show budgets, spend and queues): configure [tls] and [auth] (see README, \"Running it securely\"), listen on loopback, or pass --insecure"
+    )]
+    InsecureMetrics(SocketAddr),
 }
 
 /// Listeners bound by the caller (so tests and the binary can use port 0 and learn the port).
@@ -115,13 +121,8 @@ impl Listeners {
         metrics: SocketAddr,
         origins: (String, String),
     ) -> Result<Listeners, BindError> {
-        let grpc = TcpListener::bind(grpc).await.map_err(|source| BindError {
-            what: "gRPC",
-            addr: grpc,
-            origin: origins.0,
-            source,
-        })?;
-        let metrics = TcpListener::bind(metrics).await.map_err(|source| BindError {
+        let grpc = listen(grpc).map_err(|source| BindError { what: "gRPC", addr: grpc, origin: origins.0, source })?;
+        let metrics = listen(metrics).map_err(|source| BindError {
             what: "metrics",
             addr: metrics,
             origin: origins.1,
@@ -132,8 +133,7 @@ impl Listeners {
 
     /// Binds the health-only listener at `addr`; an error names `origin`: where it was set.
     pub async fn bind_health(&mut self, addr: SocketAddr, origin: String) -> Result<(), BindError> {
-        let l =
-            TcpListener::bind(addr).await.map_err(|source| BindError { what: "gRPC health", addr, origin, source })?;
+        let l = listen(addr).map_err(|source| BindError { what: "gRPC health", addr, origin, source })?;
         self.health = Some(l);
         Ok(())
     }
@@ -142,6 +142,17 @@ impl Listeners {
     pub fn addrs(&self) -> Result<(SocketAddr, SocketAddr), std::io::Error> {
         Ok((self.grpc.local_addr()?, self.metrics.local_addr()?))
     }
+}
+
+/// Listens on `addr` with a backlog of 4,096 connections waiting for their accept (the kernel
+/// may cap it: `net.core.somaxconn`); the usual 128 overflows when thousands of desks reconnect
+/// at once, and a connection dropped from a full backlog looks open to its client.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(4096)
 }
 
 /// The routing state every service shares, built from the configuration: budget book (with its
@@ -261,10 +272,26 @@ fn describe(t: &smista_ledger::Target) -> String {
     }
 }
 
-/// Whether serving `grpc` with this configuration exposes an open or plaintext API beyond
-/// loopback.
-fn exposed(cfg: &Config, grpc: SocketAddr) -> bool {
-    !grpc.ip().is_loopback() && (cfg.tls.is_none() || !cfg.auth.configured())
+/// Whether serving on `addr` with this configuration exposes an open or plaintext API beyond
+/// loopback (an IPv4-mapped loopback address, `[::ffff:127.0.0.1]`, is loopback).
+fn exposed(cfg: &Config, addr: SocketAddr) -> bool {
+    !addr.ip().to_canonical().is_loopback() && (cfg.tls.is_none() || !cfg.auth.configured())
+}
+
+/// Refuses to serve an open or plaintext API (gRPC) or the metrics beyond loopback unless
+/// `--insecure`; [`serve`] checks it first, and the binary before it says it is listening.
+pub fn check_exposure(cfg: &Config, listeners: &Listeners) -> Result<(), ServeError> {
+    let (grpc, metrics) = listeners.addrs()?;
+    if cfg.server.insecure {
+        return Ok(());
+    }
+    if exposed(cfg, grpc) {
+        return Err(ServeError::Insecure(grpc));
+    }
+    if exposed(cfg, metrics) {
+        return Err(ServeError::InsecureMetrics(metrics));
+    }
+    Ok(())
 }
 
 /// What keeps a second process off this server's ledger, held while it routes: the data
@@ -299,6 +326,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    check_exposure(cfg, &listeners)?;
     if let (None, Some(addr)) = (&listeners.health, cfg.server.health_addr) {
         listeners.bind_health(addr, "[server] health_addr".into()).await?;
     }
@@ -325,11 +353,9 @@ pub(crate) async fn serve_routing(
     drain: Duration,
     active: Option<Active>,
 ) -> Result<(), ServeError> {
-    let grpc_addr = listeners.grpc.local_addr()?;
-    let insecure = exposed(cfg, grpc_addr);
-    if insecure && !cfg.server.insecure {
-        return Err(ServeError::Insecure(grpc_addr));
-    }
+    let (grpc_addr, metrics_addr) = listeners.addrs()?;
+    // Refused without --insecure by `serve`; with it, said every hour.
+    let insecure = exposed(cfg, grpc_addr) || exposed(cfg, metrics_addr);
     let handle = crate::metrics::install().map_err(ServeError::Metrics)?;
     crate::metrics::set_insecure(insecure);
     let tls = match &cfg.tls {
@@ -343,7 +369,7 @@ pub(crate) async fn serve_routing(
         shared.engine.set_staff_grace(shared.clock.now().plus(a.staff_grace.as_millis() as u64));
     }
     if insecure {
-        tokio::spawn(warn_insecure(grpc_addr, stop_rx.clone()));
+        tokio::spawn(warn_insecure(grpc_addr, metrics_addr, stop_rx.clone()));
     }
     tracing::info!(
         tls = tls.is_some(),
@@ -365,7 +391,7 @@ pub(crate) async fn serve_routing(
     reporter.set_service_status("", ServingStatus::Serving).await;
     let (reflection, reflection_v1alpha) = reflection()?;
     // Serves through the drain below; stopped at the end (or dropped on an early return).
-    let health_only = listeners.health.map(|l| serve_health(l, health.clone()));
+    let health_only = listeners.health.map(|l| serve_health(l, health.clone(), &cfg.limits));
 
     let ticker = tokio::spawn(tick_loop(
         shared.clone(),
@@ -373,7 +399,12 @@ pub(crate) async fn serve_routing(
         i64::try_from(cfg.ledger.recovered_hold_max_age_ms).unwrap_or(i64::MAX),
         stop_rx.clone(),
     ));
-    let metrics_http = tokio::spawn(crate::metrics::serve_http(listeners.metrics, handle, stop_rx.clone()));
+    let metrics_http = tokio::spawn(crate::metrics::serve_http(
+        listeners.metrics,
+        handle,
+        crate::metrics::HttpLimits::of(&cfg.limits),
+        stop_rx.clone(),
+    ));
     if cfg.history.enabled {
         tokio::spawn(crate::history::staffing_loop(shared.clone(), stop_rx.clone()));
     }
@@ -409,12 +440,7 @@ pub(crate) async fn serve_routing(
 
     // Nagle is disabled on every accepted connection (small request/response messages).
     let lim = &cfg.limits;
-    let incoming = crate::transport::incoming(
-        listeners.grpc,
-        tls,
-        lim.max_connections,
-        Duration::from_millis(lim.handshake_timeout_ms),
-    );
+    let incoming = crate::transport::incoming(listeners.grpc, tls, crate::transport::ConnLimits::of(lim));
     let keepalive = (lim.keepalive_interval_ms > 0).then(|| Duration::from_millis(lim.keepalive_interval_ms));
     tonic::transport::Server::builder()
         .max_concurrent_streams(lim.max_streams_per_connection)
@@ -501,13 +527,17 @@ impl Drop for AbortOnDrop {
 /// Serves only the gRPC health protocol on `listener`, in plaintext and without authentication,
 /// until the returned guard is dropped: the `[server] health_addr` listener for probes that
 /// cannot speak TLS. It answers what `health` answers on the main port (the same reporter),
-/// nothing else; probes see NOT_SERVING through a drain, as long as the guard lives.
+/// nothing else; probes see NOT_SERVING through a drain, as long as the guard lives. Its
+/// connections are bounded as the main port's are (`[limits]`: caps, the deadline from accept to
+/// the HTTP/2 preface).
 pub(crate) fn serve_health(
     listener: TcpListener,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    limits: &crate::limits::LimitsSection,
 ) -> AbortOnDrop {
+    let limits = crate::transport::ConnLimits::of(limits);
     AbortOnDrop(Some(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = crate::transport::incoming(listener, None, limits);
         if let Err(e) = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(10))
             .add_service(health)
@@ -618,9 +648,9 @@ async fn reload_loop(tls: Option<Arc<Tls>>, shared: Arc<Shared>, mut stop: watch
 }
 
 /// Repeats, every hour, that the server is exposed without TLS or authentication.
-async fn warn_insecure(addr: SocketAddr, mut stop: watch::Receiver<bool>) {
+async fn warn_insecure(addr: SocketAddr, metrics: SocketAddr, mut stop: watch::Receiver<bool>) {
     loop {
-        tracing::warn!(grpc = %addr, "INSECURE: serving beyond loopback without TLS and authentication (--insecure)");
+        tracing::warn!(grpc = %addr, metrics = %metrics, "INSECURE: serving beyond loopback without TLS and authentication (--insecure)");
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
