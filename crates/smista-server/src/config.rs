@@ -23,6 +23,12 @@
 //! [[auth.client_certs]]  # client certificate subject -> principal (see auth::CertRule)
 //!
 //! [limits]               # optional: every bound the server keeps (see limits::LimitsSection)
+//! max_connections = 20000
+//! max_connections_per_address = 1024   # per client IP (desks behind one NAT share one)
+//! handshake_timeout_ms = 10000         # from accept: TLS, HTTP/2 preface, first SETTINGS
+//! metrics_max_connections = 64         # the metrics port: connections in all,
+//! metrics_max_connections_per_address = 16   # per client IP,
+//! metrics_request_timeout_ms = 5000    # and one request, read and answered
 //!
 //! [cluster]              # optional: several nodes (see lease::ClusterSection)
 //! node_id = "node-a"     # with kind = "postgres": budgets are spent through leases
