@@ -16,17 +16,21 @@ use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 use prost::Message;
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_server::AdminService;
+use smista_proto::v1::appointment_service_server::AppointmentService;
 use smista_proto::v1::contact_service_server::ContactService;
 use smista_proto::v1::operator_service_server::OperatorService;
 use smista_server::config::{Config, LedgerKind};
 use smista_server::server::build_shared;
 use smista_server::service::admin::AdminSvc;
+use smista_server::service::appointment::AppointmentSvc;
 use smista_server::service::contact::ContactSvc;
 use smista_server::service::operator::OperatorSvc;
 use smista_server::service::Shared;
 use tonic::Request;
 
-const METHODS: [&str; 15] = [
+/// Every method of `smista.v1` (`every_method_is_fuzzed` checks the list against the descriptor
+/// set).
+const METHODS: [&str; 29] = [
     "OfferContact",
     "CancelContact",
     "StreamEvents",
@@ -42,18 +46,43 @@ const METHODS: [&str; 15] = [
     "SetQueueOpen",
     "UpdateQueue",
     "UpdateBudget",
+    "RequestCallback",
+    "CallbackUnanswered",
+    "ScheduleCallback",
+    "ListQueueAudit",
+    "UpdateOperator",
+    "GetIntervalReport",
+    "GetBudgetBurn",
+    "PublishAvailability",
+    "WithdrawAvailability",
+    "ListSlots",
+    "BookAppointment",
+    "MoveAppointment",
+    "CancelAppointment",
+    "ListAppointments",
 ];
 
+/// The recorded seeds, and for every method a well-formed request of plausible values (so the
+/// methods without a recorded seed are mutated from a valid encoding too).
 fn seeds() -> Vec<(usize, Vec<u8>)> {
     let text = include_str!("fuzz-seeds/requests.txt");
-    text.lines()
+    let mut seeds: Vec<(usize, Vec<u8>)> = text
+        .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
             let (m, hex) = l.split_once(' ').unwrap_or((l, ""));
             let i = METHODS.iter().position(|x| *x == m)?;
             Some((i, hex::decode(hex.trim()).ok()?))
         })
-        .collect()
+        .collect();
+    let strs: Vec<String> =
+        ["op-101", "pensions", "internal", "pensions", "isee", "s-1"].iter().map(|s| (*s).to_owned()).collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let nums = [1, 5, now, now + 86_400_000, 2, 3, 7];
+    for m in 0..METHODS.len() {
+        seeds.push((m, structured(m, &strs, &nums)));
+    }
+    seeds
 }
 
 /// Decodes `bytes` as method `m`'s request and calls the handler. Decoding failures are fine
@@ -63,6 +92,7 @@ async fn drive(s: &Arc<Shared>, m: usize, bytes: &[u8]) -> u32 {
     let c = ContactSvc(s.clone());
     let o = OperatorSvc(s.clone());
     let a = AdminSvc(s.clone());
+    let p = AppointmentSvc(s.clone());
     macro_rules! call {
         ($svc:expr, $method:ident, $ty:ty) => {{
             match <$ty>::decode(bytes) {
@@ -89,7 +119,21 @@ async fn drive(s: &Arc<Shared>, m: usize, bytes: &[u8]) -> u32 {
         11 => call!(a, list_budget_audit, pb::ListBudgetAuditRequest),
         12 => call!(a, set_queue_open, pb::SetQueueOpenRequest),
         13 => call!(a, update_queue, pb::UpdateQueueRequest),
-        _ => call!(a, update_budget, pb::UpdateBudgetRequest),
+        14 => call!(a, update_budget, pb::UpdateBudgetRequest),
+        15 => call!(c, request_callback, pb::RequestCallbackRequest),
+        16 => call!(c, callback_unanswered, pb::CallbackUnansweredRequest),
+        17 => call!(c, schedule_callback, pb::ScheduleCallbackRequest),
+        18 => call!(a, list_queue_audit, pb::ListQueueAuditRequest),
+        19 => call!(a, update_operator, pb::UpdateOperatorRequest),
+        20 => call!(a, get_interval_report, pb::GetIntervalReportRequest),
+        21 => call!(a, get_budget_burn, pb::GetBudgetBurnRequest),
+        22 => call!(p, publish_availability, pb::PublishAvailabilityRequest),
+        23 => call!(p, withdraw_availability, pb::WithdrawAvailabilityRequest),
+        24 => call!(p, list_slots, pb::ListSlotsRequest),
+        25 => call!(p, book_appointment, pb::BookAppointmentRequest),
+        26 => call!(p, move_appointment, pb::MoveAppointmentRequest),
+        27 => call!(p, cancel_appointment, pb::CancelAppointmentRequest),
+        _ => call!(p, list_appointments, pb::ListAppointmentsRequest),
     }
 }
 
@@ -99,8 +143,15 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
     let st = |i: usize| s[i % s.len()].clone();
     let u = |i: usize| n[i % n.len()];
     let i32_ = |i: usize| u(i) as i32;
-    let skills = vec![pb::Skill { name: st(3), level: u(3) as u32 }, pb::Skill { name: st(4), level: u(4) as u32 }];
-    let channels = vec![pb::ChannelCapacity { channel: i32_(5), max_concurrent: u(6) as u32 }];
+    // Repeated fields from one entry to well past their maxima (`service/bounds.rs`): 1, 2, 65,
+    // 300 or 5,000 entries.
+    let many = [1usize, 2, 65, 300, 5_000][(u(5) % 5) as usize];
+    let skills: Vec<pb::Skill> = (0..many)
+        .map(|i| pb::Skill { name: if i % 2 == 0 { st(3) } else { st(4) }, level: u(3 + i % 2) as u32 })
+        .collect();
+    let channels: Vec<pb::ChannelCapacity> = (0..many.min(300))
+        .map(|i| pb::ChannelCapacity { channel: i32_(5 + i % 2), max_concurrent: u(6) as u32 })
+        .collect();
     match m {
         0 => pb::OfferContactRequest {
             contact_id: st(0),
@@ -117,12 +168,19 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
         1 => pb::CancelContactRequest { contact_id: st(0) }.encode_to_vec(),
         2 => pb::StreamEventsRequest {
             after_sequence: u(0),
-            queues: vec![st(1), st(2)],
+            queues: (0..many).map(|i| st(1 + i % 2)).collect(),
             after_epoch: u(1),
             max_delay_ms: u(2) as u32,
         }
         .encode_to_vec(),
-        3 => pb::LoginRequest { operator_id: st(0), group: st(1), skills, channels, session_id: st(2) }.encode_to_vec(),
+        3 => pb::LoginRequest {
+            operator_id: st(0),
+            group: st(1),
+            skills: skills.clone(),
+            channels: channels.clone(),
+            session_id: st(2),
+        }
+        .encode_to_vec(),
         4 => pb::LogoutRequest { operator_id: st(0), force: u(0) % 2 == 0 }.encode_to_vec(),
         5 => pb::SetStateRequest { operator_id: st(0), status: i32_(0), reason: st(1) }.encode_to_vec(),
         6 => pb::WatchOffersRequest { operator_id: st(0) }.encode_to_vec(),
@@ -145,27 +203,77 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
             strategy: i32_(5),
             skills: Some(pb::SkillRequirements { skills: vec![pb::Skill { name: st(1), level: u(5) as u32 }] }),
             hours: Some(pb::QueueHours {
-                weekly: vec![st(2)],
+                weekly: (0..many).map(|_| st(2)).collect(),
                 national_holidays: true,
                 closed: vec![st(3)],
                 open: vec![],
             }),
             clear_hours: false,
-            overflow: Some(pb::OverflowChain { queues: vec![st(3)] }),
+            overflow: Some(pb::OverflowChain { queues: (0..many).map(|_| st(3)).collect() }),
             expansion: Some(pb::ExpansionSteps {
                 steps: vec![pb::ExpansionStep { after_ms: u(6), level_drop: u(7) as u32 }],
             }),
         }
         .encode_to_vec(),
+        15 => pb::RequestCallbackRequest { contact_id: st(0) }.encode_to_vec(),
+        16 => pb::CallbackUnansweredRequest { contact_id: st(0) }.encode_to_vec(),
+        17 => {
+            pb::ScheduleCallbackRequest { contact_id: st(0), queue: st(1), segment: i32_(0), not_before_unix_ms: u(1) }
+                .encode_to_vec()
+        }
+        18 => pb::ListQueueAuditRequest { queue: st(0) }.encode_to_vec(),
+        19 => pb::UpdateOperatorRequest {
+            operator_id: st(0),
+            group: (u(0) % 2 == 0).then(|| st(1)),
+            skills: Some(pb::SkillSet { skills: skills.clone() }),
+            channels: Some(pb::ChannelSet { channels: channels.clone() }),
+        }
+        .encode_to_vec(),
+        20 => pb::GetIntervalReportRequest {
+            from_unix_ms: u(0),
+            to_unix_ms: u(1),
+            interval_minutes: u(2) as u32,
+            page_size: u(3) as u32,
+            page_token: st(0),
+        }
+        .encode_to_vec(),
+        21 => pb::GetBudgetBurnRequest { budget_id: st(0) }.encode_to_vec(),
+        22 => pb::PublishAvailabilityRequest {
+            operator_id: st(0),
+            queue: st(1),
+            start_unix_ms: u(0),
+            end_unix_ms: u(1),
+            display_name: st(2),
+        }
+        .encode_to_vec(),
+        23 => pb::WithdrawAvailabilityRequest { operator_id: st(0), start_unix_ms: u(0) }.encode_to_vec(),
+        24 => pb::ListSlotsRequest { queue: st(0), operator_id: st(1), from_unix_ms: u(0), to_unix_ms: u(1) }
+            .encode_to_vec(),
+        25 => pb::BookAppointmentRequest {
+            appointment_id: st(0),
+            queue: st(1),
+            start_unix_ms: u(0),
+            operator_id: st(2),
+            channel: i32_(1),
+            segment: i32_(2),
+            recording: u(3) % 2 == 0,
+        }
+        .encode_to_vec(),
+        26 => pb::MoveAppointmentRequest { appointment_id: st(0), start_unix_ms: u(0), operator_id: st(1) }
+            .encode_to_vec(),
+        27 => pb::CancelAppointmentRequest { appointment_id: st(0) }.encode_to_vec(),
+        28 => pb::ListAppointmentsRequest { queue: st(0), from_unix_ms: u(0), to_unix_ms: u(1) }.encode_to_vec(),
         _ => pb::UpdateBudgetRequest {
             budget_id: st(0),
             ceiling_cents: Some(u(0) as i64),
-            tariffs: vec![pb::Tariff {
-                channel: i32_(1),
-                fee_per_contact_cents: u(2) as i64,
-                rate_per_second_centicents: u(3) as i64,
-                billing_increment_seconds: u(4) as u32,
-            }],
+            tariffs: (0..many.min(300))
+                .map(|i| pb::Tariff {
+                    channel: i32_(1 + i % 2),
+                    fee_per_contact_cents: u(2) as i64,
+                    rate_per_second_centicents: u(3) as i64,
+                    billing_increment_seconds: u(4) as u32,
+                })
+                .collect(),
             actor: st(1),
             reason: st(2),
             note: st(3),
@@ -300,4 +408,20 @@ fn mutated_configuration_files_parse_or_fail_with_a_message() {
             Ok(())
         })
         .expect("the parser never panics");
+}
+
+#[test]
+fn every_method_is_fuzzed() {
+    let set =
+        <prost_types::FileDescriptorSet as Message>::decode(smista_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+    let mut all: Vec<String> = set
+        .file
+        .iter()
+        .flat_map(|f| f.service.iter())
+        .flat_map(|s| s.method.iter().map(|m| m.name().to_owned()))
+        .collect();
+    all.sort();
+    let mut ours: Vec<String> = METHODS.iter().map(|m| (*m).to_owned()).collect();
+    ours.sort();
+    assert_eq!(ours, all, "METHODS lists every method of smista.v1, once");
 }
