@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use smista_server::config::{Config, LogFormat};
-use smista_server::server::{serve, Listeners};
+use smista_server::server::{serve_claimed, Listeners};
 
 mod client;
 mod intervals;
@@ -253,13 +253,15 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         }
         // An open server beyond loopback is refused before it says it listens.
         smista_server::server::check_exposure(&cfg, &listeners)?;
+        // So is a second server on this one's ledger.
+        let claim = smista_server::server::claim(&cfg).await?;
         let (grpc, metrics) = listeners.addrs()?;
         let health = match &listeners.health {
             Some(l) => l.local_addr()?.to_string(),
             None => "none".to_owned(),
         };
         tracing::info!(grpc = %grpc, metrics = %metrics, health = %health, config = %args.config.as_ref().map_or("embedded demo".into(), |p| p.display().to_string()), "smista listening");
-        serve(&cfg, listeners, shutdown_signal(), Duration::from_millis(args.drain_ms)).await
+        serve_claimed(&cfg, listeners, claim, shutdown_signal(), Duration::from_millis(args.drain_ms)).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

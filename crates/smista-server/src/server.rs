@@ -306,7 +306,11 @@ enum Exclusive {
 
 async fn exclusive(cfg: &Config) -> Result<Exclusive, ServeError> {
     Ok(match cfg.ledger.target(&cfg.server.data_dir) {
-        Some(smista_ledger::Target::Sqlite { .. }) => Exclusive::Dir(crate::datadir::lock(&cfg.server.data_dir)?),
+        Some(smista_ledger::Target::Sqlite { path, .. }) => {
+            let lock = crate::datadir::lock(&cfg.server.data_dir)?;
+            crate::datadir::secure(&cfg.server.data_dir, &path)?;
+            Exclusive::Dir(lock)
+        }
         Some(t) if !cfg.cluster.failover && cfg.cluster.node_id.is_empty() => {
             Exclusive::Node(smista_ledger::NodeLock::take(&t, &cfg.cluster.node_id).await?)
         }
@@ -322,11 +326,36 @@ pub const LEDGER_FILE: &str = "ledger.db";
 /// the node first waits as a standby until it is its group's active (see `failover.rs`).
 pub async fn serve(
     cfg: &Config,
-    mut listeners: Listeners,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> Result<(), ServeError> {
     check_exposure(cfg, &listeners)?;
+    let claim = claim(cfg).await?;
+    serve_claimed(cfg, listeners, claim, shutdown, drain).await
+}
+
+/// This process's claim on its ledger (see [`claim`]), held until it stops serving.
+#[derive(Debug)]
+pub struct Claim(#[allow(dead_code)] Exclusive);
+
+/// Claims the ledger for this process, or says which process holds it: the data directory's
+/// lock on SQLite, the node's advisory lock for a single server on PostgreSQL. The binary
+/// claims before it says it listens.
+pub async fn claim(cfg: &Config) -> Result<Claim, ServeError> {
+    Ok(Claim(exclusive(cfg).await?))
+}
+
+/// [`serve`] with the ledger already claimed.
+pub async fn serve_claimed(
+    cfg: &Config,
+    mut listeners: Listeners,
+    claim: Claim,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> Result<(), ServeError> {
+    check_exposure(cfg, &listeners)?;
+    let _claim = claim;
     if let (None, Some(addr)) = (&listeners.health, cfg.server.health_addr) {
         listeners.bind_health(addr, "[server] health_addr".into()).await?;
     }
@@ -363,7 +392,6 @@ pub(crate) async fn serve_routing(
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let _exclusive = exclusive(cfg).await?;
     let shared = build_shared(cfg, stop_rx.clone()).await?;
     if let Some(a) = &active {
         shared.engine.set_staff_grace(shared.clock.now().plus(a.staff_grace.as_millis() as u64));

@@ -33,7 +33,9 @@ fn refused(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> String {
         if let Some(status) = child.try_wait().expect("wait") {
             let out = child.wait_with_output().expect("output");
             assert!(!status.success(), "the second server exits with an error");
-            return String::from_utf8_lossy(&out.stderr).into_owned();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!err.contains("smista listening"), "a refused server never says it listens: {err}");
+            return err;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
