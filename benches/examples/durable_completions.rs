@@ -95,7 +95,12 @@ async fn run(kind: LedgerKind, data: std::path::PathBuf) -> Result<(f64, u64), B
         let mut ops = OperatorServiceClient::new(ch.clone());
         tasks.push(tokio::spawn(async move {
             let r = ops
-                .complete_contact(pb::CompleteContactRequest { operator_id: op, contact_id: id, wrap_up_ms: 0 })
+                .complete_contact(pb::CompleteContactRequest {
+                    operator_id: op,
+                    contact_id: id,
+                    wrap_up_ms: 0,
+                    ended_unix_ms: 0,
+                })
                 .await;
             drop(permit);
             r.is_ok()

@@ -373,6 +373,7 @@ pub async fn request_cycles(
                     operator_id: a.operator_id,
                     contact_id: id,
                     wrap_up_ms: 1,
+                    ended_unix_ms: 0,
                 }))
                 .await
                 .expect("complete");

@@ -145,7 +145,12 @@ async fn no_reply_first_try_or_retry_says_more_than_the_ledger_holds() {
             lock.release().await;
             until_answered!(o.accept_offer(accept.clone())).expect("acknowledged once durable");
 
-            let complete = pb::CompleteContactRequest { operator_id: op.into(), contact_id: id.clone(), wrap_up_ms: 0 };
+            let complete = pb::CompleteContactRequest {
+                operator_id: op.into(),
+                contact_id: id.clone(),
+                wrap_up_ms: 0,
+                ended_unix_ms: 0,
+            };
             let lock = WriteLock::take(&data, pg.as_deref()).await;
             assert_eq!(attempt(o.complete_contact(complete.clone())).await.err(), Some(Code::DeadlineExceeded));
             for _ in 0..2 {
@@ -229,7 +234,12 @@ async fn a_contact_in_service_across_a_restart_keeps_its_arrival_and_its_record_
             let mut o = srv.operators().await;
             let l = o.login(login(op, group, &[("naspi", 6)])).await.expect("login again").into_inner();
             assert_eq!(l.in_service, vec![id.clone()]);
-            let complete = pb::CompleteContactRequest { operator_id: op.into(), contact_id: id.clone(), wrap_up_ms: 0 };
+            let complete = pb::CompleteContactRequest {
+                operator_id: op.into(),
+                contact_id: id.clone(),
+                wrap_up_ms: 0,
+                ended_unix_ms: 0,
+            };
             o.complete_contact(complete.clone()).await.expect("completed after the restart");
             srv.stop().await;
 

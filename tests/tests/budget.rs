@@ -108,9 +108,14 @@ async fn extra_budget_contacts_never_reach_supplier_operators() {
     // Completion settles the real cost.
     let op = assigned(&decisions[0]).expect("assigned");
     o.accept_offer(pb::AcceptOfferRequest { operator_id: op.clone(), contact_id: "n-0".into() }).await.expect("accept");
-    o.complete_contact(pb::CompleteContactRequest { operator_id: op, contact_id: "n-0".into(), wrap_up_ms: 1 })
-        .await
-        .expect("complete");
+    o.complete_contact(pb::CompleteContactRequest {
+        operator_id: op,
+        contact_id: "n-0".into(),
+        wrap_up_ms: 1,
+        ended_unix_ms: 0,
+    })
+    .await
+    .expect("complete");
     let bs = &contract(&mut a).await;
     assert_eq!(bs.settled_cents, 50 + 12, "a call of under 10 s costs the fee plus one 10-second increment");
     assert_eq!(bs.reserved_cents, 820);

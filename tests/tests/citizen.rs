@@ -597,6 +597,7 @@ fallback = "callback_booking"
         operator_id: "op-s".into(),
         contact_id: "c1".into(),
         wrap_up_ms: 1,
+        ended_unix_ms: 0,
     })
     .await
     .expect("complete");

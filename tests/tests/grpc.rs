@@ -63,6 +63,7 @@ async fn contacts_flow_through_offer_accept_decline_timeout_cancel_and_complete(
             operator_id: "op-a".into(),
             contact_id: "call-1".into(),
             wrap_up_ms: 100,
+            ended_unix_ms: 0,
         })
         .await
         .expect("complete")
@@ -222,6 +223,7 @@ async fn bad_requests_get_precise_status_codes() {
             operator_id: "op-1".into(),
             contact_id: "never".into(),
             wrap_up_ms: 0,
+            ended_unix_ms: 0,
         })
         .await
         .unwrap_err();

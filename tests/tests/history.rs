@@ -81,9 +81,14 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
         o.accept_offer(pb::AcceptOfferRequest { operator_id: op.clone(), contact_id: id.into() })
             .await
             .expect("accept");
-        o.complete_contact(pb::CompleteContactRequest { operator_id: op, contact_id: id.into(), wrap_up_ms: 1 })
-            .await
-            .expect("complete");
+        o.complete_contact(pb::CompleteContactRequest {
+            operator_id: op,
+            contact_id: id.into(),
+            wrap_up_ms: 1,
+            ended_unix_ms: 0,
+        })
+        .await
+        .expect("complete");
     }
     // Both desks are in wrap-up (1 ms) then free again: take one with a contact in service.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -157,9 +162,14 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    o.complete_contact(pb::CompleteContactRequest { operator_id: busy, contact_id: "h-3".into(), wrap_up_ms: 0 })
-        .await
-        .expect("complete h-3");
+    o.complete_contact(pb::CompleteContactRequest {
+        operator_id: busy,
+        contact_id: "h-3".into(),
+        wrap_up_ms: 0,
+        ended_unix_ms: 0,
+    })
+    .await
+    .expect("complete h-3");
     // The budget's burn-down: today's spend is what the supplier's completions cost.
     let burn = admin
         .get_budget_burn(pb::GetBudgetBurnRequest { budget_id: "ccm-2026".into() })

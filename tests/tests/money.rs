@@ -48,6 +48,7 @@ async fn a_contact_in_service_at_a_restart_is_never_offered_to_a_second_operator
                 operator_id: "op-202".into(),
                 contact_id: "call-1".into(),
                 wrap_up_ms: 1,
+                ended_unix_ms: 0,
             })
             .await
             .unwrap_err();
@@ -59,6 +60,7 @@ async fn a_contact_in_service_at_a_restart_is_never_offered_to_a_second_operator
                 operator_id: "op-201".into(),
                 contact_id: "call-1".into(),
                 wrap_up_ms: 1,
+                ended_unix_ms: 0,
             })
             .await
             .expect("complete")
@@ -102,6 +104,7 @@ async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_sec
                 operator_id: "op-302".into(),
                 contact_id: "call-9".into(),
                 wrap_up_ms: 1,
+                ended_unix_ms: 0,
             })
             .await
             .unwrap_err();
@@ -116,6 +119,7 @@ async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_sec
                 operator_id: "op-301".into(),
                 contact_id: "call-9".into(),
                 wrap_up_ms: 1,
+                ended_unix_ms: 0,
             })
             .await
             .expect("complete")
@@ -126,6 +130,7 @@ async fn an_unbudgeted_contact_in_service_at_a_restart_is_never_offered_to_a_sec
             operator_id: "op-301".into(),
             contact_id: "call-9".into(),
             wrap_up_ms: 1,
+            ended_unix_ms: 0,
         })
         .await
         .expect("a retried completion is acknowledged again");
@@ -171,8 +176,12 @@ async fn completing_after_a_hang_up_is_refused_before_and_after_a_restart() {
             .expect("hang up")
             .into_inner();
         assert_eq!(r.outcome(), pb::Outcome::CancelledInService);
-        let complete =
-            || pb::CompleteContactRequest { operator_id: "op-201".into(), contact_id: "call-2".into(), wrap_up_ms: 1 };
+        let complete = || pb::CompleteContactRequest {
+            operator_id: "op-201".into(),
+            contact_id: "call-2".into(),
+            wrap_up_ms: 1,
+            ended_unix_ms: 0,
+        };
         assert_eq!(o.complete_contact(complete()).await.unwrap_err().code(), Code::FailedPrecondition);
         srv.stop().await;
 
@@ -230,6 +239,7 @@ async fn contacts_that_ended_without_cost_answer_the_same_after_a_restart() {
             operator_id: op.into(),
             contact_id: id.into(),
             wrap_up_ms: 7,
+            ended_unix_ms: 0,
         };
         let done = o.complete_contact(complete(&staff, "call-b")).await.expect("complete").into_inner();
         let other = if staff == "staff-1" { "staff-2" } else { "staff-1" };
@@ -279,9 +289,14 @@ async fn handle(srv: &Server, op: &str, id: &str) {
     assert_eq!(assigned(&d).as_deref(), Some(op), "{d:?}");
     let mut o = srv.operators().await;
     o.accept_offer(pb::AcceptOfferRequest { operator_id: op.into(), contact_id: id.into() }).await.expect("accept");
-    o.complete_contact(pb::CompleteContactRequest { operator_id: op.into(), contact_id: id.into(), wrap_up_ms: 1 })
-        .await
-        .expect("complete");
+    o.complete_contact(pb::CompleteContactRequest {
+        operator_id: op.into(),
+        contact_id: id.into(),
+        wrap_up_ms: 1,
+        ended_unix_ms: 0,
+    })
+    .await
+    .expect("complete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,4 +437,62 @@ async fn contacts_offered_again_with_their_arrival_time_keep_their_place() {
     assert_eq!(c.offer_contact(bad(now + 60_000)).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(c.offer_contact(bad(now - 2 * 86_400_000)).await.unwrap_err().code(), Code::InvalidArgument);
     srv.stop().await;
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A completion delayed by an outage of ours bills the conversation, not the outage: the desk
+/// states when the conversation ended (`ended_unix_ms`, kept on its retries), and the handle time
+/// and the cost run to it, live and for a contact recovered after a restart (the adversary run
+/// of issue 25 billed 0.3–2 s calls at 14 s after a node's pause and passed a leased ceiling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_that_arrives_late_bills_up_to_the_end_the_desk_states() {
+    for pg in backends("statedend") {
+        let data = temp_dir("statedend");
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        o.login(naspi_op("op-201")).await.expect("login");
+        o.login(naspi_op("op-202")).await.expect("login");
+        for (id, op) in [("late-1", "op-201"), ("late-2", "op-202")] {
+            let d = srv.contacts().await.offer_contact(voice(id, "naspi")).await.expect("offer").into_inner();
+            assert_eq!(assigned(&d).as_deref(), Some(op));
+            o.accept_offer(pb::AcceptOfferRequest { operator_id: op.into(), contact_id: id.into() })
+                .await
+                .expect("accept");
+        }
+        let ended = unix_ms();
+        // The first completion reaches the server 1.5 s after the conversation ended.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let c = o
+            .complete_contact(pb::CompleteContactRequest {
+                operator_id: "op-201".into(),
+                contact_id: "late-1".into(),
+                wrap_up_ms: 1,
+                ended_unix_ms: ended,
+            })
+            .await
+            .expect("complete")
+            .into_inner();
+        assert!(c.handle_ms < 1_000, "billed to the stated end, not the 1.5 s delay: {}", c.handle_ms);
+        // The second one's node restarts before its completion gets through.
+        srv.stop().await;
+        let srv = Server::start_in(ledger_config(&data, pg.as_deref())).await;
+        let mut o = srv.operators().await;
+        o.login(naspi_op("op-202")).await.expect("op-202 back");
+        let c = o
+            .complete_contact(pb::CompleteContactRequest {
+                operator_id: "op-202".into(),
+                contact_id: "late-2".into(),
+                wrap_up_ms: 1,
+                ended_unix_ms: ended,
+            })
+            .await
+            .expect("complete after the restart")
+            .into_inner();
+        assert!(c.handle_ms < 1_000, "a recovered contact too: {}", c.handle_ms);
+        srv.stop().await;
+        drop_backend(pg.as_deref()).await;
+    }
 }

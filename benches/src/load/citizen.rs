@@ -340,6 +340,7 @@ async fn desk(
                 operator_id: op.clone(),
                 contact_id: id.clone(),
                 wrap_up_ms: 1,
+                ended_unix_ms: 0,
             })
             .await;
         if r.is_ok() {

@@ -78,6 +78,7 @@ async fn closed_offers(pool: &Pool, cfg: &LoadConfig, round: u32, d: Duration, s
                                 operator_id: a.operator_id,
                                 contact_id: id,
                                 wrap_up_ms: 0,
+                                ended_unix_ms: 0,
                             })
                             .await;
                     }

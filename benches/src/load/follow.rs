@@ -439,7 +439,8 @@ async fn desk(
 
 /// Completes `c`, following the active; `false` if no node could take it now.
 async fn complete(g: &Group, op: &str, c: &str, books: &Books) -> bool {
-    let req = pb::CompleteContactRequest { operator_id: op.into(), contact_id: c.into(), wrap_up_ms: 0 };
+    let req =
+        pb::CompleteContactRequest { operator_id: op.into(), contact_id: c.into(), wrap_up_ms: 0, ended_unix_ms: 0 };
     let r = g
         .call(|ch| {
             let (mut o, req) = (g.desk(ch, op), req.clone());

@@ -859,6 +859,7 @@ async fn login_operators(
                                 operator_id: op,
                                 contact_id: c,
                                 wrap_up_ms: 0,
+                                ended_unix_ms: 0,
                             })
                             .await;
                         if let Ok(d) = done {

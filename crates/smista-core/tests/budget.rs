@@ -398,6 +398,42 @@ fn the_engine_diverts_extra_budget_contacts_and_settles_the_rest() {
     assert_eq!(book.open_reservations(), 0);
 }
 
+/// A completion that reaches the engine late (the desk retried through a failover) bills the
+/// conversation up to the end the desk states, not up to when it got through; an end after "now"
+/// or before the acceptance is held to them; the wrap-up starts when the completion arrives.
+#[test]
+fn a_late_completion_bills_up_to_the_stated_end_not_the_delay() {
+    let sink = Arc::new(Sink::default());
+    let mut cfg = budget(100_000, PacingConfig::None);
+    cfg.period = PeriodConfig::Monthly;
+    let book = Arc::new(BudgetBook::new(&[cfg], 1_780_000_000_000).unwrap().with_sink(sink.clone()));
+    let (e, mut ev) = supplier_engine(&book);
+    let mut assigned = vec![];
+    for i in 0..3 {
+        let id = format!("c{i}");
+        if let Decision::Assigned { operator, .. } = e.offer(&offer(&id, "pensions"), t(1), &mut ev).unwrap() {
+            assigned.push((operator.to_string(), id));
+        }
+    }
+    assert_eq!(assigned.len(), 3);
+    for (op, c) in &assigned {
+        e.accept(op, c, t(2), &mut ev).unwrap();
+    }
+    // Ended after two minutes, reported 40 s later.
+    let (op, c) = &assigned[0];
+    let done = e.complete_at(op, c, 0, t(2 + 120_000), t(2 + 160_000), &mut ev).unwrap();
+    assert_eq!(done.handle_ms, 120_000);
+    // A stated end in the future is "now"; one before the acceptance is the acceptance.
+    let (op, c) = &assigned[1];
+    assert_eq!(e.complete_at(op, c, 0, t(2 + 999_000), t(2 + 60_000), &mut ev).unwrap().handle_ms, 60_000);
+    let (op, c) = &assigned[2];
+    assert_eq!(e.complete_at(op, c, 0, t(0), t(2 + 60_000), &mut ev).unwrap().handle_ms, 0);
+    let records = sink.0.lock().clone();
+    let handle: Vec<u64> = records.iter().map(|r| r.handle_ms).collect();
+    assert_eq!(handle, [120_000, 60_000, 0]);
+    assert_eq!(records[0].cost_cents, 230, "two minutes billed, not two minutes forty");
+}
+
 /// A sink that keeps what a durable ledger would: records, open holds, amendments.
 #[derive(Debug, Default)]
 struct Durable {

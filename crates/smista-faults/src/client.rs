@@ -369,6 +369,8 @@ impl Desk {
             operator_id: self.operator.clone(),
             contact_id: contact.into(),
             wrap_up_ms: 1,
+            // The conversation ended now; every retry keeps saying so (operator.proto).
+            ended_unix_ms: crate::history::unix_ms(),
         };
         let t = template(&self.client(), "CompleteContact", contact, &self.operator);
         for _ in 0..5 {

@@ -342,7 +342,12 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         Call::Complete { operator, contact, wrap_up_ms } => {
             let r = ops
-                .complete_contact(pb::CompleteContactRequest { operator_id: operator, contact_id: contact, wrap_up_ms })
+                .complete_contact(pb::CompleteContactRequest {
+                    operator_id: operator,
+                    contact_id: contact,
+                    wrap_up_ms,
+                    ended_unix_ms: 0,
+                })
                 .await?
                 .into_inner();
             print((

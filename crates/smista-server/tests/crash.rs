@@ -79,7 +79,12 @@ async fn offer(contacts: &mut ContactServiceClient<Channel>, id: &str) -> Decisi
 }
 
 fn complete(operator: &str, contact: &str) -> pb::CompleteContactRequest {
-    pb::CompleteContactRequest { operator_id: operator.into(), contact_id: contact.into(), wrap_up_ms: 0 }
+    pb::CompleteContactRequest {
+        operator_id: operator.into(),
+        contact_id: contact.into(),
+        wrap_up_ms: 0,
+        ended_unix_ms: 0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,7 +186,8 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
         6 => pb::WatchOffersRequest { operator_id: st(0) }.encode_to_vec(),
         7 => pb::AcceptOfferRequest { operator_id: st(0), contact_id: st(1) }.encode_to_vec(),
         8 => pb::DeclineOfferRequest { operator_id: st(0), contact_id: st(1) }.encode_to_vec(),
-        9 => pb::CompleteContactRequest { operator_id: st(0), contact_id: st(1), wrap_up_ms: u(0) }.encode_to_vec(),
+        9 => pb::CompleteContactRequest { operator_id: st(0), contact_id: st(1), wrap_up_ms: u(0), ended_unix_ms: 0 }
+            .encode_to_vec(),
         10 => pb::GetSnapshotRequest {}.encode_to_vec(),
         11 => {
             pb::ListBudgetAuditRequest { budget_id: st(0), page_size: u(0) as u32, page_token: st(1) }.encode_to_vec()

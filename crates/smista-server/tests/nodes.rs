@@ -106,6 +106,7 @@ async fn drive(ch: Channel, node: usize, until: Instant, tally: Arc<Tally>) {
                         operator_id: op.clone(),
                         contact_id: c,
                         wrap_up_ms: 1,
+                        ended_unix_ms: 0,
                     })
                     .await;
                 if done.is_ok() {

@@ -512,6 +512,23 @@ impl Engine {
         now: Millis,
         out: &mut Vec<Event>,
     ) -> Result<Completion, RoutingError> {
+        self.complete_at(operator_id, contact_id, wrap_up_ms, now, now, out)
+    }
+
+    /// [`complete`](Self::complete) of a contact that ended at `ended` (the desk's word for when
+    /// the conversation ended, kept on its retries): the handle time, and so the cost, run to
+    /// `ended`, held between the acceptance and `now`, so a completion that reached us late (a
+    /// failover, a restart, a desk retrying through an outage) does not bill the delay. The
+    /// wrap-up starts `now`.
+    pub fn complete_at(
+        &self,
+        operator_id: &str,
+        contact_id: &str,
+        wrap_up_ms: u64,
+        ended: Millis,
+        now: Millis,
+        out: &mut Vec<Event>,
+    ) -> Result<Completion, RoutingError> {
         validate_id("operator_id", operator_id)?;
         validate_id("contact_id", contact_id)?;
         if wrap_up_ms > 3_600_000 {
@@ -572,7 +589,8 @@ impl Engine {
         } else {
             (None, 0)
         };
-        let completion = Completion { handle_ms: now.since(accepted_at), wrap_up_ms: wrap_applied };
+        let completion =
+            Completion { handle_ms: ended.min(now).max(accepted_at).since(accepted_at), wrap_up_ms: wrap_applied };
         q.in_service.fetch_sub(1, Ordering::Relaxed);
         self.drop_held(slot, &id);
         operator_slot.release(gen, rec.channel, now);

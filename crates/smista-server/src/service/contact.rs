@@ -39,13 +39,15 @@ impl ContactService for ContactSvc {
         let now = s.clock.now();
         let r = if s.recovered(id).is_some() {
             // In service when the process stopped: the caller hung up.
-            s.end_after_restart(id, None, now).await.map(|rec| rec.map_or(Outcome::CancelledInService, |r| r.outcome))
+            s.end_after_restart(id, None, now, now)
+                .await
+                .map(|rec| rec.map_or(Outcome::CancelledInService, |r| r.outcome))
         } else {
             let (r, ev) = s.about(id, now, |ev| s.engine.cancel(id, now, ev).map_err(client_error));
             match r {
                 Ok(o) => s.acknowledge(id, &ev).await.map(|()| o),
                 // Unknown to the engine: settled before a restart? Its record tells how it ended.
-                Err(e) if e.code() == tonic::Code::NotFound => match s.end_after_restart(id, None, now).await {
+                Err(e) if e.code() == tonic::Code::NotFound => match s.end_after_restart(id, None, now, now).await {
                     Ok(Some(rec)) => Ok(rec.outcome),
                     Ok(None) => Err(e),
                     Err(e) => Err(e),

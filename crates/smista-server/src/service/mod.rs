@@ -375,15 +375,18 @@ impl Shared {
     /// budgeted operator when the process stopped (its recovered hold is settled now; `operator`
     /// must be the one it was with and completes it, `None` when the caller hung up), or one
     /// that ended before the restart (a replayed request: nothing is charged again; its cost
-    /// record, or its end record if it had no cost, tells how it ended). `None` if neither.
+    /// record, or its end record if it had no cost, tells how it ended). `None` if neither. The
+    /// handle time runs to `ended` (the desk's stated end, at most `now`).
     /// With an `operator`, a contact that ended otherwise than completed by that operator is
     /// FAILED_PRECONDITION, as it was before the restart.
     pub async fn end_after_restart(
         &self,
         contact: &str,
         operator: Option<&str>,
+        ended: Millis,
         now: Millis,
     ) -> Result<Option<Ended>, Status> {
+        let ended = ended.min(now);
         let Some(ledger) = &self.ledger else { return Ok(None) };
         let key = Key::Contact(contact.to_owned());
         if let Some(h) = self.serving.get(contact).map(|h| h.clone()) {
@@ -397,7 +400,7 @@ impl Shared {
             // finds one or the other, and never routes it again.
             self.engine.remember_ended(contact, &h.queue, outcome, None);
             if self.serving.remove(contact).is_some() {
-                let ended = i64::try_from(self.clock.unix_ms(now)).unwrap_or(i64::MAX);
+                let ended = i64::try_from(self.clock.unix_ms(ended)).unwrap_or(i64::MAX).max(h.accepted_unix_ms);
                 let end = ContactEnd {
                     contact: contact.to_owned(),
                     ended_unix_ms: ended,
@@ -426,7 +429,7 @@ impl Shared {
                 // this settlement finds one or the other, and never routes it again.
                 self.engine.remember_ended(contact, &h.queue, outcome, None);
             }
-            match self.book.complete_recovered(contact, operator, outcome, now) {
+            match self.book.complete_recovered(contact, operator, outcome, ended) {
                 Ok(rec) => {
                     tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");
                     ledger.ended(ContactEnd {

@@ -245,13 +245,19 @@ impl OperatorService for OperatorSvc {
         let req = request.into_inner();
         let s = &self.0;
         let t = RpcTimer::start("CompleteContact");
+        // When it ended, as the desk says (held to [acceptance, now] by the engine): a
+        // completion delayed by an outage of ours bills the conversation, not the outage.
+        let ended = |now: smista_core::Millis| match req.ended_unix_ms {
+            0 => now,
+            unix => s.clock.from_unix(i64::try_from(unix).unwrap_or(i64::MAX)).map_or(now, |t| t.min(now)),
+        };
         let mut unknown = None;
         if s.recovered(&req.contact_id).is_none() {
             let r = self
                 .run(Some(&req.contact_id), |s, now, ev| {
                     let c = s
                         .engine
-                        .complete(&req.operator_id, &req.contact_id, req.wrap_up_ms, now, ev)
+                        .complete_at(&req.operator_id, &req.contact_id, req.wrap_up_ms, ended(now), now, ev)
                         .map_err(client_error)?;
                     Ok(pb::CompleteContactResponse { handle_ms: c.handle_ms, wrap_up_ms: c.wrap_up_ms })
                 })
@@ -266,7 +272,8 @@ impl OperatorService for OperatorSvc {
         }
         // Unknown to the engine: a contact from before a restart (in service then, or settled);
         // otherwise the engine's own NOT_FOUND (unknown operator or contact) stands.
-        let r = s.end_after_restart(&req.contact_id, Some(&req.operator_id), s.clock.now()).await.and_then(|rec| {
+        let now = s.clock.now();
+        let r = s.end_after_restart(&req.contact_id, Some(&req.operator_id), ended(now), now).await.and_then(|rec| {
             rec.map(|e| pb::CompleteContactResponse { handle_ms: e.handle_ms, wrap_up_ms: e.wrap_up_ms }).ok_or_else(
                 || unknown.unwrap_or_else(|| Status::not_found(format!("unknown contact `{}`", req.contact_id))),
             )
