@@ -62,21 +62,43 @@ impl RoutingError {
 pub const MAX_QUOTED: usize = 128;
 
 /// A character that must never reach a log line, an audit record or an identifier raw: control
-/// characters, the line and paragraph separators (U+2028, U+2029: a line break to many log
-/// viewers and JavaScript), the bidirectional controls (U+061C, U+200E, U+200F, U+202A..=U+202E,
-/// U+2066..=U+2069: they reorder what a reader sees) and the invisible ones (U+200B..=U+200D,
-/// U+2060, U+FEFF: two ids that print the same).
+/// characters; the line and paragraph separators (U+2028, U+2029: a line break to many log
+/// viewers and JavaScript); and every default-ignorable or format code point of Unicode 15
+/// (`Default_Ignorable_Code_Point` and general category `Cf`): the bidirectional controls (they
+/// reorder what a reader sees), the zero-width and invisible ones, soft hyphens, variation
+/// selectors, Hangul fillers, tag characters, interlinear annotations (two ids that print the
+/// same, or text that hides in a log). Lists from the Unicode Character Database; a code point
+/// assigned to these classes later is not known here.
 #[must_use]
 pub fn is_hazard(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061C}'
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{2028}'..='\u{202E}'
-                | '\u{2060}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
                 | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
         )
 }
 
@@ -133,10 +155,35 @@ mod tests {
         // An escape is never cut in half.
         let c = clip(&format!("{}\u{202E}", "x".repeat(MAX_QUOTED - 3)));
         assert_eq!(c, format!("{}…", "x".repeat(MAX_QUOTED - 3)));
-        for c in ['\u{200B}', '\u{200E}', '\u{2029}', '\u{2066}', '\u{FEFF}', '\u{061C}', '\u{7f}'] {
+        for c in [
+            '\u{200B}',
+            '\u{200E}',
+            '\u{2029}',
+            '\u{2066}',
+            '\u{FEFF}',
+            '\u{061C}',
+            '\u{7f}',
+            '\u{85}',
+            '\u{AD}',
+            '\u{180E}',
+            '\u{2061}',
+            '\u{206A}',
+            '\u{0600}',
+            '\u{FFF9}',
+            '\u{1D173}',
+            '\u{E0001}',
+            '\u{E0041}',
+            '\u{3164}',
+            '\u{FFA0}',
+            '\u{115F}',
+            '\u{034F}',
+            '\u{17B4}',
+            '\u{FE0F}',
+            '\u{E0100}',
+        ] {
             assert!(is_hazard(c), "{c:?}");
         }
-        for c in ['a', 'è', '€', ' ', '\u{2030}'] {
+        for c in ['a', 'è', '€', ' ', '\u{2030}', 'ß', '中', '\u{1F600}', '\u{05D0}'] {
             assert!(!is_hazard(c), "{c:?}");
         }
     }

@@ -140,7 +140,8 @@ pub async fn record(
 ) -> Result<(), tonic::Status> {
     let now = i64::try_from(shared.clock.unix_ms(shared.clock.now())).unwrap_or(i64::MAX);
     let settings = shared.queue_overrides.merged(queue, change);
-    tracing::info!(principal = %actor, queue = %queue, change = %change.to_text().replace('\n', "; "), "queue changed");
+    // The change in full is in the audit record (ListQueueAudit); a log line quotes 128 bytes.
+    tracing::info!(principal = %actor, queue = %queue, change = %smista_core::error::clip(&change.to_text().replace('\n', "; ")), "queue changed");
     match &shared.ledger {
         Some(l) => l
             .record_queue_change(queue, &settings.to_text(), now, actor, &change.to_text())

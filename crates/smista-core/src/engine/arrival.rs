@@ -61,6 +61,12 @@ impl Engine {
         if req.language.len() > 64 {
             return Err(RoutingError::invalid("language", "longer than 64 bytes"));
         }
+        if !req.language.is_empty() && !crate::config::valid_name(&req.language) {
+            return Err(RoutingError::invalid(
+                "language",
+                "must be 1 to 64 characters of [A-Za-z0-9_.-] (a skill name)",
+            ));
+        }
         if req.max_patience_ms > crate::config::MAX_DURATION_MS {
             return Err(RoutingError::invalid("max_patience_ms", "above one day"));
         }

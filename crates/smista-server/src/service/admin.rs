@@ -284,7 +284,8 @@ impl AdminService for AdminSvc {
                     now,
                 )
                 .map_err(crate::error::budget_status)?;
-            tracing::info!(budget = %req.budget_id, principal = %p.name, note = %note, reason = %req.reason, ceiling_cents = ?req.ceiling_cents, tariffs = tariffs.len(), "budget amended");
+            // The reason and note in full are in the audit record; a log line quotes 128 bytes.
+            tracing::info!(budget = %req.budget_id, principal = %p.name, note = %smista_core::error::clip(&note), reason = %smista_core::error::clip(&req.reason), ceiling_cents = ?req.ceiling_cents, tariffs = tariffs.len(), "budget amended");
             crate::metrics::refresh_budget_gauges(&s.book, now);
             Ok(pb::UpdateBudgetResponse { budget: Some(budget_pb(s, v)) })
         });

@@ -24,6 +24,22 @@ pub const MAX_DATES: usize = 400;
 /// Queues in an event filter.
 pub const MAX_FILTER_QUEUES: usize = crate::hub::MAX_FILTER_QUEUES;
 
+/// Bytes of one entry of a repeated text field (a weekly range, a date, a queue name): the
+/// parsers trim and skip, so without it a valid range padded with megabytes of spaces is kept,
+/// audited and logged.
+pub const MAX_ENTRY_BYTES: usize = 128;
+
+/// INVALID_ARGUMENT when an entry of `field` is longer than [`MAX_ENTRY_BYTES`].
+fn entries_short(field: &str, entries: &[String]) -> Result<(), Status> {
+    match entries.iter().position(|e| e.len() > MAX_ENTRY_BYTES) {
+        Some(i) => Err(Status::invalid_argument(format!(
+            "{field}[{i}]: at most {MAX_ENTRY_BYTES} bytes ({} given)",
+            entries[i].len()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// INVALID_ARGUMENT when `field` has more than `max` entries.
 fn at_most(field: &str, given: usize, max: usize) -> Result<(), Status> {
     if given > max {
@@ -66,9 +82,13 @@ impl Bounded for pb::UpdateQueueRequest {
             at_most("hours.weekly", h.weekly.len(), MAX_WEEKLY)?;
             at_most("hours.closed", h.closed.len(), MAX_DATES)?;
             at_most("hours.open", h.open.len(), MAX_DATES)?;
+            entries_short("hours.weekly", &h.weekly)?;
+            entries_short("hours.closed", &h.closed)?;
+            entries_short("hours.open", &h.open)?;
         }
         if let Some(o) = &self.overflow {
             at_most("overflow.queues", o.queues.len(), MAX_OVERFLOW)?;
+            entries_short("overflow.queues", &o.queues)?;
         }
         if let Some(e) = &self.expansion {
             at_most("expansion.steps", e.steps.len(), MAX_EXPANSION_STEPS)?;
@@ -85,7 +105,8 @@ impl Bounded for pb::UpdateBudgetRequest {
 
 impl Bounded for pb::StreamEventsRequest {
     fn check_bounds(&self) -> Result<(), Status> {
-        at_most("queues", self.queues.len(), MAX_FILTER_QUEUES)
+        at_most("queues", self.queues.len(), MAX_FILTER_QUEUES)?;
+        entries_short("queues", &self.queues)
     }
 }
 
@@ -102,5 +123,16 @@ mod tests {
         let e = req.check_bounds().unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert_eq!(e.message(), format!("skills: at most {MAX_SKILLS} entries ({} given)", MAX_SKILLS + 1));
+    }
+
+    #[test]
+    fn a_padded_entry_is_refused_however_valid_its_start() {
+        let padded = format!("mon-fri 08:00-18:00{}", " ".repeat(MAX_ENTRY_BYTES));
+        let req = pb::UpdateQueueRequest {
+            hours: Some(pb::QueueHours { weekly: vec!["sat 09:00-12:00".into(), padded], ..Default::default() }),
+            ..Default::default()
+        };
+        let e = req.check_bounds().unwrap_err();
+        assert!(e.message().starts_with("hours.weekly[1]: at most 128 bytes"), "{}", e.message());
     }
 }
