@@ -25,12 +25,12 @@ use parking_lot::{Mutex, RwLock};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use std::future::Future as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// Whether clients must present a certificate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -522,31 +522,66 @@ async fn open(
 /// ending the stream earlier would cut the drain short), under the caps of `limits`, opening each
 /// (TLS, HTTP/2 preface, first SETTINGS) off the accept loop within `limits.handshake_timeout`
 /// of its accept.
-pub fn incoming(listener: TcpListener, tls: Option<Arc<Tls>>, limits: ConnLimits) -> ReceiverStream<io::Result<Conn>> {
+pub fn incoming(listener: TcpListener, tls: Option<Arc<Tls>>, limits: ConnLimits) -> Incoming {
     let (tx, rx) = mpsc::channel(1024);
-    let caps = Caps::new(limits.max_connections, limits.max_per_address);
-    let within = limits.handshake_timeout;
-    tokio::spawn(async move {
-        let mut backoff = AcceptBackoff::new("grpc");
+    Incoming {
+        listener,
+        tls,
+        caps: Caps::new(limits.max_connections, limits.max_per_address),
+        within: limits.handshake_timeout,
+        backoff: AcceptBackoff::new("grpc"),
+        pause: None,
+        tx,
+        rx,
+    }
+}
+
+/// The stream of opened connections of a listener. It owns the listener, so the socket closes
+/// the moment the stream is dropped (the server stopped): no connection is accepted after that,
+/// e.g. by a standby's listener once the active serves the same port. Accepting happens as the
+/// server polls; each accepted connection is opened in a task of its own.
+pub struct Incoming {
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    caps: Arc<Caps>,
+    within: Duration,
+    backoff: AcceptBackoff,
+    /// The back-off after an accept error.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    tx: mpsc::Sender<io::Result<Conn>>,
+    rx: mpsc::Receiver<io::Result<Conn>>,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming").field("listener", &self.listener.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl Incoming {
+    /// Accepts what is waiting (never waits on a client): each admitted connection is opened
+    /// in its own task, which hands it over through `rx`.
+    fn accept_ready(&mut self, cx: &mut Context<'_>) {
         loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = tx.closed() => return,
-            };
-            let (stream, remote) = match accepted {
-                Ok(x) => {
-                    backoff.succeeded();
+            if let Some(p) = self.pause.as_mut() {
+                if p.as_mut().poll(cx).is_pending() {
+                    return;
+                }
+                self.pause = None;
+            }
+            let (stream, remote) = match self.listener.poll_accept(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Ok(x)) => {
+                    self.backoff.succeeded();
                     x
                 }
-                Err(e) => {
-                    let wait = backoff.failed(&e);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => continue,
-                        _ = tx.closed() => return,
-                    }
+                Poll::Ready(Err(e)) => {
+                    let wait = self.backoff.failed(&e);
+                    self.pause = Some(Box::pin(tokio::time::sleep(wait)));
+                    continue;
                 }
             };
-            let admitted = match caps.admit(remote.ip()) {
+            let admitted = match self.caps.admit(remote.ip()) {
                 Ok(a) => a,
                 Err(why) => {
                     crate::metrics::connection_refused(why.as_str());
@@ -555,9 +590,9 @@ pub fn incoming(listener: TcpListener, tls: Option<Arc<Tls>>, limits: ConnLimits
                 }
             };
             let _ = stream.set_nodelay(true);
-            let deadline = tokio::time::Instant::now() + within;
-            let acceptor = tls.as_ref().map(|t| t.acceptor());
-            let tx = tx.clone();
+            let deadline = tokio::time::Instant::now() + self.within;
+            let acceptor = self.tls.as_ref().map(|t| t.acceptor());
+            let tx = self.tx.clone();
             tokio::spawn(async move {
                 let Some((io, pre)) = open(stream, remote, acceptor, deadline).await else { return };
                 let subjects = match &io {
@@ -573,8 +608,18 @@ pub fn incoming(listener: TcpListener, tls: Option<Arc<Tls>>, limits: ConnLimits
                 let _ = tx.send(Ok(Conn { io, pre, peer, _admitted: admitted })).await;
             });
         }
-    });
-    ReceiverStream::new(rx)
+    }
+}
+
+impl tokio_stream::Stream for Incoming {
+    type Item = io::Result<Conn>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.accept_ready(cx);
+        // Never ends: `tx` lives in the stream, so the channel stays open.
+        this.rx.poll_recv(cx)
+    }
 }
 
 #[cfg(test)]
