@@ -11,10 +11,9 @@
 mod support;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -485,30 +484,8 @@ fn start_raw(nofile: Option<u32>, args: &[&OsStr]) -> Smista {
         }
         None => Command::new(env!("CARGO_BIN_EXE_smista")),
     };
-    let mut child = cmd
-        .arg("serve")
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn prlimit smista serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, log) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut startup = Vec::new();
-    let grpc = loop {
-        let line = log.recv_timeout(Duration::from_secs(30)).expect("start-up line");
-        startup.push(line.clone());
-        if let Some(rest) = line.split("grpc=").nth(1) {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    Smista { child, grpc, log, startup }
+    cmd.arg("serve").args(args).env("RUST_LOG", "info");
+    Smista::spawn(cmd)
 }
 
 /// With 200 descriptors, 400 silent gRPC sockets and 200 metrics connections exhaust them: both

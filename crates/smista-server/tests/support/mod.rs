@@ -29,17 +29,20 @@ impl Smista {
     /// ephemeral port unless `args` name one (`--grpc-addr`).
     pub fn start_with_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Smista {
         let grpc_named = args.iter().any(|a| *a == "--grpc-addr");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_smista"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smista"));
+        cmd.arg("serve")
             .args(if grpc_named { &[][..] } else { &["--grpc-addr", "127.0.0.1:0"][..] })
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn smista serve");
+            .envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Spawns `cmd` (a `smista serve` command line, possibly behind a wrapper such as
+    /// `prlimit`), reads its log, and waits for its start-up line.
+    pub fn spawn(mut cmd: Command) -> Smista {
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn smista serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, log) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
