@@ -303,7 +303,7 @@ impl Shared {
             drop(self.sections.global());
         }
         ledger.durable(&Key::Contact(contact.to_owned())).await.map_err(crate::error::ledger_status)?;
-        self.persist(events).await
+        self.persist_beside(events, Some(contact)).await
     }
 
     /// Publishes what an engine call reported: metrics, offer board, event log.
@@ -362,10 +362,17 @@ impl Shared {
     /// money is acknowledged only after this; if the ledger has stopped it gets UNAVAILABLE and
     /// the client retries (every such RPC is idempotent).
     pub async fn persist(&self, events: &[Event]) -> Result<(), Status> {
+        self.persist_beside(events, None).await
+    }
+
+    /// [`persist`](Self::persist), but for the contacts other than `done`, already waited for.
+    async fn persist_beside(&self, events: &[Event], done: Option<&str>) -> Result<(), Status> {
         let Some(ledger) = &self.ledger else { return Ok(()) };
         for e in events {
             if let Event::Accepted { contact, .. } | Event::Finished { contact, .. } = e {
-                ledger.durable(&Key::Contact(contact.to_string())).await.map_err(crate::error::ledger_status)?;
+                if done != Some(&**contact) {
+                    ledger.durable(&Key::Contact(contact.to_string())).await.map_err(crate::error::ledger_status)?;
+                }
             }
         }
         Ok(())
