@@ -17,8 +17,9 @@ use crate::{LedgerError, Target};
 /// A held node lock: released when dropped or when the process ends.
 #[derive(Debug)]
 pub struct NodeLock {
-    _conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
-    _pool: PgPool,
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    pool: PgPool,
+    key: i64,
 }
 
 /// The advisory lock's key: a stable 62-bit hash of the schema and the node id (non-negative, so
@@ -58,7 +59,7 @@ impl NodeLock {
         let k = key(schema, node);
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(k).fetch_one(&mut *conn).await?;
         if got {
-            return Ok(Some(NodeLock { _conn: conn, _pool: pool }));
+            return Ok(Some(NodeLock { conn, pool, key: k }));
         }
         let holder: Option<String> = sqlx::query_scalar(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -74,6 +75,17 @@ impl NodeLock {
             "node {node} of schema {schema} is already served by {}: one process per node (stop it, or give this one another node id)",
             holder.filter(|h| !h.is_empty()).unwrap_or_else(|| "another session".into())
         )))
+    }
+}
+
+impl NodeLock {
+    /// Unlocks and closes the session, returning once PostgreSQL has let the lock go (dropping
+    /// the lock closes the session in the background instead).
+    pub async fn release(self) {
+        let NodeLock { mut conn, pool, key } = self;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(key).execute(&mut *conn).await;
+        drop(conn);
+        pool.close().await;
     }
 }
 

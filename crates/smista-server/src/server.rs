@@ -346,6 +346,16 @@ pub async fn claim(cfg: &Config) -> Result<Claim, ServeError> {
     Ok(Claim(exclusive(cfg).await?))
 }
 
+impl Claim {
+    /// Gives the ledger back now (dropping it does too, but a PostgreSQL session closes in the
+    /// background, after `serve` has returned).
+    pub async fn release(self) {
+        if let Exclusive::Node(Some(lock)) = self.0 {
+            lock.release().await;
+        }
+    }
+}
+
 /// [`serve`] with the ledger already claimed.
 pub async fn serve_claimed(
     cfg: &Config,
@@ -355,14 +365,17 @@ pub async fn serve_claimed(
     drain: Duration,
 ) -> Result<(), ServeError> {
     check_exposure(cfg, &listeners)?;
-    let _claim = claim;
     if let (None, Some(addr)) = (&listeners.health, cfg.server.health_addr) {
         listeners.bind_health(addr, "[server] health_addr".into()).await?;
     }
-    if cfg.cluster.failover {
-        return crate::failover::run(cfg, listeners, shutdown, drain).await;
-    }
-    serve_routing(cfg, listeners, shutdown, drain, None).await
+    let served = if cfg.cluster.failover {
+        crate::failover::run(cfg, listeners, shutdown, drain).await
+    } else {
+        serve_routing(cfg, listeners, shutdown, drain, None).await
+    };
+    // Released before returning: a server started next in this process finds the ledger free.
+    claim.release().await;
+    served
 }
 
 /// What a node that took over an active/standby group's leadership routes with.
