@@ -236,7 +236,7 @@ impl AppointmentBook {
     /// queue); publishing the same block again changes nothing. Returns it as stored.
     pub fn publish(&self, a: Availability, now_unix_ms: i64) -> Result<Availability, AppointmentError> {
         self.slot_ms(&a.queue)?;
-        crate::engine::validate_id("operator_id", &a.operator)
+        crate::id::validate_id("operator_id", &a.operator)
             .map_err(|_| invalid("operator_id", "1 to 128 bytes, no control characters"))?;
         if a.end_unix_ms <= a.start_unix_ms {
             return Err(invalid("end_unix_ms", "must follow start_unix_ms"));
@@ -415,7 +415,7 @@ impl AppointmentBook {
     /// Books a slot. Idempotent on the id: the same booking again answers the appointment as it
     /// stands; a different one under a used id is a conflict.
     pub fn book(&self, b: &Booking, now_unix_ms: i64) -> Result<Appointment, AppointmentError> {
-        crate::engine::validate_id("appointment_id", &b.id)
+        crate::id::validate_id("appointment_id", &b.id)
             .map_err(|_| invalid("appointment_id", "1 to 128 bytes, no control characters"))?;
         if !matches!(b.channel, Channel::Voice | Channel::Video) {
             return Err(invalid("channel", "appointments are by voice or video"));

@@ -281,7 +281,7 @@ pub(crate) fn check_skills(skills: &[SkillRequirement]) -> Result<(), (String, &
 /// Checks skill expansion steps (at most 8, by increasing `after_ms`, level drops 0..=9); the
 /// error names the step's field and the problem. Used by the configuration and by `UpdateQueue`.
 pub(crate) fn check_expansion(steps: &[ExpansionStep]) -> Result<(), (String, &'static str)> {
-    if steps.len() > crate::queue::MAX_EXPANSION_STEPS {
+    if steps.len() > MAX_EXPANSION_STEPS {
         return Err(("expansion".into(), "at most 8 steps"));
     }
     for (j, e) in steps.iter().enumerate() {
@@ -318,6 +318,8 @@ fn default_retention() -> u64 {
 pub const MAX_OPERATORS: u32 = 1 << 20;
 /// Upper bound of a contact's or a queue's priority.
 pub const MAX_PRIORITY: u32 = 100;
+/// The most expansion steps a queue may have.
+pub const MAX_EXPANSION_STEPS: usize = 8;
 
 /// Contacts a queue holds when its configuration says nothing.
 pub const DEFAULT_MAX_LENGTH: u32 = 10_000;

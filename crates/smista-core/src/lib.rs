@@ -29,6 +29,7 @@ mod engine;
 pub mod error;
 pub mod event;
 pub mod hours;
+mod id;
 mod idle;
 pub mod model;
 mod operator;
@@ -38,14 +39,15 @@ pub mod sl_window;
 pub mod snapshot;
 pub mod time;
 
+pub use config::MAX_EXPANSION_STEPS;
 pub use engine::callback::CallbackNext;
 pub use engine::operators::{OperatorUpdate, MAX_SKILLS};
-pub use engine::{validate_id, Engine};
+pub use engine::Engine;
 pub use error::{ConfigError, RoutingError};
 pub use event::Event;
+pub use id::validate_id;
 pub use model::{
     Channel, Completion, Decision, DivertReason, Fallback, LoginRequest, OfferRequest, OperatorStatus, Outcome,
     RequestedState, Segment, Skill,
 };
-pub use queue::MAX_EXPANSION_STEPS;
 pub use time::Millis;

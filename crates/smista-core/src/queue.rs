@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{ExpansionStep, QueueConfig, Strategy};
+use crate::config::{ExpansionStep, QueueConfig, Strategy, MAX_EXPANSION_STEPS};
 use crate::hours::Hours;
 use crate::idle::IdleIndex;
 use crate::model::{Channel, Fallback, Segment};
@@ -122,9 +122,6 @@ pub(crate) struct SegmentState {
     pub(crate) waiting: AtomicU32,
     pub(crate) sl_window: SlWindow,
 }
-
-/// The most expansion steps a queue may have.
-pub const MAX_EXPANSION_STEPS: usize = 8;
 
 /// Skill expansion steps in atomics, so eligibility checks read them without a lock: each step
 /// is `after_ms << 8 | level_drop`. An admin's change stores the steps, then the count; a reader

@@ -45,6 +45,7 @@ use crate::calendar::{CentralEurope, Zone};
 use crate::config::{EngineConfig, Strategy, MAX_PRIORITY};
 use crate::error::{ConfigError, RoutingError};
 use crate::event::Event;
+use crate::id::validate_id;
 use crate::model::{
     Channel, Completion, Decision, DivertReason, Fallback, LoginRequest, OfferRequest, OperatorStatus, Outcome,
     RequestedState, Segment,
@@ -66,8 +67,6 @@ mod views;
 const MAX_ATTEMPTS: usize = 32;
 /// Bound on how deep an operator looks into one queue for an eligible contact.
 const SCAN_LIMIT: usize = 256;
-/// Longest accepted identifier, in bytes.
-const MAX_ID_LEN: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CState {
@@ -279,24 +278,6 @@ fn waiting_of(id: &Arc<str>, rec: &Contact, expiry: Option<(Millis, u64)>) -> Wa
         segment: rec.segment,
         pinned: rec.pinned,
     }
-}
-
-/// Checks an id the API receives (contact, operator, session): non-empty, at most 128 bytes, no
-/// control characters. The one rule, used by the engine and by the server before it quotes an id.
-pub fn validate_id(field: &'static str, s: &str) -> Result<(), RoutingError> {
-    if s.is_empty() {
-        return Err(RoutingError::invalid(field, "must not be empty"));
-    }
-    if s.len() > MAX_ID_LEN {
-        return Err(RoutingError::invalid(field, format!("longer than {MAX_ID_LEN} bytes")));
-    }
-    if s.chars().any(crate::error::is_hazard) {
-        return Err(RoutingError::invalid(
-            field,
-            "contains control, line-separator, bidirectional or invisible characters",
-        ));
-    }
-    Ok(())
 }
 
 impl Engine {
