@@ -15,7 +15,7 @@ use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
 use smista_server::config::{Config, LedgerKind};
-use smista_server::server::{serve, Listeners};
+use smista_server::node::{serve, Listeners};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 

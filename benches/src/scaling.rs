@@ -303,7 +303,7 @@ pub const REQUEST_OPERATORS: u32 = 70;
 
 /// The server's shared state on `benches/scenarios/loadtest.toml` without a ledger, with
 /// [`REQUEST_OPERATORS`] operators logged in to `general`. Needs a Tokio runtime to build.
-pub async fn request_state() -> Arc<smista_server::service::Shared> {
+pub async fn request_state() -> Arc<smista_server::app::Shared> {
     use smista_proto::v1 as pb;
     use smista_proto::v1::operator_service_server::OperatorService;
     let text = include_str!("../scenarios/loadtest.toml");
@@ -313,7 +313,7 @@ pub async fn request_state() -> Arc<smista_server::service::Shared> {
     // Nothing ever stops the benches' state: the sender lives as long as the process.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     std::mem::forget(stop_tx);
-    let shared = smista_server::server::build_shared(&cfg, stop_rx).await.expect("shared state");
+    let shared = smista_server::node::build::build_shared(&cfg, stop_rx).await.expect("shared state");
     let ops = smista_server::service::operator::OperatorSvc(shared.clone());
     for i in 0..REQUEST_OPERATORS {
         ops.login(tonic::Request::new(pb::LoginRequest {
@@ -334,7 +334,7 @@ pub async fn request_state() -> Arc<smista_server::service::Shared> {
 /// queued); ticks every `tick_every` so wrap-ups end as the server's tick loop would end them.
 /// Returns the last number used.
 pub async fn request_cycles(
-    shared: &Arc<smista_server::service::Shared>,
+    shared: &Arc<smista_server::app::Shared>,
     t: usize,
     from: u64,
     iters: u64,
@@ -399,7 +399,7 @@ pub async fn request_cycles(
 /// `per_thread` request-path contacts on each of `next.len()` threads, each a current-thread
 /// runtime of its own (as a tokio worker would be), started together; the wall time. `next`
 /// holds where each thread's numbering goes on.
-pub fn run_requests(shared: &Arc<smista_server::service::Shared>, next: &mut [u64], per_thread: u64) -> Duration {
+pub fn run_requests(shared: &Arc<smista_server::app::Shared>, next: &mut [u64], per_thread: u64) -> Duration {
     let threads = next.len();
     let barrier = Arc::new(Barrier::new(threads + 1));
     // Tick often enough that at most half the operators are in wrap-up between ticks.

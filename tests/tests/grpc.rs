@@ -236,13 +236,13 @@ async fn bad_requests_get_precise_status_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_changes_need_an_admin_key_when_credentials_are_configured() {
     let mut cfg = smista_server::config::Config::load(None).expect("demo");
-    let admin = |name: &str, key: &str, roles| smista_server::auth::ApiKey {
+    let admin = |name: &str, key: &str, roles| smista_server::config::auth::ApiKey {
         name: name.into(),
         sha256: smista_server::mint::api_key_hash(key),
         roles,
         operator: None,
     };
-    use smista_server::auth::Role;
+    use smista_server::config::auth::Role;
     cfg.auth.api_keys = vec![
         admin("console", "s3cret", vec![Role::Admin]),
         admin("wallboard", "w4ll", vec![Role::Supervisor]),

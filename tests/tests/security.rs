@@ -354,7 +354,7 @@ async fn a_certificate_reload_takes_effect_without_dropping_open_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_principal_over_its_quota_does_not_hold_back_another() {
     let s = Secure::start(|c| {
-        c.limits.rates.offer = smista_server::limits::Rate { per_second: 20, burst: 20 };
+        c.limits.rates.offer = smista_server::config::limits::Rate { per_second: 20, burst: 20 };
         c.limits.offers_per_caller_per_minute = 3;
     })
     .await;
@@ -394,7 +394,7 @@ async fn one_principal_over_its_quota_does_not_hold_back_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_streams_from_one_principal_are_capped() {
     let s = Secure::start(|c| {
-        c.limits.rates.stream = smista_server::limits::Rate { per_second: 100_000, burst: 100_000 };
+        c.limits.rates.stream = smista_server::config::limits::Rate { per_second: 100_000, burst: 100_000 };
         c.limits.max_streams_per_principal = 64;
     })
     .await;
@@ -598,7 +598,7 @@ async fn a_superseded_watch_ends_aborted_and_bad_input_gets_precise_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_server_is_refused_beyond_loopback_and_state_is_owner_only() {
-    use smista_server::server::{serve, Listeners, ServeError};
+    use smista_server::node::{serve, Listeners, ServeError};
     let mut cfg = Config::load(None).expect("demo");
     cfg.server.data_dir = temp_dir("insecure");
     let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
@@ -617,7 +617,7 @@ async fn an_open_server_is_refused_beyond_loopback_and_state_is_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
         assert_eq!(mode(&cfg.server.data_dir), 0o700);
-        let ledger = cfg.server.data_dir.join(smista_server::server::LEDGER_FILE);
+        let ledger = cfg.server.data_dir.join(smista_server::config::LEDGER_FILE);
         assert_eq!(mode(&ledger), 0o600);
     }
 }
@@ -627,7 +627,7 @@ async fn an_open_server_is_refused_beyond_loopback_and_state_is_owner_only() {
 /// NOT_SERVING before the listener goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_listener_answers_probes_in_plaintext_and_nothing_else() {
-    use smista_server::server::{serve, Listeners};
+    use smista_server::node::{serve, Listeners};
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;

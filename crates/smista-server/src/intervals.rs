@@ -115,7 +115,7 @@ async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ReportCmd::Intervals { target, creds, from, to, interval, time_zone, format, groups } = args.cmd else {
         return Err("not an interval report".into());
     };
-    let tz = smista_server::history::zone(&time_zone)?;
+    let tz = smista_server::clock::zone(&time_zone)?;
     let req = pb::GetIntervalReportRequest {
         from_unix_ms: instant(&from, &tz)?,
         to_unix_ms: instant(&to, &tz)?,
@@ -162,7 +162,7 @@ async fn burn(
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
-    let tz = smista_server::history::Tz(smista_server::history::zone(&b.time_zone)?);
+    let tz = smista_server::clock::Tz(smista_server::clock::zone(&b.time_zone)?);
     let runs_out = if b.projected_exhaustion_unix_ms == 0 {
         "lasts the period at the current rate".to_owned()
     } else {
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn times_and_intervals_parse_in_the_centres_zone() {
-        let rome = smista_server::history::zone("Europe/Rome").expect("zone");
+        let rome = smista_server::clock::zone("Europe/Rome").expect("zone");
         // Local midnight of 29 March 2026 is 23:00 UTC the day before (CET, +01:00).
         assert_eq!(instant("2026-03-29", &rome), Ok(1_774_738_800_000));
         assert_eq!(instant("2026-03-29T03:00", &rome), Ok(1_774_746_000_000), "03:00 CEST = 01:00 UTC");

@@ -1,47 +1,37 @@
 //! # smista-server
 //!
-//! The `smista` service: the gRPC API of `smista.v1` over the routing engine of `smista-core`,
-//! with health checking and reflection, Prometheus metrics, one TOML configuration and graceful
-//! shutdown. Transport only: every routing decision is the engine's.
+//! The `smista` service as a library: the gRPC API of `smista.v1` over the routing engine of
+//! `smista-core`, with health checking and reflection, Prometheus metrics, one TOML
+//! configuration and graceful shutdown. Transport only: every routing decision is the engine's.
+//! The `smista` binary (crate `smista`) runs it; clients use crate `smista-client`.
 //!
-//! - [`config`]: the TOML file and the embedded demo.
-//! - [`connect`]: the client side: TLS roots, client certificates, bearer tokens.
-//! - [`auth`]: principals, roles, credentials (API keys, JWTs, client certificates), the policy.
-//! - [`logfmt`]: human log lines with control characters escaped.
-//! - [`limits`]: quotas per principal, class and caller; stream caps; every configured bound.
-//! - [`transport`]: accepted connections, the connection cap, TLS and its reload.
-//! - [`mint`]: development credentials (a CA, certificates, a JWKS, tokens, API keys).
-//! - [`service`]: the gRPC services (contacts, operators, admin, appointments).
-//! - [`callbacks`]: callbacks booked for later (next opening, next budget period).
-//! - [`queues`]: queue settings admins change at run time, made durable and audited.
-//! - [`lease`]: this node's budget leases when several nodes share budgets.
-//! - [`leadership`]: the active's leadership as its own clock counts it; no reply after it lapses.
-//! - [`hub`]: event stream and operator offer fan-out.
-//! - [`metrics`]: metric names, recording and the `/metrics` endpoint.
-//! - [`error`]: the one mapping of routing errors to gRPC statuses.
-//! - [`server`]: assembly, the routing tick and shutdown.
+//! Modules in layers; each imports only the layers above it in this list (a test in
+//! `tests/tests/layers.rs` fails on a cycle):
+//!
+//! 1. [`config`] (every section, defaults and errors), [`clock`], [`logfmt`], [`datadir`],
+//!    [`metrics`] (names and recording).
+//! 2. [`wire`]: conversions, the error edge, request bounds.
+//! 3. [`edge`]: principals, the policy, JWTs, quotas, connections and TLS, the leadership fence,
+//!    the `/metrics` listener.
+//! 4. [`app`]: the state the services share (`app::Shared`) and what it owns: the event hub,
+//!    contact trails, staffed time, booked callbacks, queue overrides, budget leases.
+//! 5. [`service`] (one file per proto service, the report bodies) and [`tasks`] (tick, lease
+//!    renewal, purge, certificate reload).
+//! 6. [`node`]: serving, single or failover; the one place that assembles the services.
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod callbacks;
+pub mod app;
+pub mod clock;
 pub mod config;
-pub mod connect;
-pub mod convert;
 pub mod datadir;
-pub mod error;
-pub mod events_route;
-pub mod failover;
-pub mod history;
-pub mod hub;
-pub mod leadership;
-pub mod lease;
-pub mod limits;
+pub mod edge;
 pub mod logfmt;
 pub mod metrics;
-pub mod mint;
-pub mod queues;
-pub mod server;
+pub mod node;
 pub mod service;
-pub mod staffing;
-pub mod transport;
+pub mod tasks;
+pub mod wire;
+
+pub mod connect;
+pub mod mint;

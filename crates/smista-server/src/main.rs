@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use smista_server::config::{Config, LogFormat};
-use smista_server::server::{serve_claimed, Listeners};
+use smista_server::node::{serve_claimed, Listeners};
 
 mod client;
 mod intervals;
@@ -225,7 +225,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
     init_tracing(cfg.server.log_format);
     // Every connection is a descriptor: the default soft limit (often 1,024) is far below
     // `[limits] max_connections`.
-    match smista_server::transport::raise_fd_limit() {
+    match smista_server::edge::transport::raise_fd_limit() {
         Some((before, after)) if after < u64::from(cfg.limits.max_connections) + 256 => tracing::warn!(
             before,
             after,
@@ -252,9 +252,9 @@ fn run_serve(args: ServeArgs) -> ExitCode {
             listeners.bind_health(addr, health_origin).await?;
         }
         // An open server beyond loopback is refused before it says it listens.
-        smista_server::server::check_exposure(&cfg, &listeners)?;
+        smista_server::node::check_exposure(&cfg, &listeners)?;
         // So is a second server on this one's ledger.
-        let claim = smista_server::server::claim(&cfg).await?;
+        let claim = smista_server::node::claim(&cfg).await?;
         let (grpc, metrics) = listeners.addrs()?;
         let health = match &listeners.health {
             Some(l) => l.local_addr()?.to_string(),

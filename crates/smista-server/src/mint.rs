@@ -138,7 +138,7 @@ pub fn token(
     if let Some(op) = operator {
         claims["operator_id"] = serde_json::Value::String(op.to_owned());
     }
-    crate::auth::jwt::sign_es256(pkcs8, KID, &claims)
+    crate::edge::auth::jwt::sign_es256(pkcs8, KID, &claims)
 }
 
 /// Mints every credential into `opts.dir`.
@@ -182,7 +182,7 @@ pub fn mint(opts: &Options) -> Result<Minted, String> {
         .map_err(|_| "key generation failed".to_owned())?;
     let kp = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
         .map_err(|_| "key generation failed".to_owned())?;
-    let jwks = serde_json::json!({ "keys": [crate::auth::jwt::es256_jwk(kp.public_key().as_ref(), KID)] });
+    let jwks = serde_json::json!({ "keys": [crate::edge::auth::jwt::es256_jwk(kp.public_key().as_ref(), KID)] });
     write(&p("jwks.json"), jwks.to_string().as_bytes(), false)?;
     write(&p("jwt-signing.pk8"), pkcs8.as_ref(), true)?;
 

@@ -19,13 +19,13 @@ use smista_proto::v1::admin_service_server::AdminService;
 use smista_proto::v1::appointment_service_server::AppointmentService;
 use smista_proto::v1::contact_service_server::ContactService;
 use smista_proto::v1::operator_service_server::OperatorService;
+use smista_server::app::Shared;
 use smista_server::config::{Config, LedgerKind};
-use smista_server::server::build_shared;
+use smista_server::node::build::build_shared;
 use smista_server::service::admin::AdminSvc;
 use smista_server::service::appointment::AppointmentSvc;
 use smista_server::service::contact::ContactSvc;
 use smista_server::service::operator::OperatorSvc;
-use smista_server::service::Shared;
 use tonic::Request;
 
 /// Every method of `smista.v1` (`every_method_is_fuzzed` checks the list against the descriptor

@@ -54,7 +54,7 @@ fn config_file(dir: &Path, base: &str, limits: &str) -> PathBuf {
 /// Raises this test process's open-files limit (soft to hard) and returns how many attack
 /// sockets it can afford, at most `want` (the rest of the process needs a few hundred).
 fn affordable(want: usize) -> usize {
-    let (_, limit) = smista_server::transport::raise_fd_limit().unwrap_or((u64::MAX, u64::MAX));
+    let (_, limit) = smista_server::edge::transport::raise_fd_limit().unwrap_or((u64::MAX, u64::MAX));
     let n = usize::try_from(limit.saturating_sub(300)).unwrap_or(usize::MAX).min(want);
     if n < want {
         eprintln!("open-files hard limit {limit}: {n} attack sockets instead of {want}");
@@ -628,7 +628,7 @@ fn open_mode_takes_mapped_loopback_and_refuses_metrics_beyond_loopback() {
 /// an unspecified address do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_checks_both_addresses_before_anything_else() {
-    use smista_server::server::{check_exposure, Listeners, ServeError};
+    use smista_server::node::{check_exposure, Listeners, ServeError};
     let cfg = smista_server::config::Config::load(None).expect("demo");
     let mapped: SocketAddr = "[::ffff:127.0.0.1]:0".parse().expect("addr");
     let lo: SocketAddr = "127.0.0.1:0".parse().expect("addr");
@@ -638,6 +638,6 @@ async fn serve_checks_both_addresses_before_anything_else() {
     let l = Listeners::bind(lo, any).await.expect("bind");
     let e = check_exposure(&cfg, &l).expect_err("metrics beyond loopback in open mode");
     assert!(matches!(e, ServeError::InsecureMetrics(_)), "{e:?}");
-    let r = smista_server::server::serve(&cfg, l, async {}, Duration::from_millis(10)).await;
+    let r = smista_server::node::serve(&cfg, l, async {}, Duration::from_millis(10)).await;
     assert!(matches!(r, Err(ServeError::InsecureMetrics(_))), "{r:?}");
 }

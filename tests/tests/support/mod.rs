@@ -9,7 +9,7 @@ use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
 use smista_server::config::Config;
-use smista_server::server::{serve, Listeners};
+use smista_server::node::{serve, Listeners};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 

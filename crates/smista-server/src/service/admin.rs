@@ -10,11 +10,12 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
-use super::bounds::Bounded;
-use super::{client_error, Shared};
-use crate::convert;
+use crate::app::queues::QueueOverride;
+use crate::app::Shared;
 use crate::metrics::RpcTimer;
-use crate::queues::QueueOverride;
+use crate::wire::bounds::Bounded;
+use crate::wire::convert;
+use crate::wire::error::client_error;
 
 /// A wire strategy (UNSPECIFIED: unchanged).
 fn strategy(v: i32) -> Result<Option<Strategy>, Status> {
@@ -35,7 +36,7 @@ pub struct AdminSvc(pub Arc<Shared>);
 fn budget_pb(s: &Shared, v: BudgetView) -> pb::BudgetSnapshot {
     let extra = s.extra_budget_diversions(&v.id, &v.period);
     let renewed_ago =
-        crate::lease::describe(&s.leases, &v.id, s.clock.unix_ms(s.clock.now()) as i64).map_or(0, |(_, ago)| ago);
+        crate::app::lease::describe(&s.leases, &v.id, s.clock.unix_ms(s.clock.now()) as i64).map_or(0, |(_, ago)| ago);
     pb::BudgetSnapshot {
         budget_id: v.id,
         period: v.period,
@@ -86,7 +87,7 @@ impl AdminService for AdminSvc {
             let req = request.get_ref();
             self.0.engine.set_queue_open(&req.queue, req.open).map_err(client_error)?;
             let change = QueueOverride { open: Some(req.open), ..QueueOverride::default() };
-            crate::queues::record(&self.0, &req.queue, &change, &p.name).await?;
+            crate::app::queues::record(&self.0, &req.queue, &change, &p.name).await?;
             Ok(pb::SetQueueOpenResponse {})
         }
         .await;
@@ -143,7 +144,7 @@ impl AdminService for AdminSvc {
                 return Err(Status::invalid_argument("hours and clear_hours: set one"));
             }
             self.0.engine.update_queue(&req.queue, &change.update()).map_err(client_error)?;
-            crate::queues::record(&self.0, &req.queue, &change, &p.name).await?;
+            crate::app::queues::record(&self.0, &req.queue, &change, &p.name).await?;
             Ok(pb::UpdateQueueResponse {})
         }
         .await;
@@ -161,7 +162,7 @@ impl AdminService for AdminSvc {
             let Some(l) = &self.0.ledger else {
                 return Err(Status::failed_precondition("no ledger: queue changes are not recorded"));
             };
-            let rows = l.queue_audit(&req.queue).await.map_err(crate::error::ledger_status)?;
+            let rows = l.queue_audit(&req.queue).await.map_err(crate::wire::error::ledger_status)?;
             Ok(pb::ListQueueAuditResponse {
                 records: rows
                     .into_iter()
@@ -233,11 +234,11 @@ impl AdminService for AdminSvc {
             let req = request.get_ref();
             let s = &self.0;
             let b = &s.bounds;
-            if req.reason.trim().is_empty() || req.reason.len() > super::MAX_REASON || req.reason.chars().any(smista_core::error::is_hazard)
+            if req.reason.trim().is_empty() || req.reason.len() > crate::wire::bounds::MAX_REASON || req.reason.chars().any(smista_core::error::is_hazard)
             {
                 return Err(Status::invalid_argument("reason: required, at most 1 KiB, no control characters"));
             }
-            if req.note.len() > 64 * super::MAX_REASON || req.actor.len() > 64 * super::MAX_REASON {
+            if req.note.len() > 64 * crate::wire::bounds::MAX_REASON || req.actor.len() > 64 * crate::wire::bounds::MAX_REASON {
                 return Err(Status::invalid_argument("note too long"));
             }
             if let Some(c) = req.ceiling_cents {
@@ -258,7 +259,7 @@ impl AdminService for AdminSvc {
                     )));
                 }
             }
-            let note = super::sanitize_note(if req.note.is_empty() { &req.actor } else { &req.note });
+            let note = crate::wire::bounds::sanitize_note(if req.note.is_empty() { &req.actor } else { &req.note });
             let tariffs = req
                 .tariffs
                 .iter()
@@ -283,7 +284,7 @@ impl AdminService for AdminSvc {
                     &smista_core::book::AmendedBy { actor: &p.name, note: &note, reason: &req.reason },
                     now,
                 )
-                .map_err(crate::error::budget_status)?;
+                .map_err(crate::wire::error::budget_status)?;
             // The reason and note in full are in the audit record; a log line quotes 128 bytes.
             tracing::info!(budget = %req.budget_id, principal = %p.name, note = %smista_core::error::clip(&note), reason = %smista_core::error::clip(&req.reason), ceiling_cents = ?req.ceiling_cents, tariffs = tariffs.len(), "budget amended");
             crate::metrics::refresh_budget_gauges(&s.book, now);
@@ -308,7 +309,7 @@ impl AdminService for AdminSvc {
                 .durable(&smista_ledger::Key::Budget(request.get_ref().budget_id.clone()))
                 .await
                 .map(|()| v)
-                .map_err(crate::error::ledger_status),
+                .map_err(crate::wire::error::ledger_status),
             (r, _) => r,
         };
         t.finish(&r);
@@ -331,7 +332,7 @@ impl AdminService for AdminSvc {
         request: Request<pb::GetIntervalReportRequest>,
     ) -> Result<Response<pb::GetIntervalReportResponse>, Status> {
         let t = RpcTimer::start("GetIntervalReport");
-        let r = crate::history::interval_page(&self.0, request.get_ref()).await;
+        let r = crate::service::reports::interval_page(&self.0, request.get_ref()).await;
         t.finish(&r);
         r.map(Response::new)
     }
@@ -341,7 +342,7 @@ impl AdminService for AdminSvc {
         request: Request<pb::GetBudgetBurnRequest>,
     ) -> Result<Response<pb::GetBudgetBurnResponse>, Status> {
         let t = RpcTimer::start("GetBudgetBurn");
-        let r = crate::history::budget_burn(&self.0, &request.get_ref().budget_id).await;
+        let r = crate::service::reports::budget_burn(&self.0, &request.get_ref().budget_id).await;
         t.finish(&r);
         r.map(Response::new)
     }
@@ -365,7 +366,7 @@ fn audit_page(
     } else {
         page_token.parse::<usize>().map_err(|_| Status::invalid_argument("page_token does not parse"))?
     };
-    let records = s.book.audit(budget).map_err(crate::error::budget_status)?;
+    let records = s.book.audit(budget).map_err(crate::wire::error::budget_status)?;
     if start > records.len() {
         return Err(Status::invalid_argument("page_token is beyond the trail"));
     }

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use smista_core::appointments::{Appointment, AppointmentError, AppointmentState, Availability, Booking};
-use smista_core::OfferRequest;
 use smista_proto::v1 as pb;
 use smista_proto::v1::appointment_service_server::AppointmentService;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
-use crate::convert;
+use crate::app::Shared;
 use crate::metrics::RpcTimer;
+use crate::wire::convert;
 
 /// The appointments service.
 #[derive(Debug, Clone)]
@@ -66,7 +65,7 @@ impl AppointmentSvc {
     /// Makes `a` durable (when there is a ledger) before the reply.
     async fn persist(&self, a: &Appointment) -> Result<(), Status> {
         match &self.0.ledger {
-            Some(l) => l.put_appointment(a, self.now_unix()).await.map_err(crate::error::ledger_status),
+            Some(l) => l.put_appointment(a, self.now_unix()).await.map_err(crate::wire::error::ledger_status),
             None => Ok(()),
         }
     }
@@ -82,7 +81,7 @@ impl AppointmentService for AppointmentSvc {
         let r = async {
             let principal = self.0.principal(&request)?;
             let req = request.into_inner();
-            if !principal.roles.has(crate::auth::Role::Supervisor) {
+            if !principal.roles.has(crate::config::auth::Role::Supervisor) {
                 principal.check_operator(&req.operator_id)?;
             }
             let a = Availability {
@@ -94,7 +93,7 @@ impl AppointmentService for AppointmentSvc {
             };
             let a = self.0.appointments.publish(a, self.now_unix()).map_err(status)?;
             if let Some(l) = &self.0.ledger {
-                l.put_availability(&a).await.map_err(crate::error::ledger_status)?;
+                l.put_availability(&a).await.map_err(crate::wire::error::ledger_status)?;
             }
             Ok(pb::PublishAvailabilityResponse {})
         }
@@ -111,13 +110,13 @@ impl AppointmentService for AppointmentSvc {
         let r = async {
             let principal = self.0.principal(&request)?;
             let req = request.into_inner();
-            if !principal.roles.has(crate::auth::Role::Supervisor) {
+            if !principal.roles.has(crate::config::auth::Role::Supervisor) {
                 principal.check_operator(&req.operator_id)?;
             }
             let start = ms("start_unix_ms", req.start_unix_ms)?;
             let gone = self.0.appointments.withdraw(&req.operator_id, start).map_err(status)?;
             if let (Some(l), Some(_)) = (&self.0.ledger, &gone) {
-                l.delete_availability(&req.operator_id, start).await.map_err(crate::error::ledger_status)?;
+                l.delete_availability(&req.operator_id, start).await.map_err(crate::wire::error::ledger_status)?;
             }
             Ok(pb::WithdrawAvailabilityResponse { withdrawn: gone.is_some() })
         }
@@ -240,46 +239,4 @@ impl AppointmentService for AppointmentSvc {
         t.finish(&r);
         r.map(Response::new)
     }
-}
-
-/// The tick's part: keeps booked operators from ordinary offers from `guard_ms` before their
-/// slots, and turns appointments whose slot started into contacts (made durable as started).
-pub async fn drive(shared: &Shared, now: smista_core::Millis) {
-    let unix = i64::try_from(shared.clock.unix_ms(now)).unwrap_or(i64::MAX);
-    for (operator, until) in shared.appointments.holds(unix) {
-        if let Some(t) = shared.clock.from_unix(until) {
-            shared.engine.hold_operator(&operator, t);
-        }
-    }
-    let due = shared.appointments.due(unix);
-    if due.is_empty() {
-        return;
-    }
-    let mut ev = Vec::new();
-    for a in &due {
-        let grace = shared.appointments.rules(&a.queue).map_or(0, |r| r.grace_ms);
-        let req = OfferRequest {
-            contact_id: a.id.clone(),
-            queue: a.queue.clone(),
-            channel: a.channel,
-            priority: 0,
-            language: String::new(),
-            segment: a.segment,
-            max_patience_ms: 0,
-            arrived: shared.clock.from_unix(a.start_unix_ms),
-            caller_key: String::new(),
-        };
-        let received = i64::try_from(shared.clock.unix_ms(now)).unwrap_or(i64::MAX);
-        shared.history.arrive(&a.id, &a.queue, a.start_unix_ms.min(received), received, "");
-        match shared.engine.offer_appointment(&req, &a.operator, grace, now, &mut ev) {
-            Ok(d) => crate::metrics::record_decision(&a.queue, a.channel, &d),
-            Err(e) => tracing::warn!(appointment = %a.id, error = %e, "appointment not routed at its slot"),
-        }
-        if let Some(l) = &shared.ledger {
-            if let Err(e) = l.put_appointment(a, unix).await {
-                tracing::warn!(appointment = %a.id, error = %e, "appointment's start not recorded in the ledger");
-            }
-        }
-    }
-    shared.publish(&ev, now);
 }

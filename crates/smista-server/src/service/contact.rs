@@ -9,9 +9,10 @@ use smista_proto::v1::contact_service_server::ContactService;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{client_error, Shared};
-use crate::convert;
+use crate::app::Shared;
 use crate::metrics::{record_decision, RpcTimer};
+use crate::wire::convert;
+use crate::wire::error::client_error;
 
 /// The telephony platform's service.
 #[derive(Debug, Clone)]
@@ -117,7 +118,7 @@ impl ContactService for ContactSvc {
             let not_before = i64::try_from(req.not_before_unix_ms)
                 .map_err(|_| Status::invalid_argument("not_before_unix_ms out of range"))?;
             let (id, due) =
-                crate::callbacks::schedule(&self.0, &req.contact_id, &req.queue, segment, not_before).await?;
+                crate::app::callbacks::schedule(&self.0, &req.contact_id, &req.queue, segment, not_before).await?;
             Ok(pb::ScheduleCallbackResponse { callback_contact_id: id, due_unix_ms: u64::try_from(due).unwrap_or(0) })
         }
         .await;
@@ -127,13 +128,13 @@ impl ContactService for ContactSvc {
 
     type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<pb::ContactEvent, Status>> + Send + 'static>>;
 
-    /// Served over the network by [`crate::events_route`], which sends each event's bytes as
+    /// Served over the network by [`crate::service::events`], which sends each event's bytes as
     /// encoded once for every reader; this form (decoded messages) is for callers in process.
     async fn stream_events(
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let events = crate::events_route::open(&self.0, request)?;
+        let events = crate::service::events::open(&self.0, request)?;
         let decoded = events.map(|r| {
             r.and_then(|wire| {
                 prost::Message::decode(wire).map_err(|e| Status::internal(format!("event not decodable: {e}")))

@@ -7,11 +7,12 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::operator_service_server::OperatorService;
 use tonic::{Request, Response, Status};
 
-use super::bounds::Bounded;
-use super::{client_error, Shared};
-use crate::convert;
-use crate::hub::Guarded;
+use crate::app::hub::Guarded;
+use crate::app::Shared;
 use crate::metrics::RpcTimer;
+use crate::wire::bounds::Bounded;
+use crate::wire::convert;
+use crate::wire::error::client_error;
 
 /// The operator desktop's service.
 #[derive(Debug, Clone)]
@@ -118,7 +119,7 @@ impl OperatorService for OperatorSvc {
             // A contact of theirs from before a restart may still be in service: no offer until
             // it ends (it is unknown to the engine, which would otherwise see them free).
             if self.0.recovered_with(&r.operator_id) > 0 {
-                r.paused = Some(super::RECOVERY_PAUSE.to_owned());
+                r.paused = Some(crate::app::RECOVERY_PAUSE.to_owned());
             }
             r
         });
@@ -140,7 +141,7 @@ impl OperatorService for OperatorSvc {
         let p = self.0.principal(&request)?;
         let req = request.get_ref();
         // A supervisor may force anyone out; a desk logs out only itself.
-        if !(req.force && p.roles.has(crate::auth::Role::Supervisor)) {
+        if !(req.force && p.roles.has(crate::config::auth::Role::Supervisor)) {
             p.check_operator(&req.operator_id)?;
         }
         let req = request.into_inner();
@@ -155,7 +156,7 @@ impl OperatorService for OperatorSvc {
     async fn set_state(&self, request: Request<pb::SetStateRequest>) -> Result<Response<pb::SetStateResponse>, Status> {
         self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
         let req = request.into_inner();
-        if req.reason.len() > crate::service::MAX_REASON || req.reason.chars().any(smista_core::error::is_hazard) {
+        if req.reason.len() > crate::wire::bounds::MAX_REASON || req.reason.chars().any(smista_core::error::is_hazard) {
             return Err(Status::invalid_argument("reason: at most 1 KiB, no control characters"));
         }
         let state = match pb::OperatorStatus::try_from(req.status) {

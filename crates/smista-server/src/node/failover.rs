@@ -43,12 +43,12 @@ use tonic::Status;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
-use crate::server::{Listeners, ServeError};
+use crate::edge::transport::Tls;
+use crate::node::{Listeners, ServeError};
 use crate::service::admin::AdminSvc;
 use crate::service::appointment::AppointmentSvc;
 use crate::service::contact::ContactSvc;
 use crate::service::operator::OperatorSvc;
-use crate::transport::Tls;
 
 /// The metadata key naming the active node's address on a standby's UNAVAILABLE.
 pub const ACTIVE_HEADER: &str = "smista-active";
@@ -83,7 +83,7 @@ pub async fn run(
     crate::metrics::set_leader(&c.group, Some(epoch));
     let (lost_tx, lost) = watch::channel(false);
     // Counted from before the winning attempt was sent, less a renewal period of margin.
-    let leadership = crate::leadership::Leadership::until(
+    let leadership = crate::edge::leadership::Leadership::until(
         sent + Duration::from_millis(c.leader_ttl_ms) - Duration::from_millis(c.leader_renew_ms),
     );
     let keeper = tokio::spawn(keep(
@@ -113,12 +113,12 @@ pub async fn run(
         let _ = lost_hard.wait_for(|l| *l).await;
         tokio::time::sleep(drain + Duration::from_millis(300)).await;
     };
-    let active = crate::server::Active {
+    let active = crate::node::routing::Active {
         staff_grace: Duration::from_millis(c.takeover_grace_ms),
         leadership: leadership.clone(),
     };
     let served = tokio::select! {
-        r = crate::server::serve_routing(cfg, listeners, stop, drain, Some(active)) => r,
+        r = crate::node::routing::serve_routing(cfg, listeners, stop, drain, Some(active)) => r,
         () = hard_stop => Err(ServeError::LostLeadership),
     };
     keeper.abort();
@@ -153,10 +153,10 @@ async fn standby(
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics_http = tokio::spawn(crate::metrics::serve_http(
+    let metrics_http = tokio::spawn(crate::edge::metrics_http::serve_http(
         clone(&listeners.metrics)?,
         handle,
-        crate::metrics::HttpLimits::of(&cfg.limits),
+        crate::edge::metrics_http::HttpLimits::of(&cfg.limits),
         stop_rx.clone(),
     ));
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -166,14 +166,15 @@ async fn standby(
     reporter.set_not_serving::<AppointmentServiceServer<AppointmentSvc>>().await;
     // The process itself is healthy (liveness): only the routing services are not here.
     reporter.set_service_status("", ServingStatus::Serving).await;
-    let (reflection, reflection_v1alpha) = crate::server::reflection()?;
+    let (reflection, reflection_v1alpha) = crate::node::routing::reflection()?;
     let health_only = match &listeners.health {
-        Some(l) => Some(crate::server::serve_health(clone(l)?, health.clone(), &cfg.limits)),
+        Some(l) => Some(crate::node::routing::serve_health(clone(l)?, health.clone(), &cfg.limits)),
         None => None,
     };
     let active = Arc::new(Mutex::new(String::new()));
     let lim = &cfg.limits;
-    let incoming = crate::transport::incoming(clone(&listeners.grpc)?, tls, crate::transport::ConnLimits::of(lim));
+    let incoming =
+        crate::edge::transport::incoming(clone(&listeners.grpc)?, tls, crate::edge::transport::ConnLimits::of(lim));
     let mut stopped = stop_rx.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -234,7 +235,7 @@ async fn keep(
     elector: Elector,
     group: String,
     epoch: i64,
-    leadership: Arc<crate::leadership::Leadership>,
+    leadership: Arc<crate::edge::leadership::Leadership>,
     ttl: Duration,
     every: Duration,
     lost: watch::Sender<bool>,
@@ -334,6 +335,6 @@ where
                 status.metadata_mut().insert(ACTIVE_HEADER, v);
             }
         }
-        Box::pin(async move { Ok(crate::auth::refuse(req.into_body(), status).await) })
+        Box::pin(async move { Ok(crate::edge::auth::refuse(req.into_body(), status).await) })
     }
 }

@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn rs256_tokens_verify_against_an_rsa_jwk() {
         // A 2048-bit test key, PKCS#1 DER (tests/fixtures, made with `openssl genpkey -algorithm RSA`).
-        let der = include_bytes!("../../tests/fixtures/rsa-test-key.der");
+        let der = include_bytes!("../../../tests/fixtures/rsa-test-key.der");
         let kp = signature::RsaKeyPair::from_der(der).expect("rsa key");
         let public: RsaPublicKeyComponents<Vec<u8>> = kp.public().into();
         let jwk = serde_json::json!({

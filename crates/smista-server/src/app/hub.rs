@@ -31,11 +31,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use crate::convert;
-use crate::limits::StreamGuard;
-
-/// Most queue names one StreamEvents filter may list.
-pub const MAX_FILTER_QUEUES: usize = 64;
+use crate::edge::limits::StreamGuard;
+use crate::wire::bounds::MAX_FILTER_QUEUES;
+use crate::wire::convert;
 
 /// Highest `StreamEventsRequest.max_delay_ms`.
 pub const MAX_DELAY_MS: u32 = 60_000;
@@ -411,7 +409,7 @@ impl<T: Send + Sync + 'static> Wait<T> {
 /// its own). When woken it takes every event since its cursor (up to 256 at a
 /// time) from the ring and hands on those of its queues together, so one wake-up and one write
 /// carry a whole batch. Items are encoded `ContactEvent`s, each encoded once for all readers
-/// (served by [`crate::events_route`]).
+/// (served by [`crate::service::events`]).
 pub struct EventStream {
     log: Arc<EventLog>,
     /// The last sequence read from the ring.
@@ -644,8 +642,8 @@ mod tests {
     }
 
     fn guard() -> StreamGuard {
-        let limits = Arc::new(crate::limits::Limits::new(&crate::limits::LimitsSection::default()));
-        limits.open_stream(&crate::auth::Principal::anonymous()).expect("under the cap")
+        let limits = Arc::new(crate::edge::limits::Limits::new(&crate::config::limits::LimitsSection::default()));
+        limits.open_stream(&crate::edge::auth::Principal::anonymous()).expect("under the cap")
     }
 
     fn req(after_epoch: u64, after_sequence: u64, queues: &[&str]) -> pb::StreamEventsRequest {

@@ -118,7 +118,7 @@ where
             return Box::pin(self.inner.call(req));
         };
         if !lead.is_valid() {
-            return Box::pin(async move { Ok(crate::auth::refuse(req.into_body(), not_active()).await) });
+            return Box::pin(async move { Ok(crate::edge::auth::refuse(req.into_body(), not_active()).await) });
         }
         let fut = self.inner.call(req);
         Box::pin(async move {

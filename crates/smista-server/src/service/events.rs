@@ -3,7 +3,7 @@
 //! The generated service encodes each message it sends: with 500 wallboards every event would be
 //! converted and encoded 500 times. This route takes the method's path before the generated
 //! service sees it and streams the bytes each event was encoded into once (see
-//! [`crate::hub::EventStream`]); tonic still frames them, batches what is ready into one HTTP/2
+//! [`crate::app::hub::EventStream`]); tonic still frames them, batches what is ready into one HTTP/2
 //! write, and ends the stream with its status. Every other path goes to the generated service.
 //! The wire format is the proto's: clients see no difference.
 
@@ -19,9 +19,9 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
-use crate::hub::EventStream;
+use crate::app::hub::EventStream;
+use crate::app::Shared;
 use crate::service::contact::ContactSvc;
-use crate::service::Shared;
 
 /// The method this route serves itself.
 pub const PATH: &str = "/smista.v1.ContactService/StreamEvents";
@@ -29,7 +29,7 @@ pub const PATH: &str = "/smista.v1.ContactService/StreamEvents";
 /// Opens a reader for `request`: the caller's role was checked by the auth layer; here its
 /// filter and its place under the stream caps.
 pub fn open(s: &Shared, request: Request<pb::StreamEventsRequest>) -> Result<EventStream, Status> {
-    crate::service::bounds::Bounded::check_bounds(request.get_ref())?;
+    crate::wire::bounds::Bounded::check_bounds(request.get_ref())?;
     let principal = s.principal(&request)?;
     let req = request.into_inner();
     s.log.queue_indices(&req.queues)?;

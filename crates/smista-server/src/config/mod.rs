@@ -60,6 +60,12 @@
 //! [[budgets]]            # capped budgets: see smista_core::book::BudgetConfig
 //! ```
 
+pub mod auth;
+pub mod cluster;
+pub mod history;
+pub mod limits;
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -68,8 +74,11 @@ use smista_core::book::BudgetConfig;
 use smista_core::config::{EngineConfig, GroupConfig, QueueConfig};
 use thiserror::Error;
 
+/// The ledger's file name in the data directory.
+pub const LEDGER_FILE: &str = "ledger.db";
+
 /// The embedded demo configuration, used when no file is given.
-pub const DEMO: &str = include_str!("../demo.toml");
+pub const DEMO: &str = include_str!("../../demo.toml");
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -177,7 +186,7 @@ impl LedgerSection {
         match self.kind {
             LedgerKind::None => None,
             LedgerKind::Sqlite => {
-                Some(smista_ledger::Target::Sqlite { path: data_dir.join(crate::server::LEDGER_FILE), create: true })
+                Some(smista_ledger::Target::Sqlite { path: data_dir.join(crate::config::LEDGER_FILE), create: true })
             }
             LedgerKind::Postgres => Some(smista_ledger::Target::Postgres {
                 url: self.url.clone(),
@@ -237,19 +246,19 @@ pub struct Config {
     pub budgets: Vec<BudgetConfig>,
     /// `[tls]`.
     #[serde(default)]
-    pub tls: Option<crate::transport::TlsSection>,
+    pub tls: Option<crate::config::tls::TlsSection>,
     /// `[auth]`.
     #[serde(default)]
-    pub auth: crate::auth::AuthSection,
+    pub auth: crate::config::auth::AuthSection,
     /// `[limits]`.
     #[serde(default)]
-    pub limits: crate::limits::LimitsSection,
+    pub limits: crate::config::limits::LimitsSection,
     /// `[cluster]`.
     #[serde(default)]
-    pub cluster: crate::lease::ClusterSection,
+    pub cluster: crate::config::cluster::ClusterSection,
     /// `[history]`.
     #[serde(default)]
-    pub history: crate::history::HistorySection,
+    pub history: crate::config::history::HistorySection,
 }
 
 /// A configuration that cannot be used, with where and why.

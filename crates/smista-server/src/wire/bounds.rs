@@ -22,7 +22,7 @@ pub const MAX_WEEKLY: usize = 32;
 /// Closed dates, and extra openings, of a queue.
 pub const MAX_DATES: usize = 400;
 /// Queues in an event filter.
-pub const MAX_FILTER_QUEUES: usize = crate::hub::MAX_FILTER_QUEUES;
+pub const MAX_FILTER_QUEUES: usize = 64;
 
 /// Bytes of one entry of a repeated text field (a weekly range, a date, a queue name): the
 /// parsers trim and skip, so without it a valid range padded with megabytes of spaces is kept,
@@ -110,6 +110,33 @@ impl Bounded for pb::StreamEventsRequest {
     }
 }
 
+/// Longest free text (reasons, notes) a request may carry, in bytes.
+pub const MAX_REASON: usize = 1024;
+
+/// Free text a client sent, kept for humans: cut to [`MAX_REASON`] bytes, control characters
+/// replaced by spaces and the other hazards (line separators, bidirectional and invisible
+/// characters: [`smista_core::error::is_hazard`]) written as escapes, so it can neither forge a
+/// log line, nor reorder an audit record, nor bloat one.
+#[must_use]
+pub fn sanitize_note(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_REASON));
+    for c in s.chars() {
+        let before = out.len();
+        if c.is_control() {
+            out.push(' ');
+        } else if smista_core::error::is_hazard(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_REASON {
+            out.truncate(before);
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +161,18 @@ mod tests {
         };
         let e = req.check_bounds().unwrap_err();
         assert!(e.message().starts_with("hours.weekly[1]: at most 128 bytes"), "{}", e.message());
+    }
+
+    #[test]
+    fn notes_lose_control_characters_and_excess() {
+        assert_eq!(sanitize_note("M. Rossi\nINFO forged line\u{1b}[31m"), "M. Rossi INFO forged line [31m");
+        assert_eq!(sanitize_note("ok\u{202E}gnp.exe\u{2028}x"), "ok\\u{202e}gnp.exe\\u{2028}x");
+        let long = "è".repeat(4096);
+        let n = sanitize_note(&long);
+        assert!(n.len() <= MAX_REASON && n.chars().all(|c| c == 'è'));
+        let check = |id: &str| smista_core::validate_id("operator_id", id).map_err(crate::wire::error::client_error);
+        assert_eq!(check(&"x".repeat(129)).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(check("op\n1").unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert!(check("op-101").is_ok());
     }
 }

@@ -50,6 +50,13 @@ pub fn ledger_status(e: smista_ledger::LedgerError) -> Status {
     Status::unavailable(format!("{e}; the request may be retried"))
 }
 
+/// A client error, logged at debug level, counted, returned.
+pub fn client_error(e: smista_core::RoutingError) -> Status {
+    let s = status(e);
+    tracing::debug!(code = ?s.code(), message = s.message(), "request refused");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

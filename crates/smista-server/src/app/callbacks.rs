@@ -12,7 +12,7 @@ use smista_core::{Channel, Decision, DivertReason, Millis, OfferRequest, Segment
 use smista_ledger::ScheduledCallback;
 use tonic::Status;
 
-use crate::service::Shared;
+use crate::app::Shared;
 
 /// The id a booked callback is offered under at its `try`-th offer (0 first): `<id>~cb1`,
 /// `<id>~cb2`... (a diverted id cannot be offered again within the retention).
@@ -69,7 +69,7 @@ fn due_from(shared: &Shared, queue: &str, at: i64, for_money: bool) -> Result<i6
         }
     }
     let t = shared.clock.from_unix(due).unwrap_or_else(|| shared.clock.now());
-    let open = shared.engine.next_opening(queue, t).map_err(crate::service::client_error)?;
+    let open = shared.engine.next_opening(queue, t).map_err(crate::wire::error::client_error)?;
     Ok(open.map_or(due, |o| unix(shared, o).max(due)))
 }
 
@@ -81,7 +81,7 @@ pub async fn schedule(
     segment: Segment,
     not_before_unix_ms: i64,
 ) -> Result<(String, i64), Status> {
-    smista_core::validate_id("contact_id", contact_id).map_err(crate::service::client_error)?;
+    smista_core::validate_id("contact_id", contact_id).map_err(crate::wire::error::client_error)?;
     if contact_id.len() > 118 {
         return Err(Status::invalid_argument("contact_id: at most 118 bytes (the callback's id adds `~cbN`)"));
     }
@@ -113,7 +113,7 @@ pub async fn schedule(
         tries: 0,
     };
     if let Some(l) = &shared.ledger {
-        l.put_scheduled_callback(&c).await.map_err(crate::error::ledger_status)?;
+        l.put_scheduled_callback(&c).await.map_err(crate::wire::error::ledger_status)?;
     }
     shared.scheduled.0.lock().entry(contact_id.to_owned()).or_insert(c);
     tracing::info!(queue = %queue, due_unix_ms = due, for_money, "callback booked");

@@ -111,7 +111,7 @@ pub fn decision(
     contact_id: String,
     d: &Decision,
     now: Millis,
-    clock: &crate::service::Clock,
+    clock: &crate::clock::Clock,
 ) -> pb::OfferContactResponse {
     use pb::offer_contact_response::Decision as D;
     let decision = match d {

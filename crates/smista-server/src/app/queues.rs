@@ -133,7 +133,7 @@ impl Overrides {
 /// Records `change` of `queue` by `actor`: merged, then written to the ledger with its audit
 /// record (when there is a ledger).
 pub async fn record(
-    shared: &crate::service::Shared,
+    shared: &crate::app::Shared,
     queue: &str,
     change: &QueueOverride,
     actor: &str,
@@ -146,14 +146,14 @@ pub async fn record(
         Some(l) => l
             .record_queue_change(queue, &settings.to_text(), now, actor, &change.to_text())
             .await
-            .map_err(crate::error::ledger_status),
+            .map_err(crate::wire::error::ledger_status),
         None => Ok(()),
     }
 }
 
 /// Applies the overrides the ledger holds over the configuration (at start-up). A queue no
 /// longer configured, or a stored override the engine refuses, is skipped with a warning.
-pub async fn restore(shared: &crate::service::Shared) -> Result<(), smista_ledger::LedgerError> {
+pub async fn restore(shared: &crate::app::Shared) -> Result<(), smista_ledger::LedgerError> {
     let Some(l) = &shared.ledger else { return Ok(()) };
     for (queue, text) in l.queue_settings().await? {
         let o: QueueOverride = match toml::from_str(&text) {

@@ -14,57 +14,22 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::tls::{ClientAuth, TlsSection};
 use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
 use std::future::Future as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
-
-/// Whether clients must present a certificate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
-    /// A certificate is verified if presented; clients may use a bearer token instead.
-    #[default]
-    Optional,
-    /// Every client must present a certificate the CA signed.
-    Required,
-}
-
-/// `[tls]`: serve gRPC over TLS.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    /// The server's certificate chain (PEM).
-    pub cert_file: PathBuf,
-    /// Its private key (PEM, PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// CA certificates (PEM) that sign client certificates; enables mutual TLS.
-    #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
-    /// With `client_ca_file`: whether a client certificate is required.
-    #[serde(default)]
-    pub client_auth: ClientAuth,
-    /// How often the files are checked for changes, ms (SIGHUP reloads at once).
-    #[serde(default = "default_poll")]
-    pub reload_poll_ms: u64,
-}
-
-fn default_poll() -> u64 {
-    2_000
-}
 
 /// What the server knows of a connection's peer; in every request's extensions.
 #[derive(Clone, Debug, Default)]
@@ -465,7 +430,7 @@ pub struct ConnLimits {
 impl ConnLimits {
     /// From `[limits]`.
     #[must_use]
-    pub fn of(l: &crate::limits::LimitsSection) -> ConnLimits {
+    pub fn of(l: &crate::config::limits::LimitsSection) -> ConnLimits {
         ConnLimits {
             max_connections: l.max_connections,
             max_per_address: l.max_connections_per_address,

@@ -9,7 +9,7 @@
 //!    or, without a bearer token, from its TLS client certificate; verified tokens are cached
 //!    until they expire, so a desk pays one signature check per token, not per RPC;
 //! 3. one of the method's roles must be held;
-//! 4. the principal's quota for the method's class must allow it ([`crate::limits`]).
+//! 4. the principal's quota for the method's class must allow it ([`crate::edge::limits`]).
 //!
 //! Failures answer UNAUTHENTICATED (no or bad credential), PERMISSION_DENIED (no role) or
 //! RESOURCE_EXHAUSTED (quota, with `retry-after-ms`), count in `smista_auth_failures_total` or
@@ -29,55 +29,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use futures_util::future::Either;
 use parking_lot::RwLock;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::Status;
 
-use crate::limits::{Class, Limits};
-use crate::transport::PeerInfo;
-
-/// A role: what kind of client a principal is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The telephony platform: ContactService.
-    Platform,
-    /// An operator desk: OperatorService, bound to one operator id.
-    Desk,
-    /// A supervisor: snapshot, events, audit trail, forced logouts.
-    Supervisor,
-    /// An administrator: every change to queues and budgets.
-    Admin,
-}
-
-impl Role {
-    const fn bit(self) -> u8 {
-        match self {
-            Role::Platform => 1,
-            Role::Desk => 2,
-            Role::Supervisor => 4,
-            Role::Admin => 8,
-        }
-    }
-
-    /// The role's name in configuration files and tokens.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::Platform => "platform",
-            Role::Desk => "desk",
-            Role::Supervisor => "supervisor",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses a role name.
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Role> {
-        [Role::Platform, Role::Desk, Role::Supervisor, Role::Admin].into_iter().find(|r| r.as_str() == s)
-    }
-}
+use crate::config::auth::{AuthSection, JwtSection, Role};
+use crate::edge::limits::{Class, Limits};
+use crate::edge::transport::PeerInfo;
 
 /// A set of roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -218,114 +176,6 @@ const OPEN_PREFIXES: &[&str] = &["/grpc.health.v1.", "/grpc.reflection."];
 
 fn policy(path: &str) -> Option<(Roles, Class)> {
     POLICY.iter().find(|(p, _, _)| *p == path).map(|(_, r, c)| (*r, *c))
-}
-
-/// `[auth]`: how callers prove who they are. With nothing configured the server is open (every
-/// caller holds every role), which `smista serve` allows only on loopback or with `--insecure`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSection {
-    /// JWTs of the identity provider.
-    pub jwt: Option<JwtSection>,
-    /// Static API keys (for the telephony platform and admin tools).
-    pub api_keys: Vec<ApiKey>,
-    /// TLS client certificates mapped to principals (needs `[tls] client_ca_file`).
-    pub client_certs: Vec<CertRule>,
-}
-
-/// `[auth.jwt]`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtSection {
-    /// The identity provider's public keys (reloaded with the certificates, on SIGHUP or change).
-    pub jwks_file: std::path::PathBuf,
-    /// Required `iss`.
-    pub issuer: String,
-    /// Required member of `aud`.
-    pub audience: String,
-    /// The claim naming the operator id of a desk token.
-    #[serde(default = "default_operator_claim")]
-    pub operator_claim: String,
-    /// The claim listing roles (an array of names, or one space-separated string).
-    #[serde(default = "default_roles_claim")]
-    pub roles_claim: String,
-    /// Clock skew tolerated on `exp` and `nbf`, seconds.
-    #[serde(default = "default_leeway")]
-    pub leeway_s: u32,
-}
-
-fn default_operator_claim() -> String {
-    "operator_id".into()
-}
-fn default_roles_claim() -> String {
-    "roles".into()
-}
-fn default_leeway() -> u32 {
-    30
-}
-
-/// `[[auth.api_keys]]`: a static key, stored as the hex SHA-256 of the key (the key itself is
-/// only ever in the client's secret store; `smista dev-credentials` makes one).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKey {
-    /// The principal's name.
-    pub name: String,
-    /// Hex SHA-256 of the key.
-    pub sha256: String,
-    /// Roles.
-    pub roles: Vec<Role>,
-    /// Operator id, required with the desk role.
-    #[serde(default)]
-    pub operator: Option<String>,
-}
-
-/// `[[auth.client_certs]]`: a certificate whose subject common name or a DNS/URI SAN equals
-/// `subject` is the principal `name`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertRule {
-    /// Subject CN, DNS SAN or URI SAN to match exactly.
-    pub subject: String,
-    /// The principal's name.
-    pub name: String,
-    /// Roles.
-    pub roles: Vec<Role>,
-    /// Operator id, required with the desk role.
-    #[serde(default)]
-    pub operator: Option<String>,
-}
-
-impl AuthSection {
-    /// Whether any credential is configured (if not, the server is open).
-    #[must_use]
-    pub fn configured(&self) -> bool {
-        self.jwt.is_some() || !self.api_keys.is_empty() || !self.client_certs.is_empty()
-    }
-
-    /// Checks the section: `Err((key, problem))`.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let desk_needs_operator = |key: String, roles: &[Role], op: &Option<String>| {
-            if roles.contains(&Role::Desk) && op.as_deref().is_none_or(str::is_empty) {
-                return Err((key, "the desk role needs the operator it is bound to".to_owned()));
-            }
-            if roles.is_empty() {
-                return Err((key, "at least one role".to_owned()));
-            }
-            Ok(())
-        };
-        for (i, k) in self.api_keys.iter().enumerate() {
-            let h = hex::decode(&k.sha256).ok().filter(|h| h.len() == 32);
-            if h.is_none() {
-                return Err((format!("auth.api_keys[{i}].sha256"), "must be 64 hex digits".into()));
-            }
-            desk_needs_operator(format!("auth.api_keys[{i}].roles"), &k.roles, &k.operator)?;
-        }
-        for (i, c) in self.client_certs.iter().enumerate() {
-            desk_needs_operator(format!("auth.client_certs[{i}].roles"), &c.roles, &c.operator)?;
-        }
-        Ok(())
-    }
 }
 
 struct KeyEntry {
@@ -654,6 +504,7 @@ pub fn principal_of<T>(req: &tonic::Request<T>, open: bool) -> Result<Arc<Princi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::auth::ApiKey;
     use prost::Message;
 
     #[test]
