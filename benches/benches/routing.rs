@@ -11,7 +11,7 @@
 //! Each thread draws its contacts' queues from its own generator and numbers its contacts and
 //! its clock itself (`smista_benches::scaling`): nothing in the timed loop is shared between
 //! threads but the engine. For the ratio of two threads to one measured in alternating rounds
-//! (robust to this machine's drift), run `cargo run --release -p smista-benches --example
+//! (robust to this machine's drift), run `cargo run --release -p smista-server --example
 //! scaling`.
 //!
 //! Run: `cargo bench -p smista-benches --bench routing`. Throughput is printed as elements/s,

@@ -238,7 +238,7 @@ async fn admin_changes_need_an_admin_key_when_credentials_are_configured() {
     let mut cfg = smista_server::config::Config::load(None).expect("demo");
     let admin = |name: &str, key: &str, roles| smista_server::config::auth::ApiKey {
         name: name.into(),
-        sha256: smista_server::mint::api_key_hash(key),
+        sha256: smista_client::mint::api_key_hash(key),
         roles,
         operator: None,
     };

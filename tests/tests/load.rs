@@ -29,7 +29,7 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         vs_floor: false,
         seed: 7,
         prefix: format!("{scenario:?}").to_lowercase(),
-        creds: smista_server::connect::Credentials::default(),
+        creds: smista_client::connect::Credentials::default(),
         admin_token_file: None,
         desk_signing_key: None,
         jwt_issuer: String::new(),

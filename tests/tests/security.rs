@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use prost::Message;
+use smista_client::connect::Credentials;
+use smista_client::mint::{self, Minted};
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
 use smista_server::config::Config;
-use smista_server::connect::Credentials;
-use smista_server::mint::{self, Minted};
 use support::{login, temp_dir, voice, Server};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
@@ -40,7 +40,7 @@ impl Secure {
         let dir = temp_dir("creds");
         let mut opts = mint::Options::new(&dir);
         opts.operators = vec!["op-101".into(), "op-102".into(), "op-201".into()];
-        let m = mint::mint(&opts).expect("mint");
+        let m = mint::mint(&opts, smista_server::config::DEMO).expect("mint");
         let signing_key = std::fs::read(&m.signing_key).expect("key");
         let srv = Server::start_with(config(&m, tweak)).await;
         Secure { srv, m, signing_key, opts }
@@ -260,7 +260,7 @@ async fn tls_refuses_plaintext_and_strangers_and_maps_client_certificates() {
         assert!(matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Internal), "{e:?}");
     }
     // A CA the server's certificate does not chain to.
-    let other = mint::mint(&mint::Options::new(&temp_dir("other-ca"))).expect("mint");
+    let other = mint::mint(&mint::Options::new(&temp_dir("other-ca")), smista_server::config::DEMO).expect("mint");
     let wrong = Credentials { ca: Some(other.ca.clone()), tls_domain: Some("localhost".into()), ..Default::default() };
     assert!(wrong.channel(&format!("https://{}", s.srv.grpc)).await.is_err(), "a wrong CA must not connect");
     // Mutual TLS: the platform's certificate is its credential, no token needed.
@@ -315,7 +315,7 @@ async fn a_certificate_reload_takes_effect_without_dropping_open_streams() {
         .expect("stream")
         .into_inner();
     // New certificates from a new CA, written over the files the server reads.
-    let next = mint::mint(&mint::Options::new(&temp_dir("rotated"))).expect("mint");
+    let next = mint::mint(&mint::Options::new(&temp_dir("rotated")), smista_server::config::DEMO).expect("mint");
     for (from, to) in [
         (&next.server_cert, &s.m.server_cert),
         (&next.server_key, &s.m.server_key),
@@ -632,7 +632,7 @@ async fn the_health_listener_answers_probes_in_plaintext_and_nothing_else() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
     let dir = temp_dir("health-creds");
-    let m = mint::mint(&mint::Options::new(&dir)).expect("mint");
+    let m = mint::mint(&mint::Options::new(&dir), smista_server::config::DEMO).expect("mint");
     let mut cfg = config(&m, |_| {});
     cfg.server.data_dir = temp_dir("health");
     let lo = std::net::SocketAddr::from(([127, 0, 0, 1], 0));

@@ -102,7 +102,8 @@ pub fn lock(dir: &Path) -> Result<DataDirLock, DataDirError> {
     Ok(DataDirLock { _file: file })
 }
 
-fn create_private(dir: &Path) -> Result<(), DataDirError> {
+/// Creates `dir` (and its parents) owner-only, refusing a symbolic link at its place.
+pub fn create_private(dir: &Path) -> Result<(), DataDirError> {
     no_link(dir)?;
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);

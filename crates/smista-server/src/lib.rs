@@ -32,6 +32,3 @@ pub mod node;
 pub mod service;
 pub mod tasks;
 pub mod wire;
-
-pub mod connect;
-pub mod mint;

@@ -239,32 +239,11 @@ pub fn verify(token: &str, keys: &Jwks, expect: &Expect<'_>) -> Result<Verified,
     Ok(Verified { claims, exp })
 }
 
-/// Signs `claims` as an ES256 JWT with a PKCS#8 P-256 key (development credentials and tests).
-pub fn sign_es256(pkcs8: &[u8], kid: &str, claims: &serde_json::Value) -> Result<String, String> {
-    let rng = ring::rand::SystemRandom::new();
-    let key = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
-        .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
-    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid});
-    let signing_input =
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-    let sig = key.sign(&rng, signing_input.as_bytes()).map_err(|e| format!("signing failed: {e}"))?;
-    Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
-}
-
-/// The JWKS entry of a P-256 public key given as an uncompressed point.
-#[must_use]
-pub fn es256_jwk(point: &[u8], kid: &str) -> serde_json::Value {
-    let (x, y) = if point.len() == 65 { (&point[1..33], &point[33..65]) } else { (&[][..], &[][..]) };
-    serde_json::json!({
-        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-        "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ring::signature::KeyPair;
+    use smista_client::mint::{es256_jwk, sign_es256};
 
     fn keypair() -> (Vec<u8>, Vec<u8>) {
         let rng = ring::rand::SystemRandom::new();

@@ -11,8 +11,9 @@ use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
 
-use crate::show;
-use tonic_health::pb::health_check_response::ServingStatus;
+use smista_client::follow::{active_channel, serving_status, target_list};
+
+mod show;
 
 /// `smista client`.
 #[derive(Debug, clap::Args)]
@@ -25,7 +26,7 @@ pub(crate) struct ClientArgs {
     #[arg(long, global = true)]
     json: bool,
     #[command(flatten)]
-    creds: smista_server::connect::Credentials,
+    creds: smista_client::connect::Credentials,
     #[command(subcommand)]
     call: Call,
 }
@@ -144,49 +145,6 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The nodes of a `--target` list (comma-separated, blanks ignored).
-fn target_list(targets: &str) -> Vec<&str> {
-    targets.split(',').map(str::trim).filter(|t| !t.is_empty()).collect()
-}
-
-/// What gRPC health on `ch` says of `service` ("": the server as a whole).
-async fn serving_status(ch: tonic::transport::Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let r = HealthClient::new(ch).check(HealthCheckRequest { service: service.to_owned() }).await?;
-    Ok(ServingStatus::try_from(r.into_inner().status).unwrap_or(ServingStatus::Unknown))
-}
-
-/// A channel to the active node among `targets` (comma-separated): the first whose health says
-/// `smista.v1.ContactService` is SERVING; failing that, the first reachable one (its answer says
-/// why it does not route, e.g. UNAVAILABLE naming the active node).
-pub(crate) async fn active_channel(
-    creds: &smista_server::connect::Credentials,
-    targets: &str,
-) -> Result<tonic::transport::Channel, String> {
-    let list = target_list(targets);
-    if let [one] = list.as_slice() {
-        return creds.channel(one).await;
-    }
-    let mut fallback = None;
-    let mut last = format!("no target in `{targets}`");
-    for t in list {
-        match creds.channel(t).await {
-            Ok(ch) => {
-                if serving_status(ch.clone(), "smista.v1.ContactService")
-                    .await
-                    .is_ok_and(|s| s == ServingStatus::Serving)
-                {
-                    return Ok(ch);
-                }
-                fallback.get_or_insert(ch);
-            }
-            Err(e) => last = e,
-        }
-    }
-    fallback.ok_or(last)
 }
 
 /// `smista client health`: each target's answer, one line each; an error unless all are SERVING.

@@ -1,150 +1,56 @@
-//! The `smista` binary: `serve`, `check-config`, and a small `client` for the command line.
+//! `smista serve`: the configuration (file or embedded demo) overridden by flags and
+//! environment, logging, the listeners (refused beyond loopback when open), the claim on the
+//! ledger, then `smista_server::node::serve_claimed` until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
 use smista_server::config::{Config, LogFormat};
 use smista_server::node::{serve_claimed, Listeners};
 
-mod client;
-mod intervals;
-mod report;
-mod show;
-
-/// jemalloc rather than glibc's allocator: routing and the gRPC stack allocate small objects on
-/// every request. Measured side by side on the reference machine (`benches/README.md`): about
-/// 10% more RPCs per second in the offer phase, lower median latency, the same p99, 9% less
-/// memory per waiting contact. mimalloc was faster still in throughput but its p99 at 5,000
-/// offers/s was four times glibc's, so it was not taken.
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// smista: contact-centre routing with a budget ceiling.
-#[derive(Debug, Parser)]
-#[command(name = "smista", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Run the gRPC server and the Prometheus endpoint.
-    Serve(ServeArgs),
-    /// Validate a configuration file and print precise errors.
-    CheckConfig {
-        /// The TOML file.
-        file: PathBuf,
-    },
-    /// Talk to a running server (for the quick tour and for operators' scripts).
-    Client(client::ClientArgs),
-    /// Read the budget ledger: `smista ledger report [--format table|csv|json]`.
-    Ledger(report::LedgerArgs),
-    /// Reports of a running server: `smista report intervals --from 2026-03-29 --to 2026-03-30
-    /// --interval 30m [--format table|csv|json]`.
-    Report(intervals::ReportArgs),
-    /// Mint development credentials (CA, certificates, JWKS, tokens, API keys) and a secure demo
-    /// configuration using them. Never for production.
-    DevCredentials {
-        /// Output directory (created owner-only).
-        #[arg(long, default_value = "./smista-dev-credentials")]
-        out: PathBuf,
-        /// Operators to mint desk tokens for (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "op-101,op-201")]
-        operators: Vec<String>,
-        /// Names the server certificate is valid for (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
-        hosts: Vec<String>,
-    },
-}
-
 #[derive(Debug, clap::Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Configuration file (default: the embedded demo).
     #[arg(long, env = "SMISTA_CONFIG")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// gRPC listen address; port 0 picks a free port.
     #[arg(long, env = "SMISTA_GRPC_ADDR")]
-    grpc_addr: Option<SocketAddr>,
+    pub(crate) grpc_addr: Option<SocketAddr>,
     /// Prometheus listen address; port 0 picks a free port.
     #[arg(long, env = "SMISTA_METRICS_ADDR")]
-    metrics_addr: Option<SocketAddr>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
     /// Plaintext listen address serving only gRPC health, for probes that cannot speak TLS
     /// (Kubernetes' gRPC probes, container health checks): `[server] health_addr`.
     #[arg(long, env = "SMISTA_HEALTH_ADDR")]
-    health_addr: Option<SocketAddr>,
+    pub(crate) health_addr: Option<SocketAddr>,
     /// Directory for durable state.
     #[arg(long, env = "SMISTA_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SMISTA_LOG_FORMAT", value_enum)]
-    log_format: Option<LogFormat>,
+    pub(crate) log_format: Option<LogFormat>,
     /// Serve beyond loopback without TLS or authentication (logged as a warning every hour).
     #[arg(long, env = "SMISTA_INSECURE")]
-    insecure: bool,
+    pub(crate) insecure: bool,
     /// How long to keep answering (with UNAVAILABLE for offers) after SIGTERM before stopping.
     #[arg(long, env = "SMISTA_DRAIN_MS", default_value_t = 500)]
-    drain_ms: u64,
+    pub(crate) drain_ms: u64,
     /// Where budget spend is made durable (`[ledger] kind`): one configuration file for a
     /// single node on SQLite and for nodes sharing PostgreSQL (its URL in `SMISTA_LEDGER_URL`).
     #[arg(long, env = "SMISTA_LEDGER_KIND", value_enum)]
-    ledger_kind: Option<smista_server::config::LedgerKind>,
+    pub(crate) ledger_kind: Option<smista_server::config::LedgerKind>,
     /// This node's id (`[cluster] node_id`), e.g. the pod's name: one configuration for all nodes.
     #[arg(long, env = "SMISTA_NODE_ID")]
-    node_id: Option<String>,
+    pub(crate) node_id: Option<String>,
     /// Where clients reach this node (`[cluster] advertise_addr`), told to them by a standby.
     #[arg(long, env = "SMISTA_ADVERTISE_ADDR")]
-    advertise_addr: Option<String>,
+    pub(crate) advertise_addr: Option<String>,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::CheckConfig { file } => match Config::load(Some(&file)) {
-            Ok(c) => {
-                println!("{}: ok ({} queues, {} operator groups)", file.display(), c.queues.len(), c.groups.len());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Serve(args) => run_serve(args),
-        Cmd::Client(args) => client::run(args),
-        Cmd::Ledger(args) => report::run(args),
-        Cmd::Report(args) => intervals::run(args),
-        Cmd::DevCredentials { out, operators, hosts } => {
-            let mut o = smista_server::mint::Options::new(&out);
-            o.operators = operators;
-            o.hosts = hosts;
-            match smista_server::mint::mint(&o) {
-                Ok(m) => {
-                    println!("minted in {} (development only):", out.display());
-                    println!("  configuration  {}", m.config.display());
-                    println!("  CA             {}", m.ca.display());
-                    println!("  platform mTLS  {} + {}", m.platform_cert.display(), m.platform_key.display());
-                    println!("  platform key   {}", m.platform_key_token.display());
-                    println!("  admin key      {}", m.admin_key.display());
-                    println!("  supervisor     {}", m.supervisor_token.display());
-                    for (op, f) in &m.desk_tokens {
-                        println!("  desk {op:<9} {}", f.display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-    }
-}
-
-fn run_serve(args: ServeArgs) -> ExitCode {
+/// `smista serve`.
+pub(crate) fn run(args: ServeArgs) -> ExitCode {
     let mut cfg = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -235,7 +141,7 @@ fn run_serve(args: ServeArgs) -> ExitCode {
         Some((before, after)) => tracing::info!(before, after, "open-files limit raised to the hard limit"),
         None => {}
     }
-    if let Err(e) = smista_server::mint::private_dir(&cfg.server.data_dir) {
+    if let Err(e) = smista_server::datadir::create_private(&cfg.server.data_dir) {
         tracing::error!(dir = %cfg.server.data_dir.display(), error = %e, "cannot create the data directory");
         return ExitCode::FAILURE;
     }

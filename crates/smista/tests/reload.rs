@@ -7,10 +7,10 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use smista_client::connect::Credentials;
+use smista_client::mint;
 use smista_proto::v1 as pb;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
-use smista_server::connect::Credentials;
-use smista_server::mint;
 use support::Smista;
 
 fn dir(tag: &str) -> std::path::PathBuf {
@@ -27,7 +27,7 @@ fn with<T>(msg: T, token: &str) -> tonic::Request<T> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_certificates_without_dropping_streams() {
-    let first = mint::mint(&mint::Options::new(&dir("a"))).expect("mint");
+    let first = mint::mint(&mint::Options::new(&dir("a")), smista_server::config::DEMO).expect("mint");
     // The minted configuration, its file poll raised to an hour (inserted under [tls]).
     let cfg = std::fs::read_to_string(&first.config).expect("config");
     let cfg = cfg.replacen("[tls]\n", "[tls]\nreload_poll_ms = 3600000\n", 1);
@@ -49,7 +49,7 @@ async fn sighup_reloads_certificates_without_dropping_streams() {
         .expect("stream")
         .into_inner();
 
-    let next = mint::mint(&mint::Options::new(&dir("b"))).expect("mint");
+    let next = mint::mint(&mint::Options::new(&dir("b")), smista_server::config::DEMO).expect("mint");
     std::fs::copy(&next.server_cert, &first.server_cert).expect("rotate cert");
     std::fs::copy(&next.server_key, &first.server_key).expect("rotate key");
     assert!(creds(&next.ca).channel(&target).await.is_err(), "nothing reloads before the signal");

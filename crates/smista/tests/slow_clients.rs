@@ -17,9 +17,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use smista_client::connect::Credentials;
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_client::AdminServiceClient;
-use smista_server::connect::Credentials;
 use support::Smista;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -184,9 +184,9 @@ async fn silent_tls_sockets_are_reaped_at_the_deadline_while_a_client_is_served(
     let sockets = affordable(2_000);
     let deadline = Duration::from_millis(1_000);
     let d = dir("tls");
-    let mut opts = smista_server::mint::Options::new(&d.join("creds"));
+    let mut opts = smista_client::mint::Options::new(&d.join("creds"));
     opts.operators = vec!["op-101".into()];
-    let m = smista_server::mint::mint(&opts).expect("mint");
+    let m = smista_client::mint::mint(&opts, smista_server::config::DEMO).expect("mint");
     let base = std::fs::read_to_string(&m.config).expect("minted config");
     let cfg = config_file(
         &d,

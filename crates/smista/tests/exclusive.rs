@@ -81,7 +81,7 @@ fn a_second_single_server_on_the_same_postgresql_schema_is_refused_naming_the_fi
     let Some(url) = smista_ledger::testing::pg_url("exclusive") else { return };
     let schema = smista_ledger::testing::schema_name("exclusive");
     let dir = temp("pg");
-    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/demo.toml")).expect("demo");
+    let demo = smista_server::config::DEMO.to_owned();
     let config = dir.join("smista.toml");
     std::fs::write(&config, format!("{demo}\n[ledger]\nkind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\n"))
         .expect("config");

@@ -2,14 +2,17 @@
 //! and its clients need for tests, demos and the README walkthrough — a CA, a server certificate,
 //! a client certificate for the telephony platform (mutual TLS), an ES256 signing key with its
 //! JWKS and signed desk and supervisor tokens, API keys for the platform and the admin console
-//! (stored in the configuration as SHA-256 only), and `smista-secure.toml`: the embedded demo
-//! configuration with `[tls]` and `[auth]` sections that use them.
+//! (stored in the configuration as SHA-256 only), and `smista-secure.toml`: a base configuration
+//! (the server's embedded demo) with `[tls]` and `[auth]` sections that use them. Behind the
+//! crate's `mint` feature, so a client that only connects does not link a certificate minter.
 //!
 //! Never for production: the institute's PKI and identity provider issue the real ones.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use ring::rand::SecureRandom;
 use ring::signature::{self, KeyPair};
 use sha2::{Digest, Sha256};
@@ -138,11 +141,13 @@ pub fn token(
     if let Some(op) = operator {
         claims["operator_id"] = serde_json::Value::String(op.to_owned());
     }
-    crate::edge::auth::jwt::sign_es256(pkcs8, KID, &claims)
+    sign_es256(pkcs8, KID, &claims)
 }
 
-/// Mints every credential into `opts.dir`.
-pub fn mint(opts: &Options) -> Result<Minted, String> {
+/// Mints every credential into `opts.dir`, and `smista-secure.toml`: `base_config` (the server's
+/// embedded demo, `smista_server::config::DEMO`, for `smista dev-credentials`) with `[tls]` and
+/// `[auth]` sections that use them.
+pub fn mint(opts: &Options, base_config: &str) -> Result<Minted, String> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair as CertKey, KeyUsagePurpose};
     private_dir(&opts.dir)?;
     let p = |name: &str| opts.dir.join(name);
@@ -182,7 +187,7 @@ pub fn mint(opts: &Options) -> Result<Minted, String> {
         .map_err(|_| "key generation failed".to_owned())?;
     let kp = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
         .map_err(|_| "key generation failed".to_owned())?;
-    let jwks = serde_json::json!({ "keys": [crate::edge::auth::jwt::es256_jwk(kp.public_key().as_ref(), KID)] });
+    let jwks = serde_json::json!({ "keys": [es256_jwk(kp.public_key().as_ref(), KID)] });
     write(&p("jwks.json"), jwks.to_string().as_bytes(), false)?;
     write(&p("jwt-signing.pk8"), pkcs8.as_ref(), true)?;
 
@@ -205,7 +210,7 @@ pub fn mint(opts: &Options) -> Result<Minted, String> {
     write(&p("platform.apikey"), platform_api_key.as_bytes(), true)?;
 
     let abs = |f: &Path| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_owned()).display().to_string();
-    let mut cfg = String::from(crate::config::DEMO);
+    let mut cfg = String::from(base_config);
     cfg.push_str(&format!(
         r#"
 # ---- minted by `smista dev-credentials`: development only ----
@@ -261,5 +266,27 @@ roles = ["platform", "supervisor"]
         admin_key: p("admin.apikey"),
         platform_key_token: p("platform.apikey"),
         config: p("smista-secure.toml"),
+    })
+}
+
+/// Signs `claims` as an ES256 JWT with a PKCS#8 P-256 key (development credentials and tests).
+pub fn sign_es256(pkcs8: &[u8], kid: &str, claims: &serde_json::Value) -> Result<String, String> {
+    let rng = ring::rand::SystemRandom::new();
+    let key = signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
+        .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
+    let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": kid});
+    let signing_input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let sig = key.sign(&rng, signing_input.as_bytes()).map_err(|e| format!("signing failed: {e}"))?;
+    Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
+}
+
+/// The JWKS entry of a P-256 public key given as an uncompressed point.
+#[must_use]
+pub fn es256_jwk(point: &[u8], kid: &str) -> serde_json::Value {
+    let (x, y) = if point.len() == 65 { (&point[1..33], &point[33..65]) } else { (&[][..], &[][..]) };
+    serde_json::json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
     })
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_client::AdminServiceClient;
 
-use crate::report::Format;
+use super::ledger_report::Format;
 
 /// `smista report`.
 #[derive(Debug, clap::Args)]
@@ -24,7 +24,7 @@ enum ReportCmd {
         #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
         target: String,
         #[command(flatten)]
-        creds: smista_server::connect::Credentials,
+        creds: smista_client::connect::Credentials,
         /// Start: a date (`2026-03-29`, its local midnight), a local time (`2026-03-29T10:00`),
         /// both on `--time-zone`'s clock, or an instant with its offset (RFC 3339).
         #[arg(long)]
@@ -53,7 +53,7 @@ enum ReportCmd {
         #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
         target: String,
         #[command(flatten)]
-        creds: smista_server::connect::Credentials,
+        creds: smista_client::connect::Credentials,
         /// The budget.
         budget: String,
         /// Output format.
@@ -123,7 +123,7 @@ async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
         page_size: 2000,
         page_token: String::new(),
     };
-    let ch = crate::client::active_channel(&creds, &target).await?;
+    let ch = smista_client::follow::active_channel(&creds, &target).await?;
     let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
     let mut all = pb::GetIntervalReportResponse::default();
     let mut token = String::new();
@@ -151,11 +151,11 @@ async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn burn(
     target: String,
-    creds: smista_server::connect::Credentials,
+    creds: smista_client::connect::Credentials,
     budget: String,
     format: Format,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let ch = crate::client::active_channel(&creds, &target).await?;
+    let ch = smista_client::follow::active_channel(&creds, &target).await?;
     let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
     let b = admin
         .get_budget_burn(pb::GetBudgetBurnRequest { budget_id: budget })

@@ -30,7 +30,7 @@ use tonic::{Code, Status};
 fn start() -> (Smista, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("smista-hostile-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/demo.toml")).expect("demo.toml");
+    let demo = smista_server::config::DEMO.to_owned();
     let unlimited = "{ per_second = 0, burst = 0 }";
     let config = format!(
         "{demo}\n[limits.rates]\noffer = {unlimited}\ncontact = {unlimited}\nstream = {unlimited}\nlogin = {unlimited}\ndesk = {unlimited}\nread = {unlimited}\nadmin = {unlimited}\n"
