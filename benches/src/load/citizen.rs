@@ -27,7 +27,10 @@ use smista_proto::v1::appointment_service_client::AppointmentServiceClient;
 use smista_proto::v1::offer_contact_response::Decision;
 use tonic::Code;
 
-use super::{draw_exp, run_nonce, stream_seed, LoadConfig, LoadError, Pool, Report};
+use super::connect::Pool;
+use super::open_loop::run_nonce;
+use super::random::{draw_exp, stream_seed};
+use super::{LoadConfig, LoadError, Report};
 
 /// An appointment counts as kept on time if offered to its operator within this after its
 /// slot's start (the server's tick is 100 ms; the slot is checked every tick).

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 
 use smista_proto::v1 as pb;
 use smista_proto::v1::offer_contact_response::Decision;
-use smista_server::connect::Credentials;
 
-use super::{login_operators, rpc, run_nonce, wallboards, Identity, LoadConfig, LoadError, Pool, Tracker};
+use super::connect::{Credentials, Identity, Pool};
+use super::desks::login_operators;
+use super::error::rpc;
+use super::open_loop::run_nonce;
+use super::tracker::Tracker;
+use super::{wallboards, LoadConfig, LoadError};
 
 /// Closed-loop empty RPCs with `concurrency` callers for `d`: requests per second.
 pub(super) async fn floor(pool: &Pool, concurrency: u32, d: Duration, stop: &Arc<AtomicBool>) -> f64 {

@@ -40,10 +40,12 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::{
-    draw_handle, latency, operator_setup, pace, run_nonce, stream_seed, Consistency, Identity, LoadConfig, LoadError,
-    Report,
-};
+use super::connect::Identity;
+use super::desks::operator_setup;
+use super::open_loop::run_nonce;
+use super::random::{draw_handle, pace, stream_seed};
+use super::report::latency;
+use super::{Consistency, LoadConfig, LoadError, Report};
 
 /// Events of operations that run at the same instant on different server threads may be
 /// published in either order: an offer of a newer contact counts as an order inversion only if
@@ -159,11 +161,11 @@ impl Group {
         }
     }
 
-    fn contacts(&self, ch: Channel) -> ContactServiceClient<super::Authed> {
+    fn contacts(&self, ch: Channel) -> ContactServiceClient<super::connect::Authed> {
         ContactServiceClient::with_interceptor(ch, self.id.platform.clone())
     }
 
-    fn desk(&self, ch: Channel, op: &str) -> OperatorServiceClient<super::Authed> {
+    fn desk(&self, ch: Channel, op: &str) -> OperatorServiceClient<super::connect::Authed> {
         OperatorServiceClient::with_interceptor(ch, self.id.desk(op))
     }
 }
@@ -605,7 +607,7 @@ fn report(cfg: &LoadConfig, g: &Group, books: &Books, elapsed: f64, snap: Option
             missing: open,
             duplicated: 0,
         },
-        budgets: snap.as_ref().map(super::budget_figures).unwrap_or_default(),
+        budgets: snap.as_ref().map(super::report::budget_figures).unwrap_or_default(),
         elapsed_seconds: elapsed,
         follow: Some(follow),
         ..Report::default()

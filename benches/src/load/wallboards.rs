@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde::Serialize;
 use smista_proto::v1 as pb;
 
-use super::{rpc, server_usage, LoadConfig, LoadError, Pool};
+use super::connect::Pool;
+use super::error::rpc;
+use super::probe::server_usage;
+use super::{LoadConfig, LoadError};
 
 /// What the wallboards and the scraper did, and what they cost the server.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -1,0 +1,117 @@
+//! The virtual operator floor: each desk's group and skills by scenario, its login, and (in an
+//! open-loop run) its offers accepted at once, handled for a drawn time and completed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use smista_proto::v1 as pb;
+
+use super::config::{LoadConfig, Scenario, MIX};
+use super::connect::Pool;
+use super::error::{rpc, LoadError};
+use super::random::{draw_handle, stream_seed};
+use super::tracker::Tracker;
+
+pub(super) fn operator_setup(cfg: &LoadConfig, i: u32) -> (String, Vec<(String, u32)>) {
+    match cfg.scenario {
+        Scenario::Mix => {
+            let groups = ["internal", "supplier-a", "supplier-b"];
+            let a = MIX[i as usize % MIX.len()].1;
+            let b = MIX[(i as usize + 1) % MIX.len()].1;
+            (groups[i as usize % 3].to_owned(), vec![(a.to_owned(), 7), (b.to_owned(), 6), ("general".to_owned(), 5)])
+        }
+        Scenario::Budget => ("supplier".to_owned(), vec![(cfg.queue.clone(), 5)]),
+        _ => {
+            // A comma-separated `--group`: the desks take the groups in turn.
+            let groups: Vec<&str> = cfg.group.split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
+            let g = groups.get(i as usize % groups.len().max(1)).copied().unwrap_or_default();
+            (g.to_owned(), vec![(cfg.queue.clone(), 5)])
+        }
+    }
+}
+
+pub(super) async fn login_operators(
+    cfg: &LoadConfig,
+    pool: &Pool,
+    prefix: &str,
+    n: u32,
+    with_watch: bool,
+    tracker: &Arc<Tracker>,
+) -> Result<Vec<String>, LoadError> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}-op-{i}");
+        let (group, skills) = operator_setup(cfg, i);
+        let mut ops = pool.desk(&id);
+        ops.login(pb::LoginRequest {
+            operator_id: id.clone(),
+            group,
+            skills: skills.into_iter().map(|(name, level)| pb::Skill { name, level }).collect(),
+            channels: vec![],
+            session_id: format!("{id}-desk"),
+        })
+        .await
+        .map_err(|status| {
+            if status.message().contains("unknown operator group") {
+                LoadError::Usage(format!(
+                    "login {id}: {}: the {:?} scenario needs a server started with `{}`",
+                    status.message(),
+                    cfg.scenario,
+                    cfg.scenario.server_command()
+                ))
+            } else {
+                LoadError::Rpc { what: format!("login {id}"), status }
+            }
+        })?;
+        if with_watch {
+            let mut stream = ops
+                .watch_offers(pb::WatchOffersRequest { operator_id: id.clone() })
+                .await
+                .map_err(rpc(format!("watch offers of {id}")))?
+                .into_inner();
+            let (pool, tracker, id2) = (pool.clone(), tracker.clone(), id.clone());
+            let (dist, aht) = (cfg.handle, cfg.aht);
+            let mut rng = SmallRng::seed_from_u64(stream_seed(cfg.seed, 1 + u64::from(i)));
+            tokio::spawn(async move {
+                let mut first = true;
+                while let Ok(Some(offer)) = stream.message().await {
+                    if std::mem::take(&mut first) {
+                        tracker.desks_offered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let handle = draw_handle(&mut rng, dist, aht);
+                    let (pool, tracker, op) = (pool.clone(), tracker.clone(), id2.clone());
+                    tokio::spawn(async move {
+                        let mut ops = pool.desk(&op);
+                        let c = offer.contact_id;
+                        if ops
+                            .accept_offer(pb::AcceptOfferRequest { operator_id: op.clone(), contact_id: c.clone() })
+                            .await
+                            .is_err()
+                        {
+                            return; // the caller hung up, or the offer went elsewhere
+                        }
+                        let accepted = Instant::now();
+                        tokio::time::sleep(Duration::from_secs_f64(handle)).await;
+                        let done = ops
+                            .complete_contact(pb::CompleteContactRequest {
+                                operator_id: op,
+                                contact_id: c,
+                                wrap_up_ms: 0,
+                                ended_unix_ms: 0,
+                            })
+                            .await;
+                        if let Ok(d) = done {
+                            tracker.busy_ms.fetch_add(d.into_inner().handle_ms, Ordering::Relaxed);
+                            tracker.busy.lock().push((accepted, Instant::now()));
+                        }
+                    });
+                }
+            });
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}

@@ -1,0 +1,291 @@
+//! The report, printed as a table and written as JSON: latency percentiles, outcomes,
+//! consistency, budgets, and an open-loop run's figures built from what it counted.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use smista_proto::v1 as pb;
+
+use super::config::{LoadConfig, Scenario};
+use super::report_check::ReportCheck;
+use super::tracker::Tracker;
+use super::{citizen, follow, theory, wallboards};
+
+/// Latency percentiles, microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+    /// Samples.
+    pub count: u64,
+}
+
+pub(super) fn latency(h: &Histogram<u64>) -> Latency {
+    Latency {
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+        count: h.len(),
+    }
+}
+
+/// Does every offered contact end exactly once?
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Consistency {
+    /// Contacts that got a decision.
+    pub contacts: u64,
+    /// Of those, with exactly one final outcome.
+    pub finished_once: u64,
+    /// With no final outcome seen.
+    pub missing: u64,
+    /// With more than one.
+    pub duplicated: u64,
+}
+
+/// Budget figures read from the server at the end.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BudgetFigures {
+    /// Budget id.
+    pub budget: String,
+    /// Ceiling, cents.
+    pub ceiling_cents: i64,
+    /// Settled, cents.
+    pub settled_cents: i64,
+    /// Reserved, cents.
+    pub reserved_cents: i64,
+    /// Overrun, cents.
+    pub overrun_cents: i64,
+    /// Paced allowance, cents.
+    pub paced_allowance_cents: i64,
+    /// Extra-budget diversions in the period.
+    pub extra_budget_diversions: u64,
+    /// The node that reported it (several nodes sharing budgets), else empty.
+    pub node_id: String,
+    /// That node's lease on the period (several nodes), else 0.
+    pub lease_cents: i64,
+}
+
+/// The report, printed as a table and written as JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Scenario run.
+    pub scenario: String,
+    /// Intended offers per second.
+    pub target_rate: f64,
+    /// Offers decided per second of arrivals.
+    pub offers_per_second: f64,
+    /// Offer RPC latency from intended send time.
+    pub latency_us: Latency,
+    /// Counts by decision and by final outcome.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Diversions at decision, by reason (diversions after waiting, e.g. maximum wait, are the
+    /// `diverted` outcomes beyond `decision_diverted`).
+    pub divert_reasons: BTreeMap<String, u64>,
+    /// Share of answered contacts that had to wait in a queue.
+    pub p_wait: f64,
+    /// Average speed of answer, seconds (answered contacts).
+    pub asa_seconds: f64,
+    /// Answered within the threshold / (answered + abandoned after it).
+    pub service_level: f64,
+    /// Abandoned / offered.
+    pub abandon_rate: f64,
+    /// Share of the operators' time during the arrivals spent on calls (each call's time clipped
+    /// to that window; calls finished in the drain count for their part inside it).
+    pub occupancy: f64,
+    /// Every contact ends exactly once.
+    pub consistency: Consistency,
+    /// Virtual desks that were offered at least one contact (of `--operators`).
+    pub desks_offered: u64,
+    /// `--server-metrics`: the server's CPU time during the run per contact offered, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_contact: Option<f64>,
+    /// The server's (CPU seconds, resident bytes) when arrivals began, after the desks logged in.
+    #[serde(skip)]
+    pub usage_at_arrivals: Option<(f64, f64)>,
+    /// `--server-metrics`: the server's resident memory before the run's desks logged in, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_start_bytes: Option<f64>,
+    /// `--server-metrics`: the server's resident memory at the end, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_bytes: Option<f64>,
+    /// Budgets at the end.
+    pub budgets: Vec<BudgetFigures>,
+    /// Erlang C prediction (erlang scenario).
+    pub theory: Option<theory::ErlangC>,
+    /// Empty RPCs per second (floor, --vs-floor).
+    pub floor_rps: Option<f64>,
+    /// Closed-loop offers per second (--vs-floor).
+    pub offer_rps: Option<f64>,
+    /// offer_rps / floor_rps.
+    pub ratio_to_floor: Option<f64>,
+    /// All RPCs per second during the offer phase (offer plus accept and complete, or cancel).
+    pub offer_phase_rpc_rps: Option<f64>,
+    /// offer_phase_rpc_rps / floor_rps: the per-RPC cost of routing against an empty RPC.
+    pub rpc_ratio_to_floor: Option<f64>,
+    /// Closed-loop offers per second against `--target` (TLS and tokens) (--vs-plain).
+    pub secure_offer_rps: Option<f64>,
+    /// The same against the plaintext, open `--vs-plain` server.
+    pub plain_offer_rps: Option<f64>,
+    /// secure_offer_rps / plain_offer_rps.
+    pub secure_ratio: Option<f64>,
+    /// Closed-loop offers per second with no idle subscriber (--idle-subscribers).
+    pub no_subscriber_offer_rps: Option<f64>,
+    /// The same with the idle filtered subscribers connected.
+    pub idle_subscriber_offer_rps: Option<f64>,
+    /// idle_subscriber_offer_rps / no_subscriber_offer_rps.
+    pub idle_subscriber_ratio: Option<f64>,
+    /// `--wallboards`: what the subscribers and the scraper did during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wallboards: Option<wallboards::WallboardFigures>,
+    /// `--vs-wallboards`: closed-loop offers per second with no wallboard.
+    pub no_wallboard_offer_rps: Option<f64>,
+    /// The same with the wallboards open and the scraper running.
+    pub wallboard_offer_rps: Option<f64>,
+    /// wallboard_offer_rps / no_wallboard_offer_rps.
+    pub wallboard_ratio: Option<f64>,
+    /// `--server-metrics`: the server's resident memory added per connected desk (logged in,
+    /// `WatchOffers` open), bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss_per_desk_bytes: Option<f64>,
+    /// Highest rate meeting the p99 bound (max).
+    pub max_rate: Option<f64>,
+    /// Seconds the arrivals ran.
+    pub elapsed_seconds: f64,
+    /// `--vs-other`: closed-loop offers per second against `--target`.
+    pub target_offer_rps: Option<f64>,
+    /// `--vs-other`: the same against the other server.
+    pub other_offer_rps: Option<f64>,
+    /// target_offer_rps / other_offer_rps.
+    pub other_ratio: Option<f64>,
+    /// `--check-report`: this run's counts against the server's interval report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_check: Option<ReportCheck>,
+    /// `follow`: what a client following the active saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<follow::FollowFigures>,
+    /// `citizen`: callbacks, abandons avoided, appointments kept on time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citizen: Option<citizen::CitizenFigures>,
+}
+
+/// The share of the operators' time in `[start, start + elapsed]` spent on calls: each call's
+/// time with its operator clipped to that window. Calls finished during the drain after the
+/// arrivals stopped count only for their part inside it, so occupancy stays a share (at most 1)
+/// even when a run is stopped early with a backlog.
+fn occupancy(busy: &[(Instant, Instant)], start: Instant, elapsed: f64, operators: u32) -> f64 {
+    let end = start + Duration::from_secs_f64(elapsed);
+    let inside: f64 = busy.iter().map(|&(a, c)| c.min(end).saturating_duration_since(a.max(start)).as_secs_f64()).sum();
+    inside / (f64::from(operators.max(1)) * elapsed)
+}
+
+/// The budgets of a snapshot, as the report shows them.
+pub(super) fn budget_figures(snap: &pb::Snapshot) -> Vec<BudgetFigures> {
+    snap.budgets
+        .iter()
+        .map(|b| BudgetFigures {
+            budget: b.budget_id.clone(),
+            ceiling_cents: b.ceiling_cents,
+            settled_cents: b.settled_cents,
+            reserved_cents: b.reserved_cents,
+            overrun_cents: b.overrun_cents,
+            paced_allowance_cents: b.paced_allowance_cents,
+            extra_budget_diversions: b.extra_budget_diversions,
+            node_id: snap.node_id.clone(),
+            lease_cents: b.lease_cents,
+        })
+        .collect()
+}
+
+pub(super) fn build_report(
+    cfg: &LoadConfig,
+    rate: f64,
+    t: &Tracker,
+    (start, elapsed): (Instant, f64),
+    snap: &pb::Snapshot,
+) -> Report {
+    let answered = t.answered.load(Ordering::Relaxed);
+    let offers = t.offers.load(Ordering::Relaxed);
+    let abandoned = t.abandoned.load(Ordering::Relaxed);
+    let after_sl = t.abandoned_after_sl.load(Ordering::Relaxed);
+    let mut consistency = Consistency { contacts: t.decided.len() as u64, ..Consistency::default() };
+    for e in &t.decided {
+        match t.finished.get(e.key()).map(|n| *n) {
+            None => consistency.missing += 1,
+            Some(1) => consistency.finished_once += 1,
+            Some(_) => consistency.duplicated += 1,
+        }
+    }
+    let lat = t.latency.lock().as_ref().map(latency).unwrap_or_default();
+    // Compare with Erlang C at the realised arrival rate and mean handle time: near high occupancy
+    // P(wait) is very sensitive to the load actually offered.
+    let completed = t.outcomes.lock().get("completed").copied().unwrap_or(0);
+    let mean_handle =
+        if completed > 0 { t.busy_ms.load(Ordering::Relaxed) as f64 / 1000.0 / completed as f64 } else { cfg.aht };
+    let theory = (cfg.scenario == Scenario::Erlang)
+        .then(|| theory::erlang_c(cfg.operators, offers as f64 / elapsed, mean_handle, cfg.sl_threshold))
+        .flatten();
+    Report {
+        scenario: format!("{:?}", cfg.scenario).to_lowercase(),
+        target_rate: rate,
+        offers_per_second: offers as f64 / elapsed,
+        latency_us: lat,
+        outcomes: t.outcomes.lock().clone(),
+        divert_reasons: t.reasons.lock().clone(),
+        p_wait: if answered > 0 {
+            t.answered_after_queue.load(Ordering::Relaxed) as f64 / answered as f64
+        } else {
+            0.0
+        },
+        asa_seconds: if answered > 0 {
+            t.waited_ms_sum.load(Ordering::Relaxed) as f64 / answered as f64 / 1000.0
+        } else {
+            0.0
+        },
+        service_level: if answered + after_sl > 0 {
+            t.answered_in_sl.load(Ordering::Relaxed) as f64 / (answered + after_sl) as f64
+        } else {
+            1.0
+        },
+        abandon_rate: if offers > 0 { abandoned as f64 / offers as f64 } else { 0.0 },
+        occupancy: occupancy(&t.busy.lock(), start, elapsed, cfg.operators),
+        consistency,
+        desks_offered: t.desks_offered.load(Ordering::Relaxed),
+        budgets: budget_figures(snap),
+        theory,
+        elapsed_seconds: elapsed,
+        ..Report::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn occupancy_counts_only_the_time_inside_the_window() {
+        let start = Instant::now();
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        // Two operators over 10 s: one call fully inside (5 s), one running past the end (2 s of
+        // it inside).
+        let busy = [(at(0.0), at(5.0)), (at(8.0), at(14.0))];
+        assert!((occupancy(&busy, start, 10.0, 2) - 0.35).abs() < 1e-9);
+        // A backlog drained after an early stop: both operators busy the whole window and long
+        // after it. Occupancy is 1, not the 2.4 that total busy time / window gave.
+        let backlog: Vec<_> = (0..20).map(|i| (at(f64::from(i) * 0.5), at(f64::from(i) * 0.5 + 0.5))).collect();
+        let both: Vec<_> = backlog.iter().chain(backlog.iter()).copied().collect();
+        assert!((occupancy(&both, start, 3.0, 2) - 1.0).abs() < 1e-9);
+    }
+}

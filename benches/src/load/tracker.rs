@@ -1,0 +1,49 @@
+//! What an open-loop run counts as its contacts flow: offer latency, decisions, answers, final
+//! outcomes, the operators' busy time.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use dashmap::DashMap;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Default)]
+pub(super) struct Tracker {
+    pub(super) latency: Mutex<Option<Histogram<u64>>>,
+    /// Contacts of this run (inserted before their offer is sent).
+    pub(super) mine: DashMap<String, Box<str>>,
+    /// (queue offered to, final outcome) -> contacts, for `--check-report`.
+    pub(super) by_queue: Mutex<BTreeMap<(String, String), u64>>,
+    pub(super) decided: DashMap<String, u8>,
+    pub(super) finished: DashMap<String, u32>,
+    pub(super) waiting_for_answer: DashMap<String, oneshot::Sender<u64>>,
+    pub(super) outcomes: Mutex<BTreeMap<String, u64>>,
+    pub(super) reasons: Mutex<BTreeMap<String, u64>>,
+    pub(super) answered: AtomicU64,
+    pub(super) answered_after_queue: AtomicU64,
+    /// Desks that were offered at least one contact.
+    pub(super) desks_offered: AtomicU64,
+    pub(super) answered_in_sl: AtomicU64,
+    pub(super) waited_ms_sum: AtomicU64,
+    pub(super) abandoned: AtomicU64,
+    pub(super) abandoned_after_sl: AtomicU64,
+    pub(super) busy_ms: AtomicU64,
+    /// Each completed call's time with its virtual operator: (accepted, completed).
+    pub(super) busy: Mutex<Vec<(Instant, Instant)>>,
+    pub(super) offers: AtomicU64,
+    /// Offer RPCs sent and not yet answered.
+    pub(super) in_flight: AtomicU64,
+}
+
+impl Tracker {
+    pub(super) fn count(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
+        *map.lock().entry(key.to_owned()).or_default() += 1;
+    }
+}
+
+pub(super) fn unfinished(t: &Tracker) -> usize {
+    t.decided.iter().filter(|e| !t.finished.contains_key(e.key())).count()
+}
