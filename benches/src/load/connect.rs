@@ -1,7 +1,7 @@
 //! Connections to one server and who calls through them: the platform, a supervisor and admin,
 //! and one desk per virtual operator, each with its bearer token (none against an open server).
 //!
-//! Every `smista_server` item `smista-load` uses is imported here (the TLS and token
+//! Every `smista_client` item `smista-load` uses is imported here (the TLS and token
 //! credentials, and the desk tokens' minting); the other files take them from this one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+pub(super) use smista_client::connect::{Bearer, Credentials};
 use smista_proto::v1::admin_service_client::AdminServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
-pub(super) use smista_server::connect::{Bearer, Credentials};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -29,7 +29,7 @@ pub(super) struct Identity {
     pub(super) platform: Bearer,
     pub(super) admin: Bearer,
     /// Signing key and claims for desk tokens (None: an open server, no tokens).
-    desk_key: Option<Arc<(Vec<u8>, smista_server::mint::Options)>>,
+    desk_key: Option<Arc<(Vec<u8>, smista_client::mint::Options)>>,
     desks: Arc<DashMap<String, Bearer>>,
 }
 
@@ -46,7 +46,7 @@ impl Identity {
         let desk_key = match &cfg.desk_signing_key {
             Some(f) => {
                 let key = std::fs::read(f).map_err(|e| LoadError::Usage(format!("{}: {e}", f.display())))?;
-                let mut o = smista_server::mint::Options::new(std::path::Path::new("."));
+                let mut o = smista_client::mint::Options::new(std::path::Path::new("."));
                 o.issuer = cfg.jwt_issuer.clone();
                 o.audience = cfg.jwt_audience.clone();
                 Some(Arc::new((key, o)))
@@ -62,7 +62,7 @@ impl Identity {
             return b.clone();
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let token = smista_server::mint::token(&k.0, &k.1, &format!("desk-{operator}"), &["desk"], Some(operator), now)
+        let token = smista_client::mint::token(&k.0, &k.1, &format!("desk-{operator}"), &["desk"], Some(operator), now)
             .ok()
             .and_then(|t| Bearer::new(Some(&t)).ok())
             .unwrap_or_default();
