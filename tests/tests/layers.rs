@@ -267,7 +267,8 @@ fn workspace_deps(manifest: &str) -> BTreeSet<String> {
 fn no_dependency_cycle_between_crates_and_the_load_generator_needs_no_server() {
     let root = root();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut manifests: Vec<PathBuf> = crate_roots(&root).into_iter().map(|(_, src)| src.join("../Cargo.toml")).collect();
+    let mut manifests: Vec<PathBuf> =
+        crate_roots(&root).into_iter().map(|(_, src)| src.join("../Cargo.toml")).collect();
     manifests.retain(|m| m.exists());
     for m in manifests {
         let text = std::fs::read_to_string(&m).expect("a manifest");
