@@ -184,6 +184,7 @@ struct InFlight(Arc<Tracker>);
 
 impl InFlight {
     fn new(tracker: Arc<Tracker>) -> Self {
+        tracker.in_flight.fetch_add(1, Ordering::SeqCst);
         Self(tracker)
     }
 }
@@ -294,4 +295,24 @@ pub(super) fn run_nonce() -> &'static str {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         format!("{:x}{:x}", t, std::process::id())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The drain waits while a caller is in flight: its count must rise at spawn and fall when
+    /// its decision is recorded, never wrap below zero (a wrapped count made every open-loop run
+    /// wait the whole drain time).
+    #[test]
+    fn a_caller_counts_in_flight_from_spawn_to_decision() {
+        let t = Arc::new(Tracker::default());
+        let a = InFlight::new(t.clone());
+        let b = InFlight::new(t.clone());
+        assert_eq!(t.in_flight.load(Ordering::SeqCst), 2);
+        drop(a);
+        assert_eq!(t.in_flight.load(Ordering::SeqCst), 1);
+        drop(b);
+        assert_eq!(t.in_flight.load(Ordering::SeqCst), 0);
+    }
 }
