@@ -165,12 +165,13 @@ impl Engine {
 
     /// Enters a free operator in the tick's list of operators that may work and, when it is
     /// available (not in wrap-up), in the free-operator index of each longest-idle queue it serves.
-    pub(super) fn mark_free(&self, slot_idx: u32) {
+    /// Whether it entered an index.
+    pub(super) fn mark_free(&self, slot_idx: u32) -> bool {
         let slot = self.slot(slot_idx);
-        let Some(session) = slot.session.lock().clone() else { return };
+        let Some(session) = slot.session.lock().clone() else { return false };
         let word = slot.word();
         if word.generation() != session.gen || !Self::may_work(word) {
-            return;
+            return false;
         }
         self.free_bits.set(slot_idx);
         if word.status() == OperatorStatus::WrapUp {
@@ -178,19 +179,22 @@ impl Engine {
         }
         // In wrap-up: out of the index until the wrap-up ends (the tick marks it free again).
         if word.status() != OperatorStatus::Available {
-            return;
+            return false;
         }
         let since = slot.free_since();
+        let mut entered = false;
         for &(qi, margin) in &session.queues {
             let q = &self.queues[qi as usize];
             if q.strategy() != Strategy::LongestIdle {
                 continue;
             }
+            entered = true;
             let tier = u8::from(q.prefer_unbudgeted && session.budget.is_some());
             let mut idle = q.idle.lock();
             idle.insert(tier, IdleEntry { since, slot: slot_idx, gen: session.gen, margin });
             idle.compact_if_due(|e| self.idle_entry_word(e).is_some());
         }
+        entered
     }
 
     /// Turns a claimed operator and a waiting contact into an offer, if the contact is still
@@ -302,10 +306,34 @@ impl Engine {
 
     /// Gives a free operator the best waiting contacts it can take, across its queues, until its
     /// capacity is used or nothing eligible waits.
+    ///
+    /// Publish, then look, as the protocol at the top of `engine/mod.rs` says: an arriving
+    /// contact finds a free operator of a longest-idle queue only through the queue's index, and
+    /// the operator enters the index after its first look (so that a contact it takes at once
+    /// never sees it there). A contact that was queued between that look and the entry looked
+    /// in the index before the operator was in it; so, once in, the operator looks again
+    /// whenever a queue it serves has contacts waiting. The index's lock orders the two sides:
+    /// either the contact's look comes after the entry and finds the operator, or the entry
+    /// comes after that look, and so after the contact was counted in `waiting`.
     pub(super) fn find_work(&self, slot_idx: u32, now: Millis, out: &mut Vec<Event>) {
         self.find_work_inner(slot_idx, now, out);
-        // Whatever capacity is left is now visible to arriving contacts.
-        self.mark_free(slot_idx);
+        // Whatever capacity is left is now visible to arriving contacts; then look again, until
+        // a look takes nothing (what waits is not for this operator) or nothing waits.
+        while self.mark_free(slot_idx) && self.work_waits(slot_idx) {
+            let before = out.len();
+            self.find_work_inner(slot_idx, now, out);
+            if out.len() == before {
+                return;
+            }
+        }
+    }
+
+    /// Whether a queue the operator in `slot_idx` serves has contacts waiting.
+    fn work_waits(&self, slot_idx: u32) -> bool {
+        let slot = self.slot(slot_idx);
+        let queues: Vec<u32> =
+            slot.session.lock().as_ref().map(|s| s.queues.iter().map(|(q, _)| *q).collect()).unwrap_or_default();
+        queues.iter().any(|q| self.queues[*q as usize].waiting.load(Ordering::Relaxed) > 0)
     }
 
     pub(super) fn find_work_inner(&self, slot_idx: u32, now: Millis, out: &mut Vec<Event>) {
