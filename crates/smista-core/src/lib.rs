@@ -12,6 +12,7 @@
 //! - [`config::EngineConfig`] describes queues and operator groups; [`hours`] their opening
 //!   hours on the centre's [`calendar`]; [`appointments`] the consultancy slots operators
 //!   publish and citizens book.
+//! - [`roster`] the rules binding an operator's login to the roster (group, narrowing).
 //!
 //! Invariants the engine guarantees (and its tests check under random interleavings and threads):
 //! an operator never holds two exclusive (voice/video/callback) contacts or more than its capacity;
@@ -35,6 +36,7 @@ pub mod model;
 mod operator;
 mod queue;
 pub mod report;
+pub mod roster;
 pub mod sl_window;
 pub mod snapshot;
 pub mod time;
