@@ -698,3 +698,29 @@ fn near_the_ceiling_long_call_reservations_and_the_running_margin_keep_the_total
     assert!(worst_unused(&guarded) < 0.03, "the guard must not strand the money: {guarded:?}");
     assert!(over(&mean_only) > 3 * over(&guarded).max(1), "the guard must make a difference: {mean_only:?}");
 }
+
+/// The weekly pacing profile follows the centre's wall clock: with all the weight on Monday
+/// 09:00-10:00 in Rome, nothing is allowed before the first Monday morning, a quarter by 09:30, half
+/// from 10:00 until the next Monday 09:00 — which after the spring change (29 March 2026) is 07:00
+/// UTC instead of 08:00 — and the whole of it from 10:00 that day.
+#[test]
+fn weekly_pacing_follows_the_centres_wall_clock_across_the_clock_change() {
+    const HOUR: i64 = 3_600_000;
+    // Monday 23 March 2026, 00:00 in Rome (CET, UTC+1).
+    let monday = 1_774_220_400_000;
+    let mut weights = vec![0u32; 168];
+    weights[9] = 1_000; // Monday 09:00-10:00 local
+    let mut cfg = budget(40_000, PacingConfig::Weekly { hour_weights: weights, lookahead_ms: 0 });
+    cfg.period = PeriodConfig::Fixed { start_unix_ms: monday, length_ms: 14 * DAY };
+    let book = BudgetBook::new_in(&[cfg], monday, Arc::new(smista_core::calendar::CentralEurope)).unwrap();
+    let at = |unix: i64| book.allowance_at("ccm", Millis(0), unix).expect("in the period");
+    // First Monday: 09:00 local is 08:00 UTC.
+    assert_eq!(at(monday + 8 * HOUR + HOUR / 2), 0, "08:30 local, before the weighted hour");
+    assert_eq!(at(monday + 9 * HOUR + HOUR / 2), 10_000, "09:30 local: half of the first of two hours");
+    assert_eq!(at(monday + 10 * HOUR), 20_000, "10:00 local: the first Monday's share");
+    // The second Monday (30 March) is on summer time: 09:00 local is 07:00 UTC, one hour earlier.
+    let second = monday + 7 * DAY;
+    assert_eq!(at(second + 8 * HOUR - 1), 20_000, "07:59 local, still the first Monday's share");
+    assert_eq!(at(second + 8 * HOUR + HOUR / 2), 30_000, "09:30 local (07:30 UTC)");
+    assert_eq!(at(second + 9 * HOUR), 40_000, "10:00 local (08:00 UTC): the whole ceiling");
+}

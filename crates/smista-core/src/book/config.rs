@@ -86,7 +86,8 @@ pub struct ChannelTariff {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PeriodConfig {
-    /// Calendar months (UTC); the ceiling applies to each month.
+    /// Calendar months on the centre's wall clock (`[engine] time_zone`; UTC only for a book
+    /// built with `BudgetBook::new`); the ceiling applies to each month.
     Monthly,
     /// Periods of `length_ms` from `start_unix_ms` (for compressed tests and load scenarios).
     Fixed {
@@ -110,7 +111,8 @@ pub enum PacingConfig {
         #[serde(default = "default_lookahead")]
         lookahead_ms: i64,
     },
-    /// The allowance grows with hour-of-week weights (Monday 00-01 UTC first, 168 values), e.g.
+    /// The allowance grows with hour-of-week weights (168 values, Monday 00:00-01:00 on the
+    /// centre's wall clock first; within an hour it grows by whole weight units), e.g.
     /// more on weekday mornings, nothing at night.
     Weekly {
         /// 168 non-negative weights.
@@ -235,7 +237,7 @@ impl BudgetConfig {
                 if hour_weights.len() != 168 {
                     return Err(invalid(
                         format!("{at}.pacing.hour_weights"),
-                        "needs 168 values (Monday 00-01 UTC first)",
+                        "needs 168 values (Monday 00-01 local time first)",
                     ));
                 }
                 if hour_weights.iter().all(|w| *w == 0) {
