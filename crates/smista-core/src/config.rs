@@ -23,12 +23,24 @@ pub enum Strategy {
     RoundRobin,
     /// The fewest contacts in hand relative to capacity, then longest idle.
     LeastOccupied,
+    /// The fewest contacts completed since login (Asterisk's `fewestcalls`), then longest idle:
+    /// work shared out evenly over a shift.
+    FewestContacts,
+    /// The least talk time since login (FreeSWITCH's `agent-with-least-talk-time`), then longest
+    /// idle: time on calls shared out evenly over a shift.
+    LeastTalkTime,
 }
 
 impl Strategy {
     /// Every strategy, in index order.
-    pub const ALL: [Strategy; 4] =
-        [Strategy::LongestIdle, Strategy::MostSkilled, Strategy::RoundRobin, Strategy::LeastOccupied];
+    pub const ALL: [Strategy; 6] = [
+        Strategy::LongestIdle,
+        Strategy::MostSkilled,
+        Strategy::RoundRobin,
+        Strategy::LeastOccupied,
+        Strategy::FewestContacts,
+        Strategy::LeastTalkTime,
+    ];
 
     /// Index in [`Strategy::ALL`].
     #[must_use]

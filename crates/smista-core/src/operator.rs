@@ -150,6 +150,10 @@ pub(crate) struct Slot {
     /// Until when (engine ms) the operator is kept for an appointment: no ordinary offers, only
     /// contacts pinned to them.
     pub(crate) reserved_until: AtomicU64,
+    /// Contacts completed in this session (the fewest-contacts strategy).
+    completed: AtomicU64,
+    /// Talk time of the contacts completed in this session, ms (the least-talk-time strategy).
+    talk_ms: AtomicU64,
 }
 
 impl Default for Slot {
@@ -164,6 +168,8 @@ impl Default for Slot {
             pause_reason: Mutex::new(String::new()),
             held: Mutex::new(Held::default()),
             reserved_until: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            talk_ms: AtomicU64::new(0),
         }
     }
 }
@@ -182,6 +188,17 @@ impl Slot {
 
     pub(crate) fn free_since(&self) -> u64 {
         self.free_since.load(Ordering::Relaxed)
+    }
+
+    /// Counts a contact completed in this session after `talk_ms` of conversation.
+    pub(crate) fn count_completed(&self, talk_ms: u64) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        self.talk_ms.fetch_add(talk_ms, Ordering::Relaxed);
+    }
+
+    /// Contacts completed and their talk time (ms) in this session.
+    pub(crate) fn completed(&self) -> (u64, u64) {
+        (self.completed.load(Ordering::Relaxed), self.talk_ms.load(Ordering::Relaxed))
     }
 
     pub(crate) fn status_since(&self) -> u64 {
@@ -209,6 +226,8 @@ impl Slot {
             if self.cas(w, n) {
                 self.free_since.store(now.0, Ordering::Relaxed);
                 self.status_since.store(now.0, Ordering::Relaxed);
+                self.completed.store(0, Ordering::Relaxed);
+                self.talk_ms.store(0, Ordering::Relaxed);
                 return Some(n.generation());
             }
         }

@@ -323,6 +323,67 @@ fn language_wish_binds_until_the_first_expansion_step() {
     assert_eq!(offered(&ev), vec![("c2".into(), "it".into())]);
 }
 
+/// Fewest contacts (Asterisk's `fewestcalls`) and least talk time (FreeSWITCH's
+/// `agent-with-least-talk-time`) share a shift's work out evenly: the operator free for the
+/// longest time is passed over for one who has completed fewer contacts, or talked less, since
+/// logging in; a new login starts from zero.
+#[test]
+fn fewest_contacts_and_least_talk_time_share_the_shift_out() {
+    // a takes its calls (talk times in ms) on a line only it serves, then b on a line only b
+    // serves: a is then free the longest. Who gets the next call on the line both serve?
+    let next = |strategy: Strategy, a_calls: &[u64], b_calls: &[u64]| -> String {
+        let mut q = pensions();
+        q.strategy = strategy;
+        let e = engine(vec![q, QueueConfig::new("line-a", &[("sa", 3)]), QueueConfig::new("line-b", &[("sb", 3)])]);
+        let mut ev = vec![];
+        e.login(&login("a", "internal", &[("pensions", 5), ("sa", 5)]), t(0), &mut ev).unwrap();
+        e.login(&login("b", "internal", &[("pensions", 5), ("sb", 5)]), t(0), &mut ev).unwrap();
+        let mut now = 10;
+        for (op, talks) in [("a", a_calls), ("b", b_calls)] {
+            for (i, talk) in talks.iter().enumerate() {
+                let id = format!("{op}-{i}");
+                let d = e.offer(&offer(&id, &format!("line-{op}")), t(now), &mut ev).unwrap();
+                assert_eq!(assigned_to(&d), Some(op), "{strategy:?} {id}");
+                e.accept(op, &id, t(now), &mut ev).unwrap();
+                now += talk;
+                e.complete(op, &id, 0, t(now), &mut ev).unwrap();
+                now += 10;
+            }
+        }
+        let d = e.offer(&offer("next", "pensions"), t(now + 1_000), &mut ev).unwrap();
+        assigned_to(&d).expect("assigned").to_owned()
+    };
+    let (short_short, long) = (&[2_000, 2_000][..], &[60_000][..]);
+    // a: two short calls, b: one long one.
+    assert_eq!(next(Strategy::LongestIdle, short_short, long), "a");
+    assert_eq!(next(Strategy::FewestContacts, short_short, long), "b", "b completed fewer");
+    assert_eq!(next(Strategy::LeastTalkTime, short_short, long), "a", "a talked less");
+    // a: one long call, b: two short ones.
+    assert_eq!(next(Strategy::LongestIdle, long, short_short), "a");
+    assert_eq!(next(Strategy::FewestContacts, long, short_short), "a", "a completed fewer");
+    assert_eq!(next(Strategy::LeastTalkTime, long, short_short), "b", "b talked less");
+    // A new login starts the count again.
+    let mut q = pensions();
+    q.strategy = Strategy::FewestContacts;
+    let e = engine(vec![q]);
+    let mut ev = vec![];
+    e.login(&login("a", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    for (i, at) in [10u64, 20, 30].into_iter().enumerate() {
+        let id = format!("w{i}");
+        e.offer(&offer(&id, "pensions"), t(at), &mut ev).unwrap();
+        e.accept("a", &id, t(at), &mut ev).unwrap();
+        e.complete("a", &id, 0, t(at + 1), &mut ev).unwrap();
+    }
+    e.login(&login("b", "internal", &[("pensions", 5)]), t(40), &mut ev).unwrap();
+    e.offer(&offer("v0", "pensions"), t(50), &mut ev).unwrap();
+    e.accept("b", "v0", t(50), &mut ev).unwrap();
+    e.complete("b", "v0", 0, t(51), &mut ev).unwrap();
+    e.logout("a", false, t(60), &mut ev).unwrap();
+    e.login(&login("a", "internal", &[("pensions", 5)]), t(70), &mut ev).unwrap();
+    let d = e.offer(&offer("v1", "pensions"), t(80), &mut ev).unwrap();
+    assert_eq!(assigned_to(&d), Some("a"), "a logged in again: 0 contacts against b's 1");
+}
+
 #[test]
 fn strategies_pick_as_documented() {
     for (strategy, expect) in

@@ -87,6 +87,8 @@ impl Engine {
                 Strategy::LeastOccupied => {
                     (tier, u64::from(word.total_load()) * 1000 / u64::from(word.total_cap().max(1)), idle)
                 }
+                Strategy::FewestContacts => (tier, slot.completed().0, idle),
+                Strategy::LeastTalkTime => (tier, slot.completed().1, idle),
             };
             if best.as_ref().is_none_or(|(k, _)| key < *k) {
                 best = Some((key, i));

@@ -593,6 +593,7 @@ impl Engine {
             Completion { handle_ms: ended.min(now).max(accepted_at).since(accepted_at), wrap_up_ms: wrap_applied };
         q.in_service.fetch_sub(1, Ordering::Relaxed);
         self.drop_held(slot, &id);
+        operator_slot.count_completed(completion.handle_ms);
         operator_slot.release(gen, rec.channel, now);
         self.finish(&mut rec, &id, Outcome::Completed, None, Some((slot, completion, accepted_at)), now, out);
         drop(rec);

@@ -25,6 +25,8 @@ fn strategy(v: i32) -> Result<Option<Strategy>, Status> {
         Ok(pb::SelectionStrategy::MostSkilled) => Ok(Some(Strategy::MostSkilled)),
         Ok(pb::SelectionStrategy::RoundRobin) => Ok(Some(Strategy::RoundRobin)),
         Ok(pb::SelectionStrategy::LeastOccupied) => Ok(Some(Strategy::LeastOccupied)),
+        Ok(pb::SelectionStrategy::FewestContacts) => Ok(Some(Strategy::FewestContacts)),
+        Ok(pb::SelectionStrategy::LeastTalkTime) => Ok(Some(Strategy::LeastTalkTime)),
         Err(_) => Err(Status::invalid_argument(format!("unknown strategy {v}"))),
     }
 }
