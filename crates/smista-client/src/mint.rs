@@ -2,8 +2,10 @@
 //! and its clients need for tests, demos and the README walkthrough — a CA, a server certificate,
 //! a client certificate for the telephony platform (mutual TLS), an ES256 signing key with its
 //! JWKS and signed desk and supervisor tokens, API keys for the platform and the admin console
-//! (stored in the configuration as SHA-256 only), and `smista-secure.toml`: a base configuration
-//! (the server's embedded demo) with `[tls]` and `[auth]` sections that use them. Behind the
+//! (stored in the configuration as SHA-256 only), a roster of the minted operators (`roster.csv`,
+//! each in a group by the demo's numbering: see [`dev_group`]), and `smista-secure.toml`: a base
+//! configuration (the server's embedded demo) with `[tls]`, `[auth]` and `[roster]` sections that
+//! use them. Behind the
 //! crate's `mint` feature, so a client that only connects does not link a certificate minter.
 //!
 //! Never for production: the institute's PKI and identity provider issue the real ones.
@@ -32,6 +34,22 @@ pub struct Options {
     pub issuer: String,
     /// `aud` of the tokens.
     pub audience: String,
+    /// The skills every minted operator is rostered with, in the roster file's form
+    /// (`pensions:10;naspi:10`): desks narrow them at login.
+    pub roster_skills: String,
+    /// The channel capacities every minted operator is rostered with (`voice:1;chat:8`).
+    pub roster_channels: String,
+}
+
+/// The group a minted operator is rostered in, by the demo's numbering: `op-2..` supplier-a,
+/// `op-3..` supplier-b, anyone else internal staff.
+#[must_use]
+pub fn dev_group(operator: &str) -> &'static str {
+    match operator.strip_prefix("op-").and_then(|n| n.chars().next()) {
+        Some('2') => "supplier-a",
+        Some('3') => "supplier-b",
+        _ => "internal",
+    }
 }
 
 impl Options {
@@ -45,6 +63,8 @@ impl Options {
             token_ttl_s: 12 * 3600,
             issuer: "https://idp.smista.invalid".into(),
             audience: "smista".into(),
+            roster_skills: "consultancy:10;disability:10;family:10;general:10;isee:10;naspi:10;pensions:10".into(),
+            roster_channels: "voice:1;video:1;callback:1;chat:8".into(),
         }
     }
 }
@@ -78,8 +98,12 @@ pub struct Minted {
     pub admin_key: PathBuf,
     /// The platform's API key (role platform).
     pub platform_key_token: PathBuf,
-    /// The demo configuration with `[tls]` and `[auth]` pointing at these files.
+    /// The demo configuration with `[tls]` and `[auth]` pointing at these files, and `[roster]`
+    /// at `roster`.
     pub config: PathBuf,
+    /// The roster of the minted operators (CSV: `id,name,group,skills,channels,status`), each in
+    /// [`dev_group`] with the options' skills and channels.
+    pub roster: PathBuf,
 }
 
 /// Key id of the minted signing key in the JWKS.
@@ -209,6 +233,17 @@ pub fn mint(opts: &Options, base_config: &str) -> Result<Minted, String> {
     write(&p("admin.apikey"), admin_key.as_bytes(), true)?;
     write(&p("platform.apikey"), platform_api_key.as_bytes(), true)?;
 
+    let mut roster = String::from("id,name,group,skills,channels,status\n");
+    for op in &opts.operators {
+        roster.push_str(&format!(
+            "{op},Operator {op},{},{},{},active\n",
+            dev_group(op),
+            opts.roster_skills,
+            opts.roster_channels
+        ));
+    }
+    write(&p("roster.csv"), roster.as_bytes(), false)?;
+
     let abs = |f: &Path| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_owned()).display().to_string();
     let mut cfg = String::from(base_config);
     cfg.push_str(&format!(
@@ -239,6 +274,11 @@ roles = ["platform"]
 subject = "platform"
 name = "platform-mtls"
 roles = ["platform", "supervisor"]
+
+# Only rostered operators log in, bound to their group; desks narrow skills and channels.
+[roster]
+mode = "required"
+file = "{roster}"
 "#,
         server_cert = abs(&server_cert),
         server_key = abs(&server_key),
@@ -248,10 +288,12 @@ roles = ["platform", "supervisor"]
         audience = opts.audience,
         admin_hash = api_key_hash(&admin_key),
         platform_hash = api_key_hash(&platform_api_key),
+        roster = abs(&p("roster.csv")),
     ));
     write(&p("smista-secure.toml"), cfg.as_bytes(), false)?;
 
     Ok(Minted {
+        roster: p("roster.csv"),
         ca: p("ca.pem"),
         server_cert,
         server_key,

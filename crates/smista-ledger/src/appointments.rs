@@ -138,27 +138,30 @@ impl Ledger {
     }
 
     /// Records an admin's change of a queue: its settings as they now stand (opaque text, the
-    /// server's) and the change itself in the audit trail, in one transaction.
-    pub async fn record_queue_change(
-        &self,
-        queue: &str,
-        settings: &str,
-        at_unix_ms: i64,
-        actor: &str,
-        change: &str,
-    ) -> Result<(), LedgerError> {
+    /// server's) and the change itself in the audit trail, with the settings before and after
+    /// it, in one transaction.
+    pub async fn record_queue_change(&self, c: &QueueChange<'_>) -> Result<(), LedgerError> {
         let upsert = self.db.sql(
             "INSERT INTO queue_settings (queue, settings, updated_unix_ms) VALUES (?, ?, ?)
              ON CONFLICT (queue) DO UPDATE SET settings = excluded.settings, updated_unix_ms = excluded.updated_unix_ms",
         );
         let audit = self.db.sql(
-            "INSERT INTO queue_audit (queue, at_unix_ms, actor, change) VALUES (?, ?, ?, ?)
+            "INSERT INTO queue_audit (queue, at_unix_ms, actor, change, old_settings, new_settings)
+             VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (queue, at_unix_ms, change) DO NOTHING",
         );
         with_db!(&self.db, p => {
             let mut tx = p.begin().await?;
-            sqlx::query(&upsert).bind(queue).bind(settings).bind(at_unix_ms).execute(&mut *tx).await?;
-            sqlx::query(&audit).bind(queue).bind(at_unix_ms).bind(actor).bind(change).execute(&mut *tx).await?;
+            sqlx::query(&upsert).bind(c.queue).bind(c.settings).bind(c.at_unix_ms).execute(&mut *tx).await?;
+            sqlx::query(&audit)
+                .bind(c.queue)
+                .bind(c.at_unix_ms)
+                .bind(c.actor)
+                .bind(c.change)
+                .bind(c.old_settings)
+                .bind(c.settings)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(())
         })
@@ -177,11 +180,11 @@ impl Ledger {
         })
     }
 
-    /// A queue's audit trail (all queues if empty), oldest first: (queue, at, actor, change).
-    pub async fn queue_audit(&self, queue: &str) -> Result<Vec<(String, i64, String, String)>, LedgerError> {
+    /// A queue's audit trail (all queues if empty), oldest first.
+    pub async fn queue_audit(&self, queue: &str) -> Result<Vec<QueueAudit>, LedgerError> {
         let sql = self.db.sql(
-            "SELECT queue, at_unix_ms, actor, change FROM queue_audit WHERE ? = '' OR queue = ?
-             ORDER BY at_unix_ms, queue",
+            "SELECT queue, at_unix_ms, actor, change, old_settings, new_settings FROM queue_audit
+             WHERE ? = '' OR queue = ? ORDER BY at_unix_ms, queue",
         );
         with_db!(&self.db, p => {
             sqlx::query(&sql)
@@ -190,7 +193,16 @@ impl Ledger {
                 .fetch_all(p)
                 .await?
                 .iter()
-                .map(|r| Ok((r.try_get("queue")?, r.try_get("at_unix_ms")?, r.try_get("actor")?, r.try_get("change")?)))
+                .map(|r| {
+                    Ok(QueueAudit {
+                        queue: r.try_get("queue")?,
+                        at_unix_ms: r.try_get("at_unix_ms")?,
+                        actor: r.try_get("actor")?,
+                        change: r.try_get("change")?,
+                        old_settings: r.try_get("old_settings")?,
+                        new_settings: r.try_get("new_settings")?,
+                    })
+                })
                 .collect()
         })
     }
@@ -262,4 +274,38 @@ pub struct ScheduledCallback {
     pub offered: bool,
     /// Times it was offered and diverted again (its next offer's id ends with this plus one).
     pub tries: u32,
+}
+
+/// An admin's change of a queue, as [`Ledger::record_queue_change`] records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueChange<'a> {
+    /// The queue.
+    pub queue: &'a str,
+    /// Its settings before the change (opaque text, the server's; empty: as configured).
+    pub old_settings: &'a str,
+    /// Its settings as they now stand.
+    pub settings: &'a str,
+    /// When, Unix ms.
+    pub at_unix_ms: i64,
+    /// Who: the principal's name.
+    pub actor: &'a str,
+    /// The change itself (the fields the request set).
+    pub change: &'a str,
+}
+
+/// One record of a queue's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueAudit {
+    /// The queue.
+    pub queue: String,
+    /// When, Unix ms.
+    pub at_unix_ms: i64,
+    /// Who: the principal's name.
+    pub actor: String,
+    /// The change (the fields the request set).
+    pub change: String,
+    /// The settings before (empty: as configured, or recorded before the column existed).
+    pub old_settings: String,
+    /// The settings after (empty: recorded before the column existed).
+    pub new_settings: String,
 }

@@ -225,8 +225,32 @@ CREATE TABLE IF NOT EXISTS queue_audit (
     at_unix_ms         BIGINT  NOT NULL,
     actor              TEXT    NOT NULL,
     change             TEXT    NOT NULL,
+    old_settings       TEXT    NOT NULL DEFAULT '',
+    new_settings       TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (queue, at_unix_ms, change)
 );
+CREATE TABLE IF NOT EXISTS roster (
+    operator_id        TEXT    NOT NULL PRIMARY KEY,
+    display_name       TEXT    NOT NULL,
+    operator_group     TEXT    NOT NULL,
+    skills             TEXT    NOT NULL,
+    channels           TEXT    NOT NULL,
+    retired            BIGINT  NOT NULL,
+    source             TEXT    NOT NULL,
+    version            BIGINT  NOT NULL,
+    updated_unix_ms    BIGINT  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS roster_audit (
+    operator_id        TEXT    NOT NULL,
+    version            BIGINT  NOT NULL,
+    at_unix_ms         BIGINT  NOT NULL,
+    actor              TEXT    NOT NULL,
+    change             TEXT    NOT NULL,
+    old_value          TEXT    NOT NULL,
+    new_value          TEXT    NOT NULL,
+    PRIMARY KEY (operator_id, version)
+);
+CREATE INDEX IF NOT EXISTS roster_audit_by_time ON roster_audit (at_unix_ms);
 CREATE TABLE IF NOT EXISTS scheduled_callbacks (
     contact_id         TEXT    NOT NULL PRIMARY KEY,
     queue              TEXT    NOT NULL,
@@ -306,6 +330,12 @@ CREATE INDEX IF NOT EXISTS cost_records_by_arrival ON cost_records (arrived_unix
 const STEPS: &[&[(&str, &str, &str)]] = &[
     // 2: the arrival time of a contact in service, so that a takeover re-ranks it truthfully.
     &[("holds", "arrived_unix_ms", "BIGINT NOT NULL DEFAULT 0")],
+    // 3 (issue 28, the roster): the tables `roster` and `roster_audit` (created whole by the
+    // schema script), and the queue audit's settings before and after each change.
+    &[
+        ("queue_audit", "old_settings", "TEXT NOT NULL DEFAULT ''"),
+        ("queue_audit", "new_settings", "TEXT NOT NULL DEFAULT ''"),
+    ],
 ];
 
 /// The version of [`schema`], recorded in `schema_version` by whoever creates or migrates a ledger.

@@ -39,15 +39,17 @@ mod history;
 mod leader;
 mod lease;
 mod node_lock;
+mod roster;
 pub mod testing;
 mod writer;
 
-pub use appointments::ScheduledCallback;
+pub use appointments::{QueueAudit, QueueChange, ScheduledCallback};
 pub use db::{schema, Target};
 pub use history::{encode_offers, encode_overflows, Detail, HistoryCursor, OfferOutcome, OfferRecord};
 pub use leader::{Elector, Leadership};
 pub use lease::{Lease, Pool};
 pub use node_lock::NodeLock;
+pub use roster::{RosterAudit, RosterRow, RosterWrite};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -78,6 +78,8 @@ conformance!(
     staffed_time_adds_up_per_quarter_and_group_and_is_purged,
     appointments_and_availability_survive_reopening,
     queue_changes_and_booked_callbacks_survive_reopening,
+    roster_rows_are_versioned_audited_and_survive_reopening,
+    concurrent_roster_changes_never_overwrite_each_other_unseen,
 );
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -538,14 +540,14 @@ async fn appointments_and_availability_survive_reopening(b: Backend) {
 
 async fn queue_changes_and_booked_callbacks_survive_reopening(b: Backend) {
     let l = b.open().await;
-    l.record_queue_change("pensions", "priority = 3\n", 10, "admin-1", "priority = 3\n").await.expect("change");
-    l.record_queue_change("pensions", "open = false\npriority = 3\n", 20, "admin-2", "open = false\n")
-        .await
-        .expect("change");
+    let change = |old: &'static str, settings: &'static str, at, actor: &'static str, change: &'static str| {
+        smista_ledger::QueueChange { queue: "pensions", old_settings: old, settings, at_unix_ms: at, actor, change }
+    };
+    l.record_queue_change(&change("", "priority = 3\n", 10, "admin-1", "priority = 3\n")).await.expect("change");
+    let closing = change("priority = 3\n", "open = false\npriority = 3\n", 20, "admin-2", "open = false\n");
+    l.record_queue_change(&closing).await.expect("change");
     // The same change at the same instant is recorded once.
-    l.record_queue_change("pensions", "open = false\npriority = 3\n", 20, "admin-2", "open = false\n")
-        .await
-        .expect("again");
+    l.record_queue_change(&closing).await.expect("again");
     let cb = smista_ledger::ScheduledCallback {
         contact_id: "c2".into(),
         queue: "pensions".into(),
@@ -564,7 +566,13 @@ async fn queue_changes_and_booked_callbacks_survive_reopening(b: Backend) {
     );
     let audit = l.queue_audit("").await.expect("audit");
     assert_eq!(audit.len(), 2);
-    assert_eq!((audit[1].1, audit[1].2.as_str()), (20, "admin-2"));
+    assert_eq!((audit[1].at_unix_ms, audit[1].actor.as_str()), (20, "admin-2"));
+    // Each record holds the queue's settings before and after the change.
+    assert_eq!((audit[0].old_settings.as_str(), audit[0].new_settings.as_str()), ("", "priority = 3\n"));
+    assert_eq!(
+        (audit[1].old_settings.as_str(), audit[1].new_settings.as_str()),
+        ("priority = 3\n", "open = false\npriority = 3\n")
+    );
     assert_eq!(l.queue_audit("naspi").await.expect("audit").len(), 0);
     assert_eq!(l.scheduled_callbacks().await.expect("read"), vec![cb.clone()]);
     l.put_scheduled_callback(&smista_ledger::ScheduledCallback { offered: true, tries: 1, ..cb })
@@ -572,4 +580,103 @@ async fn queue_changes_and_booked_callbacks_survive_reopening(b: Backend) {
         .expect("offered");
     assert!(l.scheduled_callbacks().await.expect("read").is_empty());
     l.close().await;
+}
+
+fn roster_row(id: &str, group: &str, version: i64, retired: bool) -> smista_ledger::RosterRow {
+    smista_ledger::RosterRow {
+        operator_id: id.into(),
+        display_name: format!("Operator {id}"),
+        group: group.into(),
+        skills: "pensions:7;naspi:5".into(),
+        channels: "voice:1;chat:3".into(),
+        retired,
+        source: "admin".into(),
+        version,
+        updated_unix_ms: 1_000 * version,
+    }
+}
+
+fn roster_audit(id: &str, version: i64, change: &str, old: &str, new: &str) -> smista_ledger::RosterAudit {
+    smista_ledger::RosterAudit {
+        operator_id: id.into(),
+        version,
+        at_unix_ms: 1_000 * version,
+        actor: "admin-console".into(),
+        change: change.into(),
+        old_value: old.into(),
+        new_value: new.into(),
+    }
+}
+
+async fn roster_rows_are_versioned_audited_and_survive_reopening(b: Backend) {
+    use smista_ledger::RosterWrite;
+    let l = b.open().await;
+    let v1 = roster_row("op-201", "supplier-a", 1, false);
+    let created = roster_audit("op-201", 1, "created", "", "group = \"supplier-a\"");
+    assert_eq!(l.put_roster(&v1, None, &created).await.expect("create"), RosterWrite::Written);
+    // Created twice: the second is a conflict and writes nothing, audit included.
+    assert_eq!(l.put_roster(&v1, None, &created).await.expect("again"), RosterWrite::Conflict);
+    let v2 = roster_row("op-201", "supplier-b", 2, false);
+    let moved = roster_audit("op-201", 2, "updated", "group = \"supplier-a\"", "group = \"supplier-b\"");
+    assert_eq!(l.put_roster(&v2, Some(1), &moved).await.expect("update"), RosterWrite::Written);
+    // A change naming a version that is no longer the row's is refused.
+    let stale = roster_row("op-201", "internal", 2, false);
+    assert_eq!(
+        l.put_roster(&stale, Some(1), &roster_audit("op-201", 2, "updated", "", "")).await.expect("stale"),
+        RosterWrite::Conflict
+    );
+    let v3 = roster_row("op-201", "supplier-b", 3, true);
+    let retired = roster_audit("op-201", 3, "retired", "retired = false", "retired = true");
+    assert_eq!(l.put_roster(&v3, Some(2), &retired).await.expect("retire"), RosterWrite::Written);
+    l.put_roster(&roster_row("op-101", "internal", 1, false), None, &roster_audit("op-101", 1, "created", "", "x"))
+        .await
+        .expect("another");
+    l.close().await;
+
+    let l = b.open().await;
+    let rows = l.roster().await.expect("read");
+    assert_eq!(rows, vec![roster_row("op-101", "internal", 1, false), v3.clone()], "by id, the latest version");
+    assert_eq!(l.roster_entry("op-201").await.expect("one"), Some(v3));
+    assert_eq!(l.roster_entry("op-999").await.expect("none"), None);
+    let trail = l.roster_audit("op-201", 0, 100).await.expect("audit");
+    assert_eq!(trail, vec![created, moved.clone(), retired], "every change once, old and new values kept");
+    assert_eq!(l.roster_audit("", 0, 100).await.expect("all").len(), 4);
+    assert_eq!(l.roster_audit("op-201", 1, 1).await.expect("page"), vec![moved], "paged by position");
+    l.close().await;
+}
+
+async fn concurrent_roster_changes_never_overwrite_each_other_unseen(b: Backend) {
+    // Two openings of one ledger (two nodes sharing PostgreSQL, or two pools on one SQLite file).
+    let (a, z) = (b.open().await, b.open().await);
+    a.put_roster(&roster_row("op-7", "internal", 1, false), None, &roster_audit("op-7", 1, "created", "", "internal"))
+        .await
+        .expect("create");
+    // Both change version 1 at once, many times over: each change that is written was made on the
+    // version it replaced; the loser re-reads and tries again on the newer one.
+    async fn edit(l: &Ledger, group: &'static str) {
+        use smista_ledger::RosterWrite;
+        let mut written = 0;
+        while written < 10 {
+            let cur = l.roster_entry("op-7").await.expect("read").expect("row");
+            let next = smista_ledger::RosterRow { group: group.into(), version: cur.version + 1, ..cur.clone() };
+            let audit = roster_audit("op-7", next.version, "updated", &cur.group, group);
+            match l.put_roster(&next, Some(cur.version), &audit).await {
+                Ok(RosterWrite::Written) => written += 1,
+                Ok(RosterWrite::Conflict) => {}
+                // SQLite: two pools on one file may find it busy; try again.
+                Err(e) => assert!(e.to_string().contains("locked") || e.to_string().contains("busy"), "{e}"),
+            }
+        }
+    }
+    tokio::join!(edit(&a, "supplier-a"), edit(&z, "supplier-b"));
+    let (ra, rz) = (a.roster().await.expect("a"), z.roster().await.expect("z"));
+    assert_eq!(ra, rz, "both see one row");
+    assert_eq!(ra[0].version, 21, "every change written on top of the one before");
+    let trail = a.roster_audit("op-7", 0, 1000).await.expect("audit");
+    assert_eq!(trail.len(), 21);
+    for w in trail.windows(2) {
+        assert_eq!(w[1].old_value, w[0].new_value, "each change's old value is what the one before left");
+    }
+    a.close().await;
+    z.close().await;
 }

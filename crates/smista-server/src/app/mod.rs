@@ -1,12 +1,14 @@
 //! The state the services share ([`Shared`]) and what it owns: the event hub, contact trails,
-//! staffed time, booked callbacks, queue overrides and budget leases. Everything above (the
-//! services, the background tasks, the node) takes an `Arc<Shared>`; nothing here imports them.
+//! staffed time, booked callbacks, queue overrides, the roster and budget leases. Everything
+//! above (the services, the background tasks, the node) takes an `Arc<Shared>`; nothing here
+//! imports them.
 
 pub mod callbacks;
 pub mod history;
 pub mod hub;
 pub mod lease;
 pub mod queues;
+pub mod roster;
 pub mod staffing;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,6 +109,8 @@ pub struct Shared {
     pub queue_overrides: crate::app::queues::Overrides,
     /// Callbacks booked for later.
     pub scheduled: crate::app::callbacks::Scheduled,
+    /// Who each operator is: the roster every Login is bound to.
+    pub roster: crate::app::roster::Roster,
     /// Engine calls and the publishing of their events, per contact (see [`Shared::about`]).
     pub sections: Sections,
 }
@@ -209,6 +213,11 @@ impl Shared {
             )),
             queue_overrides: crate::app::queues::Overrides::default(),
             scheduled: crate::app::callbacks::Scheduled::default(),
+            roster: crate::app::roster::Roster::new(
+                cfg.roster.mode(cfg.auth.configured()),
+                cfg.auth.jwt.as_ref().is_some_and(|j| j.group_claim.is_some()),
+                cfg.groups.clone(),
+            ),
             sections: Sections::default(),
         }
     }

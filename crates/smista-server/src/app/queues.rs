@@ -123,15 +123,21 @@ pub struct Overrides(Mutex<HashMap<String, QueueOverride>>);
 impl Overrides {
     /// `change` merged into `queue`'s override; returns the override as it now stands.
     pub fn merged(&self, queue: &str, change: &QueueOverride) -> QueueOverride {
+        self.merged_from(queue, change).1
+    }
+
+    /// [`merged`](Self::merged), with the override as it stood before.
+    pub fn merged_from(&self, queue: &str, change: &QueueOverride) -> (QueueOverride, QueueOverride) {
         let mut g = self.0.lock();
         let o = g.entry(queue.to_owned()).or_default();
+        let before = o.clone();
         o.merge(change);
-        o.clone()
+        (before, o.clone())
     }
 }
 
 /// Records `change` of `queue` by `actor`: merged, then written to the ledger with its audit
-/// record (when there is a ledger).
+/// record, which holds the queue's settings before and after (when there is a ledger).
 pub async fn record(
     shared: &crate::app::Shared,
     queue: &str,
@@ -139,12 +145,19 @@ pub async fn record(
     actor: &str,
 ) -> Result<(), tonic::Status> {
     let now = i64::try_from(shared.clock.unix_ms(shared.clock.now())).unwrap_or(i64::MAX);
-    let settings = shared.queue_overrides.merged(queue, change);
+    let (before, settings) = shared.queue_overrides.merged_from(queue, change);
     // The change in full is in the audit record (ListQueueAudit); a log line quotes 128 bytes.
     tracing::info!(principal = %actor, queue = %queue, change = %smista_core::error::clip(&change.to_text().replace('\n', "; ")), "queue changed");
     match &shared.ledger {
         Some(l) => l
-            .record_queue_change(queue, &settings.to_text(), now, actor, &change.to_text())
+            .record_queue_change(&smista_ledger::QueueChange {
+                queue,
+                old_settings: &before.to_text(),
+                settings: &settings.to_text(),
+                at_unix_ms: now,
+                actor,
+                change: &change.to_text(),
+            })
             .await
             .map_err(crate::wire::error::ledger_status),
         None => Ok(()),

@@ -77,6 +77,11 @@ pub struct JwtSection {
     /// Clock skew tolerated on `exp` and `nbf`, seconds.
     #[serde(default = "default_leeway")]
     pub leeway_s: u32,
+    /// The claim naming a desk's operator group, where the identity provider carries it: a desk
+    /// token must then have it, and a Login is refused (PERMISSION_DENIED) unless it equals the
+    /// roster's group for the operator (see `docs/roster.md`). Unset: not checked.
+    #[serde(default)]
+    pub group_claim: Option<String>,
 }
 
 fn default_operator_claim() -> String {

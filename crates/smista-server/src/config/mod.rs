@@ -56,6 +56,10 @@
 //! time_zone = "Europe/Rome"   # opening hours, monthly budget periods, hour-of-week pacing
 //!
 //! [[groups]]             # operator groups; `budget` names the capped budget paying them
+//! [roster]               # optional: who each operator is (see roster::RosterSection, docs/roster.md)
+//! mode = "required"      # "open": unknown operators log in as they state; default: required with [auth]
+//! file = "roster.csv"    # the HR/WFM export: id,name,group,skills,channels,status
+//! [[operators]]          # rostered operators inline (see roster::OperatorConfig)
 //! [[queues]]             # service lines: see smista_core::config::QueueConfig
 //! [[budgets]]            # capped budgets: see smista_core::book::BudgetConfig
 //! ```
@@ -64,6 +68,7 @@ pub mod auth;
 pub mod cluster;
 pub mod history;
 pub mod limits;
+pub mod roster;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -259,6 +264,12 @@ pub struct Config {
     /// `[history]`.
     #[serde(default)]
     pub history: crate::config::history::HistorySection,
+    /// `[roster]`.
+    #[serde(default)]
+    pub roster: crate::config::roster::RosterSection,
+    /// `[[operators]]`: rostered operators, inline.
+    #[serde(default)]
+    pub operators: Vec<crate::config::roster::OperatorConfig>,
 }
 
 /// A configuration that cannot be used, with where and why.
@@ -288,6 +299,9 @@ pub enum ConfigFileError {
         /// The offending key and problem.
         source: smista_core::ConfigError,
     },
+    /// The roster file (`[roster] file`) cannot be read or has an error (its line and column).
+    #[error("{0}")]
+    Roster(#[from] crate::config::roster::CsvError),
 }
 
 impl Config {
@@ -309,6 +323,31 @@ impl Config {
                 Config::parse(&text, &p.display().to_string())
             }
         }
+    }
+
+    /// The roster as the configuration states it: `[[operators]]`, then the `[roster] file`
+    /// (read now; an operator in both is an error).
+    pub fn roster_entries(&self) -> Result<Vec<crate::config::roster::RosterEntry>, ConfigFileError> {
+        let mut out = Vec::new();
+        for o in &self.operators {
+            // Checked by `validate`.
+            if let Ok(e) = o.entry() {
+                out.push(e);
+            }
+        }
+        if let Some(f) = &self.roster.file {
+            for e in crate::config::roster::read_csv(f, &self.groups)? {
+                if out.iter().any(|x: &crate::config::roster::RosterEntry| x.id == e.id) {
+                    return Err(ConfigFileError::Roster(crate::config::roster::CsvError {
+                        file: f.display().to_string(),
+                        line: 0,
+                        problem: format!("operator `{}` is also in [[operators]]", e.id),
+                    }));
+                }
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 
     /// Whether this node spends budgets through leases: a node id with the PostgreSQL ledger,
@@ -357,6 +396,19 @@ impl Config {
         self.limits.validate().map_err(|(k, p)| bad(&k, &p))?;
         self.cluster.validate().map_err(|(k, p)| bad(&k, &p))?;
         self.history.validate().map_err(|p| bad("history", &p))?;
+        if !(100..=60_000).contains(&self.roster.refresh_ms) {
+            return Err(bad("roster.refresh_ms", "must be 100..=60000"));
+        }
+        for (i, o) in self.operators.iter().enumerate() {
+            let e = o.entry().map_err(|(k, p)| bad(&format!("operators[{i}].{k}"), &p))?;
+            e.check(&self.groups).map_err(|(k, p)| bad(&format!("operators[{i}].{k}"), &p))?;
+            if let Some(j) = self.operators[..i].iter().position(|x| x.id == o.id) {
+                return Err(bad(
+                    &format!("operators[{i}].id"),
+                    &format!("operator `{}` is already operators[{j}]", o.id),
+                ));
+            }
+        }
         jiff::tz::TimeZone::get(&self.engine.time_zone).map_err(|e| {
             bad("engine.time_zone", &format!("`{}` is not an IANA time zone: {e}", self.engine.time_zone))
         })?;

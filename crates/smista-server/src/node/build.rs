@@ -114,6 +114,8 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
         shared.appointments.restore(availability, appointments);
     }
     crate::app::queues::restore(&shared).await?;
+    let configured = cfg.roster_entries().map_err(|e| ServeError::Roster(e.to_string()))?;
+    crate::app::roster::restore(&shared, configured).await.map_err(|e| ServeError::Roster(e.message().to_owned()))?;
     if let Some(l) = &shared.ledger {
         shared.scheduled.restore(l.scheduled_callbacks().await?);
     }

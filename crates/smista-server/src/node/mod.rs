@@ -45,6 +45,9 @@ pub enum ServeError {
     /// Credentials, keys or certificates could not be loaded.
     #[error("security configuration: {0}")]
     Security(String),
+    /// The roster could not be read (the roster file) or restored (the ledger).
+    #[error("roster: {0}")]
+    Roster(String),
     /// The data directory is another server's, or holds a symbolic link where a file belongs.
     #[error(transparent)]
     DataDir(#[from] crate::datadir::DataDirError),

@@ -69,8 +69,12 @@ pub(crate) async fn serve_routing(
         open = shared.gate.auth.is_open(),
         api_keys = cfg.auth.api_keys.len(),
         jwt = cfg.auth.jwt.is_some(),
+        roster = shared.roster.mode().as_str(),
         "trust boundary"
     );
+    if cfg.auth.configured() && shared.roster.mode() == crate::config::roster::RosterMode::Open {
+        tracing::warn!("[roster] mode = \"open\" with [auth]: operators not on the roster log in with the group, skills and channels their desk states (and so choose who pays); see docs/roster.md");
+    }
     let reloader = tokio::spawn(reload_loop(tls.clone(), shared.clone(), stop_rx.clone()));
     let leases = cfg
         .leased()
@@ -100,6 +104,10 @@ pub(crate) async fn serve_routing(
     ));
     if cfg.history.enabled {
         tokio::spawn(crate::tasks::history::staffing_loop(shared.clone(), stop_rx.clone()));
+    }
+    if shared.ledger.is_some() {
+        let every = Duration::from_millis(cfg.roster.refresh_ms);
+        tokio::spawn(crate::tasks::roster::refresh_loop(shared.clone(), every, stop_rx.clone()));
     }
     if let (Some(ledger), days @ 1..) = (shared.ledger.clone(), cfg.history.retention_days) {
         tokio::spawn(crate::tasks::history::purge_loop(ledger, days, stop_rx.clone()));

@@ -168,11 +168,13 @@ impl AdminService for AdminSvc {
             Ok(pb::ListQueueAuditResponse {
                 records: rows
                     .into_iter()
-                    .map(|(queue, at, actor, change)| pb::QueueAuditRecord {
-                        queue,
-                        at_unix_ms: u64::try_from(at).unwrap_or(0),
-                        actor,
-                        change,
+                    .map(|a| pb::QueueAuditRecord {
+                        queue: a.queue,
+                        at_unix_ms: u64::try_from(a.at_unix_ms).unwrap_or(0),
+                        actor: a.actor,
+                        change: a.change,
+                        old_settings: a.old_settings,
+                        new_settings: a.new_settings,
                     })
                     .collect(),
             })
@@ -215,6 +217,8 @@ impl AdminService for AdminSvc {
                     None => None,
                 },
             };
+            // Within the roster entry only: the roster itself changes with PutRosterOperator.
+            self.0.roster.check_update(&u)?;
             let now = self.0.clock.now();
             let mut ev = Vec::new();
             let queues = self.0.engine.update_operator(&u, now, &mut ev).map_err(client_error);
@@ -345,6 +349,46 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<pb::GetBudgetBurnResponse>, Status> {
         let t = RpcTimer::start("GetBudgetBurn");
         let r = crate::service::reports::budget_burn(&self.0, &request.get_ref().budget_id).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn put_roster_operator(
+        &self,
+        request: Request<pb::PutRosterOperatorRequest>,
+    ) -> Result<Response<pb::PutRosterOperatorResponse>, Status> {
+        let t = RpcTimer::start("PutRosterOperator");
+        let r = crate::service::roster::put(&self.0, &request).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn retire_roster_operator(
+        &self,
+        request: Request<pb::RetireRosterOperatorRequest>,
+    ) -> Result<Response<pb::RetireRosterOperatorResponse>, Status> {
+        let t = RpcTimer::start("RetireRosterOperator");
+        let r = crate::service::roster::retire(&self.0, &request).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn list_roster(
+        &self,
+        request: Request<pb::ListRosterRequest>,
+    ) -> Result<Response<pb::ListRosterResponse>, Status> {
+        let t = RpcTimer::start("ListRoster");
+        let r = crate::service::roster::list(&self.0, request.get_ref());
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn list_roster_audit(
+        &self,
+        request: Request<pb::ListRosterAuditRequest>,
+    ) -> Result<Response<pb::ListRosterAuditResponse>, Status> {
+        let t = RpcTimer::start("ListRosterAudit");
+        let r = crate::service::roster::audit(&self.0, request.get_ref()).await;
         t.finish(&r);
         r.map(Response::new)
     }

@@ -111,11 +111,15 @@ fn login_request(req: pb::LoginRequest) -> Result<LoginRequest, Status> {
 impl OperatorService for OperatorSvc {
     async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
         request.get_ref().check_bounds()?;
-        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
+        let principal = self.0.principal(&request)?;
+        principal.check_operator(&request.get_ref().operator_id)?;
         if self.0.is_draining() {
             return Err(Status::unavailable("smista is shutting down; log in on another node"));
         }
-        let req = login_request(request.into_inner()).map(|mut r| {
+        // The roster decides the group (and so who pays), and how far skills and channels go.
+        let req = login_request(request.into_inner()).and_then(|r| self.0.roster.bind_login(r, &principal))?;
+        self.0.roster.logging_in(&self.0, &req.operator_id);
+        let req = Ok::<_, Status>(req).map(|mut r| {
             // A contact of theirs from before a restart may still be in service: no offer until
             // it ends (it is unknown to the engine, which would otherwise see them free).
             if self.0.recovered_with(&r.operator_id) > 0 {

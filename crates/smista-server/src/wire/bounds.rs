@@ -73,6 +73,16 @@ impl Bounded for pb::UpdateOperatorRequest {
     }
 }
 
+impl Bounded for pb::PutRosterOperatorRequest {
+    fn check_bounds(&self) -> Result<(), Status> {
+        if let Some(o) = &self.operator {
+            at_most("operator.skills", o.skills.len(), MAX_SKILLS)?;
+            at_most("operator.channels", o.channels.len(), MAX_CHANNELS)?;
+        }
+        Ok(())
+    }
+}
+
 impl Bounded for pb::UpdateQueueRequest {
     fn check_bounds(&self) -> Result<(), Status> {
         if let Some(s) = &self.skills {

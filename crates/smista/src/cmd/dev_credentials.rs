@@ -29,6 +29,7 @@ pub(crate) fn run(args: DevCredentialsArgs) -> ExitCode {
         Ok(m) => {
             println!("minted in {} (development only):", out.display());
             println!("  configuration  {}", m.config.display());
+            println!("  roster         {}", m.roster.display());
             println!("  CA             {}", m.ca.display());
             println!("  platform mTLS  {} + {}", m.platform_cert.display(), m.platform_key.display());
             println!("  platform key   {}", m.platform_key_token.display());

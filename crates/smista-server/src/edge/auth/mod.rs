@@ -101,6 +101,9 @@ pub struct Principal {
     pub roles: Roles,
     /// The operator id a desk principal acts as.
     pub operator: Option<Arc<str>>,
+    /// The operator group its JWT names (`[auth.jwt] group_claim`; `None`: not configured or
+    /// not in the token). A Login must then match the roster's group (`app::roster`).
+    pub group: Option<Arc<str>>,
     /// How it authenticated.
     pub method: Method,
 }
@@ -109,7 +112,7 @@ impl Principal {
     /// Every caller of an open server: every role, any operator.
     #[must_use]
     pub fn anonymous() -> Principal {
-        Principal { name: Arc::from("anonymous"), roles: Roles::ALL, operator: None, method: Method::Open }
+        Principal { name: Arc::from("anonymous"), roles: Roles::ALL, operator: None, group: None, method: Method::Open }
     }
 
     /// Whether this principal may act as desk `operator_id`: a desk bound to that id, or anyone
@@ -169,6 +172,10 @@ pub const POLICY: &[(&str, Roles, Class)] = &[
     ("/smista.v1.AdminService/UpdateOperator", Roles::of(&[Role::Admin]), Class::Admin),
     ("/smista.v1.AdminService/ListQueueAudit", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/UpdateBudget", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AdminService/PutRosterOperator", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AdminService/RetireRosterOperator", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AdminService/ListRoster", Roles::of(&[Role::Supervisor]), Class::Read),
+    ("/smista.v1.AdminService/ListRosterAudit", Roles::of(&[Role::Supervisor]), Class::Read),
 ];
 
 /// Paths that need no credential.
@@ -218,7 +225,13 @@ fn now_s() -> i64 {
 }
 
 fn principal(name: &str, roles: &[Role], operator: Option<&str>, method: Method) -> Arc<Principal> {
-    Arc::new(Principal { name: Arc::from(name), roles: Roles::of(roles), operator: operator.map(Arc::from), method })
+    Arc::new(Principal {
+        name: Arc::from(name),
+        roles: Roles::of(roles),
+        operator: operator.map(Arc::from),
+        group: None,
+        method,
+    })
 }
 
 impl Authenticator {
@@ -347,6 +360,13 @@ impl Authenticator {
             .and_then(serde_json::Value::as_str)
             .filter(|o| !o.is_empty() && o.len() <= 128)
             .map(Arc::from);
+        let group = cfg
+            .group_claim
+            .as_ref()
+            .and_then(|c| claims.get(c))
+            .and_then(serde_json::Value::as_str)
+            .filter(|g| !g.is_empty() && g.len() <= 128)
+            .map(Arc::from);
         let mut roles = Roles::of(&roles);
         if operator.is_none() {
             // A desk token must say which desk.
@@ -356,6 +376,7 @@ impl Authenticator {
             name: Arc::from(format!("jwt:{}", smista_core::error::clip(sub))),
             roles,
             operator,
+            group,
             method: Method::Jwt,
         }
     }
@@ -532,6 +553,7 @@ mod tests {
             name: Arc::from("d"),
             roles: Roles::of(&[Role::Desk]),
             operator: Some(Arc::from("op-101")),
+            group: None,
             method: Method::Jwt,
         };
         assert!(desk.may_act_as("op-101") && !desk.may_act_as("op-102"));
