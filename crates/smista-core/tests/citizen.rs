@@ -9,7 +9,7 @@ use common::*;
 use smista_core::calendar::{days_from_civil, to_unix, CentralEurope};
 use smista_core::config::{QueueConfig, SegmentRule};
 use smista_core::hours::HoursConfig;
-use smista_core::{CallbackNext, Decision, DivertReason, Engine, Millis, Outcome, Segment};
+use smista_core::{CallbackNext, Channel, Decision, DivertReason, Engine, Millis, Outcome, Segment};
 
 const H: i64 = 3_600_000;
 /// Engine time zero: 2026-12-01 00:00 UTC.
@@ -646,4 +646,31 @@ mod runtime_control {
         assert!(matches!(d, Decision::Queued { .. }), "{d:?}");
         assert_clean(&e, now.plus(6_000));
     }
+}
+
+/// A video appointment whose consultant is logged in for voice only (and nobody on the line can
+/// take video) cannot wait for an operator who will never come: it is diverted NO_OPERATORS at
+/// its slot, so the platform can rebook it, instead of waiting at the head of the line forever.
+/// With a video-capable consultant it is offered at once.
+#[test]
+fn a_video_appointment_nobody_can_take_is_diverted_not_left_waiting() {
+    let q = QueueConfig::new("consultancy", &[("pensions", 7)]);
+    let e = engine(vec![q]);
+    let mut ev = vec![];
+    e.login(&login("cons-1", "internal", &[("pensions", 8)]), t(0), &mut ev).unwrap();
+    let mut req = offer("appt-1", "consultancy");
+    req.channel = Channel::Video;
+    let d = e.offer_appointment(&req, "cons-1", 120_000, t(1_000), &mut ev).unwrap();
+    assert!(
+        matches!(d, Decision::Diverted { reason: DivertReason::NoOperators, .. }),
+        "voice-only consultant: {d:?}"
+    );
+    // Logged in for video too, the consultant gets the next one.
+    e.logout("cons-1", false, t(2_000), &mut ev).unwrap();
+    let mut l = login("cons-1", "internal", &[("pensions", 8)]);
+    l.channels = vec![(Channel::Voice, 1), (Channel::Video, 1)];
+    e.login(&l, t(3_000), &mut ev).unwrap();
+    req.contact_id = "appt-2".into();
+    let d = e.offer_appointment(&req, "cons-1", 120_000, t(4_000), &mut ev).unwrap();
+    assert_eq!(assigned_to(&d), Some("cons-1"));
 }

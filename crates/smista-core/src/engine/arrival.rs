@@ -240,8 +240,8 @@ impl Engine {
     ) -> Result<(u32, Decision), (DivertReason, u32)> {
         let mut staffed = false;
         let mut last = (DivertReason::NoOperators, chain.first().copied().unwrap_or(0));
-        let Some((channel, priority, segment, funded)) =
-            self.contacts.get(id).map(|r| (r.channel, r.priority, r.segment, r.funding.is_some()))
+        let Some((channel, priority, segment, funded, appointment)) =
+            self.contacts.get(id).map(|r| (r.channel, r.priority, r.segment, r.funding.is_some(), r.appointment))
         else {
             return Err(last);
         };
@@ -258,7 +258,14 @@ impl Engine {
                 }
                 continue;
             }
-            if q.candidates.read().is_empty() && now.0 >= self.staff_grace_until.load(Ordering::Relaxed) {
+            // Staffed: someone is logged in on the line; for an appointment, which has no maximum
+            // wait, someone who can take its channel (a video appointment on a line of voice-only
+            // desks would otherwise wait at the head of the line for nobody).
+            let unstaffed = {
+                let c = q.candidates.read();
+                c.is_empty() || (appointment && !c.iter().any(|c| c.session.caps[channel.index()] > 0))
+            };
+            if unstaffed && now.0 >= self.staff_grace_until.load(Ordering::Relaxed) {
                 if !staffed {
                     last = (DivertReason::NoOperators, qi);
                 }
