@@ -661,10 +661,7 @@ fn a_video_appointment_nobody_can_take_is_diverted_not_left_waiting() {
     let mut req = offer("appt-1", "consultancy");
     req.channel = Channel::Video;
     let d = e.offer_appointment(&req, "cons-1", 120_000, t(1_000), &mut ev).unwrap();
-    assert!(
-        matches!(d, Decision::Diverted { reason: DivertReason::NoOperators, .. }),
-        "voice-only consultant: {d:?}"
-    );
+    assert!(matches!(d, Decision::Diverted { reason: DivertReason::NoOperators, .. }), "voice-only consultant: {d:?}");
     // Logged in for video too, the consultant gets the next one.
     e.logout("cons-1", false, t(2_000), &mut ev).unwrap();
     let mut l = login("cons-1", "internal", &[("pensions", 8)]);
