@@ -377,3 +377,38 @@ async fn the_configuration_updates_and_retires_the_entries_it_set() {
     srv.stop().await;
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_the_token_carries_the_group_it_must_be_the_rosters() {
+    let s = Secure::start(&["op-201", "op-202"], |c| {
+        c.auth.jwt.as_mut().expect("minted JWT section").group_claim = Some("operator_group".into());
+    })
+    .await;
+    let ops_ch = s.channel().await;
+    let mut ops = OperatorServiceClient::new(ops_ch);
+    let key = std::fs::read(&s.m.signing_key).expect("signing key");
+    let opts = mint::Options::new(&s.data);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let token = |op: &str, group: Option<&str>| {
+        let mut claims = serde_json::json!({
+            "iss": opts.issuer, "aud": opts.audience, "sub": format!("desk-{op}"), "roles": ["desk"],
+            "iat": now, "nbf": now - 60, "exp": now + 3600, "operator_id": op,
+        });
+        if let Some(g) = group {
+            claims["operator_group"] = serde_json::Value::String(g.to_owned());
+        }
+        mint::sign_es256(&key, mint::KID, &claims).expect("token")
+    };
+    // The identity provider says internal, the roster supplier-a: refused, whatever the desk states.
+    for stated in ["internal", "supplier-a", ""] {
+        let e = ops.login(with(login("op-201", stated, &[]), &token("op-201", Some("internal")))).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{stated}: {e:?}");
+    }
+    // A token without the claim: refused (the minted tokens carry none).
+    let e = ops.login(with(login("op-201", "supplier-a", &[]), &s.token("op-201"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("no operator group"), "{}", e.message());
+    // The token and the roster agree: logged in.
+    ops.login(with(login("op-201", "", &[]), &token("op-201", Some("supplier-a")))).await.expect("agreeing token");
+    s.srv.stop().await;
+}

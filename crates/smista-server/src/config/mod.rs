@@ -336,12 +336,12 @@ impl Config {
             }
         }
         if let Some(f) = &self.roster.file {
-            for e in crate::config::roster::read_csv(f, &self.groups)? {
+            for (line, e) in crate::config::roster::read_csv(f, &self.groups)? {
                 if out.iter().any(|x: &crate::config::roster::RosterEntry| x.id == e.id) {
                     return Err(ConfigFileError::Roster(crate::config::roster::CsvError {
                         file: f.display().to_string(),
-                        line: 0,
-                        problem: format!("operator `{}` is also in [[operators]]", e.id),
+                        line,
+                        problem: format!("column `id`: operator `{}` is also in [[operators]]", e.id),
                     }));
                 }
                 out.push(e);

@@ -249,6 +249,15 @@ pub fn parse_csv(
     file: &str,
     groups: &[smista_core::config::GroupConfig],
 ) -> Result<Vec<RosterEntry>, CsvError> {
+    Ok(parse_csv_lines(text, file, groups)?.into_iter().map(|(_, e)| e).collect())
+}
+
+/// [`parse_csv`], each entry with its line number.
+pub fn parse_csv_lines(
+    text: &str,
+    file: &str,
+    groups: &[smista_core::config::GroupConfig],
+) -> Result<Vec<(usize, RosterEntry)>, CsvError> {
     let err = |line: usize, problem: String| CsvError { file: file.to_owned(), line, problem };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
@@ -298,18 +307,21 @@ pub fn parse_csv(
         }
         out.push((n, e));
     }
-    Ok(out.into_iter().map(|(_, e)| e).collect())
+    Ok(out)
 }
 
-/// Reads and parses the roster file at `path`.
-pub fn read_csv(path: &Path, groups: &[smista_core::config::GroupConfig]) -> Result<Vec<RosterEntry>, CsvError> {
+/// Reads and parses the roster file at `path`, each entry with its line number.
+pub fn read_csv(
+    path: &Path,
+    groups: &[smista_core::config::GroupConfig],
+) -> Result<Vec<(usize, RosterEntry)>, CsvError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| CsvError {
         file: name.clone(),
         line: 0,
         problem: format!("cannot read it: {e}"),
     })?;
-    parse_csv(&text, &name, groups)
+    parse_csv_lines(&text, &name, groups)
 }
 
 #[cfg(test)]
