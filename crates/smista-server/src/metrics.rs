@@ -75,7 +75,7 @@ pub const RPC_DURATION: &str = "smista_rpc_duration_seconds";
 /// RPC failures by method and gRPC code.
 pub const RPC_ERRORS: &str = "smista_rpc_errors_total";
 /// Requests refused at the trust boundary, by reason (missing, bad_token, expired, no_role,
-/// wrong_operator, unknown_method).
+/// wrong_operator, unknown_method, roster).
 pub const AUTH_FAILURES: &str = "smista_auth_failures_total";
 /// Requests refused by a quota, by class (offer, contact, stream, login, desk, read, admin, caller,
 /// streams).
