@@ -30,7 +30,7 @@ use tonic::Request;
 
 /// Every method of `smista.v1` (`every_method_is_fuzzed` checks the list against the descriptor
 /// set).
-const METHODS: [&str; 29] = [
+const METHODS: [&str; 33] = [
     "OfferContact",
     "CancelContact",
     "StreamEvents",
@@ -60,6 +60,10 @@ const METHODS: [&str; 29] = [
     "MoveAppointment",
     "CancelAppointment",
     "ListAppointments",
+    "PutRosterOperator",
+    "RetireRosterOperator",
+    "ListRoster",
+    "ListRosterAudit",
 ];
 
 /// The recorded seeds, and for every method a well-formed request of plausible values (so the
@@ -133,7 +137,11 @@ async fn drive(s: &Arc<Shared>, m: usize, bytes: &[u8]) -> u32 {
         25 => call!(p, book_appointment, pb::BookAppointmentRequest),
         26 => call!(p, move_appointment, pb::MoveAppointmentRequest),
         27 => call!(p, cancel_appointment, pb::CancelAppointmentRequest),
-        _ => call!(p, list_appointments, pb::ListAppointmentsRequest),
+        28 => call!(p, list_appointments, pb::ListAppointmentsRequest),
+        29 => call!(a, put_roster_operator, pb::PutRosterOperatorRequest),
+        30 => call!(a, retire_roster_operator, pb::RetireRosterOperatorRequest),
+        31 => call!(a, list_roster, pb::ListRosterRequest),
+        _ => call!(a, list_roster_audit, pb::ListRosterAuditRequest),
     }
 }
 
@@ -264,6 +272,27 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
             .encode_to_vec(),
         27 => pb::CancelAppointmentRequest { appointment_id: st(0) }.encode_to_vec(),
         28 => pb::ListAppointmentsRequest { queue: st(0), from_unix_ms: u(0), to_unix_ms: u(1) }.encode_to_vec(),
+        29 => pb::PutRosterOperatorRequest {
+            operator: Some(pb::RosterOperator {
+                operator_id: st(0),
+                display_name: st(3),
+                group: st(2),
+                skills: skills.clone(),
+                channels: channels.clone(),
+                retired: u(0) % 2 == 0,
+                version: u(1),
+                updated_unix_ms: u(2),
+                source: st(1),
+            }),
+            expected_version: (u(3) % 2 == 0).then(|| u(4)),
+        }
+        .encode_to_vec(),
+        30 => pb::RetireRosterOperatorRequest { operator_id: st(0) }.encode_to_vec(),
+        31 => pb::ListRosterRequest { page_size: u(0) as u32, page_token: st(1), include_retired: u(1) % 2 == 0 }
+            .encode_to_vec(),
+        32 => {
+            pb::ListRosterAuditRequest { operator_id: st(0), page_size: u(0) as u32, page_token: st(1) }.encode_to_vec()
+        }
         _ => pb::UpdateBudgetRequest {
             budget_id: st(0),
             ceiling_cents: Some(u(0) as i64),
