@@ -390,30 +390,38 @@ pub async fn put(
     Err(Status::aborted(format!("operator `{}` keeps changing on other nodes: try again", entry.id)))
 }
 
-/// Retires `operator` (by `actor`): durable and audited like [`put`]. NOT_FOUND if not on the
+/// Retires `operator` (by `actor`): durable and audited like [`put`], on the entry as it stands
+/// (a concurrent change of it on another node is kept, not overwritten). NOT_FOUND if not on the
 /// roster.
 pub async fn retire(shared: &Shared, operator: &str, actor: &str) -> Result<(Rostered, bool), Status> {
-    let current = match &shared.ledger {
-        Some(l) => l
-            .roster_entry(operator)
-            .await
-            .map_err(crate::wire::error::ledger_status)?
-            .map(Rostered::from_row)
-            .transpose()
-            .map_err(Status::internal)?,
-        None => shared.roster.get(operator),
-    };
-    let Some(cur) = current else {
-        return Err(Status::not_found(format!(
-            "operator `{}` is not on the roster",
-            smista_core::error::clip(operator)
-        )));
-    };
-    if cur.entry.retired {
-        shared.roster.apply(shared, cur.clone());
-        return Ok((cur, false));
+    for _ in 0..CONFLICT_RETRIES {
+        let current = match &shared.ledger {
+            Some(l) => l
+                .roster_entry(operator)
+                .await
+                .map_err(crate::wire::error::ledger_status)?
+                .map(Rostered::from_row)
+                .transpose()
+                .map_err(Status::internal)?,
+            None => shared.roster.get(operator),
+        };
+        let Some(cur) = current else {
+            return Err(Status::not_found(format!(
+                "operator `{}` is not on the roster",
+                smista_core::error::clip(operator)
+            )));
+        };
+        if cur.entry.retired {
+            shared.roster.apply(shared, cur.clone());
+            return Ok((cur, false));
+        }
+        let retired = RosterEntry { retired: true, ..cur.entry };
+        match put(shared, retired, Some(cur.version), actor, SOURCE_ADMIN).await {
+            Err(e) if e.code() == tonic::Code::Aborted => continue,
+            r => return r,
+        }
     }
-    put(shared, RosterEntry { retired: true, ..cur.entry }, None, actor, SOURCE_ADMIN).await
+    Err(Status::aborted(format!("operator `{operator}` keeps changing on other nodes: try again")))
 }
 
 /// Re-reads the ledger's roster and applies every entry newer than this node's (another node's
@@ -451,21 +459,32 @@ pub async fn restore(shared: &Shared, configured: Vec<RosterEntry>) -> Result<()
             }
             Some(r) if r.entry == *e => {}
             cur => {
-                let was = cur.is_some();
-                if put(shared, e.clone(), None, CONFIGURATION, SOURCE_CONFIG).await?.1 {
-                    if was {
-                        updated += 1;
-                    } else {
-                        created += 1;
+                // On the entry as read: one an admin (or another node) changes meanwhile wins.
+                let was = cur.as_ref().map_or(0, |r| r.version);
+                match put(shared, e.clone(), Some(was), CONFIGURATION, SOURCE_CONFIG).await {
+                    Ok((_, true)) if was > 0 => updated += 1,
+                    Ok((_, true)) => created += 1,
+                    Ok((_, false)) => {}
+                    Err(x) if x.code() == tonic::Code::Aborted => {
+                        tracing::warn!(operator = %e.id, "the roster entry changed meanwhile: the configuration's is applied at the next start");
                     }
+                    Err(x) => return Err(x),
                 }
             }
         }
     }
     for r in shared.roster.list() {
         if r.source == SOURCE_CONFIG && !r.entry.retired && !configured.iter().any(|e| e.id == r.entry.id) {
-            put(shared, RosterEntry { retired: true, ..r.entry }, None, CONFIGURATION, SOURCE_CONFIG).await?;
-            retired += 1;
+            let id = r.entry.id.clone();
+            match put(shared, RosterEntry { retired: true, ..r.entry }, Some(r.version), CONFIGURATION, SOURCE_CONFIG)
+                .await
+            {
+                Ok(_) => retired += 1,
+                Err(x) if x.code() == tonic::Code::Aborted => {
+                    tracing::warn!(operator = %id, "the roster entry changed meanwhile: not retired by the configuration");
+                }
+                Err(x) => return Err(x),
+            }
         }
     }
     tracing::info!(
