@@ -7,9 +7,10 @@
 //! - two nodes routing at once: concurrent edits of one operator on both converge on the same
 //!   entry on both, every change written on top of the one before and in the audit trail; a
 //!   retirement on one node reaches the other (its Login refused, its session ended) within the
-//!   refresh.
+//!   refresh;
+//! - `smista check-config` reports a roster file's error with its file, line and column.
 //!
-//! Needs `SMISTA_TEST_PG_URL` (set by `.ci/run`; required when `CI=true`).
+//! The cluster tests need `SMISTA_TEST_PG_URL` (set by `.ci/run`; required when `CI=true`).
 
 mod support;
 
@@ -245,4 +246,29 @@ async fn concurrent_roster_edits_on_two_nodes_converge() {
     let e = ob.login(login("op-201", &group)).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "node b lets a retired operator log in: {e:?}");
     teardown(nodes, &url, &schema, &dir).await;
+}
+
+/// `smista check-config` reads the roster file too: an error names the file, the line and the
+/// column, and the command fails; a good file is counted.
+#[test]
+fn check_config_reports_a_roster_file_error_with_its_line() {
+    let dir = dir("check");
+    let csv = dir.join("roster.csv");
+    let cfg = dir.join("smista.toml");
+    let toml = format!("{}\n[roster]\nfile = \"{}\"\n", smista_server::config::DEMO, csv.display());
+    std::fs::write(&cfg, toml).expect("config");
+    let check = || Command::new(env!("CARGO_BIN_EXE_smista")).arg("check-config").arg(&cfg).output().expect("run");
+    std::fs::write(&csv, "id,name,group,skills,channels,status\nop-201,A,supplier-a,pensions:7,,active\n# note\nop-202,B,supplier-a,pensions:11,,active\n")
+        .expect("csv");
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("{}:4: column `skills`", csv.display())), "{err}");
+    std::fs::write(&csv, "id,name,group,skills,channels,status\nop-201,A,supplier-a,pensions:7,,active\n")
+        .expect("csv");
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("1 rostered operators, roster open"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
