@@ -271,7 +271,8 @@ impl Roster {
             Ok(()) => {
                 self.ending.remove(operator);
                 shared.recovering.remove(operator);
-                tracing::info!(operator = %operator, "logged out: the roster entry changed");
+                tracing::info!("an operator was logged out: their roster entry changed");
+                tracing::debug!(operator = %operator, "logged out: the roster entry changed");
             }
             Err(RoutingError::UnknownOperator(_)) => {
                 self.ending.remove(operator);
@@ -281,7 +282,7 @@ impl Roster {
                 let paused =
                     shared.engine.set_state(operator, &RequestedState::Paused(ROSTER_PAUSE.to_owned()), now, &mut ev);
                 shared.publish(&ev, now);
-                tracing::info!(operator = %operator, why = %e, paused = paused.is_ok(), "roster entry changed: logged out once the contacts in service end");
+                tracing::debug!(operator = %operator, why = %e, paused = paused.is_ok(), "roster entry changed: logged out once the contacts in service end");
             }
         }
     }
@@ -374,7 +375,8 @@ pub async fn put(
         };
         match written {
             RosterWrite::Written => {
-                tracing::info!(principal = %actor, operator = %entry.id, change = %audit.change, version = new.version, group = %entry.group, "roster changed");
+                tracing::info!(principal = %actor, change = %audit.change, version = new.version, group = %entry.group, "roster changed");
+                tracing::debug!(operator = %entry.id, version = new.version, "roster entry written");
                 roster.apply(shared, new.clone());
                 return Ok((new, true));
             }
@@ -434,7 +436,8 @@ pub async fn refresh(shared: &Shared) -> Result<usize, smista_ledger::LedgerErro
             match Rostered::from_row(row) {
                 Ok(r) => applied += usize::from(shared.roster.apply(shared, r)),
                 Err(e) => {
-                    tracing::warn!(operator = %id, error = %e, "the ledger's roster entry does not parse: skipped")
+                    tracing::warn!(error = %e, "a roster entry in the ledger does not parse: skipped");
+                    tracing::debug!(operator = %id, "roster entry skipped");
                 }
             }
         }
@@ -454,7 +457,7 @@ pub async fn restore(shared: &Shared, configured: Vec<RosterEntry>) -> Result<()
             Some(r) if r.source == SOURCE_ADMIN => {
                 if r.entry != *e {
                     kept += 1;
-                    tracing::warn!(operator = %e.id, "the roster entry an admin set at run time wins over the configuration's");
+                    tracing::debug!(operator = %e.id, "the roster entry an admin set at run time wins over the configuration's");
                 }
             }
             Some(r) if r.entry == *e => {}
@@ -466,7 +469,10 @@ pub async fn restore(shared: &Shared, configured: Vec<RosterEntry>) -> Result<()
                     Ok((_, true)) => created += 1,
                     Ok((_, false)) => {}
                     Err(x) if x.code() == tonic::Code::Aborted => {
-                        tracing::warn!(operator = %e.id, "the roster entry changed meanwhile: the configuration's is applied at the next start");
+                        tracing::warn!(
+                            "a roster entry changed meanwhile: the configuration's is applied at the next start"
+                        );
+                        tracing::debug!(operator = %e.id, "configuration entry not applied");
                     }
                     Err(x) => return Err(x),
                 }
@@ -481,11 +487,18 @@ pub async fn restore(shared: &Shared, configured: Vec<RosterEntry>) -> Result<()
             {
                 Ok(_) => retired += 1,
                 Err(x) if x.code() == tonic::Code::Aborted => {
-                    tracing::warn!(operator = %id, "the roster entry changed meanwhile: not retired by the configuration");
+                    tracing::warn!("a roster entry changed meanwhile: not retired by the configuration");
+                    tracing::debug!(operator = %id, "not retired by the configuration");
                 }
                 Err(x) => return Err(x),
             }
         }
+    }
+    if kept > 0 {
+        tracing::warn!(
+            operators = kept,
+            "roster entries an admin changed at run time differ from the configuration's: the admins' stay in force (ids at debug level)"
+        );
     }
     tracing::info!(
         mode = shared.roster.mode().as_str(),
