@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use smista_core::config::QueueConfig;
-use smista_core::{Decision, Engine, Event};
+use smista_core::{Decision, Event};
 
 const PAIRS: usize = 8;
 
