@@ -606,3 +606,48 @@ fallback = "callback_booking"
     assert!(u64::try_from(now_unix()).expect("fits") >= period_end, "not before the next period");
     srv.stop().await;
 }
+
+/// A booking whose guard window has begun holds the consultant at once, not from the next tick:
+/// an ordinary call offered right after the booking waits instead of reaching the consultant
+/// just before the slot. Four consultants, booked and called in turn, with the routing tick every
+/// 10 s: a hold left to the tick lets these calls through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_inside_the_guard_window_holds_the_consultant_at_once() {
+    use smista_proto::v1::appointment_service_client::AppointmentServiceClient;
+    let mut cfg = config();
+    cfg.server.data_dir = temp_dir("guard");
+    let srv = Server::start_ticking(cfg, 10_000).await;
+    let mut ap = AppointmentServiceClient::new(srv.channel().await);
+    let mut o = srv.operators().await;
+    let mut c = srv.contacts().await;
+    let now = u64::try_from(now_unix()).expect("after 1970");
+    // 10 s from now: inside the 30 s guard window of `consultancy` already.
+    let start = now + 10_000;
+    for i in 0..4 {
+        let op = format!("op-cons-{i}");
+        ap.publish_availability(pb::PublishAvailabilityRequest {
+            operator_id: op.clone(),
+            queue: "consultancy".into(),
+            start_unix_ms: start,
+            end_unix_ms: start + 60_000,
+            display_name: format!("Dott. {i}"),
+        })
+        .await
+        .expect("publish");
+        o.login(login(&op, "internal", &[("pensions", 6)])).await.expect("login");
+        ap.book_appointment(pb::BookAppointmentRequest {
+            appointment_id: format!("appt-guard-{i}"),
+            queue: "consultancy".into(),
+            start_unix_ms: start,
+            operator_id: op.clone(),
+            channel: pb::Channel::Voice as i32,
+            segment: pb::Segment::General as i32,
+            recording: false,
+        })
+        .await
+        .expect("book");
+        let r = c.offer_contact(voice(&format!("walk-in-{i}"), "consultancy")).await.expect("offer").into_inner();
+        assert_eq!(assigned(&r), None, "{op} is held for its appointment from the booking on: {r:?}");
+    }
+    srv.stop().await;
+}

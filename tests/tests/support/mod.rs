@@ -31,9 +31,14 @@ impl Server {
         Self::start_in(cfg).await
     }
 
-    /// Starts a server with `cfg` as given (data directory included).
-    pub async fn start_in(mut cfg: Config) -> Server {
-        cfg.server.tick_ms = 20;
+    /// Starts a server with `cfg` as given (data directory included), ticking every 20 ms.
+    pub async fn start_in(cfg: Config) -> Server {
+        Self::start_ticking(cfg, 20).await
+    }
+
+    /// Starts a server with `cfg` as given, its routing tick every `tick_ms`.
+    pub async fn start_ticking(mut cfg: Config, tick_ms: u64) -> Server {
+        cfg.server.tick_ms = tick_ms;
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let listeners = Listeners::bind(any, any).await.expect("bind");
         let (grpc, metrics) = listeners.addrs().expect("addrs");

@@ -3,6 +3,7 @@
 //! above (the services, the background tasks, the node) takes an `Arc<Shared>`; nothing here
 //! imports them.
 
+pub mod appointments;
 pub mod callbacks;
 pub mod history;
 pub mod hub;

@@ -9,6 +9,7 @@ use smista_proto::v1 as pb;
 use smista_proto::v1::appointment_service_server::AppointmentService;
 use tonic::{Request, Response, Status};
 
+use crate::app::appointments::hold_booked;
 use crate::app::Shared;
 use crate::metrics::RpcTimer;
 use crate::wire::convert;
@@ -177,6 +178,8 @@ impl AppointmentService for AppointmentSvc {
                 recording: req.recording,
             };
             let a = self.0.appointments.book(&b, self.now_unix()).map_err(status)?;
+            // Inside the guard window already: held from now, not from the next tick.
+            hold_booked(&self.0, self.0.clock.now());
             self.persist(&a).await?;
             Ok(appointment_pb(&a))
         }
@@ -198,6 +201,7 @@ impl AppointmentService for AppointmentSvc {
                 .appointments
                 .move_to(&req.appointment_id, ms("start_unix_ms", req.start_unix_ms)?, op, self.now_unix())
                 .map_err(status)?;
+            hold_booked(&self.0, self.0.clock.now());
             self.persist(&a).await?;
             Ok(appointment_pb(&a))
         }

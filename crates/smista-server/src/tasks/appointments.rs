@@ -8,12 +8,8 @@ use crate::app::Shared;
 /// The tick's part: keeps booked operators from ordinary offers from `guard_ms` before their
 /// slots, and turns appointments whose slot started into contacts (made durable as started).
 pub async fn drive(shared: &Shared, now: smista_core::Millis) {
+    crate::app::appointments::hold_booked(shared, now);
     let unix = i64::try_from(shared.clock.unix_ms(now)).unwrap_or(i64::MAX);
-    for (operator, until) in shared.appointments.holds(unix) {
-        if let Some(t) = shared.clock.from_unix(until) {
-            shared.engine.hold_operator(&operator, t);
-        }
-    }
     let due = shared.appointments.due(unix);
     if due.is_empty() {
         return;
