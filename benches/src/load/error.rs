@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Not reachable.
-    #[error("cannot reach smista at {target}: {source}")]
+    #[error("cannot reach smista at {target}: {}", smista_client::connect::causes(source))]
     Unreachable {
         /// Target.
         target: String,

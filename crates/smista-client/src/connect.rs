@@ -31,6 +31,25 @@ pub struct Credentials {
     pub tls_domain: Option<String>,
 }
 
+/// An error and its causes, `outer: inner: innermost`: tonic's connection errors say only
+/// "transport error" and keep the reason (refused, no route, a TLS failure) in their sources. A
+/// message that adds nothing to its cause (tonic's "transport error") is left out, and so is a
+/// cause its outer message already quotes.
+#[must_use]
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        next = e.source();
+        if (next.is_some() && text == "transport error") || parts.last().is_some_and(|p| p.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
 fn read(path: &PathBuf) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -61,9 +80,10 @@ impl Credentials {
         Ok(ep.tcp_nodelay(true))
     }
 
-    /// Connects to `target`.
+    /// Connects to `target`. The error names the target and why, e.g. `cannot connect to
+    /// http://127.0.0.1:50051: tcp connect error: Connection refused (os error 111)`.
     pub async fn channel(&self, target: &str) -> Result<Channel, String> {
-        self.endpoint(target)?.connect().await.map_err(|e| format!("cannot reach {target}: {e}"))
+        self.endpoint(target)?.connect().await.map_err(|e| format!("cannot connect to {target}: {}", causes(&e)))
     }
 
     /// The bearer interceptor for these credentials.

@@ -382,10 +382,17 @@ pub(crate) async fn open(target: &Target) -> Result<(Db, Db), LedgerError> {
 /// wakes up, retries on a new session and meets the fence.
 pub(crate) const IDLE_IN_TRANSACTION_MS: u64 = 1_000;
 
-/// The connection options of every PostgreSQL session the ledger opens.
+/// The connection options of every PostgreSQL session the ledger opens. `client_min_messages =
+/// warning`: the NOTICEs PostgreSQL sends are what the schema script's `IF [NOT] EXISTS` says of
+/// each table, index and column it skips ("relation ... does not exist, skipping"), which sqlx
+/// logs at INFO, 30 to 90 lines at every start that creates or migrates a ledger; warnings and
+/// errors still reach the log.
 pub(crate) fn pg_options(url: &str) -> Result<PgConnectOptions, LedgerError> {
     let opts: PgConnectOptions = url.parse().map_err(|e| LedgerError::Storage(format!("bad PostgreSQL URL: {e}")))?;
-    Ok(opts.options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_MS.to_string())]))
+    Ok(opts.options([
+        ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_MS.to_string()),
+        ("client_min_messages", "warning".to_owned()),
+    ]))
 }
 
 /// [`open`] with a small PostgreSQL pool that gives up quickly on an unreachable server (the

@@ -140,7 +140,7 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
         Err(e) => {
             match e.downcast_ref::<tonic::Status>() {
                 Some(s) => eprintln!("error: {}", show::status(s)),
-                None => eprintln!("error: {e}"),
+                None => eprintln!("error: {}", smista_client::connect::causes(&*e)),
             }
             ExitCode::FAILURE
         }

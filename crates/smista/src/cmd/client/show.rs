@@ -42,7 +42,9 @@ fn fallback(v: i32) -> String {
     pb::Fallback::try_from(v).map_or_else(|_| format!("fallback {v}"), |f| words(f.as_str_name(), "FALLBACK_"))
 }
 
-/// An error status as `not found: unknown queue ...`: the code in words, then the message.
+/// An error status as `not found: unknown queue ...`: the code in words, then the message, then
+/// what caused it on this side if anything did (a connection lost during the call: tonic's
+/// message alone may say only "transport error").
 #[must_use]
 pub(crate) fn status(s: &tonic::Status) -> String {
     let code = format!("{:?}", s.code());
@@ -53,11 +55,14 @@ pub(crate) fn status(s: &tonic::Status) -> String {
         }
         words.extend(c.to_lowercase());
     }
-    if s.message().is_empty() {
-        words
-    } else {
-        format!("{words}: {}", s.message())
+    let mut text = if s.message().is_empty() { words } else { format!("{words}: {}", s.message()) };
+    if let Some(cause) = std::error::Error::source(s) {
+        let cause = smista_client::connect::causes(cause);
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
     }
+    text
 }
 
 /// An offer's decision.
