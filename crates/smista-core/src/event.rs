@@ -159,6 +159,10 @@ pub enum Event {
         from: OperatorStatus,
         /// New status.
         to: OperatorStatus,
+        /// Why paused, when `to` is PAUSED (the desk's reason code, or the engine's own: "no
+        /// answer", or the server's at a login after a restart); empty otherwise. A paused
+        /// operator who pauses again with another reason reports PAUSED -> PAUSED with it.
+        reason: Arc<str>,
     },
 }
 

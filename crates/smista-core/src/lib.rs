@@ -12,6 +12,8 @@
 //! - [`config::EngineConfig`] describes queues and operator groups; [`hours`] their opening
 //!   hours on the centre's [`calendar`]; [`appointments`] the consultancy slots operators
 //!   publish and citizens book.
+//! - [`accounting`] what each operator did while logged in, per interval (a partition of their
+//!   logged-in time: available, on contacts, wrap-up, paused by reason).
 //! - [`roster`] the rules binding an operator's login to the roster (group, narrowing).
 //!
 //! Invariants the engine guarantees (and its tests check under random interleavings and threads):
@@ -21,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounting;
 pub mod appointments;
 pub mod book;
 pub mod budget;

@@ -332,6 +332,9 @@ pub struct LoginRequest {
     pub paused: Option<String>,
 }
 
+/// The pause reason the engine gives an operator who let an offer time out.
+pub const NO_ANSWER: &str = "no answer";
+
 /// The state an operator asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestedState {

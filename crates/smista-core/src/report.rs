@@ -36,12 +36,31 @@ use crate::model::{DivertReason, Outcome};
 pub use crate::calendar::{FixedOffset, Zone};
 
 /// The start of the interval of length `interval_ms` containing `unix_ms`, aligned on the local
-/// wall clock of `zone` (see the module docs).
+/// wall clock of `zone` (see the module docs): the last instant at or before `unix_ms` whose
+/// local time is a multiple of the interval since local midnight. Near a change of offset that
+/// instant may lie under the other offset (a day-long interval on the change days starts at a
+/// midnight of the offset before: 25 or 23 hours long), and a local time the clocks skipped
+/// starts nothing (the interval before it runs on).
 #[must_use]
 pub fn interval_start(unix_ms: i64, interval_ms: i64, zone: &dyn Zone) -> i64 {
+    let i = interval_ms.max(1);
     let off = zone.offset_ms(unix_ms);
     let local = unix_ms + off;
-    local - local.rem_euclid(interval_ms.max(1)) - off
+    let mut floor = local - local.rem_euclid(i);
+    // Offsets change by an hour at most twice a year: a few steps back always find a start.
+    for _ in 0..4 {
+        let s = floor - off;
+        let then = zone.offset_ms(s);
+        if then == off {
+            return s;
+        }
+        let s = floor - then;
+        if zone.offset_ms(s) == then && s <= unix_ms {
+            return s;
+        }
+        floor -= i;
+    }
+    local - local.rem_euclid(i) - off
 }
 
 /// What a report needs of one contact's detail record.

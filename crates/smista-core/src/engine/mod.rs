@@ -414,13 +414,28 @@ impl Engine {
     }
 
     pub(super) fn status_event(&self, session: &Session, t: Option<Transition>, out: &mut Vec<Event>) {
+        self.status_event_with(session, t, "", false, out);
+    }
+
+    /// [`status_event`](Self::status_event) of a transition that may pause: `reason` is the
+    /// pause's reason (reported when the operator ends up PAUSED), and `reason_changed` reports
+    /// a PAUSED -> PAUSED transition too (the reason is all that changed).
+    pub(super) fn status_event_with(
+        &self,
+        session: &Session,
+        t: Option<Transition>,
+        reason: &str,
+        reason_changed: bool,
+        out: &mut Vec<Event>,
+    ) {
         if let Some(t) = t {
-            if t.from != t.to {
+            if t.from != t.to || reason_changed {
                 out.push(Event::OperatorStatus {
                     operator: session.id.clone(),
                     group: session.group.clone(),
                     from: t.from,
                     to: t.to,
+                    reason: if t.to == OperatorStatus::Paused { Arc::from(reason) } else { Arc::from("") },
                 });
             }
         }

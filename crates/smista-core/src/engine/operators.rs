@@ -258,7 +258,14 @@ impl Engine {
             c.push(Candidate { slot: idx, gen, margin: *margin, session: session.clone() });
         }
         drop(owner);
-        self.status_event(&session, Some(Transition { from: OperatorStatus::LoggedOut, to: first }), out);
+        let reason = req.paused.as_deref().unwrap_or("");
+        self.status_event_with(
+            &session,
+            Some(Transition { from: OperatorStatus::LoggedOut, to: first }),
+            reason,
+            false,
+            out,
+        );
         if first == OperatorStatus::Available {
             self.find_work(idx, now, out);
         }
@@ -357,8 +364,9 @@ impl Engine {
                     None,
                     now,
                 );
-                *slot.pause_reason.lock() = reason.clone();
-                self.status_event(&session, t, out);
+                let before = std::mem::replace(&mut *slot.pause_reason.lock(), reason.clone());
+                let changed = t.is_some_and(|t| t.from == OperatorStatus::Paused) && before != *reason;
+                self.status_event_with(&session, t, reason, changed, out);
             }
         }
         Ok(slot.visible_status())

@@ -39,13 +39,13 @@ impl Engine {
                     now,
                 );
                 if t.is_some() {
-                    *operator_slot.pause_reason.lock() = "no answer".to_owned();
+                    *operator_slot.pause_reason.lock() = crate::model::NO_ANSWER.to_owned();
                 }
                 self.drop_held(slot, &id);
                 operator_slot.release(gen, rec.channel, now);
                 let session = operator_slot.session.lock().clone();
                 if let Some(s) = &session {
-                    self.status_event(s, t, out);
+                    self.status_event_with(s, t, crate::model::NO_ANSWER, false, out);
                 }
                 let position = self.enqueue_locked(q, &mut st, &id, &mut rec, true, now);
                 out.push(Event::OfferTimedOut {

@@ -136,7 +136,7 @@ mod tests {
     use smista_core::{Channel, Millis, Outcome, Segment};
 
     fn status(op: &str, from: OperatorStatus, to: OperatorStatus) -> Event {
-        Event::OperatorStatus { operator: op.into(), group: "supplier-a".into(), from, to }
+        Event::OperatorStatus { operator: op.into(), group: "supplier-a".into(), from, to, reason: "".into() }
     }
 
     #[test]
