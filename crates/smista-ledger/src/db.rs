@@ -264,6 +264,39 @@ CREATE TABLE IF NOT EXISTS node_epochs (
     node_id            TEXT    NOT NULL PRIMARY KEY,
     epoch              BIGINT  NOT NULL
 );
+CREATE TABLE IF NOT EXISTS operator_states (
+    node_id            TEXT    NOT NULL,
+    epoch              BIGINT  NOT NULL,
+    seq                BIGINT  NOT NULL,
+    operator_id        TEXT    NOT NULL,
+    operator_group     TEXT    NOT NULL,
+    at_unix_ms         BIGINT  NOT NULL,
+    fact               TEXT    NOT NULL,
+    detail             TEXT    NOT NULL,
+    value_ms           BIGINT  NOT NULL,
+    PRIMARY KEY (node_id, epoch, seq)
+);
+CREATE INDEX IF NOT EXISTS operator_states_by_time ON operator_states (at_unix_ms);
+CREATE INDEX IF NOT EXISTS operator_states_by_operator ON operator_states (operator_id, at_unix_ms);
+CREATE TABLE IF NOT EXISTS node_lives (
+    node_id            TEXT    NOT NULL,
+    epoch              BIGINT  NOT NULL,
+    seen_unix_ms       BIGINT  NOT NULL,
+    PRIMARY KEY (node_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS operator_report_reads (
+    node_id            TEXT    NOT NULL,
+    epoch              BIGINT  NOT NULL,
+    seq                BIGINT  NOT NULL,
+    at_unix_ms         BIGINT  NOT NULL,
+    actor              TEXT    NOT NULL,
+    operators          TEXT    NOT NULL,
+    from_unix_ms       BIGINT  NOT NULL,
+    to_unix_ms         BIGINT  NOT NULL,
+    purpose            TEXT    NOT NULL,
+    PRIMARY KEY (node_id, epoch, seq)
+);
+CREATE INDEX IF NOT EXISTS operator_report_reads_by_time ON operator_report_reads (at_unix_ms);
 CREATE TABLE IF NOT EXISTS schema_version (
     id                 BIGINT  NOT NULL PRIMARY KEY,
     version            BIGINT  NOT NULL
@@ -336,6 +369,10 @@ const STEPS: &[&[(&str, &str, &str)]] = &[
         ("queue_audit", "old_settings", "TEXT NOT NULL DEFAULT ''"),
         ("queue_audit", "new_settings", "TEXT NOT NULL DEFAULT ''"),
     ],
+    // 4 (issue 28, operator accounting): the tables `operator_states` (every operator state
+    // change), `node_lives` (each node life's last sign of life) and `operator_report_reads`
+    // (the privacy audit), created whole by the schema script; no column changes.
+    &[],
 ];
 
 /// The version of [`schema`], recorded in `schema_version` by whoever creates or migrates a ledger.

@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accounting;
 mod appointments;
 mod db;
 mod history;
@@ -43,6 +44,7 @@ mod roster;
 pub mod testing;
 mod writer;
 
+pub use accounting::{ReadCursor, ReportRead};
 pub use appointments::{QueueAudit, QueueChange, ScheduledCallback};
 pub use db::{schema, Target};
 pub use history::{encode_offers, encode_overflows, Detail, HistoryCursor, OfferOutcome, OfferRecord};
@@ -186,6 +188,10 @@ pub enum Key {
     Contact(String),
     /// Amendments of a budget.
     Budget(String),
+    /// State changes of an operator (their accounting).
+    Operator(String),
+    /// This life of the node's sign of life, and everything queued before it.
+    Node,
 }
 
 /// The durable ledger, on SQLite or PostgreSQL.

@@ -37,6 +37,10 @@ pub(crate) enum Op {
     },
     Amend(AuditRecord),
     End(ContactEnd),
+    /// An operator state change, numbered in this life of the node.
+    State(smista_core::accounting::Change, i64),
+    /// This life of the node was running at this instant (Unix ms).
+    Alive(i64),
 }
 
 #[derive(Debug)]
@@ -199,6 +203,12 @@ const END_COLUMNS: &str = "INSERT INTO contact_ends (contact_id, ended_unix_ms, 
      caller_key) VALUES ";
 const END_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const END_TAIL: &str = " ON CONFLICT (contact_id, ended_unix_ms) DO NOTHING";
+const STATE_COLUMNS: &str = "INSERT INTO operator_states (node_id, epoch, seq, operator_id, operator_group, at_unix_ms,
+     fact, detail, value_ms) VALUES ";
+const STATE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const STATE_TAIL: &str = " ON CONFLICT (node_id, epoch, seq) DO NOTHING";
+const ALIVE: &str = "INSERT INTO node_lives (node_id, epoch, seen_unix_ms) VALUES (?, ?, ?)
+     ON CONFLICT (node_id, epoch) DO UPDATE SET seen_unix_ms = excluded.seen_unix_ms";
 const INSERT_AMENDMENT: &str = "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, note, field, old_value,
      new_value, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const INSERT_AMENDMENT_NUMBERED: &str = "INSERT INTO amendments (at_unix_ms, budget_id, actor, note, field,
@@ -261,6 +271,8 @@ enum Kind {
     Release,
     Amend,
     End,
+    State,
+    Alive,
 }
 
 fn kind(op: &Op) -> Kind {
@@ -270,6 +282,8 @@ fn kind(op: &Op) -> Kind {
         Op::Release { .. } => Kind::Release,
         Op::Amend(_) => Kind::Amend,
         Op::End(_) => Kind::End,
+        Op::State(..) => Kind::State,
+        Op::Alive(_) => Kind::Alive,
     }
 }
 
@@ -297,7 +311,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
     while i < batch.len() {
         let k = kind(&batch[i].0);
         let mut j = i + 1;
-        while j < batch.len() && kind(&batch[j].0) == k && k != Kind::Amend {
+        while j < batch.len() && kind(&batch[j].0) == k && k != Kind::Amend && k != Kind::Alive {
             j += 1;
         }
         let n = 1usize << (usize::BITS - 1 - (j - i).leading_zeros());
@@ -308,6 +322,8 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
             Kind::Release => rows(DELETE_HOLDS, "(?, ?)", n, ")"),
             Kind::Amend => String::new(),
             Kind::End => rows(END_COLUMNS, END_ROW, n, END_TAIL),
+            Kind::State => rows(STATE_COLUMNS, STATE_ROW, n, STATE_TAIL),
+            Kind::Alive => ALIVE.to_owned(),
         };
         runs.push((k, &batch[i..j], db.sql(&sql).into_owned()));
         i = j;
@@ -463,6 +479,34 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                         q.execute(&mut *tx).await?;
                     }
                     fresh.extend(std::iter::repeat_n(true, run.len()));
+                }
+                Kind::State => {
+                    let mut q = sqlx::query(sql);
+                    for (op, _) in run.iter() {
+                        if let Op::State(c, seq) = op {
+                            let (fact, detail, value) = c.fact.encode();
+                            q = q
+                                .bind(node)
+                                .bind(me.epoch)
+                                .bind(*seq)
+                                .bind(&c.operator)
+                                .bind(&c.group)
+                                .bind(c.at_unix_ms)
+                                .bind(fact)
+                                .bind(detail)
+                                .bind(value);
+                        }
+                    }
+                    q.execute(&mut *tx).await?;
+                    fresh.extend(std::iter::repeat_n(true, run.len()));
+                }
+                Kind::Alive => {
+                    for (op, _) in run.iter() {
+                        if let Op::Alive(at) = op {
+                            sqlx::query(sql).bind(node).bind(me.epoch).bind(*at).execute(&mut *tx).await?;
+                        }
+                        fresh.push(true);
+                    }
                 }
                 Kind::Amend => {
                     for (op, _) in run.iter() {

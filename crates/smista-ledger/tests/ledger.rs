@@ -80,6 +80,8 @@ conformance!(
     queue_changes_and_booked_callbacks_survive_reopening,
     roster_rows_are_versioned_audited_and_survive_reopening,
     concurrent_roster_changes_never_overwrite_each_other_unseen,
+    operator_state_changes_are_durable_carried_into_a_period_and_purged,
+    per_operator_reads_are_audited_and_listed_in_pages,
 );
 
 fn record(contact: &str, queue: &str, group: &str, cost: i64) -> CostRecord {
@@ -679,4 +681,83 @@ async fn concurrent_roster_changes_never_overwrite_each_other_unseen(b: Backend)
     }
     a.close().await;
     z.close().await;
+}
+
+fn change(op: &str, at: i64, fact: smista_core::accounting::Fact) -> smista_core::accounting::Change {
+    smista_core::accounting::Change { operator: op.into(), group: "supplier-a".into(), at_unix_ms: at, fact }
+}
+
+async fn operator_state_changes_are_durable_carried_into_a_period_and_purged(b: Backend) {
+    use smista_core::accounting::{Activity, Fact};
+    let t0: i64 = 1_800_000_000_000;
+    let l = b.open().await;
+    l.operator_changed(change("op-2", t0 - 200_000, Fact::State(Activity::Available)));
+    l.operator_changed(change("op-2", t0 - 100_000, Fact::State(Activity::Paused("break".into()))));
+    l.operator_changed(change("op-2", t0 - 90_000, Fact::Declined));
+    l.operator_changed(change("op-1", t0, Fact::State(Activity::Available)));
+    l.operator_changed(change("op-1", t0 + 10, Fact::State(Activity::OnContact(Channel::Voice))));
+    l.operator_changed(change("op-1", t0 + 20, Fact::Handled { channel: Channel::Voice, handle_ms: 10 }));
+    l.durable(&Key::Operator("op-1".into())).await.expect("durable");
+    l.alive(t0 + 30).await.expect("a sign of life");
+    l.close().await;
+
+    // A new life of the node: the first life's states last until its last sign of life.
+    let l = b.open().await;
+    let got = l.operator_history(t0 - 50_000, t0 + 1_000, t0 - 1_000_000).await.expect("read");
+    let facts: Vec<(&str, i64, &Fact, i64)> =
+        got.iter().map(|r| (r.change.operator.as_str(), r.change.at_unix_ms, &r.change.fact, r.alive_until)).collect();
+    assert_eq!(
+        facts,
+        vec![
+            ("op-1", t0, &Fact::State(Activity::Available), t0 + 30),
+            ("op-1", t0 + 10, &Fact::State(Activity::OnContact(Channel::Voice)), t0 + 30),
+            ("op-1", t0 + 20, &Fact::Handled { channel: Channel::Voice, handle_ms: 10 }, t0 + 30),
+            // Before the period: only the state op-2 was in at its start (not a count).
+            ("op-2", t0 - 100_000, &Fact::State(Activity::Paused("break".into())), t0 + 30),
+        ]
+    );
+    assert!(got.iter().all(|r| r.change.group == "supplier-a"));
+    // This life's own changes run on (it still runs).
+    l.operator_changed(change("op-1", t0 + 40, Fact::State(Activity::LoggedOut)));
+    l.durable(&Key::Operator("op-1".into())).await.expect("durable");
+    let got = l.operator_history(t0 + 35, t0 + 1_000, t0 - 1_000_000).await.expect("read");
+    let op1: Vec<(i64, i64)> =
+        got.iter().filter(|r| r.change.operator == "op-1").map(|r| (r.change.at_unix_ms, r.alive_until)).collect();
+    assert_eq!(op1, vec![(t0 + 10, t0 + 30), (t0 + 40, i64::MAX)], "the carried state, then the logout");
+    // Purged by time, in batches.
+    assert_eq!(l.purge_operator_states(t0, 2).await.expect("purge"), 2);
+    assert_eq!(l.purge_operator_states(t0, 2).await.expect("purge"), 1);
+    let left = l.operator_history(0, i64::MAX, 0).await.expect("read");
+    assert_eq!(left.len(), 4, "only op-1's changes are left: {left:?}");
+    assert!(left.iter().all(|r| r.change.operator == "op-1"));
+    l.close().await;
+}
+
+async fn per_operator_reads_are_audited_and_listed_in_pages(b: Backend) {
+    let l = b.open().await;
+    for i in 0..3i64 {
+        l.record_report_read(&smista_ledger::ReportRead {
+            at_unix_ms: 1_000 + i,
+            actor: format!("jwt:wfm-{i}"),
+            operators: vec!["op-101".into(), format!("op-20{i}")],
+            from_unix_ms: 10,
+            to_unix_ms: 20,
+            purpose: "invoice check, supplier-a 2026-11".into(),
+            node: String::new(),
+        })
+        .await
+        .expect("audited");
+    }
+    l.close().await;
+    let l = b.open().await;
+    let first = l.report_reads(None, 2).await.expect("page");
+    assert_eq!(first.iter().map(|(r, _)| r.actor.as_str()).collect::<Vec<_>>(), ["jwt:wfm-0", "jwt:wfm-1"]);
+    assert_eq!(first[1].0.operators, ["op-101", "op-201"]);
+    assert_eq!(first[1].0.purpose, "invoice check, supplier-a 2026-11");
+    let token = first[1].1.token();
+    let cursor = smista_ledger::ReadCursor::parse(&token).expect("token");
+    let rest = l.report_reads(Some(&cursor), 2).await.expect("page");
+    assert_eq!(rest.iter().map(|(r, _)| r.actor.as_str()).collect::<Vec<_>>(), ["jwt:wfm-2"]);
+    assert_eq!((rest[0].0.from_unix_ms, rest[0].0.to_unix_ms), (10, 20));
+    l.close().await;
 }
