@@ -412,3 +412,69 @@ async fn where_the_token_carries_the_group_it_must_be_the_rosters() {
     ops.login(with(login("op-201", "", &[]), &token("op-201", Some("supplier-a")))).await.expect("agreeing token");
     s.srv.stop().await;
 }
+
+/// Found by an adversary written from the proto: an operator retired or moved to another group
+/// while holding a contact in service was only paused, and could make itself AVAILABLE again
+/// and take new contacts under the old entry until the next refresh — in a loop, forever (16
+/// contacts charged for a retired supplier operator in 30 s). Now AVAILABLE is refused until the
+/// session ends, no new contact reaches them, and the session ends when the last one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_whose_entry_changed_mid_contact_takes_nothing_new() {
+    let data = temp_dir("roster-mid-contact");
+    let srv = Server::start_in(rostered(&data, None)).await;
+    let mut a = srv.admin().await;
+    let mut ops = srv.operators().await;
+    let mut c = srv.contacts().await;
+    ops.login(login("op-201", "supplier-a", &[("pensions", 7)])).await.expect("login");
+    let r = c.offer_contact(voice("held", "pensions")).await.expect("offer").into_inner();
+    assert_eq!(assigned(&r).as_deref(), Some("op-201"));
+    ops.accept_offer(pb::AcceptOfferRequest { operator_id: "op-201".into(), contact_id: "held".into() })
+        .await
+        .expect("accept");
+    for (what, change) in [("moved to supplier-b", true), ("retired", false)] {
+        if change {
+            a.put_roster_operator(pb::PutRosterOperatorRequest {
+                operator: Some(entry("op-201", "supplier-b", &[("pensions", 7)])),
+                expected_version: None,
+            })
+            .await
+            .expect("put");
+        } else {
+            a.retire_roster_operator(pb::RetireRosterOperatorRequest { operator_id: "op-201".into() })
+                .await
+                .expect("retire");
+        }
+        let e = ops
+            .set_state(pb::SetStateRequest {
+                operator_id: "op-201".into(),
+                status: pb::OperatorStatus::Available as i32,
+                reason: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{what}: AVAILABLE is refused: {e:?}");
+        let r = c.offer_contact(voice(&format!("new-{change}"), "pensions")).await.expect("offer").into_inner();
+        assert_eq!(assigned(&r), None, "{what}: no new contact for op-201: {r:?}");
+    }
+    // The contact in hand is completed as usual; then the session is over.
+    ops.complete_contact(pb::CompleteContactRequest {
+        operator_id: "op-201".into(),
+        contact_id: "held".into(),
+        wrap_up_ms: 0,
+        ended_unix_ms: 0,
+    })
+    .await
+    .expect("complete");
+    let mut ended = false;
+    for _ in 0..50 {
+        let snap = a.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+        let st = snap.operators.iter().find(|o| o.operator_id == "op-201").map(|o| o.status);
+        if st.is_none_or(|s| s == pb::OperatorStatus::LoggedOut as i32) {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the session ends once the last contact in hand does");
+    srv.stop().await;
+}

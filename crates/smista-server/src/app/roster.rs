@@ -287,6 +287,13 @@ impl Roster {
         }
     }
 
+    /// Whether `operator`'s session is to end for a roster change (retired, or an entry that no
+    /// longer covers the session): they finish the contacts in their hands and log in again, and
+    /// may not be made available meanwhile.
+    pub fn is_ending(&self, operator: &str) -> bool {
+        self.ending.contains_key(operator)
+    }
+
     /// Tries again every session still to end.
     pub fn end_pending(&self, shared: &Shared) {
         if self.ending.is_empty() {

@@ -176,6 +176,13 @@ impl OperatorService for OperatorSvc {
                     req.operator_id
                 )));
             }
+            if state == RequestedState::Available && s.roster.is_ending(&req.operator_id) {
+                return Err(Status::failed_precondition(format!(
+                    "operator `{}`: {}; complete the contacts in service first",
+                    req.operator_id,
+                    crate::app::roster::ROSTER_PAUSE
+                )));
+            }
             s.recovering.remove(&req.operator_id);
             let st = s.engine.set_state(&req.operator_id, &state, now, ev).map_err(client_error)?;
             Ok(pb::SetStateResponse { status: convert::status_pb(st) as i32 })
