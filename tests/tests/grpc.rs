@@ -130,7 +130,7 @@ async fn event_stream_resumes_after_reconnect_without_loss_or_duplicates() {
     o.set_state(pb::SetStateRequest {
         operator_id: "op-1".into(),
         status: pb::OperatorStatus::Paused as i32,
-        reason: "x".into(),
+        reason: "break".into(),
     })
     .await
     .expect("pause");

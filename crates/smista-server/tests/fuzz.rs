@@ -30,7 +30,7 @@ use tonic::Request;
 
 /// Every method of `smista.v1` (`every_method_is_fuzzed` checks the list against the descriptor
 /// set).
-const METHODS: [&str; 33] = [
+const METHODS: [&str; 35] = [
     "OfferContact",
     "CancelContact",
     "StreamEvents",
@@ -64,6 +64,8 @@ const METHODS: [&str; 33] = [
     "RetireRosterOperator",
     "ListRoster",
     "ListRosterAudit",
+    "GetOperatorReport",
+    "ListOperatorReportReads",
 ];
 
 /// The recorded seeds, and for every method a well-formed request of plausible values (so the
@@ -141,7 +143,9 @@ async fn drive(s: &Arc<Shared>, m: usize, bytes: &[u8]) -> u32 {
         29 => call!(a, put_roster_operator, pb::PutRosterOperatorRequest),
         30 => call!(a, retire_roster_operator, pb::RetireRosterOperatorRequest),
         31 => call!(a, list_roster, pb::ListRosterRequest),
-        _ => call!(a, list_roster_audit, pb::ListRosterAuditRequest),
+        32 => call!(a, list_roster_audit, pb::ListRosterAuditRequest),
+        33 => call!(a, get_operator_report, pb::GetOperatorReportRequest),
+        _ => call!(a, list_operator_report_reads, pb::ListOperatorReportReadsRequest),
     }
 }
 
@@ -293,6 +297,18 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
         32 => {
             pb::ListRosterAuditRequest { operator_id: st(0), page_size: u(0) as u32, page_token: st(1) }.encode_to_vec()
         }
+        33 => pb::GetOperatorReportRequest {
+            from_unix_ms: u(0),
+            to_unix_ms: u(1),
+            interval_minutes: u(2) as u32,
+            page_size: u(3) as u32,
+            page_token: st(0),
+            per_operator: u(4) % 2 == 0,
+            operators: (0..many.min(300)).map(&st).collect(),
+            purpose: st(2),
+        }
+        .encode_to_vec(),
+        34 => pb::ListOperatorReportReadsRequest { page_size: u(0) as u32, page_token: st(1) }.encode_to_vec(),
         _ => pb::UpdateBudgetRequest {
             budget_id: st(0),
             ceiling_cents: Some(u(0) as i64),

@@ -39,7 +39,8 @@ enum Cmd {
     /// Read the budget ledger: `smista ledger report [--format table|csv|json]`.
     Ledger(cmd::ledger_report::LedgerArgs),
     /// Reports of a running server: `smista report intervals --from 2026-03-29 --to 2026-03-30
-    /// --interval 30m [--format table|csv|json]`.
+    /// --interval 30m [--format table|csv|json]`; `report operators` (operator accounting),
+    /// `report operator-reads` (the privacy audit), `report budget BUDGET` (burn-down).
     Report(cmd::report_intervals::ReportArgs),
     /// Mint development credentials (CA, certificates, JWKS, tokens, API keys) and a secure demo
     /// configuration using them. Never for production.

@@ -3,6 +3,7 @@
 //! above (the services, the background tasks, the node) takes an `Arc<Shared>`; nothing here
 //! imports them.
 
+pub mod accounting;
 pub mod appointments;
 pub mod callbacks;
 pub mod history;
@@ -96,6 +97,10 @@ pub struct Shared {
     pub history: crate::app::history::History,
     /// Staffed time per group, for occupancy.
     pub staffing: crate::app::staffing::Staffing,
+    /// Operator accounting (every state change to the ledger) and the pause reason codes.
+    pub accounting: crate::app::accounting::Accounting,
+    /// The privacy settings (`[privacy]`).
+    pub privacy: crate::config::privacy::PrivacySection,
     /// The history's settings (`[history]`).
     pub history_cfg: crate::config::history::HistorySection,
     /// The queues' service-level thresholds, for reports.
@@ -206,6 +211,8 @@ impl Shared {
             history: crate::app::history::History::new(&cfg.groups, &cfg.history),
             history_cfg: cfg.history.clone(),
             staffing: crate::app::staffing::Staffing::default(),
+            accounting: crate::app::accounting::Accounting::new(cfg.desk_pause_reasons()),
+            privacy: cfg.privacy.clone(),
             sl_thresholds: cfg.queues.iter().map(|q| (q.name.clone(), q.service_level_threshold_ms)).collect(),
             node_id: cfg.cluster.node_id.clone(),
             leases: DashMap::new(),
@@ -280,6 +287,12 @@ impl Shared {
             self.staffing.apply(events, unix_ms);
         }
         if let Some(ledger) = &self.ledger {
+            if self.history_cfg.enabled {
+                // Before the contacts' records: a reply waiting for those finds these durable.
+                for c in self.accounting.apply(events, unix_ms) {
+                    ledger.operator_changed(c);
+                }
+            }
             for e in events {
                 if let Event::Accepted { contact, queue, operator, channel, waited_ms, held: false } = e {
                     ledger.serving(HoldRecord {
@@ -312,9 +325,13 @@ impl Shared {
     }
 
     /// [`persist`](Self::persist), but for the contacts other than `done`, already waited for.
+    /// The operators' state changes the events made (their accounting) too.
     async fn persist_beside(&self, events: &[Event], done: Option<&str>) -> Result<(), Status> {
         let Some(ledger) = &self.ledger else { return Ok(()) };
         for e in events {
+            if let Some(op) = smista_core::accounting::Desk::operator_of(e) {
+                ledger.durable(&Key::Operator(op.to_owned())).await.map_err(crate::wire::error::ledger_status)?;
+            }
             if let Event::Accepted { contact, .. } | Event::Finished { contact, .. } = e {
                 if done != Some(&**contact) {
                     ledger

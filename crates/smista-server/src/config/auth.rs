@@ -15,6 +15,10 @@ pub enum Role {
     Supervisor,
     /// An administrator: every change to queues and budgets.
     Admin,
+    /// Workforce management under the union agreement: reads per-operator accounting rows
+    /// (`GetOperatorReport` with `per_operator`, where `[privacy]` enables them; every read
+    /// audited). Held by no other role: an admin or supervisor sees group totals only.
+    Workforce,
 }
 
 impl Role {
@@ -24,6 +28,7 @@ impl Role {
             Role::Desk => 2,
             Role::Supervisor => 4,
             Role::Admin => 8,
+            Role::Workforce => 16,
         }
     }
 
@@ -35,13 +40,16 @@ impl Role {
             Role::Desk => "desk",
             Role::Supervisor => "supervisor",
             Role::Admin => "admin",
+            Role::Workforce => "workforce",
         }
     }
 
     /// Parses a role name.
     #[must_use]
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Platform, Role::Desk, Role::Supervisor, Role::Admin].into_iter().find(|r| r.as_str() == s)
+        [Role::Platform, Role::Desk, Role::Supervisor, Role::Admin, Role::Workforce]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 }
 

@@ -61,6 +61,15 @@
 //! file = "roster.csv"    # the HR/WFM export: id,name,group,skills,channels,status
 //! [[operators]]          # rostered operators inline (see roster::OperatorConfig)
 //! [[queues]]             # service lines: see smista_core::config::QueueConfig
+//! [[pause_reasons]]      # optional: codes desks pause with (see pause::PauseReason)
+//! code = "break"
+//! label = "Break"
+//! kind = "break"         # or training, meeting, technical, after_call_work
+//!
+//! [privacy]              # optional: per-operator reports (see privacy::PrivacySection)
+//! per_operator_reports = false   # true needs `agreement`, the union agreement's reference
+//! agreement = ""
+//! operator_retention_days = 93   # operator state records purged after this
 //! [[budgets]]            # capped budgets: see smista_core::book::BudgetConfig
 //! ```
 
@@ -68,6 +77,8 @@ pub mod auth;
 pub mod cluster;
 pub mod history;
 pub mod limits;
+pub mod pause;
+pub mod privacy;
 pub mod roster;
 pub mod tls;
 
@@ -264,6 +275,12 @@ pub struct Config {
     /// `[history]`.
     #[serde(default)]
     pub history: crate::config::history::HistorySection,
+    /// `[[pause_reasons]]`: the codes desks pause with (empty: the built-in set).
+    #[serde(default)]
+    pub pause_reasons: Vec<crate::config::pause::PauseReason>,
+    /// `[privacy]`.
+    #[serde(default)]
+    pub privacy: crate::config::privacy::PrivacySection,
     /// `[roster]`.
     #[serde(default)]
     pub roster: crate::config::roster::RosterSection,
@@ -369,6 +386,16 @@ impl Config {
         }
     }
 
+    /// The pause reasons desks may use: `[[pause_reasons]]`, or the built-in set without any.
+    #[must_use]
+    pub fn desk_pause_reasons(&self) -> Vec<crate::config::pause::PauseReason> {
+        if self.pause_reasons.is_empty() {
+            crate::config::pause::builtin()
+        } else {
+            self.pause_reasons.clone()
+        }
+    }
+
     /// The routing engine's part.
     #[must_use]
     pub fn engine_config(&self) -> EngineConfig {
@@ -396,6 +423,8 @@ impl Config {
         self.limits.validate().map_err(|(k, p)| bad(&k, &p))?;
         self.cluster.validate().map_err(|(k, p)| bad(&k, &p))?;
         self.history.validate().map_err(|p| bad("history", &p))?;
+        crate::config::pause::validate(&self.pause_reasons).map_err(|(k, p)| bad(&k, &p))?;
+        self.privacy.validate().map_err(|(k, p)| bad(&k, &p))?;
         if !(100..=60_000).contains(&self.roster.refresh_ms) {
             return Err(bad("roster.refresh_ms", "must be 100..=60000"));
         }

@@ -112,6 +112,13 @@ pub(crate) async fn serve_routing(
     if let (Some(ledger), days @ 1..) = (shared.ledger.clone(), cfg.history.retention_days) {
         tokio::spawn(crate::tasks::history::purge_loop(ledger, days, stop_rx.clone()));
     }
+    if cfg.privacy.per_operator_reports {
+        tracing::info!(agreement = %cfg.privacy.agreement, "per-operator reports enabled (workforce role, every read audited)");
+    }
+    if let Some(ledger) = shared.ledger.clone() {
+        let days = cfg.privacy.operator_retention_days;
+        tokio::spawn(crate::tasks::history::operator_purge_loop(ledger, days, stop_rx.clone()));
+    }
 
     let draining = shared.clone();
     let fence = shared.ledger.as_ref().map(|l| l.fenced());

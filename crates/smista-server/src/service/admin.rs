@@ -71,7 +71,19 @@ impl AdminService for AdminSvc {
             last_event_sequence,
             timestamp_ms: s.clock.unix_ms(now),
             queues: snap.queues.iter().map(convert::queue_snapshot).collect(),
-            operators: snap.operators.iter().map(convert::operator_snapshot).collect(),
+            operators: snap
+                .operators
+                .iter()
+                .map(|o| {
+                    let since = s.clock.unix_ms(smista_core::Millis(o.status_since_ms));
+                    let label = if o.status == smista_core::OperatorStatus::Paused {
+                        s.accounting.label(&o.pause_reason)
+                    } else {
+                        ""
+                    };
+                    convert::operator_snapshot(o, since, label)
+                })
+                .collect(),
             budgets: s.book.views(now).into_iter().map(|v| budget_pb(s, v)).collect(),
             node_id: s.node_id.clone(),
         });
@@ -349,6 +361,31 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<pb::GetBudgetBurnResponse>, Status> {
         let t = RpcTimer::start("GetBudgetBurn");
         let r = crate::service::reports::budget_burn(&self.0, &request.get_ref().budget_id).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn get_operator_report(
+        &self,
+        request: Request<pb::GetOperatorReportRequest>,
+    ) -> Result<Response<pb::GetOperatorReportResponse>, Status> {
+        let t = RpcTimer::start("GetOperatorReport");
+        let r = async {
+            request.get_ref().check_bounds()?;
+            let principal = self.0.principal(&request)?;
+            crate::service::operator_report::operator_page(&self.0, &principal, request.get_ref()).await
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn list_operator_report_reads(
+        &self,
+        request: Request<pb::ListOperatorReportReadsRequest>,
+    ) -> Result<Response<pb::ListOperatorReportReadsResponse>, Status> {
+        let t = RpcTimer::start("ListOperatorReportReads");
+        let r = crate::service::operator_report::reads_page(&self.0, request.get_ref()).await;
         t.finish(&r);
         r.map(Response::new)
     }

@@ -165,29 +165,36 @@ impl OperatorService for OperatorSvc {
         }
         let state = match pb::OperatorStatus::try_from(req.status) {
             Ok(pb::OperatorStatus::Available) => Ok(RequestedState::Available),
-            Ok(pb::OperatorStatus::Paused) => Ok(RequestedState::Paused(req.reason)),
+            Ok(pb::OperatorStatus::Paused) => self.0.accounting.desk_code(&req.reason).map(RequestedState::Paused),
             _ => Err(Status::invalid_argument("status must be AVAILABLE or PAUSED")),
         };
-        self.call("SetState", |s, now, ev| {
-            let state = state?;
-            if state == RequestedState::Available && s.recovered_with(&req.operator_id) > 0 {
-                return Err(Status::failed_precondition(format!(
-                    "operator `{}` still has a contact from before the restart in service: complete it first",
-                    req.operator_id
-                )));
-            }
-            if state == RequestedState::Available && s.roster.is_ending(&req.operator_id) {
-                return Err(Status::failed_precondition(format!(
-                    "operator `{}`: {}; complete the contacts in service first",
-                    req.operator_id,
-                    crate::app::roster::ROSTER_PAUSE
-                )));
-            }
-            s.recovering.remove(&req.operator_id);
-            let st = s.engine.set_state(&req.operator_id, &state, now, ev).map_err(client_error)?;
-            Ok(pb::SetStateResponse { status: convert::status_pb(st) as i32 })
-        })
-        .await
+        let operator = req.operator_id.clone();
+        let r = self
+            .call("SetState", |s, now, ev| {
+                let state = state?;
+                if state == RequestedState::Available && s.recovered_with(&req.operator_id) > 0 {
+                    return Err(Status::failed_precondition(format!(
+                        "operator `{}` still has a contact from before the restart in service: complete it first",
+                        req.operator_id
+                    )));
+                }
+                if state == RequestedState::Available && s.roster.is_ending(&req.operator_id) {
+                    return Err(Status::failed_precondition(format!(
+                        "operator `{}`: {}; complete the contacts in service first",
+                        req.operator_id,
+                        crate::app::roster::ROSTER_PAUSE
+                    )));
+                }
+                s.recovering.remove(&req.operator_id);
+                let st = s.engine.set_state(&req.operator_id, &state, now, ev).map_err(client_error)?;
+                Ok(pb::SetStateResponse { status: convert::status_pb(st) as i32 })
+            })
+            .await?;
+        // A repeat that found the change made answers once the first one's record is durable.
+        if let Some(l) = &self.0.ledger {
+            l.durable(&smista_ledger::Key::Operator(operator)).await.map_err(crate::wire::error::ledger_status)?;
+        }
+        Ok(r)
     }
 
     type WatchOffersStream = Guarded<pb::Offer>;

@@ -23,6 +23,8 @@ pub const MAX_WEEKLY: usize = 32;
 pub const MAX_DATES: usize = 400;
 /// Queues in an event filter.
 pub const MAX_FILTER_QUEUES: usize = 64;
+/// Operators named in one operator report request.
+pub const MAX_REPORT_OPERATORS: usize = 100;
 
 /// Bytes of one entry of a repeated text field (a weekly range, a date, a queue name): the
 /// parsers trim and skip, so without it a valid range padded with megabytes of spaces is kept,
@@ -110,6 +112,13 @@ impl Bounded for pb::UpdateQueueRequest {
 impl Bounded for pb::UpdateBudgetRequest {
     fn check_bounds(&self) -> Result<(), Status> {
         at_most("tariffs", self.tariffs.len(), MAX_TARIFFS)
+    }
+}
+
+impl Bounded for pb::GetOperatorReportRequest {
+    fn check_bounds(&self) -> Result<(), Status> {
+        at_most("operators", self.operators.len(), MAX_REPORT_OPERATORS)?;
+        entries_short("operators", &self.operators)
     }
 }
 

@@ -270,9 +270,10 @@ pub fn queue_snapshot(q: &QueueSnapshot) -> pb::QueueSnapshot {
     }
 }
 
-/// An operator snapshot on the wire.
+/// An operator snapshot on the wire: `since_unix_ms` is its `status_since_ms` on the wall
+/// clock, `pause_label` the label of its pause reason's code.
 #[must_use]
-pub fn operator_snapshot(o: &OperatorSnapshot) -> pb::OperatorSnapshot {
+pub fn operator_snapshot(o: &OperatorSnapshot, since_unix_ms: u64, pause_label: &str) -> pb::OperatorSnapshot {
     pb::OperatorSnapshot {
         operator_id: o.id.clone(),
         group: o.group.clone(),
@@ -280,5 +281,7 @@ pub fn operator_snapshot(o: &OperatorSnapshot) -> pb::OperatorSnapshot {
         pause_reason: o.pause_reason.clone(),
         active_contacts: o.active_contacts,
         status_since_ms: o.status_since_ms,
+        status_since_unix_ms: since_unix_ms,
+        pause_label: pause_label.to_owned(),
     }
 }

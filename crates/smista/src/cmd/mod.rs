@@ -1,6 +1,7 @@
 //! One module per subcommand of `smista`: [`serve`], [`check_config`], [`client`],
-//! [`ledger_report`] (`smista ledger report`), [`report_intervals`] (`smista report intervals`)
-//! and [`dev_credentials`]. Each parses its own arguments and returns the process's exit code.
+//! [`ledger_report`] (`smista ledger report`), [`report_intervals`] (`smista report intervals`,
+//! `budget`), [`report_operators`] (`smista report operators`, `operator-reads`) and
+//! [`dev_credentials`]. Each parses its own arguments and returns the process's exit code.
 //!
 //! Their `print!`, `println!` and `eprintln!` are the macros below, not std's: they write
 //! through [`out`], which ends the process quietly with status 141 when standard output's reader
@@ -37,4 +38,5 @@ pub(crate) mod client;
 pub(crate) mod dev_credentials;
 pub(crate) mod ledger_report;
 pub(crate) mod report_intervals;
+pub(crate) mod report_operators;
 pub(crate) mod serve;

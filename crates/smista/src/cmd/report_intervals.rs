@@ -46,6 +46,52 @@ enum ReportCmd {
         #[arg(long)]
         groups: bool,
     },
+    /// Operator accounting per interval and group (supplier): logged in, available, on
+    /// contacts per channel, wrap-up, paused per reason, handled, AHT, declined, timed out.
+    /// `--per-operator` adds each operator's rows where the server allows them (WORKFORCE role,
+    /// `[privacy] per_operator_reports`; every read audited, `--purpose` required).
+    Operators {
+        /// The server, or the nodes of an active/standby group separated by commas.
+        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
+        target: String,
+        #[command(flatten)]
+        creds: smista_client::connect::Credentials,
+        /// Start: a date, a local time on `--time-zone`'s clock, or an RFC 3339 instant.
+        #[arg(long)]
+        from: String,
+        /// End (exclusive), in the same forms; at most 31 days after `--from`.
+        #[arg(long)]
+        to: String,
+        /// Interval: `15m`, `30m`, `1h` (a divisor of a day); default: the server's.
+        #[arg(long)]
+        interval: Option<String>,
+        /// The time zone of dates and local times in `--from` and `--to`.
+        #[arg(long, default_value = "Europe/Rome")]
+        time_zone: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Each operator's rows too (refused unless the server enables them).
+        #[arg(long)]
+        per_operator: bool,
+        /// With `--per-operator`: only this operator's rows (repeat for several).
+        #[arg(long = "operator")]
+        operators: Vec<String>,
+        /// With `--per-operator`: why the rows are read (kept in the privacy audit).
+        #[arg(long)]
+        purpose: Option<String>,
+    },
+    /// The privacy audit: every read of per-operator rows (who, when, which operators, why).
+    OperatorReads {
+        /// The server, or the nodes of an active/standby group separated by commas.
+        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
+        target: String,
+        #[command(flatten)]
+        creds: smista_client::connect::Credentials,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// A budget's burn-down in its current period: spend per day against the pacing's
     /// allowance, and when the money runs out at the current rate.
     Budget {
@@ -63,7 +109,7 @@ enum ReportCmd {
 }
 
 /// `2026-03-29`, `2026-03-29T10:00[:00]` on `tz`'s clock, or an RFC 3339 instant: Unix ms.
-fn instant(s: &str, tz: &jiff::tz::TimeZone) -> Result<u64, String> {
+pub(crate) fn instant(s: &str, tz: &jiff::tz::TimeZone) -> Result<u64, String> {
     let t = if let Ok(t) = s.parse::<jiff::Timestamp>() {
         t
     } else if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
@@ -77,7 +123,7 @@ fn instant(s: &str, tz: &jiff::tz::TimeZone) -> Result<u64, String> {
 }
 
 /// `30m`, `1h`, `90` (minutes).
-fn minutes(s: &str) -> Result<u32, String> {
+pub(crate) fn minutes(s: &str) -> Result<u32, String> {
     let (n, unit) = match s.strip_suffix('h') {
         Some(n) => (n, 60),
         None => (s.strip_suffix('m').unwrap_or(s), 1),
@@ -99,6 +145,35 @@ pub(crate) fn run(args: ReportArgs) -> ExitCode {
     let run = async {
         match args.cmd {
             ReportCmd::Budget { target, creds, budget, format } => burn(target, creds, budget, format).await,
+            ReportCmd::Operators {
+                target,
+                creds,
+                from,
+                to,
+                interval,
+                time_zone,
+                format,
+                per_operator,
+                operators,
+                purpose,
+            } => {
+                let ask = super::report_operators::Ask {
+                    target,
+                    creds,
+                    from,
+                    to,
+                    interval,
+                    time_zone,
+                    format,
+                    per_operator,
+                    operators,
+                    purpose,
+                };
+                super::report_operators::operators(ask).await
+            }
+            ReportCmd::OperatorReads { target, creds, format } => {
+                super::report_operators::reads(target, creds, format).await
+            }
             cmd @ ReportCmd::Intervals { .. } => intervals(ReportArgs { cmd }).await,
         }
     };

@@ -45,7 +45,7 @@ impl Roles {
     /// No role.
     pub const NONE: Roles = Roles(0);
     /// Every role.
-    pub const ALL: Roles = Roles(15);
+    pub const ALL: Roles = Roles(31);
 
     /// The set of `roles`.
     #[must_use]
@@ -172,6 +172,8 @@ pub const POLICY: &[(&str, Roles, Class)] = &[
     ("/smista.v1.AdminService/UpdateOperator", Roles::of(&[Role::Admin]), Class::Admin),
     ("/smista.v1.AdminService/ListQueueAudit", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/UpdateBudget", Roles::of(&[Role::Admin]), Class::Admin),
+    ("/smista.v1.AdminService/GetOperatorReport", Roles::of(&[Role::Supervisor, Role::Workforce]), Class::Read),
+    ("/smista.v1.AdminService/ListOperatorReportReads", Roles::of(&[Role::Admin]), Class::Read),
     ("/smista.v1.AdminService/PutRosterOperator", Roles::of(&[Role::Admin]), Class::Admin),
     ("/smista.v1.AdminService/RetireRosterOperator", Roles::of(&[Role::Admin]), Class::Admin),
     ("/smista.v1.AdminService/ListRoster", Roles::of(&[Role::Supervisor]), Class::Read),

@@ -1,0 +1,123 @@
+//! Operator accounting, server side: every operator's [`Desk`] followed from what each engine
+//! call reports (in `Shared::publish`, outside the engine's critical sections), each change of
+//! activity and each handled, declined or timed-out offer handed to the ledger's group commit
+//! as a [`Change`]; the pause reason codes desks may use, and the codes of the server's own
+//! pauses.
+//!
+//! Operator ids appear here and in the ledger only: never in metrics, and in logs at debug
+//! level at most (see docs/privacy.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use smista_core::accounting::{Change, Desk};
+use smista_core::Event;
+use tonic::Status;
+
+use crate::config::pause::{PauseReason, NO_ANSWER, RECOVERING, ROSTER_CHANGE};
+
+/// The desks and the reason codes.
+#[derive(Debug)]
+pub struct Accounting {
+    desks: DashMap<Arc<str>, Desk>,
+    /// Every reason a report may show: the desks' (configured or built in), then the server's.
+    pub reasons: Vec<PauseReason>,
+    /// Code -> label.
+    labels: HashMap<String, String>,
+    /// How many of `reasons` desks may use (the first ones).
+    desk_reasons: usize,
+}
+
+impl Accounting {
+    /// Accounting with the pause reasons `desk` (the configured ones, or the built-in set).
+    #[must_use]
+    pub fn new(desk: Vec<PauseReason>) -> Self {
+        let desk_reasons = desk.len();
+        let mut reasons = desk;
+        reasons.extend(crate::config::pause::system());
+        let labels = reasons.iter().map(|r| (r.code.clone(), r.label.clone())).collect();
+        Accounting { desks: DashMap::new(), reasons, labels, desk_reasons }
+    }
+
+    /// The reason code a desk's `SetState` names: one of the desks' codes, or the first of them
+    /// for an empty one; INVALID_ARGUMENT for any other.
+    pub fn desk_code(&self, requested: &str) -> Result<String, Status> {
+        let desk = &self.reasons[..self.desk_reasons];
+        if requested.is_empty() {
+            return desk.first().map(|r| r.code.clone()).ok_or_else(|| Status::internal("no pause reason configured"));
+        }
+        if desk.iter().any(|r| r.code == requested) {
+            return Ok(requested.to_owned());
+        }
+        let known: Vec<&str> = desk.iter().map(|r| r.code.as_str()).collect();
+        Err(Status::invalid_argument(format!(
+            "unknown pause reason code `{}` (known: {})",
+            smista_core::error::clip(requested),
+            known.join(", ")
+        )))
+    }
+
+    /// The code a pause reason as the engine holds it is accounted under: a desk's code is its
+    /// own; the engine's "no answer", the recovery pause at login and the roster's pause have
+    /// the server's codes.
+    #[must_use]
+    pub fn code_of(&self, reason: &str) -> String {
+        if reason == smista_core::model::NO_ANSWER {
+            NO_ANSWER.to_owned()
+        } else if reason == crate::app::RECOVERY_PAUSE {
+            RECOVERING.to_owned()
+        } else if reason == crate::app::roster::ROSTER_PAUSE {
+            ROSTER_CHANGE.to_owned()
+        } else {
+            reason.to_owned()
+        }
+    }
+
+    /// The label of a pause reason as the engine holds it ("" if it has none).
+    #[must_use]
+    pub fn label(&self, reason: &str) -> &str {
+        self.labels.get(&self.code_of(reason)).map_or("", String::as_str)
+    }
+
+    /// How many operators have been followed since start-up.
+    #[must_use]
+    pub fn desks(&self) -> usize {
+        self.desks.len()
+    }
+
+    /// Follows what an engine call reported at `unix_ms`: the changes to record.
+    pub fn apply(&self, events: &[Event], unix_ms: i64) -> Vec<Change> {
+        let mut out = Vec::new();
+        let mut facts = Vec::new();
+        for e in events {
+            let Some(op) = Desk::operator_of(e) else { continue };
+            let mut desk = self.desks.entry(Arc::from(op)).or_default();
+            desk.apply(e, &|r| self.code_of(r), &mut facts);
+            out.extend(facts.drain(..).map(|fact| Change {
+                operator: op.to_owned(),
+                group: desk.group.clone(),
+                at_unix_ms: unix_ms,
+                fact,
+            }));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desks_may_use_only_their_codes_and_an_empty_one_is_the_first() {
+        let a = Accounting::new(crate::config::pause::builtin());
+        assert_eq!(a.desk_code("").expect("default"), "break");
+        assert_eq!(a.desk_code("training").expect("known"), "training");
+        assert_eq!(a.desk_code("coffee").unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(a.desk_code(NO_ANSWER).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(a.code_of(smista_core::model::NO_ANSWER), NO_ANSWER);
+        assert_eq!(a.label("training"), "Training");
+        assert_eq!(a.label(crate::app::RECOVERY_PAUSE), "Contact in service from before a restart");
+    }
+}
