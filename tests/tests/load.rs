@@ -46,6 +46,11 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         wallboard_delay_ms: 250,
         scrape_interval_ms: 0,
         vs_wallboards: false,
+        pause_every: 0.0,
+        pause_mean: 1.0,
+        pause_codes: "break,training,meeting".into(),
+        check_operators: false,
+        tick_ms: 100,
     }
 }
 
@@ -115,6 +120,46 @@ async fn erlang_scenario_report_is_consistent() {
     assert!(general.answered > 0 && general.in_progress == 0, "{general:?}");
     assert!(r.theory.is_some(), "Erlang C prediction for the erlang scenario");
     assert!(r.occupancy > 0.0 && r.occupancy <= 1.05, "{}", r.occupancy);
+    srv.stop().await;
+}
+
+/// Desks that pause with reason codes for random spells: the time this run recorded for its
+/// desks per group (logged in, available, on contacts, paused per code) is what the server's
+/// operator report says: each figure within the bounds the run's own timestamps allow (every
+/// change between its request and its reply), give or take one tick of the server (20 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desks_that_pause_match_the_operator_report_within_a_tick() {
+    let srv = server().await;
+    let mut cfg = config(format!("http://{}", srv.grpc), Scenario::Erlang, "general");
+    // Two groups, callers who never hang up (a hang-up in service reaches the desk only at its
+    // completion), and each desk pausing about every second for about half a second.
+    cfg.group = "internal,supplier".into();
+    cfg.queue = "general".into();
+    cfg.patience = 0.0;
+    cfg.pause_every = 1.0;
+    cfg.pause_mean = 0.5;
+    cfg.pause_codes = "break,training,meeting".into();
+    cfg.check_operators = true;
+    cfg.tick_ms = 20;
+    // On a runtime of its own, as a separate load generator would be: sharing the server's two
+    // worker threads would delay its requests behind the server's work, and its record with them.
+    let r = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(run(&cfg, Arc::new(AtomicBool::new(false))))
+    })
+    .join()
+    .expect("load thread")
+    .expect("run");
+    check_consistency(&r);
+    let c = r.operator_check.as_ref().expect("operator check");
+    assert!(c.pauses >= 10, "the desks paused: {c:#?}");
+    assert_eq!(c.mine.len(), 2, "both groups: {c:#?}");
+    for g in &c.report {
+        assert!(g.logged_in_ms > 0 && g.on_contact_ms > 0 && !g.paused_ms.is_empty(), "{g:?}");
+        let parts = g.available_ms + g.on_contact_ms + g.paused_ms.values().sum::<i64>();
+        assert_eq!(parts, g.logged_in_ms, "the report's parts add up: {g:?}");
+    }
+    assert!(c.agrees, "{c:#?}");
     srv.stop().await;
 }
 

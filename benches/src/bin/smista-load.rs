@@ -234,6 +234,26 @@ fn print_table(r: &Report) {
             );
         }
     }
+    if let Some(c) = &r.operator_check {
+        println!(
+            "operator report      {} this run's desk times ({} ms outside the run's bounds, tolerance {} ms; largest difference from the run's estimate {} ms; {} pauses)",
+            if c.agrees { "AGREES with" } else { "DIFFERS from" },
+            c.outside_ms,
+            c.tolerance_ms,
+            c.max_difference_ms,
+            c.pauses
+        );
+        for (m, g) in c.mine.iter().zip(c.report.iter()) {
+            let paused = |p: &std::collections::BTreeMap<String, i64>| {
+                p.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            };
+            println!(
+                "  {:<12} run: logged in {} available {} on contacts {} paused [{}] | report: logged in {} available {} on contacts {} paused [{}]",
+                m.group, m.logged_in_ms, m.available_ms, m.on_contact_ms, paused(&m.paused_ms),
+                g.logged_in_ms, g.available_ms, g.on_contact_ms, paused(&g.paused_ms)
+            );
+        }
+    }
     if let Some(m) = r.max_rate {
         println!("max rate within p99 bound  {m:.0}/s");
     }

@@ -174,6 +174,27 @@ pub struct LoadConfig {
     /// acknowledged (to check them one by one against the ledger).
     #[arg(long)]
     pub list_contacts: bool,
+    /// Virtual desks of an open-loop run pause now and then: the mean time between a desk's
+    /// pauses, seconds (exponential; 0: they never pause).
+    #[arg(long, default_value_t = 0.0)]
+    pub pause_every: f64,
+    /// The mean length of a pause, seconds (exponential).
+    #[arg(long, default_value_t = 1.0)]
+    pub pause_mean: f64,
+    /// The reason codes desks pause with, comma-separated, drawn at random (codes of the
+    /// server's `[[pause_reasons]]`; these three are in its built-in set).
+    #[arg(long, default_value = "break,training,meeting")]
+    pub pause_codes: String,
+    /// After an open-loop run, log the desks out and compare this run's own record of their time
+    /// per group (logged in, available, on contacts, paused per code) with the server's operator
+    /// report (`GetOperatorReport`) for the run's period: every figure within the bounds the
+    /// run's timestamps allow (each change between its request and its reply), give or take
+    /// `--tick-ms`. On a server no other client uses, with callers who never hang up in service.
+    #[arg(long)]
+    pub check_operators: bool,
+    /// The server's `[server] tick_ms`: the tolerance of `--check-operators`.
+    #[arg(long, default_value_t = 100)]
+    pub tick_ms: u64,
 }
 
 /// Service lines of the demo configuration with their share of demand (for `mix`).

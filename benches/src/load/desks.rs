@@ -12,6 +12,7 @@ use smista_proto::v1 as pb;
 use super::config::{LoadConfig, Scenario, MIX};
 use super::connect::Pool;
 use super::error::{rpc, LoadError};
+use super::operator_check::unix_now_ms;
 use super::random::{draw_handle, stream_seed};
 use super::tracker::Tracker;
 
@@ -46,9 +47,12 @@ pub(super) async fn login_operators(
         let id = format!("{prefix}-op-{i}");
         let (group, skills) = operator_setup(cfg, i);
         let mut ops = pool.desk(&id);
+        // Each change of a desk is recorded with when its request left and when its reply came:
+        // the server made it in between.
+        let sent = unix_now_ms();
         ops.login(pb::LoginRequest {
             operator_id: id.clone(),
-            group,
+            group: group.clone(),
             skills: skills.into_iter().map(|(name, level)| pb::Skill { name, level }).collect(),
             channels: vec![],
             session_id: format!("{id}-desk"),
@@ -66,6 +70,7 @@ pub(super) async fn login_operators(
                 LoadError::Rpc { what: format!("login {id}"), status }
             }
         })?;
+        tracker.desks.login(&id, &group, sent, unix_now_ms());
         if with_watch {
             let mut stream = ops
                 .watch_offers(pb::WatchOffersRequest { operator_id: id.clone() })
@@ -86,6 +91,7 @@ pub(super) async fn login_operators(
                     tokio::spawn(async move {
                         let mut ops = pool.desk(&op);
                         let c = offer.contact_id;
+                        let sent = unix_now_ms();
                         if ops
                             .accept_offer(pb::AcceptOfferRequest { operator_id: op.clone(), contact_id: c.clone() })
                             .await
@@ -93,16 +99,22 @@ pub(super) async fn login_operators(
                         {
                             return; // the caller hung up, or the offer went elsewhere
                         }
+                        tracker.desks.accepted(&op, sent, unix_now_ms());
                         let accepted = Instant::now();
                         tokio::time::sleep(Duration::from_secs_f64(handle)).await;
+                        let sent = unix_now_ms();
                         let done = ops
                             .complete_contact(pb::CompleteContactRequest {
-                                operator_id: op,
+                                operator_id: op.clone(),
                                 contact_id: c,
                                 wrap_up_ms: 0,
                                 ended_unix_ms: 0,
                             })
                             .await;
+                        // Completed, or ended otherwise before (the caller hung up in service, a
+                        // forced logout): this run learns it only now.
+                        let replied = unix_now_ms();
+                        tracker.desks.ended(&op, if done.is_ok() { sent } else { replied }, replied);
                         if let Ok(d) = done {
                             tracker.busy_ms.fetch_add(d.into_inner().handle_ms, Ordering::Relaxed);
                             tracker.busy.lock().push((accepted, Instant::now()));

@@ -4,8 +4,9 @@
 //! Arrivals are open-loop Poisson: each contact has an intended send time drawn in advance and its
 //! offer latency is measured from that intended time, so a slow server shows as latency instead of
 //! silently lowering the offered rate (no coordinated omission). Virtual operators log in, watch
-//! their offers, accept at once, handle for a drawn time and complete. Callers hang up after a
-//! drawn patience. Every contact's final outcome is read from `StreamEvents`.
+//! their offers, accept at once, handle for a drawn time and complete, and may pause with reason
+//! codes for drawn spells. Callers hang up after a drawn patience. Every contact's final outcome
+//! is read from `StreamEvents`.
 
 pub mod citizen;
 mod closed;
@@ -16,6 +17,7 @@ mod error;
 pub mod follow;
 mod max;
 mod open_loop;
+mod operator_check;
 mod probe;
 mod random;
 mod report;
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use config::{HandleDist, LoadConfig, Scenario};
 pub use error::LoadError;
+pub use operator_check::{GroupTimes, OperatorCheck};
 pub use report::{BudgetFigures, Consistency, Latency, Report};
 pub use report_check::{QueueCounts, ReportCheck};
 

@@ -18,6 +18,7 @@ use super::config::{LoadConfig, Scenario, MIX};
 use super::connect::Pool;
 use super::desks::login_operators;
 use super::error::{rpc, LoadError};
+use super::operator_check::{self, pauser};
 use super::probe::server_usage;
 use super::random::{draw_exp, pace, stream_seed};
 use super::report::{build_report, Report};
@@ -77,6 +78,15 @@ pub(super) async fn open_loop(
     let sl_ms = (cfg.sl_threshold * 1000.0) as u64;
     let started_unix_ms = unix_now_ms();
     let ops = login_operators(cfg, pool, prefix, cfg.operators, true, &tracker).await?;
+    let pausing = Arc::new(AtomicBool::new(false));
+    let mut pausers = tokio::task::JoinSet::new();
+    if cfg.pause_every > 0.0 {
+        for (i, op) in ops.iter().enumerate() {
+            let clock = tracker.clone();
+            let (c, p, op, stop) = (cfg.clone(), pool.clone(), op.clone(), pausing.clone());
+            pausers.spawn(async move { pauser(c, p, op, i as u64, clock, stop).await });
+        }
+    }
     // The server's usage once the desks are in: what the contacts cost is measured from here.
     let usage_at_arrivals = match &cfg.server_metrics {
         Some(url) => {
@@ -129,6 +139,9 @@ pub(super) async fn open_loop(
         while callers.try_join_next().is_some() {}
     }
     let elapsed = start.elapsed().as_secs_f64().min(cfg.duration).max(1e-9);
+    // Pauses end with the arrivals: the desks take what is still waiting.
+    pausing.store(true, Ordering::Relaxed);
+    while pausers.join_next().await.is_some() {}
     // Drain: first every offer in flight gets its answer (aborting a caller mid-RPC would lose a
     // decision the server made), then operators finish what they hold, then the rest is ended.
     let answered_by = Instant::now() + Duration::from_secs(10);
@@ -159,8 +172,17 @@ pub(super) async fn open_loop(
     };
     let mut opsc = pool.supervisor_ops();
     for id in &ops {
-        let _ = opsc.logout(pb::LogoutRequest { operator_id: id.clone(), force: true }).await;
+        let sent = operator_check::unix_now_ms();
+        if opsc.logout(pb::LogoutRequest { operator_id: id.clone(), force: true }).await.is_ok() {
+            tracker.desks.logout(id, sent, operator_check::unix_now_ms());
+        }
     }
+    let operators = if cfg.check_operators {
+        let (from, to) = (i64::try_from(started_unix_ms).unwrap_or(0) - 1_000, operator_check::unix_now_ms() + 1_000);
+        Some(operator_check::check_operators(pool, &tracker.desks, from, to, cfg.tick_ms).await?)
+    } else {
+        None
+    };
     // Close the event stream so later phases (--vs-floor) do not pay for it.
     events.abort();
     let boards = match boards {
@@ -169,6 +191,7 @@ pub(super) async fn open_loop(
     };
     let mut report = build_report(cfg, rate, &tracker, (start, elapsed), &snapshot);
     report.report_check = check;
+    report.operator_check = operators;
     report.wallboards = boards;
     report.usage_at_arrivals = usage_at_arrivals;
     Ok(report)

@@ -173,6 +173,8 @@ pub struct Report {
     /// `--check-report`: this run's counts against the server's interval report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_check: Option<ReportCheck>,
+    /// `--check-operators`: the run's record of its desks' time against the operator report.
+    pub operator_check: Option<super::operator_check::OperatorCheck>,
     /// `follow`: what a client following the active saw.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follow: Option<follow::FollowFigures>,

@@ -36,6 +36,8 @@ pub(super) struct Tracker {
     pub(super) offers: AtomicU64,
     /// Offer RPCs sent and not yet answered.
     pub(super) in_flight: AtomicU64,
+    /// The desks' time as this run saw it (for `--check-operators`).
+    pub(super) desks: super::operator_check::DeskClock,
 }
 
 impl Tracker {

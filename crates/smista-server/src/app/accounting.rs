@@ -20,7 +20,8 @@ use crate::config::pause::{PauseReason, NO_ANSWER, RECOVERING, ROSTER_CHANGE};
 /// The desks and the reason codes.
 #[derive(Debug)]
 pub struct Accounting {
-    desks: DashMap<Arc<str>, Desk>,
+    /// Each operator's desk, and the time of its last change.
+    desks: DashMap<Arc<str>, (Desk, i64)>,
     /// Every reason a report may show: the desks' (configured or built in), then the server's.
     pub reasons: Vec<PauseReason>,
     /// Code -> label.
@@ -86,18 +87,27 @@ impl Accounting {
         self.desks.len()
     }
 
-    /// Follows what an engine call reported at `unix_ms`: the changes to record.
+    /// Follows what an engine call reported at `unix_ms`: the changes to record. Two engine
+    /// calls about one operator may publish in the other order than they ran (each publishes
+    /// after its own call): a change is never dated before the operator's previous one, so the
+    /// record keeps the order in which the desk changed.
     pub fn apply(&self, events: &[Event], unix_ms: i64) -> Vec<Change> {
         let mut out = Vec::new();
         let mut facts = Vec::new();
         for e in events {
             let Some(op) = Desk::operator_of(e) else { continue };
-            let mut desk = self.desks.entry(Arc::from(op)).or_default();
+            let mut entry = self.desks.entry(Arc::from(op)).or_default();
+            let (desk, last) = &mut *entry;
             desk.apply(e, &|r| self.code_of(r), &mut facts);
+            if facts.is_empty() {
+                continue;
+            }
+            *last = (*last).max(unix_ms);
+            let at = *last;
             out.extend(facts.drain(..).map(|fact| Change {
                 operator: op.to_owned(),
                 group: desk.group.clone(),
-                at_unix_ms: unix_ms,
+                at_unix_ms: at,
                 fact,
             }));
         }
