@@ -8,14 +8,12 @@ use smista_core::accounting::Fold;
 use smista_proto::v1 as pb;
 use tonic::Status;
 
+use super::reports::{page, Page};
 use crate::app::Shared;
-use crate::clock::{zone, Tz};
+use crate::clock::Tz;
 use crate::config::auth::Role;
 use crate::config::pause::PauseKind;
 use crate::edge::auth::Principal;
-
-/// Longest period one report request may cover.
-const MAX_REPORT_MS: u64 = 31 * 86_400_000;
 
 /// How far before a page the state each operator was in at its start is looked for: a state
 /// that began earlier, with no change since, is not seen (no shift lasts two days).
@@ -105,32 +103,8 @@ pub async fn operator_page(
         return Err(Status::failed_precondition("no operator accounting: [history] enabled = false"));
     }
     check_per_operator(s, principal, req)?;
-    let minutes = if req.interval_minutes == 0 { cfg.interval_minutes } else { req.interval_minutes };
-    if !(1..=1440).contains(&minutes) || 1440 % minutes != 0 {
-        return Err(Status::invalid_argument(format!("interval_minutes {minutes} does not divide a day")));
-    }
-    if req.to_unix_ms <= req.from_unix_ms || req.to_unix_ms - req.from_unix_ms > MAX_REPORT_MS {
-        return Err(Status::invalid_argument("to_unix_ms must follow from_unix_ms, by at most 31 days"));
-    }
-    let size = match req.page_size {
-        0 => 500,
-        n @ 1..=5000 => n as usize,
-        n => return Err(Status::invalid_argument(format!("page_size {n} is above 5000"))),
-    };
-    let (from, to) = (
-        i64::try_from(req.from_unix_ms).map_err(|_| Status::invalid_argument("from_unix_ms out of range"))?,
-        i64::try_from(req.to_unix_ms).map_err(|_| Status::invalid_argument("to_unix_ms out of range"))?,
-    );
-    let start = if req.page_token.is_empty() {
-        from
-    } else {
-        match req.page_token.parse::<i64>() {
-            Ok(t) if (from..to).contains(&t) => t,
-            _ => return Err(Status::invalid_argument("page_token does not belong to this range")),
-        }
-    };
-    let tz = Tz(zone(&cfg.time_zone).map_err(Status::internal)?);
-    let interval_ms = i64::from(minutes) * 60_000;
+    let Page { size, to, start, tz, interval_ms } =
+        page(cfg, req.interval_minutes, req.from_unix_ms, req.to_unix_ms, req.page_size, &req.page_token)?;
     // Whole intervals, enough to fill about a page (every group, and with per-operator rows
     // every operator, may have a row in each).
     let mut per_interval = s.history.suppliers.len() + 2;

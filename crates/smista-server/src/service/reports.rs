@@ -5,9 +5,63 @@ use crate::app::history::flush_staffing;
 use crate::clock::zone;
 use crate::clock::Tz;
 use smista_core::DivertReason;
+use tonic::Status;
 
 /// Longest period one report request may cover.
 const MAX_REPORT_MS: u64 = 31 * 86_400_000;
+
+/// A report request's period and page, checked the same way for every paged report: intervals
+/// that divide a day, a period of at most 31 days, at most 5,000 rows a page, a page token
+/// inside the period.
+pub(crate) struct Page {
+    /// Rows wanted on the page.
+    pub(crate) size: usize,
+    /// End of the period, Unix ms.
+    pub(crate) to: i64,
+    /// Where this page starts, Unix ms.
+    pub(crate) start: i64,
+    /// The report's time zone.
+    pub(crate) tz: Tz,
+    /// Interval length, ms.
+    pub(crate) interval_ms: i64,
+}
+
+/// [`Page`] of a request (`interval_minutes` 0: the configuration's).
+pub(crate) fn page(
+    cfg: &crate::config::history::HistorySection,
+    interval_minutes: u32,
+    from_unix_ms: u64,
+    to_unix_ms: u64,
+    page_size: u32,
+    page_token: &str,
+) -> Result<Page, Status> {
+    let minutes = if interval_minutes == 0 { cfg.interval_minutes } else { interval_minutes };
+    if !(1..=1440).contains(&minutes) || 1440 % minutes != 0 {
+        return Err(Status::invalid_argument(format!("interval_minutes {minutes} does not divide a day")));
+    }
+    if to_unix_ms <= from_unix_ms || to_unix_ms - from_unix_ms > MAX_REPORT_MS {
+        return Err(Status::invalid_argument("to_unix_ms must follow from_unix_ms, by at most 31 days"));
+    }
+    let size = match page_size {
+        0 => 500,
+        n @ 1..=5000 => n as usize,
+        n => return Err(Status::invalid_argument(format!("page_size {n} is above 5000"))),
+    };
+    let (from, to) = (
+        i64::try_from(from_unix_ms).map_err(|_| Status::invalid_argument("from_unix_ms out of range"))?,
+        i64::try_from(to_unix_ms).map_err(|_| Status::invalid_argument("to_unix_ms out of range"))?,
+    );
+    let start = if page_token.is_empty() {
+        from
+    } else {
+        match page_token.parse::<i64>() {
+            Ok(t) if (from..to).contains(&t) => t,
+            _ => return Err(Status::invalid_argument("page_token does not belong to this range")),
+        }
+    };
+    let tz = Tz(zone(&cfg.time_zone).map_err(Status::internal)?);
+    Ok(Page { size, to, start, tz, interval_ms: i64::from(minutes) * 60_000 })
+}
 
 /// Records read from the ledger per query while folding a page.
 const FETCH: u32 = 5_000;
@@ -54,32 +108,8 @@ pub async fn interval_page(
     if !cfg.enabled {
         return Err(Status::failed_precondition("no history: [history] enabled = false"));
     }
-    let minutes = if req.interval_minutes == 0 { cfg.interval_minutes } else { req.interval_minutes };
-    if !(1..=1440).contains(&minutes) || 1440 % minutes != 0 {
-        return Err(Status::invalid_argument(format!("interval_minutes {minutes} does not divide a day")));
-    }
-    if req.to_unix_ms <= req.from_unix_ms || req.to_unix_ms - req.from_unix_ms > MAX_REPORT_MS {
-        return Err(Status::invalid_argument("to_unix_ms must follow from_unix_ms, by at most 31 days"));
-    }
-    let size = match req.page_size {
-        0 => 500,
-        n @ 1..=5000 => n as usize,
-        n => return Err(Status::invalid_argument(format!("page_size {n} is above 5000"))),
-    };
-    let (from, to) = (
-        i64::try_from(req.from_unix_ms).map_err(|_| Status::invalid_argument("from_unix_ms out of range"))?,
-        i64::try_from(req.to_unix_ms).map_err(|_| Status::invalid_argument("to_unix_ms out of range"))?,
-    );
-    let start = if req.page_token.is_empty() {
-        from
-    } else {
-        match req.page_token.parse::<i64>() {
-            Ok(t) if (from..to).contains(&t) => t,
-            _ => return Err(Status::invalid_argument("page_token does not belong to this range")),
-        }
-    };
-    let tz = Tz(zone(&cfg.time_zone).map_err(Status::internal)?);
-    let interval_ms = i64::from(minutes) * 60_000;
+    let Page { size, to, start, tz, interval_ms } =
+        page(cfg, req.interval_minutes, req.from_unix_ms, req.to_unix_ms, req.page_size, &req.page_token)?;
     // Whole intervals, enough of them to fill about a page (every queue and group may have a row).
     let per_interval = (s.sl_thresholds.len() + s.history.suppliers.len() + 1).max(1);
     let n = (size / per_interval).max(1) as i64;
