@@ -273,6 +273,17 @@ async fn roster_changes_are_durable_audited_and_bind_logins_across_restarts() {
             assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
         }
         a.update_operator(widen(&[("pensions", 7), ("naspi", 2)], Some("supplier-a"))).await.expect("narrowing");
+        // An empty group names the roster's, as at Login (not an unknown group).
+        a.update_operator(widen(&[("pensions", 7)], Some(""))).await.expect("the roster's group");
+        // A look-alike id differing by a space is not a roster id.
+        let e = a
+            .put_roster_operator(pb::PutRosterOperatorRequest {
+                operator: Some(entry("op-201 ", "supplier-a", &[("pensions", 4)])),
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "an id with a space: {e:?}");
 
         // An admin moves op-201 to supplier-b and lowers pensions: the session no longer fits,
         // so op-201 is logged out; the change is durable and audited with old and new values.
@@ -337,6 +348,9 @@ async fn roster_changes_are_durable_audited_and_bind_logins_across_restarts() {
         );
         assert!(trail[1].old_value.contains("supplier-a") && trail[1].old_value.contains("pensions:7"), "{trail:?}");
         assert!(trail[1].new_value.contains("supplier-b") && trail[1].new_value.contains("pensions:4"), "{trail:?}");
+        // Where each came from: from then on the admin's entry wins over the configuration.
+        assert!(trail[1].old_value.contains("source = \"config\""), "{trail:?}");
+        assert!(trail[1].new_value.contains("source = \"admin\""), "{trail:?}");
         srv.stop().await;
 
         // The configuration changes its own entries (op-201's is the admins' now): a new

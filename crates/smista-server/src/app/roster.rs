@@ -207,8 +207,8 @@ impl Roster {
 
     /// Checks an `UpdateOperator` of a rostered operator: it may only narrow within the entry
     /// (PERMISSION_DENIED otherwise, or when retired). Operators not on the roster (open mode)
-    /// are not checked.
-    pub fn check_update(&self, u: &OperatorUpdate) -> Result<(), Status> {
+    /// are not checked. An empty group names the roster's, as at Login.
+    pub fn check_update(&self, u: &mut OperatorUpdate) -> Result<(), Status> {
         let Some(r) = self.get(&u.operator_id) else { return Ok(()) };
         if r.entry.retired {
             return Err(denied(format!("operator `{}` is retired from the roster", u.operator_id)));
@@ -220,7 +220,10 @@ impl Roster {
             skills: u.skills.as_deref().unwrap_or(&[]),
             channels: u.channels.as_deref().unwrap_or(&[]),
         };
-        bind(&e, &stated).map_err(|e| denied(e.to_string()))?;
+        let bound = bind(&e, &stated).map_err(|e| denied(e.to_string()))?;
+        if u.group.as_deref() == Some("") {
+            u.group = Some(bound.group);
+        }
         // An update's empty channel list means one voice contact (not the entry's).
         if u.channels.as_ref().is_some_and(Vec::is_empty) && capacities(&e.channels)[0] == 0 {
             return Err(denied(format!("the roster gives operator `{}` no voice contact", u.operator_id)));
@@ -320,6 +323,12 @@ fn change_kind(old: Option<&RosterEntry>, new: &RosterEntry) -> &'static str {
     }
 }
 
+/// An entry as an audit record shows it: its TOML and where it came from (an admin's put of what
+/// the configuration says changes only the source, and with it which one wins at the next start).
+fn audit_text(e: &RosterEntry, source: &str) -> String {
+    format!("{}source = \"{source}\"\n", e.describe())
+}
+
 /// Sets `entry` (created or replaced) by `actor` from `source`, durably: written to the ledger
 /// with its audit record (old and new entries) before it applies here. `expected`: the version
 /// it must replace (0: none, create only). Returns the entry as it now stands and whether it
@@ -370,8 +379,8 @@ pub async fn put(
             at_unix_ms: new.updated_unix_ms,
             actor: actor.to_owned(),
             change: change_kind(current.as_ref().map(|c| &c.entry), &entry).to_owned(),
-            old_value: current.as_ref().map(|c| c.entry.describe()).unwrap_or_default(),
-            new_value: entry.describe(),
+            old_value: current.as_ref().map(|c| audit_text(&c.entry, &c.source)).unwrap_or_default(),
+            new_value: audit_text(&entry, source),
         };
         let written = match &shared.ledger {
             Some(l) => l

@@ -151,6 +151,11 @@ impl RosterEntry {
     /// `Err((field, problem))`.
     pub fn check(&self, groups: &[smista_core::config::GroupConfig]) -> Result<(), (&'static str, String)> {
         smista_core::validate_id("id", &self.id).map_err(|e| ("id", e.to_string()))?;
+        // A desk's token and every report name the operator by it: no look-alikes differing
+        // only by a space.
+        if self.id.chars().any(char::is_whitespace) {
+            return Err(("id", format!("`{}` contains whitespace", smista_core::error::clip(&self.id))));
+        }
         check_name(&self.name).map_err(|p| ("name", p))?;
         if !groups.iter().any(|g| g.name == self.group) {
             return Err(("group", format!("no [[groups]] entry named `{}`", smista_core::error::clip(&self.group))));

@@ -205,7 +205,7 @@ impl AdminService for AdminSvc {
             request.get_ref().check_bounds()?;
             let p = self.0.principal(&request)?;
             let req = request.get_ref();
-            let u = OperatorUpdate {
+            let mut u = OperatorUpdate {
                 operator_id: req.operator_id.clone(),
                 group: req.group.clone(),
                 skills: req.skills.as_ref().map(|s| {
@@ -230,7 +230,7 @@ impl AdminService for AdminSvc {
                 },
             };
             // Within the roster entry only: the roster itself changes with PutRosterOperator.
-            self.0.roster.check_update(&u)?;
+            self.0.roster.check_update(&mut u)?;
             let now = self.0.clock.now();
             let mut ev = Vec::new();
             let queues = self.0.engine.update_operator(&u, now, &mut ev).map_err(client_error);
