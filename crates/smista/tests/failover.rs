@@ -497,3 +497,45 @@ async fn a_paused_active_continued_after_a_takeover_answers_nothing() {
     assert!(!status.success(), "a node that lost its leadership exits with an error: {status}");
     teardown(nodes, &url, &schema, &dir).await;
 }
+
+/// docs/nodes.md's two-node block, run by bash as written (only the database's name is the
+/// run's own, and a trap stops what it started): node-a serves, node-b is up as a standby, and
+/// after `kill %1` node-b serves.
+#[test]
+fn the_guides_two_node_block_runs_as_written() {
+    let Some(url) = smista_ledger::testing::pg_url("the guide's two-node block") else { return };
+    let base = "postgres://postgres@127.0.0.1:5432/";
+    if !url.starts_with(base) {
+        eprintln!("SMISTA_TEST_PG_URL is not at {base}, which the guide's block names: skipped");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let guide = std::fs::read_to_string(root.join("docs/nodes.md")).expect("docs/nodes.md");
+    let block = guide
+        .split("Two nodes on one machine")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .expect("the two-node block");
+    let db = format!("smista_ha_{}", std::process::id());
+    let script = format!(
+        "trap 'kill $(jobs -p) 2>/dev/null; wait; dropdb -h 127.0.0.1 -U postgres --if-exists {db}' EXIT\n{}\nwait\n",
+        block.replace("smista_ha", &db)
+    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_smista")).parent().expect("bin dir").to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(&root)
+        .env("PATH", path)
+        .env_remove("SMISTA_LEDGER_URL")
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["SERVING", "SERVING", "NOT_SERVING", "SERVING"],
+        "the block's health answers; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -103,6 +103,10 @@ enum Call {
         /// Give up on a target after this many milliseconds.
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
+        /// Ask again every 200 ms, for up to this many milliseconds, until a target answers
+        /// SERVING (a server starting, a standby taking over); 0: ask once.
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
     },
     /// Print offers for an operator: `watch OPERATOR [--count 1]`.
     Watch {
@@ -148,16 +152,31 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
 }
 
 /// `smista client health`: each target's answer, one line each; an error unless all are SERVING.
-async fn health(args: &ClientArgs, service: &str, timeout: std::time::Duration) -> Result<(), String> {
+/// With `wait`, a target is asked again until it answers SERVING or `wait` has passed; only its
+/// last answer is shown.
+async fn health(
+    args: &ClientArgs,
+    service: &str,
+    timeout: std::time::Duration,
+    wait: std::time::Duration,
+) -> Result<(), String> {
     let targets = target_list(&args.target);
     let mut failed = Vec::new();
     for t in &targets {
-        let asked = tokio::time::timeout(timeout, async {
-            let ch = args.creds.channel(t).await?;
-            serving_status(ch, service).await.map_err(|s| show::status(&s))
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer from {t} within {} ms", timeout.as_millis())));
+        let until = tokio::time::Instant::now() + wait;
+        let asked = loop {
+            let asked = tokio::time::timeout(timeout, async {
+                let ch = args.creds.channel(t).await?;
+                serving_status(ch, service).await.map_err(|s| show::status(&s))
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer from {t} within {} ms", timeout.as_millis())));
+            let serving = matches!(&asked, Ok(s) if s.as_str_name() == "SERVING");
+            if serving || tokio::time::Instant::now() >= until {
+                break asked;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
         let status = match asked {
             Ok(s) => s.as_str_name(),
             Err(e) => {
@@ -185,8 +204,10 @@ async fn health(args: &ClientArgs, service: &str, timeout: std::time::Duration) 
 }
 
 async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if let Call::Health { service, timeout_ms } = &args.call {
-        return Ok(health(&args, service, std::time::Duration::from_millis(*timeout_ms)).await?);
+    if let Call::Health { service, timeout_ms, wait_ms } = &args.call {
+        let (timeout, wait) =
+            (std::time::Duration::from_millis(*timeout_ms), std::time::Duration::from_millis(*wait_ms));
+        return Ok(health(&args, service, timeout, wait).await?);
     }
     let ch = active_channel(&args.creds, &args.target).await?;
     let bearer = args.creds.bearer()?;
