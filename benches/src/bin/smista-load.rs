@@ -126,6 +126,12 @@ fn print_table(r: &Report) {
                 t.p_wait, t.asa_seconds, t.service_level, t.occupancy, t.load_erlangs
             );
         }
+        for w in &r.wait_estimates {
+            println!(
+                "wait estimate {:<14} {} answered after queuing ({} without an estimate): median |error| {:.2} s, within ±50% {:.3}, mean estimate {:.2} s vs wait {:.2} s",
+                w.queue, w.estimated, w.without_estimate, w.median_abs_error_s, w.within_half, w.mean_estimate_s, w.mean_wait_s
+            );
+        }
         let c = &r.consistency;
         println!(
             "every contact ended  {} of {} exactly once ({} missing, {} twice)",

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub use config::{HandleDist, LoadConfig, Scenario};
 pub use error::LoadError;
 pub use operator_check::{GroupTimes, OperatorCheck};
-pub use report::{BudgetFigures, Consistency, Latency, Report};
+pub use report::{BudgetFigures, Consistency, Latency, Report, WaitEstimates};
 pub use report_check::{QueueCounts, ReportCheck};
 
 use closed::{floor, vs_floor, vs_idle, vs_pair, vs_wallboards};

@@ -241,7 +241,7 @@ async fn caller(
     let r = contacts
         .offer_contact(pb::OfferContactRequest {
             contact_id: id.clone(),
-            queue,
+            queue: queue.clone(),
             channel: pb::Channel::Voice as i32,
             ..Default::default()
         })
@@ -260,14 +260,14 @@ async fn caller(
             return;
         }
     };
-    let queued = match decision {
+    let (queued, estimate) = match decision {
         Some(Decision::Assigned(_)) => {
             Tracker::count(&tracker.outcomes, "decision_assigned");
-            false
+            (false, 0)
         }
-        Some(Decision::Queued(_)) => {
+        Some(Decision::Queued(q)) => {
             Tracker::count(&tracker.outcomes, "decision_queued");
-            true
+            (true, q.estimated_wait_ms)
         }
         Some(Decision::Diverted(d)) => {
             Tracker::count(&tracker.outcomes, "decision_diverted");
@@ -280,20 +280,22 @@ async fn caller(
     };
     tracker.decided.insert(id.clone(), u8::from(queued));
     drop(answered);
+    let answered_after_queue = |waited_ms: u64| {
+        if queued {
+            tracker.answered_after_queue.fetch_add(1, Ordering::Relaxed);
+            tracker.estimates.lock().push((queue.as_str().into(), estimate, waited_ms));
+        }
+    };
     match patience {
         None => {
-            if rx.await.is_ok() && queued {
-                tracker.answered_after_queue.fetch_add(1, Ordering::Relaxed);
+            if let Ok(waited_ms) = rx.await {
+                answered_after_queue(waited_ms);
             }
         }
         Some(p) => {
             let left = Duration::from_secs_f64(p).saturating_sub(intended.elapsed());
             match tokio::time::timeout(left, rx).await {
-                Ok(Ok(_)) => {
-                    if queued {
-                        tracker.answered_after_queue.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                Ok(Ok(waited_ms)) => answered_after_queue(waited_ms),
                 Ok(Err(_)) => {}
                 Err(_) => {
                     let r = contacts.cancel_contact(pb::CancelContactRequest { contact_id: id.clone() }).await;

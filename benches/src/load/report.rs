@@ -181,6 +181,65 @@ pub struct Report {
     /// `citizen`: callbacks, abandons avoided, appointments kept on time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub citizen: Option<citizen::CitizenFigures>,
+    /// How far the estimated wait told at offer was from the wait each queued contact then had,
+    /// per queue (contacts answered after queuing).
+    pub wait_estimates: Vec<WaitEstimates>,
+}
+
+/// The estimated waits a queue gave against the waits its contacts had.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WaitEstimates {
+    /// The queue.
+    pub queue: String,
+    /// Contacts answered after queuing with an estimate.
+    pub estimated: u64,
+    /// Contacts answered after queuing whose offer gave no estimate (0).
+    pub without_estimate: u64,
+    /// Median of |estimate - wait|, seconds.
+    pub median_abs_error_s: f64,
+    /// Share of estimates within ±50% of the wait: |estimate - wait| <= wait / 2.
+    pub within_half: f64,
+    /// Mean estimate, seconds.
+    pub mean_estimate_s: f64,
+    /// Mean wait of the same contacts, seconds.
+    pub mean_wait_s: f64,
+}
+
+/// Per queue, from (queue, estimate ms, wait ms); queues in name order.
+pub(super) fn wait_estimates(samples: &[(Box<str>, u64, u64)]) -> Vec<WaitEstimates> {
+    let mut by_queue: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for (q, e, w) in samples {
+        by_queue.entry(q).or_default().push((*e, *w));
+    }
+    by_queue
+        .into_iter()
+        .map(|(queue, v)| {
+            let with: Vec<(u64, u64)> = v.iter().copied().filter(|(e, _)| *e > 0).collect();
+            let mut errors: Vec<u64> = with.iter().map(|(e, w)| e.abs_diff(*w)).collect();
+            errors.sort_unstable();
+            let n = with.len() as f64;
+            let mean = |f: fn(&(u64, u64)) -> u64| {
+                if with.is_empty() {
+                    0.0
+                } else {
+                    with.iter().map(f).sum::<u64>() as f64 / n / 1000.0
+                }
+            };
+            WaitEstimates {
+                queue: queue.to_owned(),
+                estimated: with.len() as u64,
+                without_estimate: (v.len() - with.len()) as u64,
+                median_abs_error_s: errors.get(errors.len() / 2).map_or(0.0, |e| *e as f64 / 1000.0),
+                within_half: if with.is_empty() {
+                    0.0
+                } else {
+                    with.iter().filter(|(e, w)| 2 * e.abs_diff(*w) <= *w).count() as f64 / n
+                },
+                mean_estimate_s: mean(|(e, _)| *e),
+                mean_wait_s: mean(|(_, w)| *w),
+            }
+        })
+        .collect()
 }
 
 /// The share of the operators' time in `[start, start + elapsed]` spent on calls: each call's
@@ -268,6 +327,7 @@ pub(super) fn build_report(
         budgets: budget_figures(snap),
         theory,
         elapsed_seconds: elapsed,
+        wait_estimates: wait_estimates(&t.estimates.lock()),
         ..Report::default()
     }
 }
@@ -275,6 +335,25 @@ pub(super) fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_estimates_are_scored_per_queue_without_counting_missing_ones() {
+        let s: Vec<(Box<str>, u64, u64)> = vec![
+            ("a".into(), 1000, 1000), // exact
+            ("a".into(), 1400, 1000), // within half
+            ("a".into(), 4000, 1000), // 3 s off
+            ("a".into(), 0, 9000),    // no estimate
+            ("b".into(), 500, 2000),  // 1.5 s off, not within half
+        ];
+        let w = wait_estimates(&s);
+        assert_eq!(w.len(), 2);
+        assert_eq!((w[0].queue.as_str(), w[0].estimated, w[0].without_estimate), ("a", 3, 1));
+        assert!((w[0].median_abs_error_s - 0.4).abs() < 1e-9, "{w:?}");
+        assert!((w[0].within_half - 2.0 / 3.0).abs() < 1e-9, "{w:?}");
+        assert!((w[0].mean_wait_s - 1.0).abs() < 1e-9, "{w:?}");
+        assert_eq!((w[1].estimated, w[1].within_half), (1, 0.0));
+        assert!((w[1].median_abs_error_s - 1.5).abs() < 1e-9, "{w:?}");
+    }
 
     #[test]
     fn occupancy_counts_only_the_time_inside_the_window() {

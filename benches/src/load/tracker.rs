@@ -36,6 +36,9 @@ pub(super) struct Tracker {
     pub(super) offers: AtomicU64,
     /// Offer RPCs sent and not yet answered.
     pub(super) in_flight: AtomicU64,
+    /// Each contact answered after queuing: (queue, the estimated wait its offer was told, ms,
+    /// the wait it then had to acceptance, ms). An estimate of 0 is "no estimate".
+    pub(super) estimates: Mutex<Vec<(Box<str>, u64, u64)>>,
     /// The desks' time as this run saw it (for `--check-operators`).
     pub(super) desks: super::operator_check::DeskClock,
 }

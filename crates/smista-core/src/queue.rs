@@ -4,7 +4,7 @@
 //! Each queue has its own lock; nothing here is shared between queues, so offers to different
 //! queues never contend. Matching an operator to a contact takes at most one queue lock at a time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -64,8 +64,6 @@ pub(crate) struct State {
     pub(crate) expiry: BTreeMap<(Millis, u64), (Channel, RankKey)>,
     /// (deadline, seq) -> contact, for offers not yet accepted.
     pub(crate) offered: BTreeMap<(Millis, u64), Arc<str>>,
-    /// Recent acceptance instants, for the service rate behind wait estimates.
-    pub(crate) accepts: VecDeque<Millis>,
     /// (due, seq) -> contact, for callbacks waiting for their next attempt.
     pub(crate) parked: BTreeMap<(Millis, u64), Arc<str>>,
     /// The last sequence number handed out by [`State::next_seq`].
@@ -159,8 +157,10 @@ impl Expansion {
     }
 }
 
-/// Recent-acceptance window kept for the service rate.
-const RATE_WINDOW: usize = 64;
+/// How many completions the mean time per contact behind wait estimates weighs: a plain mean
+/// of the first ones, then an exponentially weighted one (each new one counts 1/64).
+const OCCUPANCY_WEIGHT: u64 = 64;
+const OCCUPANCY_MASK: u64 = (1 << 56) - 1;
 
 /// A queue at run time. Aligned to 128 bytes, so two queues never share a cache line (see
 /// [`crate::operator::Slot`]).
@@ -188,12 +188,17 @@ pub(crate) struct Queue {
     overflow: RwLock<Arc<[u32]>>,
     pub(crate) sl_target: f64,
     pub(crate) sl_threshold_ms: u64,
-    pub(crate) default_aht_ms: u64,
     /// Whether an admin lets the queue take contacts (its hours apply on top).
     pub(crate) open: AtomicBool,
     /// Opening hours (none: always open).
     pub(crate) hours: RwLock<Option<Arc<Hours>>>,
     pub(crate) candidates: RwLock<Vec<Candidate>>,
+    /// Of the candidates, those working (available, on contacts or in wrap-up; not paused), as
+    /// last counted ([`crate::Engine::count_working`]: every tick, and at logins and logouts).
+    pub(crate) working: AtomicU32,
+    /// How long an operator is taken per contact of this queue (handle plus wrap-up), ms, in the
+    /// low 56 bits, and how many completions it weighs (up to [`OCCUPANCY_WEIGHT`]) in the top 8.
+    occupancy: AtomicU64,
     /// Free operators by how long they have been free, for the longest-idle strategy. A hint
     /// with lazy deletion: entries are checked against the operator's word when read, and the
     /// claim itself is still the operator's CAS (see [`IdleIndex`]).
@@ -255,10 +260,12 @@ impl Queue {
             overflow: RwLock::new(Arc::from(overflow)),
             sl_target: cfg.service_level_target,
             sl_threshold_ms: cfg.service_level_threshold_ms,
-            default_aht_ms: cfg.default_aht_ms,
             open: AtomicBool::new(cfg.open),
             hours: RwLock::new(cfg.hours.as_ref().and_then(|h| Hours::parse(h).ok()).map(Arc::new)),
             candidates: RwLock::new(Vec::new()),
+            working: AtomicU32::new(0),
+            // Before any completion: the configured handle time and the queue's wrap-up.
+            occupancy: AtomicU64::new(cfg.default_aht_ms.saturating_add(cfg.wrap_up_ms).min(OCCUPANCY_MASK)),
             idle: Mutex::new(IdleIndex::default()),
             rr_cursor: AtomicUsize::new(0),
             state: Mutex::new(State {
@@ -272,7 +279,6 @@ impl Queue {
                 waiting: Default::default(),
                 expiry: BTreeMap::new(),
                 offered: BTreeMap::new(),
-                accepts: VecDeque::with_capacity(RATE_WINDOW),
                 parked: BTreeMap::new(),
                 seq: 0,
             }),
@@ -379,19 +385,31 @@ impl Queue {
         }
     }
 
-    /// Estimated wait for `position`, from recent acceptances or, before there are any, from the
-    /// default handle time shared among the operators able to serve the queue.
-    pub(crate) fn estimated_wait(&self, st: &State, position: u32, now: Millis) -> u64 {
-        let pos = u64::from(position);
-        if st.accepts.len() >= 2 {
-            let (first, last) = (st.accepts[0], st.accepts[st.accepts.len() - 1]);
-            // Include the time since the last acceptance so a stalled queue's estimate grows.
-            let span = now.max(last).since(first).max(1);
-            let n = (st.accepts.len() - 1) as u64;
-            return pos.saturating_mul(span) / n;
+    /// Estimated wait for the contact at `position` (1-based): the queue's working operators
+    /// free one of their places every `occupancy ÷ working` on average, and this contact is
+    /// served at the `position`-th (the Erlang C wait of a contact that finds `position - 1`
+    /// ahead of it, with every server busy). 0 when no operator able to serve the queue is
+    /// working: nothing honest can be said then.
+    pub(crate) fn estimated_wait(&self, position: u32) -> u64 {
+        let working = u64::from(self.working.load(Ordering::Relaxed));
+        if working == 0 {
+            return 0;
         }
-        let servers = self.candidates.read().len().max(1) as u64;
-        pos.saturating_mul(self.default_aht_ms) / servers
+        let per_contact = self.occupancy.load(Ordering::Relaxed) & OCCUPANCY_MASK;
+        (u64::from(position).saturating_mul(per_contact) / working).max(1)
+    }
+
+    /// Counts a completed contact's time with its operator (handle plus wrap-up) into the mean
+    /// behind wait estimates. Lock-free: one compare-and-swap loop on the packed word.
+    pub(crate) fn record_occupancy(&self, ms: u64) {
+        let ms = ms.min(OCCUPANCY_MASK);
+        let _ = self.occupancy.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            let (n, mean) = (w >> 56, w & OCCUPANCY_MASK);
+            // The configured seed counts as nothing: the first completion replaces it.
+            let n = (n + 1).min(OCCUPANCY_WEIGHT);
+            let mean = if ms >= mean { mean + (ms - mean) / n } else { mean - (mean - ms) / n };
+            Some((n << 56) | mean)
+        });
     }
 
     /// Counts a contact of `segment` entering the waiting list.
@@ -406,14 +424,10 @@ impl Queue {
         self.segments[segment.index()].waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_accept(&self, st: &mut State, segment: Segment, waited_ms: u64, now: Millis) {
+    pub(crate) fn record_accept(&self, segment: Segment, waited_ms: u64, now: Millis) {
         let seg = &self.segments[segment.index()];
         let within = u64::from(waited_ms <= seg.sl_threshold_ms);
         seg.sl_window.record(now, now, SlCounts { answered: 1, within, abandoned_late: 0 });
-        if st.accepts.len() == RATE_WINDOW {
-            st.accepts.pop_front();
-        }
-        st.accepts.push_back(now);
         self.answered.fetch_add(1, Ordering::Relaxed);
         let within = waited_ms <= self.sl_threshold_ms;
         if within {

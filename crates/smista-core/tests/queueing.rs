@@ -53,6 +53,7 @@ fn serve(
     in_service: &mut HashSet<String>,
     warmup: u64,
     aht_s: f64,
+    accepted: &mut Vec<(String, u64, u64)>,
 ) {
     let offers: Vec<(String, String, u64)> = ev
         .iter()
@@ -69,6 +70,7 @@ fn serve(
             continue;
         }
         e.accept(&op, &contact, Millis(now), ev).expect("accept");
+        accepted.push((contact.clone(), now, w));
         let idx: u64 = contact[1..].parse().unwrap_or(0);
         if idx >= warmup {
             *waited_sum += w;
@@ -83,6 +85,48 @@ struct Run {
     p_wait: f64,
     mean_wait_s: f64,
     load: f64,
+    /// Each queued contact after the warm-up: (the engine's estimate, the naive estimate, the
+    /// wait it had), ms.
+    estimates: Vec<(u64, u64, u64)>,
+}
+
+/// The naive estimate (what smista gave until issue 29): the position times the mean gap
+/// between the last 64 acceptances, the time since the last one included.
+fn naive_estimate(accepts: &std::collections::VecDeque<u64>, position: u32, now: u64) -> u64 {
+    match (accepts.front(), accepts.back()) {
+        (Some(first), Some(last)) if accepts.len() >= 2 => {
+            u64::from(position) * (now.max(*last) - first).max(1) / (accepts.len() as u64 - 1)
+        }
+        _ => 0,
+    }
+}
+
+/// Notes the acceptances `serve` made: their instants for the naive estimate, and for contacts
+/// told an estimate, (engine's, naive, wait).
+fn note(
+    accepted: &mut Vec<(String, u64, u64)>,
+    accepts: &mut std::collections::VecDeque<u64>,
+    told: &mut std::collections::HashMap<String, (u64, u64)>,
+    estimates: &mut Vec<(u64, u64, u64)>,
+) {
+    for (contact, at, w) in accepted.drain(..) {
+        if accepts.len() == 64 {
+            accepts.pop_front();
+        }
+        accepts.push_back(at);
+        if let Some((mine, naive)) = told.remove(&contact) {
+            estimates.push((mine, naive, w));
+        }
+    }
+}
+
+/// (median |estimate - wait| in ms, share within ±50% of the wait) of `pairs` (estimate, wait).
+fn score(pairs: impl Iterator<Item = (u64, u64)>) -> (u64, f64) {
+    let pairs: Vec<(u64, u64)> = pairs.collect();
+    let mut errors: Vec<u64> = pairs.iter().map(|(e, w)| e.abs_diff(*w)).collect();
+    errors.sort_unstable();
+    let within = pairs.iter().filter(|(e, w)| 2 * e.abs_diff(*w) <= *w).count();
+    (errors[errors.len() / 2], within as f64 / pairs.len() as f64)
 }
 
 fn simulate(c: u32, rate_per_s: f64, aht_s: f64, arrivals: u64, seed: u64) -> Run {
@@ -118,6 +162,11 @@ fn simulate(c: u32, rate_per_s: f64, aht_s: f64, arrivals: u64, seed: u64) -> Ru
     let warmup = arrivals / 10;
     let mut next_arrival = 0.0f64;
     let mut n = 0u64;
+    let mut accepted: Vec<(String, u64, u64)> = Vec::new();
+    let mut accepts: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+    // Queued contact -> (engine's estimate, naive estimate).
+    let mut told: std::collections::HashMap<String, (u64, u64)> = std::collections::HashMap::new();
+    let mut estimates = Vec::new();
     while n < arrivals {
         next_arrival += rng.exp(1.0 / rate_per_s) * 1000.0;
         let at = next_arrival.round() as u64;
@@ -131,7 +180,8 @@ fn simulate(c: u32, rate_per_s: f64, aht_s: f64, arrivals: u64, seed: u64) -> Ru
             in_service.remove(&contact);
             handle_ms_sum += done.handle_ms;
             completed += 1;
-            serve(&mut ev, t, &mut rng, &mut due, &e, &mut wait_ms_sum, &mut in_service, warmup, aht_s);
+            serve(&mut ev, t, &mut rng, &mut due, &e, &mut wait_ms_sum, &mut in_service, warmup, aht_s, &mut accepted);
+            note(&mut accepted, &mut accepts, &mut told, &mut estimates);
         }
         let id = format!("c{n}");
         let offer = OfferRequest {
@@ -147,15 +197,19 @@ fn simulate(c: u32, rate_per_s: f64, aht_s: f64, arrivals: u64, seed: u64) -> Ru
         };
         let d = e.offer(&offer, Millis(at), &mut ev).expect("offer");
         match d {
-            Decision::Queued { .. } if n >= warmup => waited += 1,
+            Decision::Queued { position, estimated_wait_ms, .. } if n >= warmup => {
+                waited += 1;
+                told.insert(id.clone(), (estimated_wait_ms, naive_estimate(&accepts, position, at)));
+            }
             Decision::Diverted { reason, .. } => panic!("diverted: {reason:?}"),
             _ => {}
         }
-        serve(&mut ev, at, &mut rng, &mut due, &e, &mut wait_ms_sum, &mut in_service, warmup, aht_s);
+        serve(&mut ev, at, &mut rng, &mut due, &e, &mut wait_ms_sum, &mut in_service, warmup, aht_s, &mut accepted);
         if n % 4096 == 0 {
             e.tick(Millis(at), &mut ev);
-            serve(&mut ev, at, &mut rng, &mut due, &e, &mut wait_ms_sum, &mut in_service, warmup, aht_s);
+            serve(&mut ev, at, &mut rng, &mut due, &e, &mut wait_ms_sum, &mut in_service, warmup, aht_s, &mut accepted);
         }
+        note(&mut accepted, &mut accepts, &mut told, &mut estimates);
         n += 1;
     }
     let counted = (arrivals - warmup) as f64;
@@ -163,6 +217,7 @@ fn simulate(c: u32, rate_per_s: f64, aht_s: f64, arrivals: u64, seed: u64) -> Ru
         p_wait: waited as f64 / counted,
         mean_wait_s: wait_ms_sum as f64 / 1000.0 / counted,
         load: rate_per_s * handle_ms_sum as f64 / 1000.0 / completed.max(1) as f64,
+        estimates,
     }
 }
 
@@ -180,4 +235,22 @@ fn the_engine_behaves_as_m_m_c() {
     );
     assert!((r.p_wait - p).abs() < 0.03, "P(wait) {} vs Erlang C {}", r.p_wait, p);
     assert!((r.mean_wait_s - mu_wait).abs() < 0.3 * mu_wait, "mean wait {} vs {}", r.mean_wait_s, mu_wait);
+}
+
+#[test]
+fn estimated_waits_beat_the_naive_estimate_on_the_waits_contacts_then_have() {
+    // Two loads: the load test's (86% busy) and a heavier one (95%), where queues are long.
+    for (c, rate, aht, seed) in [(70u32, 40.0, 1.5, 0x5eed_1234), (20, 12.7, 1.5, 0xfeed_0001)] {
+        let r = simulate(c, rate, aht, 100_000, seed);
+        assert!(r.estimates.len() > 1000, "enough queued contacts: {}", r.estimates.len());
+        assert!(r.estimates.iter().all(|(e, _, _)| *e > 0), "every operator works: an estimate for each");
+        let (mine_err, mine_within) = score(r.estimates.iter().map(|(e, _, w)| (*e, *w)));
+        let (naive_err, naive_within) = score(r.estimates.iter().map(|(_, n, w)| (*n, *w)));
+        eprintln!(
+            "{c} operators, {rate}/s: {} queued; median |error| {mine_err} ms vs naive {naive_err} ms, within ±50% {mine_within:.3} vs naive {naive_within:.3}",
+            r.estimates.len()
+        );
+        assert!(mine_err < naive_err, "median error {mine_err} ms, naive {naive_err} ms");
+        assert!(mine_within > naive_within, "within ±50% {mine_within}, naive {naive_within}");
+    }
 }

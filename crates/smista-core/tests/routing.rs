@@ -694,3 +694,47 @@ fn a_repeated_login_must_ask_for_the_same_group_skills_and_channels() {
     let op = snap.operators.iter().find(|o| o.id == "op-1").expect("listed");
     assert_eq!(&*op.group, "internal");
 }
+
+/// The estimated wait a queued contact is told (issue 29, item 4): its position times the
+/// queue's time per contact (handle plus wrap-up, measured) shared among the operators working
+/// on it; none (0) while nobody able to serve the queue works, and no growth on a stalled queue.
+#[test]
+fn estimated_waits_follow_the_working_operators_and_say_nothing_when_none_work() {
+    let mut q = pensions();
+    q.wrap_up_ms = 10_000;
+    q.default_aht_ms = 300_000;
+    let e = engine(vec![q]);
+    let mut ev = vec![];
+    let wait = |d: &Decision| match d {
+        Decision::Queued { estimated_wait_ms, .. } => *estimated_wait_ms,
+        other => panic!("not queued: {other:?}"),
+    };
+    e.login(&login("op1", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    e.login(&login("op2", "internal", &[("pensions", 5)]), t(0), &mut ev).unwrap();
+    for c in ["c1", "c2"] {
+        e.offer(&offer(c, "pensions"), t(100), &mut ev).unwrap();
+    }
+    // Before any completion: the configured handle time and the wrap-up, shared by two.
+    let d = e.offer(&offer("c3", "pensions"), t(200), &mut ev).unwrap();
+    assert_eq!(wait(&d), 310_000 / 2);
+    // Measured: the first completion replaces the configured guess (20 s + 10 s wrap-up).
+    e.accept("op1", "c1", t(1_000), &mut ev).unwrap();
+    e.complete("op1", "c1", 0, t(21_000), &mut ev).unwrap();
+    // op1 is in wrap-up (working); c3 leaves for op1 at the wrap-up's end, so c4 is first.
+    let d = e.offer(&offer("c4", "pensions"), t(21_000), &mut ev).unwrap();
+    assert_eq!(wait(&d), 2 * 30_000 / 2, "position 2 (c3 ahead), 30 s per contact, two operators");
+    // A stalled queue: an hour on, nothing moved, the estimate does not grow with the stall.
+    e.tick(t(21_500), &mut ev);
+    let d = e.offer(&offer("c5", "pensions"), t(3_621_000), &mut ev).unwrap();
+    let Decision::Queued { position, .. } = d else { panic!("{d:?}") };
+    assert_eq!(wait(&d), u64::from(position) * 30_000 / 2, "{d:?}");
+    // Both pause: nobody works on the queue, so no estimate rather than a made-up one.
+    for op in ["op1", "op2"] {
+        e.set_state(op, &RequestedState::Paused("break".into()), t(3_622_000), &mut ev).unwrap();
+    }
+    let d = e.offer(&offer("c6", "pensions"), t(3_622_000), &mut ev).unwrap();
+    assert_eq!(wait(&d), 0, "no operator working: no estimate");
+    e.set_state("op2", &RequestedState::Available, t(3_623_000), &mut ev).unwrap();
+    let d = e.offer(&offer("c7", "pensions"), t(3_623_000), &mut ev).unwrap();
+    assert!(wait(&d) > 0, "op2 is back: an estimate again");
+}

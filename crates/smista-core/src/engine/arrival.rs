@@ -193,11 +193,7 @@ impl Engine {
                 let st = q.state.lock();
                 let ch = self.contacts.get(id).map(|r| r.channel);
                 let position = ch.map_or(1, |ch| st.position(ch, &rank)).max(1);
-                Ok(Decision::Queued {
-                    queue: q.name.clone(),
-                    position,
-                    estimated_wait_ms: q.estimated_wait(&st, position, now),
-                })
+                Ok(Decision::Queued { queue: q.name.clone(), position, estimated_wait_ms: q.estimated_wait(position) })
             }
             CState::Offered { slot, deadline, .. } => Ok(Decision::Assigned {
                 operator: self.operator_name(slot),
@@ -325,7 +321,7 @@ impl Engine {
             }
             let position = self.enqueue_locked(q, &mut st, id, &mut rec, false, now);
             drop(rec);
-            let estimated_wait_ms = q.estimated_wait(&st, position, now);
+            let estimated_wait_ms = q.estimated_wait(position);
             drop(st);
             if let Some(slot) = revisit {
                 self.find_work(slot, now, out);

@@ -409,6 +409,29 @@ impl Engine {
         self.queue_by_name.get(name).copied().ok_or_else(|| RoutingError::UnknownQueue(crate::error::clip(name)))
     }
 
+    /// Counts `q`'s working operators (available, on contacts or in wrap-up; not paused or
+    /// logged out) for its wait estimates: every tick, and for the queues of an operator who
+    /// logs in, out, pauses or comes back. A pass over the queue's candidates, off the offer path.
+    pub(crate) fn count_working(&self, q: &Queue) {
+        let n = q
+            .candidates
+            .read()
+            .iter()
+            .filter(|c| {
+                let w = self.slot(c.slot).word();
+                w.generation() == c.gen && matches!(w.status(), OperatorStatus::Available | OperatorStatus::WrapUp)
+            })
+            .count();
+        q.working.store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// [`Engine::count_working`] for the queues `session` serves.
+    pub(crate) fn count_working_for(&self, session: &Session) {
+        for (qi, _) in &session.queues {
+            self.count_working(&self.queues[*qi as usize]);
+        }
+    }
+
     pub(super) fn slot(&self, idx: u32) -> &Slot {
         &self.slots[idx as usize]
     }

@@ -183,6 +183,7 @@ impl Engine {
                 }
             }
             q.idle.lock().retain(|e| e.slot != idx);
+            self.count_working(q);
         }
         self.mark_free(idx);
     }
@@ -258,6 +259,7 @@ impl Engine {
             c.push(Candidate { slot: idx, gen, margin: *margin, session: session.clone() });
         }
         drop(owner);
+        self.count_working_for(&session);
         let reason = req.paused.as_deref().unwrap_or("");
         self.status_event_with(
             &session,
@@ -309,6 +311,7 @@ impl Engine {
         for (qi, _) in &session.queues {
             self.queues[*qi as usize].candidates.write().retain(|c| c.slot != idx);
         }
+        self.count_working_for(&session);
         self.logged_out.lock().push_back(idx);
         for c in held {
             let Some((qi, state)) = self.contacts.get(&c).map(|r| (r.queue, r.state)) else { continue };
@@ -351,6 +354,7 @@ impl Engine {
                     slot.pause_reason.lock().clear();
                 }
                 self.status_event(&session, t, out);
+                self.count_working_for(&session);
                 self.find_work(idx, now, out);
             }
             RequestedState::Paused(reason) => {
@@ -367,6 +371,7 @@ impl Engine {
                 let before = std::mem::replace(&mut *slot.pause_reason.lock(), reason.clone());
                 let changed = t.is_some_and(|t| t.from == OperatorStatus::Paused) && before != *reason;
                 self.status_event_with(&session, t, reason, changed, out);
+                self.count_working_for(&session);
             }
         }
         Ok(slot.visible_status())
@@ -418,7 +423,7 @@ impl Engine {
         q.offered.fetch_sub(1, Ordering::Relaxed);
         q.in_service.fetch_add(1, Ordering::Relaxed);
         let waited_ms = now.since(rec.arrived);
-        q.record_accept(&mut st, rec.segment, waited_ms, now);
+        q.record_accept(rec.segment, waited_ms, now);
         rec.state = CState::InService { slot, gen, accepted_at: now };
         let held = rec.funding.as_ref().filter(|b| session.budget.as_ref() == Some(*b)).is_some_and(|b| {
             self.gate.started(&Started {
@@ -602,6 +607,7 @@ impl Engine {
         q.in_service.fetch_sub(1, Ordering::Relaxed);
         self.drop_held(slot, &id);
         operator_slot.count_completed(completion.handle_ms);
+        q.record_occupancy(completion.handle_ms.saturating_add(completion.wrap_up_ms));
         operator_slot.release(gen, rec.channel, now);
         self.finish(&mut rec, &id, Outcome::Completed, None, Some((slot, completion, accepted_at)), now, out);
         drop(rec);

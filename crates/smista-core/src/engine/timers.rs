@@ -14,6 +14,7 @@ impl Engine {
         let mut redispatch: Vec<(u32, Arc<str>)> = Vec::new();
         let mut moving: Vec<(u32, Arc<str>)> = Vec::new();
         for q in &self.queues {
+            self.count_working(q);
             let mut st = q.state.lock();
             for id in self.unpark_due(q, &mut st, now, out) {
                 redispatch.push((q.idx, id));

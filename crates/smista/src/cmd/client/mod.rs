@@ -241,10 +241,10 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
             let q = r.queued.unwrap_or_default();
             print((
                 format!(
-                    "callback kept at position {} of {}, estimated wait {}",
+                    "callback kept at position {} of {}, {}",
                     q.position,
                     q.queue,
-                    show::duration(q.estimated_wait_ms)
+                    show::estimated_wait(q.estimated_wait_ms)
                 ),
                 json!({"queue": q.queue, "position": q.position, "estimated_wait_ms": q.estimated_wait_ms}),
             ));

@@ -67,6 +67,15 @@ pub(crate) fn status(s: &tonic::Status) -> String {
 
 /// An offer's decision.
 #[must_use]
+/// "estimated wait 2 min 30 s", or what 0 means: no operator works on the queue.
+pub(crate) fn estimated_wait(ms: u64) -> String {
+    if ms == 0 {
+        "no wait estimate (no operator working on the queue)".to_owned()
+    } else {
+        format!("estimated wait {}", duration(ms))
+    }
+}
+
 pub(crate) fn decision(d: Option<&Decision>) -> (String, Value) {
     match d {
         Some(Decision::Assigned(a)) => (
@@ -74,12 +83,7 @@ pub(crate) fn decision(d: Option<&Decision>) -> (String, Value) {
             json!({"decision": "assigned", "operator_id": a.operator_id, "queue": a.queue, "offer_deadline_ms": a.offer_deadline_ms}),
         ),
         Some(Decision::Queued(q)) => (
-            format!(
-                "queued in {} at position {}, estimated wait {}",
-                q.queue,
-                q.position,
-                duration(q.estimated_wait_ms)
-            ),
+            format!("queued in {} at position {}, {}", q.queue, q.position, estimated_wait(q.estimated_wait_ms)),
             json!({"decision": "queued", "queue": q.queue, "position": q.position, "estimated_wait_ms": q.estimated_wait_ms}),
         ),
         Some(Decision::Diverted(v)) => {
