@@ -302,3 +302,55 @@ async fn per_operator_rows_need_the_workforce_role_and_every_read_is_audited() {
     }
     srv.stop().await;
 }
+
+/// A contact in service when the server stopped, completed by its operator after the restart
+/// (the Login reply lists it): the operator is on it until then — not paused "recovering" — and
+/// it counts as handled (issue 28, found by the adversary run: handled 0, its time a pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_carried_over_a_restart_is_time_on_contact_and_handled() {
+    let data = temp_dir("carried");
+    let from = now_ms() - 60_000;
+    for internal in [false, true] {
+        // A supplier's contact (a budget hold carries it) and an internal one (a service record).
+        let (op, group, queue, skill) =
+            if internal { ("op-101", "internal", "isee", "isee") } else { ("op-201", "supplier-a", "naspi", "naspi") };
+        let contact = format!("carried-{op}");
+        let srv = Server::start_in(config(&data)).await;
+        let (mut o, mut c) = (srv.operators().await, srv.contacts().await);
+        o.login(login(op, group, &[(skill, 6)])).await.expect("login");
+        let d = c.offer_contact(voice(&contact, queue)).await.expect("offer").into_inner();
+        assert_eq!(assigned(&d).as_deref(), Some(op));
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: op.into(), contact_id: contact.clone() })
+            .await
+            .expect("accept");
+        srv.stop().await;
+
+        let srv = Server::start_in(config(&data)).await;
+        let mut o = srv.operators().await;
+        let r = o.login(login(op, group, &[(skill, 6)])).await.expect("login again").into_inner();
+        assert_eq!(r.in_service, [contact.clone()], "the Login reply lists the contact in service");
+        // A repeated Login (the desk retrying) counts nothing twice.
+        o.login(login(op, group, &[(skill, 6)])).await.expect("login retried");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        o.complete_contact(pb::CompleteContactRequest {
+            operator_id: op.into(),
+            contact_id: contact.clone(),
+            wrap_up_ms: 0,
+            ended_unix_ms: 0,
+        })
+        .await
+        .expect("complete");
+        o.logout(pb::LogoutRequest { operator_id: op.into(), force: false }).await.expect("logout");
+        let mut admin = srv.admin().await;
+        let r = report(&mut admin, report_req(from, now_ms() + 1_000), "").await.expect("report");
+        let rows: Vec<&pb::OperatorIntervalRow> = r.groups.iter().filter(|g| g.group == group).collect();
+        let total = |f: &dyn Fn(&pb::OperatorIntervalRow) -> u64| rows.iter().map(|g| f(g)).sum::<u64>();
+        assert_eq!(total(&|g| g.handled), 1, "{group}: the completion after the restart is handled: {rows:?}");
+        assert_eq!(total(&|g| g.paused_ms.get("recovering").copied().unwrap_or(0)), 0, "{group}: {rows:?}");
+        assert!(total(&|g| g.on_contact_ms.get("voice").copied().unwrap_or(0)) >= 600, "{group}: {rows:?}");
+        for g in &rows {
+            assert_eq!(parts(g), g.logged_in_ms, "{g:?}");
+        }
+        srv.stop().await;
+    }
+}

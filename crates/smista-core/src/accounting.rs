@@ -195,12 +195,33 @@ impl Desk {
             Event::OfferTimedOut { .. } => Some(Fact::TimedOut),
             _ => return,
         };
+        self.report(out);
+        out.extend(count);
+    }
+
+    /// A contact the engine does not know — carried over a restart, its operator logged in
+    /// again — is in service with the operator on `channel`: they are on it until
+    /// [`Desk::carried_ended`], whatever their status says meanwhile.
+    pub fn carried(&mut self, channel: Channel, out: &mut Vec<Fact>) {
+        self.in_service[channel.index()] += 1;
+        self.report(out);
+    }
+
+    /// A carried contact ended: `handle_ms` when it was completed (it then counts as handled).
+    pub fn carried_ended(&mut self, channel: Channel, handle_ms: Option<u64>, out: &mut Vec<Fact>) {
+        let n = &mut self.in_service[channel.index()];
+        *n = n.saturating_sub(1);
+        self.report(out);
+        out.extend(handle_ms.map(|handle_ms| Fact::Handled { channel, handle_ms }));
+    }
+
+    /// Pushes the activity if it changed since the last one pushed.
+    fn report(&mut self, out: &mut Vec<Fact>) {
         let now = self.activity();
         if now != self.reported {
             self.reported = now.clone();
             out.push(Fact::State(now));
         }
-        out.extend(count);
     }
 
     /// The operator whose event `e` is, if it concerns one.

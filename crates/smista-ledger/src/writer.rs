@@ -207,8 +207,12 @@ const STATE_COLUMNS: &str = "INSERT INTO operator_states (node_id, epoch, seq, o
      fact, detail, value_ms) VALUES ";
 const STATE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const STATE_TAIL: &str = " ON CONFLICT (node_id, epoch, seq) DO NOTHING";
-const ALIVE: &str = "INSERT INTO node_lives (node_id, epoch, seen_unix_ms) VALUES (?, ?, ?)
-     ON CONFLICT (node_id, epoch) DO UPDATE SET seen_unix_ms = excluded.seen_unix_ms";
+/// A node life's durable state changes are signs of life too: a life that dies (kill -9) is
+/// counted until the later of its last `Alive` and its last change, so no acknowledged change
+/// falls after its end.
+const ALIVE_AT_LEAST: &str = "INSERT INTO node_lives (node_id, epoch, seen_unix_ms) VALUES (?, ?, ?)
+     ON CONFLICT (node_id, epoch) DO UPDATE SET seen_unix_ms = excluded.seen_unix_ms
+     WHERE node_lives.seen_unix_ms < excluded.seen_unix_ms";
 const INSERT_AMENDMENT: &str = "INSERT INTO amendments (seq, at_unix_ms, budget_id, actor, note, field, old_value,
      new_value, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const INSERT_AMENDMENT_NUMBERED: &str = "INSERT INTO amendments (at_unix_ms, budget_id, actor, note, field,
@@ -323,7 +327,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
             Kind::Amend => String::new(),
             Kind::End => rows(END_COLUMNS, END_ROW, n, END_TAIL),
             Kind::State => rows(STATE_COLUMNS, STATE_ROW, n, STATE_TAIL),
-            Kind::Alive => ALIVE.to_owned(),
+            Kind::Alive => ALIVE_AT_LEAST.to_owned(),
         };
         runs.push((k, &batch[i..j], db.sql(&sql).into_owned()));
         i = j;
@@ -498,6 +502,14 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                         }
                     }
                     q.execute(&mut *tx).await?;
+                    let last = run.iter().filter_map(|(op, _)| match op {
+                        Op::State(c, _) => Some(c.at_unix_ms),
+                        _ => None,
+                    });
+                    if let Some(last) = last.max() {
+                        let alive = db.sql(ALIVE_AT_LEAST);
+                        sqlx::query(&alive).bind(node).bind(me.epoch).bind(last).execute(&mut *tx).await?;
+                    }
                     fresh.extend(std::iter::repeat_n(true, run.len()));
                 }
                 Kind::Alive => {

@@ -699,9 +699,14 @@ async fn operator_state_changes_are_durable_carried_into_a_period_and_purged(b: 
     l.operator_changed(change("op-1", t0 + 20, Fact::Handled { channel: Channel::Voice, handle_ms: 10 }));
     l.durable(&Key::Operator("op-1".into())).await.expect("durable");
     l.alive(t0 + 30).await.expect("a sign of life");
+    // A change acknowledged after the last sign of life (the node then dies): durable, so it is
+    // a sign of life too (issue 28, found by the adversary run: it fell after the life's end).
+    l.operator_changed(change("op-1", t0 + 35, Fact::State(Activity::Paused("lunch".into()))));
+    l.durable(&Key::Operator("op-1".into())).await.expect("durable");
     l.close().await;
 
-    // A new life of the node: the first life's states last until its last sign of life.
+    // A new life of the node: the first life's states last until its last sign of life or
+    // its last change, whichever is later.
     let l = b.open().await;
     let got = l.operator_history(t0 - 50_000, t0 + 1_000, t0 - 1_000_000).await.expect("read");
     let facts: Vec<(&str, i64, &Fact, i64)> =
@@ -709,26 +714,27 @@ async fn operator_state_changes_are_durable_carried_into_a_period_and_purged(b: 
     assert_eq!(
         facts,
         vec![
-            ("op-1", t0, &Fact::State(Activity::Available), t0 + 30),
-            ("op-1", t0 + 10, &Fact::State(Activity::OnContact(Channel::Voice)), t0 + 30),
-            ("op-1", t0 + 20, &Fact::Handled { channel: Channel::Voice, handle_ms: 10 }, t0 + 30),
+            ("op-1", t0, &Fact::State(Activity::Available), t0 + 35),
+            ("op-1", t0 + 10, &Fact::State(Activity::OnContact(Channel::Voice)), t0 + 35),
+            ("op-1", t0 + 20, &Fact::Handled { channel: Channel::Voice, handle_ms: 10 }, t0 + 35),
+            ("op-1", t0 + 35, &Fact::State(Activity::Paused("lunch".into())), t0 + 35),
             // Before the period: only the state op-2 was in at its start (not a count).
-            ("op-2", t0 - 100_000, &Fact::State(Activity::Paused("break".into())), t0 + 30),
+            ("op-2", t0 - 100_000, &Fact::State(Activity::Paused("break".into())), t0 + 35),
         ]
     );
     assert!(got.iter().all(|r| r.change.group == "supplier-a"));
     // This life's own changes run on (it still runs).
     l.operator_changed(change("op-1", t0 + 40, Fact::State(Activity::LoggedOut)));
     l.durable(&Key::Operator("op-1".into())).await.expect("durable");
-    let got = l.operator_history(t0 + 35, t0 + 1_000, t0 - 1_000_000).await.expect("read");
+    let got = l.operator_history(t0 + 36, t0 + 1_000, t0 - 1_000_000).await.expect("read");
     let op1: Vec<(i64, i64)> =
         got.iter().filter(|r| r.change.operator == "op-1").map(|r| (r.change.at_unix_ms, r.alive_until)).collect();
-    assert_eq!(op1, vec![(t0 + 10, t0 + 30), (t0 + 40, i64::MAX)], "the carried state, then the logout");
+    assert_eq!(op1, vec![(t0 + 35, t0 + 35), (t0 + 40, i64::MAX)], "the carried state, then the logout");
     // Purged by time, in batches.
     assert_eq!(l.purge_operator_states(t0, 2).await.expect("purge"), 2);
     assert_eq!(l.purge_operator_states(t0, 2).await.expect("purge"), 1);
     let left = l.operator_history(0, i64::MAX, 0).await.expect("read");
-    assert_eq!(left.len(), 4, "only op-1's changes are left: {left:?}");
+    assert_eq!(left.len(), 5, "only op-1's changes are left: {left:?}");
     assert!(left.iter().all(|r| r.change.operator == "op-1"));
     l.close().await;
 }

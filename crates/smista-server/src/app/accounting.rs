@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use smista_core::accounting::{Change, Desk};
+use smista_core::accounting::{Change, Desk, Fact};
 use smista_core::Event;
 use tonic::Status;
 
@@ -112,6 +112,24 @@ impl Accounting {
             }));
         }
         out
+    }
+
+    /// Changes `operator`'s desk by hand (`f`), for what the engine does not report: contacts
+    /// carried over a restart. Dated as [`Accounting::apply`] dates.
+    pub fn with_desk(&self, operator: &str, unix_ms: i64, f: impl FnOnce(&mut Desk, &mut Vec<Fact>)) -> Vec<Change> {
+        let mut facts = Vec::new();
+        let mut entry = self.desks.entry(Arc::from(operator)).or_default();
+        let (desk, last) = &mut *entry;
+        f(desk, &mut facts);
+        if facts.is_empty() {
+            return Vec::new();
+        }
+        *last = (*last).max(unix_ms);
+        let at = *last;
+        facts
+            .into_iter()
+            .map(|fact| Change { operator: operator.to_owned(), group: desk.group.clone(), at_unix_ms: at, fact })
+            .collect()
     }
 }
 

@@ -388,6 +388,8 @@ impl Shared {
                     detail: self.recovered_detail(&h, None),
                 };
                 tracing::info!(queue = %h.queue, handle_ms = end.handle_ms, "unbudgeted contact in service at restart ended");
+                let handled = (outcome == Outcome::Completed).then_some(end.handle_ms);
+                self.account_carried_end(&h.operator, h.channel, handled, now);
                 ledger.ended(end.clone());
                 ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
                 self.release_recovering(&h.operator, now);
@@ -405,6 +407,8 @@ impl Shared {
             match self.book.complete_recovered(contact, operator, outcome, ended) {
                 Ok(rec) => {
                     tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");
+                    let handled = (rec.outcome == Outcome::Completed).then_some(rec.handle_ms);
+                    self.account_carried_end(&rec.operator, rec.channel, handled, now);
                     ledger.ended(ContactEnd {
                         contact: contact.to_owned(),
                         ended_unix_ms: rec.completed_unix_ms,
@@ -507,6 +511,38 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// Accounts, at `operator`'s login, the contacts from before a restart they still have in
+    /// service (the engine does not know them): on contacts until each ends, not paused.
+    pub(crate) fn account_carried(&self, operator: &str, now: Millis) {
+        let Some(ledger) = self.ledger.as_ref().filter(|_| self.history_cfg.enabled) else { return };
+        let mut channels: Vec<smista_core::Channel> =
+            self.book.recovered_of(operator).iter().filter_map(|c| self.book.recovered(c)).map(|h| h.channel).collect();
+        if !self.serving.is_empty() {
+            channels.extend(self.serving.iter().filter(|h| h.operator == operator).map(|h| h.channel));
+        }
+        let unix_ms = i64::try_from(self.clock.unix_ms(now)).unwrap_or(i64::MAX);
+        for c in
+            self.accounting.with_desk(operator, unix_ms, |d, out| channels.iter().for_each(|ch| d.carried(*ch, out)))
+        {
+            ledger.operator_changed(c);
+        }
+    }
+
+    /// Accounts the end of a contact from before a restart: `handle_ms` when completed.
+    pub(crate) fn account_carried_end(
+        &self,
+        operator: &str,
+        channel: smista_core::Channel,
+        handle_ms: Option<u64>,
+        now: Millis,
+    ) {
+        let Some(ledger) = self.ledger.as_ref().filter(|_| self.history_cfg.enabled) else { return };
+        let unix_ms = i64::try_from(self.clock.unix_ms(now)).unwrap_or(i64::MAX);
+        for c in self.accounting.with_desk(operator, unix_ms, |d, out| d.carried_ended(channel, handle_ms, out)) {
+            ledger.operator_changed(c);
+        }
     }
 
     /// Makes `operator` available again if the server paused them at login for contacts from

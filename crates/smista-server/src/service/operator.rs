@@ -130,8 +130,9 @@ impl OperatorService for OperatorSvc {
         self.call("Login", |s, now, ev| {
             let req = req?;
             let queues = s.engine.login(&req, now, ev).map_err(client_error)?;
-            if req.paused.is_some() {
-                s.recovering.insert(req.operator_id.clone(), ());
+            // Once per session: a repeated Login finds them recovering already.
+            if req.paused.is_some() && s.recovering.insert(req.operator_id.clone(), ()).is_none() {
+                s.account_carried(&req.operator_id, now);
             }
             Ok(pb::LoginResponse {
                 queues: queues.iter().map(|q| q.to_string()).collect(),

@@ -41,10 +41,12 @@ pub(crate) async fn tick_loop(
             crate::metrics::refresh_gauges(&shared.engine, now);
             for h in shared.book.expire_recovered(now, hold_max_age_ms) {
                 tracing::warn!(budget = %h.budget, queue = %h.queue, amount_cents = h.amount_cents, accepted_unix_ms = h.accepted_unix_ms, "no completion arrived for a contact recovered at restart: reservation released");
+                shared.account_carried_end(&h.operator, h.channel, None, now);
                 shared.release_recovering(&h.operator, now);
             }
             for h in shared.expire_serving(now, hold_max_age_ms) {
                 tracing::warn!(queue = %h.queue, accepted_unix_ms = h.accepted_unix_ms, "no completion arrived for an unbudgeted contact in service at restart: forgotten");
+                shared.account_carried_end(&h.operator, h.channel, None, now);
                 shared.release_recovering(&h.operator, now);
             }
             shared.book.refresh_exposure(now);
