@@ -125,7 +125,12 @@ async fn pause_codes_are_checked_and_the_report_adds_up_per_group() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Another code while paused: the time is split there.
     o.set_state(pause("op-1", "lunch")).await.expect("lunch");
-    assert_eq!(operator(&srv, "op-1").await.pause_reason, "lunch");
+    let since = operator(&srv, "op-1").await;
+    assert_eq!(since.pause_reason, "lunch");
+    // The same pause again changes nothing: a desk cannot reset its time in status.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    o.set_state(pause("op-1", "lunch")).await.expect("lunch again");
+    assert_eq!(operator(&srv, "op-1").await.status_since_unix_ms, since.status_since_unix_ms);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // An empty code is the first configured one.
     o.set_state(pause("op-2", "")).await.expect("default code");
@@ -138,7 +143,9 @@ async fn pause_codes_are_checked_and_the_report_adds_up_per_group() {
         .expect("decline");
     o.set_state(available("op-2")).await.expect("available");
     tokio::time::sleep(Duration::from_millis(50)).await;
+    o.set_state(pause("op-1", "break")).await.expect("break");
     o.logout(pb::LogoutRequest { operator_id: "op-1".into(), force: true }).await.expect("logout");
+    assert_eq!(operator(&srv, "op-1").await.pause_reason, "", "no stale reason once logged out");
     let d = c.offer_contact(voice("a-2", "isee")).await.expect("offer").into_inner();
     assert_eq!(assigned(&d).as_deref(), Some("op-2"));
     o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-2".into(), contact_id: "a-2".into() })

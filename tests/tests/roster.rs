@@ -467,6 +467,16 @@ async fn an_operator_whose_entry_changed_mid_contact_takes_nothing_new() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{what}: AVAILABLE is refused: {e:?}");
+        // Nor may the desk swap the server's roster_change pause for a break of its own.
+        let e = ops
+            .set_state(pb::SetStateRequest {
+                operator_id: "op-201".into(),
+                status: pb::OperatorStatus::Paused as i32,
+                reason: "break".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{what}: another pause is refused: {e:?}");
         let r = c.offer_contact(voice(&format!("new-{change}"), "pensions")).await.expect("offer").into_inner();
         assert_eq!(assigned(&r), None, "{what}: no new contact for op-201: {r:?}");
     }

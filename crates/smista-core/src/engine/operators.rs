@@ -361,6 +361,10 @@ impl Engine {
                 if reason.len() > 64 || reason.chars().any(crate::error::is_hazard) {
                     return Err(RoutingError::invalid("reason", "at most 64 printable characters"));
                 }
+                // The same pause again changes nothing (its start stays where it was).
+                if slot.word().status() == OperatorStatus::Paused && *slot.pause_reason.lock() == *reason {
+                    return Ok(slot.visible_status());
+                }
                 let t = slot.transition(
                     session.gen,
                     &[OperatorStatus::Available, OperatorStatus::WrapUp, OperatorStatus::Paused],

@@ -235,7 +235,12 @@ impl Engine {
                     id: session.id.to_string(),
                     group: session.group.to_string(),
                     status: slot.visible_status(),
-                    pause_reason: slot.pause_reason.lock().clone(),
+                    // A reason only while paused (a logged-out operator's last one is stale).
+                    pause_reason: if slot.visible_status() == OperatorStatus::Paused {
+                        slot.pause_reason.lock().clone()
+                    } else {
+                        String::new()
+                    },
                     active_contacts: u32::from(w.total_load()),
                     status_since_ms: slot.status_since(),
                 })

@@ -179,7 +179,10 @@ impl OperatorService for OperatorSvc {
                         req.operator_id
                     )));
                 }
-                if state == RequestedState::Available && s.roster.is_ending(&req.operator_id) {
+                // The server's roster_change pause holds until the session ends: neither
+                // available again nor another pause code (it would account the rest as the
+                // worker's break).
+                if s.roster.is_ending(&req.operator_id) {
                     return Err(Status::failed_precondition(format!(
                         "operator `{}`: {}; complete the contacts in service first",
                         req.operator_id,
