@@ -228,3 +228,89 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
     assert_eq!(h6.diverted.map(|d| d.0), Some(smista_core::DivertReason::Closed));
     ledger.close().await;
 }
+
+/// The live service level after a restart is what it was before it, per segment and with
+/// callbacks (issue 29, item 1): a vulnerable caller who hung up late kept the segment at 0.0
+/// until a restart made it 1.0 (segment windows were not rebuilt), and a callback answered again on
+/// its second attempt counted twice live but once when rebuilt from its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_service_level_is_the_same_after_a_restart_per_segment_and_with_callbacks() {
+    let data = temp_dir("sl-restart");
+    let cfg = || {
+        let mut cfg = config(&data);
+        for q in &mut cfg.queues {
+            if q.name == "naspi" {
+                q.callback_retry_ms = vec![10];
+                q.service_level_threshold_ms = 500;
+                q.segments.push(smista_core::config::SegmentRule {
+                    segment: smista_core::Segment::Vulnerable,
+                    priority_boost: 0,
+                    service_level_threshold_ms: Some(100),
+                    service_level_target: None,
+                    route_to: None,
+                });
+            }
+        }
+        cfg
+    };
+    let levels = |s: &pb::Snapshot| {
+        let q = s.queues.iter().find(|q| q.name == "naspi").expect("naspi");
+        let seg = |x: pb::Segment| q.segments.iter().find(|g| g.segment == x as i32).map(|g| g.service_level);
+        (q.service_level, seg(pb::Segment::General), seg(pb::Segment::Vulnerable))
+    };
+    let srv = Server::start_in(cfg()).await;
+    let (mut c, mut o) = (srv.contacts().await, srv.operators().await);
+    // The only operator is paused: a vulnerable caller waits past both thresholds (the
+    // segment's 100 ms, the queue's 500 ms), then hangs up.
+    o.login(login("op-1", "internal", &[("naspi", 6)])).await.expect("login");
+    o.set_state(pb::SetStateRequest {
+        operator_id: "op-1".into(),
+        status: pb::OperatorStatus::Paused as i32,
+        reason: String::new(),
+    })
+    .await
+    .expect("pause");
+    let mut late = voice("sl-vulnerable", "naspi");
+    late.segment = pb::Segment::Vulnerable as i32;
+    c.offer_contact(late).await.expect("offer");
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    c.cancel_contact(pb::CancelContactRequest { contact_id: "sl-vulnerable".into() }).await.expect("cancel");
+    // A caller who asks to be called back: answered, the dial unanswered, answered again.
+    c.offer_contact(voice("sl-callback", "naspi")).await.expect("offer");
+    c.request_callback(pb::RequestCallbackRequest { contact_id: "sl-callback".into() }).await.expect("callback");
+    o.set_state(pb::SetStateRequest {
+        operator_id: "op-1".into(),
+        status: pb::OperatorStatus::Available as i32,
+        reason: String::new(),
+    })
+    .await
+    .expect("available");
+    let accept = pb::AcceptOfferRequest { operator_id: "op-1".into(), contact_id: "sl-callback".into() };
+    o.accept_offer(accept.clone()).await.expect("first attempt");
+    c.callback_unanswered(pb::CallbackUnansweredRequest { contact_id: "sl-callback".into() }).await.expect("no answer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while o.accept_offer(accept.clone()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the second attempt was never offered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    o.complete_contact(pb::CompleteContactRequest {
+        operator_id: "op-1".into(),
+        contact_id: "sl-callback".into(),
+        wrap_up_ms: 0,
+        ended_unix_ms: 0,
+    })
+    .await
+    .expect("complete");
+    let live = levels(&srv.admin().await.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner());
+    assert_eq!(live.2, Some(0.0), "the vulnerable caller hung up after the threshold: {live:?}");
+    assert_eq!(live.1, Some(1.0), "the callback was answered within the threshold: {live:?}");
+    // One answer within the threshold against one late abandon: the callback counts once.
+    assert!((live.0 - 0.5).abs() < 1e-9, "{live:?}");
+    srv.stop().await;
+
+    let srv = Server::start_in(cfg()).await;
+    let again =
+        levels(&srv.admin().await.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner());
+    assert_eq!(again, live, "rebuilt from the history as it was live");
+    srv.stop().await;
+}

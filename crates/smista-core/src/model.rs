@@ -98,6 +98,12 @@ impl Segment {
             Segment::Urgent => "urgent",
         }
     }
+
+    /// The segment named `name` ([`Segment::as_str`]).
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Segment> {
+        Segment::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 /// Why a contact was not routed to an operator.

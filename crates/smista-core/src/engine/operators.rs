@@ -427,7 +427,11 @@ impl Engine {
         q.offered.fetch_sub(1, Ordering::Relaxed);
         q.in_service.fetch_add(1, Ordering::Relaxed);
         let waited_ms = now.since(rec.arrived);
-        q.record_accept(rec.segment, waited_ms, now);
+        // A contact is answered once in the service level: a callback's later attempts (after
+        // one went unanswered) do not count again, as its history record does not.
+        if rec.callback.unwrap_or(0) == 0 {
+            q.record_accept(rec.segment, waited_ms, now);
+        }
         rec.state = CState::InService { slot, gen, accepted_at: now };
         let held = rec.funding.as_ref().filter(|b| session.budget.as_ref() == Some(*b)).is_some_and(|b| {
             self.gate.started(&Started {

@@ -170,20 +170,32 @@ impl Engine {
         counts
     }
 
-    /// Counts, in `queue`'s live service level, a contact answered (`answered`) or abandoned
-    /// after waiting `waited_ms` at `at` (a restart rebuilding the window from the contact
-    /// history). Returns `false` for an unknown queue.
-    pub fn seed_service_level(&self, queue: &str, at: Millis, now: Millis, waited_ms: u64, answered: bool) -> bool {
+    /// Counts, in `queue`'s live service level and its `segment`'s, a contact answered
+    /// (`answered`) or abandoned after waiting `waited_ms` at `at` (a restart rebuilding the
+    /// windows from the contact history), as a live answer or abandon would count. Returns
+    /// `false` for an unknown queue.
+    pub fn seed_service_level(
+        &self,
+        queue: &str,
+        segment: Segment,
+        at: Millis,
+        now: Millis,
+        waited_ms: u64,
+        answered: bool,
+    ) -> bool {
         let Some(q) = self.queues.iter().find(|q| &*q.name == queue) else { return false };
-        let within = waited_ms <= q.sl_threshold_ms;
-        let add = if answered {
-            crate::sl_window::SlCounts { answered: 1, within: u64::from(within), abandoned_late: 0 }
-        } else if !within {
-            crate::sl_window::SlCounts { answered: 0, within: 0, abandoned_late: 1 }
-        } else {
-            return true;
-        };
-        q.sl_window.record(at, now, add);
+        let seg = &q.segments[segment.index()];
+        for (window, threshold) in [(&q.sl_window, q.sl_threshold_ms), (&seg.sl_window, seg.sl_threshold_ms)] {
+            let within = waited_ms <= threshold;
+            let add = if answered {
+                crate::sl_window::SlCounts { answered: 1, within: u64::from(within), abandoned_late: 0 }
+            } else if !within {
+                crate::sl_window::SlCounts { answered: 0, within: 0, abandoned_late: 1 }
+            } else {
+                continue;
+            };
+            window.record(at, now, add);
+        }
         true
     }
 

@@ -88,7 +88,8 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
                 continue;
             };
             if let Some(at) = clock.from_unix(at) {
-                seeded += usize::from(engine.seed_service_level(&e.queue, at, now, e.waited_ms, answered));
+                let segment = smista_core::Segment::parse(&e.detail.segment).unwrap_or(smista_core::Segment::General);
+                seeded += usize::from(engine.seed_service_level(&e.queue, segment, at, now, e.waited_ms, answered));
             }
         }
         tracing::info!(
