@@ -126,6 +126,9 @@ fn print_table(r: &Report) {
                 t.p_wait, t.asa_seconds, t.service_level, t.occupancy, t.load_erlangs
             );
         }
+        for w in &r.warnings {
+            println!("warning              {w}");
+        }
         for w in &r.wait_estimates {
             println!(
                 "wait estimate {:<14} {} answered after queuing ({} without an estimate): median |error| {:.2} s, within ±50% {:.3}, mean estimate {:.2} s vs wait {:.2} s",

@@ -116,7 +116,9 @@ pub(super) async fn login_operators(
                         let replied = unix_now_ms();
                         tracker.desks.ended(&op, if done.is_ok() { sent } else { replied }, replied);
                         if let Ok(d) = done {
-                            tracker.busy_ms.fetch_add(d.into_inner().handle_ms, Ordering::Relaxed);
+                            let d = d.into_inner();
+                            tracker.busy_ms.fetch_add(d.handle_ms, Ordering::Relaxed);
+                            tracker.wrap_up_ms_max.fetch_max(d.wrap_up_ms, Ordering::Relaxed);
                             tracker.busy.lock().push((accepted, Instant::now()));
                         }
                     });

@@ -181,6 +181,9 @@ pub struct Report {
     /// `citizen`: callbacks, abandons avoided, appointments kept on time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub citizen: Option<citizen::CitizenFigures>,
+    /// Why the run's figures cannot be compared with the theory it prints (the server's queue
+    /// is not the M/M/c one the scenario assumes), one line each.
+    pub warnings: Vec<String>,
     /// How far the estimated wait told at offer was from the wait each queued contact then had,
     /// per queue (contacts answered after queuing).
     pub wait_estimates: Vec<WaitEstimates>,
@@ -298,6 +301,26 @@ pub(super) fn build_report(
     let theory = (cfg.scenario == Scenario::Erlang)
         .then(|| theory::erlang_c(cfg.operators, offers as f64 / elapsed, mean_handle, cfg.sl_threshold))
         .flatten();
+    let mut warnings = Vec::new();
+    if cfg.scenario == Scenario::Erlang {
+        let wrap = t.wrap_up_ms_max.load(Ordering::Relaxed);
+        if wrap > 0 {
+            warnings.push(format!(
+                "queue `{}` gives a wrap-up of {:.1} s after each contact, which Erlang C does not model: P(wait) and waits are not comparable (start the server with `{}`)",
+                cfg.queue,
+                wrap as f64 / 1000.0,
+                cfg.scenario.server_command()
+            ));
+        }
+        let diverted = t.reasons.lock().values().sum::<u64>();
+        if diverted > 0 {
+            warnings.push(format!(
+                "{diverted} contacts were diverted ({:?}), which Erlang C does not model (start the server with `{}`)",
+                t.reasons.lock(),
+                cfg.scenario.server_command()
+            ));
+        }
+    }
     Report {
         scenario: format!("{:?}", cfg.scenario).to_lowercase(),
         target_rate: rate,
@@ -328,6 +351,7 @@ pub(super) fn build_report(
         theory,
         elapsed_seconds: elapsed,
         wait_estimates: wait_estimates(&t.estimates.lock()),
+        warnings,
         ..Report::default()
     }
 }

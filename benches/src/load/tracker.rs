@@ -31,6 +31,8 @@ pub(super) struct Tracker {
     pub(super) abandoned: AtomicU64,
     pub(super) abandoned_after_sl: AtomicU64,
     pub(super) busy_ms: AtomicU64,
+    /// The longest wrap-up a completion's reply gave (the desks ask for none: any is the queue's).
+    pub(super) wrap_up_ms_max: AtomicU64,
     /// Each completed call's time with its virtual operator: (accepted, completed).
     pub(super) busy: Mutex<Vec<(Instant, Instant)>>,
     pub(super) offers: AtomicU64,
