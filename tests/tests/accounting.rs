@@ -361,3 +361,50 @@ async fn a_contact_carried_over_a_restart_is_time_on_contact_and_handled() {
         srv.stop().await;
     }
 }
+
+/// The live snapshot names operators only where `[privacy] live_operator_view` allows it, and
+/// then each principal's reading is in the privacy audit before it is answered (once per quarter
+/// hour); otherwise it gives counts per group (issue 28, found by the adversary run: every
+/// supervisor saw each operator's status, pause reason and time in status, unaudited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_snapshot_names_operators_only_where_allowed_and_audited() {
+    for allowed in [false, true] {
+        let mut cfg = config(&temp_dir("live-view"));
+        cfg.privacy.live_operator_view = allowed;
+        let srv = Server::start_in(cfg).await;
+        let mut o = srv.operators().await;
+        o.login(login("op-1", "supplier-a", &[("naspi", 6)])).await.expect("login");
+        o.login(login("op-2", "supplier-a", &[("isee", 6)])).await.expect("login");
+        o.set_state(pause("op-2", "training")).await.expect("pause");
+        let mut admin = srv.admin().await;
+        let snap = admin.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+        let g = snap.operator_groups.iter().find(|g| g.group == "supplier-a").expect("the group's counts");
+        assert_eq!(
+            (g.supplier.as_str(), g.logged_in, g.available, g.paused, g.wrap_up, g.with_contacts),
+            ("consortium-member-a", 2, 1, 1, 0, 0)
+        );
+        let reads = || async {
+            srv.admin()
+                .await
+                .list_operator_report_reads(pb::ListOperatorReportReadsRequest::default())
+                .await
+                .expect("audit")
+                .into_inner()
+                .reads
+        };
+        if !allowed {
+            assert!(snap.operators.is_empty(), "no names without the configuration: {:?}", snap.operators);
+            assert!(reads().await.is_empty());
+        } else {
+            assert_eq!(snap.operators.len(), 2);
+            let audit = reads().await;
+            assert_eq!(audit.len(), 1, "{audit:?}");
+            assert_eq!(audit[0].operators, ["op-1", "op-2"]);
+            assert!(audit[0].purpose.contains("live operator view"), "{audit:?}");
+            // Read again at once: the quarter hour's record stands for it.
+            admin.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot");
+            assert_eq!(reads().await.len(), 1);
+        }
+        srv.stop().await;
+    }
+}

@@ -12,9 +12,12 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use smista_core::accounting::{Change, Desk, Fact};
-use smista_core::Event;
+use smista_core::snapshot::OperatorSnapshot;
+use smista_core::{Event, OperatorStatus};
+use smista_proto::v1 as pb;
 use tonic::Status;
 
+use crate::app::Shared;
 use crate::config::pause::{PauseReason, NO_ANSWER, RECOVERING, ROSTER_CHANGE};
 
 /// The desks and the reason codes.
@@ -28,6 +31,8 @@ pub struct Accounting {
     labels: HashMap<String, String>,
     /// How many of `reasons` desks may use (the first ones).
     desk_reasons: usize,
+    /// Principal -> when its last reading of the live per-operator view was audited, Unix ms.
+    live_reads: DashMap<Arc<str>, i64>,
 }
 
 impl Accounting {
@@ -38,7 +43,7 @@ impl Accounting {
         let mut reasons = desk;
         reasons.extend(crate::config::pause::system());
         let labels = reasons.iter().map(|r| (r.code.clone(), r.label.clone())).collect();
-        Accounting { desks: DashMap::new(), reasons, labels, desk_reasons }
+        Accounting { desks: DashMap::new(), reasons, labels, desk_reasons, live_reads: DashMap::new() }
     }
 
     /// The reason code a desk's `SetState` names: one of the desks' codes, or the first of them
@@ -132,6 +137,65 @@ impl Accounting {
             .collect()
     }
 }
+
+/// How often one principal's reading of the live per-operator view is recorded in the privacy
+/// audit (a wallboard reads every few seconds: one record per principal per quarter hour).
+const LIVE_AUDIT_EVERY_MS: i64 = 15 * 60_000;
+
+/// Logged-in operators per group and status: the snapshot's aggregate view.
+#[must_use]
+pub fn group_staffing(s: &Shared, operators: &[OperatorSnapshot]) -> Vec<pb::GroupStaffing> {
+    let mut by_group: std::collections::BTreeMap<&str, pb::GroupStaffing> = std::collections::BTreeMap::new();
+    for o in operators.iter().filter(|o| o.status != OperatorStatus::LoggedOut) {
+        let g = by_group.entry(&o.group).or_insert_with(|| pb::GroupStaffing {
+            group: o.group.clone(),
+            supplier: s.history.supplier_of(&o.group),
+            ..Default::default()
+        });
+        g.logged_in += 1;
+        match o.status {
+            OperatorStatus::Available => g.available += 1,
+            OperatorStatus::WrapUp => g.wrap_up += 1,
+            OperatorStatus::Paused => g.paused += 1,
+            OperatorStatus::LoggedOut => {}
+        }
+        g.with_contacts += u32::from(o.active_contacts > 0);
+    }
+    by_group.into_values().collect()
+}
+
+/// Whether the snapshot answering `request` may name operators: only where `[privacy]
+/// live_operator_view` allows it, and once the principal's reading is in the privacy audit
+/// (recorded before the answer, at most once per [`LIVE_AUDIT_EVERY_MS`]; UNAVAILABLE if it
+/// cannot be). Without a ledger nothing can be audited: no names.
+pub async fn live_view<T>(
+    s: &Shared,
+    request: &tonic::Request<T>,
+    operators: &[OperatorSnapshot],
+) -> Result<bool, Status> {
+    let Some(ledger) = s.ledger.as_ref().filter(|_| s.privacy.live_operator_view) else { return Ok(false) };
+    let principal = s.principal(request)?;
+    let now = i64::try_from(s.clock.unix_ms(s.clock.now())).unwrap_or(i64::MAX);
+    let due = s.accounting.live_reads.get(&*principal.name).is_none_or(|last| now - *last >= LIVE_AUDIT_EVERY_MS);
+    if due && !operators.is_empty() {
+        let record = smista_ledger::ReportRead {
+            at_unix_ms: now,
+            actor: principal.name.to_string(),
+            operators: operators.iter().map(|o| o.id.clone()).collect(),
+            from_unix_ms: now,
+            to_unix_ms: now,
+            purpose: LIVE_PURPOSE.to_owned(),
+            node: String::new(),
+        };
+        ledger.record_report_read(&record).await.map_err(crate::wire::error::ledger_status)?;
+        s.accounting.live_reads.insert(principal.name.clone(), now);
+        tracing::info!(actor = %principal.name, operators = record.operators.len(), "live operator view read (audited)");
+    }
+    Ok(true)
+}
+
+/// The purpose the privacy audit gives a reading of the live view.
+pub const LIVE_PURPOSE: &str = "live operator view (GetSnapshot)";
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,10 @@ pub struct PrivacySection {
     /// Allow per-operator rows in `GetOperatorReport` (off by default: group and supplier totals
     /// only). Needs `agreement`.
     pub per_operator_reports: bool,
+    /// Allow the live per-operator view in `GetSnapshot` (each logged-in operator's status,
+    /// pause reason and time in status): off by default, when the snapshot gives counts per
+    /// group and status only. Needs `agreement`; who reads it is audited.
+    pub live_operator_view: bool,
     /// The reference of the union agreement (or authorisation) allowing per-operator reports,
     /// e.g. "Accordo sindacale 12/2026, art. 3"; required when they are enabled, at most 256
     /// printable characters. Logged at start-up.
@@ -26,19 +30,29 @@ pub struct PrivacySection {
 
 impl Default for PrivacySection {
     fn default() -> Self {
-        PrivacySection { per_operator_reports: false, agreement: String::new(), operator_retention_days: 93 }
+        PrivacySection {
+            per_operator_reports: false,
+            live_operator_view: false,
+            agreement: String::new(),
+            operator_retention_days: 93,
+        }
     }
 }
 
 impl PrivacySection {
     /// Checks the section: `Err((key, problem))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.per_operator_reports && self.agreement.trim().is_empty() {
-            return Err((
-                "privacy.agreement".into(),
-                "per_operator_reports = true needs the reference of the union agreement (or authorisation) that allows them"
-                    .into(),
-            ));
+        for (on, key) in
+            [(self.per_operator_reports, "per_operator_reports"), (self.live_operator_view, "live_operator_view")]
+        {
+            if on && self.agreement.trim().is_empty() {
+                return Err((
+                    "privacy.agreement".into(),
+                    format!(
+                        "{key} = true needs the reference of the union agreement (or authorisation) that allows it"
+                    ),
+                ));
+            }
         }
         if self.agreement.chars().count() > 256 || self.agreement.chars().any(smista_core::error::is_hazard) {
             return Err(("privacy.agreement".into(), "at most 256 printable characters".into()));
@@ -61,5 +75,7 @@ mod tests {
         assert_eq!(on.validate().unwrap_err().0, "privacy.agreement");
         let agreed = PrivacySection { agreement: "Accordo 12/2026".into(), ..on };
         assert!(agreed.validate().is_ok());
+        let live = PrivacySection { live_operator_view: true, ..PrivacySection::default() };
+        assert_eq!(live.validate().unwrap_err().0, "privacy.agreement");
     }
 }

@@ -59,34 +59,42 @@ fn budget_pb(s: &Shared, v: BudgetView) -> pb::BudgetSnapshot {
 
 #[tonic::async_trait]
 impl AdminService for AdminSvc {
-    async fn get_snapshot(&self, _request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::Snapshot>, Status> {
+    async fn get_snapshot(&self, request: Request<pb::GetSnapshotRequest>) -> Result<Response<pb::Snapshot>, Status> {
         let t = RpcTimer::start("GetSnapshot");
         let s = &self.0;
         let now = s.clock.now();
         // The stream position first: the snapshot reflects at least every event up to it.
         let last_event_sequence = s.log.latest();
         let snap = s.engine.snapshot(now);
-        let r = Ok(pb::Snapshot {
-            event_epoch: s.log.epoch(),
-            last_event_sequence,
-            timestamp_ms: s.clock.unix_ms(now),
-            queues: snap.queues.iter().map(convert::queue_snapshot).collect(),
-            operators: snap
-                .operators
-                .iter()
-                .map(|o| {
-                    let since = s.clock.unix_ms(smista_core::Millis(o.status_since_ms));
-                    let label = if o.status == smista_core::OperatorStatus::Paused {
-                        s.accounting.label(&o.pause_reason)
-                    } else {
-                        ""
-                    };
-                    convert::operator_snapshot(o, since, label)
-                })
-                .collect(),
-            budgets: s.book.views(now).into_iter().map(|v| budget_pb(s, v)).collect(),
-            node_id: s.node_id.clone(),
-        });
+        let operator_groups = crate::app::accounting::group_staffing(s, &snap.operators);
+        let r = match crate::app::accounting::live_view(s, &request, &snap.operators).await {
+            Ok(named) => Ok(pb::Snapshot {
+                event_epoch: s.log.epoch(),
+                last_event_sequence,
+                timestamp_ms: s.clock.unix_ms(now),
+                queues: snap.queues.iter().map(convert::queue_snapshot).collect(),
+                operators: if named {
+                    snap.operators
+                        .iter()
+                        .map(|o| {
+                            let since = s.clock.unix_ms(smista_core::Millis(o.status_since_ms));
+                            let label = if o.status == smista_core::OperatorStatus::Paused {
+                                s.accounting.label(&o.pause_reason)
+                            } else {
+                                ""
+                            };
+                            convert::operator_snapshot(o, since, label)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                operator_groups,
+                budgets: s.book.views(now).into_iter().map(|v| budget_pb(s, v)).collect(),
+                node_id: s.node_id.clone(),
+            }),
+            Err(e) => Err(e),
+        };
         t.finish(&r);
         r.map(Response::new)
     }

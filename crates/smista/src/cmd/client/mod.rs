@@ -351,7 +351,12 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                     .iter()
                     .map(|o| json!({"operator_id": o.operator_id, "group": o.group, "status": show::operator_status(o.status), "pause_reason": o.pause_reason}))
                     .collect();
-                println!("{}", json!({"queues": queues, "operators": operators}));
+                let groups: Vec<Value> = s
+                    .operator_groups
+                    .iter()
+                    .map(|g| json!({"group": g.group, "supplier": g.supplier, "logged_in": g.logged_in, "available": g.available, "wrap_up": g.wrap_up, "paused": g.paused, "with_contacts": g.with_contacts}))
+                    .collect();
+                println!("{}", json!({"queues": queues, "operator_groups": groups, "operators": operators}));
                 return Ok(());
             }
             println!(
@@ -367,6 +372,18 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                     q.in_service,
                     q.service_level * 100.0,
                     q.operators_logged_in
+                );
+            }
+            if !s.operator_groups.is_empty() {
+                println!(
+                    "\n{:<12} {:<22} {:>9} {:>9} {:>7} {:>6} {:>8}",
+                    "group", "supplier", "logged in", "available", "wrap up", "paused", "contacts"
+                );
+            }
+            for g in &s.operator_groups {
+                println!(
+                    "{:<12} {:<22} {:>9} {:>9} {:>7} {:>6} {:>8}",
+                    g.group, g.supplier, g.logged_in, g.available, g.wrap_up, g.paused, g.with_contacts
                 );
             }
             if !s.operators.is_empty() {
