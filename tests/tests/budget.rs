@@ -144,3 +144,36 @@ async fn extra_budget_contacts_never_reach_supplier_operators() {
     assert_eq!(trail.records[0].reason, "amendment 7/2026");
     srv.stop().await;
 }
+
+/// `BudgetSnapshot.extra_budget_diversions` and `refused_admissions` count the period, across a
+/// restart (issue 29, item 2: both went back to 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periods_diversions_and_refusals_survive_a_restart() {
+    let mut cfg = smista_server::config::Config::load(None).expect("demo");
+    let b = &mut cfg.budgets[0];
+    b.ceiling_cents = 0;
+    b.pacing = PacingConfig::None;
+    b.protected_reserve_bp = 0;
+    cfg.server.data_dir = temp_dir("budget-counters");
+    let srv = Server::start_in(cfg.clone()).await;
+    let (mut c, mut o) = (srv.contacts().await, srv.operators().await);
+    // pensions, not naspi: the other test counts naspi's diversions in the process's metrics.
+    o.login(login("sup-1", "supplier-a", &[("pensions", 6)])).await.expect("login");
+    for i in 0..3 {
+        let d = c.offer_contact(voice(&format!("x-{i}"), "pensions")).await.expect("offer").into_inner();
+        assert!(assigned(&d).is_none(), "no money: {d:?}");
+    }
+    let before = contract(&mut srv.admin().await).await;
+    assert_eq!(before.extra_budget_diversions, 3, "{before:?}");
+    assert!(before.refused_admissions >= 3, "{before:?}");
+    srv.stop().await;
+
+    let srv = Server::start_in(cfg).await;
+    let after = contract(&mut srv.admin().await).await;
+    assert_eq!(
+        (after.extra_budget_diversions, after.refused_admissions),
+        (before.extra_budget_diversions, before.refused_admissions),
+        "{after:?}"
+    );
+    srv.stop().await;
+}

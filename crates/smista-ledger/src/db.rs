@@ -278,6 +278,14 @@ CREATE TABLE IF NOT EXISTS operator_states (
 );
 CREATE INDEX IF NOT EXISTS operator_states_by_time ON operator_states (at_unix_ms);
 CREATE INDEX IF NOT EXISTS operator_states_by_operator ON operator_states (operator_id, at_unix_ms);
+CREATE TABLE IF NOT EXISTS budget_counters (
+    budget_id          TEXT    NOT NULL,
+    period             TEXT    NOT NULL,
+    node_id            TEXT    NOT NULL,
+    refusals           BIGINT  NOT NULL,
+    extra_budget_diversions BIGINT NOT NULL,
+    PRIMARY KEY (budget_id, period, node_id)
+);
 CREATE TABLE IF NOT EXISTS node_lives (
     node_id            TEXT    NOT NULL,
     epoch              BIGINT  NOT NULL,
@@ -372,6 +380,9 @@ const STEPS: &[&[(&str, &str, &str)]] = &[
     // 4 (issue 28, operator accounting): the tables `operator_states` (every operator state
     // change), `node_lives` (each node life's last sign of life) and `operator_report_reads`
     // (the privacy audit), created whole by the schema script; no column changes.
+    &[],
+    // 5 (issue 29): the table `budget_counters` (each node's refused admissions and extra-budget
+    // diversions per budget period, kept across restarts), created whole by the schema script.
     &[],
 ];
 

@@ -35,6 +35,7 @@
 
 mod accounting;
 mod appointments;
+mod counters;
 mod db;
 mod history;
 mod leader;
@@ -46,6 +47,7 @@ mod writer;
 
 pub use accounting::{ReadCursor, ReportRead};
 pub use appointments::{QueueAudit, QueueChange, ScheduledCallback};
+pub use counters::BudgetCounters;
 pub use db::{schema, Target};
 pub use history::{encode_offers, encode_overflows, Detail, HistoryCursor, OfferOutcome, OfferRecord};
 pub use leader::{Elector, Leadership};

@@ -280,6 +280,16 @@ impl BudgetBook {
         Some(Self::period_at(b, self.unix(now)).label.clone())
     }
 
+    /// Restores the refused admissions counted in `budget`'s `period` before a restart (saved
+    /// by the server): counted on from there if `period` is still the current one at `now`.
+    pub fn restore_refusals(&self, budget: &str, period: &str, refusals: u64, now: Millis) {
+        let Some(b) = self.budgets.get(budget) else { return };
+        let p = Self::period_at(b, self.unix(now));
+        if p.label == period {
+            p.refusals.fetch_max(refusals, Ordering::Relaxed);
+        }
+    }
+
     /// Totals of every budget in its current period at `now`.
     #[must_use]
     pub fn views(&self, now: Millis) -> Vec<BudgetView> {

@@ -558,6 +558,37 @@ impl Shared {
         }
     }
 
+    /// Each budget's counts in its current period (refused admissions, extra-budget diversions),
+    /// as the ledger keeps them across restarts.
+    pub fn budget_counters(&self, now: Millis) -> Vec<smista_ledger::BudgetCounters> {
+        self.book
+            .views(now)
+            .into_iter()
+            .map(|v| smista_ledger::BudgetCounters {
+                extra_budget_diversions: i64::try_from(self.extra_budget_diversions(&v.id, &v.period))
+                    .unwrap_or(i64::MAX),
+                refusals: i64::try_from(v.refusals).unwrap_or(i64::MAX),
+                budget: v.id,
+                period: v.period,
+            })
+            .collect()
+    }
+
+    /// Counts on from the counts saved before a restart (those of periods still current).
+    pub fn restore_budget_counters(&self, saved: Vec<smista_ledger::BudgetCounters>, now: Millis) {
+        for c in saved {
+            self.book.restore_refusals(&c.budget, &c.period, u64::try_from(c.refusals).unwrap_or(0), now);
+            if self.book.period_label(&c.budget, now).as_deref() == Some(c.period.as_str()) {
+                let n = u64::try_from(c.extra_budget_diversions).unwrap_or(0);
+                let mut m = self.extra_budget.lock();
+                let entry = m.entry(c.budget.clone()).or_insert_with(|| (c.period.clone(), 0));
+                if entry.0 == c.period {
+                    entry.1 = entry.1.max(n);
+                }
+            }
+        }
+    }
+
     /// Extra-budget diversions of `budget` in `period`.
     pub fn extra_budget_diversions(&self, budget: &str, period: &str) -> u64 {
         self.extra_budget.lock().get(budget).filter(|(p, _)| p == period).map_or(0, |(_, n)| *n)

@@ -107,6 +107,10 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
         shared.serving.insert(h.contact.clone(), h);
     }
     if let Some(l) = &shared.ledger {
+        // The budgets' refused admissions and extra-budget diversions of the current periods.
+        shared.restore_budget_counters(l.budget_counters().await?, shared.clock.now());
+    }
+    if let Some(l) = &shared.ledger {
         // Bookings and availability survive a restart: those not over by a day ago, and every
         // booking not started yet (a slot missed while the node was down starts at once).
         let since = i64::try_from(shared.clock.unix_ms(shared.clock.now())).unwrap_or(i64::MAX) - 86_400_000;

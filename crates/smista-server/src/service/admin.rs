@@ -48,6 +48,7 @@ fn budget_pb(s: &Shared, v: BudgetView) -> pb::BudgetSnapshot {
         paced_allowance_cents: v.paced_allowance_cents,
         overrun_cents: v.overrun_cents,
         extra_budget_diversions: extra,
+        refused_admissions: v.refusals,
         lease_cents: v.lease_cents.unwrap_or(0),
         lease_renewed_ms_ago: renewed_ago,
         running_overrun_cents: v.running_overrun_cents,

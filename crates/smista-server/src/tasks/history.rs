@@ -103,8 +103,9 @@ pub async fn operator_purge_loop(
     }
 }
 
-/// Flushes the staffed time every 10 seconds, and once more at shutdown; records this node's
-/// sign of life with it (operators of a node that stopped count as logged in until then).
+/// Flushes the staffed time and the budgets' counters every 10 seconds, and once more at
+/// shutdown; records this node's sign of life with them (operators of a node that stopped count
+/// as logged in until then).
 pub async fn staffing_loop(s: Arc<crate::app::Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let Some(ledger) = s.ledger.clone() else { return };
     loop {
@@ -114,6 +115,9 @@ pub async fn staffing_loop(s: Arc<crate::app::Shared>, mut stop: tokio::sync::wa
         };
         if let Err(e) = flush_staffing(&s, &ledger).await {
             tracing::warn!(error = %e, "staffed time not written; retried");
+        }
+        if let Err(e) = ledger.save_budget_counters(&s.budget_counters(s.clock.now())).await {
+            tracing::warn!(error = %e, "budget counters not written; retried");
         }
         let now = i64::try_from(s.clock.unix_ms(s.clock.now())).unwrap_or(i64::MAX);
         if let Err(e) = ledger.alive(now).await {
