@@ -206,6 +206,11 @@ skills = [{{ skill = "{queue}", min_level = 1 }}]
 budget = "contract"
 fallback = "callback_booking"
 {queue_extra}
+
+# The tests read operators' statuses from the snapshot (fictitious operators).
+[privacy]
+live_operator_view = true
+agreement = "tests: fictitious operators"
 "#
     )
 }
