@@ -456,6 +456,17 @@ async fn a_paused_active_continued_after_a_takeover_answers_nothing() {
 
     let pid = nodes[0].child.id().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+    // kill(2) returns once the signal is sent; on a busy machine the node may run on for a
+    // moment, and a call answered then is answered under a valid leadership. Wait until the
+    // kernel shows it stopped (state T).
+    let stat = format!("/proc/{pid}/stat");
+    let stopped = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&stat)
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')))
+    {
+        assert!(Instant::now() < stopped, "node-0 never stopped");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // Calls sent to the stopped node: they wait in its socket.
     let mut pending = Vec::new();
     for i in 0..8 {
