@@ -60,6 +60,11 @@ async fn report(srv: &Server, from: u64, to: u64) -> pb::GetIntervalReportRespon
     }
 }
 
+/// The label of `ccm-2026`'s current period.
+fn today_period(snap: &pb::Snapshot) -> String {
+    snap.budgets.iter().find(|b| b.budget_id == "ccm-2026").map(|b| b.period.clone()).unwrap_or_default()
+}
+
 fn sum(r: &pb::GetIntervalReportResponse, queue: &str, f: fn(&pb::QueueIntervalRow) -> u64) -> u64 {
     r.queues.iter().filter(|q| q.queue == queue).map(f).sum()
 }
@@ -187,6 +192,23 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
     assert_eq!(burn.time_zone, "Europe/Rome");
     let e = admin.get_budget_burn(pb::GetBudgetBurnRequest { budget_id: "nope".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    // The same money per queue, group and supplier over the API (issue 29, item 6: only by
+    // reading the ledger itself).
+    let spend = admin
+        .get_spend_report(pb::GetSpendReportRequest { budget_id: "ccm-2026".into(), period: today_period(&snap) })
+        .await
+        .expect("spend")
+        .into_inner()
+        .rows;
+    assert_eq!(spend.iter().map(|r| r.cost_cents).sum::<i64>(), settled, "{spend:?}");
+    assert!(spend.iter().all(|r| r.budget_id == "ccm-2026" && r.contacts > 0 && !r.queue.is_empty()), "{spend:?}");
+    assert!(spend.iter().any(|r| r.supplier == "consortium-member-a"), "{spend:?}");
+    let none = admin
+        .get_spend_report(pb::GetSpendReportRequest { budget_id: "ccm-2026".into(), period: "1999-01".into() })
+        .await
+        .expect("spend")
+        .into_inner();
+    assert!(none.rows.is_empty());
     // The live service level over the window: 3 answered within 100 ms, 1 abandoned after it.
     let live = naspi_service_level(&srv).await;
     assert!((live - 0.75).abs() < 1e-9, "{live}");

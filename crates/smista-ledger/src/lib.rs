@@ -577,16 +577,27 @@ impl Ledger {
 
     /// Spend per budget, period, queue and operator group.
     pub async fn report(&self) -> Result<Vec<ReportRow>, LedgerError> {
+        self.report_of("", "").await
+    }
+
+    /// [`Ledger::report`] of one budget and one period (an empty one: every).
+    pub async fn report_of(&self, budget: &str, period: &str) -> Result<Vec<ReportRow>, LedgerError> {
+        let sql = self.db.sql(
+            "SELECT budget_id, period, queue, operator_group, COUNT(*) AS n,
+                    CAST(SUM(CASE WHEN outcome = 'cancelled_in_service' THEN 1 ELSE 0 END) AS BIGINT) AS hung_up,
+                    CAST(SUM(cost_cents) AS BIGINT) AS cost, CAST(SUM(handle_ms) AS BIGINT) AS handle
+             FROM cost_records WHERE (? = '' OR budget_id = ?) AND (? = '' OR period = ?)
+             GROUP BY budget_id, period, queue, operator_group
+             ORDER BY budget_id, period, queue, operator_group",
+        );
         with_db!(&self.db, p => {
-            let rows = sqlx::query(
-                "SELECT budget_id, period, queue, operator_group, COUNT(*) AS n,
-                        CAST(SUM(CASE WHEN outcome = 'cancelled_in_service' THEN 1 ELSE 0 END) AS BIGINT) AS hung_up,
-                        CAST(SUM(cost_cents) AS BIGINT) AS cost, CAST(SUM(handle_ms) AS BIGINT) AS handle
-                 FROM cost_records GROUP BY budget_id, period, queue, operator_group
-                 ORDER BY budget_id, period, queue, operator_group",
-            )
-            .fetch_all(p)
-            .await?;
+            let rows = sqlx::query(&sql)
+                .bind(budget)
+                .bind(budget)
+                .bind(period)
+                .bind(period)
+                .fetch_all(p)
+                .await?;
             rows.iter()
                 .map(|r| {
                     Ok(ReportRow {

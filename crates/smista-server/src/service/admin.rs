@@ -374,6 +374,20 @@ impl AdminService for AdminSvc {
         r.map(Response::new)
     }
 
+    async fn get_spend_report(
+        &self,
+        request: Request<pb::GetSpendReportRequest>,
+    ) -> Result<Response<pb::GetSpendReportResponse>, Status> {
+        let t = RpcTimer::start("GetSpendReport");
+        let r = async {
+            request.get_ref().check_bounds()?;
+            crate::service::reports::spend(&self.0, request.get_ref()).await
+        }
+        .await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
     async fn get_operator_report(
         &self,
         request: Request<pb::GetOperatorReportRequest>,

@@ -197,6 +197,36 @@ pub async fn interval_page(
     })
 }
 
+/// `AdminService.GetSpendReport` (see the proto): the ledger's spend per budget, period, queue,
+/// group and supplier.
+pub async fn spend(
+    s: &crate::app::Shared,
+    req: &smista_proto::v1::GetSpendReportRequest,
+) -> Result<smista_proto::v1::GetSpendReportResponse, tonic::Status> {
+    use smista_proto::v1 as pb;
+    let Some(ledger) = &s.ledger else {
+        return Err(tonic::Status::failed_precondition("no ledger: [ledger] kind = \"none\" keeps no cost records"));
+    };
+    let rows = ledger.report_of(&req.budget_id, &req.period).await.map_err(crate::wire::error::ledger_status)?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(pb::GetSpendReportResponse {
+        rows: rows
+            .into_iter()
+            .map(|r| pb::SpendRow {
+                supplier: s.history.supplier_of(&r.operator_group),
+                budget_id: r.budget,
+                period: r.period,
+                queue: r.queue,
+                group: r.operator_group,
+                contacts: n(r.contacts),
+                hung_up: n(r.hung_up),
+                cost_cents: r.cost_cents,
+                handle_ms: n(r.handle_ms),
+            })
+            .collect(),
+    })
+}
+
 /// `AdminService.GetBudgetBurn` (see the proto): the current period's spend per local day.
 pub async fn budget_burn(
     s: &crate::app::Shared,

@@ -115,6 +115,20 @@ impl Bounded for pb::UpdateBudgetRequest {
     }
 }
 
+impl Bounded for pb::GetSpendReportRequest {
+    fn check_bounds(&self) -> Result<(), Status> {
+        for (field, v) in [("budget_id", &self.budget_id), ("period", &self.period)] {
+            if v.len() > MAX_ENTRY_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "{field}: at most {MAX_ENTRY_BYTES} bytes ({} given)",
+                    v.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Bounded for pb::GetOperatorReportRequest {
     fn check_bounds(&self) -> Result<(), Status> {
         at_most("operators", self.operators.len(), MAX_REPORT_OPERATORS)?;

@@ -100,20 +100,31 @@ pub(crate) fn run(args: LedgerArgs) -> ExitCode {
     };
     let suppliers: HashMap<&str, &str> =
         cfg.groups.iter().filter_map(|g| g.supplier.as_deref().map(|s| (g.name.as_str(), s))).collect();
-    let report = build(rows, &suppliers);
-    let text = match format {
+    match render(rows, &suppliers, format) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The report of `rows` in `format`, with totals per budget and period (also `smista report
+/// spend`'s, from the server's rows).
+pub(crate) fn render(
+    rows: Vec<ReportRow>,
+    suppliers: &HashMap<&str, &str>,
+    format: Format,
+) -> Result<String, serde_json::Error> {
+    let report = build(rows, suppliers);
+    Ok(match format {
         Format::Table => table(&report),
         Format::Csv => csv(&report),
-        Format::Json => match serde_json::to_string(&report) {
-            Ok(t) => t + "\n",
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-    };
-    print!("{text}");
-    ExitCode::SUCCESS
+        Format::Json => serde_json::to_string(&report)? + "\n",
+    })
 }
 
 fn read(target: &smista_ledger::Target) -> Result<Vec<ReportRow>, smista_ledger::LedgerError> {

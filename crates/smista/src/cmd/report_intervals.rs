@@ -92,6 +92,24 @@ enum ReportCmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Spend per budget, period, queue, group and supplier from the ledger, through the server
+    /// (`smista ledger report` reads the ledger itself).
+    Spend {
+        /// The server, or the nodes of an active/standby group separated by commas.
+        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
+        target: String,
+        #[command(flatten)]
+        creds: smista_client::connect::Credentials,
+        /// Only this budget.
+        #[arg(long, default_value = "")]
+        budget: String,
+        /// Only this period (its label, e.g. 2026-12).
+        #[arg(long, default_value = "")]
+        period: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::cmd::ledger_report::Format,
+    },
     /// A budget's burn-down in its current period: spend per day against the pacing's
     /// allowance, and when the money runs out at the current rate.
     Budget {
@@ -145,6 +163,9 @@ pub(crate) fn run(args: ReportArgs) -> ExitCode {
     let run = async {
         match args.cmd {
             ReportCmd::Budget { target, creds, budget, format } => burn(target, creds, budget, format).await,
+            ReportCmd::Spend { target, creds, budget, period, format } => {
+                spend(target, creds, budget, period, format).await
+            }
             ReportCmd::Operators {
                 target,
                 creds,
@@ -221,6 +242,40 @@ async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
         Format::Csv => print!("{}", csv(&all, groups)),
         Format::Table => print!("{}", table(&all, groups)),
     }
+    Ok(())
+}
+
+async fn spend(
+    target: String,
+    creds: smista_client::connect::Credentials,
+    budget_id: String,
+    period: String,
+    format: crate::cmd::ledger_report::Format,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ch = smista_client::follow::active_channel(&creds, &target).await?;
+    let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
+    let r = admin
+        .get_spend_report(pb::GetSpendReportRequest { budget_id, period })
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let suppliers: std::collections::HashMap<&str, &str> =
+        r.rows.iter().filter(|x| !x.supplier.is_empty()).map(|x| (x.group.as_str(), x.supplier.as_str())).collect();
+    let rows = r
+        .rows
+        .iter()
+        .map(|x| smista_ledger::ReportRow {
+            budget: x.budget_id.clone(),
+            period: x.period.clone(),
+            queue: x.queue.clone(),
+            operator_group: x.group.clone(),
+            contacts: i64::try_from(x.contacts).unwrap_or(i64::MAX),
+            hung_up: i64::try_from(x.hung_up).unwrap_or(i64::MAX),
+            cost_cents: x.cost_cents,
+            handle_ms: i64::try_from(x.handle_ms).unwrap_or(i64::MAX),
+        })
+        .collect();
+    print!("{}", crate::cmd::ledger_report::render(rows, &suppliers, format)?);
     Ok(())
 }
 

@@ -160,6 +160,7 @@ pub const POLICY: &[(&str, Roles, Class)] = &[
     ("/smista.v1.AdminService/ListBudgetAudit", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/GetIntervalReport", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/GetBudgetBurn", Roles::of(&[Role::Supervisor]), Class::Read),
+    ("/smista.v1.AdminService/GetSpendReport", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/SetQueueOpen", Roles::of(&[Role::Admin]), Class::Admin),
     ("/smista.v1.AppointmentService/PublishAvailability", Roles::of(&[Role::Desk, Role::Supervisor]), Class::Desk),
     ("/smista.v1.AppointmentService/WithdrawAvailability", Roles::of(&[Role::Desk, Role::Supervisor]), Class::Desk),
