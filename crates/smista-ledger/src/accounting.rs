@@ -70,18 +70,19 @@ const STATE_SELECT: &str = "SELECT s.operator_id AS operator_id, s.operator_grou
      FROM operator_states s LEFT JOIN node_lives l ON l.node_id = s.node_id AND l.epoch = s.epoch";
 
 impl Ledger {
-    /// Queues an operator's state change (see `smista_core::accounting`); [`Ledger::durable`]
-    /// of [`Key::Operator`] waits for it.
-    pub fn operator_changed(&self, c: Change) {
+    /// Queues an operator's state change (see `smista_core::accounting`); the ticket waits for
+    /// it alone ([`Ledger::durable_ticket`]), [`Ledger::durable`] of [`Key::Operator`] for it and
+    /// any later one.
+    pub fn operator_changed(&self, c: Change) -> crate::Ticket {
         let seq = i64::try_from(self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX);
         let key = Key::Operator(c.operator.clone());
-        self.submit(key, Op::State(c, seq));
+        self.submit(key, Op::State(c, seq))
     }
 
     /// Records that this life of the node runs at `now_unix_ms`, and waits until that and
     /// everything queued before it is durable.
     pub async fn alive(&self, now_unix_ms: i64) -> Result<(), LedgerError> {
-        self.submit(Key::Node, Op::Alive(now_unix_ms));
+        let _ = self.submit(Key::Node, Op::Alive(now_unix_ms));
         self.durable(&Key::Node).await
     }
 

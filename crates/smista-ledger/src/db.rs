@@ -277,7 +277,9 @@ CREATE TABLE IF NOT EXISTS operator_states (
     PRIMARY KEY (node_id, epoch, seq)
 );
 CREATE INDEX IF NOT EXISTS operator_states_by_time ON operator_states (at_unix_ms);
-CREATE INDEX IF NOT EXISTS operator_states_by_operator ON operator_states (operator_id, at_unix_ms);
+-- Every state change is written through the group commit: one index less is a quarter less work
+-- per row (lookups by operator and time use operator_states_by_time).
+DROP INDEX IF EXISTS operator_states_by_operator;
 CREATE TABLE IF NOT EXISTS budget_counters (
     budget_id          TEXT    NOT NULL,
     period             TEXT    NOT NULL,

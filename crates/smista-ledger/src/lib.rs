@@ -48,6 +48,7 @@ mod writer;
 pub use accounting::{ReadCursor, ReportRead};
 pub use appointments::{QueueAudit, QueueChange, ScheduledCallback};
 pub use counters::BudgetCounters;
+
 pub use db::{schema, Target};
 pub use history::{encode_offers, encode_overflows, Detail, HistoryCursor, OfferOutcome, OfferRecord};
 pub use leader::{Elector, Leadership};
@@ -130,6 +131,10 @@ pub struct ReportRow {
     /// Handle time, ms.
     pub handle_ms: i64,
 }
+
+/// One queued write, to wait for on its own ([`Ledger::durable_ticket`]).
+#[derive(Debug, Clone)]
+pub struct Ticket(watch::Receiver<Option<bool>>);
 
 /// Counters of the writer, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -310,13 +315,30 @@ impl Ledger {
     }
 
     /// Queues `op` and remembers it as the last write about `key`.
-    fn submit(&self, key: Key, op: Op) {
+    fn submit(&self, key: Key, op: Op) -> Ticket {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
-        self.pending.insert(key.clone(), (seq, rx));
+        self.pending.insert(key.clone(), (seq, rx.clone()));
         if self.send((op, Reply::Keyed(key.clone(), seq, tx))).is_err() {
             // Closed: the dropped sender makes waiters see `Closed`; nothing more to do here.
             self.pending.remove_if(&key, |_, (s, _)| *s == seq);
+        }
+        Ticket(rx)
+    }
+
+    /// Waits until the one write `ticket` stands for is durable — not the later writes about
+    /// the same key, which [`Ledger::durable`] would wait for too (an operator's next change,
+    /// made while the reply about this one waits, must not hold that reply for another commit).
+    /// Errors as [`Ledger::durable`].
+    pub async fn durable_ticket(&self, ticket: Ticket) -> Result<(), LedgerError> {
+        self.check_fence()?;
+        let mut rx = ticket.0;
+        let committed = rx.wait_for(Option::is_some).await.map(|v| *v == Some(true)).unwrap_or(false);
+        self.check_fence()?;
+        if committed {
+            Ok(())
+        } else {
+            Err(LedgerError::Closed)
         }
     }
 
@@ -326,14 +348,8 @@ impl Ledger {
     /// durable, so it acknowledges nothing more).
     pub async fn durable(&self, key: &Key) -> Result<(), LedgerError> {
         self.check_fence()?;
-        let Some(mut rx) = self.pending.get(key).map(|e| e.1.clone()) else { return Ok(()) };
-        let committed = rx.wait_for(Option::is_some).await.map(|v| *v == Some(true)).unwrap_or(false);
-        self.check_fence()?;
-        if committed {
-            Ok(())
-        } else {
-            Err(LedgerError::Closed)
-        }
+        let Some(rx) = self.pending.get(key).map(|e| e.1.clone()) else { return Ok(()) };
+        self.durable_ticket(Ticket(rx)).await
     }
 
     /// Fenced, or closing: nothing more can be made durable, so nothing more may be

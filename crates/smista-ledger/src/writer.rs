@@ -114,9 +114,16 @@ pub(crate) async fn group_commit(
         // into the record's columns): one row per contact. The end's waiter is answered with
         // the batch.
         let covered = merge_ends(&mut batch);
-        // Ends of contacts (their detail records) go last: they depend on nothing else in the
-        // batch, and together they make one statement.
-        batch.sort_by_key(|(op, _)| matches!(op, Op::End(_)));
+        // Ends of contacts (their detail records), then operator state changes and signs of
+        // life go last: they depend on nothing else in the batch, and each kind together makes
+        // one statement. Interleaved with holds and records, every state change was a statement
+        // of its own, and the closed loop's durable completions halved (issue 28's A/B).
+        batch.sort_by_key(|(op, _)| match op {
+            Op::End(_) => 1,
+            Op::State(..) => 2,
+            Op::Alive(_) => 3,
+            _ => 0,
+        });
         let mut backoff = Duration::from_millis(20);
         let outcome = loop {
             if *me.fenced.borrow() {
@@ -306,6 +313,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
     let node = me.node.as_str();
     let numbered = db.numbers_amendments();
     let amend = db.sql(if numbered { INSERT_AMENDMENT_NUMBERED } else { INSERT_AMENDMENT });
+    let alive = db.sql(ALIVE_AT_LEAST);
     // The runs, and their statements, are built before the transaction starts. A run is cut
     // into chunks of power-of-two sizes (50 = 32 + 16 + 2), so that the same few statements
     // recur and stay in the connection's prepared-statement cache: preparing a fresh 50-row
@@ -502,14 +510,6 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                         }
                     }
                     q.execute(&mut *tx).await?;
-                    let last = run.iter().filter_map(|(op, _)| match op {
-                        Op::State(c, _) => Some(c.at_unix_ms),
-                        _ => None,
-                    });
-                    if let Some(last) = last.max() {
-                        let alive = db.sql(ALIVE_AT_LEAST);
-                        sqlx::query(&alive).bind(node).bind(me.epoch).bind(last).execute(&mut *tx).await?;
-                    }
                     fresh.extend(std::iter::repeat_n(true, run.len()));
                 }
                 Kind::Alive => {
@@ -540,6 +540,14 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                     }
                 }
             }
+        }
+        // The batch's state changes are this life's signs of life too (one statement).
+        let last_state = batch.iter().filter_map(|(op, _)| match op {
+            Op::State(c, _) => Some(c.at_unix_ms),
+            _ => None,
+        });
+        if let Some(last) = last_state.max() {
+            sqlx::query(&alive).bind(node).bind(me.epoch).bind(last).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok((fresh, seq))

@@ -166,6 +166,16 @@ impl Sections {
     }
 }
 
+/// What an engine call reported, as published: its events, and the tickets of the operator
+/// state changes the ledger was given for them.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The events.
+    pub events: Vec<Event>,
+    /// One per operator state change queued.
+    pub tickets: Vec<smista_ledger::Ticket>,
+}
+
 /// Why an operator is paused at login after a restart.
 pub const RECOVERY_PAUSE: &str = "contact in service from before a restart";
 
@@ -233,12 +243,12 @@ impl Shared {
     /// Calls the engine about `contact` (`f` gets the events vector) and publishes what it
     /// reported, in the contact's section (see [`Sections`]); returns `f`'s result and the
     /// events, for [`Shared::acknowledge`].
-    pub fn about<T>(&self, contact: &str, now: Millis, f: impl FnOnce(&mut Vec<Event>) -> T) -> (T, Vec<Event>) {
+    pub fn about<T>(&self, contact: &str, now: Millis, f: impl FnOnce(&mut Vec<Event>) -> T) -> (T, Published) {
         let _section = self.sections.contact(contact);
-        let mut ev = Vec::new();
-        let r = f(&mut ev);
-        self.publish(&ev, now);
-        (r, ev)
+        let mut events = Vec::new();
+        let r = f(&mut events);
+        let tickets = self.publish(&events, now);
+        (r, Published { events, tickets })
     }
 
     /// Waits until the state of `contact` that a reply is about to report is durable: what this
@@ -247,8 +257,9 @@ impl Shared {
     /// that says a contact was accepted, completed, cancelled or diverted passes here, first
     /// try or retry. Fails (UNAVAILABLE, or what the ledger says) when the ledger cannot make
     /// it durable: fenced, closing.
-    pub async fn acknowledge(&self, contact: &str, events: &[Event]) -> Result<(), Status> {
+    pub async fn acknowledge(&self, contact: &str, published: &Published) -> Result<(), Status> {
         let Some(ledger) = &self.ledger else { return Ok(()) };
+        let events = &published.events;
         if !events.iter().any(|e| e.contact().is_some_and(|c| **c == *contact)) {
             // Changed before this request: by a request about the same contact (its section
             // ended before ours began, so its writes are queued) or by the tick, whose section
@@ -256,13 +267,16 @@ impl Shared {
             drop(self.sections.global());
         }
         ledger.durable(&Key::Contact(contact.to_owned())).await.map_err(crate::wire::error::ledger_status)?;
-        self.persist_beside(events, Some(contact)).await
+        self.persist_beside(published, Some(contact)).await
     }
 
-    /// Publishes what an engine call reported: metrics, offer board, event log.
-    pub fn publish(&self, events: &[Event], now: Millis) {
+    /// Publishes what an engine call reported: metrics, offer board, event log. Returns the
+    /// tickets of the operator state changes it queued for the ledger (a reply about them
+    /// waits for those, see [`Shared::persist`]).
+    pub fn publish(&self, events: &[Event], now: Millis) -> Vec<smista_ledger::Ticket> {
+        let mut tickets = Vec::new();
         if events.is_empty() {
-            return;
+            return tickets;
         }
         crate::metrics::record_events(events);
         for e in events {
@@ -290,7 +304,7 @@ impl Shared {
             if self.history_cfg.enabled {
                 // Before the contacts' records: a reply waiting for those finds these durable.
                 for c in self.accounting.apply(events, unix_ms) {
-                    ledger.operator_changed(c);
+                    tickets.push(ledger.operator_changed(c));
                 }
             }
             for e in events {
@@ -314,24 +328,27 @@ impl Shared {
             }
         }
         self.log.publish(events, now, unix);
+        tickets
     }
 
     /// Waits until what the engine call that reported `events` gave the ledger is durable: the
     /// holds of accepted contacts and the cost records of finished ones. An RPC that changed
     /// money is acknowledged only after this; if the ledger has stopped it gets UNAVAILABLE and
     /// the client retries (every such RPC is idempotent).
-    pub async fn persist(&self, events: &[Event]) -> Result<(), Status> {
-        self.persist_beside(events, None).await
+    pub async fn persist(&self, published: &Published) -> Result<(), Status> {
+        self.persist_beside(published, None).await
     }
 
     /// [`persist`](Self::persist), but for the contacts other than `done`, already waited for.
-    /// The operators' state changes the events made (their accounting) too.
-    async fn persist_beside(&self, events: &[Event], done: Option<&str>) -> Result<(), Status> {
+    /// The operators' state changes the events made (their accounting) too: each by its own
+    /// ticket, so that an operator's next change, made meanwhile, does not hold this reply for
+    /// another commit.
+    async fn persist_beside(&self, published: &Published, done: Option<&str>) -> Result<(), Status> {
         let Some(ledger) = &self.ledger else { return Ok(()) };
-        for e in events {
-            if let Some(op) = smista_core::accounting::Desk::operator_of(e) {
-                ledger.durable(&Key::Operator(op.to_owned())).await.map_err(crate::wire::error::ledger_status)?;
-            }
+        for t in &published.tickets {
+            ledger.durable_ticket(t.clone()).await.map_err(crate::wire::error::ledger_status)?;
+        }
+        for e in &published.events {
             if let Event::Accepted { contact, .. } | Event::Finished { contact, .. } = e {
                 if done != Some(&**contact) {
                     ledger
@@ -553,7 +570,9 @@ impl Shared {
         }
         let mut ev = Vec::new();
         match self.engine.set_state(operator, &smista_core::RequestedState::Available, now, &mut ev) {
-            Ok(_) => self.publish(&ev, now),
+            Ok(_) => {
+                self.publish(&ev, now);
+            }
             Err(e) => tracing::debug!(error = %e, "operator paused for recovery not made available"),
         }
     }

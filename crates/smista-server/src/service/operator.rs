@@ -56,11 +56,11 @@ impl OperatorSvc {
         let s = &self.0;
         let now = s.clock.now();
         let Some(contact) = contact else {
-            let mut ev = Vec::new();
-            let r = f(s, now, &mut ev);
-            s.publish(&ev, now);
+            let mut events = Vec::new();
+            let r = f(s, now, &mut events);
+            let tickets = s.publish(&events, now);
             return match r {
-                Ok(v) => s.persist(&ev).await.map(|()| v),
+                Ok(v) => s.persist(&crate::app::Published { events, tickets }).await.map(|()| v),
                 Err(e) => Err(e),
             };
         };
