@@ -339,7 +339,7 @@ async fn a_contact_carried_over_a_restart_is_time_on_contact_and_handled() {
         let srv = Server::start_in(config(&data)).await;
         let mut o = srv.operators().await;
         let r = o.login(login(op, group, &[(skill, 6)])).await.expect("login again").into_inner();
-        assert_eq!(r.in_service, [contact.clone()], "the Login reply lists the contact in service");
+        assert_eq!(r.in_service, std::slice::from_ref(&contact), "the Login reply lists the contact in service");
         // A repeated Login (the desk retrying) counts nothing twice.
         o.login(login(op, group, &[(skill, 6)])).await.expect("login retried");
         tokio::time::sleep(Duration::from_millis(600)).await;

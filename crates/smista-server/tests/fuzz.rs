@@ -30,7 +30,7 @@ use tonic::Request;
 
 /// Every method of `smista.v1` (`every_method_is_fuzzed` checks the list against the descriptor
 /// set).
-const METHODS: [&str; 35] = [
+const METHODS: [&str; 36] = [
     "OfferContact",
     "CancelContact",
     "StreamEvents",
@@ -66,6 +66,7 @@ const METHODS: [&str; 35] = [
     "ListRosterAudit",
     "GetOperatorReport",
     "ListOperatorReportReads",
+    "GetSpendReport",
 ];
 
 /// The recorded seeds, and for every method a well-formed request of plausible values (so the
@@ -145,7 +146,8 @@ async fn drive(s: &Arc<Shared>, m: usize, bytes: &[u8]) -> u32 {
         31 => call!(a, list_roster, pb::ListRosterRequest),
         32 => call!(a, list_roster_audit, pb::ListRosterAuditRequest),
         33 => call!(a, get_operator_report, pb::GetOperatorReportRequest),
-        _ => call!(a, list_operator_report_reads, pb::ListOperatorReportReadsRequest),
+        34 => call!(a, list_operator_report_reads, pb::ListOperatorReportReadsRequest),
+        _ => call!(a, get_spend_report, pb::GetSpendReportRequest),
     }
 }
 
@@ -309,6 +311,7 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
         }
         .encode_to_vec(),
         34 => pb::ListOperatorReportReadsRequest { page_size: u(0) as u32, page_token: st(1) }.encode_to_vec(),
+        35 => pb::GetSpendReportRequest { budget_id: st(0), period: st(1) }.encode_to_vec(),
         _ => pb::UpdateBudgetRequest {
             budget_id: st(0),
             ceiling_cents: Some(u(0) as i64),
