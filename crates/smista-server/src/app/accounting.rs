@@ -166,7 +166,7 @@ pub fn group_staffing(s: &Shared, operators: &[OperatorSnapshot]) -> Vec<pb::Gro
 
 /// Whether the snapshot answering `request` may name operators: only where `[privacy]
 /// live_operator_view` allows it, and once the principal's reading is in the privacy audit
-/// (recorded before the answer, at most once per [`LIVE_AUDIT_EVERY_MS`]; UNAVAILABLE if it
+/// (recorded before the answer, at most once per quarter hour; UNAVAILABLE if it
 /// cannot be). Without a ledger nothing can be audited: no names.
 pub async fn live_view<T>(
     s: &Shared,
