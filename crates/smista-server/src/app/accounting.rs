@@ -98,29 +98,16 @@ impl Accounting {
     /// record keeps the order in which the desk changed.
     pub fn apply(&self, events: &[Event], unix_ms: i64) -> Vec<Change> {
         let mut out = Vec::new();
-        let mut facts = Vec::new();
         for e in events {
             let Some(op) = Desk::operator_of(e) else { continue };
-            let mut entry = self.desks.entry(Arc::from(op)).or_default();
-            let (desk, last) = &mut *entry;
-            desk.apply(e, &|r| self.code_of(r), &mut facts);
-            if facts.is_empty() {
-                continue;
-            }
-            *last = (*last).max(unix_ms);
-            let at = *last;
-            out.extend(facts.drain(..).map(|fact| Change {
-                operator: op.to_owned(),
-                group: desk.group.clone(),
-                at_unix_ms: at,
-                fact,
-            }));
+            out.extend(self.with_desk(op, unix_ms, |desk, facts| desk.apply(e, &|r| self.code_of(r), facts)));
         }
         out
     }
 
-    /// Changes `operator`'s desk by hand (`f`), for what the engine does not report: contacts
-    /// carried over a restart. Dated as [`Accounting::apply`] dates.
+    /// Changes `operator`'s desk (`f` pushes the facts it implies) and dates them at `unix_ms`,
+    /// never before the operator's previous change. [`Accounting::apply`] for engine events;
+    /// also by hand for what the engine does not report (contacts carried over a restart).
     pub fn with_desk(&self, operator: &str, unix_ms: i64, f: impl FnOnce(&mut Desk, &mut Vec<Fact>)) -> Vec<Change> {
         let mut facts = Vec::new();
         let mut entry = self.desks.entry(Arc::from(operator)).or_default();
