@@ -387,6 +387,12 @@ async fn the_live_snapshot_names_operators_only_where_allowed_and_audited() {
             (g.supplier.as_str(), g.logged_in, g.available, g.paused, g.wrap_up, g.with_contacts),
             ("consortium-member-a", 2, 1, 1, 0, 0)
         );
+        // Holding an offer, op-1 is no longer free for the next one.
+        let d = srv.contacts().await.offer_contact(voice(&format!("g-{allowed}"), "naspi")).await.expect("offer");
+        assert_eq!(assigned(&d.into_inner()).as_deref(), Some("op-1"));
+        let snap = admin.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot").into_inner();
+        let g = snap.operator_groups.iter().find(|g| g.group == "supplier-a").expect("the group's counts");
+        assert_eq!((g.logged_in, g.available, g.with_contacts), (2, 0, 1), "{g:?}");
         let reads = || async {
             srv.admin()
                 .await
@@ -408,6 +414,12 @@ async fn the_live_snapshot_names_operators_only_where_allowed_and_audited() {
             // Read again at once: the quarter hour's record stands for it.
             admin.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot");
             assert_eq!(reads().await.len(), 1);
+            // An operator it has not named yet this quarter hour is recorded when first shown.
+            o.login(login("op-3", "supplier-a", &[("naspi", 6)])).await.expect("login");
+            admin.get_snapshot(pb::GetSnapshotRequest {}).await.expect("snapshot");
+            let audit = reads().await;
+            assert_eq!(audit.len(), 2, "{audit:?}");
+            assert_eq!(audit[1].operators, ["op-3"]);
         }
         srv.stop().await;
     }

@@ -209,6 +209,13 @@ async fn every_contact_has_one_record_and_the_interval_report_adds_up() {
         .expect("spend")
         .into_inner();
     assert!(none.rows.is_empty());
+    for (budget, period, code) in [("nope", "", Code::NotFound), ("ccm-2026", "2026-12\n", Code::InvalidArgument)] {
+        let e = admin
+            .get_spend_report(pb::GetSpendReportRequest { budget_id: budget.into(), period: period.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{budget} {period:?}: {e:?}");
+    }
     // The live service level over the window: 3 answered within 100 ms, 1 abandoned after it.
     let live = naspi_service_level(&srv).await;
     assert!((live - 0.75).abs() < 1e-9, "{live}");

@@ -193,9 +193,10 @@ pub(crate) struct Queue {
     /// Opening hours (none: always open).
     pub(crate) hours: RwLock<Option<Arc<Hours>>>,
     pub(crate) candidates: RwLock<Vec<Candidate>>,
-    /// Of the candidates, those working (available, on contacts or in wrap-up; not paused), as
-    /// last counted ([`crate::Engine::count_working`]: every tick, and at logins and logouts).
-    pub(crate) working: AtomicU32,
+    /// Of the candidates, those working (available, on contacts or in wrap-up; not paused) who
+    /// can take a contact of each channel ([`Channel::index`]), as last counted
+    /// ([`crate::Engine::count_working`]: every tick, and at logins, logouts and pauses).
+    pub(crate) working: [AtomicU32; 4],
     /// How long an operator is taken per contact of this queue (handle plus wrap-up), ms, in the
     /// low 56 bits, and how many completions it weighs (up to [`OCCUPANCY_WEIGHT`]) in the top 8.
     occupancy: AtomicU64,
@@ -263,7 +264,7 @@ impl Queue {
             open: AtomicBool::new(cfg.open),
             hours: RwLock::new(cfg.hours.as_ref().and_then(|h| Hours::parse(h).ok()).map(Arc::new)),
             candidates: RwLock::new(Vec::new()),
-            working: AtomicU32::new(0),
+            working: Default::default(),
             // Before any completion: the configured handle time and the queue's wrap-up.
             occupancy: AtomicU64::new(cfg.default_aht_ms.saturating_add(cfg.wrap_up_ms).min(OCCUPANCY_MASK)),
             idle: Mutex::new(IdleIndex::default()),
@@ -385,18 +386,24 @@ impl Queue {
         }
     }
 
-    /// Estimated wait for the contact at `position` (1-based): the queue's working operators
-    /// free one of their places every `occupancy ÷ working` on average, and this contact is
-    /// served at the `position`-th (the Erlang C wait of a contact that finds `position - 1`
-    /// ahead of it, with every server busy). 0 when no operator able to serve the queue is
-    /// working: nothing honest can be said then.
-    pub(crate) fn estimated_wait(&self, position: u32) -> u64 {
-        let working = u64::from(self.working.load(Ordering::Relaxed));
+    /// Estimated wait for a contact of `channel` at `position` (1-based): the queue's working
+    /// operators who take that channel free one of their places every `occupancy ÷ working` on
+    /// average, and this contact is served at the `position`-th (the Erlang C wait of a contact
+    /// that finds `position - 1` ahead of it, with every server busy). 0 when no operator able
+    /// to serve it is working: nothing honest can be said then.
+    pub(crate) fn estimated_wait(&self, channel: Channel, position: u32) -> u64 {
+        let working = u64::from(self.working[channel.index()].load(Ordering::Relaxed));
         if working == 0 {
             return 0;
         }
         let per_contact = self.occupancy.load(Ordering::Relaxed) & OCCUPANCY_MASK;
         (u64::from(position).saturating_mul(per_contact) / working).max(1)
+    }
+
+    /// The channel a queue-wide estimate (the snapshot's) is for: voice when anyone working takes
+    /// voice, else the first channel someone working takes.
+    pub(crate) fn main_channel(&self) -> Channel {
+        Channel::ALL.into_iter().find(|c| self.working[c.index()].load(Ordering::Relaxed) > 0).unwrap_or(Channel::Voice)
     }
 
     /// Counts a completed contact's time with its operator (handle plus wrap-up) into the mean

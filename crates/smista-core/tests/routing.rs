@@ -737,4 +737,16 @@ fn estimated_waits_follow_the_working_operators_and_say_nothing_when_none_work()
     e.set_state("op2", &RequestedState::Available, t(3_623_000), &mut ev).unwrap();
     let d = e.offer(&offer("c7", "pensions"), t(3_623_000), &mut ev).unwrap();
     assert!(wait(&d) > 0, "op2 is back: an estimate again");
+    // Operators who take only chats do not shorten a call's wait, nor make one up.
+    for i in 0..5 {
+        let mut chat = login(&format!("chat{i}"), "internal", &[("pensions", 5)]);
+        chat.channels = vec![(Channel::Chat, 3)];
+        e.login(&chat, t(3_623_000), &mut ev).unwrap();
+    }
+    let d = e.offer(&offer("c9", "pensions"), t(3_623_000), &mut ev).unwrap();
+    let Decision::Queued { position, .. } = d else { panic!("{d:?}") };
+    assert_eq!(wait(&d), u64::from(position) * 30_000, "one voice operator: chat operators not counted: {d:?}");
+    e.set_state("op2", &RequestedState::Paused("break".into()), t(3_624_000), &mut ev).unwrap();
+    let d = e.offer(&offer("c10", "pensions"), t(3_624_000), &mut ev).unwrap();
+    assert_eq!(wait(&d), 0, "nobody working takes calls: no estimate, whatever the chat operators");
 }

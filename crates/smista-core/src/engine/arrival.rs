@@ -193,7 +193,8 @@ impl Engine {
                 let st = q.state.lock();
                 let ch = self.contacts.get(id).map(|r| r.channel);
                 let position = ch.map_or(1, |ch| st.position(ch, &rank)).max(1);
-                Ok(Decision::Queued { queue: q.name.clone(), position, estimated_wait_ms: q.estimated_wait(position) })
+                let estimated_wait_ms = q.estimated_wait(ch.unwrap_or(Channel::Voice), position);
+                Ok(Decision::Queued { queue: q.name.clone(), position, estimated_wait_ms })
             }
             CState::Offered { slot, deadline, .. } => Ok(Decision::Assigned {
                 operator: self.operator_name(slot),
@@ -320,8 +321,9 @@ impl Engine {
                 }
             }
             let position = self.enqueue_locked(q, &mut st, id, &mut rec, false, now);
+            let channel = rec.channel;
             drop(rec);
-            let estimated_wait_ms = q.estimated_wait(position);
+            let estimated_wait_ms = q.estimated_wait(channel, position);
             drop(st);
             if let Some(slot) = revisit {
                 self.find_work(slot, now, out);

@@ -112,7 +112,11 @@ impl Engine {
             }
             out.push(Event::CallbackRequested { contact: id.clone(), queue: q.name.clone(), position });
         }
-        Ok(Decision::Queued { queue: q.name.clone(), position, estimated_wait_ms: q.estimated_wait(position) })
+        Ok(Decision::Queued {
+            queue: q.name.clone(),
+            position,
+            estimated_wait_ms: q.estimated_wait(rec.channel, position),
+        })
     }
 
     /// The platform dialled a callback its operator accepted and nobody answered. The operator

@@ -413,16 +413,18 @@ impl Engine {
     /// logged out) for its wait estimates: every tick, and for the queues of an operator who
     /// logs in, out, pauses or comes back. A pass over the queue's candidates, off the offer path.
     pub(crate) fn count_working(&self, q: &Queue) {
-        let n = q
-            .candidates
-            .read()
-            .iter()
-            .filter(|c| {
-                let w = self.slot(c.slot).word();
-                w.generation() == c.gen && matches!(w.status(), OperatorStatus::Available | OperatorStatus::WrapUp)
-            })
-            .count();
-        q.working.store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+        let mut n = [0u32; 4];
+        for c in q.candidates.read().iter() {
+            let w = self.slot(c.slot).word();
+            if w.generation() == c.gen && matches!(w.status(), OperatorStatus::Available | OperatorStatus::WrapUp) {
+                for ch in Channel::ALL {
+                    n[ch.index()] += u32::from(w.cap(ch) > 0);
+                }
+            }
+        }
+        for ch in Channel::ALL {
+            q.working[ch.index()].store(n[ch.index()], Ordering::Relaxed);
+        }
     }
 
     /// [`Engine::count_working`] for the queues `session` serves.

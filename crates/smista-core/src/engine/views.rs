@@ -210,7 +210,7 @@ impl Engine {
                 let oldest =
                     st.waiting.iter().flat_map(|m| m.values()).map(|w| now.since(w.arrived)).max().unwrap_or(0);
                 let waiting = st.len() as u32;
-                let estimated_wait_ms = q.estimated_wait(waiting + 1);
+                let estimated_wait_ms = q.estimated_wait(q.main_channel(), waiting + 1);
                 drop(st);
                 QueueSnapshot {
                     name: q.name.to_string(),

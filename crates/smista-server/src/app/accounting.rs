@@ -31,8 +31,9 @@ pub struct Accounting {
     labels: HashMap<String, String>,
     /// How many of `reasons` desks may use (the first ones).
     desk_reasons: usize,
-    /// Principal -> when its last reading of the live per-operator view was audited, Unix ms.
-    live_reads: DashMap<Arc<str>, i64>,
+    /// Principal -> when its last reading of the live per-operator view was audited (Unix ms),
+    /// and the operators the records of that quarter hour named.
+    live_reads: DashMap<Arc<str>, (i64, std::collections::HashSet<String>)>,
 }
 
 impl Accounting {
@@ -141,7 +142,8 @@ pub fn group_staffing(s: &Shared, operators: &[OperatorSnapshot]) -> Vec<pb::Gro
         });
         g.logged_in += 1;
         match o.status {
-            OperatorStatus::Available => g.available += 1,
+            OperatorStatus::Available if o.active_contacts == 0 => g.available += 1,
+            OperatorStatus::Available => {}
             OperatorStatus::WrapUp => g.wrap_up += 1,
             OperatorStatus::Paused => g.paused += 1,
             OperatorStatus::LoggedOut => {}
@@ -153,8 +155,9 @@ pub fn group_staffing(s: &Shared, operators: &[OperatorSnapshot]) -> Vec<pb::Gro
 
 /// Whether the snapshot answering `request` may name operators: only where `[privacy]
 /// live_operator_view` allows it, and once the principal's reading is in the privacy audit
-/// (recorded before the answer, at most once per quarter hour; UNAVAILABLE if it
-/// cannot be). Without a ledger nothing can be audited: no names.
+/// (recorded before the answer: a record per quarter hour naming every operator shown, and one
+/// more whenever a reading names an operator the quarter hour's records do not; UNAVAILABLE if
+/// it cannot be). Without a ledger nothing can be audited: no names.
 pub async fn live_view<T>(
     s: &Shared,
     request: &tonic::Request<T>,
@@ -163,20 +166,32 @@ pub async fn live_view<T>(
     let Some(ledger) = s.ledger.as_ref().filter(|_| s.privacy.live_operator_view) else { return Ok(false) };
     let principal = s.principal(request)?;
     let now = i64::try_from(s.clock.unix_ms(s.clock.now())).unwrap_or(i64::MAX);
-    let due = s.accounting.live_reads.get(&*principal.name).is_none_or(|last| now - *last >= LIVE_AUDIT_EVERY_MS);
-    if due && !operators.is_empty() {
+    // Who this reading names that the principal's records of this quarter hour do not: all of
+    // them once the quarter hour is over (the map's guard is dropped before any await).
+    let unrecorded: Vec<String> = match s.accounting.live_reads.get(&*principal.name) {
+        Some(r) if now - r.0 < LIVE_AUDIT_EVERY_MS => {
+            operators.iter().filter(|o| !r.1.contains(&o.id)).map(|o| o.id.clone()).collect()
+        }
+        _ => operators.iter().map(|o| o.id.clone()).collect(),
+    };
+    if !unrecorded.is_empty() {
         let record = smista_ledger::ReportRead {
             at_unix_ms: now,
             actor: principal.name.to_string(),
-            operators: operators.iter().map(|o| o.id.clone()).collect(),
+            operators: unrecorded,
             from_unix_ms: now,
             to_unix_ms: now,
             purpose: LIVE_PURPOSE.to_owned(),
             node: String::new(),
         };
         ledger.record_report_read(&record).await.map_err(crate::wire::error::ledger_status)?;
-        s.accounting.live_reads.insert(principal.name.clone(), now);
         tracing::info!(actor = %principal.name, operators = record.operators.len(), "live operator view read (audited)");
+        let mut entry =
+            s.accounting.live_reads.entry(principal.name.clone()).or_insert_with(|| (now, Default::default()));
+        if now - entry.0 >= LIVE_AUDIT_EVERY_MS {
+            *entry = (now, Default::default());
+        }
+        entry.1.extend(record.operators);
     }
     Ok(true)
 }

@@ -207,6 +207,16 @@ pub async fn spend(
     let Some(ledger) = &s.ledger else {
         return Err(tonic::Status::failed_precondition("no ledger: [ledger] kind = \"none\" keeps no cost records"));
     };
+    if !req.budget_id.is_empty() && !s.book.ids().any(|b| b == req.budget_id) {
+        return Err(tonic::Status::not_found(format!("unknown budget `{}`", smista_core::error::clip(&req.budget_id))));
+    }
+    // A period label is digits, letters, '-', ':', '.' and '+' (2026-12, or a fixed period's start).
+    if !req.period.chars().all(|c| c.is_ascii_alphanumeric() || "-:.+".contains(c)) {
+        return Err(tonic::Status::invalid_argument(format!(
+            "period: `{}` is not a period label (e.g. 2026-12)",
+            smista_core::error::clip(&req.period)
+        )));
+    }
     let rows = ledger.report_of(&req.budget_id, &req.period).await.map_err(crate::wire::error::ledger_status)?;
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(pb::GetSpendReportResponse {
