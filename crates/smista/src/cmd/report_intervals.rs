@@ -15,16 +15,36 @@ pub(crate) struct ReportArgs {
     cmd: ReportCmd,
 }
 
+/// The server a report asks, and with which credentials (every `smista report` subcommand).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Server {
+    /// The server, or the nodes of an active/standby group separated by commas.
+    #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
+    target: String,
+    #[command(flatten)]
+    creds: smista_client::connect::Credentials,
+}
+
+/// An admin client of the active node among the server's targets.
+pub(crate) type Admin = AdminServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, smista_client::connect::Bearer>,
+>;
+
+impl Server {
+    /// An admin client of the active node, with the bearer token if one is given.
+    pub(crate) async fn admin(&self) -> Result<Admin, Box<dyn std::error::Error>> {
+        let ch = smista_client::follow::active_channel(&self.creds, &self.target).await?;
+        Ok(AdminServiceClient::with_interceptor(ch, self.creds.bearer()?))
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum ReportCmd {
     /// Per interval and queue (and operator group): offered, answered, abandoned, diverted, ASA,
     /// AHT, service level. `--from 2026-03-29 --to 2026-03-30 --interval 30m`.
     Intervals {
-        /// The server, or the nodes of an active/standby group separated by commas.
-        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
-        target: String,
         #[command(flatten)]
-        creds: smista_client::connect::Credentials,
+        server: Server,
         /// Start: a date (`2026-03-29`, its local midnight), a local time (`2026-03-29T10:00`),
         /// both on `--time-zone`'s clock, or an instant with its offset (RFC 3339).
         #[arg(long)]
@@ -51,11 +71,8 @@ enum ReportCmd {
     /// `--per-operator` adds each operator's rows where the server allows them (WORKFORCE role,
     /// `[privacy] per_operator_reports`; every read audited, `--purpose` required).
     Operators {
-        /// The server, or the nodes of an active/standby group separated by commas.
-        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
-        target: String,
         #[command(flatten)]
-        creds: smista_client::connect::Credentials,
+        server: Server,
         /// Start: a date, a local time on `--time-zone`'s clock, or an RFC 3339 instant.
         #[arg(long)]
         from: String,
@@ -83,11 +100,8 @@ enum ReportCmd {
     },
     /// The privacy audit: every read of per-operator rows (who, when, which operators, why).
     OperatorReads {
-        /// The server, or the nodes of an active/standby group separated by commas.
-        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
-        target: String,
         #[command(flatten)]
-        creds: smista_client::connect::Credentials,
+        server: Server,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -95,11 +109,8 @@ enum ReportCmd {
     /// Spend per budget, period, queue, group and supplier from the ledger, through the server
     /// (`smista ledger report` reads the ledger itself).
     Spend {
-        /// The server, or the nodes of an active/standby group separated by commas.
-        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
-        target: String,
         #[command(flatten)]
-        creds: smista_client::connect::Credentials,
+        server: Server,
         /// Only this budget.
         #[arg(long, default_value = "")]
         budget: String,
@@ -113,11 +124,8 @@ enum ReportCmd {
     /// A budget's burn-down in its current period: spend per day against the pacing's
     /// allowance, and when the money runs out at the current rate.
     Budget {
-        /// The server, or the nodes of an active/standby group separated by commas.
-        #[arg(long, env = "SMISTA_TARGET", default_value = "http://127.0.0.1:50051")]
-        target: String,
         #[command(flatten)]
-        creds: smista_client::connect::Credentials,
+        server: Server,
         /// The budget.
         budget: String,
         /// Output format.
@@ -162,13 +170,10 @@ pub(crate) fn run(args: ReportArgs) -> ExitCode {
     };
     let run = async {
         match args.cmd {
-            ReportCmd::Budget { target, creds, budget, format } => burn(target, creds, budget, format).await,
-            ReportCmd::Spend { target, creds, budget, period, format } => {
-                spend(target, creds, budget, period, format).await
-            }
+            ReportCmd::Budget { server, budget, format } => burn(server, budget, format).await,
+            ReportCmd::Spend { server, budget, period, format } => spend(server, budget, period, format).await,
             ReportCmd::Operators {
-                target,
-                creds,
+                server,
                 from,
                 to,
                 interval,
@@ -179,8 +184,7 @@ pub(crate) fn run(args: ReportArgs) -> ExitCode {
                 purpose,
             } => {
                 let ask = super::report_operators::Ask {
-                    target,
-                    creds,
+                    server,
                     from,
                     to,
                     interval,
@@ -192,9 +196,7 @@ pub(crate) fn run(args: ReportArgs) -> ExitCode {
                 };
                 super::report_operators::operators(ask).await
             }
-            ReportCmd::OperatorReads { target, creds, format } => {
-                super::report_operators::reads(target, creds, format).await
-            }
+            ReportCmd::OperatorReads { server, format } => super::report_operators::reads(server, format).await,
             cmd @ ReportCmd::Intervals { .. } => intervals(ReportArgs { cmd }).await,
         }
     };
@@ -208,7 +210,7 @@ pub(crate) fn run(args: ReportArgs) -> ExitCode {
 }
 
 async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let ReportCmd::Intervals { target, creds, from, to, interval, time_zone, format, groups } = args.cmd else {
+    let ReportCmd::Intervals { server, from, to, interval, time_zone, format, groups } = args.cmd else {
         return Err("not an interval report".into());
     };
     let tz = smista_server::clock::zone(&time_zone)?;
@@ -219,8 +221,7 @@ async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
         page_size: 2000,
         page_token: String::new(),
     };
-    let ch = smista_client::follow::active_channel(&creds, &target).await?;
-    let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
+    let mut admin = server.admin().await?;
     let mut all = pb::GetIntervalReportResponse::default();
     let mut token = String::new();
     loop {
@@ -246,14 +247,12 @@ async fn intervals(args: ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn spend(
-    target: String,
-    creds: smista_client::connect::Credentials,
+    server: Server,
     budget_id: String,
     period: String,
     format: crate::cmd::ledger_report::Format,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let ch = smista_client::follow::active_channel(&creds, &target).await?;
-    let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
+    let mut admin = server.admin().await?;
     let r = admin
         .get_spend_report(pb::GetSpendReportRequest { budget_id, period })
         .await
@@ -279,14 +278,8 @@ async fn spend(
     Ok(())
 }
 
-async fn burn(
-    target: String,
-    creds: smista_client::connect::Credentials,
-    budget: String,
-    format: Format,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let ch = smista_client::follow::active_channel(&creds, &target).await?;
-    let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
+async fn burn(server: Server, budget: String, format: Format) -> Result<(), Box<dyn std::error::Error>> {
+    let mut admin = server.admin().await?;
     let b = admin
         .get_budget_burn(pb::GetBudgetBurnRequest { budget_id: budget })
         .await

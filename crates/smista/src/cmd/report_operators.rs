@@ -4,16 +4,14 @@
 //! (`ListOperatorReportReads`). Table, CSV or JSON.
 
 use smista_proto::v1 as pb;
-use smista_proto::v1::admin_service_client::AdminServiceClient;
 
 use super::ledger_report::Format;
-use super::report_intervals::{instant, minutes};
+use super::report_intervals::{instant, minutes, Server};
 
 /// What `smista report operators` asks for.
 #[derive(Debug)]
 pub(crate) struct Ask {
-    pub(crate) target: String,
-    pub(crate) creds: smista_client::connect::Credentials,
+    pub(crate) server: Server,
     pub(crate) from: String,
     pub(crate) to: String,
     pub(crate) interval: Option<String>,
@@ -38,8 +36,7 @@ pub(crate) async fn operators(a: Ask) -> Result<(), Box<dyn std::error::Error>> 
         operators: a.operators,
         purpose: a.purpose.unwrap_or_default(),
     };
-    let ch = smista_client::follow::active_channel(&a.creds, &a.target).await?;
-    let mut admin = AdminServiceClient::with_interceptor(ch, a.creds.bearer()?);
+    let mut admin = a.server.admin().await?;
     let mut all = pb::GetOperatorReportResponse::default();
     let mut token = String::new();
     loop {
@@ -202,13 +199,8 @@ fn table(r: &pb::GetOperatorReportResponse) -> String {
     out
 }
 
-pub(crate) async fn reads(
-    target: String,
-    creds: smista_client::connect::Credentials,
-    format: Format,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let ch = smista_client::follow::active_channel(&creds, &target).await?;
-    let mut admin = AdminServiceClient::with_interceptor(ch, creds.bearer()?);
+pub(crate) async fn reads(server: Server, format: Format) -> Result<(), Box<dyn std::error::Error>> {
+    let mut admin = server.admin().await?;
     let mut reads = Vec::new();
     let mut token = String::new();
     loop {
