@@ -53,8 +53,13 @@ pub struct Settlement<'a> {
     pub accepted_at: Millis,
     /// When it completed.
     pub now: Millis,
-    /// How it ended: completed, or the caller hung up in service.
+    /// How it ended: completed, the caller hung up in service, or (for one leg of a contact an
+    /// operator moved on) transferred.
     pub outcome: Outcome,
+    /// This budget already settled an earlier leg of the same contact (it was transferred from
+    /// one of its operators to another): the per-contact fee applies as the budget's
+    /// `leg_fee` says.
+    pub repeat: bool,
 }
 
 /// A funded contact was accepted by an operator its budget pays: money starts being spent.
@@ -95,6 +100,16 @@ pub trait BudgetGate: Send + Sync + std::fmt::Debug {
     /// whether a reservation was there to start (the contact is *held*).
     fn started(&self, _s: &Started<'_>) -> bool {
         false
+    }
+    /// An operator moves a contact funded by `leg.budget` on to a leg that the same budget must
+    /// fund (`next.budget == leg.budget`): settle the leg that ends and reserve the next one as
+    /// one step, so that a refusal changes nothing — the leg keeps its reservation and the
+    /// operator keeps the caller — and an admission never takes the period past its ceiling.
+    /// `Some(charged)` when done (the cents the leg cost, as [`BudgetGate::settle`]), `None`
+    /// when the next leg cannot be funded. The default refuses: a gate that cannot do both in
+    /// one step must not do either.
+    fn settle_and_reserve(&self, _leg: &Settlement<'_>, _next: &FundingRequest<'_>) -> Option<Option<i64>> {
+        None
     }
 }
 
@@ -210,5 +225,17 @@ impl BudgetGate for CountingGate {
         self.drop_hold(s.budget, s.contact_id, "settle");
         self.settled.fetch_add(1, Ordering::SeqCst);
         Some(0)
+    }
+
+    fn settle_and_reserve(&self, leg: &Settlement<'_>, next: &FundingRequest<'_>) -> Option<Option<i64>> {
+        if self.refuse_all.load(Ordering::SeqCst) {
+            return None;
+        }
+        // The leg's slot is the next leg's: one reservation held throughout.
+        let charged = self.settle(leg);
+        if !self.reserve(next) {
+            self.violations.lock().push(format!("{} lost its reservation across a transfer", leg.contact_id));
+        }
+        Some(charged)
     }
 }

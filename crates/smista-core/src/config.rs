@@ -154,6 +154,11 @@ pub struct QueueConfig {
     /// Consultancy by appointment on this queue (none: no appointments).
     #[serde(default)]
     pub appointments: Option<AppointmentRules>,
+    /// The priority (0..=100) a contact transferred into this queue by an operator waits with,
+    /// if higher than its own: a caller already served once is not sent to the back of a line
+    /// (it keeps its original arrival too). 0 (the default): its own priority.
+    #[serde(default)]
+    pub transfer_priority: u32,
 }
 
 fn default_callback_retry() -> Vec<u64> {
@@ -239,6 +244,7 @@ impl QueueConfig {
             resume_window_ms: 0,
             callback_retry_ms: default_callback_retry(),
             appointments: None,
+            transfer_priority: 0,
         }
     }
 }
@@ -405,6 +411,9 @@ impl EngineConfig {
             let key = |k: &str| format!("queues[{i}].{k}");
             if q.priority > MAX_PRIORITY {
                 return Err(bad(key("priority"), "must be 0..=100"));
+            }
+            if q.transfer_priority > MAX_PRIORITY {
+                return Err(bad(key("transfer_priority"), "must be 0..=100"));
             }
             if !(0.0..=1.0).contains(&q.service_level_target) || q.service_level_target.is_nan() {
                 return Err(bad(key("service_level_target"), "must be between 0 and 1"));

@@ -47,6 +47,15 @@ pub enum RoutingError {
     /// Another request is changing the same contact or operator right now; retry.
     #[error("`{}` is being changed by a concurrent request; retry", clip(.0))]
     Busy(String),
+    /// A transfer the target cannot take now (extra budget, no operator logged in, full): the
+    /// operator keeps the contact, nothing changed.
+    #[error("transfer to queue `{}` refused ({}): the contact stays with its operator", clip(queue), reason.as_str())]
+    TransferRefused {
+        /// Why, as a diversion would say.
+        reason: crate::model::DivertReason,
+        /// The target queue.
+        queue: String,
+    },
     /// Every operator slot is taken (`max_operators`).
     #[error("operator capacity of {0} reached")]
     OperatorCapacity(u32),

@@ -149,6 +149,34 @@ pub enum Event {
         /// The budget charged for it and the cents charged, if a budget settled it.
         charged: Option<(Arc<str>, i64)>,
     },
+    /// An operator moved a contact in service on: their leg ended (like a completion: handle
+    /// time, wrap-up, its budget charged) and the contact waits in `to` (for anyone of it, or
+    /// for `to_operator` first), or left the centre (`to` is `None`; a `Finished` follows with
+    /// outcome TRANSFERRED).
+    Transferred {
+        /// Contact.
+        contact: Arc<str>,
+        /// The queue of the leg that ended.
+        queue: Arc<str>,
+        /// Channel.
+        channel: Channel,
+        /// The operator whose leg ended.
+        operator: Arc<str>,
+        /// That operator's group.
+        group: Arc<str>,
+        /// The queue the next leg waits in; `None`: out of the centre.
+        to: Option<Arc<str>>,
+        /// The operator the next leg is for, if one was named.
+        to_operator: Option<Arc<str>>,
+        /// When the leg was accepted.
+        accepted: Millis,
+        /// The leg's handle time.
+        handle_ms: u64,
+        /// The wrap-up that started.
+        wrap_up_ms: u64,
+        /// The budget charged for the leg and the cents, if a budget settled it.
+        charged: Option<(Arc<str>, i64)>,
+    },
     /// An operator's status changed.
     OperatorStatus {
         /// Operator.
@@ -180,7 +208,8 @@ impl Event {
             | Event::Diverted { contact, .. }
             | Event::Finished { contact, .. }
             | Event::CallbackRequested { contact, .. }
-            | Event::CallbackScheduled { contact, .. } => Some(contact),
+            | Event::CallbackScheduled { contact, .. }
+            | Event::Transferred { contact, .. } => Some(contact),
             Event::OperatorStatus { .. } => None,
         }
     }
@@ -197,7 +226,8 @@ impl Event {
             | Event::Diverted { queue, .. }
             | Event::Finished { queue, .. }
             | Event::CallbackRequested { queue, .. }
-            | Event::CallbackScheduled { queue, .. } => Some(queue),
+            | Event::CallbackScheduled { queue, .. }
+            | Event::Transferred { queue, .. } => Some(queue),
             Event::Overflowed { from, .. } => Some(from),
             Event::OperatorStatus { .. } => None,
         }

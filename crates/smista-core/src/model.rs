@@ -199,6 +199,9 @@ pub enum Outcome {
     /// A callback whose every attempt went unanswered (the queue's `callback_retry_ms`
     /// schedule ran out).
     Unreachable,
+    /// Sent out of the centre by its operator (a blind transfer to an external destination the
+    /// platform dials): the contact's last leg ended with that operator.
+    Transferred,
 }
 
 impl Outcome {
@@ -211,15 +214,23 @@ impl Outcome {
             Outcome::Abandoned => "abandoned",
             Outcome::CancelledInService => "cancelled_in_service",
             Outcome::Unreachable => "unreachable",
+            Outcome::Transferred => "transferred",
         }
     }
 
     /// The outcome named by [`Outcome::as_str`], as written in the ledger.
     #[must_use]
     pub fn parse(name: &str) -> Option<Self> {
-        [Outcome::Completed, Outcome::Diverted, Outcome::Abandoned, Outcome::CancelledInService, Outcome::Unreachable]
-            .into_iter()
-            .find(|o| o.as_str() == name)
+        [
+            Outcome::Completed,
+            Outcome::Diverted,
+            Outcome::Abandoned,
+            Outcome::CancelledInService,
+            Outcome::Unreachable,
+            Outcome::Transferred,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == name)
     }
 }
 

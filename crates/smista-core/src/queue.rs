@@ -221,6 +221,8 @@ pub(crate) struct Queue {
     pub(crate) resume_window_ms: u64,
     /// Delays before a callback's further attempts.
     pub(crate) callback_retry_ms: Vec<u64>,
+    /// The priority a transferred contact waits with here, at least.
+    pub(crate) transfer_priority: u32,
 }
 
 impl Queue {
@@ -249,6 +251,7 @@ impl Queue {
             segments,
             resume_window_ms: cfg.resume_window_ms,
             callback_retry_ms: cfg.callback_retry_ms.clone(),
+            transfer_priority: cfg.transfer_priority,
             idx,
             name: Arc::from(cfg.name.as_str()),
             priority: AtomicU32::new(cfg.priority),

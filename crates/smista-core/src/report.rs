@@ -4,8 +4,8 @@
 //! **Attribution.** A contact counts in the interval of its *arrival* (its original arrival when
 //! it was offered again after a failover) and under the queue the platform offered it to (its
 //! service line), wherever it overflowed to: each contact is *offered* exactly once, in exactly
-//! one row, and ends in exactly one of *answered* (an operator accepted it: completed, or the
-//! caller hung up in service), *abandoned* (the caller hung up while waiting), *diverted*
+//! one row, and ends in exactly one of *answered* (an operator accepted it: completed, the
+//! caller hung up in service, or an operator sent it out of the centre), *abandoned* (the caller hung up while waiting), *diverted*
 //! (queue full, no operators, maximum wait, extra budget...), or is still *in progress* when
 //! the report is made. So `answered + abandoned + diverted + in_progress = offered` in every row.
 //! Group rows count the contacts a group's operators answered, in the interval of arrival, and
@@ -288,7 +288,7 @@ impl<'z> Builder<'z> {
         row.offered += 1;
         row.overflowed += u64::from(r.overflowed);
         match r.outcome {
-            Outcome::Completed | Outcome::CancelledInService => {
+            Outcome::Completed | Outcome::CancelledInService | Outcome::Transferred => {
                 row.answered += 1;
                 row.answered_wait_ms += r.waited_ms;
                 row.wait_ms += r.waited_ms;
@@ -296,7 +296,7 @@ impl<'z> Builder<'z> {
                 if r.waited_ms <= threshold {
                     row.answered_within += 1;
                 }
-                if r.outcome == Outcome::Completed {
+                if matches!(r.outcome, Outcome::Completed | Outcome::Transferred) {
                     row.handled += 1;
                     row.handle_ms += r.handle_ms;
                     row.wrap_up_ms += r.wrap_up_ms;
@@ -326,12 +326,12 @@ impl<'z> Builder<'z> {
                 *row.diverted_by_reason.entry(reason.to_owned()).or_default() += 1;
             }
         }
-        let answered = matches!(r.outcome, Outcome::Completed | Outcome::CancelledInService);
+        let answered = matches!(r.outcome, Outcome::Completed | Outcome::CancelledInService | Outcome::Transferred);
         if answered && !r.group.is_empty() {
             let start = interval_start(r.arrived_unix_ms, self.interval_ms, self.zone);
             let g = self.group_row(start, r.group, r.supplier);
             g.answered += 1;
-            if r.outcome == Outcome::Completed {
+            if matches!(r.outcome, Outcome::Completed | Outcome::Transferred) {
                 g.handled += 1;
                 g.handle_ms += r.handle_ms;
                 g.wrap_up_ms += r.wrap_up_ms;

@@ -43,6 +43,7 @@ fn budget(ceiling: i64, pacing: PacingConfig) -> BudgetConfig {
         expected_handle: vec![],
         // These tests count admissions at the mean; long-call reservations have their own.
         tail_sigmas: 0.0,
+        leg_fee: Default::default(),
     }
 }
 
@@ -70,6 +71,7 @@ fn settle(b: &BudgetBook, contact: &str, handle_ms: u64, now: i64) {
         accepted_at: Millis(now as u64),
         now: Millis(now as u64 + handle_ms),
         outcome: Outcome::Completed,
+        repeat: false,
     });
 }
 
@@ -642,6 +644,7 @@ fn simulate_day(seed: u64, tail_sigmas: f64) -> (i64, i64) {
                         accepted_at: Millis(*start as u64),
                         now: Millis(now as u64),
                         outcome: Outcome::Completed,
+                        repeat: false,
                     });
                     *d = None;
                 }

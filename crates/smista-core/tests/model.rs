@@ -1,5 +1,6 @@
 //! Model-based property test: random interleavings of offers, cancels, logins, logouts, state
-//! changes, accepts, declines, completions, budget refusals and clock advances. A simple
+//! changes, accepts, declines, completions, transfers (to queues, to named operators, out of the
+//! centre, and by the wrong operator), budget refusals and clock advances. A simple
 //! sequential reference model of every contact's and operator's lifecycle replays each event the
 //! engine emits and rejects any transition the specification forbids; after every step the
 //! engine's own audit must be clean; at the end every contact has exactly one outcome and every
@@ -14,28 +15,94 @@ use common::*;
 use proptest::prelude::*;
 use smista_core::budget::CountingGate;
 use smista_core::config::{ExpansionStep, QueueConfig, Strategy as Pick};
-use smista_core::{Channel, Decision, Engine, Event, Millis, OperatorStatus, Outcome, RequestedState, RoutingError};
+use smista_core::{
+    Channel, Decision, Engine, Event, Millis, OperatorStatus, Outcome, RequestedState, RoutingError, TransferTarget,
+};
 
 #[derive(Clone, Debug)]
 enum Op {
-    Login { op: usize, group: usize, level: u8, chats: u8 },
-    Logout { op: usize, force: bool },
-    Pause { op: usize },
-    Available { op: usize },
-    Offer { contact: usize, queue: usize, chat: bool, priority: u32, caller: u8 },
-    Cancel { contact: usize },
-    Accept { pick: usize },
-    AcceptWrong { op: usize, contact: usize },
-    Decline { pick: usize },
-    Complete { pick: usize, wrap: u64 },
-    Advance { ms: u64 },
-    Refuse { on: bool },
-    RequestCallback { pick: usize },
-    Appointment { contact: usize, op: usize, grace: u64 },
-    Hold { op: usize, ms: u64 },
-    Update { op: usize, level: u8, chats: u8 },
-    RequestCallbackAny { contact: usize },
-    CallbackUnanswered { pick: usize },
+    Login {
+        op: usize,
+        group: usize,
+        level: u8,
+        chats: u8,
+    },
+    Logout {
+        op: usize,
+        force: bool,
+    },
+    Pause {
+        op: usize,
+    },
+    Available {
+        op: usize,
+    },
+    Offer {
+        contact: usize,
+        queue: usize,
+        chat: bool,
+        priority: u32,
+        caller: u8,
+    },
+    Cancel {
+        contact: usize,
+    },
+    Accept {
+        pick: usize,
+    },
+    AcceptWrong {
+        op: usize,
+        contact: usize,
+    },
+    Decline {
+        pick: usize,
+    },
+    Complete {
+        pick: usize,
+        wrap: u64,
+    },
+    Advance {
+        ms: u64,
+    },
+    Refuse {
+        on: bool,
+    },
+    RequestCallback {
+        pick: usize,
+    },
+    Appointment {
+        contact: usize,
+        op: usize,
+        grace: u64,
+    },
+    Hold {
+        op: usize,
+        ms: u64,
+    },
+    Update {
+        op: usize,
+        level: u8,
+        chats: u8,
+    },
+    RequestCallbackAny {
+        contact: usize,
+    },
+    CallbackUnanswered {
+        pick: usize,
+    },
+    /// The operator serving a contact moves it on: to a queue (0..3), out (3) or to a named
+    /// operator through a queue (4).
+    Transfer {
+        pick: usize,
+        to: usize,
+        op: usize,
+        wrap: u64,
+    },
+    /// Someone tries to transfer a contact that may not be in their hands.
+    TransferWrong {
+        op: usize,
+        contact: usize,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -58,6 +125,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => (any::<usize>(), prop_oneof![Just(0u64), Just(1u64), 1..20_000u64]).prop_map(|(pick, wrap)| Op::Complete { pick, wrap }),
         3 => (0..25_000u64).prop_map(|ms| Op::Advance { ms }),
         1 => any::<bool>().prop_map(|on| Op::Refuse { on }),
+        3 => (any::<usize>(), 0..5usize, 0..6usize, prop_oneof![Just(0u64), 1..20_000u64]).prop_map(|(pick, to, op, wrap)| Op::Transfer { pick, to, op, wrap }),
+        1 => (0..6usize, 0..40usize).prop_map(|(op, contact)| Op::TransferWrong { op, contact }),
     ]
 }
 
@@ -96,6 +165,8 @@ enum MContact {
     InService(usize, Channel),
     /// A callback between attempts.
     Parked,
+    /// Transferred out of the centre; its end follows.
+    Leaving,
     Finished(Outcome),
 }
 
@@ -196,6 +267,7 @@ impl Model {
                         | (Some(MContact::Offered(..)), Outcome::Abandoned)
                         | (Some(MContact::Parked), Outcome::Abandoned)
                         | (Some(MContact::InService(..)), Outcome::Completed | Outcome::CancelledInService)
+                        | (Some(MContact::Leaving), Outcome::Transferred)
                 ) || (self.callbacks.contains(&**contact)
                     && matches!(
                         (c, outcome),
@@ -226,6 +298,18 @@ impl Model {
                 }
                 self.ops.get_mut(&format!("op{o}")).ok_or("unknown operator")?.load[ch.index()] -= 1;
                 self.contacts.insert(contact.to_string(), MContact::Parked);
+            }
+            Event::Transferred { contact, operator, to, .. } => {
+                let c = self.contacts.get(&**contact).copied();
+                let Some(MContact::InService(o, ch)) = c else {
+                    return Err(format!("{contact} transferred while {c:?}"));
+                };
+                if o != op_index(operator) {
+                    return Err(format!("{contact} transferred by {operator} but in service with op{o}"));
+                }
+                self.ops.get_mut(&**operator).ok_or("unknown operator")?.load[ch.index()] -= 1;
+                let next = if to.is_some() { MContact::Waiting } else { MContact::Leaving };
+                self.contacts.insert(contact.to_string(), next);
             }
             Event::OperatorStatus { operator, from, to, .. } => {
                 let o = self.ops.entry(operator.to_string()).or_insert(MOperator {
@@ -463,6 +547,57 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     prop_assert!(r.is_ok(), "an unanswered callback in service was refused: {r:?}");
                     r.map(|_| ())
                 }
+            }
+            Op::Transfer { pick, to, op, wrap } => {
+                let busy = m.in_service();
+                if busy.is_empty() {
+                    Ok(())
+                } else {
+                    let (c, o) = &busy[pick % busy.len()];
+                    let target = match to {
+                        0..=2 => TransferTarget::Queue(QUEUES[*to].into()),
+                        3 => TransferTarget::External,
+                        _ => TransferTarget::Operator {
+                            operator: format!("op{op}"),
+                            queue: QUEUES[0].into(),
+                            timeout_ms: 10_000,
+                        },
+                    };
+                    let r = e.transfer_at(&format!("op{o}"), c, &target, *wrap, now, now, &mut ev);
+                    // Only the target's own state may refuse a transfer of a contact in service.
+                    prop_assert!(
+                        matches!(
+                            r,
+                            Ok(_)
+                                | Err(RoutingError::TransferRefused { .. })
+                                | Err(RoutingError::UnknownOperator(_))
+                                | Err(RoutingError::WrongState(_))
+                                | Err(RoutingError::InvalidArgument { .. })
+                        ),
+                        "transfer of a contact in service: {r:?}"
+                    );
+                    if let Err(RoutingError::WrongState(_) | RoutingError::InvalidArgument { .. }) = &r {
+                        // Only about the named operator.
+                        prop_assert!(*to == 4, "transfer to a queue: {r:?}");
+                    }
+                    if let (Ok(done), Some(mo)) = (&r, m.ops.get_mut(&format!("op{o}"))) {
+                        mo.wrap_until = mo.wrap_until.max(now.plus(done.completion.wrap_up_ms));
+                    }
+                    r.map(|_| ())
+                }
+            }
+            Op::TransferWrong { op, contact } => {
+                let c = format!("c{contact}");
+                let in_hands = matches!(m.contacts.get(&c), Some(MContact::InService(o, _)) if o == op);
+                let r =
+                    e.transfer_at(&format!("op{op}"), &c, &TransferTarget::Queue("isee".into()), 0, now, now, &mut ev);
+                if !in_hands {
+                    prop_assert!(r.is_err() || ev.is_empty(), "transfer({}, {}) = {:?} emitted {:?}", op, c, r, ev);
+                }
+                if let (Ok(done), Some(mo)) = (&r, m.ops.get_mut(&format!("op{op}"))) {
+                    mo.wrap_until = mo.wrap_until.max(now.plus(done.completion.wrap_up_ms));
+                }
+                r.map(|_| ())
             }
         };
         if let Err(err) = &result {

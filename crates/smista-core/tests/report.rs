@@ -64,9 +64,13 @@ fn rec(arrived: i64, queue: &str, outcome: Outcome, waited_ms: u64) -> Record<'_
         outcome,
         diverted: (outcome == Outcome::Diverted).then_some(DivertReason::QueueFull),
         waited_ms,
-        handle_ms: if outcome == Outcome::Completed { 120_000 } else { 0 },
-        wrap_up_ms: if outcome == Outcome::Completed { 10_000 } else { 0 },
-        group: if matches!(outcome, Outcome::Completed | Outcome::CancelledInService) { "supplier-a" } else { "" },
+        handle_ms: if matches!(outcome, Outcome::Completed | Outcome::Transferred) { 120_000 } else { 0 },
+        wrap_up_ms: if matches!(outcome, Outcome::Completed | Outcome::Transferred) { 10_000 } else { 0 },
+        group: if matches!(outcome, Outcome::Completed | Outcome::CancelledInService | Outcome::Transferred) {
+            "supplier-a"
+        } else {
+            ""
+        },
         supplier: "acme",
     }
 }
@@ -156,7 +160,8 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         Just(Outcome::Completed),
         Just(Outcome::CancelledInService),
         Just(Outcome::Abandoned),
-        Just(Outcome::Diverted)
+        Just(Outcome::Diverted),
+        Just(Outcome::Transferred)
     ]
 }
 
@@ -189,7 +194,7 @@ proptest! {
             r.overflowed = *overflowed;
             b.add(&r);
             match o {
-                Outcome::Completed => { answered += 1; handle += r.handle_ms; }
+                Outcome::Completed | Outcome::Transferred => { answered += 1; handle += r.handle_ms; }
                 Outcome::CancelledInService => answered += 1,
                 Outcome::Abandoned | Outcome::Unreachable => abandoned += 1,
                 Outcome::Diverted => diverted += 1,

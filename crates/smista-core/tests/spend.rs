@@ -1,9 +1,11 @@
 //! Random contact streams through the routing engine with the real budget book behind it (not a
 //! test double): offers, hang-ups, logins, forced logouts, accepts, declines, completions and clock
-//! advances that time offers out and divert contacts after their maximum wait. After every step:
+//! advances that time offers out and divert contacts after their maximum wait, and transfers
+//! from one leg to the next (the same budget's other line, a line of internal staff only, out of
+//! the centre). After every step:
 //! admitted spend never passes the ceiling, the durable sink holds exactly the contacts in service
-//! with a budgeted operator, and its cost records add up to the settled total, each one the tariff
-//! applied to its handle time. When every contact has ended, nothing is reserved and nothing held:
+//! with a budgeted operator, and its cost records add up to the settled total, one per leg, each
+//! the tariff applied to its handle time (the per-contact fee once per contact). When every contact has ended, nothing is reserved and nothing held:
 //! the reservation was released or settled on every path.
 
 mod common;
@@ -18,7 +20,7 @@ use smista_core::book::{
     BudgetBook, BudgetConfig, ChannelTariff, CostRecord, HoldRecord, PacingConfig, PeriodConfig, SettlementSink, Tariff,
 };
 use smista_core::config::QueueConfig;
-use smista_core::{Channel, Engine, Event, Millis, Outcome};
+use smista_core::{Channel, Engine, Event, Millis, Outcome, RoutingError, TransferTarget};
 
 const TARIFF: Tariff =
     Tariff { fee_per_contact_cents: 50, rate_per_second_centicents: 150, billing_increment_seconds: 10 };
@@ -45,14 +47,38 @@ impl SettlementSink for Ledger {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Login { op: usize },
-    Logout { op: usize, force: bool },
-    Offer { contact: usize, priority: u32 },
-    Cancel { contact: usize },
-    Accept { pick: usize },
-    Decline { pick: usize },
-    Complete { pick: usize },
-    Advance { ms: u64 },
+    Login {
+        op: usize,
+    },
+    Logout {
+        op: usize,
+        force: bool,
+    },
+    Offer {
+        contact: usize,
+        priority: u32,
+    },
+    Cancel {
+        contact: usize,
+    },
+    Accept {
+        pick: usize,
+    },
+    Decline {
+        pick: usize,
+    },
+    Complete {
+        pick: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// The operator moves the contact on: to `pensions` (0), to `consultancy` (1, the same
+    /// budget's second line), to `helpdesk` (2, no budget: internal staff only) or out (3).
+    Transfer {
+        pick: usize,
+        to: usize,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -65,6 +91,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|pick| Op::Decline { pick }),
         4 => any::<usize>().prop_map(|pick| Op::Complete { pick }),
         3 => (0..400_000u64).prop_map(|ms| Op::Advance { ms }),
+        3 => (any::<usize>(), 0..4usize).prop_map(|(pick, to)| Op::Transfer { pick, to }),
     ]
 }
 
@@ -92,6 +119,7 @@ fn setup(ceiling: i64, prefer_internal: bool) -> (Engine, Arc<BudgetBook>, Arc<L
         default_handle_ms: 300_000,
         expected_handle: vec![],
         tail_sigmas: smista_core::book::TAIL_SIGMAS,
+        leg_fee: Default::default(),
     };
     let book = Arc::new(BudgetBook::new(&[budget], 0).expect("valid budget").with_sink(ledger.clone()));
     let mut q = QueueConfig::new("pensions", &[("pensions", 3)]);
@@ -100,7 +128,12 @@ fn setup(ceiling: i64, prefer_internal: bool) -> (Engine, Arc<BudgetBook>, Arc<L
     q.wrap_up_ms = 30_000;
     q.offer_timeout_ms = 60_000;
     q.max_wait_ms = 600_000;
-    let mut cfg = config(vec![q]);
+    let mut consultancy = QueueConfig::new("consultancy", &[("consultancy", 3)]);
+    consultancy.budget = Some("ccm".into());
+    consultancy.prefer_unbudgeted = prefer_internal;
+    consultancy.transfer_priority = 50;
+    let helpdesk = QueueConfig::new("helpdesk", &[("helpdesk", 3)]);
+    let mut cfg = config(vec![q, consultancy, helpdesk]);
     cfg.groups[1].budget = Some("ccm".into());
     // Longer than any run: a contact id is never reused for a new contact (which the engine
     // allows once it has forgotten the old one), so each id has one life to check.
@@ -136,6 +169,9 @@ impl Seen {
                     self.in_service.retain(|(c, _)| **c != **contact);
                     self.outcomes.insert(contact.to_string(), *outcome);
                 }
+                Event::Transferred { contact, .. } => {
+                    self.in_service.retain(|(c, _)| **c != **contact);
+                }
                 _ => {}
             }
         }
@@ -153,11 +189,27 @@ fn check(e: &Engine, book: &BudgetBook, ledger: &Ledger, seen: &Seen, now: Milli
     );
     let records = ledger.records.lock();
     prop_assert_eq!(records.iter().map(|r| r.cost_cents).sum::<i64>(), v.settled_cents, "records add up");
-    for r in records.iter() {
-        prop_assert_eq!(r.cost_cents, TARIFF.cost_cents(r.handle_ms), "cost = tariff(handle time): {:?}", r);
+    for (i, r) in records.iter().enumerate() {
+        // One fee per contact (the budget's `leg_fee = "once"`): its later legs pay their time.
+        let earlier = records[..i].iter().any(|o| o.contact == r.contact);
+        let fee = if earlier { TARIFF.fee_per_contact_cents } else { 0 };
+        prop_assert_eq!(r.cost_cents, TARIFF.cost_cents(r.handle_ms) - fee, "cost = tariff(handle time): {:?}", r);
         prop_assert!(r.group == "supplier-a", "only budgeted operators' contacts are charged: {:?}", r);
-        prop_assert_eq!(Some(&r.outcome), seen.outcomes.get(&r.contact), "the record tells how it ended");
-        prop_assert!(records.iter().filter(|o| o.contact == r.contact).count() == 1, "charged twice: {:?}", r);
+        let last = !records[i + 1..].iter().any(|o| o.contact == r.contact);
+        if r.outcome != Outcome::Transferred || !last {
+            // A leg that ended in a transfer says so; the contact's last charged leg tells how
+            // it ended, unless it was transferred and has not been charged since.
+            prop_assert!(
+                r.outcome == Outcome::Transferred && !last || Some(&r.outcome) == seen.outcomes.get(&r.contact),
+                "the record tells how its leg ended: {:?}",
+                r
+            );
+        }
+        prop_assert!(
+            records.iter().filter(|o| o.contact == r.contact && o.accepted_unix_ms == r.accepted_unix_ms).count() == 1,
+            "a leg charged twice: {:?}",
+            r
+        );
     }
     let mut held: Vec<String> = ledger.holds.lock().keys().cloned().collect();
     held.sort_unstable();
@@ -178,7 +230,8 @@ fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseEr
         match *op {
             Op::Login { op } => {
                 let (id, group) = OPERATORS[op];
-                let _ = e.login(&login(id, group, &[("pensions", 5)]), now, &mut ev);
+                let _ =
+                    e.login(&login(id, group, &[("pensions", 5), ("consultancy", 5), ("helpdesk", 5)]), now, &mut ev);
             }
             Op::Logout { op, force } => {
                 let _ = e.logout(OPERATORS[op].0, force, now, &mut ev);
@@ -207,6 +260,23 @@ fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseEr
             Op::Advance { ms } => {
                 now = Millis(now.0 + ms);
                 e.tick(now, &mut ev);
+            }
+            Op::Transfer { pick, to } if !seen.in_service.is_empty() => {
+                let (c, o) = seen.in_service[pick % seen.in_service.len()].clone();
+                let target = match to {
+                    0 => TransferTarget::Queue("pensions".into()),
+                    1 => TransferTarget::Queue("consultancy".into()),
+                    2 => TransferTarget::Queue("helpdesk".into()),
+                    _ => TransferTarget::External,
+                };
+                match e.transfer_at(&o, &c, &target, 0, now, now, &mut ev) {
+                    Ok(_) => {}
+                    // The next leg's budget refused: nothing changed, the operator keeps it.
+                    Err(RoutingError::TransferRefused { .. }) => {
+                        prop_assert!(ev.is_empty(), "a refused transfer changed something: {:?}", ev);
+                    }
+                    Err(err) => return Err(TestCaseError::fail(format!("transfer {c}: {err}"))),
+                }
             }
             _ => {}
         }

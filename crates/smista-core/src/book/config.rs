@@ -174,6 +174,24 @@ pub struct BudgetConfig {
     /// everywhere (overruns are then charged beyond the ceiling and reported).
     #[serde(default = "default_tail_sigmas")]
     pub tail_sigmas: f64,
+    /// How the tariffs' per-contact fee applies to a contact that an operator transferred and
+    /// that several legs of this budget's operators handled (the handle time of every leg is
+    /// always charged, once).
+    #[serde(default)]
+    pub leg_fee: LegFee,
+}
+
+/// How the per-contact fee applies to the legs of one transferred contact (a budget's
+/// `leg_fee`): a term of the supplier's contract.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegFee {
+    /// Once per contact: the first leg this budget pays carries the fee, later legs of the same
+    /// budget only their handle time (the default: the supplier handled one contact).
+    #[default]
+    Once,
+    /// On every leg: each leg is a handled contact for the fee.
+    EveryLeg,
 }
 
 fn default_tail_sigmas() -> f64 {

@@ -35,7 +35,7 @@ mod restore;
 
 use config::{invalid, validate_tariff};
 pub use config::{
-    BudgetConfig, BudgetError, ChannelTariff, PacingConfig, PeriodConfig, QueueHandleTime, Tariff, TAIL_SIGMAS,
+    BudgetConfig, BudgetError, ChannelTariff, LegFee, PacingConfig, PeriodConfig, QueueHandleTime, Tariff, TAIL_SIGMAS,
 };
 pub use records::{AmendedBy, AuditRecord, BudgetView, CostRecord, HoldRecord, LeaseNeed, SettlementSink};
 pub use restore::{PeriodTotals, RecoveredError, Recovery, Restored};

@@ -198,6 +198,20 @@ impl BudgetBook {
         outcome: Outcome,
         now: Millis,
     ) -> Result<CostRecord, RecoveredError> {
+        self.end_recovered(contact, operator, outcome, now, false)
+    }
+
+    /// [`complete_recovered`](Self::complete_recovered) of a leg: `outcome` is TRANSFERRED when
+    /// its operator moved it on, and `repeat` says the budget settled an earlier leg of the
+    /// contact (its `leg_fee`).
+    pub fn end_recovered(
+        &self,
+        contact: &str,
+        operator: Option<&str>,
+        outcome: Outcome,
+        now: Millis,
+        repeat: bool,
+    ) -> Result<CostRecord, RecoveredError> {
         let unknown = || RecoveredError::Unknown(contact.to_owned());
         let h = self.recovered.get(contact).map(|h| h.clone()).ok_or_else(unknown)?;
         if operator.is_some_and(|o| o != h.operator) {
@@ -208,19 +222,17 @@ impl BudgetBook {
         let r = take_reservation(&self.reservations, &h.budget, contact).ok_or_else(unknown)?;
         let completed = self.unix(now);
         let handle_ms = u64::try_from(completed - h.accepted_unix_ms).unwrap_or(0);
-        Ok(self.charge(
-            b,
-            &r,
+        let leg = super::gate::Leg {
             contact,
-            &h.queue,
-            &h.group,
-            &h.operator,
-            h.channel,
+            queue: &h.queue,
+            group: &h.group,
+            operator: &h.operator,
+            channel: h.channel,
             handle_ms,
-            h.accepted_unix_ms,
-            completed,
             outcome,
-        ))
+            repeat,
+        };
+        Ok(self.charge(b, &r, &leg, h.accepted_unix_ms, completed, false))
     }
 
     /// Releases recovered holds accepted more than `max_age_ms` before `now` (contacts whose

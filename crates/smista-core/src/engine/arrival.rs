@@ -7,7 +7,7 @@ impl Engine {
     /// Routes a new contact and returns its decision. Idempotent on the contact id: repeating an
     /// offer returns the current decision and routes nothing twice.
     pub fn offer(&self, req: &OfferRequest, now: Millis, out: &mut Vec<Event>) -> Result<Decision, RoutingError> {
-        self.offer_as(req, None, now, out)
+        self.offer_as(req, Kind::Plain, now, out)
     }
 
     /// Routes an appointment whose slot has started, as a contact at the head of its queue
@@ -27,7 +27,7 @@ impl Engine {
             .get(operator)
             .map(|r| *r.value())
             .filter(|&s| self.slot(s).session.lock().as_ref().is_some_and(|x| *x.id == *operator));
-        self.offer_as(req, Some(slot.map(|s| (s, now.plus(grace_ms)))), now, out)
+        self.offer_as(req, Kind::Appointment(slot.map(|s| (s, now.plus(grace_ms)))), now, out)
     }
 
     /// Keeps operator `operator_id` from ordinary offers until `until` (an appointment is due):
@@ -46,11 +46,11 @@ impl Engine {
         }
     }
 
-    /// `offer`, for an appointment when `appointment` is set (with its pin, if any).
-    fn offer_as(
+    /// `offer`, of a contact of `kind`.
+    pub(super) fn offer_as(
         &self,
         req: &OfferRequest,
-        appointment: Option<Option<(u32, Millis)>>,
+        kind: Kind,
         now: Millis,
         out: &mut Vec<Event>,
     ) -> Result<Decision, RoutingError> {
@@ -72,9 +72,13 @@ impl Engine {
         }
         let mut q0 = self.queue_idx(&req.queue)?;
         let rule = &self.queues[q0 as usize].segments[req.segment.index()];
-        let boost = rule.boost;
-        if let Some(to) = rule.route_to {
-            q0 = to;
+        let mut boost = rule.boost;
+        let leg = matches!(kind, Kind::Leg { .. });
+        // A transferred leg goes where its operator sent it, at the target's transfer priority.
+        match rule.route_to {
+            Some(to) if !leg => q0 = to,
+            _ if leg => boost = self.queues[q0 as usize].transfer_priority.saturating_sub(req.priority),
+            _ => {}
         }
         let id: Arc<str> = Arc::from(req.contact_id.as_str());
         match self.contacts.entry(id.clone()) {
@@ -101,17 +105,22 @@ impl Engine {
                 let mut priority = req.priority + boost;
                 let keeps_key = self.queues[q0 as usize].resume_window_ms > 0 && !req.caller_key.is_empty();
                 let caller_key = keeps_key.then(|| Arc::from(req.caller_key.as_str()));
-                if let Some(place) = caller_key.as_ref().and_then(|k| self.resume_place(k, q0, now)) {
+                if let Some(place) = caller_key.as_ref().filter(|_| !leg).and_then(|k| self.resume_place(k, q0, now)) {
                     arrived = arrived.min(place.arrived);
                     priority = priority.max(place.priority);
                 }
+                let (pinned, appointment, paid, declined) = match kind {
+                    Kind::Plain => (None, false, Vec::new(), Vec::new()),
+                    Kind::Appointment(pin) => (pin, true, Vec::new(), Vec::new()),
+                    Kind::Leg { pinned, paid, from } => (pinned, false, paid, from.into_iter().collect()),
+                };
                 v.insert(Contact {
                     queue: q0,
                     entry_queue: q0,
                     caller_key,
                     callback: (req.channel == Channel::Callback).then_some(0),
-                    pinned: appointment.flatten(),
-                    appointment: appointment.is_some(),
+                    pinned,
+                    appointment,
                     channel: req.channel,
                     priority,
                     segment: req.segment,
@@ -120,8 +129,11 @@ impl Engine {
                     entered: arrived,
                     patience_ms: req.max_patience_ms,
                     funding: None,
-                    declined: Vec::new(),
+                    declined,
                     state: CState::Arriving,
+                    legs: Vec::new(),
+                    paid,
+                    not_before: Millis(0),
                 });
             }
         }
@@ -168,7 +180,7 @@ impl Engine {
         if self.contacts.contains_key(&id) || self.finished_get(contact_id).is_some() {
             return;
         }
-        let f = Finished { outcome, queue: qi, diverted, completed_by: None, completion: None };
+        let f = Finished { outcome, queue: qi, diverted, completed_by: None, completion: None, legs: Vec::new() };
         self.finished.insert(id, f);
     }
 
@@ -458,6 +470,7 @@ impl Engine {
                             accepted_at,
                             now,
                             outcome,
+                            repeat: rec.paid.contains(&b),
                         })
                         .map(|cents| (b.clone(), cents));
                 }
@@ -473,6 +486,7 @@ impl Engine {
                 diverted,
                 completed_by: handled.map(|h| h.0),
                 completion: handled.map(|h| h.1),
+                legs: std::mem::take(&mut rec.legs),
             },
         );
         out.push(Event::Finished {

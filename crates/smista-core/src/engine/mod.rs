@@ -60,7 +60,10 @@ pub(crate) mod callback;
 mod matching;
 pub(crate) mod operators;
 mod timers;
+pub(crate) mod transfer;
 mod views;
+
+use transfer::Kind;
 
 /// Bound on retries of one matching attempt; past it the contact simply stays queued and the next
 /// operator event or tick picks it up.
@@ -117,6 +120,14 @@ struct Contact {
     funding: Option<Arc<str>>,
     declined: Vec<u32>,
     state: CState,
+    /// Legs that operators ended by transferring it: the operator's slot and the leg's
+    /// completion (a repeated transfer answers the same).
+    legs: Vec<(u32, Completion)>,
+    /// Budgets that settled a leg of it (the per-contact fee's rule across legs).
+    paid: Vec<Arc<str>>,
+    /// Its next leg's acceptance is dated no earlier than this: after its last leg's, so two
+    /// legs never share the acceptance time that keys their cost records.
+    not_before: Millis,
 }
 
 #[derive(Clone, Debug)]
@@ -126,6 +137,8 @@ struct Finished {
     diverted: Option<(DivertReason, Fallback)>,
     completed_by: Option<u32>,
     completion: Option<Completion>,
+    /// Its transferred legs (see [`Contact::legs`]).
+    legs: Vec<(u32, Completion)>,
 }
 
 /// The best contact an operator found so far while looking for work.

@@ -426,6 +426,8 @@ impl Engine {
         st.offered.remove(&deadline);
         q.offered.fetch_sub(1, Ordering::Relaxed);
         q.in_service.fetch_add(1, Ordering::Relaxed);
+        // A later leg of a transferred contact is dated after the one before (see `not_before`).
+        let now = now.max(rec.not_before);
         let waited_ms = now.since(rec.arrived);
         // A contact is answered once in the service level: a callback's later attempts (after
         // one went unanswered) do not count again, as its history record does not.
