@@ -32,6 +32,7 @@ fn book(leased: bool) -> BudgetBook {
         default_handle_ms: 300_000,
         expected_handle: vec![],
         tail_sigmas: smista_core::book::TAIL_SIGMAS,
+        leg_fee: Default::default(),
     };
     let b = BudgetBook::new(&[cfg], 0).expect("valid budget");
     if leased {

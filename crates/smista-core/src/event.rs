@@ -170,6 +170,10 @@ pub enum Event {
         to_operator: Option<Arc<str>>,
         /// When the leg was accepted.
         accepted: Millis,
+        /// When the contact first arrived (it keeps its place).
+        arrived: Millis,
+        /// Until when only `to_operator` may take it.
+        pinned_until: Option<Millis>,
         /// The leg's handle time.
         handle_ms: u64,
         /// The wrap-up that started.

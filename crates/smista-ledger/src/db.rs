@@ -307,6 +307,22 @@ CREATE TABLE IF NOT EXISTS operator_report_reads (
     PRIMARY KEY (node_id, epoch, seq)
 );
 CREATE INDEX IF NOT EXISTS operator_report_reads_by_time ON operator_report_reads (at_unix_ms);
+CREATE TABLE IF NOT EXISTS transfers (
+    contact_id           TEXT    NOT NULL,
+    at_unix_ms           BIGINT  NOT NULL,
+    from_operator        TEXT    NOT NULL,
+    from_queue           TEXT    NOT NULL,
+    to_queue             TEXT    NOT NULL,
+    to_operator          TEXT    NOT NULL,
+    pinned_until_unix_ms BIGINT  NOT NULL,
+    handle_ms            BIGINT  NOT NULL,
+    wrap_up_ms           BIGINT  NOT NULL,
+    arrived_unix_ms      BIGINT  NOT NULL,
+    paid                 TEXT    NOT NULL,
+    node_id              TEXT    NOT NULL,
+    PRIMARY KEY (contact_id, at_unix_ms)
+);
+CREATE INDEX IF NOT EXISTS transfers_by_time ON transfers (at_unix_ms);
 CREATE TABLE IF NOT EXISTS schema_version (
     id                 BIGINT  NOT NULL PRIMARY KEY,
     version            BIGINT  NOT NULL
@@ -385,6 +401,9 @@ const STEPS: &[&[(&str, &str, &str)]] = &[
     &[],
     // 5 (issue 29): the table `budget_counters` (each node's refused admissions and extra-budget
     // diversions per budget period, kept across restarts), created whole by the schema script.
+    &[],
+    // 6 (issue 30): the table `transfers` (each leg an operator ended by moving its contact on),
+    // created whole by the schema script.
     &[],
 ];
 

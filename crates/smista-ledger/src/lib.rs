@@ -43,6 +43,7 @@ mod lease;
 mod node_lock;
 mod roster;
 pub mod testing;
+mod transfers;
 mod writer;
 
 pub use accounting::{ReadCursor, ReportRead};
@@ -55,6 +56,7 @@ pub use leader::{Elector, Leadership};
 pub use lease::{Lease, Pool};
 pub use node_lock::NodeLock;
 pub use roster::{RosterAudit, RosterRow, RosterWrite};
+pub use transfers::TransferRecord;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -406,12 +408,14 @@ impl Ledger {
     }
 
     /// The contacts this node's records say ended since `since_unix_ms`, the latest life of
-    /// each id first: a restart remembers them (`Engine::remember_ended`) so that requests about
+    /// each id first (a leg an operator transferred inside the centre is not an end: its cost
+    /// record carries no detail record): a restart remembers them (`Engine::remember_ended`) so that requests about
     /// them get the answers they got before it.
     pub async fn recently_ended(&self, since_unix_ms: i64) -> Result<Vec<RecentEnd>, LedgerError> {
         let sql = self.db.sql(
             "SELECT contact_id, queue, outcome, '' AS divert_reason, '' AS fallback, completed_unix_ms AS at
              FROM cost_records WHERE completed_unix_ms >= ? AND node_id = ?
+                  AND (outcome <> 'transferred' OR arrived_unix_ms > 0)
              UNION ALL
              SELECT contact_id, queue, outcome, divert_reason, fallback, ended_unix_ms AS at
              FROM contact_ends WHERE ended_unix_ms >= ? AND node_id = ?
@@ -503,24 +507,16 @@ impl Ledger {
         let sql = self.db.sql("SELECT * FROM cost_records WHERE contact_id = ? ORDER BY accepted_unix_ms DESC LIMIT 1");
         with_db!(&self.db, p => {
             let row = sqlx::query(&sql).bind(contact).fetch_optional(p).await?;
-            row.map(|r| {
-            Ok(CostRecord {
-                contact: r.try_get("contact_id")?,
-                budget: r.try_get("budget_id")?,
-                period: r.try_get("period")?,
-                queue: r.try_get("queue")?,
-                group: r.try_get("operator_group")?,
-                operator: r.try_get("operator_id")?,
-                channel: channel(&r.try_get::<String, _>("channel")?)?,
-                accepted_unix_ms: r.try_get("accepted_unix_ms")?,
-                completed_unix_ms: r.try_get("completed_unix_ms")?,
-                handle_ms: u64::try_from(r.try_get::<i64, _>("handle_ms")?).unwrap_or(0),
-                cost_cents: r.try_get("cost_cents")?,
-                reserved_cents: r.try_get("reserved_cents")?,
-                outcome: outcome(&r.try_get::<String, _>("outcome")?)?,
-            })
-            })
-            .transpose()
+            row.map(|r| cost_record(&r)).transpose()
+        })
+    }
+
+    /// Every cost record of `contact`, one per leg a budget paid, in order of acceptance.
+    pub async fn cost_records_of(&self, contact: &str) -> Result<Vec<CostRecord>, LedgerError> {
+        let sql = self.db.sql("SELECT * FROM cost_records WHERE contact_id = ? ORDER BY accepted_unix_ms");
+        with_db!(&self.db, p => {
+            let rows = sqlx::query(&sql).bind(contact).fetch_all(p).await?;
+            rows.iter().map(cost_record).collect()
         })
     }
 
@@ -673,4 +669,29 @@ fn diversion(reason: &str, fallback: &str) -> Option<(DivertReason, Fallback)> {
 
 fn channel(name: &str) -> Result<Channel, LedgerError> {
     Channel::parse(name).ok_or_else(|| LedgerError::Corrupt(format!("unknown channel `{name}`")))
+}
+
+/// A `cost_records` row.
+fn cost_record<'r, R>(r: &'r R) -> Result<CostRecord, LedgerError>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(CostRecord {
+        contact: r.try_get("contact_id")?,
+        budget: r.try_get("budget_id")?,
+        period: r.try_get("period")?,
+        queue: r.try_get("queue")?,
+        group: r.try_get("operator_group")?,
+        operator: r.try_get("operator_id")?,
+        channel: channel(&r.try_get::<String, _>("channel")?)?,
+        accepted_unix_ms: r.try_get("accepted_unix_ms")?,
+        completed_unix_ms: r.try_get("completed_unix_ms")?,
+        handle_ms: u64::try_from(r.try_get::<i64, _>("handle_ms")?).unwrap_or(0),
+        cost_cents: r.try_get("cost_cents")?,
+        reserved_cents: r.try_get("reserved_cents")?,
+        outcome: outcome(&r.try_get::<String, _>("outcome")?)?,
+    })
 }

@@ -41,6 +41,8 @@ pub(crate) enum Op {
     State(smista_core::accounting::Change, i64),
     /// This life of the node was running at this instant (Unix ms).
     Alive(i64),
+    /// An operator moved a contact on (its leg's service row ends with it).
+    Transfer(crate::transfers::TransferRecord),
 }
 
 #[derive(Debug)]
@@ -284,6 +286,7 @@ enum Kind {
     End,
     State,
     Alive,
+    Transfer,
 }
 
 fn kind(op: &Op) -> Kind {
@@ -295,6 +298,7 @@ fn kind(op: &Op) -> Kind {
         Op::End(_) => Kind::End,
         Op::State(..) => Kind::State,
         Op::Alive(_) => Kind::Alive,
+        Op::Transfer(_) => Kind::Transfer,
     }
 }
 
@@ -323,7 +327,8 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
     while i < batch.len() {
         let k = kind(&batch[i].0);
         let mut j = i + 1;
-        while j < batch.len() && kind(&batch[j].0) == k && k != Kind::Amend && k != Kind::Alive {
+        let single = matches!(k, Kind::Amend | Kind::Alive | Kind::Transfer);
+        while j < batch.len() && kind(&batch[j].0) == k && !single {
             j += 1;
         }
         let n = 1usize << (usize::BITS - 1 - (j - i).leading_zeros());
@@ -336,6 +341,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
             Kind::End => rows(END_COLUMNS, END_ROW, n, END_TAIL),
             Kind::State => rows(STATE_COLUMNS, STATE_ROW, n, STATE_TAIL),
             Kind::Alive => ALIVE_AT_LEAST.to_owned(),
+            Kind::Transfer => crate::transfers::INSERT_TRANSFER.to_owned(),
         };
         runs.push((k, &batch[i..j], db.sql(&sql).into_owned()));
         i = j;
@@ -429,6 +435,32 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                     }
                     let keys = holds.iter().map(|h| (h.budget.clone(), h.contact.clone())).collect();
                     fresh.extend(fresh_flags(keys, inserted));
+                }
+                Kind::Transfer => {
+                    for (op, _) in run.iter() {
+                        if let Op::Transfer(t) = op {
+                            let r = sqlx::query(sql)
+                                .bind(&t.contact)
+                                .bind(t.at_unix_ms)
+                                .bind(&t.from_operator)
+                                .bind(&t.from_queue)
+                                .bind(&t.to_queue)
+                                .bind(&t.to_operator)
+                                .bind(t.pinned_until_unix_ms)
+                                .bind(i64::try_from(t.handle_ms).unwrap_or(i64::MAX))
+                                .bind(i64::try_from(t.wrap_up_ms).unwrap_or(i64::MAX))
+                                .bind(t.arrived_unix_ms)
+                                .bind(t.paid.join(","))
+                                .bind(node)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(&db.sql(crate::transfers::END_SERVICE))
+                                .bind(&t.contact)
+                                .execute(&mut *tx)
+                                .await?;
+                            fresh.push(r.rows_affected() > 0);
+                        }
+                    }
                 }
                 Kind::Release => {
                     let mut q = sqlx::query(sql);

@@ -203,7 +203,7 @@ struct QueueSeries {
     /// By reason, in [`reason_index`] order.
     diversions: [OnceLock<Counter>; 5],
     /// By outcome, in [`outcome_index`] order.
-    finished: [OnceLock<Counter>; 5],
+    finished: [OnceLock<Counter>; 6],
     timeouts: OnceLock<Counter>,
     wait: OnceLock<Histogram>,
     handle: OnceLock<Histogram>,
@@ -307,6 +307,7 @@ fn outcome_index(o: Outcome) -> usize {
         Outcome::Abandoned => 2,
         Outcome::CancelledInService => 3,
         Outcome::Unreachable => 4,
+        Outcome::Transferred => 5,
     }
 }
 

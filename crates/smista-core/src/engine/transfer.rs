@@ -300,6 +300,8 @@ impl Engine {
             to: tq.map(|t| self.queues[t as usize].name.clone()),
             to_operator: pin.map(|(n, _)| Arc::from(n)),
             accepted: accepted_at,
+            arrived: rec.arrived,
+            pinned_until: pinned.map(|(_, until)| until),
             handle_ms,
             wrap_up_ms: wrap_applied,
             charged: charged.clone(),

@@ -119,6 +119,9 @@ pub struct Shared {
     pub roster: crate::app::roster::Roster,
     /// Engine calls and the publishing of their events, per contact (see [`Shared::about`]).
     pub sections: Sections,
+    /// Contacts an operator transferred into a queue before this node's life began and that
+    /// have not ended (from the ledger's transfer records): offered again, they go there.
+    pub transfers: DashMap<String, smista_ledger::TransferRecord>,
 }
 
 /// Makes "the change is made" and "its writes are queued" one step for every request that can
@@ -217,6 +220,7 @@ impl Shared {
             gate,
             bounds: cfg.limits.clone(),
             recovering: DashMap::new(),
+            transfers: DashMap::new(),
             serving: DashMap::new(),
             history: crate::app::history::History::new(&cfg.groups, &cfg.history),
             history_cfg: cfg.history.clone(),
@@ -320,6 +324,37 @@ impl Shared {
                         channel: *channel,
                         accepted_unix_ms: unix_ms,
                         arrived_unix_ms: unix_ms.saturating_sub(i64::try_from(*waited_ms).unwrap_or(0)),
+                    });
+                }
+            }
+            for e in events {
+                if let Event::Transferred {
+                    contact,
+                    queue,
+                    operator,
+                    to,
+                    to_operator,
+                    arrived,
+                    pinned_until,
+                    handle_ms,
+                    wrap_up_ms,
+                    charged,
+                    ..
+                } = e
+                {
+                    let unix = |m: Millis| i64::try_from(clock.unix_ms(m)).unwrap_or(i64::MAX);
+                    ledger.transferred(smista_ledger::TransferRecord {
+                        contact: contact.to_string(),
+                        at_unix_ms: unix_ms,
+                        from_operator: operator.to_string(),
+                        from_queue: queue.to_string(),
+                        to_queue: to.as_deref().unwrap_or("").to_owned(),
+                        to_operator: to_operator.as_deref().unwrap_or("").to_owned(),
+                        pinned_until_unix_ms: pinned_until.map_or(0, unix),
+                        handle_ms: *handle_ms,
+                        wrap_up_ms: *wrap_up_ms,
+                        arrived_unix_ms: unix(*arrived),
+                        paid: charged.iter().map(|(b, _)| b.to_string()).collect(),
                     });
                 }
             }

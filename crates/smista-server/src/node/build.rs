@@ -109,6 +109,15 @@ pub async fn build_shared(cfg: &Config, stop: watch::Receiver<bool>) -> Result<A
     if let Some(l) = &shared.ledger {
         // The budgets' refused admissions and extra-budget diversions of the current periods.
         shared.restore_budget_counters(l.budget_counters().await?, shared.clock.now());
+        // Contacts transferred into a queue within the retention window and not ended since:
+        // offered again, they go where their operator sent them.
+        let retention = i64::try_from(cfg.engine.finished_retention_ms).unwrap_or(i64::MAX);
+        let since =
+            i64::try_from(shared.clock.unix_ms(shared.clock.now())).unwrap_or(i64::MAX).saturating_sub(retention);
+        // (One that ended since is remembered as ended: offered again, it answers as it did.)
+        for t in l.transfers_since(since).await? {
+            shared.transfers.insert(t.contact.clone(), t);
+        }
     }
     if let Some(l) = &shared.ledger {
         // Bookings and availability survive a restart: those not over by a day ago, and every

@@ -193,7 +193,23 @@ impl ContactSvc {
         let arrived_unix = offer.arrived.map_or(received, |a| i64::try_from(s.clock.unix_ms(a)).unwrap_or(received));
         let (r, ev) = s.about(&offer.contact_id, now, |ev| {
             let traced = s.history.arrive(&offer.contact_id, &offer.queue, arrived_unix, received, &req.caller_key);
-            let r = s.engine.offer(&offer, now, ev).map_err(client_error);
+            // Transferred into a queue before this life began: its next leg goes there.
+            let leg = s.transfers.get(&offer.contact_id).map(|t| t.clone());
+            let r = match leg {
+                Some(t) => {
+                    let leg_offer = OfferRequest {
+                        queue: t.to_queue.clone(),
+                        arrived: s.clock.from_unix(t.arrived_unix_ms).or(offer.arrived),
+                        ..offer.clone()
+                    };
+                    let pinned = (!t.to_operator.is_empty())
+                        .then(|| s.clock.from_unix(t.pinned_until_unix_ms).map(|u| (t.to_operator.as_str(), u)))
+                        .flatten();
+                    s.engine.offer_leg(&leg_offer, pinned, Some(&t.from_operator), &t.paid, now, ev)
+                }
+                None => s.engine.offer(&offer, now, ev),
+            }
+            .map_err(client_error);
             // A repeated offer (or a refused one) routes nothing: no trail to keep.
             if traced && !ev.iter().any(|e| e.contact().is_some_and(|c| **c == *offer.contact_id)) {
                 s.history.forget(&offer.contact_id);

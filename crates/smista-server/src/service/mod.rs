@@ -1,7 +1,7 @@
 //! The gRPC services of `smista.v1`, thin wrappers over the engine: validate and convert the
 //! request, call the engine, publish its events, convert the answer. One file per proto service
 //! ([`contact`], [`operator`], [`admin`], [`appointment`]), the event stream's route
-//! ([`events`]), the report bodies ([`reports`], [`operator_report`]) and the roster's RPCs ([`roster`]). They share `app::Shared` and are assembled
+//! ([`events`]), the report bodies ([`reports`], [`operator_report`]) and the roster's RPCs ([`roster`]), TransferContact's body ([`transfer`]). They share `app::Shared` and are assembled
 //! by `node::routing`.
 
 pub mod admin;
@@ -12,3 +12,4 @@ pub mod operator;
 pub mod operator_report;
 pub mod reports;
 pub mod roster;
+pub mod transfer;

@@ -304,4 +304,16 @@ impl OperatorService for OperatorSvc {
         t.finish(&r);
         r.map(Response::new)
     }
+
+    async fn transfer_contact(
+        &self,
+        request: Request<pb::TransferContactRequest>,
+    ) -> Result<Response<pb::TransferContactResponse>, Status> {
+        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
+        let req = request.into_inner();
+        let t = RpcTimer::start("TransferContact");
+        let r = crate::service::transfer::transfer(&self.0, req).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
 }

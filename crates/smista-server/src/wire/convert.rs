@@ -91,6 +91,7 @@ pub fn outcome_pb(o: Outcome) -> pb::Outcome {
         Outcome::Abandoned => pb::Outcome::Abandoned,
         Outcome::CancelledInService => pb::Outcome::CancelledInService,
         Outcome::Unreachable => pb::Outcome::Unreachable,
+        Outcome::Transferred => pb::Outcome::Transferred,
     }
 }
 
@@ -192,6 +193,16 @@ pub fn contact_event(e: &Event, now: Millis, unix_ms: u64) -> Option<pb::Contact
             contact,
             queue,
             Kind::Finished(pb::EventFinished { outcome: outcome_pb(*outcome) as i32, handle_ms: *handle_ms }),
+        ),
+        Event::Transferred { contact, queue, operator, to, to_operator, handle_ms, .. } => (
+            contact,
+            queue,
+            Kind::Transferred(pb::EventTransferred {
+                operator_id: operator.to_string(),
+                to_queue: to.as_deref().unwrap_or("").to_owned(),
+                to_operator_id: to_operator.as_deref().unwrap_or("").to_owned(),
+                handle_ms: *handle_ms,
+            }),
         ),
         Event::OperatorStatus { .. } => return None,
     };

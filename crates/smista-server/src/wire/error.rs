@@ -15,7 +15,7 @@ pub fn status(e: RoutingError) -> Status {
         | RoutingError::UnknownOperator(_)
         | RoutingError::UnknownContact(_) => Code::NotFound,
         RoutingError::AlreadyLoggedIn(_) | RoutingError::ContactFinished(_) => Code::AlreadyExists,
-        RoutingError::WrongState(_) => Code::FailedPrecondition,
+        RoutingError::WrongState(_) | RoutingError::TransferRefused { .. } => Code::FailedPrecondition,
         RoutingError::Busy(_) => Code::Aborted,
         RoutingError::OperatorCapacity(_) => Code::ResourceExhausted,
     };

@@ -149,6 +149,14 @@ pub(crate) fn event(e: &pb::ContactEvent) -> (String, Value) {
             format!("callback attempt {} unanswered, next at {} (Unix ms)", c.attempts, c.due_unix_ms),
             json!({"kind": "callback_scheduled", "attempts": c.attempts, "due_unix_ms": c.due_unix_ms}),
         ),
+        Some(Kind::Transferred(t)) => (
+            match (t.to_queue.as_str(), t.to_operator_id.as_str()) {
+                ("", _) => format!("transferred out of the centre by {}", t.operator_id),
+                (q, "") => format!("transferred by {} to {q}", t.operator_id),
+                (q, o) => format!("transferred by {} to {o} through {q}", t.operator_id),
+            },
+            json!({"kind": "transferred", "operator_id": t.operator_id, "to_queue": t.to_queue, "to_operator_id": t.to_operator_id, "handle_ms": t.handle_ms}),
+        ),
         None => ("(an event of a kind this client does not know)".into(), json!({"kind": null})),
     };
     let mut v = json!({"sequence": e.sequence, "epoch": e.epoch, "timestamp_ms": e.timestamp_ms, "contact_id": e.contact_id, "queue": e.queue});

@@ -1,0 +1,262 @@
+//! OperatorService.TransferContact over the wire, as the proto describes it: each flow (to a
+//! queue, to a named operator, out of the centre, to a closed queue) with its reply and events,
+//! each error with its status, the refusals that leave the caller with its operator, the money
+//! (one cost record per leg a budget pays), and a restart between the transfer and its retry.
+
+mod support;
+
+use smista_proto::v1 as pb;
+use smista_proto::v1::operator_service_client::OperatorServiceClient;
+use support::*;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use pb::transfer_contact_request::Target;
+use pb::transfer_contact_response::Next;
+
+fn to_queue(op: &str, contact: &str, queue: &str) -> pb::TransferContactRequest {
+    pb::TransferContactRequest {
+        operator_id: op.into(),
+        contact_id: contact.into(),
+        target: Some(Target::Queue(queue.into())),
+        ended_unix_ms: 0,
+        wrap_up_ms: 0,
+    }
+}
+
+/// Offers `contact` on `queue` and has `op` (the only one free for it) accept it.
+async fn in_service(srv: &Server, o: &mut OperatorServiceClient<Channel>, op: &str, contact: &str, queue: &str) {
+    let d = srv.contacts().await.offer_contact(voice(contact, queue)).await.expect("offer").into_inner();
+    assert_eq!(assigned(&d).as_deref(), Some(op), "{d:?}");
+    o.accept_offer(pb::AcceptOfferRequest { operator_id: op.into(), contact_id: contact.into() })
+        .await
+        .expect("accept");
+}
+
+async fn complete(o: &mut OperatorServiceClient<Channel>, op: &str, contact: &str) -> pb::CompleteContactResponse {
+    o.complete_contact(pb::CompleteContactRequest {
+        operator_id: op.into(),
+        contact_id: contact.into(),
+        wrap_up_ms: 0,
+        ended_unix_ms: 0,
+    })
+    .await
+    .expect("complete")
+    .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transfer_flow_answers_as_the_proto_says() {
+    let srv = Server::start().await;
+    let mut o = srv.operators().await;
+    o.login(login("op-201", "supplier-a", &[("naspi", 6), ("isee", 5)])).await.expect("login");
+    let mut events =
+        srv.contacts().await.stream_events(pb::StreamEventsRequest::default()).await.expect("stream").into_inner();
+
+    // Not in the caller's hands, unknown queue, nobody there, no target: nothing changes.
+    in_service(&srv, &mut o, "op-201", "t-1", "naspi").await;
+    o.login(login("op-202", "supplier-a", &[("isee", 5)])).await.expect("login");
+    let e = o.transfer_contact(to_queue("op-202", "t-1", "isee")).await.expect_err("not in op-202's hands");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = o.transfer_contact(to_queue("op-201", "t-1", "nowhere")).await.expect_err("unknown queue");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = o.transfer_contact(to_queue("op-201", "t-1", "disability")).await.expect_err("nobody logged in there");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("no_operators"), "the reason is named: {e:?}");
+    let mut no_target = to_queue("op-201", "t-1", "isee");
+    no_target.target = None;
+    let e = o.transfer_contact(no_target).await.expect_err("no target");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = o.transfer_contact(to_queue("op-201", "t-never", "isee")).await.expect_err("never offered");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // To a queue: op-202 (free, serving isee) gets it at once, never op-201 who sent it.
+    let r = o.transfer_contact(to_queue("op-201", "t-1", "isee")).await.expect("transfer").into_inner();
+    match &r.next {
+        Some(Next::Assigned(a)) => assert_eq!((a.operator_id.as_str(), a.queue.as_str()), ("op-202", "isee")),
+        other => panic!("expected an offer to op-202, got {other:?}"),
+    }
+    let again = o.transfer_contact(to_queue("op-201", "t-1", "isee")).await.expect("repeated").into_inner();
+    assert_eq!((again.handle_ms, again.wrap_up_ms), (r.handle_ms, r.wrap_up_ms), "a retry answers the same leg");
+    let mut kinds = Vec::new();
+    while kinds.len() < 8 {
+        let ev = next(&mut events, 5).await.expect("event");
+        if ev.contact_id == "t-1" {
+            let k = ev.kind.expect("kind");
+            let done = matches!(k, pb::contact_event::Kind::Offered(ref x) if x.operator_id == "op-202");
+            kinds.push(k);
+            if done {
+                break;
+            }
+        }
+    }
+    let transferred = kinds.iter().find_map(|k| match k {
+        pb::contact_event::Kind::Transferred(t) => Some(t.clone()),
+        _ => None,
+    });
+    let t = transferred.expect("a transferred event");
+    assert_eq!((t.operator_id.as_str(), t.to_queue.as_str()), ("op-201", "isee"));
+    o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-202".into(), contact_id: "t-1".into() })
+        .await
+        .expect("op-202 accepts the second leg");
+    let e = o
+        .complete_contact(pb::CompleteContactRequest {
+            operator_id: "op-201".into(),
+            contact_id: "t-1".into(),
+            wrap_up_ms: 0,
+            ended_unix_ms: 0,
+        })
+        .await
+        .expect_err("op-201's leg is over");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    complete(&mut o, "op-202", "t-1").await;
+
+    // Out of the centre: it ends TRANSFERRED, once, and a hang-up answers that.
+    o.login(login("op-203", "supplier-a", &[("naspi", 9)])).await.expect("login");
+    in_service(&srv, &mut o, "op-203", "t-2", "naspi").await;
+    let out = pb::TransferContactRequest {
+        target: Some(Target::External(pb::TransferOut { destination: "+39 06 0000".into() })),
+        ..to_queue("op-203", "t-2", "")
+    };
+    let r = o.transfer_contact(out.clone()).await.expect("out").into_inner();
+    assert_eq!(r.next, Some(Next::Ended(pb::Outcome::Transferred as i32)));
+    let again = o.transfer_contact(out).await.expect("repeated").into_inner();
+    assert_eq!(again.next, r.next);
+    let c = srv
+        .contacts()
+        .await
+        .cancel_contact(pb::CancelContactRequest { contact_id: "t-2".into() })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert_eq!(c.outcome, pb::Outcome::Transferred as i32);
+
+    // To a named operator: offered to them only.
+    o.login(login("op-204", "supplier-a", &[("naspi", 8)])).await.expect("login");
+    in_service(&srv, &mut o, "op-204", "t-3", "naspi").await;
+    let named = pb::TransferContactRequest {
+        target: Some(Target::Operator(pb::TransferToOperator {
+            operator_id: "op-201".into(),
+            queue: "isee".into(),
+            timeout_ms: 60_000,
+        })),
+        ..to_queue("op-204", "t-3", "")
+    };
+    // op-201 is still in wrap-up or free; either way only op-201 may take it for a minute.
+    let r = o.transfer_contact(named).await.expect("named").into_inner();
+    match &r.next {
+        Some(Next::Assigned(a)) => assert_eq!(a.operator_id, "op-201", "{r:?}"),
+        Some(Next::Queued(q)) => assert_eq!(q.queue, "isee", "{r:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    o.login(login("op-205", "supplier-a", &[("naspi", 7), ("isee", 5)])).await.expect("login");
+    let named_self = pb::TransferContactRequest {
+        target: Some(Target::Operator(pb::TransferToOperator {
+            operator_id: "op-205".into(),
+            queue: "isee".into(),
+            timeout_ms: 0,
+        })),
+        ..to_queue("op-205", "t-4", "")
+    };
+    in_service(&srv, &mut o, "op-205", "t-4", "naspi").await;
+    let e = o.transfer_contact(named_self).await.expect_err("to oneself");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // To a closed queue: its fallback, and the contact ends diverted.
+    srv.admin()
+        .await
+        .set_queue_open(pb::SetQueueOpenRequest { queue: "isee".into(), open: false })
+        .await
+        .expect("close isee");
+    let r = o.transfer_contact(to_queue("op-205", "t-4", "isee")).await.expect("to a closed queue").into_inner();
+    match &r.next {
+        Some(Next::Diverted(d)) => {
+            assert_eq!(d.reason, pb::DivertReason::Closed as i32);
+            assert_eq!(d.fallback, pb::Fallback::SelfServiceIvr as i32);
+        }
+        other => panic!("expected the closed queue's fallback, got {other:?}"),
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_budget_transfer_is_refused_and_the_caller_stays() {
+    let mut cfg = smista_server::config::Config::load(None).expect("demo");
+    // Money for one call in flight, no more.
+    cfg.budgets[0].ceiling_cents = 1_000;
+    cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
+    cfg.budgets[0].protected_reserve_bp = 0;
+    let srv = Server::start_with(cfg).await;
+    let mut o = srv.operators().await;
+    o.login(login("op-101", "internal", &[("consultancy", 7)])).await.expect("login");
+    o.login(login("op-201", "supplier-a", &[("naspi", 6)])).await.expect("login");
+    // An internal operator serves the caller on the unbudgeted second level...
+    in_service(&srv, &mut o, "op-101", "x-1", "consultancy").await;
+    // ...and the only operators of naspi are the supplier's, whose budget cannot pay.
+    let e = o.transfer_contact(to_queue("op-101", "x-1", "naspi")).await.expect_err("extra budget");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("extra_budget"), "{e:?}");
+    // Nothing changed: op-101 still has the caller and completes it.
+    complete(&mut o, "op-101", "x-1").await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_survives_a_restart_and_each_leg_is_charged_once() {
+    for pg in backends("transfer") {
+        let data = temp_dir("transfer");
+        let cfg = ledger_config(&data, pg.as_deref());
+        let srv = Server::start_in(cfg.clone()).await;
+        let mut o = srv.operators().await;
+        o.login(login("op-201", "supplier-a", &[("naspi", 6)])).await.expect("login");
+        in_service(&srv, &mut o, "op-201", "r-1", "naspi").await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        // Into isee, where nobody is free yet: it waits there.
+        o.login(login("op-202", "supplier-a", &[("isee", 5)])).await.expect("login");
+        o.set_state(pb::SetStateRequest {
+            operator_id: "op-202".into(),
+            status: pb::OperatorStatus::Paused as i32,
+            reason: "break".into(),
+        })
+        .await
+        .expect("pause");
+        let first = o.transfer_contact(to_queue("op-201", "r-1", "isee")).await.expect("transfer").into_inner();
+        assert!(matches!(&first.next, Some(Next::Queued(q)) if q.queue == "isee"), "{first:?}");
+        assert!(first.handle_ms >= 1_000, "{first:?}");
+        srv.stop().await;
+
+        let srv = Server::start_in(cfg.clone()).await;
+        let mut o = srv.operators().await;
+        // The desk retries the transfer it never saw answered: the same leg.
+        let again = o.transfer_contact(to_queue("op-201", "r-1", "isee")).await.expect("retry").into_inner();
+        assert_eq!((again.handle_ms, again.wrap_up_ms), (first.handle_ms, first.wrap_up_ms));
+        // The platform offers it again as the retry contract says (its original queue): it
+        // goes where it was sent, to the operator there, not back to op-201.
+        o.login(login("op-201", "supplier-a", &[("naspi", 6)])).await.expect("login");
+        o.login(login("op-202", "supplier-a", &[("isee", 5)])).await.expect("login");
+        let d = srv.contacts().await.offer_contact(voice("r-1", "naspi")).await.expect("offer again").into_inner();
+        match &d.decision {
+            Some(pb::offer_contact_response::Decision::Assigned(a)) => {
+                assert_eq!((a.operator_id.as_str(), a.queue.as_str()), ("op-202", "isee"), "{d:?}")
+            }
+            other => panic!("expected op-202 on isee, got {other:?}"),
+        }
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-202".into(), contact_id: "r-1".into() })
+            .await
+            .expect("accept the second leg");
+        complete(&mut o, "op-202", "r-1").await;
+        srv.stop().await;
+
+        // Two legs, two cost records, each once: op-201's TRANSFERRED, op-202's COMPLETED.
+        let target = cfg.ledger.target(&data).expect("ledger");
+        let l = smista_ledger::Ledger::connect(&target).await.expect("open");
+        let recs = l.cost_records_of("r-1").await.expect("records");
+        l.close().await;
+        let legs: Vec<(&str, &str)> = recs.iter().map(|r| (r.operator.as_str(), r.outcome.as_str())).collect();
+        assert_eq!(legs, vec![("op-201", "transferred"), ("op-202", "completed")], "{recs:?}");
+        // The second leg pays no second per-contact fee (the budget's leg_fee = "once").
+        let tariff = cfg.budgets[0].tariffs[0].tariff;
+        assert_eq!(recs[1].cost_cents, tariff.cost_cents(recs[1].handle_ms) - tariff.fee_per_contact_cents, "{recs:?}");
+        drop_backend(pg.as_deref()).await;
+    }
+}
