@@ -283,6 +283,7 @@ async fn appointments_are_booked_kept_across_a_restart_and_offered_at_their_slot
         channel: pb::Channel::Video as i32,
         segment: pb::Segment::Intermediary as i32,
         recording: false,
+        ..Default::default()
     };
     let a = ap.book_appointment(booking("appt-1", "op-anna", start + 60_000)).await.expect("book").into_inner();
     assert_eq!(
@@ -334,8 +335,10 @@ async fn appointments_are_booked_kept_across_a_restart_and_offered_at_their_slot
         .into_inner();
     assert_eq!(moved.start_unix_ms, start);
     ap.book_appointment(booking("appt-8", "", start + 120_000)).await.expect("anyone free");
-    let c =
-        ap.cancel_appointment(pb::CancelAppointmentRequest { appointment_id: "appt-8".into() }).await.expect("cancel");
+    let c = ap
+        .cancel_appointment(pb::CancelAppointmentRequest { appointment_id: "appt-8".into(), ..Default::default() })
+        .await
+        .expect("cancel");
     assert_eq!(c.into_inner().state, pb::AppointmentState::Cancelled as i32);
 
     // A restart keeps the bookings and the availability.
@@ -643,6 +646,7 @@ async fn a_booking_inside_the_guard_window_holds_the_consultant_at_once() {
             channel: pb::Channel::Voice as i32,
             segment: pb::Segment::General as i32,
             recording: false,
+            ..Default::default()
         })
         .await
         .expect("book");

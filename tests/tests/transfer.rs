@@ -260,3 +260,123 @@ async fn a_transfer_survives_a_restart_and_each_leg_is_charged_once() {
         drop_backend(pg.as_deref()).await;
     }
 }
+
+fn with<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    r
+}
+
+fn key(
+    name: &str,
+    secret: &str,
+    role: smista_server::config::auth::Role,
+    operator: Option<&str>,
+) -> smista_server::config::auth::ApiKey {
+    let hash = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    smista_server::config::auth::ApiKey {
+        name: name.into(),
+        sha256: hash.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+        roles: vec![role],
+        operator: operator.map(Into::into),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_books_moves_and_cancels_the_consultancy_of_the_caller_it_serves() {
+    use smista_proto::v1::appointment_service_client::AppointmentServiceClient;
+    use smista_server::config::auth::Role;
+    let mut cfg = smista_server::config::Config::load(None).expect("demo");
+    cfg.auth.api_keys = vec![
+        key("desk-1", "desk-1-secret", Role::Desk, Some("op-101")),
+        key("desk-2", "desk-2-secret", Role::Desk, Some("op-102")),
+        key("consultant", "anna-secret", Role::Desk, Some("op-anna")),
+        key("platform", "platform-secret", Role::Platform, None),
+    ];
+    cfg.roster.mode = Some(smista_server::config::roster::RosterMode::Open);
+    let srv = Server::start_with(cfg).await;
+    let mut o = srv.operators().await;
+    let mut appts = AppointmentServiceClient::new(srv.channel().await);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    let start = (now / 3_600_000 + 24) * 3_600_000;
+    appts
+        .publish_availability(with(
+            pb::PublishAvailabilityRequest {
+                operator_id: "op-anna".into(),
+                queue: "consultancy".into(),
+                start_unix_ms: start,
+                end_unix_ms: start + 2 * 3_600_000,
+                display_name: "Dott.ssa Anna".into(),
+            },
+            "anna-secret",
+        ))
+        .await
+        .expect("availability");
+    o.login(with(login("op-101", "internal", &[("naspi", 6)]), "desk-1-secret")).await.expect("login");
+    o.login(with(login("op-102", "internal", &[("isee", 6)]), "desk-2-secret")).await.expect("login");
+    let offer = voice("call-1", "naspi");
+    let d = srv.contacts().await.offer_contact(with(offer, "platform-secret")).await.expect("offer").into_inner();
+    assert_eq!(assigned(&d).as_deref(), Some("op-101"));
+    o.accept_offer(with(
+        pb::AcceptOfferRequest { operator_id: "op-101".into(), contact_id: "call-1".into() },
+        "desk-1-secret",
+    ))
+    .await
+    .expect("accept");
+    let book = |contact: &str, desk: &str| pb::BookAppointmentRequest {
+        appointment_id: "appt-call-1".into(),
+        queue: "consultancy".into(),
+        start_unix_ms: start,
+        operator_id: "op-anna".into(),
+        channel: pb::Channel::Video as i32,
+        segment: pb::Segment::General as i32,
+        recording: false,
+        serving_contact_id: contact.into(),
+        desk_operator_id: desk.into(),
+    };
+    // A desk without a contact in its hands, or for another's, or acting as another: refused.
+    let e = appts.book_appointment(with(book("", ""), "desk-1-secret")).await.expect_err("no contact named");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = appts.book_appointment(with(book("call-1", "op-102"), "desk-2-secret")).await.expect_err("not op-102's");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e =
+        appts.book_appointment(with(book("call-1", "op-101"), "desk-2-secret")).await.expect_err("acting as another");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // The operator serving the caller books it, from the call.
+    let a = appts.book_appointment(with(book("call-1", "op-101"), "desk-1-secret")).await.expect("booked").into_inner();
+    assert_eq!((a.for_contact_id.as_str(), a.operator_id.as_str()), ("call-1", "op-anna"));
+    // Moves it to the next slot, and cancels it; another desk may not.
+    let mv = pb::MoveAppointmentRequest {
+        appointment_id: "appt-call-1".into(),
+        start_unix_ms: start + 1_800_000,
+        operator_id: String::new(),
+        serving_contact_id: "call-1".into(),
+        desk_operator_id: "op-101".into(),
+    };
+    let moved = appts.move_appointment(with(mv, "desk-1-secret")).await.expect("moved").into_inner();
+    assert_eq!(moved.start_unix_ms, start + 1_800_000);
+    let cancel = |contact: &str, desk: &str| pb::CancelAppointmentRequest {
+        appointment_id: "appt-call-1".into(),
+        serving_contact_id: contact.into(),
+        desk_operator_id: desk.into(),
+    };
+    let e = appts.cancel_appointment(with(cancel("", ""), "desk-2-secret")).await.expect_err("another desk");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let c = appts.cancel_appointment(with(cancel("call-1", "op-101"), "desk-1-secret")).await.expect("cancelled");
+    assert_eq!(c.into_inner().state, pb::AppointmentState::Cancelled as i32);
+    // Once the call is over, the desk has no contact to act for.
+    o.complete_contact(with(
+        pb::CompleteContactRequest {
+            operator_id: "op-101".into(),
+            contact_id: "call-1".into(),
+            wrap_up_ms: 0,
+            ended_unix_ms: 0,
+        },
+        "desk-1-secret",
+    ))
+    .await
+    .expect("complete");
+    let e = appts.book_appointment(with(book("call-1", "op-101"), "desk-1-secret")).await.expect_err("call over");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    srv.stop().await;
+}

@@ -185,6 +185,7 @@ pub(super) async fn run(cfg: &LoadConfig, pool: &Pool, stop: &Arc<AtomicBool>) -
             channel: pb::Channel::Video as i32,
             segment: pb::Segment::General as i32,
             recording: false,
+            ..Default::default()
         })
         .await
         .map_err(|s| LoadError::Usage(format!("booking refused: {s}")))?;

@@ -121,6 +121,10 @@ pub struct Appointment {
     pub recording: bool,
     /// Where it stands.
     pub state: AppointmentState,
+    /// The contact in service whose operator booked it from the call (first level handing the
+    /// citizen to the second); empty when booked otherwise. Only that contact's operator may
+    /// move or cancel it from a desk.
+    pub for_contact: String,
 }
 
 /// A free slot.
@@ -153,6 +157,8 @@ pub struct Booking {
     pub segment: Segment,
     /// Recording allowed.
     pub recording: bool,
+    /// The contact in service it is booked from (empty: none).
+    pub for_contact: String,
 }
 
 /// Why an appointment operation was refused.
@@ -450,6 +456,7 @@ impl AppointmentBook {
             segment: b.segment,
             recording: b.recording,
             state: AppointmentState::Booked,
+            for_contact: b.for_contact.clone(),
         };
         g.appointments.insert(a.id.clone(), a.clone());
         Ok(a)

@@ -398,6 +398,7 @@ mod appointments {
             channel: Channel::Video,
             segment: smista_core::Segment::General,
             recording: false,
+            for_contact: String::new(),
         }
     }
 

@@ -23,12 +23,13 @@ impl Ledger {
     pub async fn put_appointment(&self, a: &Appointment, now_unix_ms: i64) -> Result<(), LedgerError> {
         let sql = self.db.sql(
             "INSERT INTO appointments (id, queue, operator_id, display_name, start_unix_ms, end_unix_ms, channel,
-                                       segment, recording, state, updated_unix_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                       segment, recording, state, updated_unix_ms, for_contact)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, operator_id = excluded.operator_id,
                display_name = excluded.display_name, start_unix_ms = excluded.start_unix_ms,
                end_unix_ms = excluded.end_unix_ms, channel = excluded.channel, segment = excluded.segment,
-               recording = excluded.recording, state = excluded.state, updated_unix_ms = excluded.updated_unix_ms",
+               recording = excluded.recording, state = excluded.state, updated_unix_ms = excluded.updated_unix_ms,
+               for_contact = excluded.for_contact",
         );
         with_db!(&self.db, p => {
             sqlx::query(&sql)
@@ -43,6 +44,7 @@ impl Ledger {
                 .bind(i64::from(a.recording))
                 .bind(a.state.as_str())
                 .bind(now_unix_ms)
+                .bind(&a.for_contact)
                 .execute(p)
                 .await?;
             Ok(())
@@ -52,7 +54,8 @@ impl Ledger {
     /// Appointments ending at or after `from_unix_ms`, and every one still booked.
     pub async fn appointments(&self, from_unix_ms: i64) -> Result<Vec<Appointment>, LedgerError> {
         let sql = self.db.sql(
-            "SELECT id, queue, operator_id, display_name, start_unix_ms, end_unix_ms, channel, segment, recording, state
+            "SELECT id, queue, operator_id, display_name, start_unix_ms, end_unix_ms, channel, segment, recording, state,
+                    for_contact
              FROM appointments WHERE end_unix_ms >= ? OR state = 'booked' ORDER BY start_unix_ms, id",
         );
         with_db!(&self.db, p => {
@@ -76,6 +79,7 @@ impl Ledger {
                         recording: recording != 0,
                         state: AppointmentState::parse(&state)
                             .ok_or_else(|| LedgerError::Corrupt(format!("unknown appointment state `{state}`")))?,
+                        for_contact: r.try_get("for_contact")?,
                     })
                 })
                 .collect()

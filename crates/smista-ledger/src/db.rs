@@ -205,7 +205,8 @@ CREATE TABLE IF NOT EXISTS appointments (
     segment            TEXT    NOT NULL,
     recording          BIGINT  NOT NULL,
     state              TEXT    NOT NULL,
-    updated_unix_ms    BIGINT  NOT NULL
+    updated_unix_ms    BIGINT  NOT NULL,
+    for_contact        TEXT    NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS availability (
     operator_id        TEXT    NOT NULL,
@@ -403,8 +404,8 @@ const STEPS: &[&[(&str, &str, &str)]] = &[
     // diversions per budget period, kept across restarts), created whole by the schema script.
     &[],
     // 6 (issue 30): the table `transfers` (each leg an operator ended by moving its contact on),
-    // created whole by the schema script.
-    &[],
+    // created whole by the schema script, and the contact an appointment was booked from.
+    &[("appointments", "for_contact", "TEXT NOT NULL DEFAULT ''")],
 ];
 
 /// The version of [`schema`], recorded in `schema_version` by whoever creates or migrates a ledger.

@@ -521,6 +521,7 @@ async fn appointments_and_availability_survive_reopening(b: Backend) {
         segment: smista_core::Segment::Intermediary,
         recording: false,
         state: AppointmentState::Booked,
+        for_contact: "call-7".into(),
     };
     l.put_appointment(&a, 1).await.expect("appointment");
     a.start_unix_ms += 1_800_000;

@@ -272,11 +272,22 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
             channel: i32_(1),
             segment: i32_(2),
             recording: u(3) % 2 == 0,
+            serving_contact_id: st(3),
+            desk_operator_id: st(4),
         }
         .encode_to_vec(),
-        26 => pb::MoveAppointmentRequest { appointment_id: st(0), start_unix_ms: u(0), operator_id: st(1) }
-            .encode_to_vec(),
-        27 => pb::CancelAppointmentRequest { appointment_id: st(0) }.encode_to_vec(),
+        26 => pb::MoveAppointmentRequest {
+            appointment_id: st(0),
+            start_unix_ms: u(0),
+            operator_id: st(1),
+            serving_contact_id: st(2),
+            desk_operator_id: st(3),
+        }
+        .encode_to_vec(),
+        27 => {
+            pb::CancelAppointmentRequest { appointment_id: st(0), serving_contact_id: st(1), desk_operator_id: st(2) }
+                .encode_to_vec()
+        }
         28 => pb::ListAppointmentsRequest { queue: st(0), from_unix_ms: u(0), to_unix_ms: u(1) }.encode_to_vec(),
         29 => pb::PutRosterOperatorRequest {
             operator: Some(pb::RosterOperator {

@@ -25,6 +25,14 @@ impl Engine {
         self.finished_get(contact_id).and_then(|f| f.diverted).map(|(r, _)| Some(r))
     }
 
+    /// Whether contact `contact_id` is in service with operator `operator_id` now (accepted by
+    /// them in this life, not ended or transferred since).
+    #[must_use]
+    pub fn in_service_with(&self, operator_id: &str, contact_id: &str) -> bool {
+        let Ok((idx, _)) = self.logged_in(operator_id) else { return false };
+        self.contacts.get(contact_id).is_some_and(|r| matches!(r.state, CState::InService { slot, .. } if slot == idx))
+    }
+
     /// Opens or closes a queue for new contacts.
     pub fn set_queue_open(&self, queue: &str, open: bool) -> Result<(), RoutingError> {
         let qi = self.queue_idx(queue)?;

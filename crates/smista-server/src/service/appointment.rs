@@ -55,6 +55,58 @@ fn appointment_pb(a: &Appointment) -> pb::Appointment {
         segment: convert::segment_pb(a.segment) as i32,
         recording: a.recording,
         state: state_pb(a.state) as i32,
+        for_contact_id: a.for_contact.clone(),
+    }
+}
+
+/// Who books, moves or cancels: a platform or supervisor principal as before, or a desk acting
+/// for the contact it is serving (`serving_contact_id`, in service with `desk_operator_id`).
+/// Returns the contact the change is made from (empty: none named).
+fn serving_contact(
+    s: &Shared,
+    principal: &crate::edge::auth::Principal,
+    contact: &str,
+    desk_operator: &str,
+) -> Result<String, Status> {
+    use crate::config::auth::Role;
+    let privileged = principal.roles.has(Role::Platform) || principal.roles.has(Role::Supervisor);
+    if contact.is_empty() && desk_operator.is_empty() {
+        return if privileged {
+            Ok(String::new())
+        } else {
+            Err(Status::permission_denied(
+                "a desk books, moves or cancels only for the contact it is serving: name serving_contact_id and \
+                 desk_operator_id",
+            ))
+        };
+    }
+    smista_core::validate_id("serving_contact_id", contact).map_err(crate::wire::error::client_error)?;
+    smista_core::validate_id("desk_operator_id", desk_operator).map_err(crate::wire::error::client_error)?;
+    principal.check_operator(desk_operator)?;
+    let carried = s.recovered(contact).is_some_and(|h| h.operator == desk_operator);
+    if !carried && !s.engine.in_service_with(desk_operator, contact) {
+        return Err(Status::failed_precondition(format!(
+            "contact `{}` is not in service with operator `{}`",
+            smista_core::error::clip(contact),
+            smista_core::error::clip(desk_operator)
+        )));
+    }
+    Ok(contact.to_owned())
+}
+
+/// A desk may change only an appointment booked for the contact it serves.
+fn booked_for(s: &Shared, appointment: &str, contact: &str) -> Result<(), Status> {
+    if contact.is_empty() {
+        return Ok(());
+    }
+    match s.appointments.get(appointment) {
+        Some(a) if a.for_contact == contact => Ok(()),
+        Some(_) => Err(Status::failed_precondition(format!(
+            "appointment `{}` was not booked for contact `{}`",
+            smista_core::error::clip(appointment),
+            smista_core::error::clip(contact)
+        ))),
+        None => Err(Status::not_found(format!("unknown appointment `{}`", smista_core::error::clip(appointment)))),
     }
 }
 
@@ -166,8 +218,10 @@ impl AppointmentService for AppointmentSvc {
         request: Request<pb::BookAppointmentRequest>,
     ) -> Result<Response<pb::Appointment>, Status> {
         let t = RpcTimer::start("BookAppointment");
-        let req = request.into_inner();
         let r = async {
+            let principal = self.0.principal(&request)?;
+            let req = request.into_inner();
+            let for_contact = serving_contact(&self.0, &principal, &req.serving_contact_id, &req.desk_operator_id)?;
             let b = Booking {
                 id: req.appointment_id,
                 queue: req.queue,
@@ -176,6 +230,7 @@ impl AppointmentService for AppointmentSvc {
                 channel: convert::channel(req.channel)?,
                 segment: convert::segment(req.segment)?,
                 recording: req.recording,
+                for_contact,
             };
             let a = self.0.appointments.book(&b, self.now_unix()).map_err(status)?;
             // Inside the guard window already: held from now, not from the next tick.
@@ -193,8 +248,11 @@ impl AppointmentService for AppointmentSvc {
         request: Request<pb::MoveAppointmentRequest>,
     ) -> Result<Response<pb::Appointment>, Status> {
         let t = RpcTimer::start("MoveAppointment");
-        let req = request.into_inner();
         let r = async {
+            let principal = self.0.principal(&request)?;
+            let req = request.into_inner();
+            let contact = serving_contact(&self.0, &principal, &req.serving_contact_id, &req.desk_operator_id)?;
+            booked_for(&self.0, &req.appointment_id, &contact)?;
             let op = (!req.operator_id.is_empty()).then_some(req.operator_id.as_str());
             let a = self
                 .0
@@ -215,8 +273,11 @@ impl AppointmentService for AppointmentSvc {
         request: Request<pb::CancelAppointmentRequest>,
     ) -> Result<Response<pb::Appointment>, Status> {
         let t = RpcTimer::start("CancelAppointment");
-        let req = request.into_inner();
         let r = async {
+            let principal = self.0.principal(&request)?;
+            let req = request.into_inner();
+            let contact = serving_contact(&self.0, &principal, &req.serving_contact_id, &req.desk_operator_id)?;
+            booked_for(&self.0, &req.appointment_id, &contact)?;
             let a = self.0.appointments.cancel(&req.appointment_id).map_err(status)?;
             self.persist(&a).await?;
             Ok(appointment_pb(&a))
