@@ -1,7 +1,7 @@
-//! The README's quick tour, run as written: every `$ smista client ...` line of its first `text`
-//! block against a fresh `smista serve`, each output compared with the lines the README shows
-//! under it. Only durations may differ (a number before `ms`, `s` or `min`), so the README
-//! cannot drift from what the binary prints.
+//! The README's quick tour, and docs/citizen.md's transfer walk-through, run as written: every
+//! `$ smista client ...` line of the section's first `text` block against a fresh `smista serve`,
+//! each output compared with the lines the document shows under it. Only durations may differ (a
+//! number before `ms`, `s` or `min`), so the documents cannot drift from what the binary prints.
 
 mod support;
 
@@ -9,10 +9,12 @@ use std::process::Command;
 
 use support::Smista;
 
-/// The tour's (command, expected output lines) pairs, from README.md's "Quick tour".
-fn tour() -> Vec<(String, Vec<String>)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
-    let section = readme.split("## Quick tour").nth(1).expect("a Quick tour section");
+/// The (command, expected output lines) pairs of the first `text` block under `heading` of the
+/// repository's file `doc`.
+fn tour(doc: &str, heading: &str) -> Vec<(String, Vec<String>)> {
+    let path = format!("{}/../../{doc}", env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(path).expect("the document");
+    let section = readme.split(heading).nth(1).expect("the section");
     let block = section.split("```text\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a text block");
     let mut steps: Vec<(String, Vec<String>)> = Vec::new();
     for line in block.lines() {
@@ -52,12 +54,20 @@ fn durations_blurred(line: &str) -> String {
 
 #[test]
 fn the_readme_tour_runs_as_written_and_prints_what_the_readme_shows() {
-    let steps = tour();
+    run(&tour("README.md", "## Quick tour"), "readme");
+}
+
+#[test]
+fn the_transfer_walk_through_runs_as_written() {
+    run(&tour("docs/citizen.md", "## From first level to second"), "transfer");
+}
+
+fn run(steps: &[(String, Vec<String>)], tag: &str) {
     assert!(steps.len() >= 10, "the tour has its steps: {steps:?}");
-    let data = std::env::temp_dir().join(format!("smista-tour-{}", std::process::id()));
+    let data = std::env::temp_dir().join(format!("smista-tour-{tag}-{}", std::process::id()));
     let server = Smista::start(&["--data-dir".as_ref(), data.as_os_str()]);
     let target = format!("http://{}", server.grpc);
-    for (cmd, expected) in &steps {
+    for (cmd, expected) in steps {
         let args: Vec<&str> = cmd.split_whitespace().collect();
         assert_eq!(args.first(), Some(&"smista"), "a tour line runs smista: {cmd}");
         assert_eq!(args.get(1), Some(&"client"), "a tour line is a client call: {cmd}");

@@ -120,9 +120,8 @@ struct Contact {
     funding: Option<Arc<str>>,
     declined: Vec<u32>,
     state: CState,
-    /// Legs that operators ended by transferring it: the operator's slot and the leg's
-    /// completion (a repeated transfer answers the same).
-    legs: Vec<(u32, Completion)>,
+    /// Legs that operators ended by transferring it (a repeated transfer answers the same).
+    legs: Vec<Leg>,
     /// Budgets that settled a leg of it (the per-contact fee's rule across legs).
     paid: Vec<Arc<str>>,
     /// Its next leg's acceptance is dated no earlier than this: after its last leg's, so two
@@ -138,7 +137,18 @@ struct Finished {
     completed_by: Option<u32>,
     completion: Option<Completion>,
     /// Its transferred legs (see [`Contact::legs`]).
-    legs: Vec<(u32, Completion)>,
+    legs: Vec<Leg>,
+}
+
+/// A leg an operator ended by transferring its contact.
+#[derive(Clone, Copy, Debug)]
+struct Leg {
+    /// The operator's slot.
+    slot: u32,
+    /// The leg's handle time and wrap-up.
+    completion: Completion,
+    /// Where it sent the contact: a queue, or out of the centre (`None`).
+    to: Option<u32>,
 }
 
 /// The best contact an operator found so far while looking for work.

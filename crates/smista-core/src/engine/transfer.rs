@@ -107,11 +107,11 @@ impl Engine {
             .map(|r| *r.value())
             .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
         let Some((qi, state)) = self.contacts.get(contact_id).map(|r| (r.queue, r.state)) else {
-            return self.transferred_before(idx, contact_id, None, now);
+            return self.transferred_before(idx, contact_id, tq, None, now);
         };
         match state {
             CState::InService { slot, .. } if slot == idx => {}
-            _ => return self.transferred_before(idx, contact_id, Some((qi, state)), now),
+            _ => return self.transferred_before(idx, contact_id, tq, Some((qi, state)), now),
         }
         // The named operator: logged in, someone else, serving the queue on the channel.
         let pinned = match (pin, tq) {
@@ -152,7 +152,7 @@ impl Engine {
         }
         let queue_wrap = self.queues[qi as usize].state.lock().params.wrap_up_ms;
         let Some(mut rec) = self.contacts.get_mut(contact_id) else {
-            return self.transferred_before(idx, contact_id, None, now);
+            return self.transferred_before(idx, contact_id, tq, None, now);
         };
         let CState::InService { slot, gen, accepted_at } = rec.state else {
             return Err(RoutingError::WrongState(format!("contact `{contact_id}` is no longer in service")));
@@ -290,7 +290,7 @@ impl Engine {
         operator_slot.count_completed(handle_ms);
         q.record_occupancy(handle_ms.saturating_add(wrap_applied));
         operator_slot.release(gen, rec.channel, now);
-        rec.legs.push((slot, completion));
+        rec.legs.push(Leg { slot, completion, to: tq });
         out.push(Event::Transferred {
             contact: id.clone(),
             queue: q.name.clone(),
@@ -358,61 +358,67 @@ impl Engine {
     }
 
     /// The answer to a transfer of a contact that is not in this operator's hands: the same
-    /// answer if they transferred it before (in this life), else why not.
+    /// answer if they transferred it before to the same place (in this life), else why not.
     fn transferred_before(
         &self,
         idx: u32,
         contact_id: &str,
+        to: Option<u32>,
         live: Option<(u32, CState)>,
         now: Millis,
     ) -> Result<Transfer, RoutingError> {
-        if let Some((qi, state)) = live {
-            let leg = self.contacts.get(contact_id).and_then(|r| r.legs.iter().rev().find(|l| l.0 == idx).copied());
-            return match leg {
-                Some((_, completion)) => {
-                    let id: Arc<str> = Arc::from(contact_id);
-                    let next = match self.current_decision(&id, qi, state, now) {
-                        Ok(d) => Next::Placed(d),
-                        Err(_) => Next::Placed(Decision::Queued {
-                            queue: self.queues[qi as usize].name.clone(),
-                            position: 0,
-                            estimated_wait_ms: 0,
-                        }),
-                    };
-                    Ok(Transfer { completion, next })
-                }
-                None => Err(RoutingError::WrongState(format!(
-                    "contact `{contact_id}` is not in service with this operator"
-                ))),
-            };
-        }
-        match self.finished_get(contact_id) {
-            Some(f) => {
-                let leg = f.legs.iter().rev().find(|l| l.0 == idx).copied();
-                match leg {
-                    Some((_, completion)) => {
-                        let next = match f.diverted {
-                            Some((reason, fallback)) => Next::Placed(Decision::Diverted {
-                                reason,
-                                fallback,
-                                queue: self.queues[f.queue as usize].name.clone(),
-                                reopens: None,
-                            }),
-                            None => Next::Ended(f.outcome),
-                        };
-                        Ok(Transfer { completion, next })
-                    }
-                    // Ended in an earlier life: the server answers from its transfer record.
-                    None if f.completed_by.is_none() && f.legs.is_empty() => {
-                        Err(RoutingError::UnknownContact(contact_id.to_owned()))
-                    }
-                    None => Err(RoutingError::WrongState(format!(
-                        "contact `{contact_id}` ended without being transferred by this operator"
-                    ))),
-                }
+        let (leg, finished) = match live {
+            Some(_) => {
+                (self.contacts.get(contact_id).and_then(|r| r.legs.iter().rev().find(|l| l.slot == idx).copied()), None)
             }
-            None => Err(RoutingError::UnknownContact(contact_id.to_owned())),
+            None => match self.finished_get(contact_id) {
+                Some(f) => (f.legs.iter().rev().find(|l| l.slot == idx).copied(), Some(f)),
+                None => return Err(RoutingError::UnknownContact(contact_id.to_owned())),
+            },
+        };
+        let Some(leg) = leg else {
+            return Err(match (&finished, live) {
+                // Ended in an earlier life: the server answers from its transfer record.
+                (Some(f), _) if f.completed_by.is_none() && f.legs.is_empty() => {
+                    RoutingError::UnknownContact(contact_id.to_owned())
+                }
+                (Some(_), _) => RoutingError::WrongState(format!(
+                    "contact `{contact_id}` ended without being transferred by this operator"
+                )),
+                (None, _) => {
+                    RoutingError::WrongState(format!("contact `{contact_id}` is not in service with this operator"))
+                }
+            });
+        };
+        if leg.to != to {
+            let was = leg
+                .to
+                .map_or_else(|| "out of the centre".to_owned(), |q| format!("to `{}`", self.queues[q as usize].name));
+            return Err(RoutingError::WrongState(format!(
+                "contact `{contact_id}` was already transferred by this operator, {was}"
+            )));
         }
+        let next = match (live, finished) {
+            (Some((qi, state)), _) => {
+                let id: Arc<str> = Arc::from(contact_id);
+                Next::Placed(self.current_decision(&id, qi, state, now).unwrap_or(Decision::Queued {
+                    queue: self.queues[qi as usize].name.clone(),
+                    position: 0,
+                    estimated_wait_ms: 0,
+                }))
+            }
+            (None, Some(f)) => match f.diverted {
+                Some((reason, fallback)) => Next::Placed(Decision::Diverted {
+                    reason,
+                    fallback,
+                    queue: self.queues[f.queue as usize].name.clone(),
+                    reopens: None,
+                }),
+                None => Next::Ended(f.outcome),
+            },
+            (None, None) => Next::Ended(Outcome::Transferred),
+        };
+        Ok(Transfer { completion: leg.completion, next })
     }
 
     /// Offers again, after a restart or a failover, the next leg of a contact an operator

@@ -70,6 +70,21 @@ pub async fn transfer(s: &Shared, req: pb::TransferContactRequest) -> Result<pb:
             else {
                 return Err(client_error(e));
             };
+            let asked = match &target {
+                TransferTarget::Queue(q) | TransferTarget::Operator { queue: q, .. } => q.as_str(),
+                TransferTarget::External => "",
+            };
+            if record.to_queue != asked {
+                let was = if record.to_queue.is_empty() {
+                    "out of the centre".to_owned()
+                } else {
+                    format!("to `{}`", record.to_queue)
+                };
+                return Err(Status::failed_precondition(format!(
+                    "contact `{}` was already transferred by this operator, {was}",
+                    smista_core::error::clip(&req.contact_id)
+                )));
+            }
             let next =
                 if record.to_queue.is_empty() { Some(Next::Ended(smista_core::Outcome::Transferred)) } else { None };
             let mut out = response(s, record.handle_ms, record.wrap_up_ms, next, now);

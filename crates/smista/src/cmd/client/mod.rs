@@ -8,6 +8,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use smista_proto::v1 as pb;
 use smista_proto::v1::admin_service_client::AdminServiceClient;
+use smista_proto::v1::appointment_service_client::AppointmentServiceClient;
 use smista_proto::v1::contact_service_client::ContactServiceClient;
 use smista_proto::v1::operator_service_client::OperatorServiceClient;
 
@@ -81,6 +82,63 @@ enum Call {
         contact: String,
         #[arg(long, default_value_t = 0)]
         wrap_up_ms: u64,
+    },
+    /// Move a contact in service on (a blind transfer): `transfer OPERATOR CONTACT --queue Q`,
+    /// `--queue Q --to-operator OP [--timeout-ms 60000]` (that operator first), or
+    /// `--external DESTINATION` (out of the centre; the platform dials it).
+    Transfer {
+        operator: String,
+        contact: String,
+        /// The queue its next leg waits in.
+        #[arg(long)]
+        queue: Option<String>,
+        /// An operator of `--queue` who gets it first.
+        #[arg(long, requires = "queue")]
+        to_operator: Option<String>,
+        /// How long only `--to-operator` may take it.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+        /// Out of the centre, to this destination.
+        #[arg(long, conflicts_with_all = ["queue", "to_operator"])]
+        external: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        wrap_up_ms: u64,
+    },
+    /// Book an appointment: `book ID QUEUE START_UNIX_MS [--operator OP] [--channel video]`; a
+    /// desk books for the caller it serves with `--for-contact CONTACT --desk OPERATOR`.
+    Book {
+        appointment: String,
+        queue: String,
+        start_unix_ms: u64,
+        #[arg(long, default_value = "")]
+        operator: String,
+        #[arg(long, default_value = "video")]
+        channel: String,
+        /// The contact in service it is booked from.
+        #[arg(long = "for-contact", default_value = "")]
+        for_contact: String,
+        /// The operator serving `--for-contact`.
+        #[arg(long, default_value = "")]
+        desk: String,
+    },
+    /// Move an appointment: `move-appointment ID START_UNIX_MS [--operator OP]`.
+    MoveAppointment {
+        appointment: String,
+        start_unix_ms: u64,
+        #[arg(long, default_value = "")]
+        operator: String,
+        #[arg(long = "for-contact", default_value = "")]
+        for_contact: String,
+        #[arg(long, default_value = "")]
+        desk: String,
+    },
+    /// Cancel an appointment: `cancel-appointment ID`.
+    CancelAppointment {
+        appointment: String,
+        #[arg(long = "for-contact", default_value = "")]
+        for_contact: String,
+        #[arg(long, default_value = "")]
+        desk: String,
     },
     /// Print queues and operators.
     Snapshot,
@@ -213,6 +271,7 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
     let bearer = args.creds.bearer()?;
     let mut contacts = ContactServiceClient::with_interceptor(ch.clone(), bearer.clone());
     let mut ops = OperatorServiceClient::with_interceptor(ch.clone(), bearer.clone());
+    let mut appointments = AppointmentServiceClient::with_interceptor(ch.clone(), bearer.clone());
     let mut admin = AdminServiceClient::with_interceptor(ch, bearer);
     let json = args.json;
     let print = |(line, value): (String, Value)| {
@@ -337,6 +396,69 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 ),
                 json!({"handle_ms": r.handle_ms, "wrap_up_ms": r.wrap_up_ms}),
             ));
+        }
+        Call::Transfer { operator, contact, queue, to_operator, timeout_ms, external, wrap_up_ms } => {
+            use pb::transfer_contact_request::Target;
+            let target = match (queue, to_operator, external) {
+                (Some(queue), Some(operator_id), None) => {
+                    Target::Operator(pb::TransferToOperator { operator_id, queue, timeout_ms })
+                }
+                (Some(queue), None, None) => Target::Queue(queue),
+                (None, None, Some(destination)) => Target::External(pb::TransferOut { destination }),
+                _ => return Err("name --queue (with --to-operator for a colleague first) or --external".into()),
+            };
+            let r = ops
+                .transfer_contact(pb::TransferContactRequest {
+                    operator_id: operator,
+                    contact_id: contact,
+                    target: Some(target),
+                    ended_unix_ms: 0,
+                    wrap_up_ms,
+                })
+                .await?
+                .into_inner();
+            print(show::transferred(&r));
+        }
+        Call::Book { appointment, queue, start_unix_ms, operator, channel: c, for_contact, desk } => {
+            let a = appointments
+                .book_appointment(pb::BookAppointmentRequest {
+                    appointment_id: appointment,
+                    queue,
+                    start_unix_ms,
+                    operator_id: operator,
+                    channel: channel(&c)? as i32,
+                    segment: pb::Segment::General as i32,
+                    recording: false,
+                    serving_contact_id: for_contact,
+                    desk_operator_id: desk,
+                })
+                .await?
+                .into_inner();
+            print(show::appointment(&a));
+        }
+        Call::MoveAppointment { appointment, start_unix_ms, operator, for_contact, desk } => {
+            let a = appointments
+                .move_appointment(pb::MoveAppointmentRequest {
+                    appointment_id: appointment,
+                    start_unix_ms,
+                    operator_id: operator,
+                    serving_contact_id: for_contact,
+                    desk_operator_id: desk,
+                })
+                .await?
+                .into_inner();
+            print(show::appointment(&a));
+        }
+        Call::CancelAppointment { appointment, for_contact, desk } => {
+            let a = appointments
+                .cancel_appointment(pb::CancelAppointmentRequest {
+                    appointment_id: appointment,
+                    serving_contact_id: for_contact,
+                    desk_operator_id: desk,
+                })
+                .await?
+                .into_inner();
+            print(show::appointment(&a));
         }
         Call::Snapshot => {
             let s = admin.get_snapshot(pb::GetSnapshotRequest {}).await?.into_inner();

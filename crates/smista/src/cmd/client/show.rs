@@ -215,3 +215,41 @@ mod tests {
         assert_eq!(status(&tonic::Status::failed_precondition("")), "failed precondition");
     }
 }
+
+/// A transfer's answer: `transferred after 2 min 5 s (wrap-up 10 s); queued at position 3 of
+/// consultancy, about 4 min`.
+#[must_use]
+pub(crate) fn transferred(r: &pb::TransferContactResponse) -> (String, Value) {
+    use pb::offer_contact_response::Decision as D;
+    use pb::transfer_contact_response::Next;
+    let leg = format!("transferred after {} (wrap-up {})", duration(r.handle_ms), duration(r.wrap_up_ms));
+    let (next, value) = match &r.next {
+        Some(Next::Queued(q)) => decision(Some(&D::Queued(q.clone()))),
+        Some(Next::Assigned(a)) => decision(Some(&D::Assigned(a.clone()))),
+        Some(Next::Diverted(d)) => decision(Some(&D::Diverted(d.clone()))),
+        Some(Next::Ended(o)) => (format!("ended: {}", outcome(*o)), json!({"ended": outcome(*o)})),
+        None => ("where it stands is not known".into(), json!({})),
+    };
+    let mut v = json!({"handle_ms": r.handle_ms, "wrap_up_ms": r.wrap_up_ms});
+    if let (Some(o), Value::Object(d)) = (v.as_object_mut(), value) {
+        o.extend(d);
+    }
+    (format!("{leg}; {next}"), v)
+}
+
+/// An appointment: `appt-1 consultancy with op-anna (Dott.ssa Anna) at 1800000000000 (Unix ms), booked`.
+#[must_use]
+pub(crate) fn appointment(a: &pb::Appointment) -> (String, Value) {
+    let state = pb::AppointmentState::try_from(a.state)
+        .map_or_else(|_| format!("state {}", a.state), |s| words(s.as_str_name(), "APPOINTMENT_STATE_"));
+    let from = if a.for_contact_id.is_empty() { String::new() } else { format!(", from call {}", a.for_contact_id) };
+    (
+        format!(
+            "{} {} with {} ({}) at {} (Unix ms), {state}{from}",
+            a.appointment_id, a.queue, a.operator_id, a.display_name, a.start_unix_ms
+        ),
+        json!({"appointment_id": a.appointment_id, "queue": a.queue, "operator_id": a.operator_id,
+               "display_name": a.display_name, "start_unix_ms": a.start_unix_ms, "end_unix_ms": a.end_unix_ms,
+               "state": state, "for_contact_id": a.for_contact_id}),
+    )
+}
