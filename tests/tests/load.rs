@@ -51,6 +51,10 @@ fn config(target: String, scenario: Scenario, queue: &str) -> LoadConfig {
         pause_codes: "break,training,meeting".into(),
         check_operators: false,
         tick_ms: 100,
+        transfer_share: 0.0,
+        second_queue: "consult".into(),
+        second_operators: 0,
+        second_aht: 3.0,
     }
 }
 
@@ -128,6 +132,29 @@ async fn erlang_scenario_report_is_consistent() {
 /// each contact (and a budget): the run says its figures are not comparable with Erlang C, and
 /// which configuration it needs (issue 29, item 13: it printed P(wait) 0.53 against 0.14 and
 /// nothing else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_of_the_first_level_goes_to_the_second_and_every_contact_still_ends_once() {
+    let srv = server().await;
+    let mut cfg = config(format!("http://{}", srv.grpc), Scenario::Erlang, "general");
+    cfg.patience = 0.0;
+    cfg.transfer_share = 0.4;
+    cfg.second_operators = 6;
+    cfg.second_aht = 0.3;
+    let r = run(&cfg, Arc::new(AtomicBool::new(false))).await.expect("run");
+    let c = &r.consistency;
+    assert!(c.contacts > 20, "too few contacts to judge: {r:#?}");
+    assert_eq!((c.finished_once, c.missing, c.duplicated), (c.contacts, 0, 0), "{c:?}");
+    let s = r.second_level.as_ref().expect("a second level");
+    assert!(s.transfers > 0, "{s:?}");
+    // Every transferred contact's second leg was answered (no hang-ups, nobody paused), and
+    // ended completed: transfers plus first-level completions are the contacts.
+    assert_eq!(s.answered, s.transfers, "{s:?}");
+    assert_eq!(r.outcomes.get("completed").copied().unwrap_or(0), c.contacts, "{:?}", r.outcomes);
+    assert!((0.0..=1.0).contains(&s.p_wait) && (0.0..=1.0).contains(&s.occupancy), "{s:?}");
+    assert!(s.theory.is_some(), "Erlang C for the second level: {s:?}");
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_erlang_scenario_says_when_the_server_is_not_the_one_it_needs() {
     let srv = Server::start_with(Config::load(None).expect("demo")).await;

@@ -126,6 +126,18 @@ fn print_table(r: &Report) {
                 t.p_wait, t.asa_seconds, t.service_level, t.occupancy, t.load_erlangs
             );
         }
+        if let Some(s) = &r.second_level {
+            println!(
+                "second level         {} transfers to {} ({:.2}/s), {} answered: P(wait) {:.3}  ASA {:.2} s  service level {:.3}  occupancy {:.3} ({} operators, handle {:.2} s)",
+                s.transfers, s.queue, s.transfers_per_second, s.answered, s.p_wait, s.asa_seconds, s.service_level, s.occupancy, s.operators, s.mean_handle_seconds
+            );
+            if let Some(t) = &s.theory {
+                println!(
+                    "Erlang C (second)    P(wait) {:.3}  ASA {:.2} s  service level {:.3}  occupancy {:.3} (load {:.2} E)",
+                    t.p_wait, t.asa_seconds, t.service_level, t.occupancy, t.load_erlangs
+                );
+            }
+        }
         for w in &r.warnings {
             println!("warning              {w}");
         }

@@ -195,6 +195,19 @@ pub struct LoadConfig {
     /// The server's `[server] tick_ms`: the tolerance of `--check-operators`.
     #[arg(long, default_value_t = 100)]
     pub tick_ms: u64,
+    /// Share of the handled first-level contacts their operator transfers to `--second-queue`
+    /// (TransferContact) instead of completing (0..=1; `erlang` only).
+    #[arg(long, default_value_t = 0.0)]
+    pub transfer_share: f64,
+    /// The second-level queue transferred contacts wait in.
+    #[arg(long, default_value = "consult")]
+    pub second_queue: String,
+    /// Second-level operators (serving only `--second-queue`), beside the `--operators`.
+    #[arg(long, default_value_t = 0)]
+    pub second_operators: u32,
+    /// Mean handle time at the second level, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub second_aht: f64,
 }
 
 /// Service lines of the demo configuration with their share of demand (for `mix`).

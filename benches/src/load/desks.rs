@@ -17,6 +17,10 @@ use super::random::{draw_handle, stream_seed};
 use super::tracker::Tracker;
 
 pub(super) fn operator_setup(cfg: &LoadConfig, i: u32) -> (String, Vec<(String, u32)>) {
+    if i >= cfg.operators {
+        // A second-level desk (`--second-operators`): internal staff of the second queue.
+        return ("internal".to_owned(), vec![(cfg.second_queue.clone(), 5)]);
+    }
     match cfg.scenario {
         Scenario::Mix => {
             let groups = ["internal", "supplier-a", "supplier-b"];
@@ -78,7 +82,10 @@ pub(super) async fn login_operators(
                 .map_err(rpc(format!("watch offers of {id}")))?
                 .into_inner();
             let (pool, tracker, id2) = (pool.clone(), tracker.clone(), id.clone());
-            let (dist, aht) = (cfg.handle, cfg.aht);
+            let second = i >= cfg.operators;
+            let (dist, aht) = (cfg.handle, if second { cfg.second_aht } else { cfg.aht });
+            let share = if second { 0.0 } else { cfg.transfer_share };
+            let to = cfg.second_queue.clone();
             let mut rng = SmallRng::seed_from_u64(stream_seed(cfg.seed, 1 + u64::from(i)));
             tokio::spawn(async move {
                 let mut first = true;
@@ -87,7 +94,8 @@ pub(super) async fn login_operators(
                         tracker.desks_offered.fetch_add(1, Ordering::Relaxed);
                     }
                     let handle = draw_handle(&mut rng, dist, aht);
-                    let (pool, tracker, op) = (pool.clone(), tracker.clone(), id2.clone());
+                    let transfer = share > 0.0 && rand::Rng::random::<f64>(&mut rng) < share;
+                    let (pool, tracker, op, to) = (pool.clone(), tracker.clone(), id2.clone(), to.clone());
                     tokio::spawn(async move {
                         let mut ops = pool.desk(&op);
                         let c = offer.contact_id;
@@ -103,23 +111,44 @@ pub(super) async fn login_operators(
                         let accepted = Instant::now();
                         tokio::time::sleep(Duration::from_secs_f64(handle)).await;
                         let sent = unix_now_ms();
-                        let done = ops
-                            .complete_contact(pb::CompleteContactRequest {
+                        let done = if transfer {
+                            // The first level hands the caller to the second.
+                            ops.transfer_contact(pb::TransferContactRequest {
+                                operator_id: op.clone(),
+                                contact_id: c,
+                                target: Some(pb::transfer_contact_request::Target::Queue(to)),
+                                ended_unix_ms: 0,
+                                wrap_up_ms: 0,
+                            })
+                            .await
+                            .map(|r| {
+                                let r = r.into_inner();
+                                tracker.transfers.fetch_add(1, Ordering::Relaxed);
+                                tonic::Response::new(pb::CompleteContactResponse {
+                                    handle_ms: r.handle_ms,
+                                    wrap_up_ms: r.wrap_up_ms,
+                                })
+                            })
+                        } else {
+                            ops.complete_contact(pb::CompleteContactRequest {
                                 operator_id: op.clone(),
                                 contact_id: c,
                                 wrap_up_ms: 0,
                                 ended_unix_ms: 0,
                             })
-                            .await;
+                            .await
+                        };
                         // Completed, or ended otherwise before (the caller hung up in service, a
                         // forced logout): this run learns it only now.
                         let replied = unix_now_ms();
                         tracker.desks.ended(&op, if done.is_ok() { sent } else { replied }, replied);
                         if let Ok(d) = done {
                             let d = d.into_inner();
-                            tracker.busy_ms.fetch_add(d.handle_ms, Ordering::Relaxed);
                             tracker.wrap_up_ms_max.fetch_max(d.wrap_up_ms, Ordering::Relaxed);
-                            tracker.busy.lock().push((accepted, Instant::now()));
+                            let level = if second { &tracker.second } else { &tracker.first };
+                            level.busy_ms.fetch_add(d.handle_ms, Ordering::Relaxed);
+                            level.handled.fetch_add(1, Ordering::Relaxed);
+                            level.busy.lock().push((accepted, Instant::now()));
                         }
                     });
                 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub use config::{HandleDist, LoadConfig, Scenario};
 pub use error::LoadError;
 pub use operator_check::{GroupTimes, OperatorCheck};
-pub use report::{BudgetFigures, Consistency, Latency, Report, WaitEstimates};
+pub use report::{BudgetFigures, Consistency, Latency, Report, SecondLevel, WaitEstimates};
 pub use report_check::{QueueCounts, ReportCheck};
 
 use closed::{floor, vs_floor, vs_idle, vs_pair, vs_wallboards};
@@ -76,6 +76,11 @@ pub async fn run_many(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Vec<(St
 pub async fn run(cfg: &LoadConfig, stop: Arc<AtomicBool>) -> Result<Report, LoadError> {
     if cfg.rate <= 0.0 || cfg.duration <= 0.0 || cfg.aht <= 0.0 {
         return Err(LoadError::Usage("--rate, --duration and --aht must be positive".into()));
+    }
+    if !(0.0..=1.0).contains(&cfg.transfer_share) || (cfg.transfer_share > 0.0 && cfg.second_operators == 0) {
+        return Err(LoadError::Usage(
+            "--transfer-share is a share (0..=1), and needs --second-operators to take the transfers".into(),
+        ));
     }
     // Several connections, as real desks spread over them: one per 2,000 desks, at least 4.
     let connections = (cfg.operators as usize).div_ceil(2_000).max(4);

@@ -43,6 +43,20 @@ async fn follow_events(
             // Contacts of other clients on the same server are ignored.
             let Some(queue) = tracker.mine.get(&ev.contact_id).map(|q| q.to_string()) else { continue };
             match ev.kind {
+                Some(Kind::Transferred(t)) if !t.to_queue.is_empty() => {
+                    tracker.second_waiting.insert(ev.contact_id.clone(), ev.timestamp_ms);
+                }
+                Some(Kind::Accepted(_)) if tracker.second_waiting.contains_key(&ev.contact_id) => {
+                    // A second leg: its wait runs from the transfer, not from the arrival.
+                    if let Some((_, at)) = tracker.second_waiting.remove(&ev.contact_id) {
+                        let waited = ev.timestamp_ms.saturating_sub(at);
+                        let l = &tracker.second;
+                        l.answered.fetch_add(1, Ordering::Relaxed);
+                        l.waited_ms_sum.fetch_add(waited, Ordering::Relaxed);
+                        l.waited.fetch_add(u64::from(waited > 0), Ordering::Relaxed);
+                        l.answered_in_sl.fetch_add(u64::from(waited <= sl_ms), Ordering::Relaxed);
+                    }
+                }
                 Some(Kind::Accepted(a)) => {
                     tracker.answered.fetch_add(1, Ordering::Relaxed);
                     tracker.waited_ms_sum.fetch_add(a.waited_ms, Ordering::Relaxed);
@@ -77,7 +91,7 @@ pub(super) async fn open_loop(
     let tracker = Arc::new(Tracker { latency: Mutex::new(Histogram::new(3).ok()), ..Tracker::default() });
     let sl_ms = (cfg.sl_threshold * 1000.0) as u64;
     let started_unix_ms = unix_now_ms();
-    let ops = login_operators(cfg, pool, prefix, cfg.operators, true, &tracker).await?;
+    let ops = login_operators(cfg, pool, prefix, cfg.operators + cfg.second_operators, true, &tracker).await?;
     let pausing = Arc::new(AtomicBool::new(false));
     let mut pausers = tokio::task::JoinSet::new();
     if cfg.pause_every > 0.0 {

@@ -78,6 +78,33 @@ pub struct BudgetFigures {
     pub lease_cents: i64,
 }
 
+/// The second level of a run with transfers (`--transfer-share`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SecondLevel {
+    /// Its queue.
+    pub queue: String,
+    /// Its operators.
+    pub operators: u32,
+    /// Transfers the first level made.
+    pub transfers: u64,
+    /// Per second of arrivals.
+    pub transfers_per_second: f64,
+    /// Second legs accepted.
+    pub answered: u64,
+    /// Share of them that waited (from the transfer to the acceptance).
+    pub p_wait: f64,
+    /// Their average wait from the transfer, seconds.
+    pub asa_seconds: f64,
+    /// Share accepted within the threshold of their transfer.
+    pub service_level: f64,
+    /// The second-level operators' occupancy during the arrivals.
+    pub occupancy: f64,
+    /// Mean handle time of the second legs, seconds.
+    pub mean_handle_seconds: f64,
+    /// Erlang C for the second level at the realised transfer rate and handle time.
+    pub theory: Option<theory::ErlangC>,
+}
+
 /// The report, printed as a table and written as JSON.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -125,6 +152,9 @@ pub struct Report {
     pub budgets: Vec<BudgetFigures>,
     /// Erlang C prediction (erlang scenario).
     pub theory: Option<theory::ErlangC>,
+    /// The second level (`--transfer-share`): the legs the first level transferred.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_level: Option<SecondLevel>,
     /// Empty RPCs per second (floor, --vs-floor).
     pub floor_rps: Option<f64>,
     /// Closed-loop offers per second (--vs-floor).
@@ -273,6 +303,37 @@ pub(super) fn budget_figures(snap: &pb::Snapshot) -> Vec<BudgetFigures> {
         .collect()
 }
 
+/// The second level of a run with `--transfer-share`: its legs' waits from their transfer, and
+/// Erlang C at the transfers' realised rate. By Burke's theorem the departures of an M/M/c queue
+/// are Poisson at its arrival rate, so the legs a random share of them sends on arrive as Poisson
+/// too: the second queue is M/M/c2 with lambda2 = lambda * share.
+fn second_level(cfg: &LoadConfig, t: &Tracker, (start, elapsed): (Instant, f64)) -> Option<SecondLevel> {
+    if cfg.transfer_share <= 0.0 {
+        return None;
+    }
+    let l = &t.second;
+    let transfers = t.transfers.load(Ordering::Relaxed);
+    let answered = l.answered.load(Ordering::Relaxed);
+    let handled = l.handled.load(Ordering::Relaxed);
+    let per = |x: u64| if answered > 0 { x as f64 / answered as f64 } else { 0.0 };
+    let mean_handle =
+        if handled > 0 { l.busy_ms.load(Ordering::Relaxed) as f64 / 1000.0 / handled as f64 } else { cfg.second_aht };
+    let rate = transfers as f64 / elapsed;
+    Some(SecondLevel {
+        queue: cfg.second_queue.clone(),
+        operators: cfg.second_operators,
+        transfers,
+        transfers_per_second: rate,
+        answered,
+        p_wait: per(l.waited.load(Ordering::Relaxed)),
+        asa_seconds: per(l.waited_ms_sum.load(Ordering::Relaxed)) / 1000.0,
+        service_level: if answered > 0 { per(l.answered_in_sl.load(Ordering::Relaxed)) } else { 1.0 },
+        occupancy: occupancy(&l.busy.lock(), start, elapsed, cfg.second_operators),
+        mean_handle_seconds: mean_handle,
+        theory: theory::erlang_c(cfg.second_operators, rate, mean_handle, cfg.sl_threshold),
+    })
+}
+
 pub(super) fn build_report(
     cfg: &LoadConfig,
     rate: f64,
@@ -295,9 +356,9 @@ pub(super) fn build_report(
     let lat = t.latency.lock().as_ref().map(latency).unwrap_or_default();
     // Compare with Erlang C at the realised arrival rate and mean handle time: near high occupancy
     // P(wait) is very sensitive to the load actually offered.
-    let completed = t.outcomes.lock().get("completed").copied().unwrap_or(0);
+    let handled = t.first.handled.load(Ordering::Relaxed);
     let mean_handle =
-        if completed > 0 { t.busy_ms.load(Ordering::Relaxed) as f64 / 1000.0 / completed as f64 } else { cfg.aht };
+        if handled > 0 { t.first.busy_ms.load(Ordering::Relaxed) as f64 / 1000.0 / handled as f64 } else { cfg.aht };
     let theory = (cfg.scenario == Scenario::Erlang)
         .then(|| theory::erlang_c(cfg.operators, offers as f64 / elapsed, mean_handle, cfg.sl_threshold))
         .flatten();
@@ -344,7 +405,8 @@ pub(super) fn build_report(
             1.0
         },
         abandon_rate: if offers > 0 { abandoned as f64 / offers as f64 } else { 0.0 },
-        occupancy: occupancy(&t.busy.lock(), start, elapsed, cfg.operators),
+        occupancy: occupancy(&t.first.busy.lock(), start, elapsed, cfg.operators),
+        second_level: second_level(cfg, t, (start, elapsed)),
         consistency,
         desks_offered: t.desks_offered.load(Ordering::Relaxed),
         budgets: budget_figures(snap),

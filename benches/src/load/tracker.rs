@@ -30,11 +30,17 @@ pub(super) struct Tracker {
     pub(super) waited_ms_sum: AtomicU64,
     pub(super) abandoned: AtomicU64,
     pub(super) abandoned_after_sl: AtomicU64,
-    pub(super) busy_ms: AtomicU64,
+    /// The first level's (the `--operators`') handled legs: completed or transferred.
+    pub(super) first: Level,
+    /// The second level's (`--second-operators`, `--transfer-share`).
+    pub(super) second: Level,
+    /// Transfers to the second level the desks made.
+    pub(super) transfers: AtomicU64,
+    /// Contacts transferred whose second leg has not been accepted yet: when the transfer's
+    /// event was stamped, Unix ms (the second level's wait runs from there).
+    pub(super) second_waiting: DashMap<String, u64>,
     /// The longest wrap-up a completion's reply gave (the desks ask for none: any is the queue's).
     pub(super) wrap_up_ms_max: AtomicU64,
-    /// Each completed call's time with its virtual operator: (accepted, completed).
-    pub(super) busy: Mutex<Vec<(Instant, Instant)>>,
     pub(super) offers: AtomicU64,
     /// Offer RPCs sent and not yet answered.
     pub(super) in_flight: AtomicU64,
@@ -53,4 +59,21 @@ impl Tracker {
 
 pub(super) fn unfinished(t: &Tracker) -> usize {
     t.decided.iter().filter(|e| !t.finished.contains_key(e.key())).count()
+}
+
+/// One level's desks: what they handled, and (the second level only) the waits of its legs.
+#[derive(Debug, Default)]
+pub(super) struct Level {
+    /// Handle time of the legs handled, ms.
+    pub(super) busy_ms: AtomicU64,
+    /// Legs handled (completed, or at the first level transferred).
+    pub(super) handled: AtomicU64,
+    /// Each handled leg's time with its virtual operator: (accepted, ended).
+    pub(super) busy: Mutex<Vec<(Instant, Instant)>>,
+    /// Legs accepted, the sum of their waits (from the transfer), and those within the threshold.
+    pub(super) answered: AtomicU64,
+    pub(super) waited_ms_sum: AtomicU64,
+    pub(super) answered_in_sl: AtomicU64,
+    /// Legs accepted after a wait of at least 1 ms.
+    pub(super) waited: AtomicU64,
 }
