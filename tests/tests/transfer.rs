@@ -380,3 +380,129 @@ async fn a_desk_books_moves_and_cancels_the_consultancy_of_the_caller_it_serves(
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     srv.stop().await;
 }
+
+/// What an independent client found (issue 30's adversary run): repeats after a restart answer
+/// from the record wherever the contact went since, a contact carried across a restart can be
+/// transferred, and a named operator who passes the contact on frees it for the queue at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_after_a_restart_and_carried_contacts_answer_as_the_proto_says() {
+    for pg in backends("transfer-carried") {
+        let data = temp_dir("transfer-carried");
+        let cfg = ledger_config(&data, pg.as_deref());
+        let srv = Server::start_in(cfg.clone()).await;
+        let mut o = srv.operators().await;
+        o.login(login("op-201", "supplier-a", &[("naspi", 6)])).await.expect("login");
+        o.login(login("op-202", "supplier-a", &[("isee", 5)])).await.expect("login");
+        // k-1: transferred, then accepted and completed by op-202 before the restart.
+        in_service(&srv, &mut o, "op-201", "k-1", "naspi").await;
+        let first = o.transfer_contact(to_queue("op-201", "k-1", "isee")).await.expect("transfer").into_inner();
+        assert!(matches!(&first.next, Some(Next::Assigned(a)) if a.operator_id == "op-202"), "{first:?}");
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-202".into(), contact_id: "k-1".into() })
+            .await
+            .expect("accept");
+        complete(&mut o, "op-202", "k-1").await;
+        // k-2: in service with op-201 when the server stops, never transferred.
+        o.login(login("op-203", "supplier-a", &[("naspi", 7)])).await.expect("login");
+        in_service(&srv, &mut o, "op-203", "k-2", "naspi").await;
+        srv.stop().await;
+
+        let srv = Server::start_in(cfg.clone()).await;
+        let mut o = srv.operators().await;
+        // The repeat of k-1's transfer: the same leg, and the contact has ended since.
+        let again = o.transfer_contact(to_queue("op-201", "k-1", "isee")).await.expect("repeat").into_inner();
+        assert_eq!((again.handle_ms, again.next), (first.handle_ms, Some(Next::Ended(pb::Outcome::Completed as i32))));
+        // Another target than the first: refused, whatever the life.
+        let e = o.transfer_contact(to_queue("op-201", "k-1", "naspi")).await.expect_err("another target");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        // k-2 is carried across the restart with op-203, who logs in again and transfers it.
+        let l = o.login(login("op-203", "supplier-a", &[("naspi", 7)])).await.expect("login").into_inner();
+        assert_eq!(l.in_service, vec!["k-2".to_owned()]);
+        o.login(login("op-202", "supplier-a", &[("isee", 5)])).await.expect("login");
+        let e = o.transfer_contact(to_queue("op-202", "k-2", "isee")).await.expect_err("not op-202's");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let t = o.transfer_contact(to_queue("op-203", "k-2", "isee")).await.expect("carried transfer").into_inner();
+        match &t.next {
+            Some(Next::Assigned(a)) => assert_eq!((a.operator_id.as_str(), a.queue.as_str()), ("op-202", "isee")),
+            other => panic!("expected op-202 on isee, got {other:?}"),
+        }
+        // The platform's offer of it again (as after any restart) answers where it is.
+        let d = srv.contacts().await.offer_contact(voice("k-2", "naspi")).await.expect("offer again").into_inner();
+        assert_eq!(assigned(&d).as_deref(), Some("op-202"), "{d:?}");
+        // After the repeat-contract re-offer the first operator's repeat still answers the leg.
+        let again = o.transfer_contact(to_queue("op-203", "k-2", "isee")).await.expect("repeat").into_inner();
+        assert_eq!(again.handle_ms, t.handle_ms);
+        o.accept_offer(pb::AcceptOfferRequest { operator_id: "op-202".into(), contact_id: "k-2".into() })
+            .await
+            .expect("accept");
+        complete(&mut o, "op-202", "k-2").await;
+
+        // Malformed targets and a queue nobody else serves: refused, nothing changed.
+        o.login(login("op-204", "supplier-a", &[("family", 6)])).await.expect("login");
+        in_service(&srv, &mut o, "op-204", "k-3", "family-allowance").await;
+        let e = o.transfer_contact(to_queue("op-204", "k-3", "")).await.expect_err("empty queue");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let bad = pb::TransferContactRequest {
+            target: Some(Target::External(pb::TransferOut { destination: "+39\n06".into() })),
+            ..to_queue("op-204", "k-3", "")
+        };
+        let e = o.transfer_contact(bad).await.expect_err("a newline");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let e = o.transfer_contact(to_queue("op-204", "k-3", "family-allowance")).await.expect_err("only op-204 there");
+        assert!(e.code() == Code::FailedPrecondition && e.message().contains("no_operators"), "{e:?}");
+        complete(&mut o, "op-204", "k-3").await;
+        srv.stop().await;
+
+        let target = cfg.ledger.target(&data).expect("ledger");
+        let l = smista_ledger::Ledger::connect(&target).await.expect("open");
+        for c in ["k-1", "k-2"] {
+            let recs = l.cost_records_of(c).await.expect("records");
+            let legs: Vec<&str> = recs.iter().map(|r| r.outcome.as_str()).collect();
+            assert_eq!(legs, vec!["transferred", "completed"], "{c}: {recs:?}");
+        }
+        l.close().await;
+        drop_backend(pg.as_deref()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_operator_who_declines_frees_the_contact_for_the_queue() {
+    let srv = Server::start().await;
+    let mut o = srv.operators().await;
+    o.login(login("op-201", "supplier-a", &[("naspi", 6)])).await.expect("login");
+    o.login(login("op-202", "supplier-a", &[("isee", 5)])).await.expect("login");
+    in_service(&srv, &mut o, "op-201", "n-1", "naspi").await;
+    // op-202 is named for ten minutes; op-203 of the same queue waits.
+    let named = pb::TransferContactRequest {
+        target: Some(Target::Operator(pb::TransferToOperator {
+            operator_id: "op-202".into(),
+            queue: "isee".into(),
+            timeout_ms: 600_000,
+        })),
+        ..to_queue("op-201", "n-1", "")
+    };
+    let r = o.transfer_contact(named).await.expect("named").into_inner();
+    assert!(matches!(&r.next, Some(Next::Assigned(a)) if a.operator_id == "op-202"), "{r:?}");
+    let too_long = pb::TransferContactRequest {
+        target: Some(Target::Operator(pb::TransferToOperator {
+            operator_id: "op-202".into(),
+            queue: "isee".into(),
+            timeout_ms: 3_600_001,
+        })),
+        ..to_queue("op-201", "n-1", "")
+    };
+    let e = o.transfer_contact(too_long).await.expect_err("a head start above an hour");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    o.login(login("op-203", "supplier-a", &[("isee", 5)])).await.expect("login");
+    o.decline_offer(pb::DeclineOfferRequest { operator_id: "op-202".into(), contact_id: "n-1".into() })
+        .await
+        .expect("decline");
+    // Declined by the one it was kept for: op-203 gets it now, not in ten minutes.
+    let mut watch = o
+        .watch_offers(pb::WatchOffersRequest { operator_id: "op-203".into() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let offer = next(&mut watch, 5).await.expect("an offer to op-203");
+    assert_eq!(offer.contact_id, "n-1");
+    srv.stop().await;
+}

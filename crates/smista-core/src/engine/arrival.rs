@@ -134,6 +134,7 @@ impl Engine {
                     legs: Vec::new(),
                     paid,
                     not_before: Millis(0),
+                    answered: None,
                 });
             }
         }
@@ -442,9 +443,11 @@ impl Engine {
         out: &mut Vec<Event>,
     ) {
         let q = &self.queues[rec.queue as usize];
-        let waited_ms = match handled {
-            Some((_, _, accepted_at)) => accepted_at.since(rec.arrived),
-            None => now.since(rec.arrived),
+        let waited_ms = match (rec.answered, handled) {
+            // Answered once, by its first leg, however many legs followed.
+            (Some(first), _) => first.since(rec.arrived),
+            (None, Some((_, _, accepted_at))) => accepted_at.since(rec.arrived),
+            (None, None) => now.since(rec.arrived),
         };
         if outcome == Outcome::Abandoned {
             q.record_abandon(rec.segment, waited_ms, now);

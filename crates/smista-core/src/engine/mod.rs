@@ -127,6 +127,9 @@ struct Contact {
     /// Its next leg's acceptance is dated no earlier than this: after its last leg's, so two
     /// legs never share the acceptance time that keys their cost records.
     not_before: Millis,
+    /// When an operator first accepted it (its answer, for the service level and its wait: a
+    /// transferred contact is answered once, by its first leg).
+    answered: Option<Millis>,
 }
 
 #[derive(Clone, Debug)]
@@ -382,7 +385,8 @@ impl Engine {
         now: Millis,
     ) -> bool {
         let pinned_here = match w.pinned {
-            Some((s, until)) if now < until => {
+            // A pin to an operator who logged out holds nobody back.
+            Some((s, until)) if now < until && self.slot(s).word().status() != OperatorStatus::LoggedOut => {
                 if s != slot {
                     return false;
                 }

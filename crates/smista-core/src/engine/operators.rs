@@ -431,8 +431,13 @@ impl Engine {
         let waited_ms = now.since(rec.arrived);
         // A contact is answered once in the service level: a callback's later attempts (after
         // one went unanswered) do not count again, as its history record does not.
-        if rec.callback.unwrap_or(0) == 0 {
+        // A transferred contact's later legs are not answers again either (its first leg was).
+        if rec.callback.unwrap_or(0) == 0 && rec.answered.is_none() {
             q.record_accept(rec.segment, waited_ms, now);
+        }
+        // A callback is answered by the attempt the citizen picks up, not by its first.
+        if rec.callback.is_none() {
+            rec.answered.get_or_insert(now);
         }
         rec.state = CState::InService { slot, gen, accepted_at: now };
         let held = rec.funding.as_ref().filter(|b| session.budget.as_ref() == Some(*b)).is_some_and(|b| {
@@ -511,6 +516,11 @@ impl Engine {
             self.slot(slot).release(gen, rec.channel, now);
             if declined {
                 rec.declined.push(slot);
+            }
+            // The operator it was kept for passed it on (declined, or did not answer): anyone may
+            // take it now.
+            if rec.pinned.is_some_and(|(s, _)| s == slot) {
+                rec.pinned = None;
             }
             let position = self.enqueue_locked(q, &mut st, id, &mut rec, true, now);
             out.push(if declined {

@@ -8,6 +8,9 @@
 
 use super::*;
 
+/// The longest head start a named operator may be given.
+pub const MAX_PIN_MS: u64 = 3_600_000;
+
 /// Where an operator sends a contact in service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransferTarget {
@@ -90,14 +93,20 @@ impl Engine {
         if wrap_up_ms > 3_600_000 {
             return Err(RoutingError::invalid("wrap_up_ms", "above one hour"));
         }
+        let queue_name = |q: &str| {
+            if q.is_empty() || q.len() > 128 {
+                return Err(RoutingError::invalid("queue", "1 to 128 bytes"));
+            }
+            self.queue_idx(q)
+        };
         let (tq, pin) = match target {
-            TransferTarget::Queue(q) => (Some(self.queue_idx(q)?), None),
+            TransferTarget::Queue(q) => (Some(queue_name(q)?), None),
             TransferTarget::Operator { operator, queue, timeout_ms } => {
                 validate_id("to_operator", operator)?;
-                if *timeout_ms > crate::config::MAX_DURATION_MS {
-                    return Err(RoutingError::invalid("timeout_ms", "above one day"));
+                if *timeout_ms > MAX_PIN_MS {
+                    return Err(RoutingError::invalid("timeout_ms", "above one hour"));
                 }
-                (Some(self.queue_idx(queue)?), Some((operator.as_str(), *timeout_ms)))
+                (Some(queue_name(queue)?), Some((operator.as_str(), *timeout_ms)))
             }
             TransferTarget::External => (None, None),
         };
@@ -136,19 +145,8 @@ impl Engine {
         // What the target can take, judged before the leg ends (the operator keeps the caller
         // on a refusal). A closed target is not refused: its fallback applies.
         let target_open = tq.is_some_and(|t| self.is_open(&self.queues[t as usize], now));
-        if let (Some(t), true) = (tq, target_open) {
-            let q = &self.queues[t as usize];
-            let refuse = |reason| Err(RoutingError::TransferRefused { reason, queue: q.name.to_string() });
-            if q.candidates.read().is_empty() && now.0 >= self.staff_grace_until.load(Ordering::Relaxed) {
-                return refuse(DivertReason::NoOperators);
-            }
-            let full = {
-                let st = q.state.lock();
-                st.len() >= st.params.max_length as usize
-            };
-            if full {
-                return refuse(DivertReason::QueueFull);
-            }
+        if let Some(t) = tq {
+            self.target_takes(t, Some(idx), now)?;
         }
         let queue_wrap = self.queues[qi as usize].state.lock().params.wrap_up_ms;
         let Some(mut rec) = self.contacts.get_mut(contact_id) else {
@@ -335,6 +333,66 @@ impl Engine {
         }
         self.find_work(slot, now, out);
         Ok(Transfer { completion, next })
+    }
+
+    /// Whether queue `t` can take a transferred contact now: closed is fine (its fallback
+    /// applies); open, someone other than the transferring operator's slot `from` is logged in
+    /// (or the takeover grace runs) and it is not full. Else [`RoutingError::TransferRefused`].
+    fn target_takes(&self, t: u32, from: Option<u32>, now: Millis) -> Result<(), RoutingError> {
+        let q = &self.queues[t as usize];
+        if !self.is_open(q, now) {
+            return Ok(());
+        }
+        let refuse = |reason| Err(RoutingError::TransferRefused { reason, queue: q.name.to_string() });
+        // Logged in there, other than the operator who transfers (never offered it back).
+        let staffed = q.candidates.read().iter().any(|c| Some(c.slot) != from);
+        if !staffed && now.0 >= self.staff_grace_until.load(Ordering::Relaxed) {
+            return refuse(DivertReason::NoOperators);
+        }
+        let full = {
+            let st = q.state.lock();
+            st.len() >= st.params.max_length as usize
+        };
+        if full {
+            return refuse(DivertReason::QueueFull);
+        }
+        Ok(())
+    }
+
+    /// [`Engine::transfer_at`]'s check of its target queue, for a contact this engine does not
+    /// hold (one carried across a restart, which the server ends and offers again): unknown queue
+    /// or a malformed name, nobody logged in there but `operator_id`, full.
+    pub fn transfer_target_takes(&self, queue: &str, operator_id: &str, now: Millis) -> Result<(), RoutingError> {
+        if queue.is_empty() || queue.len() > 128 {
+            return Err(RoutingError::invalid("queue", "1 to 128 bytes"));
+        }
+        let t = self.queue_idx(queue)?;
+        let from = self.operator_ids.get(operator_id).map(|r| *r.value());
+        self.target_takes(t, from, now)
+    }
+
+    /// Where contact `contact_id` stands, as a repeated transfer reports it: its current decision
+    /// if live, its end if this life remembers it; `None` if it does not know it.
+    #[must_use]
+    pub fn standing(&self, contact_id: &str, now: Millis) -> Option<Next> {
+        if let Some((qi, state)) = self.contacts.get(contact_id).map(|r| (r.queue, r.state)) {
+            let id: Arc<str> = Arc::from(contact_id);
+            return Some(Next::Placed(self.current_decision(&id, qi, state, now).unwrap_or(Decision::Queued {
+                queue: self.queues[qi as usize].name.clone(),
+                position: 0,
+                estimated_wait_ms: 0,
+            })));
+        }
+        let f = self.finished_get(contact_id)?;
+        Some(match f.diverted {
+            Some((reason, fallback)) => Next::Placed(Decision::Diverted {
+                reason,
+                fallback,
+                queue: self.queues[f.queue as usize].name.clone(),
+                reopens: None,
+            }),
+            None => Next::Ended(f.outcome),
+        })
     }
 
     /// Places an `Arriving` contact's next leg in queue `t` as an arrival: offered at once if an

@@ -114,7 +114,8 @@ impl History {
                 Event::OfferTimedOut { contact, operator, .. } => self.mark(contact, operator, OfferOutcome::TimedOut),
                 Event::Accepted { contact, operator, .. } => {
                     self.mark(contact, operator, OfferOutcome::Accepted);
-                    if let Some(mut t) = self.trails.get_mut(&**contact) {
+                    // Answered once: a transferred contact's later legs keep its first answer.
+                    if let Some(mut t) = self.trails.get_mut(&**contact).filter(|t| t.answered_unix_ms == 0) {
                         t.answered_unix_ms = unix_ms;
                     }
                 }

@@ -296,8 +296,12 @@ impl Shared {
                 }
             }
         }
-        self.board.apply(events, now);
         let unix = self.clock.unix_ms(now);
+        // Numbered on the stream before any desk can see an offer on the board: a desk that
+        // accepts at once publishes its acceptance (under the contact's section) after the
+        // offer's number, even when the offer came from another contact's request or the tick.
+        self.log.publish(events, now, unix);
+        self.board.apply(events, now);
         let unix_ms = i64::try_from(unix).unwrap_or(i64::MAX);
         let clock = &self.clock;
         let ended = self.history.apply(events, unix_ms, |m| i64::try_from(clock.unix_ms(m)).unwrap_or(i64::MAX));
@@ -362,7 +366,6 @@ impl Shared {
                 ledger.ended(end);
             }
         }
-        self.log.publish(events, now, unix);
         tickets
     }
 
@@ -414,16 +417,55 @@ impl Shared {
         let ended = ended.min(now);
         let Some(ledger) = &self.ledger else { return Ok(None) };
         let key = Key::Contact(contact.to_owned());
+        let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
+        if let Some(end) = self.end_carried(contact, operator, outcome, ended, now, true).await? {
+            return Ok(Some(end));
+        }
+        ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
+        let end = match ledger.settled(contact).await.map_err(crate::wire::error::ledger_status)? {
+            Some(rec) => Ended::from(&rec),
+            None => match ledger.end_of(contact).await.map_err(crate::wire::error::ledger_status)? {
+                Some(e) => Ended::from(e),
+                None => return Ok(None),
+            },
+        };
+        match operator {
+            Some(o) if end.operator != o || end.outcome != Outcome::Completed => {
+                Err(Status::failed_precondition(format!("contact `{contact}` ended without being completed by `{o}`")))
+            }
+            _ => Ok(Some(end)),
+        }
+    }
+
+    /// Ends a contact carried across a restart or a takeover (its recovered hold, or its service
+    /// record) with `outcome`: completed or transferred out by `operator` (who must be the one
+    /// it was with), or, with no operator, hung up in service. Its end is durable before this
+    /// returns. `None` if it is not such a contact (or a concurrent request ended it first).
+    /// With `ends` false only this leg ends (a transfer into a queue: the contact goes on, and
+    /// the caller records the transfer): no end record, not remembered as ended.
+    pub async fn end_carried(
+        &self,
+        contact: &str,
+        operator: Option<&str>,
+        outcome: Outcome,
+        ended: Millis,
+        now: Millis,
+        ends: bool,
+    ) -> Result<Option<Ended>, Status> {
+        let ended = ended.min(now);
+        let Some(ledger) = &self.ledger else { return Ok(None) };
+        let key = Key::Contact(contact.to_owned());
         if let Some(h) = self.serving.get(contact).map(|h| h.clone()) {
             if operator.is_some_and(|o| o != h.operator) {
                 return Err(crate::wire::error::recovered_status(RecoveredError::OtherOperator {
                     contact: contact.to_owned(),
                 }));
             }
-            let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
             // Remembered as ended before it stops being in service: an offer racing this end
             // finds one or the other, and never routes it again.
-            self.engine.remember_ended(contact, &h.queue, outcome, None);
+            if ends {
+                self.engine.remember_ended(contact, &h.queue, outcome, None);
+            }
             if self.serving.remove(contact).is_some() {
                 let ended = i64::try_from(self.clock.unix_ms(ended)).unwrap_or(i64::MAX).max(h.accepted_unix_ms);
                 let end = ContactEnd {
@@ -440,9 +482,11 @@ impl Shared {
                     detail: self.recovered_detail(&h, None),
                 };
                 tracing::info!(queue = %h.queue, handle_ms = end.handle_ms, "unbudgeted contact in service at restart ended");
-                let handled = (outcome == Outcome::Completed).then_some(end.handle_ms);
+                let handled = (outcome != Outcome::CancelledInService).then_some(end.handle_ms);
                 self.account_carried_end(&h.operator, h.channel, handled, now);
-                ledger.ended(end.clone());
+                if ends {
+                    ledger.ended(end.clone());
+                }
                 ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
                 self.release_recovering(&h.operator, now);
                 return Ok(Some(Ended::from(end)));
@@ -450,8 +494,7 @@ impl Shared {
             // Ended meanwhile by a concurrent request: fall through to its end record.
         }
         if let Some(h) = self.book.recovered(contact) {
-            let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
-            if operator.is_none_or(|o| o == h.operator) {
+            if ends && operator.is_none_or(|o| o == h.operator) {
                 // Remembered as ended before it stops being recovered: an offer of it racing
                 // this settlement finds one or the other, and never routes it again.
                 self.engine.remember_ended(contact, &h.queue, outcome, None);
@@ -459,21 +502,23 @@ impl Shared {
             match self.book.complete_recovered(contact, operator, outcome, ended) {
                 Ok(rec) => {
                     tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");
-                    let handled = (rec.outcome == Outcome::Completed).then_some(rec.handle_ms);
+                    let handled = (rec.outcome != Outcome::CancelledInService).then_some(rec.handle_ms);
                     self.account_carried_end(&rec.operator, rec.channel, handled, now);
-                    ledger.ended(ContactEnd {
-                        contact: contact.to_owned(),
-                        ended_unix_ms: rec.completed_unix_ms,
-                        queue: rec.queue.clone(),
-                        channel: rec.channel,
-                        outcome: rec.outcome,
-                        waited_ms: 0,
-                        handle_ms: rec.handle_ms,
-                        wrap_up_ms: 0,
-                        operator: rec.operator.clone(),
-                        diverted: None,
-                        detail: self.recovered_detail(&h, Some(rec.cost_cents)),
-                    });
+                    if ends {
+                        ledger.ended(ContactEnd {
+                            contact: contact.to_owned(),
+                            ended_unix_ms: rec.completed_unix_ms,
+                            queue: rec.queue.clone(),
+                            channel: rec.channel,
+                            outcome: rec.outcome,
+                            waited_ms: 0,
+                            handle_ms: rec.handle_ms,
+                            wrap_up_ms: 0,
+                            operator: rec.operator.clone(),
+                            diverted: None,
+                            detail: self.recovered_detail(&h, Some(rec.cost_cents)),
+                        });
+                    }
                     ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
                     self.release_recovering(&rec.operator, now);
                     return Ok(Some(Ended::from(&rec)));
@@ -483,20 +528,7 @@ impl Shared {
                 Err(e) => return Err(crate::wire::error::recovered_status(e)),
             }
         }
-        ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
-        let end = match ledger.settled(contact).await.map_err(crate::wire::error::ledger_status)? {
-            Some(rec) => Ended::from(&rec),
-            None => match ledger.end_of(contact).await.map_err(crate::wire::error::ledger_status)? {
-                Some(e) => Ended::from(e),
-                None => return Ok(None),
-            },
-        };
-        match operator {
-            Some(o) if end.operator != o || end.outcome != Outcome::Completed => {
-                Err(Status::failed_precondition(format!("contact `{contact}` ended without being completed by `{o}`")))
-            }
-            _ => Ok(Some(end)),
-        }
+        Ok(None)
     }
 
     /// The detail record of a contact in service across a restart: what its hold or service
