@@ -404,10 +404,24 @@ async fn repeats_after_a_restart_and_carried_contacts_answer_as_the_proto_says()
         // k-2: in service with op-201 when the server stops, never transferred.
         o.login(login("op-203", "supplier-a", &[("naspi", 7)])).await.expect("login");
         in_service(&srv, &mut o, "op-203", "k-2", "naspi").await;
+        // k-4: in service with op-205 across the restart, completed after it.
+        o.login(login("op-205", "internal", &[("pensions", 7)])).await.expect("login");
+        in_service(&srv, &mut o, "op-205", "k-4", "pensions").await;
         srv.stop().await;
 
         let srv = Server::start_in(cfg.clone()).await;
         let mut o = srv.operators().await;
+        let mut events =
+            srv.contacts().await.stream_events(pb::StreamEventsRequest::default()).await.expect("stream").into_inner();
+        o.login(login("op-205", "internal", &[("pensions", 7)])).await.expect("login");
+        complete(&mut o, "op-205", "k-4").await;
+        // A contact carried across the restart ends on the stream as any other does.
+        let ev = next(&mut events, 5).await.expect("an event");
+        assert_eq!(ev.contact_id, "k-4", "{ev:?}");
+        assert!(
+            matches!(&ev.kind, Some(pb::contact_event::Kind::Finished(f)) if f.outcome == pb::Outcome::Completed as i32),
+            "{ev:?}"
+        );
         // The repeat of k-1's transfer: the same leg, and the contact has ended since.
         let again = o.transfer_contact(to_queue("op-201", "k-1", "isee")).await.expect("repeat").into_inner();
         assert_eq!((again.handle_ms, again.next), (first.handle_ms, Some(Next::Ended(pb::Outcome::Completed as i32))));
@@ -497,11 +511,8 @@ async fn a_named_operator_who_declines_frees_the_contact_for_the_queue() {
         .await
         .expect("decline");
     // Declined by the one it was kept for: op-203 gets it now, not in ten minutes.
-    let mut watch = o
-        .watch_offers(pb::WatchOffersRequest { operator_id: "op-203".into() })
-        .await
-        .expect("watch")
-        .into_inner();
+    let mut watch =
+        o.watch_offers(pb::WatchOffersRequest { operator_id: "op-203".into() }).await.expect("watch").into_inner();
     let offer = next(&mut watch, 5).await.expect("an offer to op-203");
     assert_eq!(offer.contact_id, "n-1");
     srv.stop().await;

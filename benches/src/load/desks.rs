@@ -124,6 +124,10 @@ pub(super) async fn login_operators(
                             .map(|r| {
                                 let r = r.into_inner();
                                 tracker.transfers.fetch_add(1, Ordering::Relaxed);
+                                // The second leg had to wait: nobody of the queue was free.
+                                if matches!(r.next, Some(pb::transfer_contact_response::Next::Queued(_))) {
+                                    tracker.second.waited.fetch_add(1, Ordering::Relaxed);
+                                }
                                 tonic::Response::new(pb::CompleteContactResponse {
                                     handle_ms: r.handle_ms,
                                     wrap_up_ms: r.wrap_up_ms,

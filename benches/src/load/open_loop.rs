@@ -53,7 +53,6 @@ async fn follow_events(
                         let l = &tracker.second;
                         l.answered.fetch_add(1, Ordering::Relaxed);
                         l.waited_ms_sum.fetch_add(waited, Ordering::Relaxed);
-                        l.waited.fetch_add(u64::from(waited > 0), Ordering::Relaxed);
                         l.answered_in_sl.fetch_add(u64::from(waited <= sl_ms), Ordering::Relaxed);
                     }
                 }

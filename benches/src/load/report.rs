@@ -91,7 +91,7 @@ pub struct SecondLevel {
     pub transfers_per_second: f64,
     /// Second legs accepted.
     pub answered: u64,
-    /// Share of them that waited (from the transfer to the acceptance).
+    /// Share of them that had to queue (no operator of the queue free at the transfer).
     pub p_wait: f64,
     /// Their average wait from the transfer, seconds.
     pub asa_seconds: f64,

@@ -74,6 +74,6 @@ pub(super) struct Level {
     pub(super) answered: AtomicU64,
     pub(super) waited_ms_sum: AtomicU64,
     pub(super) answered_in_sl: AtomicU64,
-    /// Legs accepted after a wait of at least 1 ms.
+    /// Legs that had to queue (the transfer's reply said queued, not offered).
     pub(super) waited: AtomicU64,
 }

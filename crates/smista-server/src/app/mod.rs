@@ -418,7 +418,7 @@ impl Shared {
         let Some(ledger) = &self.ledger else { return Ok(None) };
         let key = Key::Contact(contact.to_owned());
         let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
-        if let Some(end) = self.end_carried(contact, operator, outcome, ended, now, true).await? {
+        if let Some(end) = self.end_carried(contact, operator, outcome, ended, now, true, &[]).await? {
             return Ok(Some(end));
         }
         ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
@@ -442,7 +442,9 @@ impl Shared {
     /// it was with), or, with no operator, hung up in service. Its end is durable before this
     /// returns. `None` if it is not such a contact (or a concurrent request ended it first).
     /// With `ends` false only this leg ends (a transfer into a queue: the contact goes on, and
-    /// the caller records the transfer): no end record, not remembered as ended.
+    /// the caller records the transfer): no end record, not remembered as ended. When it ends,
+    /// the stream gets `prelude` and its `finished`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn end_carried(
         &self,
         contact: &str,
@@ -451,6 +453,7 @@ impl Shared {
         ended: Millis,
         now: Millis,
         ends: bool,
+        prelude: &[Event],
     ) -> Result<Option<Ended>, Status> {
         let ended = ended.min(now);
         let Some(ledger) = &self.ledger else { return Ok(None) };
@@ -488,6 +491,9 @@ impl Shared {
                     ledger.ended(end.clone());
                 }
                 ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
+                if ends {
+                    self.announce_carried_end(&h, outcome, end.handle_ms, None, prelude, now);
+                }
                 self.release_recovering(&h.operator, now);
                 return Ok(Some(Ended::from(end)));
             }
@@ -520,6 +526,10 @@ impl Shared {
                         });
                     }
                     ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
+                    if ends {
+                        let charged = Some((Arc::from(rec.budget.as_str()), rec.cost_cents));
+                        self.announce_carried_end(&h, rec.outcome, rec.handle_ms, charged, prelude, now);
+                    }
                     self.release_recovering(&rec.operator, now);
                     return Ok(Some(Ended::from(&rec)));
                 }
@@ -529,6 +539,40 @@ impl Shared {
             }
         }
         Ok(None)
+    }
+
+    /// Tells the event stream (and the metrics) that a contact carried across a restart ended:
+    /// its `finished`, as for a contact this life routed. Its accounting and records are done by
+    /// the caller.
+    fn announce_carried_end(
+        &self,
+        h: &HoldRecord,
+        outcome: Outcome,
+        handle_ms: u64,
+        charged: Option<(Arc<str>, i64)>,
+        prelude: &[Event],
+        now: Millis,
+    ) {
+        let arrived = if h.arrived_unix_ms > 0 { h.arrived_unix_ms } else { h.accepted_unix_ms };
+        let waited_ms = u64::try_from(h.accepted_unix_ms.saturating_sub(arrived)).unwrap_or(0);
+        let finished = Event::Finished {
+            contact: Arc::from(h.contact.as_str()),
+            queue: Arc::from(h.queue.as_str()),
+            channel: h.channel,
+            outcome,
+            waited_ms,
+            handle_ms: if outcome == Outcome::CancelledInService { 0 } else { handle_ms },
+            operator: Some(Arc::from(h.operator.as_str())),
+            group: Some(Arc::from(h.group.as_str())),
+            wrap_up_ms: 0,
+            arrived: self.clock.from_unix(arrived).unwrap_or(now),
+            segment: smista_core::Segment::General,
+            charged,
+        };
+        let mut events = prelude.to_vec();
+        events.push(finished);
+        crate::metrics::record_events(&events);
+        self.log.publish(&events, now, self.clock.unix_ms(now));
     }
 
     /// The detail record of a contact in service across a restart: what its hold or service

@@ -185,8 +185,26 @@ async fn carried(
         s.transfers.insert(req.contact_id.clone(), record.clone());
     }
     let ends = to.is_empty();
+    // The leg's end on the stream: its handle time as `end_carried` will count it.
+    let handle_ms = u64::try_from(unix(ended).saturating_sub(h.accepted_unix_ms)).unwrap_or(0);
+    let event = smista_core::Event::Transferred {
+        contact: req.contact_id.as_str().into(),
+        queue: h.queue.as_str().into(),
+        channel: h.channel,
+        operator: req.operator_id.as_str().into(),
+        group: h.group.as_str().into(),
+        to: (!to.is_empty()).then(|| to.as_str().into()),
+        to_operator: pin.as_ref().map(|(o, _)| o.as_str().into()),
+        accepted: s.clock.from_unix(h.accepted_unix_ms).unwrap_or(now),
+        arrived: s.clock.from_unix(arrived_unix_ms).unwrap_or(now),
+        pinned_until: pin.as_ref().map(|(_, until)| *until),
+        handle_ms,
+        wrap_up_ms: 0,
+        charged: None,
+    };
+    let prelude = if ends { std::slice::from_ref(&event) } else { &[] };
     let Some(end) =
-        s.end_carried(&req.contact_id, Some(&req.operator_id), Outcome::Transferred, ended, now, ends).await?
+        s.end_carried(&req.contact_id, Some(&req.operator_id), Outcome::Transferred, ended, now, ends, prelude).await?
     else {
         s.transfers.remove(&req.contact_id);
         // Ended meanwhile by a concurrent request: answer as a repeated transfer would.
@@ -200,23 +218,11 @@ async fn carried(
     };
     record.handle_ms = end.handle_ms;
     ledger.transferred(record.clone());
-    // Followers of the stream see the leg end as for a contact this life routed.
-    let event = smista_core::Event::Transferred {
-        contact: req.contact_id.as_str().into(),
-        queue: h.queue.as_str().into(),
-        channel: h.channel,
-        operator: req.operator_id.as_str().into(),
-        group: h.group.as_str().into(),
-        to: (!to.is_empty()).then(|| to.as_str().into()),
-        to_operator: pin.as_ref().map(|(o, _)| o.as_str().into()),
-        accepted: s.clock.from_unix(h.accepted_unix_ms).unwrap_or(now),
-        arrived: s.clock.from_unix(arrived_unix_ms).unwrap_or(now),
-        pinned_until: pin.as_ref().map(|(_, until)| *until),
-        handle_ms: end.handle_ms,
-        wrap_up_ms: 0,
-        charged: None,
-    };
-    s.log.publish(&[event], now, s.clock.unix_ms(now));
+    if !ends {
+        // Followers of the stream see the leg end as for a contact this life routed (out of
+        // the centre, `end_carried` tells it with the contact's end).
+        s.log.publish(&[event], now, s.clock.unix_ms(now));
+    }
     if to.is_empty() {
         ledger
             .durable(&smista_ledger::Key::Contact(req.contact_id.clone()))
