@@ -183,6 +183,15 @@ impl Desk {
                 self.in_service[channel.index()] += 1;
                 None
             }
+            // A leg ended by a transfer: handled work, as a completion is.
+            Event::Transferred { channel, handle_ms, group, .. } => {
+                let n = &mut self.in_service[channel.index()];
+                *n = n.saturating_sub(1);
+                self.group = group.to_string();
+                Some(Fact::Handled { channel: *channel, handle_ms: *handle_ms })
+            }
+            // Out of the centre: the leg ended at its `Transferred`, just before.
+            Event::Finished { outcome: Outcome::Transferred, .. } => return,
             Event::Finished { channel, outcome, handle_ms, group, .. } => {
                 let n = &mut self.in_service[channel.index()];
                 *n = n.saturating_sub(1);
@@ -231,7 +240,8 @@ impl Desk {
             Event::OperatorStatus { operator, .. }
             | Event::Accepted { operator, .. }
             | Event::OfferDeclined { operator, .. }
-            | Event::OfferTimedOut { operator, .. } => Some(operator).filter(|o| !o.is_empty()).map(|o| &**o),
+            | Event::OfferTimedOut { operator, .. }
+            | Event::Transferred { operator, .. } => Some(operator).filter(|o| !o.is_empty()).map(|o| &**o),
             Event::Finished { operator: Some(operator), .. } => Some(&**operator),
             _ => None,
         }
@@ -510,6 +520,57 @@ mod tests {
                 Fact::State(Activity::Paused("no_answer".into())),
                 Fact::Declined,
                 Fact::State(Activity::LoggedOut),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transferred_leg_ends_the_operators_contact_once_and_counts_as_handled() {
+        let mut d = Desk::default();
+        let code = |r: &str| r.to_owned();
+        let mut out = Vec::new();
+        let accepted = Event::Accepted {
+            contact: "c".into(),
+            queue: "q".into(),
+            operator: "op".into(),
+            channel: Channel::Voice,
+            waited_ms: 0,
+            held: false,
+        };
+        let transferred = |to: Option<&str>| Event::Transferred {
+            contact: "c".into(),
+            queue: "q".into(),
+            channel: Channel::Voice,
+            operator: "op".into(),
+            group: "supplier-a".into(),
+            to: to.map(Arc::from),
+            to_operator: None,
+            accepted: Millis(0),
+            arrived: Millis(0),
+            pinned_until: None,
+            handle_ms: 30_000,
+            wrap_up_ms: 0,
+            charged: None,
+        };
+        d.apply(&status(OperatorStatus::Available, ""), &code, &mut out);
+        d.apply(&accepted, &code, &mut out);
+        d.apply(&transferred(Some("consultancy")), &code, &mut out);
+        // Out of the centre: the contact's end right after its transfer is not a second end.
+        d.apply(&accepted, &code, &mut out);
+        d.apply(&transferred(None), &code, &mut out);
+        d.apply(&finished(Outcome::Transferred), &code, &mut out);
+        assert_eq!(Desk::operator_of(&transferred(None)), Some("op"));
+        let handled = Fact::Handled { channel: Channel::Voice, handle_ms: 30_000 };
+        assert_eq!(
+            out,
+            vec![
+                Fact::State(Activity::Available),
+                Fact::State(Activity::OnContact(Channel::Voice)),
+                Fact::State(Activity::Available),
+                handled.clone(),
+                Fact::State(Activity::OnContact(Channel::Voice)),
+                Fact::State(Activity::Available),
+                handled,
             ]
         );
     }

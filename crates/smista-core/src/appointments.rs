@@ -431,7 +431,8 @@ impl AppointmentBook {
             let same = x.queue == b.queue
                 && x.start_unix_ms == b.start_unix_ms
                 && b.operator.as_deref().is_none_or(|o| o == x.operator)
-                && x.channel == b.channel;
+                && x.channel == b.channel
+                && x.for_contact == b.for_contact;
             return if same {
                 Ok(x.clone())
             } else {

@@ -727,3 +727,33 @@ fn weekly_pacing_follows_the_centres_wall_clock_across_the_clock_change() {
     assert_eq!(at(second + 8 * HOUR + HOUR / 2), 30_000, "09:30 local (07:30 UTC)");
     assert_eq!(at(second + 9 * HOUR), 40_000, "10:00 local (08:00 UTC): the whole ceiling");
 }
+
+#[test]
+fn a_long_call_that_settles_is_not_counted_twice_until_the_next_refresh() {
+    // A call reserved at its mean (500 cents) runs 20 minutes (50 + 1800 = 1850 cents): after
+    // the refresh its running overrun (1350) and a tail margin are held back. Once it settles
+    // its cost is committed; what the refresh counted for it is taken out at once, so the book
+    // admits right away what the remaining money pays for, not a second later.
+    let book = BudgetBook::new(&[budget(2_550, PacingConfig::None)], 0).expect("valid budget");
+    assert!(book.reserve(&req("long", 0)));
+    book.started(&smista_core::budget::Started {
+        budget: "ccm",
+        contact_id: "long",
+        queue: "pensions",
+        group: "supplier-a",
+        operator: "op",
+        channel: Channel::Voice,
+        arrived: Millis(0),
+        now: Millis(0),
+    });
+    let t = 1_200_000;
+    book.refresh_exposure(Millis(t));
+    assert!(!book.reserve(&req("refused", t as i64)), "the call in service holds the money back");
+    settle(&book, "long", 1_200_000, 0);
+    let v = book.views(Millis(t))[0].clone();
+    assert_eq!(v.settled_cents, 1_850);
+    // 2550 - 1850 leaves 700: one more call at the mean learned from the long one (7/8 of 300 s
+    // and 1/8 of 1200 s: 412.5 s, 680 cents) fits, now.
+    assert!(book.reserve(&req("next", t as i64)), "admitted at once: {v:?}");
+    assert!(!book.reserve(&req("one-more", t as i64)), "and no more than the money pays for");
+}

@@ -7,40 +7,8 @@
 use sqlx::Row;
 
 use crate::db::with_db;
+pub use crate::writer::TransferRecord;
 use crate::{Key, Ledger, LedgerError};
-
-/// One transfer of a contact, as the ledger keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TransferRecord {
-    /// The contact.
-    pub contact: String,
-    /// When the leg ended, Unix ms.
-    pub at_unix_ms: i64,
-    /// The operator whose leg ended.
-    pub from_operator: String,
-    /// The queue of that leg.
-    pub from_queue: String,
-    /// The queue the next leg waits in; empty: out of the centre.
-    pub to_queue: String,
-    /// The operator named for the next leg, if any.
-    pub to_operator: String,
-    /// Until when only `to_operator` may take it, Unix ms (0: no one named).
-    pub pinned_until_unix_ms: i64,
-    /// The leg's handle time.
-    pub handle_ms: u64,
-    /// The wrap-up that started.
-    pub wrap_up_ms: u64,
-    /// When the contact first arrived, Unix ms (it keeps its place).
-    pub arrived_unix_ms: i64,
-    /// The budgets that settled its legs so far (the per-contact fee across legs).
-    pub paid: Vec<String>,
-}
-
-pub(crate) const INSERT_TRANSFER: &str = "INSERT INTO transfers (contact_id, at_unix_ms, from_operator, from_queue,
-     to_queue, to_operator, pinned_until_unix_ms, handle_ms, wrap_up_ms, arrived_unix_ms, paid, node_id)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, at_unix_ms) DO NOTHING";
-/// The leg's service row (a hold of no budget) ends with the leg.
-pub(crate) const END_SERVICE: &str = "DELETE FROM holds WHERE budget_id = '' AND contact_id = ?";
 
 fn from_row<'r, R>(r: &'r R) -> Result<TransferRecord, LedgerError>
 where

@@ -42,7 +42,7 @@ pub(crate) enum Op {
     /// This life of the node was running at this instant (Unix ms).
     Alive(i64),
     /// An operator moved a contact on (its leg's service row ends with it).
-    Transfer(crate::transfers::TransferRecord),
+    Transfer(TransferRecord),
 }
 
 #[derive(Debug)]
@@ -341,7 +341,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
             Kind::End => rows(END_COLUMNS, END_ROW, n, END_TAIL),
             Kind::State => rows(STATE_COLUMNS, STATE_ROW, n, STATE_TAIL),
             Kind::Alive => ALIVE_AT_LEAST.to_owned(),
-            Kind::Transfer => crate::transfers::INSERT_TRANSFER.to_owned(),
+            Kind::Transfer => INSERT_TRANSFER.to_owned(),
         };
         runs.push((k, &batch[i..j], db.sql(&sql).into_owned()));
         i = j;
@@ -454,7 +454,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                                 .bind(node)
                                 .execute(&mut *tx)
                                 .await?;
-                            sqlx::query(&db.sql(crate::transfers::END_SERVICE))
+                            sqlx::query(&db.sql(END_SERVICE))
                                 .bind(&t.contact)
                                 .execute(&mut *tx)
                                 .await?;
@@ -585,3 +585,36 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
         Ok((fresh, seq))
     })
 }
+
+/// One transfer of a contact, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TransferRecord {
+    /// The contact.
+    pub contact: String,
+    /// When the leg ended, Unix ms.
+    pub at_unix_ms: i64,
+    /// The operator whose leg ended.
+    pub from_operator: String,
+    /// The queue of that leg.
+    pub from_queue: String,
+    /// The queue the next leg waits in; empty: out of the centre.
+    pub to_queue: String,
+    /// The operator named for the next leg, if any.
+    pub to_operator: String,
+    /// Until when only `to_operator` may take it, Unix ms (0: no one named).
+    pub pinned_until_unix_ms: i64,
+    /// The leg's handle time.
+    pub handle_ms: u64,
+    /// The wrap-up that started.
+    pub wrap_up_ms: u64,
+    /// When the contact first arrived, Unix ms (it keeps its place).
+    pub arrived_unix_ms: i64,
+    /// The budgets that settled its legs so far (the per-contact fee across legs).
+    pub paid: Vec<String>,
+}
+
+pub(crate) const INSERT_TRANSFER: &str = "INSERT INTO transfers (contact_id, at_unix_ms, from_operator, from_queue,
+     to_queue, to_operator, pinned_until_unix_ms, handle_ms, wrap_up_ms, arrived_unix_ms, paid, node_id)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, at_unix_ms) DO NOTHING";
+/// The leg's service row (a hold of no budget) ends with the leg.
+pub(crate) const END_SERVICE: &str = "DELETE FROM holds WHERE budget_id = '' AND contact_id = ?";

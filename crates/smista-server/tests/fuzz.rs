@@ -30,7 +30,7 @@ use tonic::Request;
 
 /// Every method of `smista.v1` (`every_method_is_fuzzed` checks the list against the descriptor
 /// set).
-const METHODS: [&str; 36] = [
+const METHODS: [&str; 37] = [
     "OfferContact",
     "CancelContact",
     "StreamEvents",
@@ -67,6 +67,7 @@ const METHODS: [&str; 36] = [
     "GetOperatorReport",
     "ListOperatorReportReads",
     "GetSpendReport",
+    "TransferContact",
 ];
 
 /// The recorded seeds, and for every method a well-formed request of plausible values (so the
@@ -147,7 +148,8 @@ async fn drive(s: &Arc<Shared>, m: usize, bytes: &[u8]) -> u32 {
         32 => call!(a, list_roster_audit, pb::ListRosterAuditRequest),
         33 => call!(a, get_operator_report, pb::GetOperatorReportRequest),
         34 => call!(a, list_operator_report_reads, pb::ListOperatorReportReadsRequest),
-        _ => call!(a, get_spend_report, pb::GetSpendReportRequest),
+        35 => call!(a, get_spend_report, pb::GetSpendReportRequest),
+        _ => call!(o, transfer_contact, pb::TransferContactRequest),
     }
 }
 
@@ -323,6 +325,22 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
         .encode_to_vec(),
         34 => pb::ListOperatorReportReadsRequest { page_size: u(0) as u32, page_token: st(1) }.encode_to_vec(),
         35 => pb::GetSpendReportRequest { budget_id: st(0), period: st(1) }.encode_to_vec(),
+        36 => pb::TransferContactRequest {
+            operator_id: st(0),
+            contact_id: st(1),
+            target: Some(match u(0) % 3 {
+                0 => pb::transfer_contact_request::Target::Queue(st(2)),
+                1 => pb::transfer_contact_request::Target::Operator(pb::TransferToOperator {
+                    operator_id: st(3),
+                    queue: st(2),
+                    timeout_ms: u(1),
+                }),
+                _ => pb::transfer_contact_request::Target::External(pb::TransferOut { destination: st(3) }),
+            }),
+            ended_unix_ms: u(2),
+            wrap_up_ms: u(3),
+        }
+        .encode_to_vec(),
         _ => pb::UpdateBudgetRequest {
             budget_id: st(0),
             ceiling_cents: Some(u(0) as i64),

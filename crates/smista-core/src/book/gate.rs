@@ -36,12 +36,17 @@ impl BudgetGate for BudgetBook {
             started_unix_ms: 0,
             channel: req.channel,
             queue: Arc::from(req.queue),
+            counted_at: std::sync::atomic::AtomicI64::new(i64::MIN),
+            counted_overrun: std::sync::atomic::AtomicI64::new(0),
+            counted_excess: std::sync::atomic::AtomicU64::new(0),
+            counted_var: std::sync::atomic::AtomicU64::new(0),
         });
         true
     }
 
     fn release(&self, budget: &str, contact_id: &str) {
         let Some(r) = take_reservation(&self.reservations, budget, contact_id) else { return };
+        self.uncount_running(&r);
         r.period.reserved.fetch_sub(r.amount, Ordering::AcqRel);
         r.period.committed.fetch_sub(r.amount, Ordering::AcqRel);
         if r.started {
@@ -84,6 +89,10 @@ impl BudgetGate for BudgetBook {
             started_unix_ms: 0,
             channel: next.channel,
             queue: Arc::from(next.queue),
+            counted_at: std::sync::atomic::AtomicI64::new(i64::MIN),
+            counted_overrun: std::sync::atomic::AtomicI64::new(0),
+            counted_excess: std::sync::atomic::AtomicU64::new(0),
+            counted_var: std::sync::atomic::AtomicU64::new(0),
         });
         drop(held);
         let rec = self.charge(b, &r, &charge, self.unix(leg.accepted_at), self.unix(leg.now), same);
@@ -201,6 +210,7 @@ impl BudgetBook {
         committed: bool,
     ) -> CostRecord {
         let cost = Self::leg_cost(b, leg);
+        self.uncount_running(r);
         let p = &r.period;
         p.reserved.fetch_sub(r.amount, Ordering::AcqRel);
         p.settled.fetch_add(cost, Ordering::AcqRel);

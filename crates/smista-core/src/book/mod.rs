@@ -64,6 +64,10 @@ struct Period {
     /// running overrun) cover: expected excess plus three standard deviations (refreshed on the
     /// tick).
     tail_margin: AtomicI64,
+    /// The expected excess and its variance behind `tail_margin`, as f64 bits: a call that stops
+    /// takes its share out (see [`BudgetBook::uncount_running`]).
+    excess_bits: AtomicU64,
+    var_bits: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -83,7 +87,7 @@ struct Budget {
     zone: Arc<dyn Zone>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Reservation {
     budget: Arc<str>,
     period: Arc<Period>,
@@ -94,10 +98,22 @@ struct Reservation {
     started_unix_ms: i64,
     channel: Channel,
     queue: Arc<str>,
+    /// The [`BudgetBook::refresh_exposure`] that last counted it as in service (its instant,
+    /// Unix ms; `i64::MIN`: none), and what it counted: running overrun, expected excess and
+    /// variance (f64 bits).
+    counted_at: AtomicI64,
+    counted_overrun: AtomicI64,
+    counted_excess: AtomicU64,
+    counted_var: AtomicU64,
 }
 
 /// Standard deviations of the calls in service's possible excess kept back as margin.
 const MARGIN_SIGMAS: f64 = 5.0;
+
+/// The tail margin of calls in service whose expected excess and variance add up to these.
+fn margin(excess: f64, var: f64) -> i64 {
+    (excess + MARGIN_SIGMAS * var.sqrt()).ceil() as i64
+}
 
 /// Every capped budget of the contract. Implements [`BudgetGate`](crate::budget::BudgetGate).
 #[derive(Debug)]
@@ -108,6 +124,12 @@ pub struct BudgetBook {
     /// Holds read back at restart, whose contacts the engine does not know.
     recovered: DashMap<String, HoldRecord>,
     sink: Option<Arc<dyn SettlementSink>>,
+    /// When the [`BudgetBook::refresh_exposure`] whose figures stand counted the calls in
+    /// service, Unix ms (`i64::MIN` while a refresh is under way).
+    refreshed_unix_ms: AtomicI64,
+    /// Serialises a refresh's start and its figures' store with a stopping call taking its share
+    /// out of them ([`BudgetBook::uncount_running`]).
+    exposure: Mutex<()>,
 }
 
 impl BudgetBook {
@@ -157,6 +179,8 @@ impl BudgetBook {
             reservations: DashMap::default(),
             recovered: DashMap::new(),
             sink: None,
+            refreshed_unix_ms: AtomicI64::new(i64::MIN),
+            exposure: Mutex::new(()),
         })
     }
 
@@ -355,11 +379,18 @@ impl BudgetBook {
     /// Admission counts that running overrun as spent.
     pub fn refresh_exposure(&self, now: Millis) {
         let unix = self.unix(now);
+        // No call that stops from here until the figures below are stored takes its share out
+        // (it may be counted once more by them, until the next refresh: erring high).
+        {
+            let _g = self.exposure.lock();
+            self.refreshed_unix_ms.store(i64::MIN, Ordering::Release);
+        }
         // Per period: running overrun, calls in service, expected excess, its variance.
         let mut per: HashMap<usize, (Arc<Period>, i64, i64, f64, f64)> = HashMap::new();
         for e in self.reservations.iter() {
             for r in e.value().iter().filter(|r| r.started) {
                 let Some(b) = self.budgets.get(&*r.budget) else { continue };
+                r.counted_at.store(unix, Ordering::Release);
                 let tariff = b.tariffs.read()[r.channel.index()];
                 let elapsed = u64::try_from(unix - r.started_unix_ms).unwrap_or(0);
                 let running = tariff.cost_cents(elapsed);
@@ -374,14 +405,21 @@ impl BudgetBook {
                 let covered_ms =
                     ((r.amount - tariff.fee_per_contact_cents).max(0) as f64 / per_ms.max(1e-12)).max(elapsed as f64);
                 let p_beyond = (-(covered_ms - elapsed as f64) / mean_ms).exp();
-                slot.3 += per_ms * mean_ms * p_beyond;
-                slot.4 += 2.0 * (per_ms * mean_ms).powi(2) * p_beyond;
+                let (excess, var) = (per_ms * mean_ms * p_beyond, 2.0 * (per_ms * mean_ms).powi(2) * p_beyond);
+                slot.3 += excess;
+                slot.4 += var;
+                r.counted_overrun.store((running - r.amount).max(0), Ordering::Release);
+                r.counted_excess.store(excess.to_bits(), Ordering::Release);
+                r.counted_var.store(var.to_bits(), Ordering::Release);
             }
         }
+        let _g = self.exposure.lock();
         let clear = |p: &Period| {
             p.running_overrun.store(0, Ordering::Release);
             p.in_service.store(0, Ordering::Release);
             p.tail_margin.store(0, Ordering::Release);
+            p.excess_bits.store(0f64.to_bits(), Ordering::Release);
+            p.var_bits.store(0f64.to_bits(), Ordering::Release);
         };
         for b in self.budgets.values() {
             let p = b.current.read().clone();
@@ -397,8 +435,43 @@ impl BudgetBook {
         for (p, overrun, n, excess, var) in per.into_values() {
             p.running_overrun.store(overrun, Ordering::Release);
             p.in_service.store(n, Ordering::Release);
-            p.tail_margin.store((excess + MARGIN_SIGMAS * var.sqrt()).ceil() as i64, Ordering::Release);
+            p.excess_bits.store(excess.to_bits(), Ordering::Release);
+            p.var_bits.store(var.to_bits(), Ordering::Release);
+            p.tail_margin.store(margin(excess, var), Ordering::Release);
         }
+        self.refreshed_unix_ms.store(unix, Ordering::Release);
+    }
+
+    /// Takes a call that stops being in service (settled or released) out of the figures the
+    /// last [`refresh_exposure`](Self::refresh_exposure) stored, if they counted it: its running
+    /// overrun then (its cost beyond its reservation, which a settlement now charges to the
+    /// committed amount), its place among the calls in service, and its share of the tail
+    /// margin. Without it the call counted twice until the next refresh, and admission refused
+    /// calls the budget could pay for, for up to a second after every long call near the ceiling.
+    /// A call the stored figures did not count (it started after them, or a refresh is under way)
+    /// is left alone: the next refresh counts without it.
+    fn uncount_running(&self, r: &Reservation) {
+        if !r.started {
+            return;
+        }
+        let _g = self.exposure.lock();
+        let at = r.counted_at.load(Ordering::Acquire);
+        if at == i64::MIN || at != self.refreshed_unix_ms.load(Ordering::Acquire) {
+            return;
+        }
+        let p = &r.period;
+        let down =
+            |a: &AtomicI64, by: i64| a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some((v - by).max(0)));
+        let _ = down(&p.running_overrun, r.counted_overrun.load(Ordering::Acquire));
+        let _ = down(&p.in_service, 1);
+        let less = |a: &AtomicU64, by: u64| {
+            let v = (f64::from_bits(a.load(Ordering::Acquire)) - f64::from_bits(by)).max(0.0);
+            a.store(v.to_bits(), Ordering::Release);
+            v
+        };
+        let excess = less(&p.excess_bits, r.counted_excess.load(Ordering::Acquire));
+        let var = less(&p.var_bits, r.counted_var.load(Ordering::Acquire));
+        p.tail_margin.store(margin(excess, var), Ordering::Release);
     }
 
     /// Makes this node spend only what the shared ledger leases it: from now on every period's
@@ -562,6 +635,8 @@ fn new_period(cfg: &BudgetConfig, zone: &dyn Zone, unix: i64, leased: bool) -> P
         refusals: AtomicU64::new(0),
         lease: AtomicI64::new(if leased { 0 } else { i64::MAX }),
         running_overrun: AtomicI64::new(0),
+        excess_bits: AtomicU64::new(0),
+        var_bits: AtomicU64::new(0),
         in_service: AtomicI64::new(0),
         tail_margin: AtomicI64::new(0),
     }

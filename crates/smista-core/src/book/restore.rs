@@ -146,6 +146,10 @@ impl BudgetBook {
                 started_unix_ms: h.accepted_unix_ms,
                 channel: h.channel,
                 queue: Arc::from(h.queue.as_str()),
+                counted_at: std::sync::atomic::AtomicI64::new(i64::MIN),
+                counted_overrun: std::sync::atomic::AtomicI64::new(0),
+                counted_excess: std::sync::atomic::AtomicU64::new(0),
+                counted_var: std::sync::atomic::AtomicU64::new(0),
             });
             drop(held);
             self.recovered.insert(h.contact.clone(), h.clone());

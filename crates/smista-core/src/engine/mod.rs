@@ -152,6 +152,8 @@ struct Leg {
     completion: Completion,
     /// Where it sent the contact: a queue, or out of the centre (`None`).
     to: Option<u32>,
+    /// The operator it named, if any (by slot).
+    named: Option<u32>,
 }
 
 /// The best contact an operator found so far while looking for work.

@@ -313,6 +313,22 @@ impl Engine {
         }
         self.count_working_for(&session);
         self.logged_out.lock().push_back(idx);
+        // Contacts kept for this operator (an appointment, a transfer to them by name) are
+        // anyone's now (see `can_serve`): offer them to whoever is free.
+        for (qi, _) in &session.queues {
+            let pinned: Vec<Arc<str>> = {
+                let st = self.queues[*qi as usize].state.lock();
+                st.waiting
+                    .iter()
+                    .flat_map(|w| w.values().take(SCAN_LIMIT))
+                    .filter(|w| w.pinned.is_some_and(|(s, until)| s == idx && now < until))
+                    .map(|w| w.contact.clone())
+                    .collect()
+            };
+            for c in pinned {
+                self.dispatch_contact(*qi, &c, now, out);
+            }
+        }
         for c in held {
             let Some((qi, state)) = self.contacts.get(&c).map(|r| (r.queue, r.state)) else { continue };
             match state {

@@ -115,12 +115,15 @@ impl Engine {
             .get(operator_id)
             .map(|r| *r.value())
             .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        // Where this request sends it, as a repeat of an earlier transfer must match.
+        let named = pin.map(|(name, _)| self.operator_ids.get(name).map(|r| *r.value()));
+        let asked = (tq, named);
         let Some((qi, state)) = self.contacts.get(contact_id).map(|r| (r.queue, r.state)) else {
-            return self.transferred_before(idx, contact_id, tq, None, now);
+            return self.transferred_before(idx, contact_id, asked, None, now);
         };
         match state {
             CState::InService { slot, .. } if slot == idx => {}
-            _ => return self.transferred_before(idx, contact_id, tq, Some((qi, state)), now),
+            _ => return self.transferred_before(idx, contact_id, asked, Some((qi, state)), now),
         }
         // The named operator: logged in, someone else, serving the queue on the channel.
         let pinned = match (pin, tq) {
@@ -150,7 +153,7 @@ impl Engine {
         }
         let queue_wrap = self.queues[qi as usize].state.lock().params.wrap_up_ms;
         let Some(mut rec) = self.contacts.get_mut(contact_id) else {
-            return self.transferred_before(idx, contact_id, tq, None, now);
+            return self.transferred_before(idx, contact_id, asked, None, now);
         };
         let CState::InService { slot, gen, accepted_at } = rec.state else {
             return Err(RoutingError::WrongState(format!("contact `{contact_id}` is no longer in service")));
@@ -288,7 +291,7 @@ impl Engine {
         operator_slot.count_completed(handle_ms);
         q.record_occupancy(handle_ms.saturating_add(wrap_applied));
         operator_slot.release(gen, rec.channel, now);
-        rec.legs.push(Leg { slot, completion, to: tq });
+        rec.legs.push(Leg { slot, completion, to: tq, named: pinned.map(|(s, _)| s) });
         out.push(Event::Transferred {
             contact: id.clone(),
             queue: q.name.clone(),
@@ -421,7 +424,7 @@ impl Engine {
         &self,
         idx: u32,
         contact_id: &str,
-        to: Option<u32>,
+        (to, named): (Option<u32>, Option<Option<u32>>),
         live: Option<(u32, CState)>,
         now: Millis,
     ) -> Result<Transfer, RoutingError> {
@@ -448,10 +451,19 @@ impl Engine {
                 }
             });
         };
-        if leg.to != to {
-            let was = leg
+        // The same place: the same queue, and the same operator named (an unknown name matches
+        // none).
+        let same_named = match named {
+            None => leg.named.is_none(),
+            Some(slot) => slot.is_some() && slot == leg.named,
+        };
+        if leg.to != to || !same_named {
+            let mut was = leg
                 .to
                 .map_or_else(|| "out of the centre".to_owned(), |q| format!("to `{}`", self.queues[q as usize].name));
+            if let Some(s) = leg.named {
+                was.push_str(&format!(" for `{}`", self.operator_name(s)));
+            }
             return Err(RoutingError::WrongState(format!(
                 "contact `{contact_id}` was already transferred by this operator, {was}"
             )));

@@ -97,7 +97,10 @@ impl Staffing {
                         d.in_service += 1;
                     }
                 }
-                Event::Finished { operator: Some(operator), .. } => {
+                // A transferred leg ends the operator's contact; out of the centre, the
+                // contact's `Finished` that follows is not a second end.
+                Event::Finished { outcome: smista_core::Outcome::Transferred, .. } => {}
+                Event::Transferred { operator, .. } | Event::Finished { operator: Some(operator), .. } => {
                     if let Some(mut d) = self.desks.get_mut(&**operator) {
                         self.close(&mut d, now);
                         d.in_service = d.in_service.saturating_sub(1);

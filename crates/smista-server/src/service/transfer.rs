@@ -95,12 +95,19 @@ async fn earlier(
     else {
         return Ok(None);
     };
-    if record.to_queue != queue_of(target) {
-        let was = if record.to_queue.is_empty() {
+    let named = match target {
+        TransferTarget::Operator { operator, .. } => operator.as_str(),
+        _ => "",
+    };
+    if record.to_queue != queue_of(target) || record.to_operator != named {
+        let mut was = if record.to_queue.is_empty() {
             "out of the centre".to_owned()
         } else {
             format!("to `{}`", record.to_queue)
         };
+        if !record.to_operator.is_empty() {
+            was.push_str(&format!(" for `{}`", record.to_operator));
+        }
         return Err(Status::failed_precondition(format!(
             "contact `{}` was already transferred by this operator, {was}",
             smista_core::error::clip(&req.contact_id)

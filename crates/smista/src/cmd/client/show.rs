@@ -195,27 +195,6 @@ pub(crate) fn operator_status(v: i32) -> String {
         .map_or_else(|_| format!("status {v}"), |s| words(s.as_str_name(), "OPERATOR_STATUS_"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_people_say_them() {
-        assert_eq!(duration(350), "350 ms");
-        assert_eq!(duration(14_929), "15 s");
-        assert_eq!(duration(150_000), "2 min 30 s");
-        assert_eq!(duration(120_000), "2 min");
-        assert_eq!(duration(3_900_000), "1 h 5 min");
-    }
-
-    #[test]
-    fn errors_name_the_code_in_words() {
-        let s = tonic::Status::not_found("unknown queue `nope`");
-        assert_eq!(status(&s), "not found: unknown queue `nope`");
-        assert_eq!(status(&tonic::Status::failed_precondition("")), "failed precondition");
-    }
-}
-
 /// A transfer's answer: `transferred after 2 min 5 s (wrap-up 10 s); queued at position 3 of
 /// consultancy, about 4 min`.
 #[must_use]
@@ -252,4 +231,25 @@ pub(crate) fn appointment(a: &pb::Appointment) -> (String, Value) {
                "display_name": a.display_name, "start_unix_ms": a.start_unix_ms, "end_unix_ms": a.end_unix_ms,
                "state": state, "for_contact_id": a.for_contact_id}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration(350), "350 ms");
+        assert_eq!(duration(14_929), "15 s");
+        assert_eq!(duration(150_000), "2 min 30 s");
+        assert_eq!(duration(120_000), "2 min");
+        assert_eq!(duration(3_900_000), "1 h 5 min");
+    }
+
+    #[test]
+    fn errors_name_the_code_in_words() {
+        let s = tonic::Status::not_found("unknown queue `nope`");
+        assert_eq!(status(&s), "not found: unknown queue `nope`");
+        assert_eq!(status(&tonic::Status::failed_precondition("")), "failed precondition");
+    }
 }
