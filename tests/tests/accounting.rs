@@ -9,10 +9,10 @@ mod support;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smista_proto::v1 as pb;
-use smista_server::config::auth::{ApiKey, Role};
+use smista_server::config::auth::Role;
 use smista_server::config::Config;
-use support::{assigned, login, temp_dir, voice, Server};
-use tonic::{Code, Request};
+use support::{api_key, assigned, login, temp_dir, voice, with, Server};
+use tonic::Code;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -70,14 +70,6 @@ async fn report(
         }
         page_token = page.next_page_token;
     }
-}
-
-fn with<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    if !token.is_empty() {
-        r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
-    }
-    r
 }
 
 fn parts(r: &pb::OperatorIntervalRow) -> u64 {
@@ -230,26 +222,16 @@ async fn pause_codes_are_checked_and_the_report_adds_up_per_group() {
     srv.stop().await;
 }
 
-fn key(name: &str, secret: &str, role: Role) -> ApiKey {
-    let hash = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    ApiKey {
-        name: name.into(),
-        sha256: hash.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
-        roles: vec![role],
-        operator: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_operator_rows_need_the_workforce_role_and_every_read_is_audited() {
     let mut cfg = config(&temp_dir("privacy"));
     cfg.privacy.per_operator_reports = true;
     cfg.privacy.agreement = "Accordo sindacale 12/2026, art. 3".into();
     cfg.auth.api_keys = vec![
-        key("sup", "sup-secret", Role::Supervisor),
-        key("wfm", "wfm-secret", Role::Workforce),
-        key("adm", "adm-secret", Role::Admin),
-        key("desk", "desk-secret", Role::Desk),
+        api_key("sup", "sup-secret", Role::Supervisor, None),
+        api_key("wfm", "wfm-secret", Role::Workforce, None),
+        api_key("adm", "adm-secret", Role::Admin, None),
+        api_key("desk", "desk-secret", Role::Desk, None),
     ];
     cfg.auth.api_keys[3].operator = Some("op-1".into());
     // The roster is not what this test is about: desks log in as they say.

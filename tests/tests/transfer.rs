@@ -261,37 +261,16 @@ async fn a_transfer_survives_a_restart_and_each_leg_is_charged_once() {
     }
 }
 
-fn with<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
-    r
-}
-
-fn key(
-    name: &str,
-    secret: &str,
-    role: smista_server::config::auth::Role,
-    operator: Option<&str>,
-) -> smista_server::config::auth::ApiKey {
-    let hash = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    smista_server::config::auth::ApiKey {
-        name: name.into(),
-        sha256: hash.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
-        roles: vec![role],
-        operator: operator.map(Into::into),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desk_books_moves_and_cancels_the_consultancy_of_the_caller_it_serves() {
     use smista_proto::v1::appointment_service_client::AppointmentServiceClient;
     use smista_server::config::auth::Role;
     let mut cfg = smista_server::config::Config::load(None).expect("demo");
     cfg.auth.api_keys = vec![
-        key("desk-1", "desk-1-secret", Role::Desk, Some("op-101")),
-        key("desk-2", "desk-2-secret", Role::Desk, Some("op-102")),
-        key("consultant", "anna-secret", Role::Desk, Some("op-anna")),
-        key("platform", "platform-secret", Role::Platform, None),
+        api_key("desk-1", "desk-1-secret", Role::Desk, Some("op-101")),
+        api_key("desk-2", "desk-2-secret", Role::Desk, Some("op-102")),
+        api_key("consultant", "anna-secret", Role::Desk, Some("op-anna")),
+        api_key("platform", "platform-secret", Role::Platform, None),
     ];
     cfg.roster.mode = Some(smista_server::config::roster::RosterMode::Open);
     let srv = Server::start_with(cfg).await;

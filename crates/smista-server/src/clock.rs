@@ -66,6 +66,17 @@ impl Clock {
         u64::try_from(unix_ms).ok()?.checked_sub(self.start_unix_ms).map(Millis)
     }
 
+    /// When a desk says its contact ended (`ended_unix_ms` of CompleteContact or
+    /// TransferContact; 0: now), as engine time, at most `now`: a completion delayed by an outage
+    /// of ours bills the conversation, not the outage.
+    #[must_use]
+    pub fn desk_ended(&self, ended_unix_ms: u64, now: Millis) -> Millis {
+        match ended_unix_ms {
+            0 => now,
+            unix => self.from_unix(i64::try_from(unix).unwrap_or(i64::MAX)).map_or(now, |t| t.min(now)),
+        }
+    }
+
     /// The wall time of engine time zero, Unix ms.
     #[must_use]
     pub fn epoch_unix_ms(&self) -> i64 {

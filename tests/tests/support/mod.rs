@@ -174,3 +174,28 @@ pub async fn drop_backend(pg: Option<&str>) {
     let (Some(schema), Ok(url)) = (pg, std::env::var("SMISTA_TEST_PG_URL")) else { return };
     smista_ledger::testing::drop_schema(&url, schema).await;
 }
+
+/// `msg` with `authorization: Bearer <token>` (no header for an empty token).
+pub fn with<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if !token.is_empty() {
+        r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    }
+    r
+}
+
+/// An API key `name` whose secret is `secret`, holding `role`, bound to desk `operator` if given.
+pub fn api_key(
+    name: &str,
+    secret: &str,
+    role: smista_server::config::auth::Role,
+    operator: Option<&str>,
+) -> smista_server::config::auth::ApiKey {
+    let hash = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    smista_server::config::auth::ApiKey {
+        name: name.into(),
+        sha256: hash.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+        roles: vec![role],
+        operator: operator.map(Into::into),
+    }
+}

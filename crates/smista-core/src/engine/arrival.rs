@@ -143,23 +143,30 @@ impl Engine {
         let mut chain = Vec::with_capacity(1 + overflow.len());
         chain.push(q0);
         chain.extend_from_slice(&overflow);
-        // The decision is the one made during this call: queued at placement, or assigned by this
-        // call's dispatch. What happens afterwards (maybe at once, on another thread) is an event.
-        match self.place(&id, &chain, now, out, true) {
-            Ok((_, d @ Decision::Assigned { .. })) => Ok(d),
-            Ok((qi, queued)) => match self.dispatch_contact(qi, &id, now, out) {
-                Some(assigned) => Ok(assigned),
+        Ok(self.place_arriving(&id, &chain, now, out))
+    }
+
+    /// Places an `Arriving` contact as an arrival in the first queue of `chain` that takes it (a
+    /// new contact, or a transferred contact's next leg): offered at once if an operator is
+    /// free, else queued; diverted with the fallback of the queue that decided if none takes it.
+    /// The decision is the one made during this call: queued at placement, or assigned by this
+    /// call's dispatch; what happens afterwards (maybe at once, on another thread) is an event.
+    pub(super) fn place_arriving(&self, id: &Arc<str>, chain: &[u32], now: Millis, out: &mut Vec<Event>) -> Decision {
+        match self.place(id, chain, now, out, true) {
+            Ok((_, d @ Decision::Assigned { .. })) => d,
+            Ok((qi, queued)) => match self.dispatch_contact(qi, id, now, out) {
+                Some(assigned) => assigned,
                 // Taken at once by an operator this call freed (see `place`): report the offer.
-                None => match self.contacts.get(&id).map(|r| r.state) {
-                    Some(CState::Offered { slot, deadline, .. }) => Ok(Decision::Assigned {
+                None => match self.contacts.get(id).map(|r| r.state) {
+                    Some(CState::Offered { slot, deadline, .. }) => Decision::Assigned {
                         operator: self.operator_name(slot),
                         queue: self.queues[qi as usize].name.clone(),
                         deadline: deadline.0,
-                    }),
-                    _ => Ok(queued),
+                    },
+                    _ => queued,
                 },
             },
-            Err((reason, qi)) => Ok(self.divert_arriving(&id, qi, reason, now, out)),
+            Err((reason, qi)) => self.divert_arriving(id, qi, reason, now, out),
         }
     }
 

@@ -617,9 +617,36 @@ impl Engine {
         let q = &self.queues[rec.queue as usize];
         let wrap = if wrap_up_ms > 0 { wrap_up_ms } else { queue_wrap };
         let session = self.slot(slot).session.lock().clone();
+        let handle_ms = ended.min(now).max(accepted_at).since(accepted_at);
+        let (t, completion) = self.end_leg(q, slot, gen, rec.channel, &id, handle_ms, wrap, now);
+        self.finish(&mut rec, &id, Outcome::Completed, None, Some((slot, completion, accepted_at)), now, out);
+        drop(rec);
+        self.remove_done(&id);
+        if let Some(s) = &session {
+            self.status_event(s, t, out);
+        }
+        self.find_work(slot, now, out);
+        Ok(completion)
+    }
+
+    /// Ends operator `slot`'s leg of contact `id` (in service in `q`, handled `handle_ms`): its
+    /// wrap-up (`wrap` ms) starts before its capacity is released, so no offer slips in between
+    /// — a completion during a wrap-up extends it, never shortens it; a paused operator stays
+    /// paused — and the queue's and the operator's figures count it. Returns the operator's
+    /// transition, if any, and the leg's completion. The contact's own state is the caller's.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn end_leg(
+        &self,
+        q: &Queue,
+        slot: u32,
+        gen: u8,
+        channel: Channel,
+        id: &Arc<str>,
+        handle_ms: u64,
+        wrap: u64,
+        now: Millis,
+    ) -> (Option<Transition>, Completion) {
         let operator_slot = self.slot(slot);
-        // Wrap-up starts before capacity is released, so no offer slips in between. A completion
-        // during a wrap-up extends it, never shortens it; a paused operator stays paused.
         let (t, wrap_applied) = if wrap > 0 {
             let until = match operator_slot.word().status() {
                 OperatorStatus::WrapUp => operator_slot.wrap_until().max(now.plus(wrap)),
@@ -638,21 +665,13 @@ impl Engine {
         } else {
             (None, 0)
         };
-        let completion =
-            Completion { handle_ms: ended.min(now).max(accepted_at).since(accepted_at), wrap_up_ms: wrap_applied };
+        let completion = Completion { handle_ms, wrap_up_ms: wrap_applied };
         q.in_service.fetch_sub(1, Ordering::Relaxed);
-        self.drop_held(slot, &id);
-        operator_slot.count_completed(completion.handle_ms);
-        q.record_occupancy(completion.handle_ms.saturating_add(completion.wrap_up_ms));
-        operator_slot.release(gen, rec.channel, now);
-        self.finish(&mut rec, &id, Outcome::Completed, None, Some((slot, completion, accepted_at)), now, out);
-        drop(rec);
-        self.remove_done(&id);
-        if let Some(s) = &session {
-            self.status_event(s, t, out);
-        }
-        self.find_work(slot, now, out);
-        Ok(completion)
+        self.drop_held(slot, id);
+        operator_slot.count_completed(handle_ms);
+        q.record_occupancy(handle_ms.saturating_add(wrap_applied));
+        operator_slot.release(gen, channel, now);
+        (t, completion)
     }
 
     // ----------------------------------------------------------------------------------------

@@ -266,31 +266,7 @@ impl Engine {
             }
         }
         let wrap = if wrap_up_ms > 0 { wrap_up_ms } else { queue_wrap };
-        let operator_slot = self.slot(slot);
-        let (t, wrap_applied) = if wrap > 0 {
-            let until = match operator_slot.word().status() {
-                OperatorStatus::WrapUp => operator_slot.wrap_until().max(now.plus(wrap)),
-                _ => now.plus(wrap),
-            };
-            match operator_slot.transition(
-                gen,
-                &[OperatorStatus::Available, OperatorStatus::WrapUp],
-                OperatorStatus::WrapUp,
-                Some(until),
-                now,
-            ) {
-                Some(t) => (Some(t), until.since(now)),
-                None => (None, 0),
-            }
-        } else {
-            (None, 0)
-        };
-        let completion = Completion { handle_ms, wrap_up_ms: wrap_applied };
-        q.in_service.fetch_sub(1, Ordering::Relaxed);
-        self.drop_held(slot, &id);
-        operator_slot.count_completed(handle_ms);
-        q.record_occupancy(handle_ms.saturating_add(wrap_applied));
-        operator_slot.release(gen, rec.channel, now);
+        let (t, completion) = self.end_leg(q, slot, gen, rec.channel, &id, handle_ms, wrap, now);
         rec.legs.push(Leg { slot, completion, to: tq, named: pinned.map(|(s, _)| s) });
         out.push(Event::Transferred {
             contact: id.clone(),
@@ -304,7 +280,7 @@ impl Engine {
             arrived: rec.arrived,
             pinned_until: pinned.map(|(_, until)| until),
             handle_ms,
-            wrap_up_ms: wrap_applied,
+            wrap_up_ms: completion.wrap_up_ms,
             charged: charged.clone(),
         });
 
@@ -328,7 +304,7 @@ impl Engine {
                 rec.funding = next_funding;
                 rec.not_before = accepted_at.plus(1);
                 drop(rec);
-                Next::Placed(self.place_leg(&id, t, now, out))
+                Next::Placed(self.place_arriving(&id, &[t], now, out))
             }
         };
         if let Some(s) = &session {
@@ -398,26 +374,6 @@ impl Engine {
         })
     }
 
-    /// Places an `Arriving` contact's next leg in queue `t` as an arrival: offered at once if an
-    /// operator is free, else queued; diverted with the queue's fallback if it cannot wait there.
-    fn place_leg(&self, id: &Arc<str>, t: u32, now: Millis, out: &mut Vec<Event>) -> Decision {
-        match self.place(id, &[t], now, out, true) {
-            Ok((_, d @ Decision::Assigned { .. })) => d,
-            Ok((qi, queued)) => match self.dispatch_contact(qi, id, now, out) {
-                Some(assigned) => assigned,
-                None => match self.contacts.get(id).map(|r| r.state) {
-                    Some(CState::Offered { slot, deadline, .. }) => Decision::Assigned {
-                        operator: self.operator_name(slot),
-                        queue: self.queues[qi as usize].name.clone(),
-                        deadline: deadline.0,
-                    },
-                    _ => queued,
-                },
-            },
-            Err((reason, qi)) => self.divert_arriving(id, qi, reason, now, out),
-        }
-    }
-
     /// The answer to a transfer of a contact that is not in this operator's hands: the same
     /// answer if they transferred it before to the same place (in this life), else why not.
     fn transferred_before(
@@ -468,26 +424,7 @@ impl Engine {
                 "contact `{contact_id}` was already transferred by this operator, {was}"
             )));
         }
-        let next = match (live, finished) {
-            (Some((qi, state)), _) => {
-                let id: Arc<str> = Arc::from(contact_id);
-                Next::Placed(self.current_decision(&id, qi, state, now).unwrap_or(Decision::Queued {
-                    queue: self.queues[qi as usize].name.clone(),
-                    position: 0,
-                    estimated_wait_ms: 0,
-                }))
-            }
-            (None, Some(f)) => match f.diverted {
-                Some((reason, fallback)) => Next::Placed(Decision::Diverted {
-                    reason,
-                    fallback,
-                    queue: self.queues[f.queue as usize].name.clone(),
-                    reopens: None,
-                }),
-                None => Next::Ended(f.outcome),
-            },
-            (None, None) => Next::Ended(Outcome::Transferred),
-        };
+        let next = self.standing(contact_id, now).unwrap_or(Next::Ended(Outcome::Transferred));
         Ok(Transfer { completion: leg.completion, next })
     }
 

@@ -268,12 +268,8 @@ impl OperatorService for OperatorSvc {
         let req = request.into_inner();
         let s = &self.0;
         let t = RpcTimer::start("CompleteContact");
-        // When it ended, as the desk says (held to [acceptance, now] by the engine): a
-        // completion delayed by an outage of ours bills the conversation, not the outage.
-        let ended = |now: smista_core::Millis| match req.ended_unix_ms {
-            0 => now,
-            unix => s.clock.from_unix(i64::try_from(unix).unwrap_or(i64::MAX)).map_or(now, |t| t.min(now)),
-        };
+        // When it ended, as the desk says (held to [acceptance, now] by the engine).
+        let ended = |now: smista_core::Millis| s.clock.desk_ended(req.ended_unix_ms, now);
         let mut unknown = None;
         if s.recovered(&req.contact_id).is_none() {
             let r = self

@@ -40,10 +40,7 @@ pub async fn transfer(s: &Shared, req: pb::TransferContactRequest) -> Result<pb:
     };
     let now = s.clock.now();
     // When the leg ended, as the desk says (held to [acceptance, now] by the engine).
-    let ended = match req.ended_unix_ms {
-        0 => now,
-        unix => s.clock.from_unix(i64::try_from(unix).unwrap_or(i64::MAX)).map_or(now, |t| t.min(now)),
-    };
+    let ended = s.clock.desk_ended(req.ended_unix_ms, now);
     if let Some(h) = s.recovered(&req.contact_id) {
         if h.operator != req.operator_id {
             return Err(Status::failed_precondition(format!(
