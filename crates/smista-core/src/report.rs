@@ -86,6 +86,9 @@ pub struct Record<'a> {
     pub group: &'a str,
     /// That group's supplier ("" for internal staff).
     pub supplier: &'a str,
+    /// Its operators' transfers: (the queue of the leg that ended, the queue the next leg
+    /// waited in, "" out of the centre).
+    pub transfers: &'a [(String, String)],
 }
 
 /// One queue (service line) in one interval.
@@ -129,6 +132,11 @@ pub struct QueueInterval {
     pub handle_ms: u64,
     /// Sum of their wrap-up times, ms.
     pub wrap_up_ms: u64,
+    /// Transfers by an operator into this queue of contacts that arrived in the interval (they
+    /// are offered and answered in their first queue's row, not here).
+    pub transferred_in: u64,
+    /// Transfers by an operator out of this queue (to another queue or out of the centre).
+    pub transferred_out: u64,
 }
 
 fn ratio(n: u64, d: u64) -> f64 {
@@ -324,6 +332,12 @@ impl<'z> Builder<'z> {
                 row.diverted += 1;
                 let reason = r.diverted.map_or("unknown", DivertReason::as_str);
                 *row.diverted_by_reason.entry(reason.to_owned()).or_default() += 1;
+            }
+        }
+        for (from, to) in r.transfers {
+            self.row(r.arrived_unix_ms, from).transferred_out += 1;
+            if !to.is_empty() {
+                self.row(r.arrived_unix_ms, to).transferred_in += 1;
             }
         }
         let answered = matches!(r.outcome, Outcome::Completed | Outcome::CancelledInService | Outcome::Transferred);

@@ -72,6 +72,7 @@ fn rec(arrived: i64, queue: &str, outcome: Outcome, waited_ms: u64) -> Record<'_
             ""
         },
         supplier: "acme",
+        transfers: &[],
     }
 }
 
@@ -88,6 +89,34 @@ fn local_day(y: i64, m: i64, d: i64) -> (i64, i64) {
     let next = days(y, m, d + 1) * DAY;
     let end = next - Rome.offset_ms(next - 3 * HOUR);
     (start, end)
+}
+
+#[test]
+fn a_transferred_contact_counts_once_in_its_first_queue_and_its_transfers_in_and_out() {
+    let at = days(2026, 12, 7) * DAY + 9 * HOUR;
+    let mut b = builder(30 * 60_000);
+    // naspi -> consultancy, completed there; pensions -> out of the centre.
+    let legs = [("naspi".to_owned(), "consultancy".to_owned())];
+    let mut r = rec(at, "naspi", Outcome::Completed, 4_000);
+    r.transfers = &legs;
+    b.add(&r);
+    let out = [("pensions".to_owned(), String::new())];
+    let mut r = rec(at, "pensions", Outcome::Transferred, 1_000);
+    r.transfers = &out;
+    b.add(&r);
+    let (rows, _) = b.finish();
+    let row = |q: &str| rows.iter().find(|r| r.queue == q).cloned().unwrap_or_else(|| panic!("a row for {q}"));
+    let (naspi, consult, pensions) = (row("naspi"), row("consultancy"), row("pensions"));
+    assert_eq!((naspi.offered, naspi.answered, naspi.transferred_out, naspi.transferred_in), (1, 1, 1, 0));
+    assert_eq!(
+        (consult.offered, consult.answered, consult.transferred_in),
+        (0, 0, 1),
+        "offered in its first queue only"
+    );
+    assert_eq!((pensions.offered, pensions.answered, pensions.handled, pensions.transferred_out), (1, 1, 1, 1));
+    for r in &rows {
+        assert_eq!(r.answered + r.abandoned + r.diverted + r.in_progress, r.offered, "{r:?}");
+    }
 }
 
 #[test]

@@ -69,6 +69,7 @@ fn record(i: u64) -> ContactEnd {
             budget: if answered && !budget.is_empty() { budget.into() } else { String::new() },
             cost_cents: if answered && !budget.is_empty() { 270 } else { 0 },
             caller_key: String::new(),
+            transfers: Vec::new(),
         },
     }
 }

@@ -344,7 +344,7 @@ pub fn schema(postgres: bool) -> String {
 
 /// The detail columns of `contact_ends` (the contact history), added to ledgers written before
 /// them with these defaults (unknown: empty or zero).
-const HISTORY_COLUMNS: [(&str, &str); 12] = [
+const HISTORY_COLUMNS: [(&str, &str); 13] = [
     ("arrived_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("received_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("answered_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
@@ -357,11 +357,12 @@ const HISTORY_COLUMNS: [(&str, &str); 12] = [
     ("budget_id", "TEXT NOT NULL DEFAULT ''"),
     ("cost_cents", "BIGINT NOT NULL DEFAULT 0"),
     ("caller_key", "TEXT NOT NULL DEFAULT ''"),
+    ("transfers", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// The detail columns of `cost_records`: a budgeted contact's detail record is its cost record
 /// (one row per contact, not two) when its end is committed with it (see `writer.rs`).
-pub(crate) const RECORD_DETAIL_COLUMNS: [(&str, &str); 11] = [
+pub(crate) const RECORD_DETAIL_COLUMNS: [(&str, &str); 12] = [
     ("waited_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("wrap_up_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("arrived_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
@@ -373,6 +374,7 @@ pub(crate) const RECORD_DETAIL_COLUMNS: [(&str, &str); 11] = [
     ("offers", "TEXT NOT NULL DEFAULT ''"),
     ("supplier", "TEXT NOT NULL DEFAULT ''"),
     ("caller_key", "TEXT NOT NULL DEFAULT ''"),
+    ("transfers", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// Reports read the history by arrival (cost records without a detail have arrival 0).
@@ -404,8 +406,13 @@ const STEPS: &[&[(&str, &str, &str)]] = &[
     // diversions per budget period, kept across restarts), created whole by the schema script.
     &[],
     // 6 (issue 30): the table `transfers` (each leg an operator ended by moving its contact on),
-    // created whole by the schema script, and the contact an appointment was booked from.
-    &[("appointments", "for_contact", "TEXT NOT NULL DEFAULT ''")],
+    // created whole by the schema script; the contact an appointment was booked from; a
+    // contact's transfers in its detail record (both tables that carry one).
+    &[
+        ("appointments", "for_contact", "TEXT NOT NULL DEFAULT ''"),
+        ("contact_ends", "transfers", "TEXT NOT NULL DEFAULT ''"),
+        ("cost_records", "transfers", "TEXT NOT NULL DEFAULT ''"),
+    ],
 ];
 
 /// The version of [`schema`], recorded in `schema_version` by whoever creates or migrates a ledger.

@@ -100,20 +100,41 @@ pub struct Detail {
     pub cost_cents: i64,
     /// The keyed hash of the caller (only when `[history] keep_caller_key`), else "".
     pub caller_key: String,
+    /// Its operators' transfers, in order: (the queue of the leg that ended, the queue the next
+    /// leg waited in; "" when it left the centre).
+    pub transfers: Vec<(String, String)>,
 }
 
 fn escape(s: &str) -> String {
-    s.replace('%', "%25").replace('/', "%2F").replace(',', "%2C")
+    s.replace('%', "%25").replace('/', "%2F").replace(',', "%2C").replace('>', "%3E")
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("%2C", ",").replace("%2F", "/").replace("%25", "%")
+    s.replace("%3E", ">").replace("%2C", ",").replace("%2F", "/").replace("%25", "%")
 }
 
 /// The overflow path as stored.
 #[must_use]
 pub fn encode_overflows(q: &[String]) -> String {
     q.iter().map(|x| escape(x)).collect::<Vec<_>>().join(",")
+}
+
+/// The transfers as stored: `from>to` (`to` empty out of the centre), comma-separated.
+#[must_use]
+pub fn encode_transfers(t: &[(String, String)]) -> String {
+    t.iter().map(|(from, to)| format!("{}>{}", escape(from), escape(to))).collect::<Vec<_>>().join(",")
+}
+
+fn decode_transfers(s: &str) -> Vec<(String, String)> {
+    if s.is_empty() {
+        return Vec::new();
+    }
+    s.split(',')
+        .map(|x| {
+            let (from, to) = x.split_once('>').unwrap_or((x, ""));
+            (unescape(from), unescape(to))
+        })
+        .collect()
 }
 
 /// The offers as stored.
@@ -184,6 +205,7 @@ where
             budget: r.try_get("budget_id")?,
             cost_cents: r.try_get("cost_cents")?,
             caller_key: r.try_get("caller_key")?,
+            transfers: decode_transfers(&r.try_get::<String, _>("transfers")?),
         },
     })
 }
@@ -191,13 +213,13 @@ where
 /// The columns of a detail record, from `contact_ends`.
 const END_SELECT: &str = "contact_id, ended_unix_ms, queue, channel, outcome, waited_ms, handle_ms, wrap_up_ms,
     operator_id, divert_reason, fallback, node_id, arrived_unix_ms, received_unix_ms, answered_unix_ms, first_queue,
-    overflows, segment, offers, operator_group, supplier, budget_id, cost_cents, caller_key FROM contact_ends";
+    overflows, segment, offers, operator_group, supplier, budget_id, cost_cents, caller_key, transfers FROM contact_ends";
 
 /// The same columns from a cost record that carries its contact's detail (arrival set).
 const RECORD_SELECT: &str = "contact_id, completed_unix_ms AS ended_unix_ms, queue, channel, outcome, waited_ms,
     handle_ms, wrap_up_ms, operator_id, '' AS divert_reason, '' AS fallback, node_id, arrived_unix_ms,
     received_unix_ms, answered_unix_ms, first_queue, overflows, segment, offers, operator_group, supplier, budget_id,
-    cost_cents, caller_key FROM cost_records";
+    cost_cents, caller_key, transfers FROM cost_records";
 
 /// The latest detail record of one contact (bind the id twice).
 pub(crate) fn latest_of_sql() -> String {

@@ -51,7 +51,9 @@ pub use appointments::{QueueAudit, QueueChange, ScheduledCallback};
 pub use counters::BudgetCounters;
 
 pub use db::{schema, Target};
-pub use history::{encode_offers, encode_overflows, Detail, HistoryCursor, OfferOutcome, OfferRecord};
+pub use history::{
+    encode_offers, encode_overflows, encode_transfers, Detail, HistoryCursor, OfferOutcome, OfferRecord,
+};
 pub use leader::{Elector, Leadership};
 pub use lease::{Lease, Pool};
 pub use node_lock::NodeLock;

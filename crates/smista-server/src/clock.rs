@@ -151,6 +151,7 @@ mod tests {
                     wrap_up_ms: 0,
                     group: "",
                     supplier: "",
+                    transfers: &[],
                 });
             }
             let (rows, _) = b.finish();

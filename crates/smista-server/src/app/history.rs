@@ -26,6 +26,8 @@ struct Trail {
     offers: Vec<(Arc<str>, Arc<str>, OfferOutcome)>,
     answered_unix_ms: i64,
     caller_key: Box<str>,
+    /// (from, to) per transfer; `to` empty out of the centre.
+    transfers: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// The trails of live contacts and how to turn them into records.
@@ -51,6 +53,14 @@ impl History {
         }
     }
 
+    /// Notes in `contact`'s trail that its operator transferred it from `from` to `to` (""
+    /// out of the centre): its detail record lists its transfers.
+    pub fn transferred(&self, contact: &str, from: &str, to: &str) {
+        if let Some(mut t) = self.trails.get_mut(contact) {
+            t.transfers.push((Arc::from(from), Arc::from(to)));
+        }
+    }
+
     /// A contact offered to smista (before the engine routes it). A repeated offer of a live
     /// contact keeps its first trail.
     /// Returns whether this call started the trail.
@@ -73,6 +83,7 @@ impl History {
                 received_unix_ms,
                 first_queue: Arc::from(queue),
                 overflows: Vec::new(),
+                transfers: Vec::new(),
                 offers: Vec::new(),
                 answered_unix_ms: 0,
                 caller_key: if self.keep_caller_key { caller_key.into() } else { Box::default() },
@@ -124,6 +135,9 @@ impl History {
                         t.overflows.push(to.clone());
                     }
                 }
+                Event::Transferred { contact, queue, to, .. } => {
+                    self.transferred(contact, queue, to.as_deref().unwrap_or(""));
+                }
                 Event::Finished {
                     contact,
                     queue,
@@ -158,6 +172,9 @@ impl History {
                         overflows: trail
                             .as_ref()
                             .map_or_else(Vec::new, |t| t.overflows.iter().map(|q| q.to_string()).collect()),
+                        transfers: trail.as_ref().map_or_else(Vec::new, |t| {
+                            t.transfers.iter().map(|(f, to)| (f.to_string(), to.to_string())).collect()
+                        }),
                         segment: segment.as_str().to_owned(),
                         offers: trail.as_ref().map_or_else(Vec::new, |t| {
                             t.offers

@@ -91,6 +91,8 @@ fn to_row(r: smista_core::report::QueueInterval, tz: &Tz) -> smista_proto::v1::Q
         diverted_by_reason: r.diverted_by_reason.into_iter().collect(),
         max_wait_ms: r.max_wait_ms,
         handled: r.handled,
+        transferred_in: r.transferred_in,
+        transferred_out: r.transferred_out,
     }
 }
 
@@ -154,6 +156,7 @@ pub async fn interval_page(
                 wrap_up_ms: e.wrap_up_ms,
                 group: &e.detail.group,
                 supplier: &e.detail.supplier,
+                transfers: &e.detail.transfers,
             });
         }
         match page.last() {

@@ -249,6 +249,7 @@ async fn carried(
     let received = unix(now);
     let (r, published) = s.about(&req.contact_id, now, |ev| {
         s.history.arrive(&req.contact_id, &h.queue, arrived_unix_ms, received, "");
+        s.history.transferred(&req.contact_id, &h.queue, &offer.queue);
         let pinned = pin.as_ref().map(|(o, until)| (o.as_str(), *until));
         s.engine.offer_leg(&offer, pinned, Some(&req.operator_id), &record.paid, now, ev)
     });
