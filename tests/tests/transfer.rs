@@ -24,6 +24,18 @@ fn to_queue(op: &str, contact: &str, queue: &str) -> pb::TransferContactRequest 
     }
 }
 
+/// `op` sends `contact` to `named` first, through `queue`, for `timeout_ms`.
+fn to_operator(op: &str, contact: &str, named: &str, queue: &str, timeout_ms: u64) -> pb::TransferContactRequest {
+    pb::TransferContactRequest {
+        target: Some(Target::Operator(pb::TransferToOperator {
+            operator_id: named.into(),
+            queue: queue.into(),
+            timeout_ms,
+        })),
+        ..to_queue(op, contact, "")
+    }
+}
+
 /// Offers `contact` on `queue` and has `op` (the only one free for it) accept it.
 async fn in_service(srv: &Server, o: &mut OperatorServiceClient<Channel>, op: &str, contact: &str, queue: &str) {
     let d = srv.contacts().await.offer_contact(voice(contact, queue)).await.expect("offer").into_inner();
@@ -134,14 +146,7 @@ async fn each_transfer_flow_answers_as_the_proto_says() {
     // To a named operator: offered to them only.
     o.login(login("op-204", "supplier-a", &[("naspi", 8)])).await.expect("login");
     in_service(&srv, &mut o, "op-204", "t-3", "naspi").await;
-    let named = pb::TransferContactRequest {
-        target: Some(Target::Operator(pb::TransferToOperator {
-            operator_id: "op-201".into(),
-            queue: "isee".into(),
-            timeout_ms: 60_000,
-        })),
-        ..to_queue("op-204", "t-3", "")
-    };
+    let named = to_operator("op-204", "t-3", "op-201", "isee", 60_000);
     // op-201 is still in wrap-up or free; either way only op-201 may take it for a minute.
     let r = o.transfer_contact(named).await.expect("named").into_inner();
     match &r.next {
@@ -150,14 +155,7 @@ async fn each_transfer_flow_answers_as_the_proto_says() {
         other => panic!("unexpected {other:?}"),
     }
     o.login(login("op-205", "supplier-a", &[("naspi", 7), ("isee", 5)])).await.expect("login");
-    let named_self = pb::TransferContactRequest {
-        target: Some(Target::Operator(pb::TransferToOperator {
-            operator_id: "op-205".into(),
-            queue: "isee".into(),
-            timeout_ms: 0,
-        })),
-        ..to_queue("op-205", "t-4", "")
-    };
+    let named_self = to_operator("op-205", "t-4", "op-205", "isee", 0);
     in_service(&srv, &mut o, "op-205", "t-4", "naspi").await;
     let e = o.transfer_contact(named_self).await.expect_err("to oneself");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
@@ -489,24 +487,10 @@ async fn a_named_operator_who_declines_frees_the_contact_for_the_queue() {
     o.login(login("op-202", "supplier-a", &[("isee", 5)])).await.expect("login");
     in_service(&srv, &mut o, "op-201", "n-1", "naspi").await;
     // op-202 is named for ten minutes; op-203 of the same queue waits.
-    let named = pb::TransferContactRequest {
-        target: Some(Target::Operator(pb::TransferToOperator {
-            operator_id: "op-202".into(),
-            queue: "isee".into(),
-            timeout_ms: 600_000,
-        })),
-        ..to_queue("op-201", "n-1", "")
-    };
+    let named = to_operator("op-201", "n-1", "op-202", "isee", 600_000);
     let r = o.transfer_contact(named).await.expect("named").into_inner();
     assert!(matches!(&r.next, Some(Next::Assigned(a)) if a.operator_id == "op-202"), "{r:?}");
-    let too_long = pb::TransferContactRequest {
-        target: Some(Target::Operator(pb::TransferToOperator {
-            operator_id: "op-202".into(),
-            queue: "isee".into(),
-            timeout_ms: 3_600_001,
-        })),
-        ..to_queue("op-201", "n-1", "")
-    };
+    let too_long = to_operator("op-201", "n-1", "op-202", "isee", 3_600_001);
     let e = o.transfer_contact(too_long).await.expect_err("a head start above an hour");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     o.login(login("op-203", "supplier-a", &[("isee", 5)])).await.expect("login");

@@ -465,6 +465,17 @@ mod tests {
         }
     }
 
+    fn accepted() -> Event {
+        Event::Accepted {
+            contact: "c".into(),
+            queue: "q".into(),
+            operator: "op".into(),
+            channel: Channel::Voice,
+            waited_ms: 0,
+            held: false,
+        }
+    }
+
     fn finished(outcome: Outcome) -> Event {
         Event::Finished {
             contact: "c".into(),
@@ -488,18 +499,7 @@ mod tests {
         let code = |r: &str| if r == "no answer" { "no_answer".to_owned() } else { r.to_owned() };
         let mut out = Vec::new();
         d.apply(&status(OperatorStatus::Available, ""), &code, &mut out);
-        d.apply(
-            &Event::Accepted {
-                contact: "c".into(),
-                queue: "q".into(),
-                operator: "op".into(),
-                channel: Channel::Voice,
-                waited_ms: 0,
-                held: false,
-            },
-            &code,
-            &mut out,
-        );
+        d.apply(&accepted(), &code, &mut out);
         // A pause asked for during the call starts when it ends.
         d.apply(&status(OperatorStatus::Paused, "break"), &code, &mut out);
         d.apply(&finished(Outcome::Completed), &code, &mut out);
@@ -529,14 +529,6 @@ mod tests {
         let mut d = Desk::default();
         let code = |r: &str| r.to_owned();
         let mut out = Vec::new();
-        let accepted = Event::Accepted {
-            contact: "c".into(),
-            queue: "q".into(),
-            operator: "op".into(),
-            channel: Channel::Voice,
-            waited_ms: 0,
-            held: false,
-        };
         let transferred = |to: Option<&str>| Event::Transferred {
             contact: "c".into(),
             queue: "q".into(),
@@ -553,10 +545,10 @@ mod tests {
             charged: None,
         };
         d.apply(&status(OperatorStatus::Available, ""), &code, &mut out);
-        d.apply(&accepted, &code, &mut out);
+        d.apply(&accepted(), &code, &mut out);
         d.apply(&transferred(Some("consultancy")), &code, &mut out);
         // Out of the centre: the contact's end right after its transfer is not a second end.
-        d.apply(&accepted, &code, &mut out);
+        d.apply(&accepted(), &code, &mut out);
         d.apply(&transferred(None), &code, &mut out);
         d.apply(&finished(Outcome::Transferred), &code, &mut out);
         assert_eq!(Desk::operator_of(&transferred(None)), Some("op"));
