@@ -111,6 +111,12 @@ pub trait BudgetGate: Send + Sync + std::fmt::Debug {
     fn settle_and_reserve(&self, _leg: &Settlement<'_>, _next: &FundingRequest<'_>) -> Option<Option<i64>> {
         None
     }
+    /// A consultation's reservation on `budget` becomes its contact's (the second operator
+    /// carries on with the contact on the money admitted for the consultation): the reservation
+    /// held for `from` is now held for `to`, started or not, and ends in `to`'s `settle` or
+    /// `release`. Durable gates move the hold in memory; the ledger's record of the hand-over
+    /// moves it on disk.
+    fn rename(&self, budget: &str, from: &str, to: &str);
 }
 
 /// A gate for deployments without capped budgets: funds everything, records nothing.
@@ -125,6 +131,7 @@ impl BudgetGate for Unlimited {
     fn settle(&self, _s: &Settlement<'_>) -> Option<i64> {
         None
     }
+    fn rename(&self, _budget: &str, _from: &str, _to: &str) {}
 }
 
 /// A test double that counts contacts instead of money: each budget may hold at most `limit`
@@ -219,6 +226,17 @@ impl BudgetGate for CountingGate {
 
     fn release(&self, budget: &str, contact_id: &str) {
         self.drop_hold(budget, contact_id, "release");
+    }
+
+    fn rename(&self, budget: &str, from: &str, to: &str) {
+        let mut held = self.held.lock();
+        if held.remove(&(budget.to_owned(), from.to_owned())).is_none() {
+            self.violations.lock().push(format!("rename of {from} on {budget} without reservation"));
+            return;
+        }
+        if held.insert((budget.to_owned(), to.to_owned()), ()).is_some() {
+            self.violations.lock().push(format!("rename of {from} onto {to}, which holds {budget} already"));
+        }
     }
 
     fn settle(&self, s: &Settlement<'_>) -> Option<i64> {

@@ -42,6 +42,8 @@ pub enum Event {
         waited_ms: u64,
         /// An outbound callback: once the operator accepts, the platform dials the citizen.
         callback: bool,
+        /// A consultation: the contact it is about and the operator who asks.
+        consultation: Option<(Arc<str>, Arc<str>)>,
     },
     /// A waiting caller chose to be called back: the contact keeps its place (its arrival and
     /// priority), the platform drops the call, and it is offered as a callback at the head.
@@ -181,6 +183,23 @@ pub enum Event {
         /// The budget charged for the leg and the cents, if a budget settled it.
         charged: Option<(Arc<str>, i64)>,
     },
+    /// A step of a consultation (see [`crate::ConsultStep`]): `operator` asked, about
+    /// `contact`, for consultation `consultation` in `queue`.
+    Consultation {
+        /// The contact it is about.
+        contact: Arc<str>,
+        /// The consultation (a contact of its own).
+        consultation: Arc<str>,
+        /// The operator who asked (the first).
+        operator: Arc<str>,
+        /// The queue the consultation was asked of.
+        queue: Arc<str>,
+        /// The second operator: named (requested), who accepted, who is in conference, who
+        /// carries on, or who was in it when it ended (`None` while nobody took it).
+        to_operator: Option<Arc<str>>,
+        /// What happened.
+        step: crate::ConsultStep,
+    },
     /// An operator's status changed.
     OperatorStatus {
         /// Operator.
@@ -213,7 +232,8 @@ impl Event {
             | Event::Finished { contact, .. }
             | Event::CallbackRequested { contact, .. }
             | Event::CallbackScheduled { contact, .. }
-            | Event::Transferred { contact, .. } => Some(contact),
+            | Event::Transferred { contact, .. }
+            | Event::Consultation { contact, .. } => Some(contact),
             Event::OperatorStatus { .. } => None,
         }
     }
@@ -231,7 +251,8 @@ impl Event {
             | Event::Finished { queue, .. }
             | Event::CallbackRequested { queue, .. }
             | Event::CallbackScheduled { queue, .. }
-            | Event::Transferred { queue, .. } => Some(queue),
+            | Event::Transferred { queue, .. }
+            | Event::Consultation { queue, .. } => Some(queue),
             Event::Overflowed { from, .. } => Some(from),
             Event::OperatorStatus { .. } => None,
         }

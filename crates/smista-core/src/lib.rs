@@ -46,6 +46,7 @@ pub mod time;
 
 pub use config::MAX_EXPANSION_STEPS;
 pub use engine::callback::CallbackNext;
+pub use engine::consult::{ConsultAction, ConsultEnd, ConsultStep};
 pub use engine::operators::{OperatorUpdate, MAX_SKILLS};
 pub use engine::transfer::{Next, Transfer, TransferTarget, MAX_PIN_MS};
 pub use engine::Engine;

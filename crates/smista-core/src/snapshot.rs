@@ -78,6 +78,10 @@ pub struct OperatorSnapshot {
     pub active_contacts: u32,
     /// Engine time of the last status change.
     pub status_since_ms: u64,
+    /// In a consultation: the colleague it is with (empty while nobody has taken it, or none).
+    pub consulting_with: String,
+    /// That consultation is a conference.
+    pub conference: bool,
 }
 
 /// Run-time changes to a queue; `None` keeps the current value.

@@ -1,6 +1,8 @@
 //! Model-based property test: random interleavings of offers, cancels, logins, logouts, state
 //! changes, accepts, declines, completions, transfers (to queues, to named operators, out of the
-//! centre, and by the wrong operator), budget refusals and clock advances. A simple
+//! centre, and by the wrong operator), consultations (asked of a queue or a named operator, handed
+//! over, turned into conferences, cancelled, ended by either side or with their contact), budget
+//! refusals and clock advances. A simple
 //! sequential reference model of every contact's and operator's lifecycle replays each event the
 //! engine emits and rejects any transition the specification forbids; after every step the
 //! engine's own audit must be clean; at the end every contact has exactly one outcome and every
@@ -16,7 +18,8 @@ use proptest::prelude::*;
 use smista_core::budget::CountingGate;
 use smista_core::config::{ExpansionStep, QueueConfig, Strategy as Pick};
 use smista_core::{
-    Channel, Decision, Engine, Event, Millis, OperatorStatus, Outcome, RequestedState, RoutingError, TransferTarget,
+    Channel, ConsultAction, ConsultStep, Decision, Engine, Event, Millis, Next, OperatorStatus, Outcome,
+    RequestedState, RoutingError, TransferTarget,
 };
 
 #[derive(Clone, Debug)]
@@ -103,6 +106,21 @@ enum Op {
         op: usize,
         contact: usize,
     },
+    /// The operator serving a contact asks for consultation `k{id}`: of a queue (0..3) or of a
+    /// named operator through `pensions` (3).
+    Consult {
+        pick: usize,
+        to: usize,
+        op: usize,
+        id: usize,
+    },
+    /// The first operator of an open consultation hands over (0), joins a conference (1) or
+    /// cancels (2); or the second operator completes it (3).
+    EndConsult {
+        pick: usize,
+        action: usize,
+        wrap: u64,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -127,6 +145,28 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|on| Op::Refuse { on }),
         3 => (any::<usize>(), 0..5usize, 0..6usize, prop_oneof![Just(0u64), 1..20_000u64]).prop_map(|(pick, to, op, wrap)| Op::Transfer { pick, to, op, wrap }),
         1 => (0..6usize, 0..40usize).prop_map(|(op, contact)| Op::TransferWrong { op, contact }),
+        3 => (any::<usize>(), 0..4usize, 0..6usize, 0..20usize).prop_map(|(pick, to, op, id)| Op::Consult { pick, to, op, id }),
+        3 => (any::<usize>(), 0..4usize, prop_oneof![Just(0u64), 1..20_000u64]).prop_map(|(pick, action, wrap)| Op::EndConsult { pick, action, wrap }),
+    ]
+}
+
+/// Weighted towards consultations: operators log in and take calls, ask for consultations, the
+/// colleagues accept, and the first hands over, confers, cancels — with the contact ending,
+/// forced logouts, budget refusals and time passing in between.
+fn consult_heavy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..6usize, 0..3usize, 1..=10u8, 0..=1u8).prop_map(|(op, group, level, chats)| Op::Login { op, group, level, chats }),
+        1 => (0..6usize, Just(true)).prop_map(|(op, force)| Op::Logout { op, force }),
+        4 => (0..40usize, 0..3usize, Just(false), 0..=3u32, Just(0u8)).prop_map(|(contact, queue, chat, priority, caller)| Op::Offer { contact, queue, chat, priority, caller }),
+        1 => (0..40usize).prop_map(|contact| Op::Cancel { contact }),
+        8 => any::<usize>().prop_map(|pick| Op::Accept { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Decline { pick }),
+        2 => (any::<usize>(), Just(0u64)).prop_map(|(pick, wrap)| Op::Complete { pick, wrap }),
+        2 => (0..3_000u64).prop_map(|ms| Op::Advance { ms }),
+        1 => any::<bool>().prop_map(|on| Op::Refuse { on }),
+        1 => (any::<usize>(), 0..3usize, 0..6usize, Just(0u64)).prop_map(|(pick, to, op, wrap)| Op::Transfer { pick, to, op, wrap }),
+        6 => (any::<usize>(), 0..4usize, 0..6usize, 0..20usize).prop_map(|(pick, to, op, id)| Op::Consult { pick, to, op, id }),
+        6 => (any::<usize>(), 0..4usize, prop_oneof![Just(0u64), 1..5_000u64]).prop_map(|(pick, action, wrap)| Op::EndConsult { pick, action, wrap }),
     ]
 }
 
@@ -167,6 +207,8 @@ enum MContact {
     Parked,
     /// Transferred out of the centre; its end follows.
     Leaving,
+    /// A consultation handed over: merged into its contact; its end follows.
+    Merged,
     Finished(Outcome),
 }
 
@@ -186,6 +228,10 @@ struct Model {
     ops: HashMap<String, MOperator>,
     finished_events: HashMap<String, usize>,
     callbacks: std::collections::HashSet<String>,
+    /// Open consultations: their contact and the operator who asked.
+    consults: HashMap<String, (String, usize)>,
+    /// Consultations that were handed over or ended (each once).
+    consults_done: HashMap<String, usize>,
 }
 
 fn op_index(name: &str) -> usize {
@@ -214,6 +260,11 @@ impl Model {
                 let c = self.contacts.get(&**contact).copied();
                 if !matches!(c, None | Some(MContact::Waiting)) {
                     return Err(format!("{contact} offered while {c:?}"));
+                }
+                if let Some((_, first)) = self.consults.get(&**contact) {
+                    if *first == op_index(operator) {
+                        return Err(format!("consultation {contact} offered to the operator who asked for it"));
+                    }
                 }
                 let o = self.ops.get_mut(&**operator).ok_or("offer to unknown operator")?;
                 if o.status != OperatorStatus::Available {
@@ -267,7 +318,7 @@ impl Model {
                         | (Some(MContact::Offered(..)), Outcome::Abandoned)
                         | (Some(MContact::Parked), Outcome::Abandoned)
                         | (Some(MContact::InService(..)), Outcome::Completed | Outcome::CancelledInService)
-                        | (Some(MContact::Leaving), Outcome::Transferred)
+                        | (Some(MContact::Leaving | MContact::Merged), Outcome::Transferred)
                 ) || (self.callbacks.contains(&**contact)
                     && matches!(
                         (c, outcome),
@@ -311,6 +362,56 @@ impl Model {
                 let next = if to.is_some() { MContact::Waiting } else { MContact::Leaving };
                 self.contacts.insert(contact.to_string(), next);
             }
+            Event::Consultation { contact, consultation, operator, step, to_operator, .. } => {
+                let c = self.contacts.get(&**contact).copied();
+                let k = self.contacts.get(&**consultation).copied();
+                let first = op_index(operator);
+                match step {
+                    ConsultStep::Requested => {
+                        if !matches!(c, Some(MContact::InService(o, _)) if o == first) {
+                            return Err(format!("{operator} asked for {consultation} about {contact} while {c:?}"));
+                        }
+                        if self.consults.values().any(|(p, _)| **p == **contact) {
+                            return Err(format!("{contact} has two consultations open"));
+                        }
+                        if self.consults.insert(consultation.to_string(), (contact.to_string(), first)).is_some()
+                            || self.contacts.contains_key(&**consultation)
+                        {
+                            return Err(format!("consultation id {consultation} reused"));
+                        }
+                    }
+                    ConsultStep::Accepted | ConsultStep::Conference => {
+                        let second = to_operator.as_deref().map(op_index);
+                        if !matches!(k, Some(MContact::InService(o, _)) if Some(o) == second) {
+                            return Err(format!("{consultation} {step:?} while {k:?}"));
+                        }
+                        if !matches!(c, Some(MContact::InService(o, _)) if o == first) {
+                            return Err(format!("{consultation} {step:?} while its contact {contact} is {c:?}"));
+                        }
+                    }
+                    ConsultStep::HandedOver => {
+                        // The first's leg ended (its `Transferred` came just before): the contact
+                        // is the second's now, on the consultation's capacity.
+                        let Some(MContact::InService(b, ch)) = k else {
+                            return Err(format!("{consultation} handed over while {k:?}"));
+                        };
+                        if Some(b) != to_operator.as_deref().map(op_index) || c != Some(MContact::Waiting) {
+                            return Err(format!(
+                                "{consultation} handed over to {to_operator:?}: {k:?}, {contact} {c:?}"
+                            ));
+                        }
+                        self.contacts.insert(contact.to_string(), MContact::InService(b, ch));
+                        self.contacts.insert(consultation.to_string(), MContact::Merged);
+                        self.close_consult(consultation)?;
+                    }
+                    ConsultStep::Ended => {
+                        if !matches!(k, Some(MContact::Finished(_))) {
+                            return Err(format!("{consultation} ended while {k:?}"));
+                        }
+                        self.close_consult(consultation)?;
+                    }
+                }
+            }
             Event::OperatorStatus { operator, from, to, .. } => {
                 let o = self.ops.entry(operator.to_string()).or_insert(MOperator {
                     status: OperatorStatus::LoggedOut,
@@ -330,6 +431,15 @@ impl Model {
                 o.status = *to;
             }
         }
+        Ok(())
+    }
+
+    fn close_consult(&mut self, k: &str) -> Result<(), String> {
+        if self.consults.remove(k).is_none() {
+            return Err(format!("consultation {k} closed but not open"));
+        }
+        let n = self.consults_done.entry(k.to_owned()).or_default();
+        *n += 1;
         Ok(())
     }
 
@@ -527,6 +637,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let c = format!("c{contact}");
                 let r = e.request_callback(&c, now, &mut ev);
                 let waiting = matches!(m.contacts.get(&c), Some(MContact::Waiting | MContact::Parked));
+                // A consultation is no caller to call back.
+                let consult = m.consults.contains_key(&c) || m.consults_done.contains_key(&c);
+                let waiting = waiting && !consult;
                 let chat = matches!(m.contacts.get(&c), Some(MContact::Waiting)) && r.is_err();
                 prop_assert!(
                     r.is_ok() == waiting || chat,
@@ -577,13 +690,91 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         "transfer of a contact in service: {r:?}"
                     );
                     if let Err(RoutingError::WrongState(_) | RoutingError::InvalidArgument { .. }) = &r {
-                        // Only about the named operator.
-                        prop_assert!(*to == 4, "transfer to a queue: {r:?}");
+                        // Only about the named operator, or a consultation still open.
+                        let consulting = m.consults.values().any(|(p, _)| p == c) || m.consults.contains_key(c);
+                        prop_assert!(*to == 4 || consulting, "transfer to a queue: {r:?}");
                     }
                     if let (Ok(done), Some(mo)) = (&r, m.ops.get_mut(&format!("op{o}"))) {
                         mo.wrap_until = mo.wrap_until.max(now.plus(done.completion.wrap_up_ms));
                     }
                     r.map(|_| ())
+                }
+            }
+            Op::Consult { pick, to, op, id } => {
+                let busy: Vec<_> = m.in_service().into_iter().filter(|(c, _)| !m.consults.contains_key(c)).collect();
+                if busy.is_empty() {
+                    Ok(())
+                } else {
+                    let (c, o) = &busy[pick % busy.len()];
+                    let k = format!("k{id}");
+                    let known = m.contacts.contains_key(&k);
+                    let open = m.consults.values().any(|(p, _)| p == c);
+                    let target = match to {
+                        0..=2 => TransferTarget::Queue(QUEUES[*to].into()),
+                        _ => TransferTarget::Operator {
+                            operator: format!("op{op}"),
+                            queue: QUEUES[0].into(),
+                            timeout_ms: 10_000,
+                        },
+                    };
+                    let r = e.consult_at(&format!("op{o}"), c, &k, &target, now, &mut ev);
+                    match &r {
+                        Ok(Next::Placed(Decision::Queued { .. } | Decision::Assigned { .. })) => {
+                            prop_assert!(!open || known, "a second consultation of {c} was let in: {r:?}");
+                        }
+                        Ok(other) => prop_assert!(known, "a new consultation answered {other:?}"),
+                        Err(RoutingError::TransferRefused { .. } | RoutingError::UnknownOperator(_)) => {}
+                        Err(RoutingError::WrongState(_) | RoutingError::InvalidArgument { .. }) => {
+                            prop_assert!(known || open || *to == 3, "consult({c}, {k}) = {r:?}");
+                        }
+                        Err(_) => prop_assert!(false, "consult({c}, {k}) = {r:?}"),
+                    }
+                    r.map(|_| ())
+                }
+            }
+            Op::EndConsult { pick, action, wrap } => {
+                let mut open: Vec<_> = m.consults.iter().map(|(k, (c, o))| (k.clone(), c.clone(), *o)).collect();
+                open.sort();
+                if open.is_empty() {
+                    Ok(())
+                } else {
+                    let (k, c, first) = &open[pick % open.len()];
+                    let talking = matches!(m.contacts.get(k), Some(MContact::InService(..)));
+                    let r = match action {
+                        3 => match m.contacts.get(k).copied() {
+                            Some(MContact::InService(b, _)) => {
+                                e.complete(&format!("op{b}"), k, *wrap, now, &mut ev).map(|_| ())
+                            }
+                            _ => Ok(()),
+                        },
+                        _ => {
+                            let a =
+                                [ConsultAction::Transfer, ConsultAction::Conference, ConsultAction::Cancel][*action];
+                            let r = e.end_consultation(&format!("op{first}"), c, k, a, *wrap, now, now, &mut ev);
+                            if a == ConsultAction::Cancel || talking {
+                                prop_assert!(r.is_ok(), "{a:?} of {k} ({c}) by op{first}: {r:?}");
+                            } else {
+                                prop_assert!(
+                                    matches!(r, Err(RoutingError::WrongState(_))),
+                                    "{a:?} of {k} not yet accepted: {r:?}"
+                                );
+                            }
+                            if let (Ok(done), Some(mo)) = (&r, m.ops.get_mut(&format!("op{first}"))) {
+                                let wrap_ms = done.completion.map_or(0, |c| c.wrap_up_ms);
+                                mo.wrap_until = mo.wrap_until.max(now.plus(wrap_ms));
+                            }
+                            // A repeat answers the same.
+                            if let Ok(done) = &r {
+                                let mut again = Vec::new();
+                                let r2 =
+                                    e.end_consultation(&format!("op{first}"), c, k, a, *wrap, now, now, &mut again);
+                                prop_assert_eq!(r2.as_ref().ok(), Some(done), "repeat of {:?} of {}", a, k);
+                                prop_assert!(again.is_empty(), "a repeat emitted {:?}", again);
+                            }
+                            r.map(|_| ())
+                        }
+                    };
+                    r
                 }
             }
             Op::TransferWrong { op, contact } => {
@@ -635,6 +826,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             m.finished_events.get(c)
         );
     }
+    prop_assert!(m.consults.is_empty(), "consultations never closed: {:?}", m.consults);
+    for (k, n) in &m.consults_done {
+        prop_assert_eq!(*n, 1, "consultation {} closed {} times", k, n);
+    }
     prop_assert_eq!(gate.held(), 0, "reservations left behind");
     prop_assert!(gate.violations().is_empty(), "{:?}", gate.violations());
     prop_assert!(e.audit(now).is_empty());
@@ -646,6 +841,11 @@ proptest! {
 
     #[test]
     fn engine_follows_the_lifecycle_model(ops in proptest::collection::vec(op_strategy(), 1..120)) {
+        run(ops)?;
+    }
+
+    #[test]
+    fn consultations_follow_the_lifecycle_model(ops in proptest::collection::vec(consult_heavy(), 1..120)) {
         run(ops)?;
     }
 }

@@ -20,7 +20,7 @@ use smista_core::book::{
     BudgetBook, BudgetConfig, ChannelTariff, CostRecord, HoldRecord, PacingConfig, PeriodConfig, SettlementSink, Tariff,
 };
 use smista_core::config::QueueConfig;
-use smista_core::{Channel, Engine, Event, Millis, Outcome, RoutingError, TransferTarget};
+use smista_core::{Channel, ConsultAction, ConsultStep, Engine, Event, Millis, Outcome, RoutingError, TransferTarget};
 
 const TARIFF: Tariff =
     Tariff { fee_per_contact_cents: 50, rate_per_second_centicents: 150, billing_increment_seconds: 10 };
@@ -42,6 +42,13 @@ impl SettlementSink for Ledger {
     }
     fn release(&self, _budget: &str, contact: &str) {
         self.holds.lock().remove(contact);
+    }
+    fn renamed(&self, _budget: &str, from: &str, to: &str) {
+        let mut holds = self.holds.lock();
+        if let Some(mut h) = holds.remove(from) {
+            h.contact = to.to_owned();
+            assert!(holds.insert(to.to_owned(), h).is_none(), "{to} held twice");
+        }
     }
 }
 
@@ -79,6 +86,18 @@ enum Op {
         pick: usize,
         to: usize,
     },
+    /// The operator asks for a consultation `k{id}` of `pensions` (0), `consultancy` (1) or
+    /// `helpdesk` (2).
+    Consult {
+        pick: usize,
+        to: usize,
+        id: usize,
+    },
+    /// The first operator of an open consultation hands over (0), confers (1) or cancels (2).
+    EndConsult {
+        pick: usize,
+        action: usize,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -92,6 +111,24 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => any::<usize>().prop_map(|pick| Op::Complete { pick }),
         3 => (0..400_000u64).prop_map(|ms| Op::Advance { ms }),
         3 => (any::<usize>(), 0..4usize).prop_map(|(pick, to)| Op::Transfer { pick, to }),
+        3 => (any::<usize>(), 0..3usize, 0..30usize).prop_map(|(pick, to, id)| Op::Consult { pick, to, id }),
+        4 => (any::<usize>(), 0..3usize).prop_map(|(pick, action)| Op::EndConsult { pick, action }),
+    ]
+}
+
+/// Weighted towards consultations: many operators in, calls taken, consultations asked for,
+/// accepted, handed over, conferred, cancelled, with the ceiling near.
+fn consult_heavy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..OPERATORS.len()).prop_map(|op| Op::Login { op }),
+        1 => (0..OPERATORS.len(), Just(true)).prop_map(|(op, force)| Op::Logout { op, force }),
+        4 => (0..30usize, 0..=5u32).prop_map(|(contact, priority)| Op::Offer { contact, priority }),
+        1 => (0..30usize).prop_map(|contact| Op::Cancel { contact }),
+        8 => any::<usize>().prop_map(|pick| Op::Accept { pick }),
+        2 => any::<usize>().prop_map(|pick| Op::Complete { pick }),
+        2 => (0..120_000u64).prop_map(|ms| Op::Advance { ms }),
+        6 => (any::<usize>(), 0..3usize, 0..30usize).prop_map(|(pick, to, id)| Op::Consult { pick, to, id }),
+        6 => (any::<usize>(), 0..3usize).prop_map(|(pick, action)| Op::EndConsult { pick, action }),
     ]
 }
 
@@ -148,6 +185,9 @@ struct Seen {
     offered: Vec<(String, String)>,
     in_service: Vec<(String, String)>,
     outcomes: HashMap<String, Outcome>,
+    /// Consultations: their contact and the operator who asked; open ones.
+    consult_of: HashMap<String, String>,
+    open: Vec<(String, String, String)>,
 }
 
 impl Seen {
@@ -172,6 +212,19 @@ impl Seen {
                 Event::Transferred { contact, .. } => {
                     self.in_service.retain(|(c, _)| **c != **contact);
                 }
+                Event::Consultation { contact, consultation, operator, to_operator, step, .. } => match step {
+                    ConsultStep::Requested => {
+                        self.consult_of.insert(consultation.to_string(), contact.to_string());
+                        self.open.push((consultation.to_string(), contact.to_string(), operator.to_string()));
+                    }
+                    ConsultStep::HandedOver => {
+                        let second = to_operator.as_deref().unwrap_or_default();
+                        self.in_service.push((contact.to_string(), second.to_owned()));
+                        self.open.retain(|(k, ..)| **k != **consultation);
+                    }
+                    ConsultStep::Ended => self.open.retain(|(k, ..)| **k != **consultation),
+                    ConsultStep::Accepted | ConsultStep::Conference => {}
+                },
                 _ => {}
             }
         }
@@ -191,6 +244,8 @@ fn check(e: &Engine, book: &BudgetBook, ledger: &Ledger, seen: &Seen, now: Milli
     prop_assert_eq!(records.iter().map(|r| r.cost_cents).sum::<i64>(), v.settled_cents, "records add up");
     for (i, r) in records.iter().enumerate() {
         // One fee per contact (the budget's `leg_fee = "once"`): its later legs pay their time.
+        // A consultation not handed over is a contact of its own (its fee); one handed over is
+        // the second operator's leg of the contact.
         let earlier = records[..i].iter().any(|o| o.contact == r.contact);
         let fee = if earlier { TARIFF.fee_per_contact_cents } else { 0 };
         prop_assert_eq!(r.cost_cents, TARIFF.cost_cents(r.handle_ms) - fee, "cost = tariff(handle time): {:?}", r);
@@ -275,7 +330,34 @@ fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseEr
                     Err(RoutingError::TransferRefused { .. }) => {
                         prop_assert!(ev.is_empty(), "a refused transfer changed something: {:?}", ev);
                     }
+                    // A consultation is not transferred; nor is a contact in one.
+                    Err(RoutingError::WrongState(_))
+                        if seen.consult_of.contains_key(&c) || seen.open.iter().any(|(_, p, _)| *p == c) => {}
                     Err(err) => return Err(TestCaseError::fail(format!("transfer {c}: {err}"))),
+                }
+            }
+            Op::Consult { pick, to, id } if !seen.in_service.is_empty() => {
+                let (c, o) = seen.in_service[pick % seen.in_service.len()].clone();
+                let target = TransferTarget::Queue(["pensions", "consultancy", "helpdesk"][to].into());
+                let k = format!("k{id}");
+                match e.consult_at(&o, &c, &k, &target, now, &mut ev) {
+                    Ok(_) => {}
+                    Err(RoutingError::InvalidArgument { .. }) if c == k => {}
+                    Err(RoutingError::TransferRefused { .. }) => {
+                        prop_assert!(ev.is_empty(), "a refused consultation changed something: {:?}", ev);
+                    }
+                    Err(RoutingError::WrongState(_)) => {}
+                    Err(err) => return Err(TestCaseError::fail(format!("consult {c}: {err}"))),
+                }
+            }
+            Op::EndConsult { pick, action } if !seen.open.is_empty() => {
+                let (k, c, first) = seen.open[pick % seen.open.len()].clone();
+                let a = [ConsultAction::Transfer, ConsultAction::Conference, ConsultAction::Cancel][action];
+                let talking = seen.in_service.iter().any(|(x, _)| *x == k);
+                match e.end_consultation(&first, &c, &k, a, 0, now, now, &mut ev) {
+                    Ok(_) => {}
+                    Err(RoutingError::WrongState(_)) if !talking && a != ConsultAction::Cancel => {}
+                    Err(err) => return Err(TestCaseError::fail(format!("{a:?} of {k}: {err}"))),
                 }
             }
             _ => {}
@@ -287,6 +369,7 @@ fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseEr
     ev.clear();
     for c in 0..30 {
         let _ = e.cancel(&format!("c{c}"), now, &mut ev);
+        let _ = e.cancel(&format!("k{c}"), now, &mut ev);
     }
     for (id, _) in OPERATORS {
         let _ = e.logout(id, true, now, &mut ev);
@@ -308,6 +391,15 @@ proptest! {
     #[test]
     fn spend_stays_under_the_ceiling_and_every_reservation_comes_back(
         ops in proptest::collection::vec(op_strategy(), 1..250),
+        ceiling in 0i64..4_000,
+        prefer_internal in any::<bool>(),
+    ) {
+        run(&ops, ceiling, prefer_internal)?;
+    }
+
+    #[test]
+    fn consultations_are_charged_once_and_stay_under_the_ceiling(
+        ops in proptest::collection::vec(consult_heavy(), 1..250),
         ceiling in 0i64..4_000,
         prefer_internal in any::<bool>(),
     ) {

@@ -321,9 +321,20 @@ CREATE TABLE IF NOT EXISTS transfers (
     arrived_unix_ms      BIGINT  NOT NULL,
     paid                 TEXT    NOT NULL,
     node_id              TEXT    NOT NULL,
+    consultation_id      TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (contact_id, at_unix_ms)
 );
 CREATE INDEX IF NOT EXISTS transfers_by_time ON transfers (at_unix_ms);
+CREATE TABLE IF NOT EXISTS consultations (
+    consultation_id      TEXT    NOT NULL PRIMARY KEY,
+    contact_id           TEXT    NOT NULL,
+    from_operator        TEXT    NOT NULL,
+    to_queue             TEXT    NOT NULL,
+    to_operator          TEXT    NOT NULL,
+    asked_unix_ms        BIGINT  NOT NULL,
+    node_id              TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS consultations_by_contact ON consultations (contact_id);
 CREATE TABLE IF NOT EXISTS schema_version (
     id                 BIGINT  NOT NULL PRIMARY KEY,
     version            BIGINT  NOT NULL
@@ -413,6 +424,10 @@ const STEPS: &[&[(&str, &str, &str)]] = &[
         ("contact_ends", "transfers", "TEXT NOT NULL DEFAULT ''"),
         ("cost_records", "transfers", "TEXT NOT NULL DEFAULT ''"),
     ],
+    // 7 (issue 30, consultations): the table `consultations` (each consultation asked for,
+    // created whole by the schema script) and the consultation a transfer handed the contact
+    // over to.
+    &[("transfers", "consultation_id", "TEXT NOT NULL DEFAULT ''")],
 ];
 
 /// The version of [`schema`], recorded in `schema_version` by whoever creates or migrates a ledger.

@@ -58,7 +58,7 @@ pub use leader::{Elector, Leadership};
 pub use lease::{Lease, Pool};
 pub use node_lock::NodeLock;
 pub use roster::{RosterAudit, RosterRow, RosterWrite};
-pub use transfers::TransferRecord;
+pub use transfers::{ConsultRecord, TransferRecord};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

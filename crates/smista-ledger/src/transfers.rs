@@ -7,7 +7,7 @@
 use sqlx::Row;
 
 use crate::db::with_db;
-pub use crate::writer::TransferRecord;
+pub use crate::writer::{ConsultRecord, TransferRecord};
 use crate::{Key, Ledger, LedgerError};
 
 fn from_row<'r, R>(r: &'r R) -> Result<TransferRecord, LedgerError>
@@ -30,6 +30,25 @@ where
         wrap_up_ms: u64::try_from(r.try_get::<i64, _>("wrap_up_ms")?).unwrap_or(0),
         arrived_unix_ms: r.try_get("arrived_unix_ms")?,
         paid: paid.split(',').filter(|b| !b.is_empty()).map(str::to_owned).collect(),
+        consultation: r.try_get("consultation_id")?,
+        accepted_unix_ms: 0,
+    })
+}
+
+fn consult_from_row<'r, R>(r: &'r R) -> Result<ConsultRecord, LedgerError>
+where
+    R: Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ConsultRecord {
+        consultation: r.try_get("consultation_id")?,
+        contact: r.try_get("contact_id")?,
+        from_operator: r.try_get("from_operator")?,
+        to_queue: r.try_get("to_queue")?,
+        to_operator: r.try_get("to_operator")?,
+        asked_unix_ms: r.try_get("asked_unix_ms")?,
     })
 }
 
@@ -37,6 +56,29 @@ impl Ledger {
     /// Queues a transfer record ([`Ledger::durable`] of the contact waits for it).
     pub fn transferred(&self, r: TransferRecord) {
         self.submit(Key::Contact(r.contact.clone()), crate::writer::Op::Transfer(r));
+    }
+
+    /// Queues a consultation's record ([`Ledger::durable`] of the consultation's id waits for it).
+    pub fn consulted(&self, r: ConsultRecord) {
+        self.submit(Key::Contact(r.consultation.clone()), crate::writer::Op::Consult(r));
+    }
+
+    /// The consultation `consultation`, if one was asked for under that id.
+    pub async fn consultation(&self, consultation: &str) -> Result<Option<ConsultRecord>, LedgerError> {
+        let sql = self.db.sql("SELECT * FROM consultations WHERE consultation_id = ?");
+        with_db!(&self.db, p => {
+            let row = sqlx::query(&sql).bind(consultation).fetch_optional(p).await?;
+            row.as_ref().map(consult_from_row).transpose()
+        })
+    }
+
+    /// The hand-over that ended consultation `consultation`, if it was handed over.
+    pub async fn handed_over(&self, consultation: &str) -> Result<Option<TransferRecord>, LedgerError> {
+        let sql = self.db.sql("SELECT * FROM transfers WHERE consultation_id = ? LIMIT 1");
+        with_db!(&self.db, p => {
+            let row = sqlx::query(&sql).bind(consultation).fetch_optional(p).await?;
+            row.as_ref().map(from_row).transpose()
+        })
     }
 
     /// The latest transfer of `contact` by `operator` (a repeated transfer after a restart).

@@ -43,6 +43,8 @@ pub(crate) enum Op {
     Alive(i64),
     /// An operator moved a contact on (its leg's service row ends with it).
     Transfer(TransferRecord),
+    /// An operator asked for a consultation.
+    Consult(ConsultRecord),
 }
 
 #[derive(Debug)]
@@ -287,6 +289,7 @@ enum Kind {
     State,
     Alive,
     Transfer,
+    Consult,
 }
 
 fn kind(op: &Op) -> Kind {
@@ -299,6 +302,7 @@ fn kind(op: &Op) -> Kind {
         Op::State(..) => Kind::State,
         Op::Alive(_) => Kind::Alive,
         Op::Transfer(_) => Kind::Transfer,
+        Op::Consult(_) => Kind::Consult,
     }
 }
 
@@ -327,7 +331,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
     while i < batch.len() {
         let k = kind(&batch[i].0);
         let mut j = i + 1;
-        let single = matches!(k, Kind::Amend | Kind::Alive | Kind::Transfer);
+        let single = matches!(k, Kind::Amend | Kind::Alive | Kind::Transfer | Kind::Consult);
         while j < batch.len() && kind(&batch[j].0) == k && !single {
             j += 1;
         }
@@ -342,6 +346,7 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
             Kind::State => rows(STATE_COLUMNS, STATE_ROW, n, STATE_TAIL),
             Kind::Alive => ALIVE_AT_LEAST.to_owned(),
             Kind::Transfer => INSERT_TRANSFER.to_owned(),
+            Kind::Consult => INSERT_CONSULT.to_owned(),
         };
         runs.push((k, &batch[i..j], db.sql(&sql).into_owned()));
         i = j;
@@ -453,10 +458,39 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                                 .bind(t.arrived_unix_ms)
                                 .bind(t.paid.join(","))
                                 .bind(node)
+                                .bind(&t.consultation)
                                 .execute(&mut *tx)
                                 .await?;
                             sqlx::query(&db.sql(END_SERVICE))
                                 .bind(&t.contact)
+                                .execute(&mut *tx)
+                                .await?;
+                            if !t.consultation.is_empty() && r.rows_affected() > 0 {
+                                // A hand-over: the consultation's service row and budget hold are
+                                // the contact's now, dated after the leg that ended.
+                                sqlx::query(&db.sql(HAND_OVER))
+                                    .bind(&t.contact)
+                                    .bind(t.accepted_unix_ms)
+                                    .bind(t.accepted_unix_ms)
+                                    .bind(&t.consultation)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            fresh.push(r.rows_affected() > 0);
+                        }
+                    }
+                }
+                Kind::Consult => {
+                    for (op, _) in run.iter() {
+                        if let Op::Consult(c) = op {
+                            let r = sqlx::query(sql)
+                                .bind(&c.consultation)
+                                .bind(&c.contact)
+                                .bind(&c.from_operator)
+                                .bind(&c.to_queue)
+                                .bind(&c.to_operator)
+                                .bind(c.asked_unix_ms)
+                                .bind(node)
                                 .execute(&mut *tx)
                                 .await?;
                             fresh.push(r.rows_affected() > 0);
@@ -613,10 +647,42 @@ pub struct TransferRecord {
     pub arrived_unix_ms: i64,
     /// The budgets that settled its legs so far (the per-contact fee across legs).
     pub paid: Vec<String>,
+    /// A hand-over at the end of a consultation: the consultation's id (its operator carries on
+    /// with the contact); empty for a blind transfer.
+    pub consultation: String,
+    /// A hand-over: when the ending leg was accepted, Unix ms (the next leg is dated after it).
+    pub accepted_unix_ms: i64,
 }
 
+/// A consultation asked for (OperatorService.ConsultContact).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsultRecord {
+    /// The consultation's id (a contact of its own).
+    pub consultation: String,
+    /// The contact it is about.
+    pub contact: String,
+    /// The operator who asked.
+    pub from_operator: String,
+    /// The queue it was asked of.
+    pub to_queue: String,
+    /// The operator named first, if any.
+    pub to_operator: String,
+    /// When, Unix ms.
+    pub asked_unix_ms: i64,
+}
+
+pub(crate) const INSERT_CONSULT: &str = "INSERT INTO consultations (consultation_id, contact_id, from_operator,
+     to_queue, to_operator, asked_unix_ms, node_id) VALUES (?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (consultation_id) DO NOTHING";
+/// A hand-over moves the consultation's rows (its service row and its budget hold) to the
+/// contact, its acceptance dated after the first operator's (`?` twice: that acceptance).
+pub(crate) const HAND_OVER: &str = "UPDATE holds SET contact_id = ?,
+     accepted_unix_ms = CASE WHEN accepted_unix_ms <= ? THEN ? + 1 ELSE accepted_unix_ms END
+     WHERE contact_id = ?";
+
 pub(crate) const INSERT_TRANSFER: &str = "INSERT INTO transfers (contact_id, at_unix_ms, from_operator, from_queue,
-     to_queue, to_operator, pinned_until_unix_ms, handle_ms, wrap_up_ms, arrived_unix_ms, paid, node_id)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, at_unix_ms) DO NOTHING";
+     to_queue, to_operator, pinned_until_unix_ms, handle_ms, wrap_up_ms, arrived_unix_ms, paid, node_id,
+     consultation_id)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, at_unix_ms) DO NOTHING";
 /// The leg's service row (a hold of no budget) ends with the leg.
 pub(crate) const END_SERVICE: &str = "DELETE FROM holds WHERE budget_id = '' AND contact_id = ?";

@@ -30,7 +30,7 @@ use tonic::Request;
 
 /// Every method of `smista.v1` (`every_method_is_fuzzed` checks the list against the descriptor
 /// set).
-const METHODS: [&str; 37] = [
+const METHODS: [&str; 39] = [
     "OfferContact",
     "CancelContact",
     "StreamEvents",
@@ -68,6 +68,8 @@ const METHODS: [&str; 37] = [
     "ListOperatorReportReads",
     "GetSpendReport",
     "TransferContact",
+    "ConsultContact",
+    "EndConsultation",
 ];
 
 /// The recorded seeds, and for every method a well-formed request of plausible values (so the
@@ -149,7 +151,9 @@ async fn drive(s: &Arc<Shared>, m: usize, bytes: &[u8]) -> u32 {
         33 => call!(a, get_operator_report, pb::GetOperatorReportRequest),
         34 => call!(a, list_operator_report_reads, pb::ListOperatorReportReadsRequest),
         35 => call!(a, get_spend_report, pb::GetSpendReportRequest),
-        _ => call!(o, transfer_contact, pb::TransferContactRequest),
+        36 => call!(o, transfer_contact, pb::TransferContactRequest),
+        37 => call!(o, consult_contact, pb::ConsultContactRequest),
+        _ => call!(o, end_consultation, pb::EndConsultationRequest),
     }
 }
 
@@ -337,6 +341,29 @@ fn structured(m: usize, s: &[String], n: &[u64]) -> Vec<u8> {
                 }),
                 _ => pb::transfer_contact_request::Target::External(pb::TransferOut { destination: st(3) }),
             }),
+            ended_unix_ms: u(2),
+            wrap_up_ms: u(3),
+        }
+        .encode_to_vec(),
+        37 => pb::ConsultContactRequest {
+            operator_id: st(0),
+            contact_id: st(1),
+            consultation_id: st(4),
+            target: Some(match u(0) % 2 {
+                0 => pb::consult_contact_request::Target::Queue(st(2)),
+                _ => pb::consult_contact_request::Target::Operator(pb::TransferToOperator {
+                    operator_id: st(3),
+                    queue: st(2),
+                    timeout_ms: u(1),
+                }),
+            }),
+        }
+        .encode_to_vec(),
+        38 => pb::EndConsultationRequest {
+            operator_id: st(0),
+            contact_id: st(1),
+            consultation_id: st(4),
+            action: i32_(0) % 5,
             ended_unix_ms: u(2),
             wrap_up_ms: u(3),
         }

@@ -99,6 +99,20 @@ impl BudgetGate for BudgetBook {
         Some(Some(rec.cost_cents))
     }
 
+    fn rename(&self, budget: &str, from: &str, to: &str) {
+        let Some(r) = take_reservation(&self.reservations, budget, from) else { return };
+        let started = r.started;
+        let mut held = self.reservations.entry(Arc::from(to)).or_default();
+        // A contact holds one reservation per budget: its own (its first operator's leg) was
+        // settled or released before the hand-over.
+        debug_assert!(!held.iter().any(|h| &*h.budget == budget), "{to} holds {budget} already");
+        held.push(r);
+        drop(held);
+        if let (true, Some(sink)) = (started, &self.sink) {
+            sink.renamed(budget, from, to);
+        }
+    }
+
     fn started(&self, s: &Started<'_>) -> bool {
         let Some(mut held) = self.reservations.get_mut(s.contact_id) else { return false };
         let Some(r) = held.iter_mut().find(|r| &*r.budget == s.budget) else { return false };

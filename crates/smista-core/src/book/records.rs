@@ -147,6 +147,10 @@ pub trait SettlementSink: Send + Sync + std::fmt::Debug {
     fn hold(&self, _h: &HoldRecord) {}
     /// A hold ended without a settlement.
     fn release(&self, _budget: &str, _contact: &str) {}
+    /// A started hold moved to another contact: a consultation's, handed over to its contact
+    /// (see [`crate::budget::BudgetGate::rename`]). A sink that writes the hand-over itself (the
+    /// server's ledger, in one transaction with the first operator's transfer) ignores it.
+    fn renamed(&self, _budget: &str, _from: &str, _to: &str) {}
     /// A contract amendment.
     fn amended(&self, _a: &AuditRecord) {}
 }

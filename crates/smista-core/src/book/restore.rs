@@ -164,6 +164,34 @@ impl BudgetBook {
         self.recovered.get(contact).map(|h| h.clone())
     }
 
+    /// Takes the recovered hold of `contact` out of the contacts in service (a consultation
+    /// carried across a restart, about to be handed over): nobody else ends it meanwhile. Its
+    /// reservation stays; [`BudgetBook::hand_over_recovered`] or [`BudgetBook::put_back_recovered`]
+    /// follows.
+    pub fn take_recovered(&self, contact: &str) -> Option<HoldRecord> {
+        self.recovered.remove(contact).map(|(_, h)| h)
+    }
+
+    /// Undoes [`BudgetBook::take_recovered`].
+    pub fn put_back_recovered(&self, h: HoldRecord) {
+        self.recovered.insert(h.contact.clone(), h);
+    }
+
+    /// The consultation whose hold `h` was taken is handed over to contact `to` (see
+    /// [`crate::budget::BudgetGate::rename`]): its hold and reservation are `to`'s now, their
+    /// acceptance dated after `after_unix_ms` (the first operator's), as the ledger's record of
+    /// the hand-over dates them.
+    pub fn hand_over_recovered(&self, mut h: HoldRecord, to: &str, after_unix_ms: i64) {
+        let accepted = h.accepted_unix_ms.max(after_unix_ms.saturating_add(1));
+        if let Some(mut r) = take_reservation(&self.reservations, &h.budget, &h.contact) {
+            r.started_unix_ms = accepted;
+            self.reservations.entry(Arc::from(to)).or_default().push(r);
+        }
+        h.contact = to.to_owned();
+        h.accepted_unix_ms = accepted;
+        self.recovered.insert(to.to_owned(), h);
+    }
+
     /// Contacts recovered at restart still in service with `operator`.
     #[must_use]
     pub fn recovered_with(&self, operator: &str) -> usize {

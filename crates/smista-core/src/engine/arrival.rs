@@ -135,6 +135,8 @@ impl Engine {
                     paid,
                     not_before: Millis(0),
                     answered: None,
+                    consult: None,
+                    consult_of: None,
                 });
             }
         }
@@ -188,7 +190,15 @@ impl Engine {
         if self.contacts.contains_key(&id) || self.finished_get(contact_id).is_some() {
             return;
         }
-        let f = Finished { outcome, queue: qi, diverted, completed_by: None, completion: None, legs: Vec::new() };
+        let f = Finished {
+            outcome,
+            queue: qi,
+            diverted,
+            completed_by: None,
+            completion: None,
+            legs: Vec::new(),
+            consult_of: None,
+        };
         self.finished.insert(id, f);
     }
 
@@ -456,7 +466,8 @@ impl Engine {
             (None, Some((_, _, accepted_at))) => accepted_at.since(rec.arrived),
             (None, None) => now.since(rec.arrived),
         };
-        if outcome == Outcome::Abandoned {
+        // A consultation withdrawn is no caller lost.
+        if outcome == Outcome::Abandoned && rec.consult_of.is_none() {
             q.record_abandon(rec.segment, waited_ms, now);
         }
         let session = handled.and_then(|(slot, _, _)| self.slot(slot).session.lock().clone());
@@ -497,6 +508,7 @@ impl Engine {
                 completed_by: handled.map(|h| h.0),
                 completion: handled.map(|h| h.1),
                 legs: std::mem::take(&mut rec.legs),
+                consult_of: rec.consult_of.as_ref().map(|c| (c.parent.clone(), c.from)),
             },
         );
         out.push(Event::Finished {
@@ -513,6 +525,17 @@ impl Engine {
             segment: rec.segment,
             charged,
         });
+        // A consultation that ends without a hand-over (see `consult.rs`).
+        if let Some(c) = &rec.consult_of {
+            out.push(Event::Consultation {
+                contact: c.parent.clone(),
+                consultation: id.clone(),
+                operator: self.operator_name(c.from),
+                queue: q.name.clone(),
+                to_operator: handled.map(|(slot, _, _)| self.operator_name(slot)),
+                step: consult::ConsultStep::Ended,
+            });
+        }
     }
 
     pub(super) fn remove_done(&self, id: &Arc<str>) {
@@ -583,6 +606,7 @@ impl Engine {
                         continue;
                     }
                     let completion = Completion { handle_ms: now.since(accepted_at), wrap_up_ms: 0 };
+                    let consult = rec.consult.take();
                     q.in_service.fetch_sub(1, Ordering::Relaxed);
                     self.drop_held(slot, &id);
                     self.slot(slot).release(gen, rec.channel, now);
@@ -597,6 +621,7 @@ impl Engine {
                     );
                     drop(rec);
                     self.remove_done(&id);
+                    self.end_consult_with(&id, consult, now, out);
                     self.find_work(slot, now, out);
                     return Ok(Outcome::CancelledInService);
                 }

@@ -95,6 +95,11 @@ impl Engine {
         if rec.state != state || rec.queue != qi {
             return Err(RoutingError::Busy(contact_id.to_owned()));
         }
+        if rec.consult_of.is_some() {
+            return Err(RoutingError::WrongState(format!(
+                "contact `{contact_id}` is a consultation: only a caller can be called back"
+            )));
+        }
         if !matches!(rec.channel, Channel::Voice | Channel::Video | Channel::Callback) {
             return Err(RoutingError::WrongState(format!(
                 "contact `{contact_id}` is a {} contact: only calls can be called back",
@@ -162,6 +167,8 @@ impl Engine {
             }
         };
         let id = rec.key().clone();
+        // Nobody answered: a consultation about the call has nothing to talk about.
+        let consult = rec.consult.take();
         q.in_service.fetch_sub(1, Ordering::Relaxed);
         self.drop_held(slot, &id);
         self.slot(slot).release(gen, rec.channel, now);
@@ -216,6 +223,7 @@ impl Engine {
         drop(rec);
         drop(st);
         self.remove_done(&id);
+        self.end_consult_with(&id, consult, now, out);
         self.find_work(slot, now, out);
         Ok(next)
     }

@@ -302,6 +302,7 @@ impl Engine {
             deadline: deadline.0,
             waited_ms: now.since(rec.arrived),
             callback: rec.callback.is_some(),
+            consultation: rec.consult_of.as_ref().map(|c| (c.parent.clone(), self.operator_name(c.from))),
         });
         deadline.0
     }

@@ -57,12 +57,14 @@ use crate::time::Millis;
 
 mod arrival;
 pub(crate) mod callback;
+pub(crate) mod consult;
 mod matching;
 pub(crate) mod operators;
 mod timers;
 pub(crate) mod transfer;
 mod views;
 
+use consult::ConsultOf;
 use transfer::Kind;
 
 /// Bound on retries of one matching attempt; past it the contact simply stays queued and the next
@@ -130,6 +132,11 @@ struct Contact {
     /// When an operator first accepted it (its answer, for the service level and its wait: a
     /// transferred contact is answered once, by its first leg).
     answered: Option<Millis>,
+    /// Its consultation, if one was asked for (open while that contact lives and names this one;
+    /// see `consult.rs`).
+    consult: Option<Arc<str>>,
+    /// A consultation: the contact it is about and who asked.
+    consult_of: Option<ConsultOf>,
 }
 
 #[derive(Clone, Debug)]
@@ -141,6 +148,8 @@ struct Finished {
     completion: Option<Completion>,
     /// Its transferred legs (see [`Contact::legs`]).
     legs: Vec<Leg>,
+    /// A consultation: the contact it was about and the slot of the operator who asked.
+    consult_of: Option<(Arc<str>, u32)>,
 }
 
 /// A leg an operator ended by transferring its contact.

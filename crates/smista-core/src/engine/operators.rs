@@ -476,6 +476,16 @@ impl Engine {
             waited_ms,
             held,
         });
+        if let Some(c) = &rec.consult_of {
+            out.push(Event::Consultation {
+                contact: c.parent.clone(),
+                consultation: id.clone(),
+                operator: self.operator_name(c.from),
+                queue: q.name.clone(),
+                to_operator: Some(session.id.clone()),
+                step: consult::ConsultStep::Accepted,
+            });
+        }
         Ok(())
     }
 
@@ -619,9 +629,11 @@ impl Engine {
         let session = self.slot(slot).session.lock().clone();
         let handle_ms = ended.min(now).max(accepted_at).since(accepted_at);
         let (t, completion) = self.end_leg(q, slot, gen, rec.channel, &id, handle_ms, wrap, now);
+        let consult = rec.consult.take();
         self.finish(&mut rec, &id, Outcome::Completed, None, Some((slot, completion, accepted_at)), now, out);
         drop(rec);
         self.remove_done(&id);
+        self.end_consult_with(&id, consult, now, out);
         if let Some(s) = &session {
             self.status_event(s, t, out);
         }

@@ -125,6 +125,19 @@ impl Engine {
             CState::InService { slot, .. } if slot == idx => {}
             _ => return self.transferred_before(idx, contact_id, asked, Some((qi, state)), now),
         }
+        let (consulting, is_consult) =
+            self.contacts.get(contact_id).map_or((None, false), |r| (r.consult.clone(), r.consult_of.is_some()));
+        if is_consult {
+            return Err(RoutingError::WrongState(format!(
+                "contact `{contact_id}` is a consultation: only its first operator moves the caller on"
+            )));
+        }
+        if let Some(k) = consulting.filter(|k| self.consult_open(k, contact_id)) {
+            return Err(RoutingError::WrongState(format!(
+                "contact `{contact_id}` is in consultation `{}`: hand it over or cancel it first",
+                crate::error::clip(&k)
+            )));
+        }
         // The named operator: logged in, someone else, serving the queue on the channel.
         let pinned = match (pin, tq) {
             (Some((name, timeout_ms)), Some(t)) => {
@@ -317,7 +330,7 @@ impl Engine {
     /// Whether queue `t` can take a transferred contact now: closed is fine (its fallback
     /// applies); open, someone other than the transferring operator's slot `from` is logged in
     /// (or the takeover grace runs) and it is not full. Else [`RoutingError::TransferRefused`].
-    fn target_takes(&self, t: u32, from: Option<u32>, now: Millis) -> Result<(), RoutingError> {
+    pub(super) fn target_takes(&self, t: u32, from: Option<u32>, now: Millis) -> Result<(), RoutingError> {
         let q = &self.queues[t as usize];
         if !self.is_open(q, now) {
             return Ok(());

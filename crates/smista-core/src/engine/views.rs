@@ -251,6 +251,8 @@ impl Engine {
             .filter_map(|slot| {
                 let session = slot.session.lock().clone()?;
                 let w = slot.word();
+                let held = slot.held.lock().contacts.clone();
+                let (consulting_with, conference) = held.iter().find_map(|c| self.consulting(c)).unwrap_or_default();
                 Some(OperatorSnapshot {
                     id: session.id.to_string(),
                     group: session.group.to_string(),
@@ -263,10 +265,24 @@ impl Engine {
                     },
                     active_contacts: u32::from(w.total_load()),
                     status_since_ms: slot.status_since(),
+                    consulting_with: consulting_with.to_string(),
+                    conference,
                 })
             })
             .collect();
         Snapshot { queues, operators }
+    }
+
+    /// Whom the operator holding contact `c` consults, if `c` is in a consultation: the operator
+    /// who asked (`c` is the consultation) or the one who took it (`c` is the contact; empty
+    /// while nobody has), and whether the three are in conference.
+    fn consulting(&self, c: &str) -> Option<(Arc<str>, bool)> {
+        let (of, consult) = self.contacts.get(c).map(|r| (r.consult_of.clone(), r.consult.clone()))?;
+        if let Some(of) = of {
+            return Some((self.operator_name(of.from), of.conference));
+        }
+        let (_, second, conference) = consult.and_then(|_| self.open_consultation(c))?;
+        Some((second.unwrap_or_else(|| Arc::from("")), conference))
     }
 
     /// Checks the engine's invariants and returns every violation found. Meant for tests and

@@ -338,6 +338,7 @@ impl Shared {
                     operator,
                     to,
                     to_operator,
+                    accepted,
                     arrived,
                     pinned_until,
                     handle_ms,
@@ -347,6 +348,16 @@ impl Shared {
                 } = e
                 {
                     let unix = |m: Millis| i64::try_from(clock.unix_ms(m)).unwrap_or(i64::MAX);
+                    // A hand-over at the end of a consultation (its step follows in the batch).
+                    let consultation = events.iter().find_map(|x| match x {
+                        Event::Consultation {
+                            contact: c,
+                            consultation,
+                            step: smista_core::ConsultStep::HandedOver,
+                            ..
+                        } if c == contact => Some(consultation.to_string()),
+                        _ => None,
+                    });
                     ledger.transferred(smista_ledger::TransferRecord {
                         contact: contact.to_string(),
                         at_unix_ms: unix_ms,
@@ -359,6 +370,8 @@ impl Shared {
                         wrap_up_ms: *wrap_up_ms,
                         arrived_unix_ms: unix(*arrived),
                         paid: charged.iter().map(|(b, _)| b.to_string()).collect(),
+                        consultation: consultation.unwrap_or_default(),
+                        accepted_unix_ms: unix(*accepted),
                     });
                 }
             }
@@ -500,12 +513,20 @@ impl Shared {
             // Ended meanwhile by a concurrent request: fall through to its end record.
         }
         if let Some(h) = self.book.recovered(contact) {
+            // A later leg of a contact (transferred, or handed over after a consultation) whose
+            // budget settled an earlier one: the per-contact fee follows the budget's `leg_fee`.
+            let repeat = ledger
+                .cost_records_of(contact)
+                .await
+                .map_err(crate::wire::error::ledger_status)?
+                .iter()
+                .any(|r| r.budget == h.budget && r.accepted_unix_ms < h.accepted_unix_ms);
             if ends && operator.is_none_or(|o| o == h.operator) {
                 // Remembered as ended before it stops being recovered: an offer of it racing
                 // this settlement finds one or the other, and never routes it again.
                 self.engine.remember_ended(contact, &h.queue, outcome, None);
             }
-            match self.book.complete_recovered(contact, operator, outcome, ended) {
+            match self.book.end_recovered(contact, operator, outcome, ended, repeat) {
                 Ok(rec) => {
                     tracing::info!(budget = %rec.budget, cost_cents = rec.cost_cents, handle_ms = rec.handle_ms, "contact recovered at restart settled");
                     let handled = (rec.outcome != Outcome::CancelledInService).then_some(rec.handle_ms);
@@ -599,6 +620,35 @@ impl Shared {
     #[must_use]
     pub fn recovered(&self, contact: &str) -> Option<HoldRecord> {
         self.book.recovered(contact).or_else(|| self.serving.get(contact).map(|h| h.clone()))
+    }
+
+    /// Takes a contact carried across a restart (a consultation about to be handed over) out of
+    /// the contacts in service, so nobody else ends it meanwhile; see
+    /// [`Shared::hand_over_carried`] and [`Shared::put_back_carried`].
+    pub fn take_carried(&self, contact: &str) -> Option<HoldRecord> {
+        self.book.take_recovered(contact).or_else(|| self.serving.remove(contact).map(|(_, h)| h))
+    }
+
+    /// Undoes [`Shared::take_carried`].
+    pub fn put_back_carried(&self, h: HoldRecord) {
+        if h.budget.is_empty() {
+            self.serving.insert(h.contact.clone(), h);
+        } else {
+            self.book.put_back_recovered(h);
+        }
+    }
+
+    /// The carried consultation `h` (taken) was handed over: its operator carries on with
+    /// contact `to`, accepted after `after_unix_ms` (the first operator's acceptance), as the
+    /// hand-over's transfer record moves its rows on disk.
+    pub fn hand_over_carried(&self, mut h: HoldRecord, to: &str, after_unix_ms: i64) {
+        if h.budget.is_empty() {
+            h.contact = to.to_owned();
+            h.accepted_unix_ms = h.accepted_unix_ms.max(after_unix_ms.saturating_add(1));
+            self.serving.insert(to.to_owned(), h);
+        } else {
+            self.book.hand_over_recovered(h, to, after_unix_ms);
+        }
     }
 
     /// How many contacts from before a restart `operator` still has in service.

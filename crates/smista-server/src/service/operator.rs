@@ -312,4 +312,28 @@ impl OperatorService for OperatorSvc {
         t.finish(&r);
         r.map(Response::new)
     }
+
+    async fn consult_contact(
+        &self,
+        request: Request<pb::ConsultContactRequest>,
+    ) -> Result<Response<pb::ConsultContactResponse>, Status> {
+        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
+        let req = request.into_inner();
+        let t = RpcTimer::start("ConsultContact");
+        let r = crate::service::consult::consult(&self.0, req).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
+
+    async fn end_consultation(
+        &self,
+        request: Request<pb::EndConsultationRequest>,
+    ) -> Result<Response<pb::EndConsultationResponse>, Status> {
+        self.0.principal(&request)?.check_operator(&request.get_ref().operator_id)?;
+        let req = request.into_inner();
+        let t = RpcTimer::start("EndConsultation");
+        let r = crate::service::consult::end(&self.0, req).await;
+        t.finish(&r);
+        r.map(Response::new)
+    }
 }

@@ -183,6 +183,8 @@ async fn carried(
         wrap_up_ms: 0,
         arrived_unix_ms,
         paid: if h.budget.is_empty() { Vec::new() } else { vec![h.budget.clone()] },
+        consultation: String::new(),
+        accepted_unix_ms: h.accepted_unix_ms,
     };
     if !to.is_empty() {
         // Before the leg ends: an offer of it racing this transfer goes where it is sent.

@@ -204,6 +204,17 @@ pub fn contact_event(e: &Event, now: Millis, unix_ms: u64) -> Option<pb::Contact
                 handle_ms: *handle_ms,
             }),
         ),
+        Event::Consultation { contact, consultation, operator, queue, to_operator, step } => (
+            contact,
+            queue,
+            Kind::Consultation(pb::EventConsultation {
+                consultation_id: consultation.to_string(),
+                operator_id: operator.to_string(),
+                to_operator_id: to_operator.as_deref().unwrap_or("").to_owned(),
+                step: consult_step_pb(*step) as i32,
+                to_queue: queue.to_string(),
+            }),
+        ),
         Event::OperatorStatus { .. } => return None,
     };
     Some(pb::ContactEvent {
@@ -214,6 +225,19 @@ pub fn contact_event(e: &Event, now: Millis, unix_ms: u64) -> Option<pb::Contact
         queue: queue.to_string(),
         kind: Some(kind),
     })
+}
+
+/// A consultation's step on the wire.
+#[must_use]
+pub fn consult_step_pb(s: smista_core::ConsultStep) -> pb::ConsultationStep {
+    use smista_core::ConsultStep as S;
+    match s {
+        S::Requested => pb::ConsultationStep::Requested,
+        S::Accepted => pb::ConsultationStep::Accepted,
+        S::Conference => pb::ConsultationStep::Conference,
+        S::HandedOver => pb::ConsultationStep::HandedOver,
+        S::Ended => pb::ConsultationStep::Ended,
+    }
 }
 
 /// An `Offered` event as the operator desktop's offer.
@@ -230,6 +254,7 @@ pub fn offer(e: &Event, now: Millis) -> Option<(String, Millis, pb::Offer)> {
         deadline,
         waited_ms,
         callback,
+        consultation,
         group: _,
     } = e
     else {
@@ -248,6 +273,10 @@ pub fn offer(e: &Event, now: Millis) -> Option<(String, Millis, pb::Offer)> {
             offer_deadline_ms: deadline.since(now),
             waited_ms: *waited_ms,
             callback: *callback,
+            consultation: consultation.as_ref().map(|(contact, from)| pb::ConsultationOf {
+                contact_id: contact.to_string(),
+                from_operator_id: from.to_string(),
+            }),
         },
     ))
 }
@@ -294,5 +323,7 @@ pub fn operator_snapshot(o: &OperatorSnapshot, since_unix_ms: u64, pause_label: 
         status_since_ms: o.status_since_ms,
         status_since_unix_ms: since_unix_ms,
         pause_label: pause_label.to_owned(),
+        consulting_with: o.consulting_with.clone(),
+        conference: o.conference,
     }
 }

@@ -157,6 +157,8 @@ pub const POLICY: &[(&str, Roles, Class)] = &[
     ("/smista.v1.OperatorService/DeclineOffer", Roles::of(&[Role::Desk]), Class::Desk),
     ("/smista.v1.OperatorService/CompleteContact", Roles::of(&[Role::Desk]), Class::Desk),
     ("/smista.v1.OperatorService/TransferContact", Roles::of(&[Role::Desk]), Class::Desk),
+    ("/smista.v1.OperatorService/ConsultContact", Roles::of(&[Role::Desk]), Class::Desk),
+    ("/smista.v1.OperatorService/EndConsultation", Roles::of(&[Role::Desk]), Class::Desk),
     ("/smista.v1.AdminService/GetSnapshot", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/ListBudgetAudit", Roles::of(&[Role::Supervisor]), Class::Read),
     ("/smista.v1.AdminService/GetIntervalReport", Roles::of(&[Role::Supervisor]), Class::Read),

@@ -104,6 +104,34 @@ enum Call {
         #[arg(long, default_value_t = 0)]
         wrap_up_ms: u64,
     },
+    /// Ask a colleague first (a consultation): `consult OPERATOR CONTACT CONSULTATION --queue Q
+    /// [--to-operator OP --timeout-ms 60000]`; the operator keeps the caller meanwhile.
+    Consult {
+        operator: String,
+        contact: String,
+        /// The consultation's own id (unused, as a contact id).
+        consultation: String,
+        /// The queue whose operators are asked.
+        #[arg(long)]
+        queue: String,
+        /// An operator of `--queue` asked first.
+        #[arg(long)]
+        to_operator: Option<String>,
+        /// How long only `--to-operator` may take it.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    /// End a consultation: `end-consultation OPERATOR CONTACT CONSULTATION transfer|conference|cancel`
+    /// (transfer: the colleague carries on with the caller; conference: the three talk).
+    EndConsultation {
+        operator: String,
+        contact: String,
+        consultation: String,
+        /// transfer, conference or cancel.
+        action: String,
+        #[arg(long, default_value_t = 0)]
+        wrap_up_ms: u64,
+    },
     /// Book an appointment: `book ID QUEUE START_UNIX_MS [--operator OP] [--channel video]`; a
     /// desk books for the caller it serves with `--for-contact CONTACT --desk OPERATOR`.
     Book {
@@ -418,6 +446,53 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 .await?
                 .into_inner();
             print(show::transferred(&r));
+        }
+        Call::Consult { operator, contact, consultation, queue, to_operator, timeout_ms } => {
+            use pb::consult_contact_request::Target;
+            let target = match to_operator {
+                Some(operator_id) => Target::Operator(pb::TransferToOperator { operator_id, queue, timeout_ms }),
+                None => Target::Queue(queue),
+            };
+            let r = ops
+                .consult_contact(pb::ConsultContactRequest {
+                    operator_id: operator,
+                    contact_id: contact,
+                    consultation_id: consultation,
+                    target: Some(target),
+                })
+                .await?
+                .into_inner();
+            print(show::consulting(&r));
+        }
+        Call::EndConsultation { operator, contact, consultation, action, wrap_up_ms } => {
+            let action = match action.as_str() {
+                "transfer" => pb::ConsultationAction::Transfer,
+                "conference" => pb::ConsultationAction::Conference,
+                "cancel" => pb::ConsultationAction::Cancel,
+                other => return Err(format!("action `{other}`: transfer, conference or cancel").into()),
+            };
+            let r = ops
+                .end_consultation(pb::EndConsultationRequest {
+                    operator_id: operator,
+                    contact_id: contact,
+                    consultation_id: consultation,
+                    action: action as i32,
+                    ended_unix_ms: 0,
+                    wrap_up_ms,
+                })
+                .await?
+                .into_inner();
+            let with = if r.second_operator_id.is_empty() { "nobody".to_owned() } else { r.second_operator_id.clone() };
+            print((
+                format!(
+                    "{}: with {with}; your leg {} (wrap-up {})",
+                    show::words(action.as_str_name(), "CONSULTATION_ACTION_"),
+                    show::duration(r.handle_ms),
+                    show::duration(r.wrap_up_ms)
+                ),
+                json!({"action": show::words(action.as_str_name(), "CONSULTATION_ACTION_"), "second_operator_id": r.second_operator_id,
+                       "handle_ms": r.handle_ms, "wrap_up_ms": r.wrap_up_ms}),
+            ));
         }
         Call::Book { appointment, queue, start_unix_ms, operator, channel: c, for_contact, desk } => {
             let a = appointments

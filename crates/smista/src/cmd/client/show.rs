@@ -157,6 +157,18 @@ pub(crate) fn event(e: &pb::ContactEvent) -> (String, Value) {
             },
             json!({"kind": "transferred", "operator_id": t.operator_id, "to_queue": t.to_queue, "to_operator_id": t.to_operator_id, "handle_ms": t.handle_ms}),
         ),
+        Some(Kind::Consultation(c)) => {
+            let step = pb::ConsultationStep::try_from(c.step)
+                .map_or_else(|_| "?".into(), |s| words(s.as_str_name(), "CONSULTATION_STEP_"));
+            let with = if c.to_operator_id.is_empty() { String::new() } else { format!(" with {}", c.to_operator_id) };
+            (
+                format!(
+                    "consultation {} asked by {} of {}{with}: {step}",
+                    c.consultation_id, c.operator_id, c.to_queue
+                ),
+                json!({"kind": "consultation", "consultation_id": c.consultation_id, "operator_id": c.operator_id, "to_operator_id": c.to_operator_id, "to_queue": c.to_queue, "step": step}),
+            )
+        }
         None => ("(an event of a kind this client does not know)".into(), json!({"kind": null})),
     };
     let mut v = json!({"sequence": e.sequence, "epoch": e.epoch, "timestamp_ms": e.timestamp_ms, "contact_id": e.contact_id, "queue": e.queue});
@@ -170,15 +182,19 @@ pub(crate) fn event(e: &pb::ContactEvent) -> (String, Value) {
 #[must_use]
 pub(crate) fn offer(o: &pb::Offer) -> (String, Value) {
     let channel = pb::Channel::try_from(o.channel).map_or_else(|_| "?".into(), |c| words(c.as_str_name(), "CHANNEL_"));
+    let about = o.consultation.as_ref().map_or_else(String::new, |c| {
+        format!(", a consultation about {} asked by {}", c.contact_id, c.from_operator_id)
+    });
     (
         format!(
-            "offer {} from {} ({channel}{}), to accept within {}",
+            "offer {} from {} ({channel}{}{about}), to accept within {}",
             o.contact_id,
             o.queue,
             if o.callback { ", a callback" } else { "" },
             duration(o.offer_deadline_ms)
         ),
-        json!({"contact_id": o.contact_id, "queue": o.queue, "channel": channel, "callback": o.callback, "offer_deadline_ms": o.offer_deadline_ms}),
+        json!({"contact_id": o.contact_id, "queue": o.queue, "channel": channel, "callback": o.callback, "offer_deadline_ms": o.offer_deadline_ms,
+               "consultation_of": o.consultation.as_ref().map(|c| json!({"contact_id": c.contact_id, "from_operator_id": c.from_operator_id}))}),
     )
 }
 
@@ -214,6 +230,20 @@ pub(crate) fn transferred(r: &pb::TransferContactResponse) -> (String, Value) {
         o.extend(d);
     }
     (format!("{leg}; {next}"), v)
+}
+
+/// A consultation's answer: where it stands.
+#[must_use]
+pub(crate) fn consulting(r: &pb::ConsultContactResponse) -> (String, Value) {
+    use pb::consult_contact_response::State;
+    use pb::offer_contact_response::Decision as D;
+    let (what, value) = match &r.state {
+        Some(State::Queued(q)) => decision(Some(&D::Queued(q.clone()))),
+        Some(State::Assigned(a)) => decision(Some(&D::Assigned(a.clone()))),
+        Some(State::Ended(o)) => (format!("ended: {}", outcome(*o)), json!({"ended": outcome(*o)})),
+        None => ("where it stands is not known".into(), json!({})),
+    };
+    (format!("consultation {what}"), value)
 }
 
 /// An appointment: `appt-1 consultancy with op-anna (Dott.ssa Anna) at 1800000000000 (Unix ms), booked`.
