@@ -240,6 +240,13 @@ async fn a_restart_in_the_middle_of_a_consultation_loses_nothing_and_charges_eac
         let r = o.consult_contact(ask("op-203", "r-2", "kr-2", "isee")).await.expect("consult").into_inner();
         assert_eq!(offered_to(&r), Some("op-204"), "{r:?}");
         o.accept_offer(accept("op-204", "kr-2")).await.expect("accept");
+        // r-3: the same; after the restart the caller hangs up, which ends the consultation too.
+        o.login(login("op-205", "supplier-a", &[("naspi", 8)])).await.expect("login");
+        o.login(login("op-206", "supplier-a", &[("isee", 5)])).await.expect("login");
+        in_service(&srv, &mut o, "op-205", "r-3", "naspi").await;
+        let r = o.consult_contact(ask("op-205", "r-3", "kr-3", "isee")).await.expect("consult").into_inner();
+        assert_eq!(offered_to(&r), Some("op-206"), "{r:?}");
+        o.accept_offer(accept("op-206", "kr-3")).await.expect("accept");
         tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
         srv.stop().await;
 
@@ -276,6 +283,39 @@ async fn a_restart_in_the_middle_of_a_consultation_loses_nothing_and_charges_eac
         let e = o.complete_contact(complete_req("op-204", "kr-2")).await.expect_err("cancelled");
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         o.complete_contact(complete_req("op-203", "r-2")).await.expect("op-203 completes");
+        // r-3: the platform's hang-up of the carried contact ends its carried consultation.
+        srv.contacts()
+            .await
+            .cancel_contact(pb::CancelContactRequest { contact_id: "r-3".into() })
+            .await
+            .expect("hang-up");
+        let l6 = o.login(login("op-206", "supplier-a", &[("isee", 5)])).await.expect("login").into_inner();
+        assert!(l6.in_service.is_empty(), "the consultation ended with its contact: {l6:?}");
+        let e = o.complete_contact(complete_req("op-206", "kr-3")).await.expect_err("ended with its contact");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+        // The interval report: the three callers offered and answered in naspi, once each; the
+        // three consultations counted apart in isee, in no citizen's figure.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+        let report = srv
+            .admin()
+            .await
+            .get_interval_report(pb::GetIntervalReportRequest {
+                from_unix_ms: now - 3_600_000,
+                to_unix_ms: now + 3_600_000,
+                interval_minutes: 60,
+                ..Default::default()
+            })
+            .await
+            .expect("interval report")
+            .into_inner();
+        let sum = |q: &str, f: fn(&pb::QueueIntervalRow) -> u64| {
+            report.queues.iter().filter(|r| r.queue == q).map(f).sum::<u64>()
+        };
+        assert_eq!((sum("naspi", |r| r.offered), sum("naspi", |r| r.answered)), (3, 3), "{:?}", report.queues);
+        assert_eq!(sum("isee", |r| r.offered), 0, "{:?}", report.queues);
+        assert_eq!(sum("isee", |r| r.consultations), 3, "{:?}", report.queues);
+        assert_eq!(sum("isee", |r| r.transferred_in), 1, "r-1 handed over into isee: {:?}", report.queues);
         srv.stop().await;
 
         // One cost record per leg, each once; nothing held any more.

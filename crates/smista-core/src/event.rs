@@ -184,7 +184,7 @@ pub enum Event {
         charged: Option<(Arc<str>, i64)>,
     },
     /// A step of a consultation (see [`crate::ConsultStep`]): `operator` asked, about
-    /// `contact`, for consultation `consultation` in `queue`.
+    /// `contact`, for consultation `consultation` of `to_queue`.
     Consultation {
         /// The contact it is about.
         contact: Arc<str>,
@@ -192,8 +192,10 @@ pub enum Event {
         consultation: Arc<str>,
         /// The operator who asked (the first).
         operator: Arc<str>,
-        /// The queue the consultation was asked of.
+        /// The contact's queue.
         queue: Arc<str>,
+        /// The queue the consultation was asked of.
+        to_queue: Arc<str>,
         /// The second operator: named (requested), who accepted, who is in conference, who
         /// carries on, or who was in it when it ended (`None` while nobody took it).
         to_operator: Option<Arc<str>>,

@@ -89,6 +89,9 @@ pub struct Record<'a> {
     /// Its operators' transfers: (the queue of the leg that ended, the queue the next leg
     /// waited in, "" out of the centre).
     pub transfers: &'a [(String, String)],
+    /// A consultation between operators (the contact it was about), not a citizen's contact:
+    /// counted in its queue's `consultations` only.
+    pub consultation_of: &'a str,
 }
 
 /// One queue (service line) in one interval.
@@ -137,6 +140,10 @@ pub struct QueueInterval {
     pub transferred_in: u64,
     /// Transfers by an operator out of this queue (to another queue or out of the centre).
     pub transferred_out: u64,
+    /// Consultations asked of this queue by operators (OperatorService.ConsultContact) that
+    /// ended in the interval's arrivals: operators' work, not citizens' contacts, so in no other
+    /// column of the row (a consultation handed over continues as its contact's leg).
+    pub consultations: u64,
 }
 
 fn ratio(n: u64, d: u64) -> f64 {
@@ -292,6 +299,10 @@ impl<'z> Builder<'z> {
     pub fn add(&mut self, r: &Record<'_>) {
         let short = self.short_abandon_ms;
         let row = self.row(r.arrived_unix_ms, r.first_queue);
+        if !r.consultation_of.is_empty() {
+            row.consultations += 1;
+            return;
+        }
         let threshold = row.threshold_ms;
         row.offered += 1;
         row.overflowed += u64::from(r.overflowed);

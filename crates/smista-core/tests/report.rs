@@ -73,6 +73,7 @@ fn rec(arrived: i64, queue: &str, outcome: Outcome, waited_ms: u64) -> Record<'_
         },
         supplier: "acme",
         transfers: &[],
+        consultation_of: "",
     }
 }
 
@@ -104,14 +105,21 @@ fn a_transferred_contact_counts_once_in_its_first_queue_and_its_transfers_in_and
     let mut r = rec(at, "pensions", Outcome::Transferred, 1_000);
     r.transfers = &out;
     b.add(&r);
+    // Two consultations asked of consultancy (one cancelled, one handed over): operators' work,
+    // in no citizen's figure.
+    for outcome in [Outcome::CancelledInService, Outcome::Transferred] {
+        let mut k = rec(at, "consultancy", outcome, 2_000);
+        k.consultation_of = "a-call";
+        b.add(&k);
+    }
     let (rows, _) = b.finish();
     let row = |q: &str| rows.iter().find(|r| r.queue == q).cloned().unwrap_or_else(|| panic!("a row for {q}"));
     let (naspi, consult, pensions) = (row("naspi"), row("consultancy"), row("pensions"));
     assert_eq!((naspi.offered, naspi.answered, naspi.transferred_out, naspi.transferred_in), (1, 1, 1, 0));
     assert_eq!(
-        (consult.offered, consult.answered, consult.transferred_in),
-        (0, 0, 1),
-        "offered in its first queue only"
+        (consult.offered, consult.answered, consult.transferred_in, consult.consultations),
+        (0, 0, 1, 2),
+        "offered in its first queue only; consultations apart"
     );
     assert_eq!((pensions.offered, pensions.answered, pensions.handled, pensions.transferred_out), (1, 1, 1, 1));
     for r in &rows {

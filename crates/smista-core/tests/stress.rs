@@ -260,3 +260,80 @@ fn hammer(threads: usize, retention_ms: u64, steps: usize, ticker: bool) {
     assert!(gate.violations().is_empty(), "{:?}", gate.violations());
     assert!(refused_again.load(Ordering::Relaxed) > 0, "no contact was offered again after it finished");
 }
+
+/// A hand-over racing a forced logout of either operator, or the first operator's cancel of the
+/// same consultation, on two threads, many times: whatever the order, the caller ends up in the
+/// hands of a logged-in operator or ended (never with a logged-out one), the cancel answers what
+/// happened (never "nobody had taken it" once the consultation was accepted, never OK after a
+/// hand-over), the audit is clean and every reservation comes back.
+#[test]
+fn a_hand_over_racing_a_forced_logout_or_a_cancel_leaves_nobody_stuck() {
+    use smista_core::{ConsultAction, TransferTarget};
+    let mut naspi = QueueConfig::new("naspi", &[("naspi", 3)]);
+    naspi.budget = Some("contract-a".into());
+    let isee = QueueConfig::new("isee", &[("isee", 3)]);
+    let gate = Arc::new(CountingGate::with_limits(&[("contract-a", 100)]));
+    let e = Arc::new(engine_with_gate(vec![naspi, isee], gate.clone()));
+    let mut now = Millis(1);
+    let mut ev = Vec::new();
+    for round in 0..600u32 {
+        let (c, k) = (format!("c{round}"), format!("k{round}"));
+        let race = round % 3;
+        e.login(&login("a", "supplier-a", &[("naspi", 5)]), now, &mut ev).expect("login a");
+        e.login(&login("b", "supplier-a", &[("isee", 5)]), now, &mut ev).expect("login b");
+        e.offer(&offer(&c, "naspi"), now, &mut ev).expect("offer");
+        e.accept("a", &c, now, &mut ev).expect("a accepts");
+        e.consult_at("a", &c, &k, &TransferTarget::Queue("isee".into()), now, &mut ev).expect("consult");
+        e.accept("b", &k, now, &mut ev).expect("b accepts");
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let (e1, b1, c1, k1) = (e.clone(), barrier.clone(), c.clone(), k.clone());
+        let hand = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            b1.wait();
+            e1.end_consultation("a", &c1, &k1, ConsultAction::Transfer, 0, now, now, &mut out)
+        });
+        let (e2, b2, c2, k2) = (e.clone(), barrier.clone(), c.clone(), k.clone());
+        let other = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            b2.wait();
+            match race {
+                0 => e2.logout("b", true, now, &mut out).map(|_| None),
+                1 => e2.logout("a", true, now, &mut out).map(|_| None),
+                _ => e2.end_consultation("a", &c2, &k2, ConsultAction::Cancel, 0, now, now, &mut out).map(Some),
+            }
+        });
+        let handed = hand.join().expect("hand-over thread");
+        let other = other.join().expect("other thread");
+        if race == 2 {
+            match (&handed, &other) {
+                (Ok(_), Ok(_)) => panic!("round {round}: both the hand-over and the cancel answered OK"),
+                (Err(_), Ok(Some(done))) => {
+                    assert_eq!(done.second.as_deref(), Some("b"), "round {round}: the cancel names who was in it")
+                }
+                (Ok(_), Err(RoutingError::WrongState(_))) => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        // Where the caller is: with a logged-in operator, or ended; never with a logged-out one.
+        let snap = e.snapshot(now);
+        for o in &snap.operators {
+            if o.status == smista_core::OperatorStatus::LoggedOut {
+                assert_eq!(o.active_contacts, 0, "round {round}: {} logged out holding a contact", o.id);
+            }
+        }
+        let audit = e.audit(now);
+        assert!(audit.is_empty(), "round {round}: {audit:?}");
+        // Clean up for the next round.
+        for who in ["a", "b"] {
+            let _ = e.logout(who, true, now, &mut ev);
+        }
+        let _ = e.cancel(&c, now, &mut ev);
+        assert!(matches!(e.cancel(&k, now, &mut ev), Ok(_) | Err(RoutingError::UnknownContact(_))));
+        now = now.plus(10);
+        e.tick(now, &mut ev);
+        ev.clear();
+    }
+    assert_eq!(e.live_contacts(), 0);
+    assert_eq!(gate.held(), 0, "reservations left behind");
+    assert!(gate.violations().is_empty(), "{:?}", gate.violations());
+}

@@ -70,6 +70,7 @@ fn record(i: u64) -> ContactEnd {
             cost_cents: if answered && !budget.is_empty() { 270 } else { 0 },
             caller_key: String::new(),
             transfers: Vec::new(),
+            consultation_of: String::new(),
         },
     }
 }

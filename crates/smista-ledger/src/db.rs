@@ -355,7 +355,7 @@ pub fn schema(postgres: bool) -> String {
 
 /// The detail columns of `contact_ends` (the contact history), added to ledgers written before
 /// them with these defaults (unknown: empty or zero).
-const HISTORY_COLUMNS: [(&str, &str); 13] = [
+const HISTORY_COLUMNS: [(&str, &str); 14] = [
     ("arrived_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("received_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("answered_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
@@ -369,11 +369,12 @@ const HISTORY_COLUMNS: [(&str, &str); 13] = [
     ("cost_cents", "BIGINT NOT NULL DEFAULT 0"),
     ("caller_key", "TEXT NOT NULL DEFAULT ''"),
     ("transfers", "TEXT NOT NULL DEFAULT ''"),
+    ("consultation_of", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// The detail columns of `cost_records`: a budgeted contact's detail record is its cost record
 /// (one row per contact, not two) when its end is committed with it (see `writer.rs`).
-pub(crate) const RECORD_DETAIL_COLUMNS: [(&str, &str); 12] = [
+pub(crate) const RECORD_DETAIL_COLUMNS: [(&str, &str); 13] = [
     ("waited_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("wrap_up_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("arrived_unix_ms", "BIGINT NOT NULL DEFAULT 0"),
@@ -386,6 +387,7 @@ pub(crate) const RECORD_DETAIL_COLUMNS: [(&str, &str); 12] = [
     ("supplier", "TEXT NOT NULL DEFAULT ''"),
     ("caller_key", "TEXT NOT NULL DEFAULT ''"),
     ("transfers", "TEXT NOT NULL DEFAULT ''"),
+    ("consultation_of", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// Reports read the history by arrival (cost records without a detail have arrival 0).
@@ -425,9 +427,13 @@ const STEPS: &[&[(&str, &str, &str)]] = &[
         ("cost_records", "transfers", "TEXT NOT NULL DEFAULT ''"),
     ],
     // 7 (issue 30, consultations): the table `consultations` (each consultation asked for,
-    // created whole by the schema script) and the consultation a transfer handed the contact
-    // over to.
-    &[("transfers", "consultation_id", "TEXT NOT NULL DEFAULT ''")],
+    // created whole by the schema script), the consultation a transfer handed the contact over
+    // to, and in a detail record the contact a consultation was about (both tables).
+    &[
+        ("transfers", "consultation_id", "TEXT NOT NULL DEFAULT ''"),
+        ("contact_ends", "consultation_of", "TEXT NOT NULL DEFAULT ''"),
+        ("cost_records", "consultation_of", "TEXT NOT NULL DEFAULT ''"),
+    ],
 ];
 
 /// The version of [`schema`], recorded in `schema_version` by whoever creates or migrates a ledger.

@@ -103,6 +103,9 @@ pub struct Detail {
     /// Its operators' transfers, in order: (the queue of the leg that ended, the queue the next
     /// leg waited in; "" when it left the centre).
     pub transfers: Vec<(String, String)>,
+    /// A consultation (OperatorService.ConsultContact): the contact it was about; "" for a
+    /// contact. Reports count consultations apart from the citizens' contacts.
+    pub consultation_of: String,
 }
 
 fn escape(s: &str) -> String {
@@ -206,6 +209,7 @@ where
             cost_cents: r.try_get("cost_cents")?,
             caller_key: r.try_get("caller_key")?,
             transfers: decode_transfers(&r.try_get::<String, _>("transfers")?),
+            consultation_of: r.try_get("consultation_of")?,
         },
     })
 }
@@ -213,13 +217,14 @@ where
 /// The columns of a detail record, from `contact_ends`.
 const END_SELECT: &str = "contact_id, ended_unix_ms, queue, channel, outcome, waited_ms, handle_ms, wrap_up_ms,
     operator_id, divert_reason, fallback, node_id, arrived_unix_ms, received_unix_ms, answered_unix_ms, first_queue,
-    overflows, segment, offers, operator_group, supplier, budget_id, cost_cents, caller_key, transfers FROM contact_ends";
+    overflows, segment, offers, operator_group, supplier, budget_id, cost_cents, caller_key, transfers, consultation_of
+    FROM contact_ends";
 
 /// The same columns from a cost record that carries its contact's detail (arrival set).
 const RECORD_SELECT: &str = "contact_id, completed_unix_ms AS ended_unix_ms, queue, channel, outcome, waited_ms,
     handle_ms, wrap_up_ms, operator_id, '' AS divert_reason, '' AS fallback, node_id, arrived_unix_ms,
     received_unix_ms, answered_unix_ms, first_queue, overflows, segment, offers, operator_group, supplier, budget_id,
-    cost_cents, caller_key, transfers FROM cost_records";
+    cost_cents, caller_key, transfers, consultation_of FROM cost_records";
 
 /// The latest detail record of one contact (bind the id twice).
 pub(crate) fn latest_of_sql() -> String {

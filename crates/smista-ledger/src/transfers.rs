@@ -72,12 +72,32 @@ impl Ledger {
         })
     }
 
+    /// The consultations asked for about `contact` (a contact that ends after a restart ends the
+    /// ones carried with it).
+    pub async fn consultations_of(&self, contact: &str) -> Result<Vec<ConsultRecord>, LedgerError> {
+        let sql = self.db.sql("SELECT * FROM consultations WHERE contact_id = ? ORDER BY asked_unix_ms");
+        with_db!(&self.db, p => {
+            let rows = sqlx::query(&sql).bind(contact).fetch_all(p).await?;
+            rows.iter().map(consult_from_row).collect()
+        })
+    }
+
     /// The hand-over that ended consultation `consultation`, if it was handed over.
     pub async fn handed_over(&self, consultation: &str) -> Result<Option<TransferRecord>, LedgerError> {
         let sql = self.db.sql("SELECT * FROM transfers WHERE consultation_id = ? LIMIT 1");
         with_db!(&self.db, p => {
             let row = sqlx::query(&sql).bind(consultation).fetch_optional(p).await?;
             row.as_ref().map(from_row).transpose()
+        })
+    }
+
+    /// Every transfer of `contact`, oldest first (the detail record of a contact that ends
+    /// after a restart: its first queue and its transfers).
+    pub async fn transfers_of(&self, contact: &str) -> Result<Vec<TransferRecord>, LedgerError> {
+        let sql = self.db.sql("SELECT * FROM transfers WHERE contact_id = ? ORDER BY at_unix_ms");
+        with_db!(&self.db, p => {
+            let rows = sqlx::query(&sql).bind(contact).fetch_all(p).await?;
+            rows.iter().map(from_row).collect()
         })
     }
 

@@ -198,9 +198,9 @@ const FENCE: &str = "SELECT epoch FROM node_epochs WHERE node_id = $1 FOR SHARE"
 const RECORD_COLUMNS: &str = "INSERT INTO cost_records (budget_id, contact_id, period, queue, operator_group,
      operator_id, channel, accepted_unix_ms, completed_unix_ms, handle_ms, cost_cents, reserved_cents, outcome, node_id,
      waited_ms, wrap_up_ms, arrived_unix_ms, received_unix_ms, answered_unix_ms, first_queue, overflows, segment, offers,
-     supplier, caller_key, transfers)
+     supplier, caller_key, transfers, consultation_of)
      VALUES ";
-const RECORD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const RECORD_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const RECORD_TAIL: &str = " ON CONFLICT (budget_id, contact_id, accepted_unix_ms) DO NOTHING
      RETURNING budget_id, contact_id, accepted_unix_ms";
 const HOLD_COLUMNS: &str = "INSERT INTO holds (budget_id, contact_id, period, amount_cents, queue, operator_group,
@@ -211,8 +211,8 @@ const DELETE_HOLDS: &str = "DELETE FROM holds WHERE (budget_id, contact_id) IN (
 const END_COLUMNS: &str = "INSERT INTO contact_ends (contact_id, ended_unix_ms, queue, channel, outcome, waited_ms,
      handle_ms, wrap_up_ms, operator_id, divert_reason, fallback, node_id, arrived_unix_ms, received_unix_ms,
      answered_unix_ms, first_queue, overflows, segment, offers, operator_group, supplier, budget_id, cost_cents,
-     caller_key, transfers) VALUES ";
-const END_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     caller_key, transfers, consultation_of) VALUES ";
+const END_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const END_TAIL: &str = " ON CONFLICT (contact_id, ended_unix_ms) DO NOTHING";
 const STATE_COLUMNS: &str = "INSERT INTO operator_states (node_id, epoch, seq, operator_id, operator_group, at_unix_ms,
      fact, detail, value_ms) VALUES ";
@@ -397,7 +397,8 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                             .bind(d.map_or_else(String::new, |d| crate::encode_offers(&d.offers)))
                             .bind(d.map_or("", |d| d.supplier.as_str()))
                             .bind(d.map_or("", |d| d.caller_key.as_str()))
-                            .bind(d.map_or_else(String::new, |d| crate::encode_transfers(&d.transfers)));
+                            .bind(d.map_or_else(String::new, |d| crate::encode_transfers(&d.transfers)))
+                            .bind(d.map_or("", |d| d.consultation_of.as_str()));
                     }
                     let mut inserted = std::collections::HashSet::new();
                     for row in q.fetch_all(&mut *tx).await? {
@@ -537,7 +538,8 @@ async fn write_batch(db: &Db, me: &Writer, batch: &[Job], mut seq: i64) -> Resul
                                 .bind(&e.detail.budget)
                                 .bind(e.detail.cost_cents)
                                 .bind(&e.detail.caller_key)
-                                .bind(crate::encode_transfers(&e.detail.transfers));
+                                .bind(crate::encode_transfers(&e.detail.transfers))
+                                .bind(&e.detail.consultation_of);
                         }
                     }
                     q.execute(&mut *tx).await?;

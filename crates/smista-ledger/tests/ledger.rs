@@ -342,6 +342,7 @@ fn end(contact: &str, outcome: Outcome, at: i64) -> ContactEnd {
             cost_cents: 0,
             caller_key: String::new(),
             transfers: vec![("naspi".into(), "consultancy".into()), ("consultancy".into(), String::new())],
+            consultation_of: String::new(),
         },
     }
 }

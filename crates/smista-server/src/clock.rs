@@ -152,6 +152,7 @@ mod tests {
                     group: "",
                     supplier: "",
                     transfers: &[],
+                    consultation_of: "",
                 });
             }
             let (rows, _) = b.finish();

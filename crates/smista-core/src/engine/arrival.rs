@@ -531,7 +531,8 @@ impl Engine {
                 contact: c.parent.clone(),
                 consultation: id.clone(),
                 operator: self.operator_name(c.from),
-                queue: q.name.clone(),
+                queue: c.parent_queue.clone(),
+                to_queue: q.name.clone(),
                 to_operator: handled.map(|(slot, _, _)| self.operator_name(slot)),
                 step: consult::ConsultStep::Ended,
             });

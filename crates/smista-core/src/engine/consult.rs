@@ -48,6 +48,8 @@ pub struct ConsultEnd {
 pub(super) struct ConsultOf {
     /// The contact it is about.
     pub(super) parent: Arc<str>,
+    /// That contact's queue (where it is in service with the operator who asked).
+    pub(super) parent_queue: Arc<str>,
     /// The operator who asked (by slot).
     pub(super) from: u32,
     /// The three are in a conference.
@@ -134,11 +136,9 @@ impl Engine {
         if let Some(answer) = self.consulted_before(idx, contact_id, consultation_id, t, now)? {
             return Ok(answer);
         }
-        let Some((state, channel, segment, language, open, is_consult)) = self
-            .contacts
-            .get(contact_id)
-            .map(|r| (r.state, r.channel, r.segment, r.language.clone(), r.consult.clone(), r.consult_of.is_some()))
-        else {
+        let Some((state, channel, segment, language, open, is_consult, cq)) = self.contacts.get(contact_id).map(|r| {
+            (r.state, r.channel, r.segment, r.language.clone(), r.consult.clone(), r.consult_of.is_some(), r.queue)
+        }) else {
             return Err(if self.finished_get(contact_id).is_some() {
                 RoutingError::WrongState(format!("contact `{contact_id}` has already ended"))
             } else {
@@ -249,7 +249,12 @@ impl Engine {
                     not_before: Millis(0),
                     answered: None,
                     consult: None,
-                    consult_of: Some(ConsultOf { parent: Arc::from(contact_id), from: idx, conference: false }),
+                    consult_of: Some(ConsultOf {
+                        parent: Arc::from(contact_id),
+                        parent_queue: self.queues[cq as usize].name.clone(),
+                        from: idx,
+                        conference: false,
+                    }),
                 });
             }
         }
@@ -269,11 +274,13 @@ impl Engine {
                 "contact `{contact_id}` is no longer in service with operator `{operator_id}`"
             )));
         }
+        let parent_queue = self.queues[cq as usize].name.clone();
         out.push(Event::Consultation {
             contact: Arc::from(contact_id),
             consultation: kid.clone(),
             operator: self.operator_name(idx),
-            queue: tq.name.clone(),
+            queue: parent_queue,
+            to_queue: tq.name.clone(),
             to_operator: pinned.map(|(s, _)| self.operator_name(s)),
             step: ConsultStep::Requested,
         });
@@ -303,7 +310,15 @@ impl Engine {
         let (of, queue) = match live {
             Some(x) => x,
             None => match self.finished_get(consultation_id) {
-                Some(f) => (f.consult_of.map(|(parent, from)| ConsultOf { parent, from, conference: false }), f.queue),
+                Some(f) => (
+                    f.consult_of.map(|(parent, from)| ConsultOf {
+                        parent,
+                        parent_queue: Arc::from(""),
+                        from,
+                        conference: false,
+                    }),
+                    f.queue,
+                ),
                 None => return Ok(None),
             },
         };
@@ -372,14 +387,22 @@ impl Engine {
         };
         match action {
             ConsultAction::Cancel => {
-                let second = talking.map(|s| self.operator_name(s));
-                // Withdrawn while waiting; ended at once (no wrap-up) while talking.
+                // Withdrawn while waiting; ended at once (no wrap-up) while talking. The answer
+                // says what happened, also when the second accepted, or the first handed over,
+                // meanwhile.
                 match self.cancel(consultation_id, now, out) {
-                    Ok(_) => {}
-                    Err(RoutingError::UnknownContact(_)) => {}
-                    Err(e) => return Err(e),
+                    Ok(Outcome::Transferred) => {
+                        Err(RoutingError::WrongState(format!("consultation `{consultation_id}` was handed over")))
+                    }
+                    Ok(_) => {
+                        let second = self
+                            .finished_get(consultation_id)
+                            .and_then(|f| f.completed_by)
+                            .map(|s| self.operator_name(s));
+                        Ok(ConsultEnd { completion: None, second })
+                    }
+                    Err(e) => Err(e),
                 }
-                Ok(ConsultEnd { completion: None, second })
             }
             ConsultAction::Conference => {
                 let Some(b) = talking else {
@@ -403,7 +426,8 @@ impl Engine {
                         contact: of.parent.clone(),
                         consultation: Arc::from(consultation_id),
                         operator: self.operator_name(idx),
-                        queue: self.queues[self.contacts.get(consultation_id).map_or(0, |r| r.queue) as usize]
+                        queue: of.parent_queue.clone(),
+                        to_queue: self.queues[self.contacts.get(consultation_id).map_or(0, |r| r.queue) as usize]
                             .name
                             .clone(),
                         to_operator: Some(self.operator_name(b)),
@@ -436,6 +460,8 @@ impl Engine {
         };
         match &f.consult_of {
             Some((parent, from)) if &**parent == contact_id && *from == idx => {}
+            // Ended in an earlier life (see `remember_ended`): the server answers from its records.
+            None if f.completed_by.is_none() => return Err(RoutingError::UnknownContact(consultation_id.to_owned())),
             _ => {
                 return Err(RoutingError::WrongState(format!(
                     "`{consultation_id}` is not a consultation of contact `{contact_id}` by this operator"
@@ -522,8 +548,26 @@ impl Engine {
                 drop(k);
                 return restore(format!("consultation `{consultation_id}` moved"));
             }
-            k.state = CState::Done;
+            // The second must still be logged in (the same session), checked and the contact put
+            // in their hands under their slot's lock: a logout's transition comes before it
+            // reads what they hold, so it either makes this hand-over fail here or finds the
+            // contact in their hands (and cancels it).
             let kid = k.key().clone();
+            {
+                let mut held = self.slot(slot).held.lock();
+                let w = self.slot(slot).word();
+                if w.generation() != gen || w.status() == OperatorStatus::LoggedOut {
+                    drop(held);
+                    drop(k);
+                    return restore(format!("the operator of consultation `{consultation_id}` logged out"));
+                }
+                for c in held.contacts.iter_mut() {
+                    if *c == kid {
+                        *c = id.clone();
+                    }
+                }
+            }
+            k.state = CState::Done;
             self.finished.insert(
                 kid.clone(),
                 Finished {
@@ -539,14 +583,6 @@ impl Engine {
             (slot, gen, accepted_at, k.funding.take(), kid, k.arrived)
         };
         self.remove_done(&kid);
-        {
-            let mut held = self.slot(b).held.lock();
-            for c in held.contacts.iter_mut() {
-                if *c == kid {
-                    *c = id.clone();
-                }
-            }
-        }
         // 3. Money: the first's leg settles on the contact's budget if it paid that operator
         //    (else its reservation is released); the consultation's reservation becomes the
         //    contact's, for the second's leg.
@@ -626,6 +662,7 @@ impl Engine {
             consultation: kid.clone(),
             operator: self.operator_name(idx),
             queue: self.queues[kq as usize].name.clone(),
+            to_queue: self.queues[kq as usize].name.clone(),
             to_operator: Some(second.clone()),
             step: ConsultStep::HandedOver,
         });

@@ -329,16 +329,30 @@ impl Engine {
                 self.dispatch_contact(*qi, &c, now, out);
             }
         }
+        // What they hold now: read after the transition, so a contact handed to them meanwhile
+        // (a consultation's hand-over checks they are logged in, under this lock) is here.
+        let held: Vec<Arc<str>> = slot.held.lock().contacts.clone();
         for c in held {
-            let Some((qi, state)) = self.contacts.get(&c).map(|r| (r.queue, r.state)) else { continue };
-            match state {
-                CState::Offered { slot: s, .. } if s == idx => {
-                    self.return_offer(qi, &c, idx, false, now, out);
+            // A contact being handed over is `Arriving` for a moment: its cancel is Busy, retried.
+            for _ in 0..10_000 {
+                let Some((qi, state)) = self.contacts.get(&c).map(|r| (r.queue, r.state)) else { break };
+                match state {
+                    CState::Offered { slot: s, .. } if s == idx => {
+                        self.return_offer(qi, &c, idx, false, now, out);
+                    }
+                    CState::InService { slot: s, .. } if s == idx => {
+                        if let Err(RoutingError::Busy(_)) = self.cancel(&c, now, out) {
+                            std::thread::yield_now();
+                            continue;
+                        }
+                    }
+                    CState::Arriving => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    _ => {}
                 }
-                CState::InService { slot: s, .. } if s == idx => {
-                    let _ = self.cancel(&c, now, out);
-                }
-                _ => {}
+                break;
             }
         }
         Ok(())
@@ -481,7 +495,8 @@ impl Engine {
                 contact: c.parent.clone(),
                 consultation: id.clone(),
                 operator: self.operator_name(c.from),
-                queue: q.name.clone(),
+                queue: c.parent_queue.clone(),
+                to_queue: q.name.clone(),
                 to_operator: Some(session.id.clone()),
                 step: consult::ConsultStep::Accepted,
             });

@@ -204,7 +204,10 @@ impl Engine {
         let target_budget = tq.filter(|_| target_open).and_then(|t| self.queues[t as usize].budget.clone());
         if let (Some(t), Some(bt)) = (tq, &target_budget) {
             let tqueue = &self.queues[t as usize];
-            let needed = !tqueue.candidates.read().iter().any(|c| c.session.budget.as_ref() != Some(bt));
+            // Someone else there whom another budget (or none) pays: not the operator who
+            // transfers, who is never offered it back.
+            let needed =
+                !tqueue.candidates.read().iter().any(|c| c.slot != idx && c.session.budget.as_ref() != Some(bt));
             let req = FundingRequest {
                 budget: bt,
                 contact_id: &id,

@@ -28,6 +28,8 @@ struct Trail {
     caller_key: Box<str>,
     /// (from, to) per transfer; `to` empty out of the centre.
     transfers: Vec<(Arc<str>, Arc<str>)>,
+    /// A consultation: the contact it is about.
+    consultation_of: Option<Arc<str>>,
 }
 
 /// The trails of live contacts and how to turn them into records.
@@ -84,6 +86,7 @@ impl History {
                 first_queue: Arc::from(queue),
                 overflows: Vec::new(),
                 transfers: Vec::new(),
+                consultation_of: None,
                 offers: Vec::new(),
                 answered_unix_ms: 0,
                 caller_key: if self.keep_caller_key { caller_key.into() } else { Box::default() },
@@ -138,6 +141,19 @@ impl History {
                 Event::Transferred { contact, queue, to, .. } => {
                     self.transferred(contact, queue, to.as_deref().unwrap_or(""));
                 }
+                // A consultation's trail starts when it is asked for (it is no offer of the
+                // platform's): its record says which contact it was about.
+                Event::Consultation {
+                    contact,
+                    consultation,
+                    to_queue,
+                    step: smista_core::ConsultStep::Requested,
+                    ..
+                } if self.arrive(consultation, to_queue, unix_ms, unix_ms, "") => {
+                    if let Some(mut t) = self.trails.get_mut(&**consultation) {
+                        t.consultation_of = Some(contact.clone());
+                    }
+                }
                 Event::Finished {
                     contact,
                     queue,
@@ -191,6 +207,11 @@ impl History {
                         budget: charged.as_ref().map_or_else(String::new, |c| c.0.to_string()),
                         cost_cents: charged.as_ref().map_or(0, |c| c.1),
                         caller_key: trail.as_ref().map_or_else(String::new, |t| t.caller_key.to_string()),
+                        consultation_of: trail
+                            .as_ref()
+                            .and_then(|t| t.consultation_of.as_deref())
+                            .unwrap_or_default()
+                            .to_owned(),
                     };
                     ended.push(ContactEnd {
                         contact: contact.to_string(),
@@ -221,7 +242,12 @@ impl History {
     /// The live contacts: (arrival, first queue), for the reports' *in progress*.
     #[must_use]
     pub fn in_progress(&self) -> Vec<(i64, String)> {
-        self.trails.iter().map(|t| (t.arrived_unix_ms, t.first_queue.to_string())).collect()
+        // A consultation in progress is no citizen's contact in progress.
+        self.trails
+            .iter()
+            .filter(|t| t.consultation_of.is_none())
+            .map(|t| (t.arrived_unix_ms, t.first_queue.to_string()))
+            .collect()
     }
 
     /// Live contacts followed.

@@ -432,6 +432,7 @@ impl Shared {
         let key = Key::Contact(contact.to_owned());
         let outcome = if operator.is_some() { Outcome::Completed } else { Outcome::CancelledInService };
         if let Some(end) = self.end_carried(contact, operator, outcome, ended, now, true, &[]).await? {
+            self.end_carried_consultations(contact, now).await?;
             return Ok(Some(end));
         }
         ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
@@ -471,6 +472,25 @@ impl Shared {
         let ended = ended.min(now);
         let Some(ledger) = &self.ledger else { return Ok(None) };
         let key = Key::Contact(contact.to_owned());
+        // A consultation's record says which contact it was about (reports count it apart); a
+        // transferred contact's records, its first queue and its transfers.
+        let (consultation_of, transfers) = if ends && self.recovered(contact).is_some() {
+            let c = ledger.consultation(contact).await.map_err(crate::wire::error::ledger_status)?;
+            let t = ledger.transfers_of(contact).await.map_err(crate::wire::error::ledger_status)?;
+            (c.map(|r| r.contact).unwrap_or_default(), t)
+        } else {
+            (String::new(), Vec::new())
+        };
+        let detail_of = |h: &HoldRecord, cost: Option<i64>| {
+            let mut d = self.recovered_detail(h, cost, consultation_of.clone());
+            if let Some(first) = transfers.first() {
+                d.first_queue = first.from_queue.clone();
+                d.arrived_unix_ms = first.arrived_unix_ms;
+                d.received_unix_ms = first.arrived_unix_ms;
+            }
+            d.transfers = transfers.iter().map(|t| (t.from_queue.clone(), t.to_queue.clone())).collect();
+            d
+        };
         if let Some(h) = self.serving.get(contact).map(|h| h.clone()) {
             if operator.is_some_and(|o| o != h.operator) {
                 return Err(crate::wire::error::recovered_status(RecoveredError::OtherOperator {
@@ -495,7 +515,7 @@ impl Shared {
                     wrap_up_ms: 0,
                     operator: h.operator.clone(),
                     diverted: None,
-                    detail: self.recovered_detail(&h, None),
+                    detail: detail_of(&h, None),
                 };
                 tracing::info!(queue = %h.queue, handle_ms = end.handle_ms, "unbudgeted contact in service at restart ended");
                 let handled = (outcome != Outcome::CancelledInService).then_some(end.handle_ms);
@@ -543,7 +563,7 @@ impl Shared {
                             wrap_up_ms: 0,
                             operator: rec.operator.clone(),
                             diverted: None,
-                            detail: self.recovered_detail(&h, Some(rec.cost_cents)),
+                            detail: detail_of(&h, Some(rec.cost_cents)),
                         });
                     }
                     ledger.durable(&key).await.map_err(crate::wire::error::ledger_status)?;
@@ -560,6 +580,31 @@ impl Shared {
             }
         }
         Ok(None)
+    }
+
+    /// A contact carried across a restart ended: so do its consultations carried with it (their
+    /// operators are freed, their time charged once), as the engine ends a live contact's.
+    async fn end_carried_consultations(&self, contact: &str, now: Millis) -> Result<(), Status> {
+        let Some(ledger) = &self.ledger else { return Ok(()) };
+        for k in ledger.consultations_of(contact).await.map_err(crate::wire::error::ledger_status)? {
+            let Some(h) = self.recovered(&k.consultation) else { continue };
+            let ended = Event::Consultation {
+                contact: Arc::from(contact),
+                consultation: Arc::from(k.consultation.as_str()),
+                operator: Arc::from(k.from_operator.as_str()),
+                queue: Arc::from(h.queue.as_str()),
+                to_queue: Arc::from(h.queue.as_str()),
+                to_operator: Some(Arc::from(h.operator.as_str())),
+                step: smista_core::ConsultStep::Ended,
+            };
+            let done =
+                Box::pin(self.end_carried(&k.consultation, None, Outcome::CancelledInService, now, now, true, &[]))
+                    .await?;
+            if done.is_some() {
+                self.log.publish(&[ended], now, self.clock.unix_ms(now));
+            }
+        }
+        Ok(())
     }
 
     /// Tells the event stream (and the metrics) that a contact carried across a restart ended:
@@ -600,7 +645,12 @@ impl Shared {
     /// record tells (its offers before the restart are not on record). Its arrival is the one
     /// the hold recorded; a hold written by a version that did not record it gives its
     /// acceptance instead, never 0 (the history's retention and reports read arrivals).
-    fn recovered_detail(&self, h: &HoldRecord, cost_cents: Option<i64>) -> smista_ledger::Detail {
+    pub(crate) fn recovered_detail(
+        &self,
+        h: &HoldRecord,
+        cost_cents: Option<i64>,
+        consultation_of: String,
+    ) -> smista_ledger::Detail {
         let arrived = if h.arrived_unix_ms > 0 { h.arrived_unix_ms } else { h.accepted_unix_ms };
         smista_ledger::Detail {
             arrived_unix_ms: arrived,
@@ -611,6 +661,7 @@ impl Shared {
             supplier: self.history.supplier_of(&h.group),
             budget: h.budget.clone(),
             cost_cents: cost_cents.unwrap_or(0),
+            consultation_of,
             ..smista_ledger::Detail::default()
         }
     }

@@ -76,6 +76,11 @@ pub async fn consult(s: &Shared, req: pb::ConsultContactRequest) -> Result<pb::C
                 None => Err(client_error(e)),
             }
         }
+        Err(RoutingError::TransferRefused { reason, queue }) => Err(Status::failed_precondition(format!(
+            "consultation of queue `{}` refused ({}): the contact stays with its operator",
+            smista_core::error::clip(&queue),
+            reason.as_str()
+        ))),
         Err(e) => Err(client_error(e)),
     }
 }
@@ -139,7 +144,9 @@ pub async fn end(s: &Shared, req: pb::EndConsultationRequest) -> Result<pb::EndC
                 second_operator_id: done.second.as_deref().unwrap_or("").to_owned(),
             })
         }
-        Err(e @ (RoutingError::UnknownContact(_) | RoutingError::UnknownOperator(_) | RoutingError::WrongState(_))) => {
+        // The engine does not know it (this life): a repeat after a restart or a failover, or a
+        // consultation lost at one. (A WrongState is this life's answer and stands.)
+        Err(e @ (RoutingError::UnknownContact(_) | RoutingError::UnknownOperator(_))) => {
             match ended_before(s, &req, action).await? {
                 Some(reply) => Ok(reply),
                 None => Err(client_error(e)),
@@ -288,7 +295,8 @@ async fn carried(
                 contact: Arc::from(req.contact_id.as_str()),
                 consultation: Arc::from(req.consultation_id.as_str()),
                 operator: Arc::from(req.operator_id.as_str()),
-                queue: Arc::from(hk.queue.as_str()),
+                queue: Arc::from(s.recovered(&req.contact_id).map_or(record.to_queue.clone(), |h| h.queue).as_str()),
+                to_queue: Arc::from(hk.queue.as_str()),
                 to_operator: Some(Arc::from(second.as_str())),
                 step: ConsultStep::Ended,
             };
@@ -346,6 +354,23 @@ async fn carried(
                 consultation: req.consultation_id.clone(),
                 accepted_unix_ms: hc.accepted_unix_ms,
             });
+            // The consultation ends, merged into the contact: its detail record (no cost: its
+            // money is the contact's leg now), counted as a consultation.
+            let mut detail = s.recovered_detail(&taken, None, req.contact_id.clone());
+            detail.budget = String::new();
+            ledger.ended(smista_ledger::ContactEnd {
+                contact: req.consultation_id.clone(),
+                ended_unix_ms: unix(s, now),
+                queue: hk.queue.clone(),
+                channel: hk.channel,
+                outcome: Outcome::Transferred,
+                waited_ms: 0,
+                handle_ms: 0,
+                wrap_up_ms: 0,
+                operator: String::new(),
+                diverted: None,
+                detail,
+            });
             // The consultation's operator carries on with the contact, in memory as on disk.
             s.hand_over_carried(taken, &req.contact_id, hc.accepted_unix_ms);
             ledger.durable(&smista_ledger::Key::Contact(req.contact_id.clone())).await.map_err(ledger_status)?;
@@ -374,6 +399,7 @@ async fn carried(
                     consultation: kid.clone(),
                     operator: Arc::from(req.operator_id.as_str()),
                     queue: Arc::from(hk.queue.as_str()),
+                    to_queue: Arc::from(hk.queue.as_str()),
                     to_operator: Some(Arc::from(second.as_str())),
                     step: ConsultStep::HandedOver,
                 },

@@ -93,6 +93,7 @@ fn to_row(r: smista_core::report::QueueInterval, tz: &Tz) -> smista_proto::v1::Q
         handled: r.handled,
         transferred_in: r.transferred_in,
         transferred_out: r.transferred_out,
+        consultations: r.consultations,
     }
 }
 
@@ -157,6 +158,7 @@ pub async fn interval_page(
                 group: &e.detail.group,
                 supplier: &e.detail.supplier,
                 transfers: &e.detail.transfers,
+                consultation_of: &e.detail.consultation_of,
             });
         }
         match page.last() {

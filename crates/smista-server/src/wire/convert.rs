@@ -204,7 +204,7 @@ pub fn contact_event(e: &Event, now: Millis, unix_ms: u64) -> Option<pb::Contact
                 handle_ms: *handle_ms,
             }),
         ),
-        Event::Consultation { contact, consultation, operator, queue, to_operator, step } => (
+        Event::Consultation { contact, consultation, operator, queue, to_queue, to_operator, step } => (
             contact,
             queue,
             Kind::Consultation(pb::EventConsultation {
@@ -212,7 +212,7 @@ pub fn contact_event(e: &Event, now: Millis, unix_ms: u64) -> Option<pb::Contact
                 operator_id: operator.to_string(),
                 to_operator_id: to_operator.as_deref().unwrap_or("").to_owned(),
                 step: consult_step_pb(*step) as i32,
-                to_queue: queue.to_string(),
+                to_queue: to_queue.to_string(),
             }),
         ),
         Event::OperatorStatus { .. } => return None,

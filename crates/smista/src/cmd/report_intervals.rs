@@ -348,7 +348,7 @@ fn json(r: &pb::GetIntervalReportResponse) -> serde_json::Value {
                 "max_wait_ms": q.max_wait_ms, "handled": q.handled, "aht_ms": q.aht_ms,
                 "average_wrap_up_ms": q.average_wrap_up_ms, "service_level_offered": q.service_level_offered,
                 "service_level_answered": q.service_level_answered,
-                "transferred_in": q.transferred_in, "transferred_out": q.transferred_out,
+                "transferred_in": q.transferred_in, "transferred_out": q.transferred_out, "consultations": q.consultations,
             })
         })
         .collect();
@@ -369,11 +369,11 @@ fn json(r: &pb::GetIntervalReportResponse) -> serde_json::Value {
 
 fn csv(r: &pb::GetIntervalReportResponse, groups: bool) -> String {
     let mut out = String::from(
-        "start_local,start_unix_ms,queue,threshold_ms,offered,answered,answered_within,abandoned,short_abandoned,abandoned_after_threshold,diverted,extra_budget_diverted,overflowed,in_progress,asa_ms,average_wait_ms,max_wait_ms,handled,aht_ms,average_wrap_up_ms,service_level_offered,service_level_answered,transferred_in,transferred_out\n",
+        "start_local,start_unix_ms,queue,threshold_ms,offered,answered,answered_within,abandoned,short_abandoned,abandoned_after_threshold,diverted,extra_budget_diverted,overflowed,in_progress,asa_ms,average_wait_ms,max_wait_ms,handled,aht_ms,average_wrap_up_ms,service_level_offered,service_level_answered,transferred_in,transferred_out,consultations\n",
     );
     for q in &r.queues {
         out += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.0},{:.0},{},{},{:.0},{:.0},{:.4},{:.4},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.0},{:.0},{},{},{:.0},{:.0},{:.4},{:.4},{},{},{}\n",
             q.start_local,
             q.start_unix_ms,
             q.queue,
@@ -397,7 +397,8 @@ fn csv(r: &pb::GetIntervalReportResponse, groups: bool) -> String {
             q.service_level_offered,
             q.service_level_answered,
             q.transferred_in,
-            q.transferred_out
+            q.transferred_out,
+            q.consultations
         );
     }
     if groups {
