@@ -247,6 +247,13 @@ async fn a_restart_in_the_middle_of_a_consultation_loses_nothing_and_charges_eac
         let r = o.consult_contact(ask("op-205", "r-3", "kr-3", "isee")).await.expect("consult").into_inner();
         assert_eq!(offered_to(&r), Some("op-206"), "{r:?}");
         o.accept_offer(accept("op-206", "kr-3")).await.expect("accept");
+        // r-4: the same; after the restart its first operator is forced out.
+        o.login(login("op-207", "supplier-a", &[("naspi", 9)])).await.expect("login");
+        o.login(login("op-208", "supplier-a", &[("isee", 5)])).await.expect("login");
+        in_service(&srv, &mut o, "op-207", "r-4", "naspi").await;
+        let r = o.consult_contact(ask("op-207", "r-4", "kr-4", "isee")).await.expect("consult").into_inner();
+        assert_eq!(offered_to(&r), Some("op-208"), "{r:?}");
+        o.accept_offer(accept("op-208", "kr-4")).await.expect("accept");
         tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
         srv.stop().await;
 
@@ -293,9 +300,23 @@ async fn a_restart_in_the_middle_of_a_consultation_loses_nothing_and_charges_eac
         assert!(l6.in_service.is_empty(), "the consultation ended with its contact: {l6:?}");
         let e = o.complete_contact(complete_req("op-206", "kr-3")).await.expect_err("ended with its contact");
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        // r-4: a plain logout is refused while a carried contact is in service; a forced one
+        // cancels it in service, and its consultation with it.
+        let l7 = o.login(login("op-207", "supplier-a", &[("naspi", 9)])).await.expect("login").into_inner();
+        assert_eq!(l7.in_service, vec!["r-4".to_owned()]);
+        let e = o
+            .logout(pb::LogoutRequest { operator_id: "op-207".into(), force: false })
+            .await
+            .expect_err("a carried contact in service");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        o.logout(pb::LogoutRequest { operator_id: "op-207".into(), force: true }).await.expect("forced out");
+        let e = o.complete_contact(complete_req("op-207", "r-4")).await.expect_err("cancelled in service");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let l8 = o.login(login("op-208", "supplier-a", &[("isee", 5)])).await.expect("login").into_inner();
+        assert!(l8.in_service.is_empty(), "the consultation ended with its contact: {l8:?}");
 
-        // The interval report: the three callers offered and answered in naspi, once each; the
-        // three consultations counted apart in isee, in no citizen's figure.
+        // The interval report: the four callers offered and answered in naspi, once each; the
+        // four consultations counted apart in isee, in no citizen's figure.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
         let report = srv
             .admin()
@@ -312,9 +333,9 @@ async fn a_restart_in_the_middle_of_a_consultation_loses_nothing_and_charges_eac
         let sum = |q: &str, f: fn(&pb::QueueIntervalRow) -> u64| {
             report.queues.iter().filter(|r| r.queue == q).map(f).sum::<u64>()
         };
-        assert_eq!((sum("naspi", |r| r.offered), sum("naspi", |r| r.answered)), (3, 3), "{:?}", report.queues);
+        assert_eq!((sum("naspi", |r| r.offered), sum("naspi", |r| r.answered)), (4, 4), "{:?}", report.queues);
         assert_eq!(sum("isee", |r| r.offered), 0, "{:?}", report.queues);
-        assert_eq!(sum("isee", |r| r.consultations), 3, "{:?}", report.queues);
+        assert_eq!(sum("isee", |r| r.consultations), 4, "{:?}", report.queues);
         assert_eq!(sum("isee", |r| r.transferred_in), 1, "r-1 handed over into isee: {:?}", report.queues);
         srv.stop().await;
 

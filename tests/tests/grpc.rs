@@ -230,7 +230,64 @@ async fn bad_requests_get_precise_status_codes() {
     assert_eq!(e.code(), Code::NotFound);
     let e = o.watch_offers(pb::WatchOffersRequest { operator_id: "nobody".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    // Bytes that are no request at all: the client's fault, INVALID_ARGUMENT (never INTERNAL).
+    let ch = srv.channel().await;
+    for (path, bytes) in [
+        // contact_id (field 1) whose string is not UTF-8.
+        ("/smista.v1.ContactService/OfferContact", vec![0x0a, 0x02, 0x6b, 0xff]),
+        ("/smista.v1.OperatorService/ConsultContact", vec![0x1a, 0x03, 0x6b, 0xff, 0xfe]),
+        // A varint that never ends; a message cut short.
+        ("/smista.v1.OperatorService/Login", vec![0xff, 0xff, 0xff, 0xff]),
+        ("/smista.v1.OperatorService/EndConsultation", vec![0x0a, 0x10, 0x61]),
+    ] {
+        let e = raw_call(ch.clone(), path, bytes).await.expect_err("undecodable");
+        assert_eq!(e.code(), Code::InvalidArgument, "{path}: {e:?}");
+    }
     srv.stop().await;
+}
+
+/// Sends `bytes` as the request message of `path`, as a client with a broken encoder would.
+async fn raw_call(
+    ch: tonic::transport::Channel,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<bytes::Bytes, tonic::Status> {
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    #[derive(Default)]
+    struct Raw;
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+    impl Decoder for Raw {
+        type Item = bytes::Bytes;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, tonic::Status> {
+            let n = bytes::Buf::remaining(src);
+            Ok(Some(bytes::Buf::copy_to_bytes(src, n)))
+        }
+    }
+    struct RawCodec;
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = bytes::Bytes;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(bytes), path, RawCodec).await.map(tonic::Response::into_inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

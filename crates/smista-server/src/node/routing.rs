@@ -156,6 +156,7 @@ pub(crate) async fn serve_routing(
         .http2_keepalive_timeout(Some(Duration::from_millis(lim.keepalive_timeout_ms)))
         .timeout(Duration::from_millis(lim.request_timeout_ms))
         .http2_max_header_list_size(64 * 1024)
+        .layer(crate::edge::decode::DecodeErrorLayer)
         .layer(AuthLayer(shared.gate.clone()))
         .layer(crate::edge::leadership::LeaderLayer(active.map(|a| a.leadership)))
         .add_service(health)

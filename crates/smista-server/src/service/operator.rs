@@ -150,12 +150,29 @@ impl OperatorService for OperatorSvc {
             p.check_operator(&req.operator_id)?;
         }
         let req = request.into_inner();
-        self.call("Logout", |s, now, ev| {
-            s.engine.logout(&req.operator_id, req.force, now, ev).map_err(client_error)?;
-            s.recovering.remove(&req.operator_id);
-            Ok(pb::LogoutResponse {})
-        })
-        .await
+        // Contacts carried across a restart are in service too: they block a plain logout, and a
+        // forced one cancels them in service (with the consultations carried with them).
+        let s = &self.0;
+        if !req.force && s.recovered_with(&req.operator_id) > 0 {
+            return Err(Status::failed_precondition(format!(
+                "operator `{}` has contacts in service from before a restart: complete them or force the logout",
+                smista_core::error::clip(&req.operator_id)
+            )));
+        }
+        let r = self
+            .call("Logout", |s, now, ev| {
+                s.engine.logout(&req.operator_id, req.force, now, ev).map_err(client_error)?;
+                s.recovering.remove(&req.operator_id);
+                Ok(pb::LogoutResponse {})
+            })
+            .await?;
+        if req.force {
+            for c in s.recovered_of(&req.operator_id) {
+                let now = s.clock.now();
+                s.end_after_restart(&c, None, now, now).await?;
+            }
+        }
+        Ok(r)
     }
 
     async fn set_state(&self, request: Request<pb::SetStateRequest>) -> Result<Response<pb::SetStateResponse>, Status> {
