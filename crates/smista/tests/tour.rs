@@ -1,7 +1,8 @@
-//! The README's quick tour, and docs/citizen.md's transfer walk-through, run as written: every
-//! `$ smista client ...` line of the section's first `text` block against a fresh `smista serve`,
-//! each output compared with the lines the document shows under it. Only durations may differ (a
-//! number before `ms`, `s` or `min`), so the documents cannot drift from what the binary prints.
+//! The README's quick tour, and docs/citizen.md's transfer and consultation walk-throughs, run as
+//! written: every `$ smista client ...` line of the section's first `text` block against a fresh
+//! `smista serve`, each output compared with the lines the document shows under it. Only
+//! durations may differ (a number before `ms`, `s` or `min`), so the documents cannot drift from
+//! what the binary prints.
 
 mod support;
 
@@ -60,6 +61,11 @@ fn the_readme_tour_runs_as_written_and_prints_what_the_readme_shows() {
 #[test]
 fn the_transfer_walk_through_runs_as_written() {
     run(&tour("docs/citizen.md", "## From first level to second"), "transfer");
+}
+
+#[test]
+fn the_consultation_walk_through_runs_as_written() {
+    run(&tour("docs/citizen.md", "## Consultations and conferences"), "consult");
 }
 
 fn run(steps: &[(String, Vec<String>)], tag: &str) {

@@ -462,7 +462,8 @@ impl Engine {
         // A contact is answered once in the service level: a callback's later attempts (after
         // one went unanswered) do not count again, as its history record does not.
         // A transferred contact's later legs are not answers again either (its first leg was).
-        if rec.callback.unwrap_or(0) == 0 && rec.answered.is_none() {
+        // A consultation is no caller: not in the service level.
+        if rec.callback.unwrap_or(0) == 0 && rec.answered.is_none() && rec.consult_of.is_none() {
             q.record_accept(rec.segment, waited_ms, now);
         }
         // A callback is answered by the attempt the citizen picks up, not by its first.

@@ -482,14 +482,19 @@ async fn call(args: ClientArgs) -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .await?
                 .into_inner();
-            let with = if r.second_operator_id.is_empty() { "nobody".to_owned() } else { r.second_operator_id.clone() };
-            print((
-                format!(
-                    "{}: with {with}; your leg {} (wrap-up {})",
-                    show::words(action.as_str_name(), "CONSULTATION_ACTION_"),
+            let second = &r.second_operator_id;
+            let line = match action {
+                pb::ConsultationAction::Transfer => format!(
+                    "handed over to {second}; your leg {} (wrap-up {})",
                     show::duration(r.handle_ms),
                     show::duration(r.wrap_up_ms)
                 ),
+                pb::ConsultationAction::Conference => format!("in conference with {second}"),
+                _ if second.is_empty() => "consultation cancelled (nobody had taken it)".to_owned(),
+                _ => format!("consultation cancelled ({second} is free)"),
+            };
+            print((
+                line,
                 json!({"action": show::words(action.as_str_name(), "CONSULTATION_ACTION_"), "second_operator_id": r.second_operator_id,
                        "handle_ms": r.handle_ms, "wrap_up_ms": r.wrap_up_ms}),
             ));
