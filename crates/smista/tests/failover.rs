@@ -15,6 +15,8 @@
 //!   clients never see an error.
 //! - a rolling upgrade of two nodes (SIGTERM, restart in place, then the other): two handovers,
 //!   nothing lost, no error seen.
+//! - kill -9 of the active in the middle of a consultation: the desks find what each holds on the
+//!   new active, the hand-over and its repeat work, each leg is charged once.
 //!
 //! Half the desks are internal staff no budget pays: what they have in service crosses a
 //! takeover by its service record.
@@ -506,6 +508,130 @@ async fn a_paused_active_continued_after_a_takeover_answers_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(!status.success(), "a node that lost its leadership exits with an error: {status}");
+    teardown(nodes, &url, &schema, &dir).await;
+}
+
+/// A takeover in the middle of a consultation (both supplier operators talking): kill -9 of the
+/// active, the desks log in on the new active and find what each holds, the first operator's
+/// repeated ConsultContact answers where it stands, the hand-over works and its repeat answers
+/// the same, the second completes the caller under its own id, and each leg is one cost record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_in_the_middle_of_a_consultation_loses_nothing_and_charges_each_leg_once() {
+    use smista_proto::v1::operator_service_client::OperatorServiceClient;
+    let Some(url) = smista_ledger::testing::pg_url("the failover test") else { return };
+    let schema = smista_ledger::testing::schema_name("failover_consult");
+    let dir = std::env::temp_dir().join(format!("smista-failover-consult-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut nodes = vec![start(&dir, "node-0", &schema, &url)];
+    let (a0, _) = active_node(&nodes, None).await;
+    assert_eq!(a0, 0);
+    nodes.push(start(&dir, "node-1", &schema, &url));
+    let login = |op: &str| pb::LoginRequest {
+        operator_id: op.into(),
+        group: "supplier".into(),
+        skills: vec![pb::Skill { name: "naspi".into(), level: 5 }],
+        channels: vec![],
+        session_id: format!("desk-{op}"),
+    };
+    let ask = pb::ConsultContactRequest {
+        operator_id: "op-1".into(),
+        contact_id: "f-1".into(),
+        consultation_id: "fk-1".into(),
+        target: Some(pb::consult_contact_request::Target::Queue("naspi".into())),
+    };
+    let hand_over = pb::EndConsultationRequest {
+        operator_id: "op-1".into(),
+        contact_id: "f-1".into(),
+        consultation_id: "fk-1".into(),
+        action: pb::ConsultationAction::Transfer as i32,
+        ended_unix_ms: 0,
+        wrap_up_ms: 0,
+    };
+    let ch = Channel::from_shared(format!("http://{}", nodes[0].grpc)).expect("uri").connect().await.expect("connect");
+    let mut desk = OperatorServiceClient::new(ch.clone());
+    desk.login(login("op-1")).await.expect("login");
+    let d = ContactServiceClient::new(ch.clone())
+        .offer_contact(pb::OfferContactRequest {
+            contact_id: "f-1".into(),
+            queue: "naspi".into(),
+            channel: pb::Channel::Voice as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("offer")
+        .into_inner();
+    assert!(
+        matches!(d.decision, Some(pb::offer_contact_response::Decision::Assigned(ref a)) if a.operator_id == "op-1")
+    );
+    desk.accept_offer(pb::AcceptOfferRequest { operator_id: "op-1".into(), contact_id: "f-1".into() })
+        .await
+        .expect("accept");
+    desk.login(login("op-2")).await.expect("login");
+    let r = desk.consult_contact(ask.clone()).await.expect("consult").into_inner();
+    assert!(
+        matches!(r.state, Some(pb::consult_contact_response::State::Assigned(ref a)) if a.operator_id == "op-2"),
+        "{r:?}"
+    );
+    desk.accept_offer(pb::AcceptOfferRequest { operator_id: "op-2".into(), contact_id: "fk-1".into() })
+        .await
+        .expect("op-2 accepts the consultation");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = nodes[0].child.id().to_string();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success());
+    let (a1, _) = active_node(&nodes, Some(0)).await;
+    assert_eq!(a1, 1);
+    let ch = Channel::from_shared(format!("http://{}", nodes[1].grpc)).expect("uri").connect().await.expect("connect");
+    let mut desk = OperatorServiceClient::new(ch.clone());
+    // Each desk's in_service says what it holds (retrying while the new active settles in).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let l1 = loop {
+        match desk.login(login("op-1")).await {
+            Ok(l) => break l.into_inner(),
+            Err(e) if Instant::now() < deadline && e.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("login on the new active: {e:?}"),
+        }
+    };
+    assert_eq!(l1.in_service, vec!["f-1".to_owned()]);
+    let l2 = desk.login(login("op-2")).await.expect("login").into_inner();
+    assert_eq!(l2.in_service, vec!["fk-1".to_owned()]);
+    let r = desk.consult_contact(ask).await.expect("repeat").into_inner();
+    assert!(
+        matches!(r.state, Some(pb::consult_contact_response::State::Assigned(ref a)) if a.operator_id == "op-2"),
+        "{r:?}"
+    );
+    let h = desk.end_consultation(hand_over.clone()).await.expect("hand over").into_inner();
+    assert_eq!(h.second_operator_id, "op-2");
+    let again = desk.end_consultation(hand_over).await.expect("repeat").into_inner();
+    assert_eq!(again, h, "a repeated hand-over answers the same");
+    let l2 = desk.login(login("op-2")).await.expect("login").into_inner();
+    assert_eq!(l2.in_service, vec!["f-1".to_owned()]);
+    desk.complete_contact(pb::CompleteContactRequest {
+        operator_id: "op-2".into(),
+        contact_id: "f-1".into(),
+        wrap_up_ms: 0,
+        ended_unix_ms: 0,
+    })
+    .await
+    .expect("op-2 completes the caller");
+
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let legs: Vec<(String, String, String)> = sqlx::query_as(&format!(
+        "SELECT contact_id, operator_id, outcome FROM {schema}.cost_records ORDER BY accepted_unix_ms"
+    ))
+    .fetch_all(&pool)
+    .await
+    .expect("records");
+    let (holds,): (i64,) =
+        sqlx::query_as(&format!("SELECT COUNT(*) FROM {schema}.holds")).fetch_one(&pool).await.expect("holds");
+    pool.close().await;
+    let want = [("f-1", "op-1", "transferred"), ("f-1", "op-2", "completed")]
+        .map(|(c, o, x)| (c.to_owned(), o.to_owned(), x.to_owned()));
+    assert_eq!(legs, want.to_vec(), "one cost record per leg, none for the consultation handed over");
+    assert_eq!(holds, 0, "nothing held any more");
     teardown(nodes, &url, &schema, &dir).await;
 }
 
