@@ -113,10 +113,11 @@ pub trait BudgetGate: Send + Sync + std::fmt::Debug {
     }
     /// A consultation's reservation on `budget` becomes its contact's (the second operator
     /// carries on with the contact on the money admitted for the consultation): the reservation
-    /// held for `from` is now held for `to`, started or not, and ends in `to`'s `settle` or
-    /// `release`. Durable gates move the hold in memory; the ledger's record of the hand-over
-    /// moves it on disk.
-    fn rename(&self, budget: &str, from: &str, to: &str);
+    /// held for `from` is now held for `to`, started or not — its start dated `started` (after
+    /// the first operator's leg, so the two legs' cost records never share a key) — and ends in
+    /// `to`'s `settle` or `release`. Durable gates move the hold in memory; the ledger's record
+    /// of the hand-over moves it on disk.
+    fn rename(&self, budget: &str, from: &str, to: &str, started: Millis);
 }
 
 /// A gate for deployments without capped budgets: funds everything, records nothing.
@@ -131,7 +132,7 @@ impl BudgetGate for Unlimited {
     fn settle(&self, _s: &Settlement<'_>) -> Option<i64> {
         None
     }
-    fn rename(&self, _budget: &str, _from: &str, _to: &str) {}
+    fn rename(&self, _budget: &str, _from: &str, _to: &str, _started: Millis) {}
 }
 
 /// A test double that counts contacts instead of money: each budget may hold at most `limit`
@@ -228,7 +229,7 @@ impl BudgetGate for CountingGate {
         self.drop_hold(budget, contact_id, "release");
     }
 
-    fn rename(&self, budget: &str, from: &str, to: &str) {
+    fn rename(&self, budget: &str, from: &str, to: &str, _started: Millis) {
         let mut held = self.held.lock();
         if held.remove(&(budget.to_owned(), from.to_owned())).is_none() {
             self.violations.lock().push(format!("rename of {from} on {budget} without reservation"));

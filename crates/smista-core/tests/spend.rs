@@ -17,7 +17,8 @@ use common::*;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use smista_core::book::{
-    BudgetBook, BudgetConfig, ChannelTariff, CostRecord, HoldRecord, PacingConfig, PeriodConfig, SettlementSink, Tariff,
+    BudgetBook, BudgetConfig, ChannelTariff, CostRecord, HoldRecord, PacingConfig, PeriodConfig, PeriodTotals,
+    Recovery, SettlementSink, Tariff,
 };
 use smista_core::config::QueueConfig;
 use smista_core::{Channel, ConsultAction, ConsultStep, Engine, Event, Millis, Outcome, RoutingError, TransferTarget};
@@ -43,10 +44,11 @@ impl SettlementSink for Ledger {
     fn release(&self, _budget: &str, contact: &str) {
         self.holds.lock().remove(contact);
     }
-    fn renamed(&self, _budget: &str, from: &str, to: &str) {
+    fn renamed(&self, _budget: &str, from: &str, to: &str, accepted_unix_ms: i64) {
         let mut holds = self.holds.lock();
         if let Some(mut h) = holds.remove(from) {
             h.contact = to.to_owned();
+            h.accepted_unix_ms = accepted_unix_ms;
             assert!(holds.insert(to.to_owned(), h).is_none(), "{to} held twice");
         }
     }
@@ -98,6 +100,11 @@ enum Op {
         pick: usize,
         action: usize,
     },
+    /// The process dies: a new book restored from what the ledger holds and a new engine. What
+    /// budgets' operators had in service is carried (their holds), ended or handed over later as
+    /// the server does it; the rest was only in memory (the platform offers it again, under new
+    /// ids here).
+    Crash,
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -118,7 +125,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 
 /// Weighted towards consultations: many operators in, calls taken, consultations asked for,
 /// accepted, handed over, conferred, cancelled, with the ceiling near.
-fn consult_heavy() -> impl Strategy<Value = Op> {
+fn consult_heavy(crash: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..OPERATORS.len()).prop_map(|op| Op::Login { op }),
         1 => (0..OPERATORS.len(), Just(true)).prop_map(|(op, force)| Op::Logout { op, force }),
@@ -129,6 +136,7 @@ fn consult_heavy() -> impl Strategy<Value = Op> {
         2 => (0..120_000u64).prop_map(|ms| Op::Advance { ms }),
         6 => (any::<usize>(), 0..3usize, 0..30usize).prop_map(|(pick, to, id)| Op::Consult { pick, to, id }),
         6 => (any::<usize>(), 0..3usize).prop_map(|(pick, action)| Op::EndConsult { pick, action }),
+        crash => Just(Op::Crash),
     ]
 }
 
@@ -144,7 +152,13 @@ const OPERATORS: [(&str, &str); 6] = [
 
 fn setup(ceiling: i64, prefer_internal: bool) -> (Engine, Arc<BudgetBook>, Arc<Ledger>) {
     let ledger = Arc::new(Ledger::default());
-    let budget = BudgetConfig {
+    let book = Arc::new(BudgetBook::new(&[budget(ceiling)], 0).expect("valid budget").with_sink(ledger.clone()));
+    let e = Engine::new(&engine_config(prefer_internal), book.clone()).expect("valid config");
+    (e, book, ledger)
+}
+
+fn budget(ceiling: i64) -> BudgetConfig {
+    BudgetConfig {
         id: "ccm".into(),
         ceiling_cents: ceiling,
         period: PeriodConfig::Fixed { start_unix_ms: 0, length_ms: 365 * 86_400_000 },
@@ -157,8 +171,10 @@ fn setup(ceiling: i64, prefer_internal: bool) -> (Engine, Arc<BudgetBook>, Arc<L
         expected_handle: vec![],
         tail_sigmas: smista_core::book::TAIL_SIGMAS,
         leg_fee: Default::default(),
-    };
-    let book = Arc::new(BudgetBook::new(&[budget], 0).expect("valid budget").with_sink(ledger.clone()));
+    }
+}
+
+fn engine_config(prefer_internal: bool) -> smista_core::config::EngineConfig {
     let mut q = QueueConfig::new("pensions", &[("pensions", 3)]);
     q.budget = Some("ccm".into());
     q.prefer_unbudgeted = prefer_internal;
@@ -175,8 +191,41 @@ fn setup(ceiling: i64, prefer_internal: bool) -> (Engine, Arc<BudgetBook>, Arc<L
     // Longer than any run: a contact id is never reused for a new contact (which the engine
     // allows once it has forgotten the old one), so each id has one life to check.
     cfg.finished_retention_ms = 30 * 86_400_000;
-    let e = Engine::new(&cfg, book.clone()).expect("valid config");
-    (e, book, ledger)
+    cfg
+}
+
+/// Whether the budget of `contact`'s recovered hold settled an earlier leg of it (the server
+/// reads the same from the ledger: the per-contact fee's rule across legs).
+fn earlier_leg(ledger: &Ledger, book: &BudgetBook, contact: &str) -> bool {
+    let Some(h) = book.recovered(contact) else { return false };
+    ledger.records.lock().iter().any(|r| r.contact == contact && r.budget == h.budget)
+}
+
+/// A new book after a crash: the ledger's settled totals per period and its holds.
+fn restored(ledger: &Arc<Ledger>, ceiling: i64, now: Millis) -> Arc<BudgetBook> {
+    let mut periods: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    for r in ledger.records.lock().iter() {
+        let t = periods.entry((r.budget.clone(), r.period.clone())).or_default();
+        t.0 += r.cost_cents;
+        t.1 += (r.cost_cents - r.reserved_cents).max(0);
+    }
+    let recovery = Recovery {
+        amendments: Vec::new(),
+        periods: periods
+            .into_iter()
+            .map(|((budget, period), (settled_cents, overrun_cents))| PeriodTotals {
+                budget,
+                period,
+                settled_cents,
+                overrun_cents,
+            })
+            .collect(),
+        holds: ledger.holds.lock().values().cloned().collect(),
+    };
+    let book = Arc::new(BudgetBook::new(&[budget(ceiling)], 0).expect("valid budget").with_sink(ledger.clone()));
+    let done = book.restore(&recovery, now);
+    assert!(done.skipped.is_empty(), "{:?}", done.skipped);
+    book
 }
 
 /// What the events say: contacts offered and in service, with their operator, and final outcomes.
@@ -231,7 +280,14 @@ impl Seen {
     }
 }
 
-fn check(e: &Engine, book: &BudgetBook, ledger: &Ledger, seen: &Seen, now: Millis) -> Result<(), TestCaseError> {
+fn check(
+    e: &Engine,
+    book: &BudgetBook,
+    ledger: &Ledger,
+    seen: &Seen,
+    carried: &[(String, String)],
+    now: Millis,
+) -> Result<(), TestCaseError> {
     let audit = e.audit(now);
     prop_assert!(audit.is_empty(), "engine invariants: {:?}", audit);
     let v = book.views(now)[0].clone();
@@ -269,20 +325,93 @@ fn check(e: &Engine, book: &BudgetBook, ledger: &Ledger, seen: &Seen, now: Milli
     let mut held: Vec<String> = ledger.holds.lock().keys().cloned().collect();
     held.sort_unstable();
     let mut supplier_calls: Vec<String> =
-        seen.in_service.iter().filter(|(_, op)| op.starts_with('s')).map(|(c, _)| c.clone()).collect();
+        seen.in_service.iter().chain(carried).filter(|(_, op)| op.starts_with('s')).map(|(c, _)| c.clone()).collect();
     supplier_calls.sort_unstable();
     prop_assert_eq!(held, supplier_calls, "held = in service with a budgeted operator");
     Ok(())
 }
 
 fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseError> {
-    let (e, book, ledger) = setup(ceiling, prefer_internal);
+    let (mut e, mut book, ledger) = setup(ceiling, prefer_internal);
     let mut seen = Seen::default();
     let mut now = Millis(1);
     let mut ev = Vec::new();
+    // After a crash: what budgets' operators had in service (contact, operator), the
+    // consultations carried with both sides (consultation, contact, first operator), and the
+    // number of crashes so far (contact ids of each life are apart: `c3`, `c3e1`, ...).
+    let mut carried: Vec<(String, String)> = Vec::new();
+    let mut carried_consults: Vec<(String, String, String)> = Vec::new();
+    let mut lives = 0usize;
+    let id = |p: &str, n: usize, life: usize| if life == 0 { format!("{p}{n}") } else { format!("{p}{n}e{life}") };
     for op in ops {
         ev.clear();
         match *op {
+            Op::Crash => {
+                book = restored(&ledger, ceiling, now);
+                e = Engine::new(&engine_config(prefer_internal), book.clone()).expect("valid config");
+                lives += 1;
+                carried = ledger.holds.lock().values().map(|h| (h.contact.clone(), h.operator.clone())).collect();
+                carried.sort();
+                let is_carried = |c: &str| carried.iter().any(|(x, _)| x == c);
+                carried_consults.retain(|(k, c, _)| is_carried(k) && is_carried(c));
+                for (k, c, first) in &seen.open {
+                    if is_carried(k) && is_carried(c) {
+                        carried_consults.push((k.clone(), c.clone(), first.clone()));
+                    }
+                }
+                seen.offered.clear();
+                seen.in_service.clear();
+                seen.open.clear();
+            }
+            // A carried contact completed by its operator, after the crash (the server settles
+            // its recovered hold); a carried contact's carried consultations end with it.
+            Op::Complete { pick } if !carried.is_empty() && (pick % 2 == 1 || seen.in_service.is_empty()) => {
+                let (c, o) = carried[pick % carried.len()].clone();
+                let repeat = earlier_leg(&ledger, &book, &c);
+                let rec = book
+                    .end_recovered(&c, Some(&o), Outcome::Completed, now, repeat)
+                    .map_err(|err| TestCaseError::fail(format!("complete carried {c}: {err}")))?;
+                prop_assert_eq!(rec.outcome, Outcome::Completed);
+                seen.outcomes.insert(c.clone(), Outcome::Completed);
+                carried.retain(|(x, _)| *x != c);
+                for (k, _, _) in carried_consults.iter().filter(|(_, p, _)| *p == c) {
+                    if book.complete_recovered(k, None, Outcome::CancelledInService, now).is_ok() {
+                        seen.outcomes.insert(k.clone(), Outcome::CancelledInService);
+                    }
+                    carried.retain(|(x, _)| x != k);
+                }
+                carried_consults.retain(|(k, p, _)| *p != c && *k != c);
+            }
+            // A carried consultation handed over (TRANSFER) or cancelled, as the server does it.
+            Op::EndConsult { pick, action } if !carried_consults.is_empty() => {
+                let (k, c, first) = carried_consults[pick % carried_consults.len()].clone();
+                carried_consults.retain(|(x, _, _)| *x != k);
+                if action == 0 {
+                    let hc = book.recovered(&c).expect("the contact is carried");
+                    let repeat = earlier_leg(&ledger, &book, &c);
+                    book.end_recovered(&c, Some(&first), Outcome::Transferred, now, repeat)
+                        .map_err(|err| TestCaseError::fail(format!("hand-over of carried {c}: {err}")))?;
+                    let taken = book.take_recovered(&k).expect("the consultation is carried");
+                    // The ledger's hand-over record moves the hold, dated after the first leg.
+                    {
+                        let mut holds = ledger.holds.lock();
+                        let mut h = holds.remove(&k).expect("the consultation's hold");
+                        h.contact = c.clone();
+                        h.accepted_unix_ms = h.accepted_unix_ms.max(hc.accepted_unix_ms + 1);
+                        holds.insert(c.clone(), h);
+                    }
+                    let second = taken.operator.clone();
+                    book.hand_over_recovered(taken, &c, hc.accepted_unix_ms);
+                    carried.retain(|(x, _)| *x != k && *x != c);
+                    carried.push((c.clone(), second));
+                    carried.sort();
+                } else {
+                    if book.complete_recovered(&k, None, Outcome::CancelledInService, now).is_ok() {
+                        seen.outcomes.insert(k.clone(), Outcome::CancelledInService);
+                    }
+                    carried.retain(|(x, _)| *x != k);
+                }
+            }
             Op::Login { op } => {
                 let (id, group) = OPERATORS[op];
                 let _ =
@@ -292,12 +421,12 @@ fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseEr
                 let _ = e.logout(OPERATORS[op].0, force, now, &mut ev);
             }
             Op::Offer { contact, priority } => {
-                let mut req = offer(&format!("c{contact}"), "pensions");
+                let mut req = offer(&id("c", contact, lives), "pensions");
                 req.priority = priority;
                 let _ = e.offer(&req, now, &mut ev);
             }
             Op::Cancel { contact } => {
-                let _ = e.cancel(&format!("c{contact}"), now, &mut ev);
+                let _ = e.cancel(&id("c", contact, lives), now, &mut ev);
             }
             Op::Accept { pick } if !seen.offered.is_empty() => {
                 let (c, o) = seen.offered[pick % seen.offered.len()].clone();
@@ -336,10 +465,10 @@ fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseEr
                     Err(err) => return Err(TestCaseError::fail(format!("transfer {c}: {err}"))),
                 }
             }
-            Op::Consult { pick, to, id } if !seen.in_service.is_empty() => {
+            Op::Consult { pick, to, id: kid } if !seen.in_service.is_empty() => {
                 let (c, o) = seen.in_service[pick % seen.in_service.len()].clone();
                 let target = TransferTarget::Queue(["pensions", "consultancy", "helpdesk"][to].into());
-                let k = format!("k{id}");
+                let k = id("k", kid, lives);
                 match e.consult_at(&o, &c, &k, &target, now, &mut ev) {
                     Ok(_) => {}
                     Err(RoutingError::InvalidArgument { .. }) if c == k => {}
@@ -363,13 +492,19 @@ fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseEr
             _ => {}
         }
         seen.apply(&ev);
-        check(&e, &book, &ledger, &seen, now)?;
+        check(&e, &book, &ledger, &seen, &carried, now)?;
     }
     // Every caller hangs up and every operator leaves: every reservation must come back.
     ev.clear();
-    for c in 0..30 {
-        let _ = e.cancel(&format!("c{c}"), now, &mut ev);
-        let _ = e.cancel(&format!("k{c}"), now, &mut ev);
+    for n in 0..30 {
+        let _ = e.cancel(&id("c", n, lives), now, &mut ev);
+        let _ = e.cancel(&id("k", n, lives), now, &mut ev);
+    }
+    for (c, _) in std::mem::take(&mut carried) {
+        let repeat = earlier_leg(&ledger, &book, &c);
+        let rec = book.end_recovered(&c, None, Outcome::CancelledInService, now, repeat);
+        prop_assert!(rec.is_ok(), "carried {c}: {rec:?}");
+        seen.outcomes.insert(c, Outcome::CancelledInService);
     }
     for (id, _) in OPERATORS {
         let _ = e.logout(id, true, now, &mut ev);
@@ -377,7 +512,7 @@ fn run(ops: &[Op], ceiling: i64, prefer_internal: bool) -> Result<(), TestCaseEr
     now = Millis(now.0 + 1);
     e.tick(now, &mut ev);
     seen.apply(&ev);
-    check(&e, &book, &ledger, &seen, now)?;
+    check(&e, &book, &ledger, &seen, &carried, now)?;
     let v = book.views(now)[0].clone();
     prop_assert_eq!(v.reserved_cents, 0, "reservations left after every contact ended: {:?}", v);
     prop_assert_eq!(book.open_reservations(), 0);
@@ -399,10 +534,32 @@ proptest! {
 
     #[test]
     fn consultations_are_charged_once_and_stay_under_the_ceiling(
-        ops in proptest::collection::vec(consult_heavy(), 1..250),
+        ops in proptest::collection::vec(consult_heavy(1), 1..250),
         ceiling in 0i64..4_000,
         prefer_internal in any::<bool>(),
     ) {
         run(&ops, ceiling, prefer_internal)?;
+    }
+
+    /// A crash in the middle of a consultation (two supplier operators talking), then anything:
+    /// the carried consultation handed over, cancelled or ended with its contact, more
+    /// consultations and crashes; money for several calls at once.
+    #[test]
+    fn consultations_carried_across_crashes_are_charged_once(
+        ops in proptest::collection::vec(consult_heavy(1), 1..300),
+        ceiling in 2_000i64..20_000,
+    ) {
+        let mut all = vec![
+            Op::Login { op: 0 },
+            Op::Login { op: 1 },
+            Op::Offer { contact: 0, priority: 0 },
+            Op::Accept { pick: 0 },
+            Op::Consult { pick: 0, to: 0, id: 0 },
+            Op::Accept { pick: 0 },
+            Op::Advance { ms: 30_000 },
+            Op::Crash,
+        ];
+        all.extend(ops);
+        run(&all, ceiling, false)?;
     }
 }

@@ -99,9 +99,12 @@ impl BudgetGate for BudgetBook {
         Some(Some(rec.cost_cents))
     }
 
-    fn rename(&self, budget: &str, from: &str, to: &str) {
-        let Some(r) = take_reservation(&self.reservations, budget, from) else { return };
+    fn rename(&self, budget: &str, from: &str, to: &str, started_at: crate::time::Millis) {
+        let Some(mut r) = take_reservation(&self.reservations, budget, from) else { return };
         let started = r.started;
+        if started {
+            r.started_unix_ms = self.unix(started_at);
+        }
         let mut held = self.reservations.entry(Arc::from(to)).or_default();
         // A contact holds one reservation per budget: its own (its first operator's leg) was
         // settled or released before the hand-over.
@@ -109,7 +112,7 @@ impl BudgetGate for BudgetBook {
         held.push(r);
         drop(held);
         if let (true, Some(sink)) = (started, &self.sink) {
-            sink.renamed(budget, from, to);
+            sink.renamed(budget, from, to, self.unix(started_at));
         }
     }
 

@@ -150,7 +150,8 @@ pub trait SettlementSink: Send + Sync + std::fmt::Debug {
     /// A started hold moved to another contact: a consultation's, handed over to its contact
     /// (see [`crate::budget::BudgetGate::rename`]). A sink that writes the hand-over itself (the
     /// server's ledger, in one transaction with the first operator's transfer) ignores it.
-    fn renamed(&self, _budget: &str, _from: &str, _to: &str) {}
+    /// `accepted_unix_ms` is the hold's acceptance from then on (after the first leg's).
+    fn renamed(&self, _budget: &str, _from: &str, _to: &str, _accepted_unix_ms: i64) {}
     /// A contract amendment.
     fn amended(&self, _a: &AuditRecord) {}
 }

@@ -613,15 +613,16 @@ impl Engine {
                 None => self.gate.release(bud, &id),
             }
         }
+        // The second's leg of the contact, dated after the first's acceptance at least, so the
+        // two legs' cost records never share a key.
+        let b_accepted = b_accepted.max(a_accepted.plus(1));
         if let Some(bud) = &k_funding {
-            self.gate.rename(bud, &kid, &id);
+            self.gate.rename(bud, &kid, &id, b_accepted);
         }
         // 4. The first's leg ends like a transfer's (wrap-up before capacity).
         let wrap = if wrap_up_ms > 0 { wrap_up_ms } else { queue_wrap };
         let (t, completion) = self.end_leg(q, idx, a_gen, channel, &id, handle_ms, wrap, now);
-        // 5. The contact is the second's, since they accepted the consultation — dated after the
-        //    first's acceptance at least, so the two legs' cost records never share a key.
-        let b_accepted = b_accepted.max(a_accepted.plus(1));
+        // 5. The contact is the second's, since they accepted the consultation.
         let arrived = {
             let Some(mut rec) = self.contacts.get_mut(contact_id) else {
                 // Nobody ends an `Arriving` contact but its placer (us).
