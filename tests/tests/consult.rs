@@ -362,3 +362,64 @@ async fn a_restart_in_the_middle_of_a_consultation_loses_nothing_and_charges_eac
         drop_backend(pg.as_deref()).await;
     }
 }
+
+/// A hand-over racing a forced logout of the consultation's operator, over the wire, many
+/// times: every contact and consultation ends exactly once on the stream, nobody is left logged
+/// out holding a call, and after a restart the ledger holds nothing and brings nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_racing_a_forced_logout_ends_everything_once() {
+    let data = temp_dir("consult-race");
+    let cfg = ledger_config(&data, None);
+    let srv = Server::start_in(cfg.clone()).await;
+    let mut events =
+        srv.contacts().await.stream_events(pb::StreamEventsRequest::default()).await.expect("stream").into_inner();
+    const ROUNDS: usize = 150;
+    for i in 0..ROUNDS {
+        let (a, b, c, k) = (format!("ra-{i}"), format!("rb-{i}"), format!("rc-{i}"), format!("rk-{i}"));
+        let mut o = srv.operators().await;
+        o.login(login(&a, "supplier-a", &[("naspi", 6)])).await.expect("login");
+        in_service(&srv, &mut o, &a, &c, "naspi").await;
+        o.login(login(&b, "supplier-a", &[("isee", 5)])).await.expect("login");
+        let r = o.consult_contact(ask(&a, &c, &k, "isee")).await.expect("consult").into_inner();
+        assert_eq!(offered_to(&r), Some(b.as_str()), "{r:?}");
+        o.accept_offer(accept(&b, &k)).await.expect("accept");
+        let mut o1 = srv.operators().await;
+        let mut o2 = srv.operators().await;
+        let (h, l) = tokio::join!(
+            o1.end_consultation(end(&a, &c, &k, Transfer)),
+            o2.logout(pb::LogoutRequest { operator_id: b.clone(), force: true })
+        );
+        l.expect("the forced logout");
+        // Either the hand-over came first (the logout then cancelled the caller in b's hands) or
+        // the logout did (the consultation ended, a keeps the caller): a completes or it ended.
+        let done = o.complete_contact(complete_req(&a, &c)).await;
+        match (&h, &done) {
+            (Ok(_), Err(e)) => assert_eq!(e.code(), Code::FailedPrecondition, "round {i}: {e:?}"),
+            (Err(e), Ok(_)) => assert_eq!(e.code(), Code::FailedPrecondition, "round {i}: {e:?}"),
+            other => panic!("round {i}: {other:?}"),
+        }
+        o.logout(pb::LogoutRequest { operator_id: a.clone(), force: true }).await.expect("logout");
+    }
+    let mut finished: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    while finished.len() < 2 * ROUNDS {
+        let ev = next(&mut events, 5).await.expect("event");
+        if let Some(pb::contact_event::Kind::Finished(_)) = ev.kind {
+            *finished.entry(ev.contact_id).or_default() += 1;
+        }
+    }
+    assert!(finished.values().all(|n| *n == 1), "each ends once: {finished:?}");
+    srv.stop().await;
+    let target = cfg.ledger.target(&data).expect("ledger");
+    let l = smista_ledger::Ledger::connect(&target).await.expect("open");
+    let holds = l.recovery().await.expect("recovery").holds;
+    l.close().await;
+    assert!(holds.is_empty(), "nothing held after every contact ended: {holds:?}");
+    // A restart brings nothing back.
+    let srv = Server::start_in(cfg.clone()).await;
+    let mut o = srv.operators().await;
+    for i in 0..ROUNDS {
+        let l = o.login(login(&format!("rb-{i}"), "supplier-a", &[("isee", 5)])).await.expect("login").into_inner();
+        assert!(l.in_service.is_empty(), "round {i}: {l:?}");
+    }
+    srv.stop().await;
+}

@@ -273,12 +273,25 @@ impl Engine {
         Snapshot { queues, operators }
     }
 
+    /// The contacts offered to or in service with operator `operator_id` (empty if not logged
+    /// in): what a logout of theirs would give back or cancel.
+    #[must_use]
+    pub fn held_by(&self, operator_id: &str) -> Vec<Arc<str>> {
+        let Some(idx) = self.operator_ids.get(operator_id).map(|r| *r.value()) else { return Vec::new() };
+        let held = self.slot(idx).held.lock().contacts.clone();
+        held
+    }
+
     /// Whom the operator holding contact `c` consults, if `c` is in a consultation: the operator
     /// who asked (`c` is the consultation) or the one who took it (`c` is the contact; empty
     /// while nobody has), and whether the three are in conference.
     fn consulting(&self, c: &str) -> Option<(Arc<str>, bool)> {
-        let (of, consult) = self.contacts.get(c).map(|r| (r.consult_of.clone(), r.consult.clone()))?;
+        let (of, consult, state) = self.contacts.get(c).map(|r| (r.consult_of.clone(), r.consult.clone(), r.state))?;
         if let Some(of) = of {
+            // Only once taken: an operator merely offered the consultation is in none.
+            if !matches!(state, CState::InService { .. }) {
+                return None;
+            }
             return Some((self.operator_name(of.from), of.conference));
         }
         let (_, second, conference) = consult.and_then(|_| self.open_consultation(c))?;

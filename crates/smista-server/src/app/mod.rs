@@ -163,6 +163,18 @@ impl Sections {
         self.stripes[i].0.lock()
     }
 
+    /// The sections of several contacts at once (a hand-over changes a contact and its
+    /// consultation; a logout what the operator holds), taken in one order so that two such
+    /// requests never wait for each other.
+    pub fn contacts(&self, contacts: &[&str]) -> Vec<parking_lot::MutexGuard<'_, ()>> {
+        use std::hash::BuildHasher;
+        let mut stripes: Vec<usize> =
+            contacts.iter().map(|c| (self.hasher.hash_one(*c) as usize) % self.stripes.len()).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.into_iter().map(|i| self.stripes[i].0.lock()).collect()
+    }
+
     /// The section of the tick (and of anything else that changes contacts nobody asked about).
     pub fn global(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.global.lock()
@@ -249,6 +261,17 @@ impl Shared {
     /// events, for [`Shared::acknowledge`].
     pub fn about<T>(&self, contact: &str, now: Millis, f: impl FnOnce(&mut Vec<Event>) -> T) -> (T, Published) {
         let _section = self.sections.contact(contact);
+        let mut events = Vec::new();
+        let r = f(&mut events);
+        let tickets = self.publish(&events, now);
+        (r, Published { events, tickets })
+    }
+
+    /// [`Shared::about`] for a call that changes several contacts (`contacts`, the first is the
+    /// one the reply is about): their events are published in the order the engine made them
+    /// before any other request about one of them publishes its own.
+    pub fn about_all<T>(&self, contacts: &[&str], now: Millis, f: impl FnOnce(&mut Vec<Event>) -> T) -> (T, Published) {
+        let _sections = self.sections.contacts(contacts);
         let mut events = Vec::new();
         let r = f(&mut events);
         let tickets = self.publish(&events, now);

@@ -122,7 +122,10 @@ pub async fn end(s: &Shared, req: pb::EndConsultationRequest) -> Result<pb::EndC
     if let Some(hk) = s.recovered(&req.consultation_id) {
         return carried(s, &req, action, hk, ended, now).await;
     }
-    let (r, published) = s.about(&req.contact_id, now, |ev| {
+    // The contact and its consultation both change (a hand-over, a cancel): no other request
+    // about either publishes between (a forced logout cancelling the contact just handed over
+    // must come after the hand-over, on the stream and in the ledger).
+    let (r, published) = s.about_all(&[&req.contact_id, &req.consultation_id], now, |ev| {
         s.engine.end_consultation(
             &req.operator_id,
             &req.contact_id,

@@ -159,13 +159,24 @@ impl OperatorService for OperatorSvc {
                 smista_core::error::clip(&req.operator_id)
             )));
         }
-        let r = self
-            .call("Logout", |s, now, ev| {
-                s.engine.logout(&req.operator_id, req.force, now, ev).map_err(client_error)?;
-                s.recovering.remove(&req.operator_id);
-                Ok(pb::LogoutResponse {})
-            })
-            .await?;
+        // In the sections of what the operator holds: a logout that cancels a contact in their
+        // hands publishes after any request about it that was already changing it (a hand-over
+        // to them), never between its engine call and its publishing.
+        let t = RpcTimer::start("Logout");
+        let now = s.clock.now();
+        let held = s.engine.held_by(&req.operator_id);
+        let ids: Vec<&str> = held.iter().map(|c| &**c).collect();
+        let (r, published) = s.about_all(&ids, now, |ev| {
+            s.engine.logout(&req.operator_id, req.force, now, ev).map_err(client_error)?;
+            s.recovering.remove(&req.operator_id);
+            Ok(pb::LogoutResponse {})
+        });
+        let r = match r {
+            Ok(v) => s.persist(&published).await.map(|()| v),
+            Err(e) => Err(e),
+        };
+        t.finish(&r);
+        let r = Response::new(r?);
         if req.force {
             for c in s.recovered_of(&req.operator_id) {
                 let now = s.clock.now();
