@@ -317,22 +317,8 @@ async fn a_restart_in_the_middle_of_a_consultation_loses_nothing_and_charges_eac
 
         // The interval report: the four callers offered and answered in naspi, once each; the
         // four consultations counted apart in isee, in no citizen's figure.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
-        let report = srv
-            .admin()
-            .await
-            .get_interval_report(pb::GetIntervalReportRequest {
-                from_unix_ms: now - 3_600_000,
-                to_unix_ms: now + 3_600_000,
-                interval_minutes: 60,
-                ..Default::default()
-            })
-            .await
-            .expect("interval report")
-            .into_inner();
-        let sum = |q: &str, f: fn(&pb::QueueIntervalRow) -> u64| {
-            report.queues.iter().filter(|r| r.queue == q).map(f).sum::<u64>()
-        };
+        let report = srv.hour_report().await;
+        let sum = |q: &str, f: fn(&pb::QueueIntervalRow) -> u64| sum_of(&report.queues, q, f);
         assert_eq!((sum("naspi", |r| r.offered), sum("naspi", |r| r.answered)), (4, 4), "{:?}", report.queues);
         assert_eq!(sum("isee", |r| r.offered), 0, "{:?}", report.queues);
         assert_eq!(sum("isee", |r| r.consultations), 4, "{:?}", report.queues);

@@ -444,22 +444,8 @@ async fn repeats_after_a_restart_and_carried_contacts_answer_as_the_proto_says()
 
         // The interval report: k-1 and k-2 offered and answered once each, in naspi, their
         // transfers out of naspi and into isee (k-1's before the restart, k-2's carried one).
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
-        let report = srv
-            .admin()
-            .await
-            .get_interval_report(pb::GetIntervalReportRequest {
-                from_unix_ms: now - 3_600_000,
-                to_unix_ms: now + 3_600_000,
-                interval_minutes: 60,
-                ..Default::default()
-            })
-            .await
-            .expect("interval report")
-            .into_inner();
-        let sum = |q: &str, f: fn(&pb::QueueIntervalRow) -> u64| {
-            report.queues.iter().filter(|r| r.queue == q).map(f).sum::<u64>()
-        };
+        let report = srv.hour_report().await;
+        let sum = |q: &str, f: fn(&pb::QueueIntervalRow) -> u64| sum_of(&report.queues, q, f);
         assert_eq!(sum("naspi", |r| r.offered), 2, "{:?}", report.queues);
         assert_eq!(sum("naspi", |r| r.answered), 2, "{:?}", report.queues);
         assert_eq!(sum("naspi", |r| r.transferred_out), 2, "{:?}", report.queues);

@@ -74,6 +74,22 @@ impl Server {
         AdminServiceClient::new(self.channel().await)
     }
 
+    /// The interval report of the hour around now, in one interval (`GetIntervalReport`).
+    pub async fn hour_report(&self) -> pb::GetIntervalReportResponse {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+        self.admin()
+            .await
+            .get_interval_report(pb::GetIntervalReportRequest {
+                from_unix_ms: now - 3_600_000,
+                to_unix_ms: now + 3_600_000,
+                interval_minutes: 60,
+                ..Default::default()
+            })
+            .await
+            .expect("interval report")
+            .into_inner()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -93,6 +109,11 @@ impl Server {
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         out
     }
+}
+
+/// `f` summed over queue `q`'s rows.
+pub fn sum_of(rows: &[pb::QueueIntervalRow], q: &str, f: fn(&pb::QueueIntervalRow) -> u64) -> u64 {
+    rows.iter().filter(|r| r.queue == q).map(f).sum()
 }
 
 pub fn voice(contact: &str, queue: &str) -> pb::OfferContactRequest {

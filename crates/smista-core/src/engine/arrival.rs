@@ -527,15 +527,8 @@ impl Engine {
         });
         // A consultation that ends without a hand-over (see `consult.rs`).
         if let Some(c) = &rec.consult_of {
-            out.push(Event::Consultation {
-                contact: c.parent.clone(),
-                consultation: id.clone(),
-                operator: self.operator_name(c.from),
-                queue: c.parent_queue.clone(),
-                to_queue: q.name.clone(),
-                to_operator: handled.map(|(slot, _, _)| self.operator_name(slot)),
-                step: consult::ConsultStep::Ended,
-            });
+            let second = handled.map(|(slot, _, _)| self.operator_name(slot));
+            out.push(self.consult_event(c, id, &q.name, second, consult::ConsultStep::Ended));
         }
     }
 

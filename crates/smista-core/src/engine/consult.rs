@@ -86,6 +86,27 @@ impl ConsultStep {
 }
 
 impl Engine {
+    /// The event of a step of consultation `consultation` (whose link is `of`), asked of
+    /// `to_queue`, with `to_operator` as the second.
+    pub(super) fn consult_event(
+        &self,
+        of: &ConsultOf,
+        consultation: &Arc<str>,
+        to_queue: &Arc<str>,
+        to_operator: Option<Arc<str>>,
+        step: ConsultStep,
+    ) -> Event {
+        Event::Consultation {
+            contact: of.parent.clone(),
+            consultation: consultation.clone(),
+            operator: self.operator_name(of.from),
+            queue: of.parent_queue.clone(),
+            to_queue: to_queue.clone(),
+            to_operator,
+            step,
+        }
+    }
+
     /// Operator `operator_id`, in service with `contact_id`, asks for a consultation
     /// `consultation_id` with `target` (a queue, or an operator through a queue; not out of the
     /// centre). Returns where the consultation stands: placed (queued or offered), or ended.
@@ -127,11 +148,7 @@ impl Engine {
                 return Err(RoutingError::invalid("target", "a consultation is with an operator of the centre"))
             }
         };
-        let idx = self
-            .operator_ids
-            .get(operator_id)
-            .map(|r| *r.value())
-            .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        let idx = self.known_slot(operator_id)?;
         // A repeat: the consultation exists (live, or ended in this life).
         if let Some(answer) = self.consulted_before(idx, contact_id, consultation_id, t, now)? {
             return Ok(answer);
@@ -367,11 +384,7 @@ impl Engine {
         if wrap_up_ms > 3_600_000 {
             return Err(RoutingError::invalid("wrap_up_ms", "above one hour"));
         }
-        let idx = self
-            .operator_ids
-            .get(operator_id)
-            .map(|r| *r.value())
-            .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        let idx = self.known_slot(operator_id)?;
         let not_theirs = || {
             RoutingError::WrongState(format!(
                 "`{consultation_id}` is not a consultation of contact `{contact_id}` by operator `{operator_id}`"
@@ -422,17 +435,16 @@ impl Engine {
                     }
                 };
                 if first_time {
-                    out.push(Event::Consultation {
-                        contact: of.parent.clone(),
-                        consultation: Arc::from(consultation_id),
-                        operator: self.operator_name(idx),
-                        queue: of.parent_queue.clone(),
-                        to_queue: self.queues[self.contacts.get(consultation_id).map_or(0, |r| r.queue) as usize]
-                            .name
-                            .clone(),
-                        to_operator: Some(self.operator_name(b)),
-                        step: ConsultStep::Conference,
-                    });
+                    let kq = self.contacts.get(consultation_id).map_or(0, |r| r.queue);
+                    let to_queue = self.queues[kq as usize].name.clone();
+                    let second = Some(self.operator_name(b));
+                    out.push(self.consult_event(
+                        &of,
+                        &Arc::from(consultation_id),
+                        &to_queue,
+                        second,
+                        ConsultStep::Conference,
+                    ));
                 }
                 Ok(ConsultEnd { completion: None, second: Some(self.operator_name(b)) })
             }

@@ -5,6 +5,15 @@ use super::*;
 use crate::model::Skill;
 
 impl Engine {
+    /// The slot of an operator id this engine has seen (logged in or not): `UnknownOperator`
+    /// otherwise.
+    pub(super) fn known_slot(&self, operator_id: &str) -> Result<u32, RoutingError> {
+        self.operator_ids
+            .get(operator_id)
+            .map(|r| *r.value())
+            .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))
+    }
+
     pub(super) fn drop_held(&self, slot: u32, id: &Arc<str>) {
         self.slot(slot).held.lock().contacts.retain(|c| c != id);
     }
@@ -77,11 +86,7 @@ impl Engine {
 
     pub(super) fn logged_in(&self, operator_id: &str) -> Result<(u32, Arc<Session>), RoutingError> {
         validate_id("operator_id", operator_id)?;
-        let idx = self
-            .operator_ids
-            .get(operator_id)
-            .map(|r| *r.value())
-            .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        let idx = self.known_slot(operator_id)?;
         let slot = self.slot(idx);
         let session =
             slot.session.lock().clone().ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
@@ -492,15 +497,7 @@ impl Engine {
             held,
         });
         if let Some(c) = &rec.consult_of {
-            out.push(Event::Consultation {
-                contact: c.parent.clone(),
-                consultation: id.clone(),
-                operator: self.operator_name(c.from),
-                queue: c.parent_queue.clone(),
-                to_queue: q.name.clone(),
-                to_operator: Some(session.id.clone()),
-                step: consult::ConsultStep::Accepted,
-            });
+            out.push(self.consult_event(c, &id, &q.name, Some(session.id.clone()), consult::ConsultStep::Accepted));
         }
         Ok(())
     }
@@ -609,11 +606,7 @@ impl Engine {
         if wrap_up_ms > 3_600_000 {
             return Err(RoutingError::invalid("wrap_up_ms", "above one hour"));
         }
-        let idx = self
-            .operator_ids
-            .get(operator_id)
-            .map(|r| *r.value())
-            .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        let idx = self.known_slot(operator_id)?;
         let already = || match self.finished_get(contact_id) {
             Some(f) if f.completed_by == Some(idx) && f.outcome == Outcome::Completed => {
                 Ok(f.completion.unwrap_or(Completion { handle_ms: 0, wrap_up_ms: 0 }))

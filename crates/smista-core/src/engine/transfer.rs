@@ -30,6 +30,17 @@ pub enum TransferTarget {
     External,
 }
 
+impl TransferTarget {
+    /// The queue it names (empty: out of the centre).
+    #[must_use]
+    pub fn queue(&self) -> &str {
+        match self {
+            TransferTarget::Queue(q) | TransferTarget::Operator { queue: q, .. } => q,
+            TransferTarget::External => "",
+        }
+    }
+}
+
 /// What a transfer did (a repeated transfer answers the same leg).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
@@ -110,11 +121,7 @@ impl Engine {
             }
             TransferTarget::External => (None, None),
         };
-        let idx = self
-            .operator_ids
-            .get(operator_id)
-            .map(|r| *r.value())
-            .ok_or_else(|| RoutingError::UnknownOperator(operator_id.to_owned()))?;
+        let idx = self.known_slot(operator_id)?;
         // Where this request sends it, as a repeat of an earlier transfer must match.
         let named = pin.map(|(name, _)| self.operator_ids.get(name).map(|r| *r.value()));
         let asked = (tq, named);

@@ -94,7 +94,7 @@ async fn repeated(
     record: &ConsultRecord,
     now: Millis,
 ) -> Result<pb::ConsultContactResponse, Status> {
-    if record.to_queue != queue_of(target) {
+    if record.to_queue != target.queue() {
         return Err(Status::failed_precondition(format!(
             "consultation `{}` was asked of queue `{}`",
             smista_core::error::clip(&req.consultation_id),
@@ -156,14 +156,6 @@ pub async fn end(s: &Shared, req: pb::EndConsultationRequest) -> Result<pb::EndC
             }
         }
         Err(e) => Err(client_error(e)),
-    }
-}
-
-/// The queue a consultation's target names.
-fn queue_of(target: &TransferTarget) -> &str {
-    match target {
-        TransferTarget::Queue(q) | TransferTarget::Operator { queue: q, .. } => q,
-        TransferTarget::External => "",
     }
 }
 

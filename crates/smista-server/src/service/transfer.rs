@@ -70,14 +70,6 @@ pub async fn transfer(s: &Shared, req: pb::TransferContactRequest) -> Result<pb:
     }
 }
 
-/// The queue a target sends the contact to (empty: out of the centre).
-fn queue_of(target: &TransferTarget) -> &str {
-    match target {
-        TransferTarget::Queue(q) | TransferTarget::Operator { queue: q, .. } => q,
-        TransferTarget::External => "",
-    }
-}
-
 /// The answer to a transfer repeated after a restart or a failover, from its transfer record:
 /// the same leg, and where the contact stands now (`None`: no such transfer on record).
 async fn earlier(
@@ -96,7 +88,7 @@ async fn earlier(
         TransferTarget::Operator { operator, .. } => operator.as_str(),
         _ => "",
     };
-    if record.to_queue != queue_of(target) || record.to_operator != named {
+    if record.to_queue != target.queue() || record.to_operator != named {
         let mut was = if record.to_queue.is_empty() {
             "out of the centre".to_owned()
         } else {
@@ -150,7 +142,7 @@ async fn carried(
     now: Millis,
 ) -> Result<pb::TransferContactResponse, Status> {
     let Some(ledger) = &s.ledger else { return Err(Status::unavailable("no ledger")) };
-    let to = queue_of(target).to_owned();
+    let to = target.queue().to_owned();
     let pin = match target {
         TransferTarget::Operator { operator, timeout_ms, .. } => {
             if *timeout_ms > smista_core::MAX_PIN_MS {
