@@ -508,7 +508,7 @@ impl Engine {
                 completed_by: handled.map(|h| h.0),
                 completion: handled.map(|h| h.1),
                 legs: std::mem::take(&mut rec.legs),
-                consult_of: rec.consult_of.as_ref().map(|c| (c.parent.clone(), c.from)),
+                consult_of: rec.consult_of.as_ref().map(|c| Box::new((c.parent.clone(), c.from))),
             },
         );
         out.push(Event::Finished {

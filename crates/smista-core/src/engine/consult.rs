@@ -266,12 +266,12 @@ impl Engine {
                     not_before: Millis(0),
                     answered: None,
                     consult: None,
-                    consult_of: Some(ConsultOf {
+                    consult_of: Some(Box::new(ConsultOf {
                         parent: Arc::from(contact_id),
                         parent_queue: self.queues[cq as usize].name.clone(),
                         from: idx,
                         conference: false,
-                    }),
+                    })),
                 });
             }
         }
@@ -328,11 +328,9 @@ impl Engine {
             Some(x) => x,
             None => match self.finished_get(consultation_id) {
                 Some(f) => (
-                    f.consult_of.map(|(parent, from)| ConsultOf {
-                        parent,
-                        parent_queue: Arc::from(""),
-                        from,
-                        conference: false,
+                    f.consult_of.map(|b| {
+                        let (parent, from) = *b;
+                        Box::new(ConsultOf { parent, parent_queue: Arc::from(""), from, conference: false })
                     }),
                     f.queue,
                 ),
@@ -470,7 +468,7 @@ impl Engine {
         let Some(f) = self.finished_get(consultation_id) else {
             return Err(RoutingError::UnknownContact(consultation_id.to_owned()));
         };
-        match &f.consult_of {
+        match f.consult_of.as_deref() {
             Some((parent, from)) if &**parent == contact_id && *from == idx => {}
             // Ended in an earlier life (see `remember_ended`): the server answers from its records.
             None if f.completed_by.is_none() => return Err(RoutingError::UnknownContact(consultation_id.to_owned())),
@@ -589,7 +587,7 @@ impl Engine {
                     completed_by: Some(slot),
                     completion: None,
                     legs: Vec::new(),
-                    consult_of: Some((id.clone(), idx)),
+                    consult_of: Some(Box::new((id.clone(), idx))),
                 },
             );
             (slot, gen, accepted_at, k.funding.take(), kid, k.arrived)

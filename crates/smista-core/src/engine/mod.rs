@@ -136,7 +136,8 @@ struct Contact {
     /// see `consult.rs`).
     consult: Option<Arc<str>>,
     /// A consultation: the contact it is about and who asked.
-    consult_of: Option<ConsultOf>,
+    /// (Boxed: rare, and every contact carries the field.)
+    consult_of: Option<Box<ConsultOf>>,
 }
 
 #[derive(Clone, Debug)]
@@ -149,7 +150,7 @@ struct Finished {
     /// Its transferred legs (see [`Contact::legs`]).
     legs: Vec<Leg>,
     /// A consultation: the contact it was about and the slot of the operator who asked.
-    consult_of: Option<(Arc<str>, u32)>,
+    consult_of: Option<Box<(Arc<str>, u32)>>,
 }
 
 /// A leg an operator ended by transferring its contact.
