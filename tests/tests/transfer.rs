@@ -179,12 +179,7 @@ async fn each_transfer_flow_answers_as_the_proto_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extra_budget_transfer_is_refused_and_the_caller_stays() {
-    let mut cfg = smista_server::config::Config::load(None).expect("demo");
-    // Money for one call in flight, no more.
-    cfg.budgets[0].ceiling_cents = 1_000;
-    cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
-    cfg.budgets[0].protected_reserve_bp = 0;
-    let srv = Server::start_with(cfg).await;
+    let srv = Server::start_with(one_call_budget()).await;
     let mut o = srv.operators().await;
     o.login(login("op-101", "internal", &[("consultancy", 7)])).await.expect("login");
     o.login(login("op-201", "supplier-a", &[("naspi", 6)])).await.expect("login");

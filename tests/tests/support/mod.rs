@@ -164,6 +164,16 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The demo configuration (no ledger) with money for one supplier call in flight and no more:
+/// no pacing, no reserve.
+pub fn one_call_budget() -> Config {
+    let mut cfg = Config::load(None).expect("demo");
+    cfg.budgets[0].ceiling_cents = 1_000;
+    cfg.budgets[0].pacing = smista_core::book::PacingConfig::None;
+    cfg.budgets[0].protected_reserve_bp = 0;
+    cfg
+}
+
 /// The demo configuration with its ledger as SQLite in `data` or, with `pg`, the PostgreSQL
 /// schema `pg` at `SMISTA_TEST_PG_URL`; no pacing and no reserve on the budget (what the money
 /// tests are about is the ledger, not admission).

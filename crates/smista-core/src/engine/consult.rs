@@ -21,7 +21,7 @@
 //! consultation at a time per contact; a blind transfer waits until it ends.
 
 use super::*;
-use crate::engine::transfer::{Next, TransferTarget, MAX_PIN_MS};
+use crate::engine::transfer::{Next, TransferTarget};
 
 /// What the first operator does with a consultation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,9 +111,9 @@ impl Engine {
     /// `consultation_id` with `target` (a queue, or an operator through a queue; not out of the
     /// centre). Returns where the consultation stands: placed (queued or offered), or ended.
     /// Refused with [`RoutingError::TransferRefused`] when the target is closed, nobody else is
-    /// logged in there, it is full, or its budget refuses with nobody else paid there (then the
-    /// consultation id ends diverted: a repeat answers the same refusal). Idempotent: a repeat
-    /// answers where the consultation stands.
+    /// logged in there, it is full, or its budget refuses with nobody else paid there: then
+    /// nothing changed and the consultation id stays unused. Idempotent: a repeat answers where
+    /// the consultation stands.
     pub fn consult_at(
         &self,
         operator_id: &str,
@@ -129,24 +129,8 @@ impl Engine {
         if consultation_id == contact_id {
             return Err(RoutingError::invalid("consultation_id", "is the contact's own id"));
         }
-        let queue_name = |q: &str| {
-            if q.is_empty() || q.len() > 128 {
-                return Err(RoutingError::invalid("queue", "1 to 128 bytes"));
-            }
-            self.queue_idx(q)
-        };
-        let (t, pin) = match target {
-            TransferTarget::Queue(q) => (queue_name(q)?, None),
-            TransferTarget::Operator { operator, queue, timeout_ms } => {
-                validate_id("to_operator", operator)?;
-                if *timeout_ms > MAX_PIN_MS {
-                    return Err(RoutingError::invalid("timeout_ms", "above one hour"));
-                }
-                (queue_name(queue)?, Some((operator.as_str(), *timeout_ms)))
-            }
-            TransferTarget::External => {
-                return Err(RoutingError::invalid("target", "a consultation is with an operator of the centre"))
-            }
+        let (Some(t), pin) = self.target_of(target)? else {
+            return Err(RoutingError::invalid("target", "a consultation is with an operator of the centre"));
         };
         let idx = self.known_slot(operator_id)?;
         // A repeat: the consultation exists (live, or ended in this life).
@@ -178,24 +162,7 @@ impl Engine {
                 crate::error::clip(&k)
             )));
         }
-        let pinned = match pin {
-            Some((name, timeout_ms)) => {
-                let (tslot, session) = self.logged_in(name)?;
-                if tslot == idx {
-                    return Err(RoutingError::invalid("to_operator", "is the operator who consults"));
-                }
-                if !session.queues.iter().any(|(q, _)| *q == t) || session.caps[channel.index()] == 0 {
-                    return Err(RoutingError::WrongState(format!(
-                        "operator `{}` does not take {} contacts of queue `{}`",
-                        crate::error::clip(name),
-                        channel.as_str(),
-                        self.queues[t as usize].name
-                    )));
-                }
-                Some((tslot, now.plus(timeout_ms)))
-            }
-            None => None,
-        };
+        let pinned = pin.map(|p| self.pin_for(idx, p, t, channel, now, "consults")).transpose()?;
         let tq = &self.queues[t as usize];
         if !self.is_open(tq, now) {
             return Err(RoutingError::TransferRefused { reason: DivertReason::Closed, queue: tq.name.to_string() });

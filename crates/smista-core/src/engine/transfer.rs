@@ -60,6 +60,9 @@ pub enum Next {
     Ended(Outcome),
 }
 
+/// An operator named first by a transfer or a consultation, and how long only they may take it.
+pub(super) type Pin<'a> = (&'a str, u64);
+
 /// How a contact enters a queue (see [`Engine::offer_as`]).
 pub(crate) enum Kind {
     /// A new contact.
@@ -104,23 +107,7 @@ impl Engine {
         if wrap_up_ms > 3_600_000 {
             return Err(RoutingError::invalid("wrap_up_ms", "above one hour"));
         }
-        let queue_name = |q: &str| {
-            if q.is_empty() || q.len() > 128 {
-                return Err(RoutingError::invalid("queue", "1 to 128 bytes"));
-            }
-            self.queue_idx(q)
-        };
-        let (tq, pin) = match target {
-            TransferTarget::Queue(q) => (Some(queue_name(q)?), None),
-            TransferTarget::Operator { operator, queue, timeout_ms } => {
-                validate_id("to_operator", operator)?;
-                if *timeout_ms > MAX_PIN_MS {
-                    return Err(RoutingError::invalid("timeout_ms", "above one hour"));
-                }
-                (Some(queue_name(queue)?), Some((operator.as_str(), *timeout_ms)))
-            }
-            TransferTarget::External => (None, None),
-        };
+        let (tq, pin) = self.target_of(target)?;
         let idx = self.known_slot(operator_id)?;
         // Where this request sends it, as a repeat of an earlier transfer must match.
         let named = pin.map(|(name, _)| self.operator_ids.get(name).map(|r| *r.value()));
@@ -147,21 +134,9 @@ impl Engine {
         }
         // The named operator: logged in, someone else, serving the queue on the channel.
         let pinned = match (pin, tq) {
-            (Some((name, timeout_ms)), Some(t)) => {
-                let (tslot, session) = self.logged_in(name)?;
-                if tslot == idx {
-                    return Err(RoutingError::invalid("to_operator", "is the operator who transfers"));
-                }
+            (Some(pin), Some(t)) => {
                 let ch = self.contacts.get(contact_id).map_or(Channel::Voice, |r| r.channel);
-                if !session.queues.iter().any(|(q, _)| *q == t) || session.caps[ch.index()] == 0 {
-                    return Err(RoutingError::WrongState(format!(
-                        "operator `{}` does not take {} contacts of queue `{}`",
-                        crate::error::clip(name),
-                        ch.as_str(),
-                        self.queues[t as usize].name
-                    )));
-                }
-                Some((tslot, now.plus(timeout_ms)))
+                Some(self.pin_for(idx, pin, t, ch, now, "transfers")?)
             }
             _ => None,
         };
@@ -335,6 +310,59 @@ impl Engine {
         }
         self.find_work(slot, now, out);
         Ok(Transfer { completion, next })
+    }
+
+    /// A target's queue (`None`: out of the centre) and the operator it names with their head
+    /// start, checked: a queue name of 1 to 128 bytes that exists, a well-formed operator id, a
+    /// head start of at most [`MAX_PIN_MS`].
+    pub(super) fn target_of<'t>(
+        &self,
+        target: &'t TransferTarget,
+    ) -> Result<(Option<u32>, Option<Pin<'t>>), RoutingError> {
+        let queue = |q: &str| {
+            if q.is_empty() || q.len() > 128 {
+                return Err(RoutingError::invalid("queue", "1 to 128 bytes"));
+            }
+            self.queue_idx(q)
+        };
+        Ok(match target {
+            TransferTarget::Queue(q) => (Some(queue(q)?), None),
+            TransferTarget::Operator { operator, queue: q, timeout_ms } => {
+                validate_id("to_operator", operator)?;
+                if *timeout_ms > MAX_PIN_MS {
+                    return Err(RoutingError::invalid("timeout_ms", "above one hour"));
+                }
+                (Some(queue(q)?), Some((operator.as_str(), *timeout_ms)))
+            }
+            TransferTarget::External => (None, None),
+        })
+    }
+
+    /// The slot of the operator a transfer or a consultation names (`pin`: their id and head
+    /// start) and until when only they may take it: logged in, not the operator `idx` who
+    /// `acts` (transfers, consults), serving queue `t` on `channel`.
+    pub(super) fn pin_for(
+        &self,
+        idx: u32,
+        (name, timeout_ms): Pin<'_>,
+        t: u32,
+        channel: Channel,
+        now: Millis,
+        acts: &str,
+    ) -> Result<(u32, Millis), RoutingError> {
+        let (tslot, session) = self.logged_in(name)?;
+        if tslot == idx {
+            return Err(RoutingError::invalid("to_operator", format!("is the operator who {acts}")));
+        }
+        if !session.queues.iter().any(|(q, _)| *q == t) || session.caps[channel.index()] == 0 {
+            return Err(RoutingError::WrongState(format!(
+                "operator `{}` does not take {} contacts of queue `{}`",
+                crate::error::clip(name),
+                channel.as_str(),
+                self.queues[t as usize].name
+            )));
+        }
+        Ok((tslot, now.plus(timeout_ms)))
     }
 
     /// Whether queue `t` can take a transferred contact now: closed is fine (its fallback

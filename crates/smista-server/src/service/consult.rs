@@ -23,11 +23,7 @@ pub async fn consult(s: &Shared, req: pb::ConsultContactRequest) -> Result<pb::C
     use pb::consult_contact_request::Target;
     let target = match &req.target {
         Some(Target::Queue(q)) => TransferTarget::Queue(q.clone()),
-        Some(Target::Operator(o)) => TransferTarget::Operator {
-            operator: o.operator_id.clone(),
-            queue: o.queue.clone(),
-            timeout_ms: o.timeout_ms,
-        },
+        Some(Target::Operator(o)) => crate::service::transfer::named(o),
         None => return Err(Status::invalid_argument("target: name a queue or an operator")),
     };
     let now = s.clock.now();

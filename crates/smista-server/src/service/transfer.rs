@@ -18,16 +18,17 @@ use crate::wire::error::client_error;
 /// Longest `TransferOut.destination` accepted (it is never stored).
 const MAX_DESTINATION: usize = 128;
 
+/// A named operator as a target (TransferContact's and ConsultContact's).
+pub(crate) fn named(o: &pb::TransferToOperator) -> TransferTarget {
+    TransferTarget::Operator { operator: o.operator_id.clone(), queue: o.queue.clone(), timeout_ms: o.timeout_ms }
+}
+
 /// Serves one TransferContact (the caller's principal was checked).
 pub async fn transfer(s: &Shared, req: pb::TransferContactRequest) -> Result<pb::TransferContactResponse, Status> {
     use pb::transfer_contact_request::Target;
     let target = match &req.target {
         Some(Target::Queue(q)) => TransferTarget::Queue(q.clone()),
-        Some(Target::Operator(o)) => TransferTarget::Operator {
-            operator: o.operator_id.clone(),
-            queue: o.queue.clone(),
-            timeout_ms: o.timeout_ms,
-        },
+        Some(Target::Operator(o)) => named(o),
         Some(Target::External(x)) => {
             if x.destination.len() > MAX_DESTINATION || x.destination.chars().any(smista_core::error::is_hazard) {
                 return Err(Status::invalid_argument(format!(
